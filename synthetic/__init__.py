@@ -1,0 +1,1 @@
+"""mcicl synthetic: the paper's concept-based prompt model, one-layer transformer and training."""

