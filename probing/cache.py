@@ -1,0 +1,103 @@
+"""On-disk cache of pooled word vectors, one ``.npy`` per (chunk of words, layer), written atomically.
+
+The cache folder is keyed by everything that changes the numbers: the model and its weights' identity, the
+tokenizer, template, space, pooling and dtype. Inside it, a chunk is keyed by the exact words it holds, so a
+second run with the same words reads every chunk back, and an interrupted run recomputes only the chunks it
+had not finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("mcicl")
+CACHE_FORMAT = 1
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def model_fingerprint(model: Any, location: str | None = None) -> dict[str, Any]:
+    """What identifies a model's weights: class, location, weight files (name, size, mtime), a weight hash.
+
+    The hash of a few input-embedding rows catches weights changed in memory or rewritten in place; the
+    file list catches re-saved checkpoints; a Hub model adds its commit hash.
+    """
+    import torch
+
+    config = getattr(model, "config", None)
+    out: dict[str, Any] = {
+        "class": type(model).__name__,
+        "location": str(location or getattr(config, "_name_or_path", "")),
+        "commit": getattr(config, "_commit_hash", None),
+        "dtype": str(getattr(model, "dtype", "")),
+    }
+    if location and Path(location).is_dir():
+        out["files"] = sorted(
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+            for p in Path(location).iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    emb = model.get_input_embeddings().weight.detach()
+    with torch.no_grad():
+        rows = torch.cat([emb[:8], emb[-8:]]).float().cpu().contiguous().numpy()
+    out["embedding_hash"] = _digest(rows.tobytes())[:16]
+    return out
+
+
+class ExtractionCache:
+    """Pooled vectors for chunks of words under ``root/<settings key>/<chunk key>/<layer>.npy``."""
+
+    def __init__(self, root: str | Path, settings: dict[str, Any]):
+        self.settings = {"cache_format": CACHE_FORMAT, **settings}
+        text = json.dumps(self.settings, sort_keys=True, default=str)
+        self.folder = Path(root).expanduser() / _digest(text.encode())[:20]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        settings_file = self.folder / "settings.json"
+        if not settings_file.is_file():  # for people inspecting the cache; never read back for the key
+            _atomic_write_bytes(settings_file, (json.dumps(self.settings, indent=2, default=str) + "\n").encode())
+
+    @staticmethod
+    def chunk_key(words: list[str]) -> str:
+        """The key of a chunk: a hash of its words, in order."""
+        return _digest("\x00".join(words).encode("utf-8", "surrogatepass"))[:24]
+
+    def load(self, words: list[str], layers: list[str]) -> dict[str, np.ndarray] | None:
+        """The cached (len(words), d) array of every layer, or None when any is missing or malformed."""
+        chunk = self.folder / self.chunk_key(words)
+        out = {}
+        for layer in layers:
+            path = chunk / f"{layer}.npy"
+            if not path.is_file():
+                return None
+            try:
+                arr = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as err:  # a truncated file from a killed run: recompute it
+                log.warning("ignoring unreadable cache file %s (%s)", path, err)
+                return None
+            if arr.ndim != 2 or len(arr) != len(words):
+                return None
+            out[layer] = arr
+        return out
+
+    def save(self, words: list[str], arrays: dict[str, np.ndarray]) -> None:
+        """Store one chunk's arrays (one file per layer, each written atomically)."""
+        chunk = self.folder / self.chunk_key(words)
+        chunk.mkdir(parents=True, exist_ok=True)
+        for layer, arr in arrays.items():
+            tmp = chunk / f".{layer}.{os.getpid()}.tmp.npy"
+            np.save(tmp, np.ascontiguousarray(arr, dtype=np.float32))
+            os.replace(tmp, chunk / f"{layer}.npy")
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

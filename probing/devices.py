@@ -1,0 +1,50 @@
+"""Device choice for probe commands: ``auto`` (cuda, then mps, then cpu), an explicit device, or ``balanced``.
+
+``balanced`` means ``device_map="auto"`` (accelerate spreads a model too large for one GPU over all GPUs and
+CPU memory); inputs then go to the device of the input embedding.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+ACCEPTED = "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'balanced'"
+
+
+def resolve_device(spec: str) -> tuple[str, str | None]:
+    """(device to move the model to, device_map for from_pretrained or None) for a --device value."""
+    import torch
+
+    text = str(spec).strip().lower()
+    if text == "balanced":
+        if not torch.cuda.is_available():
+            raise ValueError("--device balanced spreads a model over GPUs (device_map='auto') but no CUDA GPU is "
+                             f"available; accepted here: 'auto' or 'cpu' (all accepted values: {ACCEPTED})")
+        return "cuda", "auto"
+    if text == "auto":
+        if torch.cuda.is_available():
+            return "cuda", None
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps", None
+        return "cpu", None
+    if not _DEVICE.match(text):
+        raise ValueError(f"--device {spec!r} is not a device; accepted: {ACCEPTED}")
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {spec!r} asks for CUDA but no CUDA GPU is available; use 'auto' or 'cpu'")
+        index = int(text.split(":")[1]) if ":" in text else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"--device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if text == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError("--device 'mps' asks for Apple Metal but it is not available; use 'auto' or 'cpu'")
+    return text, None
+
+
+def input_device(model: Any) -> Any:
+    """The device the model's inputs must be on (that of its input embedding, also under device_map)."""
+    return model.get_input_embeddings().weight.device

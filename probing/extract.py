@@ -1,0 +1,455 @@
+"""Word representations from any Hugging Face model: input rows, unembedding rows, or hidden states per layer.
+
+One rule, used everywhere: a word is put in its template (``"{word}"`` alone, or e.g. ``"A {word}."``),
+tokenized by the model's fast tokenizer, and its vector is pooled over the tokens whose character offsets
+overlap the word itself (template and special tokens excluded): ``mean`` of those tokens, or the ``last``
+one. Batches are padded (right for encoders, left for causal LMs) with an attention mask and explicit
+position ids, so a word in a padded batch gets the vectors it gets alone, and the hidden states are the
+model's own ``output_hidden_states`` (``"0"`` is the embedding output). Only pooled vectors are kept, batch by
+batch; words are sorted by token length to batch them, and the input order is restored.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from analysis.config import ConfigError, require
+from analysis.runs import progress
+from analysis.vectors import LabelledVectors
+
+log = logging.getLogger("mcicl")
+
+SPACES = ("hidden", "input", "unembed")
+POOLINGS = ("mean", "last")
+DTYPES = ("float32", "float16", "bfloat16")
+PADDING_SIDES = ("auto", "left", "right")
+WORD_SLOT = "{word}"
+POOLING_RULE = ("{pooling} over the tokens whose character offsets (fast tokenizer offset_mapping) overlap the "
+                "word inside its template; template and special tokens excluded")
+LAYERS_ACCEPTED = "'all', 'last', or layer indices such as '0,3,-1' (0 = embedding output, -1 = last layer)"
+
+
+def check_template(template: Any) -> str:
+    """The template, if it is a string holding ``{word}`` exactly once; else ConfigError."""
+    require(isinstance(template, str) and template.count(WORD_SLOT) == 1, "template", template,
+            "a string containing '{word}' exactly once, e.g. '{word}' or 'A {word}.'")
+    return template
+
+
+def parse_layers(spec: str | Sequence[int]) -> str | list[int]:
+    """'all', 'last', or a list of layer indices, from a layers spec (a string such as '0,3,-1' or a list)."""
+    if isinstance(spec, str):
+        text = spec.strip().lower()
+        if text in ("all", "last"):
+            return text
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        try:
+            out = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError("layers", spec, LAYERS_ACCEPTED) from None
+    elif isinstance(spec, Iterable):
+        out = list(spec)
+        require(all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in out), "layers", spec,
+                LAYERS_ACCEPTED)
+        out = [int(i) for i in out]
+    else:
+        raise ConfigError("layers", spec, LAYERS_ACCEPTED)
+    require(len(out) > 0, "layers", spec, LAYERS_ACCEPTED)
+    return out
+
+
+def resolve_layers(spec: str | Sequence[int], n_layers: int) -> list[int]:
+    """Hidden-state indices 0..n_layers (0 = embedding output) named by ``spec``, in order, no repeats."""
+    parsed = parse_layers(spec)
+    if parsed == "all":
+        return list(range(n_layers + 1))
+    if parsed == "last":
+        return [n_layers]
+    out = []
+    for i in parsed:
+        require(-(n_layers + 1) <= i <= n_layers, "layers", spec,
+                f"indices from 0 to {n_layers} (or -1 to -{n_layers + 1}); this model has {n_layers} layers "
+                "and hidden state 0 is the embedding output")
+        out.append(i % (n_layers + 1))
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class ExtractionConfig:
+    """What to extract and how: model, space, layers, template, pooling, batching, dtype, device, cache."""
+
+    model: str = "default"
+    space: Literal["hidden", "input", "unembed"] = "hidden"
+    layers: str | list[int] = "all"
+    template: str = WORD_SLOT
+    pooling: Literal["mean", "last"] = "mean"
+    batch_size: int = 64
+    dtype: str = "float32"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    cache_dir: str | None = None  # None = no cache
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.model, str) and bool(self.model.strip()), "model", self.model,
+                "'default', a local model folder, or a Hub id")
+        require(self.space in SPACES, "space", self.space, "one of " + ", ".join(SPACES))
+        require(self.pooling in POOLINGS, "pooling", self.pooling, "one of " + ", ".join(POOLINGS))
+        require(isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size >= 1,
+                "batch_size", self.batch_size, "an integer >= 1")
+        require(self.dtype in DTYPES, "dtype", self.dtype, "one of " + ", ".join(DTYPES))
+        require(isinstance(self.device, str) and bool(self.device.strip()), "device", self.device,
+                "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'balanced'")
+        check_template(self.template)
+        parse_layers(self.layers)
+
+
+@dataclass
+class Extraction:
+    """Pooled vectors of the represented words, per layer, with the report of words left out."""
+
+    words: list[str]                 # represented words, first-occurrence order, no duplicates
+    layers: list[str]                # "input" | "unembed" | "0".."N" (hidden: "0" = embedding output)
+    vectors: dict[str, np.ndarray]   # layer -> (len(words), d) float32
+    report: dict[str, list[str]]     # empty, unrepresentable, duplicates (+ partially_unknown: kept)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def labelled(self, layer: str | int,
+                 labels: Mapping[str, str] | Sequence[tuple[str, str]] | None = None) -> LabelledVectors:
+        """LabelledVectors of one layer: a row per word with ``labels[word]`` ("" if absent), or, given
+        (word, label) pairs, a row per pair whose word is represented (a word may carry several labels)."""
+        name = str(layer)
+        if name not in self.vectors:
+            raise LookupError(f"layer {name!r} was not extracted; extracted layers: {', '.join(self.layers)}")
+        matrix = self.vectors[name]
+        if labels is None or isinstance(labels, Mapping):
+            labels = labels or {}
+            rows, words, labs = list(range(len(self.words))), self.words, [labels.get(w, "") for w in self.words]
+        else:
+            index = {w: i for i, w in enumerate(self.words)}
+            pairs = [(w, lab) for w, lab in labels if w in index]
+            rows, words, labs = [index[w] for w, _ in pairs], [w for w, _ in pairs], [lab for _, lab in pairs]
+        meta = {k: v for k, v in self.meta.items() if k != "n_tokens"}
+        meta["layer"] = name
+        return LabelledVectors(matrix[rows], np.array(words, dtype=str), np.array(labs, dtype=str), meta=meta)
+
+
+@dataclass
+class _Item:
+    """One word ready for the model: its token ids and the positions of the word's own tokens."""
+
+    ids: list[int]
+    positions: list[int]
+
+
+def prepare_words(tokenizer: Any, words: Iterable[str], template: str = WORD_SLOT
+                  ) -> tuple[list[str], list[_Item], dict[str, list[str]]]:
+    """(represented words, their tokenized items, report of empty / unrepresentable / duplicate words)."""
+    check_template(template)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{type(tokenizer).__name__} is a slow tokenizer; extraction needs a fast tokenizer "
+                         "(its offset_mapping locates the word's tokens): load one with use_fast=True")
+    report: dict[str, list[str]] = {"empty": [], "unrepresentable": [], "duplicates": [], "partially_unknown": []}
+    candidates, seen = [], set()
+    for word in words:
+        if not isinstance(word, str):
+            raise ValueError(f"words must be strings; got {word!r} ({type(word).__name__})")
+        if not word.strip():
+            report["empty"].append(word)
+        elif word in seen:
+            report["duplicates"].append(word)
+        else:
+            seen.add(word)
+            candidates.append(word)
+    start = template.index(WORD_SLOT)
+    texts = [template.replace(WORD_SLOT, w) for w in candidates]
+    enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True,
+                    return_attention_mask=False) if texts else {"input_ids": [], "offset_mapping": [],
+                                                                 "special_tokens_mask": []}
+    unk = tokenizer.unk_token_id
+    limit = getattr(tokenizer, "model_max_length", None)
+    kept, items = [], []
+    for word, ids, offsets, special in zip(candidates, enc["input_ids"], enc["offset_mapping"],
+                                           enc["special_tokens_mask"], strict=True):
+        end = start + len(word)
+        # Tokens overlapping the word's characters: a leading-space token ("Ġdog", "▁dog") counts, a token
+        # that is only template text or a special token ([CLS], <s>, offsets (0, 0)) does not.
+        positions = [t for t, ((s, e), sp) in enumerate(zip(offsets, special, strict=True))
+                     if not sp and e > s and s < end and e > start]
+        if not positions or (unk is not None and all(ids[p] == unk for p in positions)):
+            report["unrepresentable"].append(word)
+            continue
+        if unk is not None and any(ids[p] == unk for p in positions):
+            report["partially_unknown"].append(word)
+        if limit and limit < 10**7 and len(ids) > limit:
+            raise ValueError(f"word {word!r} in template {template!r} is {len(ids)} tokens, more than the "
+                             f"model's maximum of {limit}; use a shorter template")
+        kept.append(word)
+        items.append(_Item(list(ids), positions))
+    return kept, items, report
+
+
+def n_hidden_layers(model: Any) -> int:
+    """The number of transformer layers (hidden states are 0..n, 0 = embedding output)."""
+    config = model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(config, "is_encoder_decoder", False):
+        for name in ("encoder_layers", "num_layers"):
+            if isinstance(getattr(text, name, None), int):
+                return int(getattr(text, name))
+    for name in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+        if isinstance(getattr(text, name, None), int):
+            return int(getattr(text, name))
+    # Unusual config: count the hidden states of a one-token forward pass.
+    import torch
+
+    from probing.devices import input_device
+
+    with torch.inference_mode():
+        out = _body(model)(input_ids=torch.zeros(1, 1, dtype=torch.long, device=input_device(model)),
+                           output_hidden_states=True)
+    return len(out.hidden_states) - 1
+
+
+def _body(model: Any) -> Any:
+    """The module whose forward returns hidden states: the encoder of an encoder-decoder, else the base model
+    (a causal LM's body, skipping the vocabulary projection, whose logits extraction never needs)."""
+    if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        return model.get_encoder()
+    return getattr(model, "base_model", model)
+
+
+def _is_causal(model: Any) -> bool:
+    from probing.models import is_causal_config
+
+    return is_causal_config(model.config) and not getattr(model.config, "is_encoder_decoder", False)
+
+
+def layer_names(model: Any, space: str, layers: str | Sequence[int] = "all") -> list[str]:
+    """The layer names an extraction of ``space`` with ``layers`` produces for ``model``."""
+    if space == "hidden":
+        return [str(i) for i in resolve_layers(layers, n_hidden_layers(model))]
+    require(space in SPACES, "space", space, "one of " + ", ".join(SPACES))
+    return [space]
+
+
+def padding_for(model: Any, padding_side: str = "auto") -> str:
+    """'left' or 'right': left for causal LMs (their convention), right for encoders, unless asked."""
+    require(padding_side in PADDING_SIDES, "padding_side", padding_side, "one of " + ", ".join(PADDING_SIDES))
+    accepts_positions = "position_ids" in inspect.signature(_body(model).forward).parameters
+    if padding_side == "auto":
+        return "left" if _is_causal(model) and accepts_positions else "right"
+    if padding_side == "left" and not accepts_positions:
+        raise ValueError(f"{type(model).__name__} takes no position_ids, so left padding would shift positions; "
+                         "use padding_side='right' (or 'auto')")
+    return padding_side
+
+
+def _pool_rows(matrix: Any, items: list[_Item], pooling: str) -> np.ndarray:
+    """Pooled rows of an embedding matrix (vocab, d) over each item's word tokens -> (len(items), d)."""
+    import torch
+
+    with torch.inference_mode():
+        if pooling == "last":
+            ids = torch.tensor([it.ids[it.positions[-1]] for it in items], dtype=torch.long, device=matrix.device)
+            return matrix[ids].float().cpu().numpy()
+        ids = torch.tensor([it.ids[p] for it in items for p in it.positions], dtype=torch.long, device=matrix.device)
+        seg = torch.tensor([i for i, it in enumerate(items) for _ in it.positions], dtype=torch.long,
+                           device=matrix.device)
+        counts = torch.tensor([len(it.positions) for it in items], dtype=torch.float32, device=matrix.device)
+        sums = torch.zeros(len(items), matrix.shape[1], dtype=torch.float32, device=matrix.device)
+        sums.index_add_(0, seg, matrix[ids].float())
+        return (sums / counts[:, None]).cpu().numpy()
+
+
+def _pool_hidden(model: Any, items: list[_Item], layer_idx: list[int], pooling: str, batch_size: int,
+                 padding_side: str, pad_id: int, show_progress: bool = True, desc: str = "extract"
+                 ) -> dict[str, np.ndarray]:
+    """Pooled hidden states of the selected layers for every item (in the items' order)."""
+    import torch
+
+    from probing.devices import input_device
+
+    body = _body(model)
+    params = inspect.signature(body.forward).parameters
+    extra = {k: v for k, v in (("use_cache", False), ("return_dict", True)) if k in params}
+    pass_positions = "position_ids" in params
+    device = input_device(model)
+    # Longest first (an out-of-memory error shows at once), similar lengths share a batch (little padding).
+    order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    out: dict[str, np.ndarray] = {}
+    bar = progress(batches, desc=desc) if show_progress else iter(batches)
+    with torch.inference_mode():
+        for batch in bar:
+            width = max(len(items[i].ids) for i in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            b_idx, t_idx, last = [], [], []
+            for row, i in enumerate(batch):
+                ids = items[i].ids
+                shift = width - len(ids) if padding_side == "left" else 0
+                input_ids[row, shift:shift + len(ids)] = torch.tensor(ids)
+                mask[row, shift:shift + len(ids)] = 1
+                b_idx += [row] * len(items[i].positions)
+                t_idx += [p + shift for p in items[i].positions]
+                last.append(items[i].positions[-1] + shift)
+            kwargs = dict(extra)
+            if pass_positions:  # real tokens get positions 0..len-1 whatever the padding side
+                kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
+            hidden = body(input_ids=input_ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
+                          **kwargs).hidden_states
+            for li in layer_idx:
+                h = hidden[li]  # (B, T, d); pad positions may hold garbage (even NaN): only word tokens are read
+                if pooling == "last":
+                    pooled = h[torch.arange(len(batch), device=h.device), torch.tensor(last, device=h.device)].float()
+                else:
+                    bi = torch.tensor(b_idx, device=h.device)
+                    tok = h[bi, torch.tensor(t_idx, device=h.device)].float()
+                    sums = torch.zeros(len(batch), h.shape[-1], dtype=torch.float32, device=h.device)
+                    sums.index_add_(0, bi, tok)
+                    counts = torch.bincount(bi, minlength=len(batch)).float()
+                    pooled = sums / counts[:, None]
+                name = str(li)
+                if name not in out:
+                    out[name] = np.empty((len(items), h.shape[-1]), dtype=np.float32)
+                out[name][batch] = pooled.cpu().numpy()
+            del hidden
+    if not items:
+        d = model.config.get_text_config().hidden_size if hasattr(model.config, "get_text_config") else 0
+        out = {str(li): np.empty((0, d), dtype=np.float32) for li in layer_idx}
+    return out
+
+
+def _compute(model: Any, items: list[_Item], space: str, layer_idx: list[int], pooling: str, batch_size: int,
+             padding_side: str, pad_id: int, show_progress: bool = True, desc: str = "extract"
+             ) -> dict[str, np.ndarray]:
+    if space == "hidden":
+        return _pool_hidden(model, items, layer_idx, pooling, batch_size, padding_side, pad_id, show_progress, desc)
+    if space == "input":
+        return {"input": _pool_rows(model.get_input_embeddings().weight, items, pooling)}
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or getattr(head, "weight", None) is None:
+        raise ValueError(f"{type(model).__name__} has no LM head (get_output_embeddings() is None), so there are "
+                         "no unembedding rows; use --space input or hidden, or load a model with an LM head "
+                         "(a causal LM)")
+    return {"unembed": _pool_rows(head.weight, items, pooling)}
+
+
+def _meta(model: Any, tokenizer: Any, space: str, template: str, pooling: str, padding_side: str,
+          n_layers: int | None, words: list[str], items: list[_Item]) -> dict[str, Any]:
+    from probing.devices import input_device
+
+    location = getattr(model.config, "_name_or_path", "")
+    return {
+        "model": location, "model_class": type(model).__name__, "tokenizer_class": type(tokenizer).__name__,
+        "space": space, "template": template, "pooling": pooling, "pooling_rule": POOLING_RULE.format(pooling=pooling),
+        "dtype": str(getattr(model, "dtype", "")).replace("torch.", ""), "device": str(input_device(model)),
+        "padding_side": padding_side, "n_hidden_layers": n_layers,
+        "random_weights": bool(location) and (Path(location) / "MCICL_TINY_RANDOM_WEIGHTS").is_file(),
+        "n_words": len(words), "n_tokens": [len(it.positions) for it in items],
+    }
+
+
+def _pad_id(tokenizer: Any) -> int:
+    # The pad id never reaches the output (masked, never pooled); a model without one gets eos or 0.
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def extract(model: Any, tokenizer: Any, words: Iterable[str], *, space: str = "hidden",
+            layers: str | Sequence[int] = "all", template: str = WORD_SLOT, pooling: str = "mean",
+            batch_size: int = 64, padding_side: str = "auto", show_progress: bool = True) -> Extraction:
+    """An Extraction of ``words`` from an already loaded model (no file I/O, no cache)."""
+    require(space in SPACES, "space", space, "one of " + ", ".join(SPACES))
+    require(pooling in POOLINGS, "pooling", pooling, "one of " + ", ".join(POOLINGS))
+    require(isinstance(batch_size, int) and batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
+    kept, items, report = prepare_words(tokenizer, words, template)
+    n_layers = n_hidden_layers(model) if space == "hidden" else None
+    layer_idx = resolve_layers(layers, n_layers) if space == "hidden" else []
+    side = padding_for(model, padding_side) if space == "hidden" else "none"
+    vectors = _compute(model, items, space, layer_idx, pooling, batch_size, side, _pad_id(tokenizer), show_progress)
+    names = list(vectors)
+    return Extraction(kept, names, vectors, report,
+                      _meta(model, tokenizer, space, template, pooling, side, n_layers, kept, items))
+
+
+def load_for(config: ExtractionConfig) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, ref) loaded as ``config`` asks (dtype, device or balanced, remote-code policy)."""
+    from probing.devices import resolve_device
+    from probing.models import load_model
+
+    device, device_map = resolve_device(config.device)
+    return load_model(config.model, dtype=config.dtype, device=device, device_map=device_map,
+                      trust_remote_code=config.trust_remote_code)
+
+
+def extract_words(words: Iterable[str], config: ExtractionConfig, *, loaded: tuple[Any, Any, Any] | None = None,
+                  show_progress: bool = True) -> Extraction:
+    """An Extraction of ``words`` as ``config`` says: loads the model (or reuses ``loaded``), uses the cache."""
+    model, tokenizer, ref = loaded if loaded is not None else load_for(config)
+    kept, items, report = prepare_words(tokenizer, words, config.template)
+    n_layers = n_hidden_layers(model) if config.space == "hidden" else None
+    layer_idx = resolve_layers(config.layers, n_layers) if config.space == "hidden" else []
+    names = [str(i) for i in layer_idx] if config.space == "hidden" else [config.space]
+    side = padding_for(model) if config.space == "hidden" else "none"
+    pad = _pad_id(tokenizer)
+    for kind in ("empty", "unrepresentable", "duplicates"):
+        if report[kind]:
+            log.warning("%d %s word(s) left out: %s", len(report[kind]), kind,
+                        ", ".join(repr(w) for w in report[kind][:10]) + (" ..." if len(report[kind]) > 10 else ""))
+    if config.cache_dir is None:
+        vectors = _compute(model, items, config.space, layer_idx, config.pooling, config.batch_size, side, pad,
+                           show_progress)
+    else:
+        vectors = _cached_compute(model, tokenizer, ref, kept, items, config, layer_idx, names, side, pad,
+                                  show_progress)
+    meta = _meta(model, tokenizer, config.space, config.template, config.pooling, side, n_layers, kept, items)
+    meta["model"] = getattr(ref, "spec", meta["model"])
+    meta["cache_dir"] = config.cache_dir
+    return Extraction(kept, names, {n: vectors[n] for n in names}, report, meta)
+
+
+def _cached_compute(model: Any, tokenizer: Any, ref: Any, kept: list[str], items: list[_Item],
+                    config: ExtractionConfig, layer_idx: list[int], names: list[str], side: str, pad: int,
+                    show_progress: bool) -> dict[str, np.ndarray]:
+    """Compute chunk by chunk, reading chunks the cache holds and storing the others as they finish."""
+    from probing.cache import ExtractionCache, model_fingerprint
+
+    settings = {"model": model_fingerprint(model, getattr(ref, "location", None)),
+                "tokenizer": [type(tokenizer).__name__, len(tokenizer), tokenizer.name_or_path],
+                "template": config.template, "space": config.space, "pooling": config.pooling,
+                "dtype": str(model.dtype)}
+    cache = ExtractionCache(config.cache_dir, settings)
+    # Chunks follow the token-length order, so each chunk batches well; a chunk is keyed by its words.
+    order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
+    chunk_size = config.batch_size * 8
+    chunks = [order[i:i + chunk_size] for i in range(0, len(order), chunk_size)]
+    out: dict[str, np.ndarray] = {}
+    hits = 0
+    for chunk in progress(chunks, desc=f"extract {config.space}") if show_progress else chunks:
+        chunk_words = [kept[i] for i in chunk]
+        arrays = cache.load(chunk_words, names)
+        if arrays is None:
+            arrays = _compute(model, [items[i] for i in chunk], config.space, layer_idx, config.pooling,
+                              config.batch_size, side, pad, show_progress=False)
+            cache.save(chunk_words, arrays)
+        else:
+            hits += 1
+        for name in names:
+            if name not in out:
+                out[name] = np.empty((len(items), arrays[name].shape[1]), dtype=np.float32)
+            out[name][chunk] = arrays[name]
+    log.info("cache %s: %d of %d chunk(s) read back, %d computed", cache.folder, hits, len(chunks),
+             len(chunks) - hits)
+    if not chunks:
+        out = _compute(model, [], config.space, layer_idx, config.pooling, config.batch_size, side, pad, False)
+    return out
