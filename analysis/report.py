@@ -1,0 +1,404 @@
+"""The report: one self-contained HTML file (figures embedded as base64 PNG) plus ``report.md``.
+
+A report is a list of :class:`Section` s (text, figures with a caption saying what they show and how to
+read them, tables), built from saved run folders by :func:`sections_from_run`, so a report can be
+regenerated at any time without re-running anything. ``mcicl report RUN...`` and the demo's last stage
+call :func:`write_report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import html
+import logging
+import math
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analysis.runs import RUN_MARKER, RunFolder, read_json, versions
+
+log = logging.getLogger("mcicl")
+
+MAX_TABLE_ROWS = 40  # long CSVs (one row per prompt) are summarised, the file itself stays in the run folder
+
+
+@dataclass
+class Figure:
+    """A PNG with a title and a caption saying what it shows and how to read it."""
+
+    path: Path
+    title: str
+    caption: str
+
+
+@dataclass
+class Table:
+    """A titled table: rows of column -> value (rendered with the columns of the first rows, in order)."""
+
+    title: str
+    rows: list[dict[str, Any]]
+    caption: str = ""
+    note: str = ""
+
+
+@dataclass
+class Section:
+    """One part of the report: a heading, paragraphs, figures, tables and preformatted blocks."""
+
+    title: str
+    text: list[str] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    blocks: list[tuple[str, str]] = field(default_factory=list)  # (title, preformatted text)
+
+
+# What each known figure shows and how to read it, keyed by a substring of the figure's file name
+# (first match wins). Unknown figures get a generic caption naming their run.
+CAPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("comparison", "Synthetic vs real geometry",
+     "Each statistic (panel) in every space (bar): the synthetic dictionary, synthetic sampled words, the "
+     "synthetic model's learned query/key spaces, and the real model's input embeddings and layers. Grey "
+     "ticks are the permutation null (labels shuffled). The paper's premise holds where within-concept cosine "
+     "clearly exceeds its null and cross-concept cosine and direction |cos| stay near theirs."),
+    ("ood_map", "Geometry-to-OOD map",
+     "Colour: the synthetic transformer's OOD 0-1 error (mean over the sweep's OOD scenarios, or one "
+     "scenario) at each within-concept cosine (x) and cross-concept overlap (y). Markers: real model spaces "
+     "placed at their measured geometry, so one can read which error regime a real model's geometry sits in."),
+    ("matched", "Geometry-matched synthetic world vs the real model",
+     "Left: error of the synthetic transformer trained on the world whose generator parameters were estimated "
+     "from the real model's geometry, in distribution and in each OOD scenario. Right: the real model's "
+     "attention-readout ICL error on the matching conditions (bars: bootstrap 95% intervals)."),
+    ("embedding", "Concept words: UMAP and PCA",
+     "Each dot is a concept word, coloured by concept. Left: PCA (first two components, with the share of "
+     "variance each explains); right: UMAP (cosine metric after PCA; seed in the title). Black stars are "
+     "polysemous words, joined by thin lines to the centroids of their senses: a word carrying two concepts "
+     "sits between them. UMAP distances are only locally meaningful."),
+    ("dynamics", "Learning dynamics",
+     "The synthetic transformer during training: logistic and 0-1 loss (train and test), the correct attention "
+     "weight, the concept-specific / complement / noise products through W_K^T W_Q, and the MLP weights' "
+     "projections on the label features. Bands: spread over seeds."),
+    ("ood", "OOD scenarios over training",
+     "Test 0-1 loss (and correct attention) of each OOD scenario along training, evaluated on the same model. "
+     "Scenarios that stay near zero are carried out of distribution; unseen_concept is expected to fail."),
+    ("convergence", "Exponential convergence fit",
+     "Loss on a log scale against step with the fitted exponential on the decaying window: a straight line "
+     "means exponential convergence; its slope is the rate in the summary table."),
+    ("accuracy", "ICL accuracy vs number of demonstrations",
+     "Attention-readout (or LM-scored) ICL accuracy against shots, one line per condition, with bootstrap 95% "
+     "intervals; the dashed line is chance. Polysemous queries next to in-distribution queries show whether "
+     "the right sense is picked from context."),
+    ("heatmap", "Concept-direction |cos| heatmap",
+     "Absolute cosine between concept directions, rows and columns ordered by hierarchical clustering; a "
+     "near-orthogonal geometry is a dark off-diagonal. Blocks are families of related concepts."),
+    ("layer", "Geometry across layers",
+     "Each statistic per layer (0 = input embeddings) with its permutation-null band: the distance between a "
+     "curve and its band is the effect; within-concept above cross-concept is the paper's premise."),
+    ("sweep", "Synthetic sweep",
+     "Error of the synthetic transformer over the sweep grid; see the sweep table for the numbers."),
+)
+
+
+def caption_for(png: Path, run_name: str) -> tuple[str, str]:
+    """(title, caption) for a figure file, from CAPTIONS or a generic one naming the run."""
+    stem = png.stem.lower()
+    for key, title, caption in CAPTIONS:
+        if key in stem:
+            return f"{title} ({run_name}: {png.stem})", caption
+    return f"{png.stem} ({run_name})", f"Figure {png.name} saved by the run {run_name}; see that run's docs."
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level with dotted keys (lists of scalars kept as a short string)."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, (list, tuple)):
+            if all(not isinstance(v, (Mapping, list, tuple)) for v in value) and len(value) <= 12:
+                out[name] = ", ".join(_fmt(v) for v in value)
+        else:
+            out[name] = value
+    return out
+
+
+def summary_table(summary: Mapping[str, Any], title: str, *, skip: Iterable[str] = ()) -> Table:
+    """A two-column (statistic, value) table of a summary.json, nested keys dotted."""
+    skip = tuple(skip)
+    rows = [{"statistic": k, "value": v} for k, v in flatten(summary).items()
+            if not any(k.startswith(s) for s in skip)]
+    return Table(title, rows)
+
+
+def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def csv_table(path: Path, title: str, caption: str = "", max_rows: int = MAX_TABLE_ROWS) -> Table:
+    """A table of a CSV file, its first ``max_rows`` rows (the note says how many were left out)."""
+    rows = read_csv_rows(path)
+    note = f"first {max_rows} of {len(rows)} rows; the full table is {path}" if len(rows) > max_rows else ""
+    return Table(title, rows[:max_rows], caption, note)
+
+
+def _fmt(value: Any) -> str:
+    """Numbers to 4 significant digits, everything else as text."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.4g}"
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return value if number.is_integer() or len(value) <= 8 else f"{number:.4g}"
+    return str(value)
+
+
+def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(k for row in rows for k in row))
+
+
+# ----------------------------------------------------------------------------------------- run folders
+
+
+def _run_kind(path: Path) -> str:
+    """What produced a run folder: 'demo', 'synthetic', 'sweep', 'geometry', 'icl', 'compare', 'matched'."""
+    command = ""
+    if (path / RUN_MARKER).is_file():
+        command = str(read_json(path / RUN_MARKER).get("command", ""))
+    files = {p.name for p in path.iterdir()}
+    if "comparison.csv" in files:
+        return "compare"
+    if "matched.csv" in files:
+        return "matched"
+    if "sweep.csv" in files:
+        return "sweep"
+    if "layers.csv" in files:
+        return "geometry"
+    if "results.csv" in files and "icl" in command or "results.csv" in files and "metrics.jsonl" not in files:
+        return "icl"
+    if "metrics.jsonl" in files or "features.npz" in files:
+        return "synthetic"
+    if command == "demo":
+        return "demo"
+    return command or "run"
+
+
+def sections_from_run(path: str | Path, title: str | None = None) -> list[Section]:
+    """Report sections for one run folder (a demo folder yields one section per stage subfolder)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run folder not found: {path}")
+    kind = _run_kind(path)
+    if kind == "demo":
+        sections = [_demo_overview(path)]
+        for sub in sorted(p for p in path.iterdir() if p.is_dir() and (p / RUN_MARKER).is_file()):
+            if sub.name != "report":
+                sections += sections_from_run(sub, title=f"{sub.name}")
+        return sections
+    return [_run_section(path, kind, title or path.name)]
+
+
+_KIND_TEXT = {
+    "synthetic": "The synthetic world: the one-layer transformer (softmax attention + ReLU MLP, logistic loss) "
+                 "trained on concept-based sparse-coding prompts, evaluated in distribution and in OOD scenarios.",
+    "sweep": "A sweep of the synthetic world over generator parameters: in-distribution and OOD errors.",
+    "geometry": "The real model's concept geometry, measured by the geometry engine with permutation nulls.",
+    "icl": "In-context learning probes on the real model: accuracy per condition and number of shots.",
+    "compare": "The same statistics, computed by the same geometry engine, on every synthetic and real space.",
+    "matched": "A synthetic world whose generator parameters were estimated from the real model's geometry.",
+}
+
+# Per kind: the CSV tables worth showing, with captions.
+_KIND_TABLES = {
+    "compare": (("comparison.csv", "Side-by-side geometry statistics",
+                 "One row per (space, statistic): value, permutation-null mean and p-value."),),
+    "matched": (("matched.csv", "Matched world: synthetic errors beside the real model's ICL",
+                 "Each row a condition: the matched synthetic model's 0-1 error and the real model's ICL "
+                 "error (1 - accuracy) on the matching condition."),
+                ("estimate.csv", "Estimated generator parameters", "Target and achieved moments.")),
+    "sweep": (("sweep.csv", "Sweep results", "One row per grid point."),),
+    "geometry": (("layers.csv", "Statistics per layer", "Every statistic with its null, CI and p-value."),
+                 ("polysemy.csv", "Polysemous words", "Cosine with each sense centroid against the null.")),
+    "icl": (),
+}
+
+
+def _run_section(path: Path, kind: str, title: str) -> Section:
+    section = Section(title=f"{title} ({kind})")
+    if kind in _KIND_TEXT:
+        section.text.append(_KIND_TEXT[kind])
+    if (path / "summary.json").is_file():
+        summary = read_json(path / "summary.json")
+        if isinstance(summary, Mapping) and summary:
+            table = summary_table(summary, "Summary (headline numbers)", skip=("per_layer",))
+            if len(table.rows) > MAX_TABLE_ROWS:
+                table.note = f"first {MAX_TABLE_ROWS} of {len(table.rows)} entries; see {path / 'summary.json'}"
+                table.rows = table.rows[:MAX_TABLE_ROWS]
+            if table.rows:
+                section.tables.append(table)
+    for name, table_title, caption in _KIND_TABLES.get(kind, ()):
+        if (path / name).is_file():
+            table = csv_table(path / name, table_title, caption)
+            if table.rows:
+                section.tables.append(table)
+    for png in sorted((path / "figures").glob("*.png")) if (path / "figures").is_dir() else []:
+        section.figures.append(Figure(png, *caption_for(png, path.name)))
+    if (path / "config.yaml").is_file():
+        section.blocks.append(("config.yaml", (path / "config.yaml").read_text()))
+    if (path / RUN_MARKER).is_file():
+        info = read_json(path / RUN_MARKER)
+        section.blocks.append(("command and versions", "\n".join(
+            [f"command: {info.get('command', '')}", f"started: {info.get('started', '')}"]
+            + [f"{k}: {v}" for k, v in (info.get("versions") or {}).items()])))
+    return section
+
+
+def _demo_overview(path: Path) -> Section:
+    section = Section("Demo overview", text=[
+        "mcicl demo ran these stages in order, each into its own subfolder below. Times are wall-clock seconds."])
+    summary = read_json(path / "summary.json") if (path / "summary.json").is_file() else {}
+    rows = []
+    for stage, numbers in (summary.get("stages") or {}).items():
+        shown = {k: v for k, v in flatten(numbers).items() if not isinstance(v, str) or len(v) < 60}
+        rows.append({"stage": stage, "seconds": shown.pop("seconds", ""),
+                     "headline": "; ".join(f"{k}={_fmt(v)}" for k, v in list(shown.items())[:8])})
+    if rows:
+        section.tables.append(Table("Stages", rows))
+    for png in sorted((path / "figures").glob("*.png")) if (path / "figures").is_dir() else []:
+        section.figures.append(Figure(png, *caption_for(png, path.name)))
+    return section
+
+
+# ---------------------------------------------------------------------------------------------- render
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{border-bottom:2px solid #0072B2}h2{margin-top:2em;border-bottom:1px solid #ccc}
+figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.92em;color:#444}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:2px 6px;
+text-align:left}th{background:#f3f6fa}pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.8em}
+.note{font-size:.85em;color:#666}nav li{margin:.1em 0}
+"""
+
+
+def render_html(title: str, sections: Sequence[Section], intro: Sequence[str] = ()) -> str:
+    """One self-contained HTML page: every figure embedded as a base64 PNG, no external resources."""
+    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
+             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    parts += [f"<p>{html.escape(p)}</p>" for p in intro]
+    parts.append("<nav><ul>" + "".join(f"<li><a href=\"#s{i}\">{html.escape(s.title)}</a></li>"
+                                       for i, s in enumerate(sections)) + "</ul></nav>")
+    for i, section in enumerate(sections):
+        parts.append(f"<section id=\"s{i}\"><h2>{html.escape(section.title)}</h2>")
+        parts += [f"<p>{html.escape(p)}</p>" for p in section.text]
+        for fig in section.figures:
+            data = base64.b64encode(Path(fig.path).read_bytes()).decode("ascii")
+            parts.append(f"<figure><img alt=\"{html.escape(fig.title)}\" src=\"data:image/png;base64,{data}\">"
+                         f"<figcaption><b>{html.escape(fig.title)}.</b> {html.escape(fig.caption)}</figcaption>"
+                         "</figure>")
+        for table in section.tables:
+            parts.append(_html_table(table))
+        for block_title, text in section.blocks:
+            parts.append(f"<details><summary>{html.escape(block_title)}</summary><pre>{html.escape(text)}</pre>"
+                         "</details>")
+        parts.append("</section>")
+    parts.append("<h2>Software versions</h2><pre>" + html.escape(
+        "\n".join(f"{k}: {v}" for k, v in versions().items())) + "</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _html_table(table: Table) -> str:
+    cols = _columns(table.rows)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(c, '')))}</td>" for c in cols) + "</tr>"
+                   for row in table.rows)
+    out = f"<h3>{html.escape(table.title)}</h3>"
+    if table.caption:
+        out += f"<p class=\"note\">{html.escape(table.caption)}</p>"
+    out += f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if table.note:
+        out += f"<p class=\"note\">{html.escape(table.note)}</p>"
+    return out
+
+
+def render_markdown(title: str, sections: Sequence[Section], figure_links: Mapping[Path, str],
+                    intro: Sequence[str] = ()) -> str:
+    """The report as Markdown; figures are linked by the relative paths in ``figure_links``."""
+    lines = [f"# {title}", ""] + [p + "\n" for p in intro]
+    for section in sections:
+        lines += [f"## {section.title}", ""] + [p + "\n" for p in section.text]
+        for fig in section.figures:
+            lines += [f"![{fig.title}]({figure_links[Path(fig.path)]})", "", f"*{fig.title}.* {fig.caption}", ""]
+        for table in section.tables:
+            cols = _columns(table.rows)
+            lines += [f"### {table.title}", ""] + ([table.caption, ""] if table.caption else [])
+            lines.append("| " + " | ".join(cols) + " |")
+            lines.append("|" + "---|" * len(cols))
+            lines += ["| " + " | ".join(_fmt(r.get(c, "")).replace("|", "\\|") for c in cols) + " |"
+                      for r in table.rows]
+            lines += [""] + ([table.note, ""] if table.note else [])
+        for block_title, text in section.blocks:
+            lines += [f"<details><summary>{block_title}</summary>", "", "```", text.rstrip(), "```", "",
+                      "</details>", ""]
+    lines += ["## Software versions", "", "```"] + [f"{k}: {v}" for k, v in versions().items()] + ["```", ""]
+    return "\n".join(lines)
+
+
+def write_report(run: RunFolder, sections: Sequence[Section], title: str = "mcicl report",
+                 intro: Sequence[str] = ()) -> Path:
+    """Write ``report.html`` (self-contained) and ``report.md`` (+ figures/ copies) into ``run``; return the HTML."""
+    links: dict[Path, str] = {}
+    for i, section in enumerate(sections):
+        for fig in section.figures:
+            target = run.figures / f"{i:02d}-{Path(fig.path).name}"
+            if Path(fig.path).resolve() != target.resolve():
+                shutil.copyfile(fig.path, target)
+            links[Path(fig.path)] = f"figures/{target.name}"
+    html_path = run.path / "report.html"
+    html_path.write_text(render_html(title, sections, intro), encoding="utf-8")
+    (run.path / "report.md").write_text(render_markdown(title, sections, links, intro), encoding="utf-8")
+    n_fig = sum(len(s.figures) for s in sections)
+    n_tab = sum(len(s.tables) for s in sections)
+    run.write_summary({"html": str(html_path), "markdown": str(run.path / "report.md"), "sections": len(sections),
+                       "figures": n_fig, "tables": n_tab})
+    return html_path
+
+
+def report_runs(run_dirs: Sequence[str | Path], run: RunFolder, title: str = "mcicl report") -> Path:
+    """Build the report of saved run folders into ``run``; return the HTML path."""
+    if not run_dirs:
+        raise ValueError("mcicl report needs at least one RUN folder")
+    sections: list[Section] = []
+    for d in run_dirs:
+        sections += sections_from_run(d)
+    intro = ["Made by mcicl from the saved run folders " + ", ".join(str(d) for d in run_dirs) + ". Every "
+             "figure was drawn from saved metrics; every number is in the runs' summary.json and CSV files."]
+    return write_report(run, sections, title, intro)
+
+
+def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict:
+    """The demo's last stage: the report of the demo folder itself, into ``run.path / 'report'``."""
+    out = RunFolder.create(run.path / "report", "report", overwrite=True)
+    # The demo's summary.json is written after the last stage; write the current one so the overview has it.
+    run.write_summary(results)
+    html_path = report_runs([run.path], out, title="mcicl demo report")
+    summary = read_json(out.path / "summary.json")
+    return {"report": str(html_path), "figures": summary["figures"], "tables": summary["tables"]}

@@ -1,0 +1,30 @@
+"""``mcicl report RUN... [--out DIR]``: one self-contained HTML report (plus report.md) of saved run folders."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the report; print where it is."""
+    from analysis.report import report_runs
+    from analysis.runs import RunFolder
+
+    out = RunFolder.create(args.out, "report", overwrite=args.overwrite)
+    html_path = report_runs(args.runs, out, title=args.title)
+    print(f"report: {html_path}  (markdown: {out.path / 'report.md'}); output is in {out.path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``mcicl report``."""
+    from analysis.cli import add_run_options
+
+    p = sub.add_parser("report", help="one self-contained HTML report (+ report.md) of saved run folders",
+                       description="Read run folders (synthetic train/sweep, probe geometry/icl, compare, "
+                                   "matched, demo) and write report.html with every figure embedded, the "
+                                   "tables, configs and versions, plus report.md.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders to include, in order")
+    p.add_argument("--title", default="mcicl report", help="report title (default: mcicl report)")
+    add_run_options(p, config=False, seed=False)
+    p.set_defaults(func=run)
