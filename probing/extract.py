@@ -402,9 +402,9 @@ def extract_words(words: Iterable[str], config: ExtractionConfig, *, loaded: tup
     names = [str(i) for i in layer_idx] if config.space == "hidden" else [config.space]
     side = padding_for(model) if config.space == "hidden" else "none"
     pad = _pad_id(tokenizer)
-    for kind in ("empty", "unrepresentable", "duplicates"):
+    for kind, what in (("empty", "empty"), ("unrepresentable", "unrepresentable"), ("duplicates", "duplicate")):
         if report[kind]:
-            log.warning("%d %s word(s) left out: %s", len(report[kind]), kind,
+            log.warning("%d %s word(s) left out: %s", len(report[kind]), what,
                         ", ".join(repr(w) for w in report[kind][:10]) + (" ..." if len(report[kind]) > 10 else ""))
     if config.cache_dir is None:
         vectors = _compute(model, items, config.space, layer_idx, config.pooling, config.batch_size, side, pad,
@@ -414,6 +414,7 @@ def extract_words(words: Iterable[str], config: ExtractionConfig, *, loaded: tup
                                   show_progress)
     meta = _meta(model, tokenizer, config.space, config.template, config.pooling, side, n_layers, kept, items)
     meta["model"] = getattr(ref, "spec", meta["model"])
+    meta["model_name"] = getattr(ref, "name", meta["model"])
     meta["cache_dir"] = config.cache_dir
     return Extraction(kept, names, {n: vectors[n] for n in names}, report, meta)
 
