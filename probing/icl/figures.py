@@ -1,0 +1,81 @@
+"""ICL figures, made from a saved summary.json alone (re-plot a run without re-scoring it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from analysis.plotting import palette, save_figure
+from probing.icl.tasks import CONDITIONS
+
+
+def _colours(n: int) -> list[str]:
+    """The house palette without its yellow, which is too pale for thin lines on white."""
+    return [c for c in palette(n + 1) if c != "#F0E442"][:n]
+
+
+def plot_accuracy_vs_shots(summary: Mapping[str, Any], folder: str | Path, name: str = "accuracy_vs_shots") -> Path:
+    """Accuracy against shots, one line per condition with bootstrap 95% intervals, chance and majority baseline."""
+    import matplotlib.pyplot as plt
+
+    acc = summary["accuracy"]
+    shots = sorted({int(s) for cells in acc.values() for s in cells})
+    xpos = {s: i for i, s in enumerate(shots)}  # shots are spaced evenly (0, 1, 2, 4, 8, ...)
+    conditions = [c for c in CONDITIONS if c in acc]
+    colours = dict(zip(conditions, _colours(len(conditions)), strict=True))
+    markers = dict(zip(conditions, "osD^vP*X", strict=False))
+    fig, ax = plt.subplots(figsize=(7.8, 4.4))
+    width = 0.3  # spread of the per-condition offsets, so intervals do not hide each other
+    for k, cond in enumerate(conditions):
+        cells = sorted(acc[cond].items(), key=lambda kv: int(kv[0]))
+        offset = (k - (len(conditions) - 1) / 2) * width / max(1, len(conditions) - 1)
+        x = [xpos[int(s)] + offset for s, _ in cells]
+        y = [c["mean"] for _, c in cells]
+        err = [[c["mean"] - c["ci_low"] for _, c in cells], [c["ci_high"] - c["mean"] for _, c in cells]]
+        ax.errorbar(x, y, yerr=err, color=colours[cond], marker=markers[cond], ms=8 if len(cells) == 1 else 5,
+                    lw=1.5, capsize=2.5, label=cond.replace("_", " "))
+    ax.axhline(summary["chance"], color="0.3", ls="--", lw=1, label=f"chance ({summary['chance']:.2f})")
+    majority = summary.get("majority_label", {}).get("in_distribution")
+    if majority:
+        cells = sorted(majority.items(), key=lambda kv: int(kv[0]))
+        ax.plot([xpos[int(s)] for s, _ in cells], [c["mean"] for _, c in cells], color="0.55", ls=":", lw=1.5,
+                label="majority-label baseline")
+    ax.set_xticks(range(len(shots)), [str(s) for s in shots])
+    ax.set_xlabel("demonstrations in the prompt (shots)")
+    ax.set_ylabel("accuracy (fraction correct)")
+    ax.set_ylim(-0.02, 1.02)
+    readout = summary.get("readout", "?")
+    how = (f"attention readout, beta={summary['beta']['best']:g}" if readout == "attention" and "beta" in summary
+           else "label log-prob (causal LM)")
+    weights = " [RANDOM WEIGHTS]" if summary.get("random_weights") else ""
+    ax.set_title(f"ICL accuracy vs shots: {summary.get('model', '?')}{weights}\n{how}, "
+                 f"{summary.get('ways', 2)}-way, set '{summary.get('concept_set', '?')}'; bars: bootstrap 95% CI")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
+    return save_figure(fig, folder, name)
+
+
+def plot_beta_sweep(rows: list[Mapping[str, Any]], folder: str | Path, best: float | None = None,
+                    name: str = "accuracy_vs_beta") -> Path:
+    """Attention-readout accuracy against beta, one line per condition, at the largest shots of each condition."""
+    import matplotlib.pyplot as plt
+
+    conditions = [c for c in CONDITIONS if any(r["condition"] == c for r in rows)]
+    colours = dict(zip(conditions, _colours(len(conditions)), strict=True))
+    fig, ax = plt.subplots(figsize=(7.2, 4.2))
+    for cond in conditions:
+        top = max(int(r["shots"]) for r in rows if r["condition"] == cond)
+        cells = sorted((float(r["beta"]), float(r["accuracy"])) for r in rows
+                       if r["condition"] == cond and int(r["shots"]) == top)
+        ax.plot([b for b, _ in cells], [a for _, a in cells], marker="o", ms=4, color=colours[cond],
+                label=f"{cond.replace('_', ' ')} ({top} shots)")
+    if best is not None:
+        ax.axvline(best, color="0.3", ls="--", lw=1, label=f"beta chosen on held-out episodes ({best:g})")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(0, max(float(r["beta"]) for r in rows) * 1.15 or 1.0)
+    ax.set_xlabel("beta (inverse temperature of softmax(beta * cos))")
+    ax.set_ylabel("accuracy (fraction correct)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Attention readout: accuracy vs beta, per condition")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
+    return save_figure(fig, folder, name)

@@ -1,0 +1,295 @@
+"""``mcicl probe icl`` as a function: sample prompts per (condition, shots), score them, summarise, plot.
+
+Two readouts share the prompts and the outputs:
+- ``lm``: a causal LM scores every candidate label (probing.icl.scoring, cached prefixes);
+- ``attention``: any model's word vectors (probing.extract) feed the attention readout (probing.icl.readout).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.config import require
+from analysis.runs import RunFolder
+from probing.concepts import ConceptSet
+from probing.icl.readout import DEFAULT_BETAS, LOG_FLOOR, WordVectors, predict, readout_probabilities, readout_words
+from probing.icl.stats import bootstrap_accuracy
+from probing.icl.tasks import CONDITIONS, DEFAULT_ARBITRARY_LABELS, IclPrompt, IclSampler, PromptTemplate, majority_label
+
+log = logging.getLogger("mcicl")
+READOUTS = ("auto", "lm", "attention")
+
+
+@dataclass
+class IclConfig:
+    """Everything that defines an ICL probe run (recorded as config.yaml)."""
+
+    model: str = "default"
+    suite: str = "polysemy"  # 'polysemy' | 'concepts' | a concept-set file
+    polysemy: str | None = None  # polysemy JSON for a --suite FILE
+    readout: str = "auto"  # auto: lm for a causal LM, attention otherwise
+    shots: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8, 16])
+    conditions: list[str] = field(default_factory=lambda: list(CONDITIONS))
+    ways: int = 2
+    episodes: int = 25  # per (condition, shots)
+    queries_per_episode: int = 4
+    novel_fraction: float = 0.25
+    template: PromptTemplate = field(default_factory=PromptTemplate)
+    arbitrary_labels: list[str] = field(default_factory=lambda: list(DEFAULT_ARBITRARY_LABELS))
+    # attention readout
+    betas: list[float] = field(default_factory=lambda: list(DEFAULT_BETAS))
+    tune_episodes: int = 25  # held-out in-distribution episodes per shots, for choosing beta
+    layer: str = "last"
+    word_template: str = "{word}"
+    pooling: str = "mean"
+    # lm readout
+    scoring: str = "cached"
+    batch_size: int = 32
+    # statistics and loading
+    n_boot: int = 1000
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.readout in READOUTS, "readout", self.readout, "one of " + ", ".join(READOUTS))
+        require(len(self.shots) > 0 and all(s >= 0 for s in self.shots), "shots", self.shots,
+                "a non-empty list of non-negative numbers of demonstrations, e.g. 0,1,2,4,8,16")
+        self.shots = sorted(set(self.shots))
+        bad = [c for c in self.conditions if c not in CONDITIONS]
+        require(not bad and len(self.conditions) > 0, "conditions", bad or self.conditions,
+                "a non-empty list of: " + ", ".join(CONDITIONS))
+        require(self.ways >= 2, "ways", self.ways, "an integer >= 2 (concepts per task)")
+        require(self.episodes >= 1, "episodes", self.episodes, "an integer >= 1")
+        require(self.queries_per_episode >= 1, "queries_per_episode", self.queries_per_episode, "an integer >= 1")
+        require(0 < self.novel_fraction < 1, "novel_fraction", self.novel_fraction, "a number in (0, 1)")
+        require(len(self.betas) > 0 and all(b >= 0 for b in self.betas), "betas", self.betas,
+                "a non-empty list of non-negative inverse temperatures")
+        require(self.tune_episodes >= 1, "tune_episodes", self.tune_episodes, "an integer >= 1")
+        require(self.scoring in ("cached", "naive"), "scoring", self.scoring, "'cached' or 'naive'")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        require(self.n_boot >= 100, "n_boot", self.n_boot, "an integer >= 100")
+        for labels in self.arbitrary_labels:
+            require(len(set(labels.split())) >= self.ways, "arbitrary_labels", labels,
+                    f"space-separated label sets with at least {self.ways} distinct non-empty labels each")
+
+
+def load_suite(suite: str, polysemy: str | None = None) -> ConceptSet:
+    """The concept set of ``--suite``: 'polysemy' (built-in, with polysemy), 'concepts' (built-in, none), a file."""
+    from probing.datasets import builtin_concepts, load_concept_set
+
+    if suite == "polysemy":
+        cs = builtin_concepts()
+        return load_concept_set(cs, polysemy=polysemy) if polysemy else cs
+    if suite == "concepts":
+        cs = builtin_concepts()
+        return ConceptSet(cs.name, cs.concepts, {}, {}, dict(cs.parents), cs.min_words)
+    if not Path(suite).is_file():
+        raise FileNotFoundError(f"--suite {suite!r}: accepted: 'polysemy', 'concepts', or a concept-set file "
+                                "(the JSON/CSV that `mcicl probe geometry --concepts` takes)")
+    return load_concept_set(suite, polysemy=polysemy)
+
+
+def plan(config: IclConfig, sampler: IclSampler) -> list[tuple[str, int]]:
+    """The (condition, shots) cells to run: zero_shot at 0 shots only, every other condition at shots >= 1."""
+    cells = []
+    for cond in config.conditions:
+        if CONDITIONS[cond].zero_shot:
+            cells.append((cond, 0))
+            continue
+        cells += [(cond, s) for s in config.shots if s > 0]
+    for cond, s in cells:
+        sampler.check_shots(cond, s)
+    if not cells:
+        raise ValueError(f"conditions {config.conditions} with shots {config.shots} leave nothing to run; only "
+                         "zero_shot runs at 0 shots, every other condition needs shots >= 1")
+    return cells
+
+
+def choose_readout(config: IclConfig) -> str:
+    """'lm' or 'attention'; a clear error when an encoder is asked for --readout lm."""
+    from transformers import AutoConfig
+
+    from probing.models import ModelNotFoundError, hub_error, is_causal_config, pretrained_kwargs, resolve_model
+
+    ref = resolve_model(config.model)
+    try:
+        model_config = AutoConfig.from_pretrained(ref.location, **pretrained_kwargs(ref, config.trust_remote_code))
+    except OSError as err:
+        if ref.source == "hub":
+            raise hub_error(ref, err) from err
+        raise ModelNotFoundError(f"could not read the config of {ref.location!r}: {err}") from err
+    causal = is_causal_config(model_config)
+    if config.readout == "lm" and not causal:
+        archs = ", ".join(getattr(model_config, "architectures", None) or [type(model_config).__name__])
+        raise ValueError(f"--readout lm needs a causal language model, but {ref.name} is an encoder ({archs}); "
+                         "accepted: --readout attention for this model, or a causal LM such as "
+                         "--model EleutherAI/pythia-160m")
+    if config.readout == "auto":
+        return "lm" if causal else "attention"
+    return config.readout
+
+
+def _attention_scores(config: IclConfig, loaded, prompts: list[IclPrompt], tune: list[IclPrompt]):
+    """(label log-probs per prompt, beta record, dropped words) with the attention readout."""
+    from probing.extract import ExtractionConfig, extract_words
+
+    words = readout_words(prompts + tune)
+    ext_cfg = ExtractionConfig(model=config.model, layers=config.layer, template=config.word_template,
+                               pooling=config.pooling, dtype=config.dtype, device=config.device,
+                               trust_remote_code=config.trust_remote_code)
+    extraction = extract_words(words, ext_cfg, loaded=loaded)
+    layer = extraction.layers[-1]
+    vectors = WordVectors({w: i for i, w in enumerate(extraction.words)}, extraction.vectors[layer])
+    dropped = sorted(set(words) - set(extraction.words))
+
+    def usable(ps: list[IclPrompt]) -> list[IclPrompt]:
+        return [p for p in ps if all(w in vectors.index for w in readout_words([p]))]
+
+    prompts_ok, tune_ok = usable(prompts), usable(tune)
+    rng = np.random.default_rng([config.seed, 7])
+    # Choose beta on held-out in-distribution episodes, then apply it everywhere.
+    tune_probs = readout_probabilities(tune_ok, vectors, config.betas)
+    gold = np.array([p.labels.index(p.gold) for p in tune_ok])
+    tune_acc = [float((predict(tune_probs[:, b], rng) == gold).mean()) for b in range(len(config.betas))]
+    best = int(np.argmax(tune_acc))  # first maximum: the smallest beta among ties
+    probs = readout_probabilities(prompts_ok, vectors, config.betas)
+    sweep = []
+    for b, beta in enumerate(config.betas):
+        pred = predict(probs[:, b], rng)
+        for cell, idx in _cells(prompts_ok).items():
+            g = np.array([prompts_ok[i].labels.index(prompts_ok[i].gold) for i in idx])
+            sweep.append({"condition": cell[0], "shots": cell[1], "beta": beta,
+                          "accuracy": float((pred[idx] == g).mean()), "n": len(idx)})
+    logprobs = [np.log(np.maximum(probs[i, best], LOG_FLOOR)) for i in range(len(prompts_ok))]
+    record = {"grid": list(config.betas), "best": config.betas[best], "layer": layer,
+              "tuning_accuracy": dict(zip([str(b) for b in config.betas], tune_acc, strict=True)),
+              "tuning_prompts": len(tune_ok), "extraction": {k: v for k, v in extraction.meta.items()
+                                                             if k != "n_tokens"}}
+    return prompts_ok, logprobs, record, dropped, sweep
+
+
+def _cells(prompts: list[IclPrompt]) -> dict[tuple[str, int], list[int]]:
+    cells: dict[tuple[str, int], list[int]] = {}
+    for i, p in enumerate(prompts):
+        cells.setdefault((p.condition, p.shots), []).append(i)
+    return cells
+
+
+def _lm_scores(config: IclConfig, loaded, prompts: list[IclPrompt]) -> list[np.ndarray]:
+    from probing.icl.scoring import ScoringPrompt, score_prompts
+
+    model, tokenizer, _ = loaded
+    t = config.template
+    scoring = [ScoringPrompt(t.prefix(p.demos), t.query_text(p.query), tuple(t.option(lab) for lab in p.labels))
+               for p in prompts]
+    return score_prompts(model, tokenizer, scoring, method=config.scoring, batch_size=config.batch_size)
+
+
+def run_icl(config: IclConfig, run: RunFolder, *, loaded=None, concept_set: ConceptSet | None = None) -> dict[str, Any]:
+    """Run the probe into ``run``: results.csv, summary.json, beta_sweep.csv (attention), figures; return summary."""
+    from probing.icl.figures import plot_accuracy_vs_shots, plot_beta_sweep
+    from probing.models import load_model
+
+    cs = concept_set if concept_set is not None else load_suite(config.suite, config.polysemy)
+    conditions = list(config.conditions)
+    if "polysemous_query" in conditions and not cs.polysemy:
+        raise ValueError(f"condition polysemous_query needs polysemous words, but concept set {cs.name!r} lists "
+                         "none; use --suite polysemy, add --polysemy FILE, or leave polysemous_query out of "
+                         "--conditions")
+    sampler = IclSampler(cs, ways=config.ways, queries_per_episode=config.queries_per_episode,
+                         novel_fraction=config.novel_fraction, arbitrary_label_sets=tuple(config.arbitrary_labels),
+                         split_seed=config.seed)
+    cells = plan(config, sampler)
+    readout = choose_readout(config) if loaded is None else (
+        "lm" if config.readout == "lm" or (config.readout == "auto" and _is_causal(loaded[0])) else "attention")
+    if readout == "lm" and loaded is not None and not _is_causal(loaded[0]):
+        raise ValueError("--readout lm needs a causal language model; the loaded model is an encoder; accepted: "
+                         "--readout attention, or a causal LM")
+    run.save_config({**_plain(config), "readout_resolved": readout})
+    prompts = [p for cond, s in cells for p in sampler.sample(cond, s, config.episodes, config.seed)]
+    log.info("ICL probe: %d prompts in %d (condition, shots) cells, %s readout", len(prompts), len(cells), readout)
+    if loaded is None:
+        from probing.devices import resolve_device
+
+        device, device_map = resolve_device(config.device)
+        loaded = load_model(config.model, kind="causal" if readout == "lm" else "auto", dtype=config.dtype,
+                            device=device, device_map=device_map, trust_remote_code=config.trust_remote_code)
+    ref = loaded[2]
+    extra: dict[str, Any] = {}
+    sweep: list[dict] = []
+    if readout == "attention":
+        tune = [p for s in config.shots if s > 0
+                for p in sampler.sample("in_distribution", s, config.tune_episodes, config.seed + 1)]
+        prompts, logprobs, extra["beta"], dropped, sweep = _attention_scores(config, loaded, prompts, tune)
+        if dropped:
+            log.warning("%d word(s) without a vector; prompts using them were left out: %s", len(dropped),
+                        ", ".join(dropped[:10]))
+        extra["dropped_words"] = dropped
+    else:
+        logprobs = _lm_scores(config, loaded, prompts)
+
+    rng = np.random.default_rng([config.seed, 11])
+    rows = []
+    for p, lp in zip(prompts, logprobs, strict=True):
+        top = np.flatnonzero(lp >= lp.max() - 1e-12)
+        predicted = p.labels[int(top[int(rng.integers(len(top)))])]
+        rows.append({
+            "task": p.task, "condition": p.condition, "shots": p.shots, "episode": p.episode, "query": p.query,
+            "query_concept": p.query_concept, "gold": p.gold, "predicted": predicted,
+            "correct": int(predicted == p.gold), "majority_label": majority_label(p, rng),
+            "labels": json.dumps(list(p.labels)),
+            "label_logprobs": json.dumps({lab: round(float(v), 6) for lab, v in zip(p.labels, lp, strict=True)}),
+            "demonstrations": " | ".join(f"{w}:{lab}" for w, lab in p.demos),
+        })
+    run.write_csv("results.csv", rows)
+    if sweep:
+        run.write_csv("beta_sweep.csv", sweep)
+    summary = summarise(rows, ways=config.ways, n_boot=config.n_boot, seed=config.seed)
+    is_tiny = (Path(ref.location) / "MCICL_TINY_RANDOM_WEIGHTS").is_file()
+    summary.update({"model": ref.name, "readout": readout, "suite": config.suite, "concept_set": cs.name,
+                    "ways": config.ways, "template": _plain(config.template), "random_weights": is_tiny,
+                    "prompts": len(rows), **extra})
+    run.write_summary(summary)
+    plot_accuracy_vs_shots(summary, run.figures)
+    if sweep:
+        plot_beta_sweep(sweep, run.figures, best=summary["beta"]["best"])
+    return summary
+
+
+def summarise(rows: list[dict[str, Any]], *, ways: int, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """accuracy / majority_label / follows_majority as {condition: {shots: {mean, ci_low, ci_high, n}}}, + chance."""
+    cells: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["condition"], int(r["shots"])), []).append(r)
+    out: dict[str, Any] = {"chance": 1.0 / ways, "accuracy": {}, "majority_label": {}, "follows_majority": {}}
+    for (cond, shots), rs in sorted(cells.items(), key=lambda kv: (list(CONDITIONS).index(kv[0][0]), kv[0][1])):
+        episodes = [r["episode"] for r in rs]
+        key = str(shots)
+        out["accuracy"].setdefault(cond, {})[key] = bootstrap_accuracy(
+            [r["correct"] for r in rs], episodes, n_boot=n_boot, seed=seed).to_dict()
+        out["majority_label"].setdefault(cond, {})[key] = bootstrap_accuracy(
+            [r["majority_label"] == r["gold"] for r in rs], episodes, n_boot=n_boot, seed=seed).to_dict()
+        if shots:
+            out["follows_majority"].setdefault(cond, {})[key] = bootstrap_accuracy(
+                [r["predicted"] == r["majority_label"] for r in rs], episodes, n_boot=n_boot, seed=seed).to_dict()
+    return out
+
+
+def _is_causal(model) -> bool:
+    from probing.models import is_causal_config
+
+    return is_causal_config(model.config)
+
+
+def _plain(obj: Any) -> Any:
+    from analysis.config import to_dict
+
+    return to_dict(obj)

@@ -1,0 +1,296 @@
+"""ICL concept-classification prompts: one sampler, with each condition a setting of it.
+
+A *task* is k concepts with one label each (semantic: the concept's name; arbitrary: "A"/"B", "foo"/"bar").
+An *episode* is one set of demonstrations (``word -> label``) shared by a few query words, so a causal LM
+scores all of an episode's queries from one cached prefix. Conditions differ only in how an episode is
+drawn (Garg et al.'s "OOD evaluation is a different sampler"):
+
+- ``in_distribution``: balanced demonstrations, a monosemous query from the task's concepts;
+- ``polysemous_query``: monosemous demonstrations, a polysemous query whose sense is one of the task's
+  concepts and none of its other senses is (``bat`` is *animal* under animal-vs-vehicle, *sports equipment*
+  under sports-equipment-vs-furniture);
+- ``skewed``: 80/20 demonstration labels; ``flipped_labels``: semantic labels swapped among the concepts;
+  ``arbitrary_labels``: labels with no meaning, learnable only in context; ``novel_pair``: concept
+  combinations held out of every other condition; ``zero_shot``: no demonstrations; ``shuffled_labels``:
+  demonstration labels drawn at random (the gold label stays the concept's own).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from probing.concepts import ConceptSet
+
+
+@dataclass(frozen=True)
+class Condition:
+    """How an episode is drawn: which concept combinations, which labels, which demonstrations and query."""
+
+    combos: Literal["seen", "novel", "any"] = "seen"
+    labels: Literal["semantic", "arbitrary", "flipped"] = "semantic"
+    majority_fraction: float | None = None  # share of demonstrations with one label; None: balanced
+    shuffle_labels: bool = False
+    query: Literal["monosemous", "polysemous"] = "monosemous"
+    zero_shot: bool = False
+
+
+CONDITIONS: dict[str, Condition] = {
+    "in_distribution": Condition(),
+    "polysemous_query": Condition(combos="any", query="polysemous"),
+    "skewed": Condition(majority_fraction=0.8),
+    "flipped_labels": Condition(labels="flipped"),
+    "arbitrary_labels": Condition(labels="arbitrary"),
+    "novel_pair": Condition(combos="novel"),
+    "zero_shot": Condition(zero_shot=True),
+    "shuffled_labels": Condition(shuffle_labels=True),
+}
+DEFAULT_ARBITRARY_LABELS = ("A B C D E F", "foo bar baz qux quux corge", "X Y Z W V U")
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """How a prompt is written: ``header`` + demonstrations + query; each label is scored as a continuation.
+
+    A demonstration is ``query.format(word=w) + label.format(label=l) + separator``; the prompt ends with
+    ``query.format(word=q)``; candidate continuations are ``label.format(label=l)``.
+    """
+
+    header: str = ""
+    query: str = "{word} ->"
+    label: str = " {label}"
+    separator: str = "\n"
+
+    def __post_init__(self) -> None:
+        from analysis.config import require
+
+        require("{word}" in self.query, "template.query", self.query, "a string containing {word}")
+        require("{label}" in self.label, "template.label", self.label, "a string containing {label}")
+
+    def prefix(self, demos: tuple[tuple[str, str], ...]) -> str:
+        """Header plus the demonstrations."""
+        return self.header + "".join(self.query.format(word=w) + self.label.format(label=lab) + self.separator
+                                     for w, lab in demos)
+
+    def query_text(self, word: str) -> str:
+        """The query line, ending where the label starts."""
+        return self.query.format(word=word)
+
+    def option(self, label: str) -> str:
+        """The continuation scored for ``label``."""
+        return self.label.format(label=label)
+
+
+@dataclass(frozen=True)
+class IclPrompt:
+    """One ICL prompt: demonstrations, a query, the candidate labels and the gold one."""
+
+    condition: str
+    shots: int
+    episode: int
+    task: str  # the task's concepts joined by "|", e.g. "animal|tool"
+    labels: tuple[str, ...]  # candidate labels, in the order of the task's concepts
+    demos: tuple[tuple[str, str], ...]  # (word, label)
+    query: str
+    query_concept: str
+    gold: str
+    demo_concepts: tuple[str, ...] = field(default=())
+
+
+def concept_label(name: str) -> str:
+    """The semantic label text of a concept name ('sports_equipment' -> 'sports equipment')."""
+    return name.replace("_", " ").strip()
+
+
+def _stable_fraction(seed: int, combo: tuple[str, ...]) -> float:
+    """A number in [0, 1) fixed by the seed and the (sorted) concept combination."""
+    return zlib.crc32(f"{seed}|{'|'.join(sorted(combo))}".encode()) / 2**32
+
+
+@dataclass
+class IclSampler:
+    """Draws episodes of prompts for any condition from one concept set; same seed, same prompts."""
+
+    concepts: ConceptSet
+    ways: int = 2
+    queries_per_episode: int = 4
+    novel_fraction: float = 0.25
+    arbitrary_label_sets: tuple[str, ...] = DEFAULT_ARBITRARY_LABELS
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        poly = set(self.concepts.polysemy)
+        # Demonstrations and monosemous queries never use a word listed as polysemous.
+        self.pools = {c: [w for w in ws if w not in poly] for c, ws in self.concepts.concepts.items()}
+        self.names = list(self.pools)
+        if self.ways < 2:
+            raise ValueError(f"ways={self.ways}: a classification task needs at least 2 concepts; accepted: >= 2")
+        if len(self.names) < self.ways:
+            raise ValueError(
+                f"concept set {self.concepts.name!r} has {len(self.names)} concept(s) ({', '.join(self.names)}); "
+                f"a {self.ways}-way ICL task needs at least {self.ways} concepts")
+        for labels in self.arbitrary_label_sets:
+            if len(set(labels.split())) < self.ways:
+                raise ValueError(f"arbitrary label set {labels!r} has fewer than {self.ways} distinct labels")
+        n_combos = math.comb(len(self.names), self.ways)
+        self.n_novel = sum(1 for c in self._all_combos_small() if self.is_novel(c)) if n_combos <= 5000 else None
+
+    def _all_combos_small(self):
+        import itertools
+
+        return itertools.combinations(self.names, self.ways)
+
+    def is_novel(self, combo: tuple[str, ...]) -> bool:
+        """Whether a concept combination is held out for ``novel_pair`` (fixed by ``split_seed``)."""
+        return _stable_fraction(self.split_seed, combo) < self.novel_fraction
+
+    def max_demos_per_concept(self, condition: Condition, shots: int) -> int:
+        """The most demonstrations one concept can need in an episode of ``shots`` shots."""
+        if condition.zero_shot or shots == 0:
+            return 0
+        if condition.majority_fraction is not None:
+            return max(1, round(condition.majority_fraction * shots)) if shots else 0
+        return math.ceil(shots / self.ways)
+
+    def check_shots(self, condition_name: str, shots: int) -> None:
+        """Raise ValueError when a concept has too few words for ``shots`` demonstrations plus a query."""
+        need = self.max_demos_per_concept(CONDITIONS[condition_name], shots)
+        small = {c: len(ws) for c, ws in self.pools.items() if len(ws) < need + 1}
+        if small:
+            c, n = min(small.items(), key=lambda kv: kv[1])
+            most = self._max_shots(CONDITIONS[condition_name], n)
+            raise ValueError(
+                f"{shots} shots ({condition_name}) need {need} demonstration words plus a query word per concept, "
+                f"but concept {c!r} has only {n} monosemous word(s) ({len(small)} concept(s) are too small); "
+                f"accepted: shots <= {most} for this concept set, or a concept set with more words")
+
+    def _max_shots(self, condition: Condition, n_words: int) -> int:
+        best = 0
+        for s in range(1, 10 * n_words + 1):
+            if self.max_demos_per_concept(condition, s) + 1 <= n_words:
+                best = s
+        return best
+
+    def _combo(self, rng: np.random.Generator, mode: str, must: str | None = None,
+               avoid: frozenset[str] = frozenset()) -> tuple[str, ...]:
+        """A random k-concept combination (containing ``must``, none of ``avoid``) from the mode's pool."""
+        candidates = [c for c in self.names if c != must and c not in avoid]
+        k = self.ways - (must is not None)
+        if len(candidates) < k:
+            raise ValueError(f"not enough concepts besides {must!r} and {sorted(avoid)} for a {self.ways}-way task")
+        for _ in range(10_000):
+            picked = tuple(rng.choice(candidates, size=k, replace=False).tolist())
+            combo = tuple(sorted(((must,) if must else ()) + picked))
+            if mode == "any" or self.is_novel(combo) == (mode == "novel"):
+                return combo
+        raise ValueError(f"no {mode} concept combination found; change --novel-fraction (now {self.novel_fraction})")
+
+    def _labels(self, rng: np.random.Generator, combo: tuple[str, ...], kind: str) -> dict[str, str]:
+        """concept -> label text for one episode."""
+        semantic = [concept_label(c) for c in combo]
+        if kind == "semantic":
+            return dict(zip(combo, semantic, strict=True))
+        if kind == "flipped":
+            # A derangement: every concept gets another concept's name (a swap for two concepts).
+            shift = int(rng.integers(1, len(combo)))
+            return {c: semantic[(i + shift) % len(combo)] for i, c in enumerate(combo)}
+        names = self.arbitrary_label_sets[int(rng.integers(len(self.arbitrary_label_sets)))].split()
+        chosen = rng.permutation(list(dict.fromkeys(names))[:len(combo)]).tolist()
+        return dict(zip(combo, chosen, strict=True))
+
+    def episode(self, rng: np.random.Generator, condition_name: str, shots: int, episode: int) -> list[IclPrompt]:
+        """The prompts of one episode (one set of demonstrations, several queries)."""
+        cond = CONDITIONS[condition_name]
+        if cond.zero_shot:
+            shots = 0
+        poly_word: str | None = None
+        if cond.query == "polysemous":
+            words = sorted(self.concepts.polysemy)
+            if not words:
+                raise ValueError(f"concept set {self.concepts.name!r} lists no polysemous words; the "
+                                 "polysemous_query condition needs --suite polysemy or a --polysemy FILE")
+            poly_word = words[int(rng.integers(len(words)))]
+            senses = self.concepts.polysemy[poly_word]
+            sense = senses[int(rng.integers(len(senses)))]
+            combo = self._combo(rng, "any", must=sense, avoid=frozenset(senses))
+        else:
+            combo = self._combo(rng, cond.combos)
+        mapping = self._labels(rng, combo, cond.labels)
+        labels = tuple(mapping[c] for c in combo)
+
+        # demonstration counts per concept
+        counts = dict.fromkeys(combo, 0)
+        if shots:
+            if cond.majority_fraction is not None:
+                major = combo[int(rng.integers(len(combo)))]
+                counts[major] = max(1, round(cond.majority_fraction * shots))
+                rest = [c for c in combo if c != major]
+                for i in range(shots - counts[major]):
+                    counts[rest[i % len(rest)]] += 1
+            else:
+                order = rng.permutation(len(combo))
+                for i in range(shots):
+                    counts[combo[order[i % len(combo)]]] += 1
+        demo_words: dict[str, list[str]] = {}
+        for c in combo:
+            pool = self.pools[c]
+            if counts[c] + 1 > len(pool):
+                self.check_shots(condition_name, shots)
+            demo_words[c] = rng.choice(pool, size=counts[c], replace=False).tolist() if counts[c] else []
+        demos = [(w, c) for c in combo for w in demo_words[c]]
+        demos = [demos[i] for i in rng.permutation(len(demos))]
+        shown = [mapping[c] for _, c in demos]
+        if cond.shuffle_labels:
+            shown = [labels[int(rng.integers(len(labels)))] for _ in demos]
+        demo_pairs = tuple((w, lab) for (w, _), lab in zip(demos, shown, strict=True))
+        demo_concepts = tuple(c for _, c in demos)
+
+        # queries: never a word of the demonstrations
+        queries: list[tuple[str, str]] = []
+        if poly_word is not None:
+            sense = next(c for c in combo if c in self.concepts.polysemy[poly_word])
+            others = set(combo) - {sense}
+            compatible = [w for w, s in sorted(self.concepts.polysemy.items())
+                          if w != poly_word and sense in s and not others & set(s)]
+            extra = rng.permutation(compatible)[:self.queries_per_episode - 1].tolist() if compatible else []
+            queries = [(poly_word, sense)] + [(w, sense) for w in extra]
+        else:
+            used = {w for ws in demo_words.values() for w in ws}
+            for _ in range(self.queries_per_episode):
+                open_concepts = [c for c in combo if any(w not in used for w in self.pools[c])]
+                c = open_concepts[int(rng.integers(len(open_concepts)))]
+                left = [w for w in self.pools[c] if w not in used]
+                w = left[int(rng.integers(len(left)))]
+                used.add(w)
+                queries.append((w, c))
+        task = "|".join(combo)
+        return [IclPrompt(condition_name, shots, episode, task, labels, demo_pairs, w, c, mapping[c], demo_concepts)
+                for w, c in queries]
+
+    def sample(self, condition_name: str, shots: int, n_episodes: int, seed: int) -> list[IclPrompt]:
+        """``n_episodes`` episodes of one (condition, shots); the same seed gives the same prompts."""
+        if condition_name not in CONDITIONS:
+            raise ValueError(f"unknown ICL condition {condition_name!r}; accepted: {', '.join(CONDITIONS)}")
+        if shots < 0:
+            raise ValueError(f"shots={shots}; accepted: a non-negative number of demonstrations")
+        self.check_shots(condition_name, 0 if CONDITIONS[condition_name].zero_shot else shots)
+        # One stream per (seed, condition, shots), so adding a condition never changes another's prompts.
+        key = zlib.crc32(f"{condition_name}|{shots}".encode())
+        rng = np.random.default_rng([seed, key])
+        return [p for e in range(n_episodes) for p in self.episode(rng, condition_name, shots, e)]
+
+
+def majority_label(prompt: IclPrompt, rng: np.random.Generator) -> str:
+    """The most frequent demonstration label (ties broken at random; no demonstrations: a random label)."""
+    if not prompt.demos:
+        return prompt.labels[int(rng.integers(len(prompt.labels)))]
+    counts = {lab: 0 for lab in prompt.labels}
+    for _, lab in prompt.demos:
+        counts[lab] += 1
+    top = max(counts.values())
+    tied = [lab for lab, n in counts.items() if n == top]
+    return tied[int(rng.integers(len(tied)))]
