@@ -89,11 +89,13 @@ def register(probe_sub: argparse._SubParsersAction) -> None:
     g.add_argument("--queries-per-episode", type=int, default=None, help="queries sharing one episode (default: 4)")
     g.add_argument("--header", default=None, help="text before the demonstrations (default: none)")
     g.add_argument("--query-template", default=None, help="query line, with {word} (default: '{word} ->')")
-    g.add_argument("--label-template", default=None, help="scored label continuation, with {label} (default: ' {label}')")
+    g.add_argument("--label-template", default=None,
+                   help="scored label continuation, with {label} (default: ' {label}')")
     g.add_argument("--separator", default=None, help="text after each demonstration (default: newline)")
     g = p.add_argument_group("attention readout")
     g.add_argument("--betas", type=_floats, default=None,
-                   help="inverse temperatures swept; the best on held-out episodes is used (default: 0,1,2,5,10,20,50,100)")
+                   help="inverse temperatures swept; the best on held-out episodes is used "
+                        "(default: 0,1,2,5,10,20,50,100)")
     g.add_argument("--layer", default=None, help="hidden layer of the word vectors (default: last)")
     g = p.add_argument_group("causal-LM scoring")
     g.add_argument("--scoring", choices=["cached", "naive"], default=None,

@@ -20,7 +20,14 @@ from analysis.runs import RunFolder
 from probing.concepts import ConceptSet
 from probing.icl.readout import DEFAULT_BETAS, LOG_FLOOR, WordVectors, predict, readout_probabilities, readout_words
 from probing.icl.stats import bootstrap_accuracy
-from probing.icl.tasks import CONDITIONS, DEFAULT_ARBITRARY_LABELS, IclPrompt, IclSampler, PromptTemplate, majority_label
+from probing.icl.tasks import (
+    CONDITIONS,
+    DEFAULT_ARBITRARY_LABELS,
+    IclPrompt,
+    IclSampler,
+    PromptTemplate,
+    majority_label,
+)
 
 log = logging.getLogger("mcicl")
 READOUTS = ("auto", "lm", "attention")
