@@ -1,0 +1,136 @@
+"""``mcicl synthetic``: train, sweep and plot the synthetic world."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("mcicl")
+
+
+def parse_sets(items: list[str] | None) -> dict[str, str]:
+    """``--set FIELD=VALUE`` pairs as a dict (values are coerced by the config loader)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}; accepted: FIELD=VALUE, e.g. --set within_cosine=0.7")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_grid(text: str) -> dict[str, list[str]]:
+    """``"a=1,2;b=x,y"`` -> {"a": ["1", "2"], "b": ["x", "y"]}."""
+    grid: dict[str, list[str]] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        if "=" not in part:
+            raise ValueError(f"--grid part {part!r}; accepted: FIELD=V1,V2,... joined by ';'")
+        key, values = part.split("=", 1)
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not vals:
+            raise ValueError(f"--grid field {key.strip()!r} has no values; accepted: FIELD=V1,V2,...")
+        grid[key.strip()] = vals
+    if not grid:
+        raise ValueError(f"--grid {text!r} is empty; accepted: e.g. 'within_cosine=0.1,0.4,0.7;cross_overlap=0,0.1'")
+    return grid
+
+
+def _config(args: argparse.Namespace):
+    from analysis.config import load_config
+    from synthetic.config import SyntheticConfig
+
+    overrides = parse_sets(args.set)
+    for name in ("seeds", "steps", "seed"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    return load_config(SyntheticConfig, args.config, overrides)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Handler of ``mcicl synthetic train``."""
+    from analysis.config import load_config
+    from analysis.runs import RunFolder, seed_everything
+    from synthetic.config import SyntheticConfig
+    from synthetic.train import train
+
+    if args.resume:
+        if not args.out:
+            raise ValueError("--resume needs --out DIR, the run folder to continue")
+        overrides = {"steps": args.steps} if args.steps is not None else {}
+        config = load_config(SyntheticConfig, Path(args.out) / "config.yaml", overrides)
+    else:
+        config = _config(args)
+    seed_everything(config.seed)
+    run = RunFolder.create(args.out, "synthetic train", overwrite=args.overwrite, resume=args.resume)
+    summary = train(config, run, resume=args.resume)
+    final, conv = summary["final"], summary["convergence"]
+    log.info("test 0-1 %.4f, correct attention %.3f, convergence rate %s/step", final["test_zero_one"],
+             final["correct_attention"], f"{conv['rate']:.3g}" if conv["rate"] is not None else "n/a")
+    print(f"output is in {run.path}")
+    return 0
+
+
+def run_sweep_cmd(args: argparse.Namespace) -> int:
+    """Handler of ``mcicl synthetic sweep``."""
+    from analysis.runs import RunFolder, seed_everything
+    from synthetic.sweep import run_sweep
+
+    config = _config(args)
+    grid = parse_grid(args.grid)
+    seed_everything(config.seed)
+    run = RunFolder.create(args.out, "synthetic sweep", overwrite=args.overwrite)
+    run_sweep(config, grid, run)
+    print(f"output is in {run.path}")
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    """Handler of ``mcicl synthetic plot``."""
+    from synthetic.plots import plot_run
+
+    paths = plot_run(args.run)
+    log.info("wrote %s", ", ".join(p.name for p in paths))
+    print(f"output is in {Path(args.run) / 'figures'}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from analysis.cli import add_run_options
+
+    p.add_argument("--seeds", type=int, default=None,
+                   help="independent models trained at once as a batch dimension (default: config, 1)")
+    p.add_argument("--steps", type=int, default=None, help="SGD steps (default: config, 400)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override any config field, e.g. --set within_cosine=0.7 --set scenarios=noise_x2,"
+                        "flipped_labels (repeatable)")
+    add_run_options(p)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``mcicl synthetic`` with train, sweep and plot."""
+    p = sub.add_parser("synthetic", help="the paper's synthetic world: train the one-layer transformer, sweep, plot",
+                       description="Concept-based sparse-coding prompts and the one-layer transformer of Bu et "
+                                   "al. (NeurIPS 2024): learning dynamics and OOD in-context learning.")
+    s = p.add_subparsers(dest="synthetic_command", metavar="SYNTHETIC_COMMAND", required=True)
+    t = s.add_parser("train", help="train S seeds, evaluate OOD scenarios, write metrics, checkpoints, figures",
+                     description="Train the one-layer transformer; writes summary.json, metrics.jsonl, "
+                                 "checkpoints/, features.npz, dictionary.npz and figures/.")
+    _common(t)
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its latest checkpoint (same numbers as uninterrupted)")
+    t.set_defaults(func=run_train)
+    w = s.add_parser("sweep", help="train over a grid of config values; table of in-distribution and OOD errors",
+                     description="One train run per grid point (each with --seeds seeds); writes sweep.csv and a "
+                                 "heatmap of the test 0-1 loss.")
+    w.add_argument("--grid", required=True,
+                   help="FIELD=V1,V2,... joined by ';', e.g. \"within_cosine=0.1,0.4,0.7;cross_overlap=0,0.1,0.2\"")
+    _common(w)
+    w.set_defaults(func=run_sweep_cmd)
+    pl = s.add_parser("plot", help="re-draw a train run's figures from its saved metrics (no training)")
+    pl.add_argument("run", help="a synthetic train run folder")
+    pl.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    pl.add_argument("--verbose", action="store_true", help="debug logging")
+    pl.set_defaults(func=run_plot)

@@ -1,0 +1,139 @@
+"""SyntheticConfig: every knob of the synthetic world, validated once at construction.
+
+Defaults are the reconstruction mcicl commits to (see docs/synthetic.md); each field with a plausible
+alternative is an option here rather than a constant in the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from analysis.config import require
+
+# OOD scenarios: each is a test sampler evaluated along training on the same model (synthetic/data.py).
+SCENARIOS = (
+    "length_short",  # L/2 demonstrations
+    "length_long",  # 2L demonstrations
+    "length_long_4x",  # 4L demonstrations
+    "skewed_concepts",  # test prior: 0.8 on concept c0
+    "uniform_concepts",  # test prior uniform (the reverse shift when trained with train_skew > 0)
+    "switched_features",  # co-occurring concepts and sign patterns never seen together in training
+    "flipped_labels",  # demonstrations map mu^+ to q^- and mu^- to q^+; the answer follows them
+    "polysemous_query",  # the query carries two task concepts at once
+    "noise_x2",  # sigma * 2
+    "noise_x5",  # sigma * 5
+    "unseen_concept",  # fresh word and label directions never trained on (expected to fail)
+)
+
+
+def default_scenarios() -> list[str]:
+    """All OOD scenario names, in display order."""
+    return list(SCENARIOS)
+
+
+@dataclass
+class SyntheticConfig:
+    """The concept-based sparse-coding prompt model, the one-layer transformer and its SGD training."""
+
+    # --- concept dictionary (R^d) ---
+    K: int = 4  # task concepts
+    K_irr: int = 4  # irrelevant concepts (appear only as co-occurring features)
+    d: int = 48  # ambient dimension
+    within_cosine: float = 0.5  # cos(mu_k^+, mu_k^-) = (|a|^2-|b|^2)/(|a|^2+|b|^2); words have unit norm
+    cross_overlap: float = 0.0  # cosine between words of different concepts (a shared component)
+    label_cosine: float = 0.0  # cos(q_k^+, q_k^-) for the label features q_k^+- = c_k +- d_k
+    shared_labels: bool = False  # one label pair (q^+, q^-) shared by all concepts
+    # --- words and prompts ---
+    polysemy_rate: float = 0.1  # probability that each other concept's feature co-occurs in a word
+    cooccurrence: str = "patterned"  # "patterned": training co-occurrence follows a rule (needed by
+    #   switched_features); "random": any concept with a random sign
+    sigma: float = 0.03  # word noise xi ~ N(0, sigma^2 I_d)
+    L: int = 8  # demonstrations per prompt
+    both_signs: bool = True  # every prompt shows each semantic sign at least once
+    label_noise: float = 0.0  # probability that a demonstration's and the query target's sign is flipped
+    train_skew: float = 0.0  # training prior mass on concept c0 (0 = uniform pi)
+    # --- model ---
+    value: str = "label"  # "label": v_l = y_l; "projected": v_l = W_V [x_l; y_l]
+    m: int = 8  # ReLU neurons per sign in the MLP readout
+    sigma0: float = 0.05  # Gaussian init scale of W_Q, W_K (, W_V) and w_{+-,r}
+    readout_init: str = "aligned"  # "aligned": w_+ has a component along +d_k, w_- along -d_k; "random"
+    readout_align: float = 0.2  # size of that aligned component
+    # --- training ---
+    seeds: int = 1  # independent models trained in one vectorized program (a batch dimension S)
+    steps: int = 400
+    lr: float = 2.0
+    batch_size: int = 64  # 0 or >= n_train means full batch
+    n_train: int = 1024  # fixed training prompts (per seed)
+    n_test: int = 10000  # fresh in-distribution test prompts
+    n_test_ood: int = 2000  # test prompts per OOD scenario
+    n_features: int = 100  # sampled words per (concept, sign) exported to features.npz
+    scenarios: list[str] = field(default_factory=default_scenarios)
+    eval_every: int = 5  # train/test metrics (fine enough to time the 10% -> 1% -> 0.1% error decay)
+    ood_every: int = 25  # OOD scenario metrics (a multiple of eval_every)
+    checkpoint_every: int = 100
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        require(self.K >= 1, "K", self.K, "an integer >= 1")
+        require(self.K_irr >= 0, "K_irr", self.K_irr, "an integer >= 0")
+        require(0.0 <= self.within_cosine < 1.0, "within_cosine", self.within_cosine,
+                "a number in [0, 1) (|a_k| >= |b_k|, and the two senses must differ)")
+        require(-1.0 < self.label_cosine < 1.0, "label_cosine", self.label_cosine, "a number in (-1, 1)")
+        a2 = (1 + self.within_cosine) / 2
+        require(0.0 <= self.cross_overlap <= a2, "cross_overlap", self.cross_overlap,
+                f"a number in [0, (1+within_cosine)/2 = {a2:g}] (the shared part lives in a_k)")
+        require(self.d >= 1, "d", self.d, "an integer >= 1")
+        need = self.directions_needed()
+        require(self.d >= need, "d", self.d,
+                f"an integer >= {need}: the orthogonal dictionary needs 2(K+K_irr) word directions, "
+                f"{2 if self.shared_labels else 2 * self.K} label directions"
+                + (", 1 shared direction" if self.cross_overlap > 0 else "")
+                + (", 4 for unseen_concept" if "unseen_concept" in self.scenarios else ""))
+        require(0.0 <= self.polysemy_rate <= 1.0, "polysemy_rate", self.polysemy_rate, "a probability in [0, 1]")
+        require(self.cooccurrence in ("patterned", "random"), "cooccurrence", self.cooccurrence,
+                "'patterned' or 'random'")
+        require(self.sigma >= 0.0, "sigma", self.sigma, "a number >= 0")
+        require(self.L >= 1, "L", self.L, "an integer >= 1")
+        require(not self.both_signs or self.L >= 2, "L", self.L, "an integer >= 2 when both_signs is true")
+        require(0.0 <= self.label_noise < 0.5, "label_noise", self.label_noise, "a probability in [0, 0.5)")
+        require(self.train_skew == 0.0 or 1.0 / self.K <= self.train_skew < 1.0, "train_skew", self.train_skew,
+                f"0 (uniform) or a probability in [1/K = {1 / self.K:g}, 1)")
+        require(self.value in ("label", "projected"), "value", self.value, "'label' or 'projected'")
+        require(self.m >= 1, "m", self.m, "an integer >= 1")
+        require(self.sigma0 > 0.0, "sigma0", self.sigma0, "a number > 0")
+        require(self.readout_init in ("aligned", "random"), "readout_init", self.readout_init,
+                "'aligned' or 'random'")
+        require(self.readout_align >= 0.0, "readout_align", self.readout_align, "a number >= 0")
+        require(self.seeds >= 1, "seeds", self.seeds, "an integer >= 1")
+        require(self.steps >= 0, "steps", self.steps, "an integer >= 0")
+        require(self.lr > 0.0, "lr", self.lr, "a number > 0")
+        require(self.batch_size >= 0, "batch_size", self.batch_size, "an integer >= 0 (0 = full batch)")
+        require(self.n_train >= 1, "n_train", self.n_train, "an integer >= 1")
+        require(self.n_test >= 1, "n_test", self.n_test, "an integer >= 1")
+        require(self.n_test_ood >= 1, "n_test_ood", self.n_test_ood, "an integer >= 1")
+        require(self.n_features >= 1, "n_features", self.n_features, "an integer >= 1")
+        for name in self.scenarios:
+            require(name in SCENARIOS, "scenarios", name, "names from " + ", ".join(SCENARIOS))
+        require(len(set(self.scenarios)) == len(self.scenarios), "scenarios", self.scenarios, "distinct names")
+        require("polysemous_query" not in self.scenarios or self.K >= 2, "K", self.K,
+                "an integer >= 2 when the polysemous_query scenario is on")
+        require(self.eval_every >= 1, "eval_every", self.eval_every, "an integer >= 1")
+        require(self.ood_every >= 1 and self.ood_every % self.eval_every == 0, "ood_every", self.ood_every,
+                f"a positive multiple of eval_every = {self.eval_every}")
+        require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, "an integer >= 1")
+        require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        require(self.dtype in ("float32", "float64"), "dtype", self.dtype, "'float32' or 'float64'")
+
+    def directions_needed(self) -> int:
+        """How many orthonormal directions the dictionary uses (must be <= d)."""
+        words = 2 * (self.K + self.K_irr)
+        labels = 2 if self.shared_labels else 2 * self.K
+        shared = 1 if self.cross_overlap > 0 else 0
+        unseen = 4 if "unseen_concept" in self.scenarios else 0
+        return words + labels + shared + unseen
+
+    @property
+    def full_batch(self) -> bool:
+        """True when every step uses all training prompts."""
+        return self.batch_size == 0 or self.batch_size >= self.n_train

@@ -1,0 +1,258 @@
+"""The data model: a concept dictionary in R^d and a prompt sampler. OOD scenarios are sampler settings.
+
+Concept k has a common direction a_k and a semantic direction b_k; its word features are
+mu_k^{+-} = a_k +- b_k (unit norm, cosine (|a|^2-|b|^2)/(|a|^2+|b|^2) = within_cosine). Label features are
+q_k^{+-} = c_k +- d_k. A word is x = mu_{k*}^s + sum_j z_j (a_j + t_j b_j) + xi with z_j ~ Bernoulli(polysemy_rate)
+over the other concepts j, and xi ~ N(0, sigma^2 I). A prompt is L demonstrations (x_l, y_l = q_{k*}^{s_l}) and
+a query x_q whose target is the query's sign s_q.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from synthetic.config import SyntheticConfig
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype named by a config's ``dtype`` field."""
+    return _DTYPES[name]
+
+
+@dataclass
+class Dictionary:
+    """Ground-truth feature directions. Word tables have C = K + K_irr rows, label tables K (or 1 if shared)."""
+
+    a: torch.Tensor  # (C, d) concept-common directions
+    b: torch.Tensor  # (C, d) semantic directions
+    c: torch.Tensor  # (K or 1, d) label-common directions
+    dl: torch.Tensor  # (K or 1, d) label-semantic directions
+    a_unseen: torch.Tensor | None  # (d,) fresh concept for the unseen_concept scenario
+    b_unseen: torch.Tensor | None
+    c_unseen: torch.Tensor | None
+    d_unseen: torch.Tensor | None
+    basis: torch.Tensor  # (n_directions, d) orthonormal rows spanning every direction above
+    K: int
+
+    @property
+    def C(self) -> int:
+        """Number of word concepts (task + irrelevant)."""
+        return self.a.shape[0]
+
+    def mu(self, k: int, s: int) -> torch.Tensor:
+        """Word feature mu_k^s."""
+        return self.a[k] + s * self.b[k]
+
+    def q(self, k: int, s: int) -> torch.Tensor:
+        """Label feature q_k^s."""
+        i = min(k, self.c.shape[0] - 1)
+        return self.c[i] + s * self.dl[i]
+
+    def noise_projector(self) -> torch.Tensor:
+        """Projector onto the orthogonal complement of every dictionary direction (the noise subspace)."""
+        return torch.eye(self.a.shape[1], dtype=self.a.dtype) - self.basis.T @ self.basis
+
+
+def build_dictionary(config: SyntheticConfig) -> Dictionary:
+    """The concept dictionary of ``config`` (fixed by ``config.seed``, shared by all seeds of a run)."""
+    cfg = config
+    rng = np.random.default_rng([cfg.seed, 7])
+    n = cfg.directions_needed()
+    # Orthonormal directions: QR of a Gaussian matrix (the columns of Q are uniformly random and orthonormal).
+    q, _ = np.linalg.qr(rng.standard_normal((cfg.d, n)))
+    dirs = iter(q.T)
+    C, nl = cfg.K + cfg.K_irr, 1 if cfg.shared_labels else cfg.K
+    e_a = np.stack([next(dirs) for _ in range(C)])
+    e_b = np.stack([next(dirs) for _ in range(C)])
+    e_c = np.stack([next(dirs) for _ in range(nl)])
+    e_d = np.stack([next(dirs) for _ in range(nl)])
+    a_norm, b_norm = math.sqrt((1 + cfg.within_cosine) / 2), math.sqrt((1 - cfg.within_cosine) / 2)
+    if cfg.cross_overlap > 0:
+        # a_k = |a| (sqrt(1-rho) e_k + sqrt(rho) g): <mu_k^s, mu_j^t> = |a|^2 rho = cross_overlap for k != j.
+        g = next(dirs)
+        rho = cfg.cross_overlap / a_norm**2
+        a = a_norm * (math.sqrt(1 - rho) * e_a + math.sqrt(rho) * g)
+    else:
+        a = a_norm * e_a
+    b = b_norm * e_b
+    c_norm, d_norm = math.sqrt((1 + cfg.label_cosine) / 2), math.sqrt((1 - cfg.label_cosine) / 2)
+    unseen = [None] * 4
+    if "unseen_concept" in cfg.scenarios:
+        u = [next(dirs) for _ in range(4)]
+        unseen = [a_norm * u[0], b_norm * u[1], c_norm * u[2], d_norm * u[3]]
+    dt = torch_dtype(cfg.dtype)
+
+    def t(x: np.ndarray | None) -> torch.Tensor | None:
+        return None if x is None else torch.as_tensor(np.asarray(x), dtype=dt)
+
+    return Dictionary(t(a), t(b), t(c_norm * e_c), t(d_norm * e_d), *(t(x) for x in unseen), t(q.T), cfg.K)
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """How prompts are drawn: the training distribution, or an OOD scenario's shift of it."""
+
+    L: int
+    prior: tuple[float, ...]  # pi over the K task concepts
+    sigma: float
+    polysemy_rate: float
+    cooccurrence: str  # "patterned" (training rule), "switched" (the complement rule), "random"
+    both_signs: bool = True
+    label_noise: float = 0.0
+    flip_labels: bool = False
+    polysemous_query: bool = False
+    unseen: bool = False
+
+
+def skewed_prior(K: int, mass: float) -> tuple[float, ...]:
+    """A prior with ``mass`` on concept c0 and the rest spread uniformly (uniform when mass is 0)."""
+    if mass <= 0 or K == 1:
+        return tuple([1.0 / K] * K)
+    return tuple([mass] + [(1 - mass) / (K - 1)] * (K - 1))
+
+
+def train_spec(cfg: SyntheticConfig) -> PromptSpec:
+    """The training (and in-distribution test) prompt distribution."""
+    return PromptSpec(cfg.L, skewed_prior(cfg.K, cfg.train_skew), cfg.sigma, cfg.polysemy_rate, cfg.cooccurrence,
+                      cfg.both_signs, cfg.label_noise)
+
+
+def scenario_spec(cfg: SyntheticConfig, name: str) -> PromptSpec:
+    """The test distribution of OOD scenario ``name``: the training spec with one thing changed."""
+    base = train_spec(cfg)
+    shifts = {
+        "length_short": lambda: replace(base, L=max(2 if cfg.both_signs else 1, cfg.L // 2)),
+        "length_long": lambda: replace(base, L=2 * cfg.L),
+        "length_long_4x": lambda: replace(base, L=4 * cfg.L),
+        "skewed_concepts": lambda: replace(base, prior=skewed_prior(cfg.K, 0.8)),
+        "uniform_concepts": lambda: replace(base, prior=skewed_prior(cfg.K, 0.0)),
+        # Co-occurrence always on a concept pair and sign pattern outside the training rule; with
+        # cooccurrence="random" training saw every pair, so this is only a change of pattern, not OOD.
+        "switched_features": lambda: replace(base, cooccurrence="switched",
+                                             polysemy_rate=max(cfg.polysemy_rate, 0.1)),
+        "flipped_labels": lambda: replace(base, flip_labels=True),
+        "polysemous_query": lambda: replace(base, polysemous_query=True),
+        "noise_x2": lambda: replace(base, sigma=2 * cfg.sigma),
+        "noise_x5": lambda: replace(base, sigma=5 * cfg.sigma),
+        "unseen_concept": lambda: replace(base, unseen=True),
+    }
+    if name not in shifts:
+        raise ValueError(f"unknown OOD scenario {name!r}; accepted: {', '.join(shifts)}")
+    return shifts[name]()
+
+
+@dataclass
+class Prompts:
+    """A batch of prompts for S seeds: demonstrations, labels, query, target and bookkeeping."""
+
+    x: torch.Tensor  # (S, n, L, d) demonstration words
+    y: torch.Tensor  # (S, n, L, d) demonstration labels
+    xq: torch.Tensor  # (S, n, d) query words
+    target: torch.Tensor  # (S, n) +-1, the answer the demonstrations imply (with label noise)
+    same: torch.Tensor  # (S, n, L) bool: demonstration's semantic sign equals the query's
+    concept: torch.Tensor  # (S, n) task concept index (K for the unseen concept)
+    xi: torch.Tensor  # (S, n, L, d) the demonstrations' noise
+
+    def index(self, idx: torch.Tensor) -> Prompts:
+        """The prompts at per-seed indices ``idx`` (S, B)."""
+        def take(t: torch.Tensor) -> torch.Tensor:
+            shape = idx.shape + (1,) * (t.dim() - 2)
+            return torch.gather(t, 1, idx.reshape(shape).expand(*idx.shape, *t.shape[2:]))
+        return Prompts(*(take(getattr(self, f)) for f in ("x", "y", "xq", "target", "same", "concept", "xi")))
+
+
+def _allowed(C: int, K: int, rule: str, unseen: bool) -> torch.Tensor:
+    """(K+1, C) bool: which concepts j may co-occur in a word of concept k (row K: the unseen concept)."""
+    k = torch.arange(K + 1)[:, None]
+    j = torch.arange(C)[None, :]
+    if rule == "patterned":
+        ok = (j + k) % 2 == 0
+    elif rule == "switched":
+        ok = (j + k) % 2 == 1
+    else:
+        ok = torch.ones(K + 1, C, dtype=torch.bool)
+    ok = ok & (j != k)
+    ok[K] = True  # the unseen concept's words co-occur with any trained concept
+    return ok
+
+
+def _cooccurring(dic: Dictionary, spec: PromptSpec, k: torch.Tensor, s: torch.Tensor,
+                 gen: torch.Generator) -> torch.Tensor:
+    """sum_j z_j (a_j + t_j b_j) for words of concept ``k`` and sign ``s`` (same shape), shape (*k.shape, d)."""
+    C = dic.C
+    allowed = _allowed(C, dic.K, spec.cooccurrence, spec.unseen)[k]  # (..., C)
+    z = (torch.rand(*k.shape, C, generator=gen) < spec.polysemy_rate) & allowed
+    if spec.cooccurrence == "patterned":
+        t = s[..., None].expand(*k.shape, C)  # training rule: partners share the word's sign
+    elif spec.cooccurrence == "switched":
+        t = -s[..., None].expand(*k.shape, C)  # never seen: partners take the opposite sign
+    else:
+        t = torch.where(torch.rand(*k.shape, C, generator=gen) < 0.5, 1, -1)
+    zt = z.to(dic.a.dtype)
+    return zt @ dic.a + (zt * t.to(dic.a.dtype)) @ dic.b
+
+
+def _signs(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    return torch.where(torch.rand(shape, generator=gen) < 0.5, 1, -1)
+
+
+def sample_words(dic: Dictionary, spec: PromptSpec, k: torch.Tensor, s: torch.Tensor,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(words, noise) for concepts ``k`` and signs ``s`` (any shape); words = mu_k^s + co-occurring + xi."""
+    d = dic.a.shape[1]
+    if spec.unseen:
+        base = dic.a_unseen + s[..., None].to(dic.a.dtype) * dic.b_unseen
+    else:
+        base = dic.a[k] + s[..., None].to(dic.a.dtype) * dic.b[k]
+    x = base + _cooccurring(dic, spec, k, s, gen)
+    xi = spec.sigma * torch.randn(*k.shape, d, generator=gen, dtype=dic.a.dtype)
+    return x + xi, xi
+
+
+def labels(dic: Dictionary, k: torch.Tensor, s: torch.Tensor, unseen: bool = False) -> torch.Tensor:
+    """Label features q_k^s (shape (*k.shape, d))."""
+    sf = s[..., None].to(dic.a.dtype)
+    if unseen and dic.c.shape[0] > 1:
+        return dic.c_unseen + sf * dic.d_unseen
+    i = k.clamp(max=dic.c.shape[0] - 1) if dic.c.shape[0] > 1 else torch.zeros_like(k)
+    return dic.c[i] + sf * dic.dl[i]
+
+
+def sample_prompts(dic: Dictionary, spec: PromptSpec, S: int, n: int, gen: torch.Generator) -> Prompts:
+    """``n`` prompts for each of ``S`` seeds, drawn from ``spec``."""
+    L, K = spec.L, dic.K
+    prior = torch.tensor(spec.prior, dtype=torch.float64)
+    k = torch.multinomial(prior.expand(S * n, K), 1, replacement=True, generator=gen).reshape(S, n)
+    if spec.unseen:
+        k = torch.full((S, n), K, dtype=torch.long)
+    s_demo = _signs((S, n, L), gen)
+    if spec.both_signs and L >= 2:
+        # A prompt whose demonstrations all share one sign cannot answer a query of the other sign:
+        # flip one random demonstration there, so every prompt shows both senses.
+        one_sided = (s_demo == s_demo[..., :1]).all(-1)
+        pos = torch.randint(L, (S, n), generator=gen)
+        flip = one_sided[..., None] & (torch.arange(L) == pos[..., None])
+        s_demo = torch.where(flip, -s_demo, s_demo)
+    s_q = _signs((S, n), gen)
+    kk = torch.cat([k[..., None].expand(S, n, L), k[..., None]], -1)  # (S, n, L+1)
+    ss = torch.cat([s_demo, s_q[..., None]], -1)
+    words, xi = sample_words(dic, spec, kk, ss, gen)
+    x, xq = words[..., :L, :], words[..., L, :]
+    if spec.polysemous_query:
+        # A second task concept k' != k*, always present in the query, with a random sign.
+        k2 = (k + 1 + torch.randint(K - 1, (S, n), generator=gen)) % K
+        xq = xq + dic.a[k2] + _signs((S, n), gen)[..., None].to(dic.a.dtype) * dic.b[k2]
+    label_sign = -s_demo if spec.flip_labels else s_demo
+    target = -s_q if spec.flip_labels else s_q
+    if spec.label_noise > 0:
+        label_sign = torch.where(torch.rand(S, n, L, generator=gen) < spec.label_noise, -label_sign, label_sign)
+        target = torch.where(torch.rand(S, n, generator=gen) < spec.label_noise, -target, target)
+    y = labels(dic, k[..., None].expand(S, n, L), label_sign, unseen=spec.unseen)
+    same = s_demo == s_q[..., None]
+    return Prompts(x, y, xq, target.to(dic.a.dtype), same, k, xi[..., :L, :])

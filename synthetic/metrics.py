@@ -1,0 +1,86 @@
+"""The quantities the theory talks about, as named functions. Each returns per-seed values (lists of length S).
+
+- losses: logistic and 0-1;
+- correct attention: attention mass on demonstrations whose semantic sign equals the query's, and its
+  polarisation |2 * correct - 1| per concept (sign-symmetric: high for both attention patterns);
+- products through W_K^T W_Q: concept-specific max_{k,s} <W_Q mu_k^s, W_K mu_k^s>, complement
+  max_{k,s} <W_Q mu_k^s, W_K mu_k^{-s}>, noise max |<W_Q x_q, W_K xi_l>| over training prompts;
+- MLP weights: max_r <w_{+,r}, q_k^+>, max_r <w_{-,r}, q_k^-> (correct) and the wrong-label projections;
+- idempotent decomposition of M = W_K^T W_Q: coefficients on P_{a_k}, P_{b_k} and on the noise subspace.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from synthetic.data import Dictionary, Prompts
+from synthetic.model import OneLayerTransformer, logistic_loss, zero_one_loss
+
+
+def _seedwise(t: torch.Tensor) -> list[float]:
+    return [float(v) for v in t.detach().cpu()]
+
+
+@torch.no_grad()
+def prompt_metrics(model: OneLayerTransformer, prompts: Prompts, K: int, chunk: int = 4096) -> dict:
+    """Losses, correct attention and per-concept polarisation on ``prompts`` (per seed)."""
+    n = prompts.target.shape[1]
+    parts = []
+    for i in range(0, n, chunk):
+        sl = slice(i, i + chunk)
+        out = model(prompts.x[:, sl], prompts.y[:, sl], prompts.xq[:, sl])
+        target = prompts.target[:, sl]
+        correct = (out.alpha * prompts.same[:, sl].to(out.alpha.dtype)).sum(-1)  # (S, b)
+        parts.append((logistic_loss(out.f, target), zero_one_loss(out.f, target), correct))
+    loss, err, correct = (torch.cat(p, 1) for p in zip(*parts, strict=True))
+    concept = prompts.concept
+    polar = []
+    for k in range(K):
+        mask = (concept == k).to(correct.dtype)
+        mean_k = (correct * mask).sum(1) / mask.sum(1).clamp(min=1)  # (S,)
+        polar.append(torch.where(mask.sum(1) > 0, (2 * mean_k - 1).abs(), torch.nan))
+    polar_t = torch.stack(polar, 1)  # (S, K)
+    return {
+        "logistic_loss": _seedwise(loss.mean(1)),
+        "zero_one": _seedwise(err.mean(1)),
+        "correct_attention": _seedwise(correct.mean(1)),
+        "polarisation": _seedwise(torch.nanmean(polar_t, 1)) if K else [],
+        "polarisation_per_concept": polar_t.tolist(),
+    }
+
+
+@torch.no_grad()
+def product_matrix(model: OneLayerTransformer) -> torch.Tensor:
+    """M = W_K^T W_Q per seed (S, d, d): the score is x_l^T M x_q."""
+    return torch.einsum("sji,sjk->sik", model.W_K, model.W_Q)
+
+
+@torch.no_grad()
+def weight_metrics(model: OneLayerTransformer, dic: Dictionary, train: Prompts, n_noise: int = 256) -> dict:
+    """Products through W_K^T W_Q, MLP projections and the decomposition coefficients (per seed)."""
+    M = product_matrix(model)  # (S, d, d)
+    K = dic.K
+    mus = torch.stack([torch.stack([dic.mu(k, s) for k in range(K)]) for s in (1, -1)])  # (2, K, d)
+    # <W_Q u, W_K v> = v^T M u
+    same = torch.einsum("tkd,sde,tke->stk", mus, M, mus)  # v = u = mu_k^s
+    comp = torch.einsum("tkd,sde,tke->stk", mus.flip(0), M, mus)  # v = mu_k^{-s}, u = mu_k^s
+    sub = slice(0, min(n_noise, train.xq.shape[1]))
+    noise = torch.einsum("snld,sde,sne->snl", train.xi[:, sub], M, train.xq[:, sub]).abs()
+    qs = torch.stack([torch.stack([dic.q(k, s) for k in range(K)]) for s in (1, -1)])  # (2, K, d)
+    proj_plus = torch.einsum("smd,tkd->stkm", model.w_plus, qs).amax(-1)  # (S, 2, K): max_r <w_+, q_k^s>
+    proj_minus = torch.einsum("smd,tkd->stkm", model.w_minus, qs).amax(-1)
+    a_hat = dic.a[:K] / dic.a[:K].norm(dim=1, keepdim=True)
+    b_hat = dic.b[:K] / dic.b[:K].norm(dim=1, keepdim=True)
+    P = dic.noise_projector()
+    return {
+        "concept_product": _seedwise(same.flatten(1).amax(1)),
+        "complement_product": _seedwise(comp.flatten(1).amax(1)),
+        "noise_product": _seedwise(noise.flatten(1).amax(1)),
+        "mlp_plus_correct": _seedwise(proj_plus[:, 0].mean(1)),  # mean_k max_r <w_{+,r}, q_k^+>
+        "mlp_minus_correct": _seedwise(proj_minus[:, 1].mean(1)),  # mean_k max_r <w_{-,r}, q_k^->
+        "mlp_plus_wrong": _seedwise(proj_plus[:, 1].mean(1)),  # mean_k max_r <w_{+,r}, q_k^->
+        "mlp_minus_wrong": _seedwise(proj_minus[:, 0].mean(1)),  # mean_k max_r <w_{-,r}, q_k^+>
+        "coef_a": _seedwise(torch.einsum("kd,sde,ke->sk", a_hat, M, a_hat).mean(1)),  # <P_{a_k}, M>
+        "coef_b": _seedwise(torch.einsum("kd,sde,ke->sk", b_hat, M, b_hat).mean(1)),  # <P_{b_k}, M>
+        "coef_noise": _seedwise(torch.linalg.matrix_norm(P @ M @ P)),  # |P_noise M P_noise|_F
+    }

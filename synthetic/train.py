@@ -1,0 +1,165 @@
+"""SGD training of S seeds at once, with evaluation on train, test and every OOD scenario along the way.
+
+Randomness is derived from ``config.seed`` per purpose (dictionary, init, training set, test sets) and per
+step (the minibatch), so a run resumed from a checkpoint gives the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from analysis.config import from_dict, to_dict
+from analysis.runs import RunFolder, progress, read_json, read_jsonl, write_json
+from synthetic.config import SyntheticConfig
+from synthetic.data import (
+    Dictionary,
+    Prompts,
+    build_dictionary,
+    sample_prompts,
+    scenario_spec,
+    train_spec,
+)
+from synthetic.metrics import prompt_metrics, weight_metrics
+from synthetic.model import OneLayerTransformer, logistic_loss
+
+log = logging.getLogger("mcicl")
+METRICS = "metrics.jsonl"
+
+
+def generator(config: SyntheticConfig, purpose: int) -> torch.Generator:
+    """A torch Generator for one purpose (1 init, 2 training set, 3 test set, 10+i scenario i, ...)."""
+    return torch.Generator().manual_seed(config.seed * 1_000_003 + purpose)
+
+
+@dataclass
+class World:
+    """Everything a run samples before training: dictionary, training prompts and the test sets."""
+
+    dictionary: Dictionary
+    train: Prompts
+    test: Prompts
+    ood: dict[str, Prompts]
+
+
+def build_world(config: SyntheticConfig) -> World:
+    """The dictionary and all prompt sets of a run (deterministic in ``config``)."""
+    dic = build_dictionary(config)
+    S = config.seeds
+    train = sample_prompts(dic, train_spec(config), S, config.n_train, generator(config, 2))
+    test = sample_prompts(dic, train_spec(config), S, config.n_test, generator(config, 3))
+    ood = {name: sample_prompts(dic, scenario_spec(config, name), S, config.n_test_ood, generator(config, 10 + i))
+           for i, name in enumerate(config.scenarios)}
+    return World(dic, train, test, ood)
+
+
+def build_model(config: SyntheticConfig, dic: Dictionary) -> OneLayerTransformer:
+    """A freshly initialised model (S seeds)."""
+    return OneLayerTransformer(config, dic, generator(config, 1))
+
+
+def evaluate(model: OneLayerTransformer, world: World, step: int, ood: bool = True) -> dict:
+    """One metrics row: train and test prompt metrics, weight metrics and (if ``ood``) every scenario's."""
+    K = world.dictionary.K
+    row = {
+        "step": step,
+        "train": prompt_metrics(model, world.train, K),
+        "test": prompt_metrics(model, world.test, K),
+        "weights": weight_metrics(model, world.dictionary, world.train),
+    }
+    if ood:
+        row["ood"] = {name: prompt_metrics(model, prompts, K) for name, prompts in world.ood.items()}
+    return row
+
+
+def batch_indices(config: SyntheticConfig, step: int) -> torch.Tensor:
+    """The minibatch of ``step`` for every seed (S, B): a pure function of (seed, step), for exact resume."""
+    gen = torch.Generator().manual_seed((config.seed * 10_000_019 + step * 7919 + 5) % 2**62)
+    return torch.randint(config.n_train, (config.seeds, config.batch_size), generator=gen)
+
+
+def sgd_step(model: OneLayerTransformer, config: SyntheticConfig, train: Prompts, step: int) -> float:
+    """One SGD step on every seed at once; returns the mean minibatch loss."""
+    batch = train if config.full_batch else train.index(batch_indices(config, step))
+    out = model.run(batch)
+    # Sum over seeds of each seed's mean loss: seeds share no parameters, so each gets its own gradient.
+    loss = logistic_loss(out.f, batch.target).mean(1).sum()
+    params = [p for p in model.parameters()]
+    grads = torch.autograd.grad(loss, params)
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            p -= config.lr * g
+    return float(loss.detach()) / config.seeds
+
+
+def save_checkpoint(model: OneLayerTransformer, folder: Path, step: int, config: SyntheticConfig) -> Path:
+    """checkpoints/step_XXXXXXX.safetensors (weights) + .json (step, config)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step_{step:07d}.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+    write_json(path.with_suffix(".json"), {"step": step, "config": to_dict(config)})
+    return path
+
+
+def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
+    """(step, path) of the newest checkpoint in ``folder``, or None."""
+    found = sorted(folder.glob("step_*.safetensors"))
+    return (int(found[-1].stem.split("_")[1]), found[-1]) if found else None
+
+
+def load_weights(model: OneLayerTransformer, path: Path) -> None:
+    """Load a safetensors checkpoint into ``model``."""
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)))
+
+
+def train(config: SyntheticConfig, run: RunFolder, resume: bool = False) -> dict:
+    """Train, evaluate along the way, write metrics, checkpoints, exports, figures; return the summary."""
+    from synthetic.convergence import summarize
+    from synthetic.export import export_features
+    from synthetic.plots import plot_run
+
+    torch.set_grad_enabled(True)
+    start = time.perf_counter()
+    world = build_world(config)
+    model = build_model(config, world.dictionary)
+    ckpt_dir = run.path / "checkpoints"
+    first = 0
+    if resume and (found := latest_checkpoint(ckpt_dir)) is not None:
+        first, path = found
+        saved = from_dict(SyntheticConfig, read_json(path.with_suffix(".json"))["config"])
+        if {**to_dict(saved), "steps": 0} != {**to_dict(config), "steps": 0}:
+            raise ValueError(f"--resume: the config differs from the one checkpointed in {path}; "
+                             "resume with the run's own config.yaml (only steps may change)")
+        load_weights(model, path)
+        rows = [r for r in read_jsonl(run.path / METRICS) if r["step"] < first] if (run.path / METRICS).is_file() \
+            else []
+        (run.path / METRICS).unlink(missing_ok=True)
+        run.append_jsonl(METRICS, rows)
+        log.info("resuming %s from step %d", run.path, first)
+    else:
+        (run.path / METRICS).unlink(missing_ok=True)
+    run.save_config(config)
+    if not resume or first == 0:
+        export_features(config, world.dictionary, run.path)
+    for step in progress(range(first, config.steps), desc="synthetic train", total=config.steps - first):
+        if step % config.eval_every == 0:
+            run.append_jsonl(METRICS, [evaluate(model, world, step, ood=step % config.ood_every == 0)])
+        if step % config.checkpoint_every == 0 and step > first:
+            save_checkpoint(model, ckpt_dir, step, config)
+        sgd_step(model, config, world.train, step)
+    if latest_checkpoint(ckpt_dir) is None or latest_checkpoint(ckpt_dir)[0] != config.steps:
+        save_checkpoint(model, ckpt_dir, config.steps, config)
+    run.append_jsonl(METRICS, [evaluate(model, world, config.steps)])
+    summary = summarize(read_jsonl(run.path / METRICS), config)
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    run.write_summary(summary)
+    plot_run(run.path)
+    return summary
