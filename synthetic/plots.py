@@ -16,9 +16,10 @@ from synthetic.config import SyntheticConfig
 from synthetic.convergence import fit_exponential, logistic_window, series, zero_one_window
 
 
-def _band(ax: plt.Axes, steps: np.ndarray, values: np.ndarray, label: str, color: str, ls: str = "-") -> None:
+def _band(ax: plt.Axes, steps: np.ndarray, values: np.ndarray, label: str, color: str, ls: str = "-",
+          zorder: float = 2) -> None:
     """Mean over seeds (line) and min-max over seeds (band)."""
-    ax.plot(steps, values.mean(1), ls, color=color, label=label, lw=1.6)
+    ax.plot(steps, values.mean(1), ls, color=color, label=label, lw=1.6, zorder=zorder)
     if values.shape[1] > 1:
         ax.fill_between(steps, values.min(1), values.max(1), color=color, alpha=0.2, lw=0)
 
@@ -82,13 +83,15 @@ def plot_decomposition(rows: list[dict], folder: Path) -> Path:
 def plot_ood(rows: list[dict], folder: Path, scenarios: list[str]) -> Path:
     """Every OOD scenario's test losses and correct attention over training, with in-distribution for reference."""
     names = ["in-distribution", *scenarios]
-    colors = palette(len(names))
+    colors = ["black"] + [c for c in palette(len(names) + 1) if c != "#000000"]
+    styles = ["-", "-.", ":"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), sharex=True)
     ood_rows = [r for r in rows if "ood" in r]
     for i, name in enumerate(names):
         for ax, key in zip(axes, ("logistic_loss", "zero_one", "correct_attention"), strict=True):
             steps, vals = series(ood_rows, "test", key) if i == 0 else series(ood_rows, "ood", key, name)
-            _band(ax, steps, vals, name, "black" if i == 0 else colors[i], "--" if i == 0 else "-")
+            _band(ax, steps, vals, name, colors[i], "--" if i == 0 else styles[(i - 1) // 6],
+                  zorder=3 if i == 0 else 2)
     axes[0].set(title="Test logistic loss", xlabel="training step", ylabel="loss")
     axes[1].set(title="Test 0-1 loss", xlabel="training step", ylabel="error rate", ylim=(-0.02, 0.75))
     axes[2].set(title="Correct attention weight", xlabel="training step", ylabel="attention mass", ylim=(0, 1.02))
@@ -116,8 +119,8 @@ def plot_convergence(rows: list[dict], folder: Path) -> Path:
                             label=f"fit: rate {fit.rate:.3g}/step, $R^2$ {fit.r2:.3f}" if s < 8 else None)
     axes[0].set(title="Test 0-1 loss (zeros not shown)", xlabel="training step", ylabel="error rate (log)")
     axes[1].set(title="Test logistic loss", xlabel="training step", ylabel="loss (log)")
-    for ax in axes:
-        ax.legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="lower left")
+    axes[1].legend(fontsize=7, loc="lower left")
     fig.suptitle("Exponential convergence: log(loss) = c - rate x step fitted on the decaying window")
     return save_figure(fig, folder, "convergence")
 

@@ -120,7 +120,7 @@ def load_weights(model: OneLayerTransformer, path: Path) -> None:
     model.load_state_dict(load_file(str(path)))
 
 
-def train(config: SyntheticConfig, run: RunFolder, resume: bool = False) -> dict:
+def train(config: SyntheticConfig, run: RunFolder, resume: bool = False, figures: bool = True) -> dict:
     """Train, evaluate along the way, write metrics, checkpoints, exports, figures; return the summary."""
     from synthetic.convergence import summarize
     from synthetic.export import export_features
@@ -161,5 +161,6 @@ def train(config: SyntheticConfig, run: RunFolder, resume: bool = False) -> dict
     summary = summarize(read_jsonl(run.path / METRICS), config)
     summary["seconds"] = round(time.perf_counter() - start, 2)
     run.write_summary(summary)
-    plot_run(run.path)
+    if figures:
+        plot_run(run.path)
     return summary
