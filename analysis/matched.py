@@ -1,0 +1,305 @@
+"""The geometry-matched synthetic world: the generator parameters that reproduce a real space's geometry.
+
+Four generator parameters of :class:`synthetic.config.SyntheticConfig` -- ``within_cosine``,
+``cross_overlap``, ``polysemy_rate`` and ``sigma`` -- are estimated from four moments of a labelled space's
+raw (uncentred) cosine geometry:
+
+- the mean within-concept cosine and the mean cross-concept cosine (:func:`analysis.geometry.concept_cosines`,
+  the engine's own statistics), and
+- the spread (standard deviation) of within-concept and of cross-concept pairwise cosines.
+
+The map from parameters to moments is the synthetic sampler itself (``synthetic.data.sample_words``, the
+words the transformer is trained on), evaluated with common random numbers and inverted numerically (a
+coarse random search, then Nelder-Mead on bounded coordinates). Why these moments: the mean and spread of
+within-concept cosines separate the two senses' cosine from the isotropic noise energy (same-sign pairs sit
+near 1/(1+E), opposite-sign pairs near within_cosine/(1+E)); the cross mean is the shared component; the
+cross spread grows with co-occurring features of other concepts (polysemy). The estimate is made at the
+base config's dimension d, so sigma is the per-coordinate noise that gives the same noise share there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.geometry import concept_cosines, encode_labels, unit_rows
+from analysis.plotting import palette, save_figure
+from analysis.runs import RunFolder, read_json
+from analysis.vectors import LabelledVectors
+
+log = logging.getLogger("mcicl")
+
+PARAMETERS = ("within_cosine", "cross_overlap", "polysemy_rate", "sigma")
+MOMENTS = ("within_mean", "within_std", "cross_mean", "cross_std")
+
+# Synthetic OOD scenario -> (real ICL condition, how its shots relate to the synthetic L). The real
+# ``skewed`` condition skews the demonstration labels 80/20, the synthetic one the concept prior 80/20: the
+# closest pair, not the same shift (docs/analysis.md says so).
+MATCHING = (
+    ("in_distribution", "in_distribution", 1.0),
+    ("length_short", "in_distribution", 0.5),
+    ("length_long", "in_distribution", 2.0),
+    ("length_long_4x", "in_distribution", 4.0),
+    ("skewed_concepts", "skewed", 1.0),
+    ("flipped_labels", "flipped_labels", 1.0),
+    ("polysemous_query", "polysemous_query", 1.0),
+)
+
+
+@dataclass
+class Moments:
+    """Raw-cosine moments of a labelled space (pairs of distinct words)."""
+
+    within_mean: float
+    within_std: float
+    cross_mean: float
+    cross_std: float
+
+    def array(self) -> np.ndarray:
+        """The moments in MOMENTS order."""
+        return np.array([getattr(self, m) for m in MOMENTS])
+
+
+@dataclass
+class Estimate:
+    """Estimated generator parameters, the target moments, the moments they reproduce, and the fit loss."""
+
+    parameters: dict[str, float]
+    target: Moments
+    achieved: Moments
+    loss: float
+    evaluations: int
+    d: int
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Rows for estimate.csv: parameters, then moments (target vs achieved)."""
+        out: list[dict[str, Any]] = [{"quantity": k, "kind": "parameter", "value": v, "target": "",
+                                      "achieved": ""} for k, v in self.parameters.items()]
+        out += [{"quantity": m, "kind": "moment", "value": "", "target": getattr(self.target, m),
+                 "achieved": getattr(self.achieved, m)} for m in MOMENTS]
+        return out
+
+
+def measure_moments(vectors: np.ndarray, labels: Sequence[str] | np.ndarray) -> Moments:
+    """The four raw-cosine moments of (vectors, labels): within/cross means (geometry engine) and spreads."""
+    cos = concept_cosines(vectors, labels)
+    U = unit_rows(np.asarray(vectors, dtype=np.float64))
+    codes, _ = encode_labels(labels)
+    G = U @ U.T
+    same = codes[:, None] == codes[None, :]
+    upper = np.triu(np.ones_like(same), k=1)
+    within = G[same & upper]
+    cross = G[~same & upper]
+    return Moments(cos.within_mean, float(within.std()), cos.cross_mean, float(cross.std()))
+
+
+def simulate_words(config: Any, n_per_sign: int = 40, seed: int = 0) -> LabelledVectors:
+    """Words drawn by the synthetic sampler (training distribution), ``n_per_sign`` per (concept, sign)."""
+    import torch
+
+    from synthetic.data import build_dictionary, sample_words, train_spec
+
+    dic = build_dictionary(config)
+    gen = torch.Generator().manual_seed(int(seed))
+    k = torch.arange(config.K).repeat_interleave(2 * n_per_sign)
+    s = torch.tensor([1, -1]).repeat_interleave(n_per_sign).repeat(config.K)
+    words, _ = sample_words(dic, train_spec(config), k, s, gen)
+    return LabelledVectors(words.double().numpy(), [f"w{i}" for i in range(len(k))], [f"c{int(c)}" for c in k],
+                           s.numpy())
+
+
+def simulate_moments(config: Any, n_per_sign: int = 40, seed: int = 0) -> Moments:
+    """The moments of the synthetic sampler's words under ``config``."""
+    words = simulate_words(config, n_per_sign, seed)
+    return measure_moments(words.vectors, words.labels)
+
+
+def _bounds(base: Any) -> dict[str, tuple[float, float]]:
+    # sigma up to noise energy sigma^2 d = 4 (signal share 20%): beyond that no concept structure survives.
+    return {"within_cosine": (0.0, 0.97), "cross_overlap": (0.0, 1.0), "polysemy_rate": (0.0, 1.0),
+            "sigma": (0.0, 2.0 / math.sqrt(base.d))}
+
+
+def _params(z: np.ndarray, bounds: Mapping[str, tuple[float, float]]) -> dict[str, float]:
+    """Unbounded coordinates -> parameters (sigmoid into each range; cross_overlap as a share of its maximum)."""
+    u = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+    p = {name: lo + (hi - lo) * float(ui) for (name, (lo, hi)), ui in zip(bounds.items(), u, strict=True)}
+    p["cross_overlap"] *= (1.0 + p["within_cosine"]) / 2 * 0.999  # its valid range depends on within_cosine
+    return p
+
+
+def _coords(params: Mapping[str, float], bounds: Mapping[str, tuple[float, float]]) -> np.ndarray:
+    p = dict(params)
+    p["cross_overlap"] /= (1.0 + p["within_cosine"]) / 2 * 0.999
+    z = []
+    for name, (lo, hi) in bounds.items():
+        u = np.clip((p[name] - lo) / (hi - lo), 1e-4, 1 - 1e-4)
+        z.append(math.log(u / (1 - u)))
+    return np.array(z)
+
+
+def estimate_parameters(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, base: Any, *,
+                        n_per_sign: int = 40, seed: int = 0, n_search: int = 60, max_evals: int = 250) -> Estimate:
+    """Generator parameters whose sampled words reproduce the moments of (vectors, labels), at ``base.d``."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    # Hundreds of tiny (320 x 48) problems: one thread each is ~10x faster than a contended thread pool.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            return _estimate(vectors, labels, base, n_per_sign=n_per_sign, seed=seed, n_search=n_search,
+                             max_evals=max_evals)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _estimate(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, base: Any, *, n_per_sign: int, seed: int,
+              n_search: int, max_evals: int) -> Estimate:
+    from scipy.optimize import minimize
+
+    target = measure_moments(vectors, labels)
+    goal = target.array()
+    bounds = _bounds(base)
+    # The synthetic world is evaluated without its OOD scenarios: they only add directions to the dictionary.
+    base = replace(base, scenarios=[s for s in base.scenarios if s != "unseen_concept"])
+    cache: dict[tuple, np.ndarray] = {}
+
+    def moments_at(params: Mapping[str, float]) -> np.ndarray:
+        key = tuple(round(params[p], 10) for p in PARAMETERS)
+        if key not in cache:
+            cache[key] = simulate_moments(replace(base, **params), n_per_sign, seed).array()
+        return cache[key]
+
+    def loss(z: np.ndarray) -> float:
+        return float(np.sum((moments_at(_params(z, bounds)) - goal) ** 2))
+
+    rng = np.random.default_rng(seed)
+    # Coarse search: quasi-uniform points of the box, plus the base config's own parameters.
+    starts = [_coords({p: getattr(base, p) for p in PARAMETERS}, bounds)]
+    starts += [np.log(u / (1 - u)) for u in rng.uniform(0.03, 0.97, size=(n_search, len(PARAMETERS)))]
+    scored = sorted(((loss(z), i) for i, z in enumerate(starts)))
+    best = None
+    for _, i in scored[:2]:  # refine the two best starts; keep the better
+        res = minimize(loss, starts[i], method="Nelder-Mead",
+                       options={"maxfev": max_evals // 2, "xatol": 1e-3, "fatol": 1e-9})
+        if best is None or res.fun < best.fun:
+            best = res
+    params = _params(best.x, bounds)
+    achieved = Moments(*moments_at(params))
+    return Estimate({k: float(v) for k, v in params.items()}, target, achieved, float(best.fun), len(cache),
+                    int(base.d))
+
+
+def matched_config(base: Any, estimate: Estimate) -> Any:
+    """``base`` with the estimated generator parameters."""
+    return replace(base, **estimate.parameters)
+
+
+# ----------------------------------------------------------------------------------------- comparison
+
+
+def _get(mapping: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(mapping, Mapping) or key not in mapping:
+            return None
+        mapping = mapping[key]
+    return mapping
+
+
+def _nearest_shots(available: Sequence[str], want: float) -> str | None:
+    shots = sorted((int(s) for s in available if str(s).isdigit()), key=lambda s: (abs(s - want), s))
+    return str(shots[0]) if shots else None
+
+
+def matched_rows(synthetic_summary: Mapping[str, Any], icl_summary: Mapping[str, Any] | None,
+                 L: int) -> list[dict[str, Any]]:
+    """One row per matching condition: the synthetic 0-1 error beside the real ICL error (1 - accuracy)."""
+    rows = []
+    accuracy = (icl_summary or {}).get("accuracy", {})
+    for scenario, condition, factor in MATCHING:
+        syn = (_get(synthetic_summary, "final", "test_zero_one") if scenario == "in_distribution"
+               else _get(synthetic_summary, "ood", scenario, "test_zero_one"))
+        if syn is None:
+            continue
+        row: dict[str, Any] = {"synthetic_condition": scenario, "synthetic_L": int(round(L * factor)),
+                               "synthetic_error": float(syn), "real_condition": condition, "real_shots": "",
+                               "real_error": math.nan, "real_error_low": math.nan, "real_error_high": math.nan,
+                               "real_n": 0}
+        per_shot = accuracy.get(condition) or {}
+        shots = _nearest_shots(list(per_shot), L * factor)
+        if shots is not None:
+            acc = per_shot[shots]
+            row.update(real_shots=int(shots), real_error=1 - float(acc["mean"]),
+                       real_error_low=1 - float(acc["ci_high"]), real_error_high=1 - float(acc["ci_low"]),
+                       real_n=int(acc.get("n", 0)))
+        rows.append(row)
+    return rows
+
+
+def matched_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, *, chance: float | None = None,
+                   name: str = "matched", title: str = "") -> Path:
+    """Bars: the matched synthetic world's error and the real model's ICL error per matching condition."""
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['synthetic_condition']}\n(real: {r['real_condition']}"
+              + (f", {r['real_shots']} shots)" if r["real_shots"] != "" else ")") for r in rows]
+    x = np.arange(len(rows))
+    syn = np.array([float(r["synthetic_error"]) for r in rows])
+    real = np.array([float(r["real_error"]) for r in rows])
+    lo = np.array([float(r["real_error_low"]) for r in rows])
+    hi = np.array([float(r["real_error_high"]) for r in rows])
+    c_syn, c_real = palette(2)
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.25 * len(rows) + 2), 4.6))
+    ax.bar(x - 0.2, syn, 0.4, color=c_syn, label="matched synthetic transformer")
+    has_real = np.isfinite(real)
+    if has_real.any():
+        err = np.vstack([real - lo, hi - real])[:, has_real]
+        ax.bar(x[has_real] + 0.2, real[has_real], 0.4, color=c_real, label="real model ICL (1 - accuracy)",
+               yerr=err, capsize=3, ecolor="black")
+    if chance is not None:
+        ax.axhline(1 - chance, color="grey", ls="--", lw=1, label=f"chance error ({1 - chance:.2f})")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("0-1 error (fraction of test prompts)")
+    ax.set_ylim(0, max(0.1, float(np.nanmax(np.concatenate([syn, hi[has_real] if has_real.any() else syn]))) * 1.15))
+    ax.set_title(title or "Geometry-matched synthetic world vs the real model, per matching condition")
+    ax.legend(loc="upper left", fontsize=8)
+    return save_figure(fig, folder, name)
+
+
+def run_matched(real: LabelledVectors, base: Any, run: RunFolder, *, icl_summary: Mapping[str, Any] | None = None,
+                seed: int = 0, n_per_sign: int = 40) -> dict[str, Any]:
+    """Estimate, train the matched world into ``run.path/'synthetic'``, write matched.csv, estimate.csv, figure."""
+    from synthetic.train import train
+
+    estimate = estimate_parameters(real.vectors, real.labels, base, n_per_sign=n_per_sign, seed=seed)
+    log.info("matched world: %s (moment loss %.2e)", estimate.parameters, estimate.loss)
+    config = matched_config(base, estimate)
+    syn_run = RunFolder.create(run.path / "synthetic", "synthetic train (geometry-matched)", overwrite=True)
+    syn_summary = train(config, syn_run)
+    rows = matched_rows(syn_summary, icl_summary, config.L)
+    run.write_csv("matched.csv", rows)
+    run.write_csv("estimate.csv", estimate.rows())
+    chance = (icl_summary or {}).get("chance")
+    png = matched_figure(rows, run.figures, chance=float(chance) if chance is not None else None)
+    return {"parameters": estimate.parameters, "target_moments": asdict(estimate.target),
+            "achieved_moments": asdict(estimate.achieved), "moment_loss": estimate.loss,
+            "synthetic_run": str(syn_run.path), "rows": rows, "figure": str(png)}
+
+
+def load_icl_summary(path: str | Path | None) -> dict[str, Any] | None:
+    """The summary.json of a ``probe icl`` run folder (None when no folder is given)."""
+    if path is None:
+        return None
+    path = Path(path)
+    file = path / "summary.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"ICL summary not found: {file} (a `mcicl probe icl` run folder)")
+    return read_json(file)
