@@ -1,0 +1,251 @@
+"""Extraction: batched == single == bare forward (MiniLM, tiny random-weight GPT-2 and Llama), spaces, pooling,
+the report of words left out, the cache, and the ``mcicl probe extract`` command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.config import ConfigError, from_dict
+from analysis.runs import read_json
+from analysis.vectors import LabelledVectors
+from probing.extract import (
+    Extraction,
+    ExtractionConfig,
+    extract,
+    extract_words,
+    prepare_words,
+    resolve_layers,
+)
+from tests.conftest import mcicl_cli
+
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+# Single-token and multi-token words, a two-word phrase, an accent the tokenizer normalises.
+WORDS = ["dog", "hippopotamus", "New York", "cat", "Zürich", "xylophone", "bat"]
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """Tiny random-weight GPT-2 and Llama (causal LMs, for left padding and unembedding rows)."""
+    from probing.models import load_model
+    from probing.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    return {arch: load_model(str(build_tiny_model(arch, root / arch))) for arch in ("gpt2", "llama")}
+
+
+def bare_pooled(model, tokenizer, text: str, positions: list[int]) -> list[np.ndarray]:
+    """Every hidden state of an unpadded, unbatched plain ``model(...)`` call, mean over ``positions``."""
+    enc = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**enc, output_hidden_states=True).hidden_states
+    return [h[0, positions].mean(0).numpy() for h in hidden]
+
+
+# ---- config and layer specs -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field,value", [("space", "logits"), ("pooling", "max"), ("template", "A word."),
+                                         ("template", "{word} {word}"), ("batch_size", 0), ("layers", "1,x"),
+                                         ("dtype", "int8")])
+def test_config_rejects_bad_values_naming_the_field(field, value):
+    with pytest.raises(ConfigError) as err:
+        from_dict(ExtractionConfig, {field: value})
+    assert err.value.field == field and repr(value) in str(err.value)
+
+
+def test_layer_specs_resolve_against_the_model_depth():
+    assert resolve_layers("all", 6) == [0, 1, 2, 3, 4, 5, 6]
+    assert resolve_layers("last", 6) == [6]
+    assert resolve_layers("0, -1, 3, 6", 6) == [0, 6, 3]  # -1 and 6 are the same layer: kept once
+    assert resolve_layers([1, 2], 6) == [1, 2]
+    with pytest.raises(ConfigError, match="from 0 to 6"):
+        resolve_layers("7", 6)
+
+
+# ---- padding safety and equality with a bare forward pass -------------------------------------------------
+
+@pytest.mark.parametrize("template,offset", [("{word}", 1), ("A {word}.", 2)])
+def test_minilm_batched_equals_single_and_bare_forward(minilm, template, offset):
+    model, tokenizer, _ = minilm
+    batched = extract(model, tokenizer, WORDS, template=template, batch_size=3, show_progress=False)
+    assert batched.words == WORDS and batched.layers == [str(i) for i in range(7)]
+    assert batched.meta["padding_side"] == "right"
+    assert batched.meta["n_tokens"][WORDS.index("hippopotamus")] == 4  # hip ##pop ##ota ##mus
+    for i, word in enumerate(WORDS):
+        alone = extract(model, tokenizer, [word], template=template, show_progress=False)
+        # Independent of the offset logic: [CLS] (+ "a") precede the word, and the template tail + [SEP] follow.
+        n_word = len(tokenizer(word, add_special_tokens=False)["input_ids"])
+        positions = list(range(offset, offset + n_word))
+        bare = bare_pooled(model, tokenizer, template.replace("{word}", word), positions)
+        for layer in batched.layers:
+            np.testing.assert_allclose(batched.vectors[layer][i], alone.vectors[layer][0], **TOL)
+            np.testing.assert_allclose(batched.vectors[layer][i], bare[int(layer)], **TOL)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_causal_lm_left_padding_equals_single_and_bare_forward(tiny_models, arch):
+    model, tokenizer, _ = tiny_models[arch]
+    template = "A {word}."
+    batched = extract(model, tokenizer, WORDS, template=template, batch_size=4, show_progress=False)
+    assert batched.meta["padding_side"] == "left" and batched.meta["random_weights"]
+    right = extract(model, tokenizer, WORDS, template=template, batch_size=4, padding_side="right",
+                    show_progress=False)
+    for i, word in enumerate(WORDS):
+        # Bare forward of the full LM (with its head) on the unpadded text; positions from token counts.
+        text = template.replace("{word}", word)
+        ids = tokenizer(text)["input_ids"]
+        n_prefix = len(tokenizer("A", add_special_tokens=False)["input_ids"])
+        # The word's tokens lie between "A" and the final "."; a lone leading space token "Ġ" (the tiny BPE has
+        # no merge for " hippopotamus") is not part of the word (a space inside "New York" is).
+        positions = list(range(n_prefix, len(ids) - 1))
+        if tokenizer.convert_ids_to_tokens(ids[positions[0]]) == "Ġ":
+            positions = positions[1:]
+        assert len(positions) == batched.meta["n_tokens"][i]
+        bare = bare_pooled(model, tokenizer, text, positions)
+        for layer in batched.layers:
+            np.testing.assert_allclose(batched.vectors[layer][i], bare[int(layer)], **TOL)
+            np.testing.assert_allclose(right.vectors[layer][i], bare[int(layer)], **TOL)
+
+
+def test_naive_left_padding_without_position_ids_would_fail(tiny_models):
+    """The control that shows the equality test can fail: GPT-2 with left padding and default positions."""
+    model, tokenizer, _ = tiny_models["gpt2"]
+    tokenizer.padding_side = "left"
+    try:
+        padded = tokenizer(["A hippopotamus.", "A cat."], return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = "right"
+    with torch.no_grad():
+        naive = model(**padded, output_hidden_states=True).hidden_states[-1][1, -2]
+        alone = model(**tokenizer(["A cat."], return_tensors="pt"), output_hidden_states=True).hidden_states[-1][0, -2]
+    ours = extract(model, tokenizer, ["hippopotamus", "cat"], template="A {word}.", layers="last",
+                   show_progress=False).vectors[str(model.config.n_layer)][1]
+    assert (naive - alone).abs().max() > 1e-2
+    np.testing.assert_allclose(ours, alone.numpy(), **TOL)
+
+
+# ---- spaces, pooling, layers -----------------------------------------------------------------------------
+
+def test_input_and_unembedding_rows(minilm, tiny_models):
+    model, tokenizer, _ = minilm
+    ex = extract(model, tokenizer, ["hippopotamus", "dog"], space="input", show_progress=False)
+    ids = tokenizer("hippopotamus", add_special_tokens=False)["input_ids"]
+    rows = model.get_input_embeddings().weight.detach().numpy()
+    assert ex.layers == ["input"]
+    np.testing.assert_allclose(ex.vectors["input"][0], rows[ids].mean(0), **TOL)
+    with pytest.raises(ValueError, match="no LM head"):
+        extract(model, tokenizer, ["dog"], space="unembed")
+    lm, tok, _ = tiny_models["llama"]  # untied: unembedding rows differ from input rows
+    un = extract(lm, tok, ["hippopotamus"], space="unembed", pooling="last", show_progress=False)
+    last_id = tok("hippopotamus", add_special_tokens=False)["input_ids"][-1]
+    np.testing.assert_allclose(un.vectors["unembed"][0], lm.lm_head.weight[last_id].detach().numpy(), **TOL)
+
+
+def test_last_pooling_and_layer_selection(minilm):
+    model, tokenizer, _ = minilm
+    ex = extract(model, tokenizer, ["hippopotamus"], layers="0,-1", pooling="last", show_progress=False)
+    assert ex.layers == ["0", "6"]
+    bare = tokenizer("hippopotamus", return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**bare, output_hidden_states=True).hidden_states
+    np.testing.assert_allclose(ex.vectors["6"][0], hidden[6][0, 4].numpy(), **TOL)  # [CLS] hip ##pop ##ota ##mus
+    np.testing.assert_allclose(ex.vectors["0"][0], hidden[0][0, 4].numpy(), **TOL)
+
+
+# ---- words left out are reported ------------------------------------------------------------------------
+
+def test_report_of_empty_unrepresentable_and_duplicate_words(minilm):
+    _, tokenizer, _ = minilm
+    words = ["dog", "", "  ", "☃", "\x01", "dog", "cat", "dog ☃"]
+    kept, items, report = prepare_words(tokenizer, words, "A {word}.")
+    assert kept == ["dog", "cat", "dog ☃"] and len(items) == 3
+    assert report["empty"] == ["", "  "]
+    assert report["unrepresentable"] == ["☃", "\x01"]  # all-[UNK]; dropped by the normaliser
+    assert report["duplicates"] == ["dog"]
+    assert report["partially_unknown"] == ["dog ☃"]  # kept, but flagged
+    with pytest.raises(ValueError, match="must be strings"):
+        prepare_words(tokenizer, ["dog", 3])
+
+
+def test_labelled_rows_follow_labels_and_pairs():
+    ex = Extraction(["bat", "dog"], ["3"], {"3": np.eye(2, dtype=np.float32)}, {}, {"model": "m", "n_tokens": [1, 1]})
+    lv = ex.labelled("3", [("bat", "animal"), ("bat", "sport"), ("dog", "animal"), ("ghost", "x")])
+    assert list(lv.words) == ["bat", "bat", "dog"] and list(lv.labels) == ["animal", "sport", "animal"]
+    np.testing.assert_array_equal(lv.vectors[1], [1, 0])
+    assert lv.meta["layer"] == "3" and "n_tokens" not in lv.meta
+    assert list(ex.labelled(3, {"dog": "animal"}).labels) == ["", "animal"]
+    with pytest.raises(LookupError, match="extracted layers: 3"):
+        ex.labelled("5")
+
+
+# ---- cache, loading errors --------------------------------------------------------------------------------
+
+def test_cache_second_run_reads_back_and_interrupted_run_resumes(tiny_models, tmp_path, monkeypatch):
+    import probing.extract as extract_module
+
+    loaded = tiny_models["gpt2"]
+    calls = []
+    real = extract_module._compute
+    monkeypatch.setattr(extract_module, "_compute", lambda m, items, *a, **k: calls.append(len(items)) or
+                        real(m, items, *a, **k))
+    words = [f"{w}{i}" for i in range(12) for w in ("dog", "cat")]  # 24 words, 3 chunks of 8 at batch size 1
+    config = ExtractionConfig(model="unused", layers="all", batch_size=1, cache_dir=str(tmp_path / "cache"))
+    first = extract_words(words, config, loaded=loaded, show_progress=False)
+    assert sorted(calls) == [8, 8, 8]
+    calls.clear()
+    second = extract_words(words, config, loaded=loaded, show_progress=False)
+    assert calls == []  # all read back
+    for layer in first.layers:
+        np.testing.assert_array_equal(first.vectors[layer], second.vectors[layer])
+    # Interrupt: one chunk's last layer never got written -> only that chunk is recomputed.
+    victim = sorted((tmp_path / "cache").glob("*/*/2.npy"))[0]
+    victim.unlink()
+    third = extract_words(words, config, loaded=loaded, show_progress=False)
+    assert calls == [8]
+    np.testing.assert_allclose(third.vectors["2"], first.vectors["2"], **TOL)
+    # Another template is another key: nothing read back.
+    calls.clear()
+    extract_words(words[:3], ExtractionConfig(template="A {word}.", batch_size=1, cache_dir=config.cache_dir),
+                  loaded=loaded, show_progress=False)
+    assert calls == [3]
+    no_cache = extract(*loaded[:2], words, batch_size=5, show_progress=False)
+    np.testing.assert_allclose(no_cache.vectors["2"], first.vectors["2"], **TOL)
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    from probing.models import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        extract_words(["dog"], ExtractionConfig(model=str(tmp_path / "nope"), device="cpu"))
+    with pytest.raises(ValueError, match="--device 'tpu'"):
+        extract_words(["dog"], ExtractionConfig(device="tpu"))
+
+
+# ---- the command ---------------------------------------------------------------------------------------
+
+def test_probe_extract_command_writes_vectors_words_labels_and_report(tiny_models, tmp_path):
+    from probing.extract_cli import read_words_file
+
+    folder = tiny_models["gpt2"][0].config._name_or_path
+    words = tmp_path / "words.txt"
+    words.write_text("dog\n\ncat\ndog\nhippopotamus\n\n", encoding="utf-8")
+    assert read_words_file(words) == ["dog", "", "cat", "dog", "hippopotamus"]
+    (tmp_path / "bad.txt").write_bytes(b"caf\xe9\n")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        read_words_file(tmp_path / "bad.txt")
+    out = tmp_path / "run"
+    res = mcicl_cli("probe", "extract", "--model", folder, "--words", str(words), "--layers", "0,-1",
+                    "--template", "A {word}.", "--out", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert f"output is in {out}" in res.stdout
+    summary = read_json(out / "summary.json")
+    assert summary["layers"] == ["0", "2"] and summary["random_weights"]
+    assert summary["report"]["empty"] == [""] and summary["report"]["duplicates"] == ["dog"]
+    assert summary["n_words_represented"] == 3 and summary["pooling"] == "mean"
+    assert (out / "words.txt").read_text().split() == ["dog", "cat", "hippopotamus"]
+    per_layer = LabelledVectors.load(out / "vectors" / "2.npz")
+    main = LabelledVectors.load(out / "vectors.npz")
+    assert per_layer.vectors.shape == (3, 64) and main.meta["layer"] == "2"
+    np.testing.assert_array_equal(per_layer.vectors, main.vectors)
+    assert (out / "config.yaml").is_file() and (out / "figures" / "extraction_overview.png").is_file()
