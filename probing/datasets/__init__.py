@@ -1,0 +1,46 @@
+"""Concept datasets: the curated built-in set, WordNet sets (Park et al. 2024), user files, HF datasets.
+
+Every loader returns a :class:`probing.concepts.ConceptSet`. ``load_concept_set`` is the one entry point the
+commands use for ``--concepts builtin|wordnet|FILE`` and ``--polysemy FILE``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from probing.concepts import ConceptSet, ConceptSetError
+from probing.datasets.builtin import builtin_concepts, proper_noun_concepts
+from probing.datasets.files import ConceptFileError, from_hf_dataset, load_concept_file, load_polysemy
+from probing.datasets.sets import descendants, extension, polysemous_task_pairs, vocabulary_problems
+from probing.datasets.wordnet import WordNetNotFoundError, single_token_vocab, wordnet_concepts, wordnet_reader
+
+__all__ = [
+    "ConceptFileError", "ConceptSet", "ConceptSetError", "WordNetNotFoundError", "builtin_concepts", "descendants",
+    "extension", "from_hf_dataset", "load_concept_file", "load_concept_set", "load_polysemy",
+    "polysemous_task_pairs", "proper_noun_concepts", "single_token_vocab", "vocabulary_problems",
+    "wordnet_concepts", "wordnet_reader",
+]
+
+NAMED_SETS = ("builtin", "wordnet")
+
+
+def load_concept_set(spec: str | Path | ConceptSet = "builtin", *, polysemy: str | Path | None = None) -> ConceptSet:
+    """The ConceptSet named by ``spec`` ('builtin', 'wordnet', a JSON/CSV file, or a ConceptSet), plus polysemy.
+
+    ``polysemy`` is a JSON file ``{"word": ["concept_a", "concept_b"]}`` merged over the set's own inventory.
+    """
+    if isinstance(spec, ConceptSet):
+        cs = spec
+    elif str(spec) == "builtin":
+        cs = builtin_concepts()
+    elif str(spec) == "wordnet":
+        cs = wordnet_concepts()
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise FileNotFoundError(f"--concepts {str(spec)!r}: not 'builtin' or 'wordnet' and no such file; "
+                                    f"accepted: builtin, wordnet, or a .json/.csv file")
+        cs = load_concept_file(path)
+    if polysemy is not None:
+        cs = load_polysemy(polysemy, cs)
+    return cs
