@@ -1,0 +1,378 @@
+"""Synthetic vs real geometry: the same statistics, by the same engine, on every space of both worlds.
+
+Spaces: the synthetic dictionary (ground truth: one row per mu_k^+ and mu_k^-; its polysemous words are the
+noiseless sums mu_k^s + mu_j^t), the synthetic sampled words (``features.npz``), the synthetic model's learned
+spaces (the sampled words through the trained W_Q and W_K), and each real model space saved by
+``mcicl probe geometry`` (``vectors/<layer>.npz``: input embeddings, each layer). Each space is measured twice:
+``raw`` (cosines as they are, the synthetic generator's own geometry, so the dictionary's values equal the
+configured ``within_cosine`` and ``cross_overlap``) and ``centred`` (the space's mean removed, which takes
+out the common offset of anisotropic real spaces).
+
+Statistics (all from :mod:`analysis.geometry` and :mod:`analysis.polysemy`): within-concept cosine,
+cross-concept cosine, concept-direction |cos|, principal angles between concept subspaces (cosine of the
+smallest angle) and polysemous-word sense cosines, each with its null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.plotting import palette, save_figure
+from analysis.runs import RunFolder, progress, read_json
+from analysis.vectors import LabelledVectors
+
+log = logging.getLogger("mcicl")
+
+# statistic name -> (label in tables and figures, the engine's key)
+STATISTICS = {
+    "within_concept_cosine": "within-concept cosine",
+    "cross_concept_cosine": "cross-concept cosine",
+    "concept_direction_abs_cos": "concept-direction |cos|",
+    "subspace_max_cos": "principal angles: cos(smallest angle)",
+    "polysemous_sense_cosine": "polysemous-word sense cosine",
+}
+GEOMETRIES = ("raw", "centred")
+COLUMNS = ("space", "world", "geometry", "statistic", "value", "null", "null_low", "null_high", "p_value",
+           "ci_low", "ci_high", "n", "isotropic", "note")
+
+
+@dataclass
+class Space:
+    """One labelled space to measure: concept words and (optionally) polysemous words, labels '|'-joined."""
+
+    name: str
+    world: str  # "synthetic" or "real"
+    words: LabelledVectors
+    polysemy: LabelledVectors | None = None
+
+
+# ------------------------------------------------------------------------------------------------ spaces
+
+
+def _dictionary_polysemy(dictionary: LabelledVectors) -> LabelledVectors:
+    """Ground-truth polysemous features: mu_k^s + mu_j^t for every concept pair k < j and sign pair."""
+    names = list(dict.fromkeys(dictionary.labels.tolist()))
+    rows, words, labels = [], [], []
+    for i, k in enumerate(names):
+        for j in names[i + 1:]:
+            for a in np.flatnonzero(dictionary.labels == k):
+                for b in np.flatnonzero(dictionary.labels == j):
+                    rows.append(dictionary.vectors[a] + dictionary.vectors[b])
+                    words.append(f"{dictionary.words[a]}+{dictionary.words[b]}")
+                    labels.append(f"{k}|{j}")
+    return LabelledVectors(np.array(rows), words, labels, meta={"space": "dictionary sums"})
+
+
+def _learned(run_dir: Path, which: str, words: LabelledVectors, polysemy: LabelledVectors | None,
+             seed_index: int = 0) -> tuple[LabelledVectors, LabelledVectors | None]:
+    """Sampled words (synthetic.export.learned_vectors) and polysemous words through the trained W_Q or W_K."""
+    from safetensors.numpy import load_file
+
+    from synthetic.export import learned_vectors
+    from synthetic.train import latest_checkpoint
+
+    mapped = learned_vectors(run_dir, which, seed_index)
+    poly = None
+    if polysemy is not None:
+        # The same matrix learned_vectors used (its latest checkpoint), applied to the polysemous words.
+        _, path = latest_checkpoint(run_dir / "checkpoints")
+        W = load_file(str(path))["W_Q" if which == "query" else "W_K"][seed_index].astype(np.float64)
+        poly = LabelledVectors(polysemy.vectors.astype(np.float64) @ W.T, polysemy.words, polysemy.labels,
+                               meta={"space": f"learned_{which}"})
+    return mapped, poly
+
+
+def synthetic_spaces(run_dir: str | Path, *, learned: bool = True) -> list[Space]:
+    """The synthetic run's spaces: dictionary, sampled words, and (``learned``) the W_Q and W_K spaces."""
+    from synthetic.export import DICTIONARY, FEATURES, POLYSEMY
+
+    run_dir = Path(run_dir)
+    for name in (DICTIONARY, FEATURES):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name} not found: --synthetic must be a `mcicl synthetic train` "
+                                    "run folder")
+    dictionary = LabelledVectors.load(run_dir / DICTIONARY)
+    words = LabelledVectors.load(run_dir / FEATURES)
+    poly = LabelledVectors.load(run_dir / POLYSEMY) if (run_dir / POLYSEMY).is_file() else None
+    spaces = [Space("synthetic dictionary", "synthetic", dictionary, _dictionary_polysemy(dictionary)),
+              Space("synthetic words", "synthetic", words, poly)]
+    if learned and (run_dir / "checkpoints").is_dir():
+        for which, label in (("query", "W_Q x"), ("key", "W_K x")):
+            mapped, mapped_poly = _learned(run_dir, which, words, poly)
+            spaces.append(Space(f"synthetic learned {label}", "synthetic", mapped, mapped_poly))
+    return spaces
+
+
+def _layer_key(path: Path) -> tuple[int, str]:
+    """Sort layer files: input/embeddings first, then by the first number in the name, then by name."""
+    stem = path.name.removesuffix(".npz")
+    if stem in ("input", "embeddings", "embed", "unembed"):
+        return (-1 if stem != "unembed" else 10**6, stem)
+    match = re.search(r"\d+", stem)
+    return (int(match.group()) if match else 10**5, stem)
+
+
+def real_spaces(run_dir: str | Path, *, layers: Sequence[str] | None = None, model: str | None = None) -> list[Space]:
+    """The spaces a ``probe geometry`` run saved (``vectors/<layer>.npz`` + ``<layer>.polysemy.npz``)."""
+    run_dir = Path(run_dir)
+    folder = run_dir / "vectors"
+    files = sorted((p for p in folder.glob("*.npz") if not p.name.endswith(".polysemy.npz")), key=_layer_key) \
+        if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no vectors/<layer>.npz in {run_dir}: --real must be a `mcicl probe geometry` "
+                                "run folder")
+    if layers is not None:
+        wanted = {str(x) for x in layers}
+        files = [p for p in files if p.name.removesuffix(".npz") in wanted]
+        if not files:
+            raise ValueError(f"layers {sorted(wanted)} not in {folder}; available: "
+                             + ", ".join(p.name.removesuffix(".npz") for p in sorted(folder.glob("*.npz"))))
+    if model is None and (run_dir / "summary.json").is_file():
+        summary = read_json(run_dir / "summary.json")
+        model = summary.get("model") if isinstance(summary.get("model"), str) else None
+    model = model or "real"
+    spaces = []
+    for path in files:
+        stem = path.name.removesuffix(".npz")
+        poly_path = folder / f"{stem}.polysemy.npz"
+        poly = LabelledVectors.load(poly_path) if poly_path.is_file() else None
+        spaces.append(Space(f"{model} {stem}", "real", LabelledVectors.load(path), poly))
+    return spaces
+
+
+# -------------------------------------------------------------------------------------------- statistics
+
+
+def _polysemy_row(space: Space, centre: bool) -> dict[str, Any]:
+    """The sense-cosine row of a space (mean cosine of polysemous words with their senses' centroids)."""
+    from analysis.polysemy import polysemy_analysis
+
+    row: dict[str, Any] = {"statistic": "polysemous_sense_cosine"}
+    poly = space.polysemy
+    if poly is None or not len(poly.vectors):
+        return {**row, "value": math.nan, "note": "no polysemous words saved for this space"}
+    present = set(space.words.labels.tolist())
+    keep = [i for i, lab in enumerate(poly.labels) if all(s in present for s in lab.split("|"))]
+    if not keep:
+        return {**row, "value": math.nan, "note": "no polysemous word whose senses are all concepts of the set"}
+    result = polysemy_analysis(space.words.vectors, space.words.labels, poly.vectors[keep], poly.words[keep],
+                               poly.labels[keep], words=space.words.words, center_vectors=centre)
+    s = result.summary
+    return {**row, "value": s["mean_sense_cos"], "null": s["mean_sense_null"], "n": s["n_words"],
+            "note": f"{100 * s['fraction_senses_significant']:.0f}% of senses above the other-concept null "
+                    f"(p < 0.05); sparse decomposition recall {s['mean_recall']:.2f}"}
+
+
+def space_rows(space: Space, geometry: str = "raw", *, n_permutations: int = 100, n_bootstrap: int = 200,
+               seed: int = 0) -> list[dict[str, Any]]:
+    """One row per statistic of STATISTICS for one space in one geometry (raw or centred)."""
+    from analysis.geometry import geometry_summary
+
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry={geometry!r}; accepted: {', '.join(GEOMETRIES)}")
+    centre = geometry == "centred"
+    stats = geometry_summary(space.words.vectors, space.words.labels, n_permutations=n_permutations,
+                             n_bootstrap=n_bootstrap, n_shuffles=5, seed=seed, center_vectors=centre, lda=False,
+                             expensive_permutations=n_permutations)
+    base = {"space": space.name, "world": space.world, "geometry": geometry}
+    rows = []
+    for name in STATISTICS:
+        if name == "polysemous_sense_cosine":
+            rows.append({**base, **_polysemy_row(space, centre)})
+            continue
+        st = stats[name]
+        rows.append({**base, "statistic": name, "value": st.value, "null": st.null_mean, "null_low": st.null_low,
+                     "null_high": st.null_high, "p_value": st.p_value, "ci_low": st.ci_low, "ci_high": st.ci_high,
+                     "n": st.n, "isotropic": st.isotropic, "note": ""})
+    return [{c: r.get(c, "") for c in COLUMNS} for r in rows]
+
+
+def compare_spaces(spaces: Sequence[Space], geometries: Sequence[str] = GEOMETRIES, *, n_permutations: int = 100,
+                   n_bootstrap: int = 200, seed: int = 0) -> list[dict[str, Any]]:
+    """The comparison table: every statistic for every space and geometry."""
+    rows = []
+    jobs = [(s, g) for s in spaces for g in geometries]
+    for space, geometry in progress(jobs, desc="geometry of each space"):
+        rows += space_rows(space, geometry, n_permutations=n_permutations, n_bootstrap=n_bootstrap, seed=seed)
+    return rows
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], geometry: str = "raw") -> str:
+    """A wide Markdown table: one row per space, one column per statistic, 'value (null)' in each cell."""
+    spaces = list(dict.fromkeys(r["space"] for r in rows if r["geometry"] == geometry))
+    cell = {(r["space"], r["statistic"]): r for r in rows if r["geometry"] == geometry}
+
+    def fmt(r: Mapping[str, Any] | None) -> str:
+        if r is None or r["value"] == "" or not math.isfinite(float(r["value"])):
+            return "n/a"
+        null = r.get("null")
+        return f"{float(r['value']):.3f}" + (f" ({float(null):.3f})" if null not in ("", None) else "")
+
+    lines = ["| space | " + " | ".join(STATISTICS.values()) + " |", "|---|" + "---|" * len(STATISTICS)]
+    lines += ["| " + s + " | " + " | ".join(fmt(cell.get((s, st))) for st in STATISTICS) + " |" for s in spaces]
+    return "\n".join(lines)
+
+
+def comparison_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, name: str = "comparison") -> Path:
+    """One panel per statistic: a bar per space (raw and centred side by side) with the null as a black tick."""
+    import matplotlib.pyplot as plt
+
+    spaces = list(dict.fromkeys(r["space"] for r in rows))
+    geometries = [g for g in GEOMETRIES if any(r["geometry"] == g for r in rows)]
+    cell = {(r["space"], r["geometry"], r["statistic"]): r for r in rows}
+    colours = dict(zip(geometries, palette(len(geometries)), strict=True))
+    ncols = 3
+    nrows = math.ceil(len(STATISTICS) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 0.32 * len(spaces) * nrows + 2.2 * nrows),
+                             squeeze=False)
+    y = np.arange(len(spaces))
+    h = 0.8 / len(geometries)
+    for ax, (stat, label) in zip(axes.flat, STATISTICS.items(), strict=False):
+        for gi, geometry in enumerate(geometries):
+            offset = (gi - (len(geometries) - 1) / 2) * h
+            vals = [_num(cell.get((s, geometry, stat), {}).get("value")) for s in spaces]
+            nulls = [_num(cell.get((s, geometry, stat), {}).get("null")) for s in spaces]
+            ax.barh(y + offset, vals, h, color=colours[geometry], label=geometry)
+            ax.scatter(nulls, y + offset, marker="|", s=120, color="black", zorder=3,
+                       label="null (permutation / other-concept words)" if gi == 0 else None)
+        ax.set_yticks(y, spaces, fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_xlabel("cosine")
+        ax.set_title(label, fontsize=10)
+    for ax in list(axes.flat)[len(STATISTICS):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    spare = list(axes.flat)[len(STATISTICS):]
+    if spare:
+        spare[0].legend(handles, labels, loc="center", title="geometry", fontsize=9)
+    else:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3)
+    fig.suptitle("Synthetic vs real concept geometry: the same statistics on every space (bars) with nulls (ticks)")
+    return save_figure(fig, folder, name)
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+def _base_config(synthetic_dir: Path) -> Any:
+    from analysis.config import load_config
+    from synthetic.config import SyntheticConfig
+
+    return load_config(SyntheticConfig, synthetic_dir / "config.yaml")
+
+
+def place_on_map(spaces: Sequence[Space], base: Any, *, seed: int = 0) -> tuple[list[Any], list[dict[str, Any]]]:
+    """(map points, rows) of real spaces at their estimated (within_cosine, cross_overlap)."""
+    from analysis.matched import estimate_parameters
+    from analysis.ood_map import MapPoint
+
+    points, rows = [], []
+    for space in progress(spaces, desc="placing real spaces on the map"):
+        est = estimate_parameters(space.words.vectors, space.words.labels, base, seed=seed)
+        points.append(MapPoint(space.name, est.parameters["within_cosine"], est.parameters["cross_overlap"]))
+        rows.append({"space": space.name, **est.parameters, "moment_loss": est.loss})
+    return points, rows
+
+
+def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder, *, icl_dir: str | Path | None = None,
+                sweep_dir: str | Path | None = None, matched: bool = False, matched_space: str | None = None,
+                n_permutations: int = 100, seed: int = 0, map_spaces: int | None = None,
+                matched_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The comparison table (CSV + Markdown + figure), and optionally the OOD map and the matched world."""
+    from dataclasses import replace
+
+    synthetic_dir, real_dir = Path(synthetic_dir), Path(real_dir)
+    spaces = synthetic_spaces(synthetic_dir) + real_spaces(real_dir)
+    real = [s for s in spaces if s.world == "real"]
+    run.save_config({"synthetic": str(synthetic_dir), "real": str(real_dir), "icl": str(icl_dir or ""),
+                     "sweep": str(sweep_dir or ""), "matched": matched, "n_permutations": n_permutations,
+                     "seed": seed, "geometries": list(GEOMETRIES)})
+    rows = compare_spaces(spaces, n_permutations=n_permutations, seed=seed)
+    run.write_csv("comparison.csv", rows, list(COLUMNS))
+    md = "\n\n".join(f"### {g} cosines\n\n" + markdown_table(rows, g) for g in GEOMETRIES)
+    (run.path / "comparison.md").write_text("Cells: value (null mean).\n\n" + md + "\n")
+    comparison_figure(rows, run.figures)
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        table.setdefault(r["space"], {}).setdefault(r["geometry"], {})[r["statistic"]] = r["value"]
+    summary: dict[str, Any] = {"spaces": [s.name for s in spaces], "table": table}
+    base = _base_config(synthetic_dir)
+    if sweep_dir is not None:
+        from analysis.ood_map import ood_map_figure, read_sweep
+
+        sweep = read_sweep(sweep_dir)
+        chosen = real if map_spaces is None else [real[0], real[-1]][:map_spaces] if map_spaces < len(real) else real
+        points, placed = place_on_map(chosen, base, seed=seed)
+        run.write_csv("map_points.csv", placed)
+        ood_map_figure(sweep, run.figures, points)
+        summary["ood_map"] = {"points": placed, "sweep": str(sweep_dir)}
+    if matched:
+        from analysis.matched import load_icl_summary, run_matched
+
+        target = next((s for s in real if s.name == matched_space), None) if matched_space else real[-1]
+        if target is None:
+            raise ValueError(f"--matched-space {matched_space!r} not found; accepted: "
+                             + ", ".join(s.name for s in real))
+        cfg = replace(base, **(matched_overrides or {}))
+        result = run_matched(target.words, cfg, run, icl_summary=load_icl_summary(icl_dir), seed=seed)
+        summary["matched"] = {"space": target.name, **{k: v for k, v in result.items() if k != "rows"},
+                              "conditions": {r["synthetic_condition"]: {"synthetic_error": r["synthetic_error"],
+                                                                        "real_error": r["real_error"]}
+                                             for r in result["rows"]}}
+    run.write_summary(summary)
+    return summary
+
+
+def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict:
+    """Compare the demo's synthetic run with its real geometry run; draw the OOD map; train the matched world."""
+    stages = results["stages"]
+    syn = next((s["run_dir"] for s in stages.values() if "run_dir" in s and "synthetic" in str(s["run_dir"])), None)
+    real = next((s["run_dir"] for s in stages.values() if "run_dir" in s and "geometry" in str(s["run_dir"])), None)
+    icl = next((s["run_dir"] for s in stages.values() if "run_dir" in s and "icl" in str(s["run_dir"])), None)
+    if syn is None or real is None:
+        raise LookupError("the comparison stage needs the synthetic and real-geometry stages' run folders")
+    small = bool(getattr(args, "small", False))
+    seed = int(getattr(args, "seed", None) or 0)
+    sweep_dir = _demo_sweep(run, small, seed)
+    out = RunFolder.create(run.path / "compare", "compare", overwrite=True)
+    overrides = {"seeds": 1, "n_test": 1000, "n_test_ood": 300, "eval_every": 20, "ood_every": 100,
+                 "n_features": 20} if small else {"seeds": 1}
+    summary = run_compare(syn, real, out, icl_dir=icl, sweep_dir=sweep_dir, matched=True, seed=seed,
+                          n_permutations=30 if small else 100, map_spaces=2 if small else None,
+                          matched_overrides=overrides)
+    return {"run_dir": str(out.path), "sweep_dir": str(sweep_dir), "spaces": len(summary["spaces"]),
+            "matched_parameters": summary["matched"]["parameters"],
+            "matched_errors": summary["matched"]["conditions"]}
+
+
+def _demo_sweep(run: RunFolder, small: bool, seed: int) -> Path:
+    """A small within_cosine x cross_overlap sweep for the demo's geometry-to-OOD map."""
+    from synthetic.config import SyntheticConfig
+    from synthetic.sweep import run_sweep
+
+    scenarios = ["length_long", "flipped_labels", "polysemous_query", "noise_x5"]
+    base = SyntheticConfig(seeds=1, steps=150 if small else 400, n_test=500 if small else 2000,
+                           n_test_ood=300 if small else 1000, eval_every=50, ood_every=150 if small else 400,
+                           n_features=10, scenarios=scenarios, seed=seed, checkpoint_every=10**6)
+    grid = {"within_cosine": [0.2, 0.8] if small else [0.1, 0.5, 0.9],
+            "cross_overlap": [0.0, 0.3] if small else [0.0, 0.2, 0.4]}
+    sweep = RunFolder.create(run.path / "sweep", "synthetic sweep", overwrite=True)
+    run_sweep(base, grid, sweep)
+    return sweep.path

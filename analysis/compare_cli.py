@@ -1,0 +1,47 @@
+"""``mcicl compare``: synthetic vs real geometry side by side; optionally the OOD map and the matched world."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the comparison run folder; print where it is."""
+    from analysis.compare import run_compare
+    from analysis.runs import RunFolder, seed_everything
+
+    seed = args.seed or 0
+    seed_everything(seed)
+    if args.permutations < 1:
+        raise ValueError(f"--permutations {args.permutations}; accepted: an integer >= 1")
+    out = RunFolder.create(args.out, "compare", overwrite=args.overwrite)
+    summary = run_compare(args.synthetic, args.real, out, icl_dir=args.icl, sweep_dir=args.sweep,
+                          matched=args.matched, matched_space=args.matched_space,
+                          n_permutations=args.permutations, seed=seed)
+    print(f"compared {len(summary['spaces'])} spaces; output is in {out.path} "
+          f"(comparison.csv, comparison.md, figures/)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``mcicl compare``."""
+    from analysis.cli import add_run_options
+
+    p = sub.add_parser("compare", help="synthetic vs real concept geometry, the OOD map, the matched world",
+                       description="The same statistics (within/cross-concept cosine, concept-direction |cos|, "
+                                   "principal angles, polysemous sense cosines) with their nulls on the synthetic "
+                                   "dictionary, sampled words, learned W_Q/W_K spaces and each real model space.")
+    p.add_argument("--synthetic", required=True, metavar="RUN", help="a `mcicl synthetic train` run folder")
+    p.add_argument("--real", required=True, metavar="RUN", help="a `mcicl probe geometry` run folder")
+    p.add_argument("--icl", metavar="RUN", default=None,
+                   help="a `mcicl probe icl` run folder: its accuracies go beside the matched world's errors")
+    p.add_argument("--sweep", metavar="RUN", default=None,
+                   help="a `mcicl synthetic sweep` run over within_cosine x cross_overlap: draw the "
+                        "geometry-to-OOD map with the real spaces placed on it")
+    p.add_argument("--matched", action="store_true",
+                   help="estimate the generator parameters from a real space's geometry and train that world")
+    p.add_argument("--matched-space", default=None, metavar="NAME",
+                   help="which real space the matched world copies (default: the last layer)")
+    p.add_argument("--permutations", type=int, default=100, help="permutations per null (default: 100)")
+    add_run_options(p, config=False)
+    p.set_defaults(func=run)
