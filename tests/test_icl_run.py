@@ -1,0 +1,85 @@
+"""ICL probe runs: attention readout on the real MiniLM and the built-in sets; the LM path; the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from analysis.runs import RunFolder, read_json
+from probing.icl.run import IclConfig, choose_readout, run_icl
+from tests.conftest import mcicl_cli
+from tests.icl_fixtures import small_concept_set
+
+
+def test_minilm_attention_readout_learns_in_context_on_builtin_sets(minilm, tmp_path):
+    """8-shot in-distribution accuracy beats chance with a bootstrap interval excluding it (real weights)."""
+    config = IclConfig(model="default", suite="polysemy", readout="attention", shots=[8],
+                       conditions=["in_distribution", "polysemous_query"], episodes=20, tune_episodes=10,
+                       device="cpu", seed=0)
+    summary = run_icl(config, RunFolder.create(tmp_path / "run", "probe icl"), loaded=minilm)
+    ind = summary["accuracy"]["in_distribution"]["8"]
+    poly = summary["accuracy"]["polysemous_query"]["8"]
+    print(f"MiniLM attention readout, 8 shots: in-distribution {ind}, polysemous query {poly}, "
+          f"beta {summary['beta']['best']}")
+    assert summary["readout"] == "attention" and summary["chance"] == 0.5 and not summary["random_weights"]
+    assert ind["n"] == 80 and ind["ci_low"] > summary["chance"]
+    assert poly["n"] > 0 and 0.0 <= poly["ci_low"] <= poly["mean"] <= poly["ci_high"] <= 1.0  # reported beside it
+    rows = list(csv.DictReader(open(tmp_path / "run" / "results.csv")))
+    assert {r["condition"] for r in rows} == {"in_distribution", "polysemous_query"}
+    assert len(rows) == ind["n"] + poly["n"]
+    assert all(r["predicted"] in json.loads(r["labels"]) for r in rows)
+    sweep = list(csv.DictReader(open(tmp_path / "run" / "beta_sweep.csv")))
+    assert {float(r["beta"]) for r in sweep} == set(config.betas)
+
+
+def test_lm_readout_on_tiny_random_gpt2(tmp_path):
+    """The causal-LM path end to end (random weights: mechanics only, and the outputs say so)."""
+    from probing.tiny import build_tiny_model
+
+    folder = build_tiny_model("gpt2", tmp_path / "tiny-gpt2")
+    config = IclConfig(model=str(folder), shots=[0, 2], episodes=2, queries_per_episode=2, device="cpu",
+                       conditions=["in_distribution", "arbitrary_labels", "zero_shot"])
+    run = RunFolder.create(tmp_path / "run", "probe icl")
+    summary = run_icl(config, run, concept_set=small_concept_set())
+    assert summary["readout"] == "lm" and summary["random_weights"] is True
+    assert set(summary["accuracy"]) == {"in_distribution", "arbitrary_labels", "zero_shot"}
+    assert set(summary["accuracy"]["zero_shot"]) == {"0"} and set(summary["accuracy"]["in_distribution"]) == {"2"}
+    rows = list(csv.DictReader(open(tmp_path / "run" / "results.csv")))
+    assert len(rows) == 12
+    for r in rows:
+        logprobs = json.loads(r["label_logprobs"])
+        assert set(logprobs) == set(json.loads(r["labels"])) and all(v < 0 and math.isfinite(v) for v in logprobs.values())
+        assert r["predicted"] == max(logprobs, key=logprobs.get)
+    assert (run.figures / "accuracy_vs_shots.png").is_file()
+
+
+def test_bad_input_errors(tmp_path):
+    with pytest.raises(ValueError, match="--readout lm needs a causal language model.*encoder"):
+        choose_readout(IclConfig(model="default", readout="lm"))
+    with pytest.raises(ValueError, match="accepted: shots <= 22"):
+        run_icl(IclConfig(model="default", shots=[32], conditions=["in_distribution"]),
+                RunFolder.create(tmp_path / "a", "probe icl"), concept_set=small_concept_set())
+    with pytest.raises(ValueError, match="conditions"):
+        IclConfig(conditions=["in_distribution", "sideways"])
+
+
+def test_cli_writes_results_summary_and_figure(tmp_path):
+    out = tmp_path / "icl"
+    proc = mcicl_cli("probe", "icl", "--model", "default", "--shots", "0,2", "--episodes", "3",
+                     "--conditions", "in_distribution,zero_shot,skewed", "--betas", "0,10", "--out", str(out),
+                     "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert f"output is in {out}" in proc.stdout
+    summary = read_json(out / "summary.json")
+    for cond, shots in (("in_distribution", "2"), ("zero_shot", "0"), ("skewed", "2")):
+        cell = summary["accuracy"][cond][shots]
+        assert set(cell) == {"mean", "ci_low", "ci_high", "n"} and cell["n"] == 12
+    assert summary["chance"] == 0.5 and summary["beta"]["grid"] == [0.0, 10.0]
+    header = next(csv.reader(open(out / "results.csv")))
+    assert {"task", "condition", "shots", "query", "gold", "predicted", "label_logprobs"} <= set(header)
+    assert (out / "figures" / "accuracy_vs_shots.png").is_file() and (out / "config.yaml").is_file()
+    bad = mcicl_cli("probe", "icl", "--model", "default", "--readout", "lm", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "needs a causal language model" in bad.stderr
