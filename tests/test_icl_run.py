@@ -51,7 +51,8 @@ def test_lm_readout_on_tiny_random_gpt2(tmp_path):
     assert len(rows) == 12
     for r in rows:
         logprobs = json.loads(r["label_logprobs"])
-        assert set(logprobs) == set(json.loads(r["labels"])) and all(v < 0 and math.isfinite(v) for v in logprobs.values())
+        assert set(logprobs) == set(json.loads(r["labels"]))
+        assert all(v < 0 and math.isfinite(v) for v in logprobs.values())
         assert r["predicted"] == max(logprobs, key=logprobs.get)
     assert (run.figures / "accuracy_vs_shots.png").is_file()
 
