@@ -50,7 +50,8 @@ class SyntheticConfig:
     sigma: float = 0.03  # word noise xi ~ N(0, sigma^2 I_d)
     L: int = 8  # demonstrations per prompt
     both_signs: bool = True  # every prompt shows each semantic sign at least once
-    label_noise: float = 0.0  # probability that a demonstration's and the query target's sign is flipped
+    label_noise: float = 0.0  # probability that the query's target sign is flipped (the Bayes error is then p)
+    demo_label_noise: float = 0.0  # probability that a demonstration's label is flipped (alternative noise)
     train_skew: float = 0.0  # training prior mass on concept c0 (0 = uniform pi)
     # --- model ---
     value: str = "label"  # "label": v_l = y_l; "projected": v_l = W_V [x_l; y_l]
@@ -97,6 +98,8 @@ class SyntheticConfig:
         require(self.L >= 1, "L", self.L, "an integer >= 1")
         require(not self.both_signs or self.L >= 2, "L", self.L, "an integer >= 2 when both_signs is true")
         require(0.0 <= self.label_noise < 0.5, "label_noise", self.label_noise, "a probability in [0, 0.5)")
+        require(0.0 <= self.demo_label_noise < 0.5, "demo_label_noise", self.demo_label_noise,
+                "a probability in [0, 0.5)")
         require(self.train_skew == 0.0 or 1.0 / self.K <= self.train_skew < 1.0, "train_skew", self.train_skew,
                 f"0 (uniform) or a probability in [1/K = {1 / self.K:g}, 1)")
         require(self.value in ("label", "projected"), "value", self.value, "'label' or 'projected'")

@@ -105,6 +105,7 @@ class PromptSpec:
     cooccurrence: str  # "patterned" (training rule), "switched" (the complement rule), "random"
     both_signs: bool = True
     label_noise: float = 0.0
+    demo_label_noise: float = 0.0
     flip_labels: bool = False
     polysemous_query: bool = False
     unseen: bool = False
@@ -120,7 +121,7 @@ def skewed_prior(K: int, mass: float) -> tuple[float, ...]:
 def train_spec(cfg: SyntheticConfig) -> PromptSpec:
     """The training (and in-distribution test) prompt distribution."""
     return PromptSpec(cfg.L, skewed_prior(cfg.K, cfg.train_skew), cfg.sigma, cfg.polysemy_rate, cfg.cooccurrence,
-                      cfg.both_signs, cfg.label_noise)
+                      cfg.both_signs, cfg.label_noise, cfg.demo_label_noise)
 
 
 def scenario_spec(cfg: SyntheticConfig, name: str) -> PromptSpec:
@@ -250,8 +251,10 @@ def sample_prompts(dic: Dictionary, spec: PromptSpec, S: int, n: int, gen: torch
         xq = xq + dic.a[k2] + _signs((S, n), gen)[..., None].to(dic.a.dtype) * dic.b[k2]
     label_sign = -s_demo if spec.flip_labels else s_demo
     target = -s_q if spec.flip_labels else s_q
+    if spec.demo_label_noise > 0:
+        label_sign = torch.where(torch.rand(S, n, L, generator=gen) < spec.demo_label_noise, -label_sign,
+                                 label_sign)
     if spec.label_noise > 0:
-        label_sign = torch.where(torch.rand(S, n, L, generator=gen) < spec.label_noise, -label_sign, label_sign)
         target = torch.where(torch.rand(S, n, generator=gen) < spec.label_noise, -target, target)
     y = labels(dic, k[..., None].expand(S, n, L), label_sign, unseen=spec.unseen)
     same = s_demo == s_q[..., None]
