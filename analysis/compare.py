@@ -138,14 +138,15 @@ def real_spaces(run_dir: str | Path, *, layers: Sequence[str] | None = None, mod
                              + ", ".join(p.name.removesuffix(".npz") for p in sorted(folder.glob("*.npz"))))
     if model is None and (run_dir / "summary.json").is_file():
         summary = read_json(run_dir / "summary.json")
-        model = summary.get("model") if isinstance(summary.get("model"), str) else None
-    model = model or "real"
+        model = next((summary[k] for k in ("source", "model") if isinstance(summary.get(k), str)), None)
+    model = (model or "real").removesuffix(" (default)")
     spaces = []
     for path in files:
         stem = path.name.removesuffix(".npz")
         poly_path = folder / f"{stem}.polysemy.npz"
         poly = LabelledVectors.load(poly_path) if poly_path.is_file() else None
-        spaces.append(Space(f"{model} {stem}", "real", LabelledVectors.load(path), poly))
+        label = f"layer {stem}" if stem.isdigit() else stem
+        spaces.append(Space(f"{model} {label}", "real", LabelledVectors.load(path), poly))
     return spaces
 
 
@@ -261,6 +262,23 @@ def comparison_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, nam
     return save_figure(fig, folder, name)
 
 
+def direction_heatmaps(space: Space, folder: str | Path, name: str = "heatmap") -> list[Path]:
+    """Clustered concept-direction |cos| heatmaps of one space: raw, centred, and whitened by its own words."""
+    from analysis.geometry import concept_directions, direction_abs_cos, prepare
+    from analysis.geometry_figures import plot_direction_heatmap
+
+    lv = space.words
+    variants = (("raw", {"center_vectors": False}), ("centred", {"center_vectors": True}),
+                ("whitened", {"whiten": lv.vectors}))  # Cov of the concept words themselves, floored
+    out = []
+    for label, kw in variants:
+        dirs, names = concept_directions(prepare(lv.vectors, lv.labels, **kw), lv.labels, "diff")
+        out.append(plot_direction_heatmap(
+            direction_abs_cos(dirs), names, folder, name=f"{name}_{label}",
+            title=f"{space.name}, {label}: |cos| of concept directions (clustered)"))
+    return out
+
+
 def _num(value: Any) -> float:
     try:
         return float(value)
@@ -269,6 +287,10 @@ def _num(value: Any) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- the run
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
 
 
 def _base_config(synthetic_dir: Path) -> Any:
@@ -294,7 +316,8 @@ def place_on_map(spaces: Sequence[Space], base: Any, *, seed: int = 0) -> tuple[
 def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder, *, icl_dir: str | Path | None = None,
                 sweep_dir: str | Path | None = None, matched: bool = False, matched_space: str | None = None,
                 n_permutations: int = 100, seed: int = 0, map_spaces: int | None = None,
-                matched_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                matched_overrides: Mapping[str, Any] | None = None, figures: bool = True,
+                use_umap: bool = True) -> dict[str, Any]:
     """The comparison table (CSV + Markdown + figure), and optionally the OOD map and the matched world."""
     from dataclasses import replace
 
@@ -309,10 +332,22 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
     md = "\n\n".join(f"### {g} cosines\n\n" + markdown_table(rows, g) for g in GEOMETRIES)
     (run.path / "comparison.md").write_text("Cells: value (null mean).\n\n" + md + "\n")
     comparison_figure(rows, run.figures)
+    embeddings: dict[str, Any] = {}
+    if figures:
+        from analysis.embedding_plots import embedding_figure
+
+        direction_heatmaps(real[-1], run.figures, name=f"heatmap_{_slug(real[-1].name)}")
+        for space in (spaces[1], real[-1]):  # synthetic sampled words, the last real layer
+            _, info = embedding_figure(space.words, run.figures, f"embedding_{_slug(space.name)}",
+                                       polysemy=space.polysemy, seed=seed, use_umap=use_umap,
+                                       title=f"{space.name}: concept words (PCA | UMAP)")
+            embeddings[space.name] = info
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
         table.setdefault(r["space"], {}).setdefault(r["geometry"], {})[r["statistic"]] = r["value"]
     summary: dict[str, Any] = {"spaces": [s.name for s in spaces], "table": table}
+    if figures:
+        summary["embedding_figures"] = embeddings
     base = _base_config(synthetic_dir)
     if sweep_dir is not None:
         from analysis.ood_map import ood_map_figure, read_sweep
@@ -342,12 +377,12 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
 
 def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict:
     """Compare the demo's synthetic run with its real geometry run; draw the OOD map; train the matched world."""
-    stages = results["stages"]
-    syn = next((s["run_dir"] for s in stages.values() if "run_dir" in s and "synthetic" in str(s["run_dir"])), None)
-    real = next((s["run_dir"] for s in stages.values() if "run_dir" in s and "geometry" in str(s["run_dir"])), None)
-    icl = next((s["run_dir"] for s in stages.values() if "run_dir" in s and "icl" in str(s["run_dir"])), None)
-    if syn is None or real is None:
-        raise LookupError("the comparison stage needs the synthetic and real-geometry stages' run folders")
+    # The earlier stages write into these subfolders of the demo folder.
+    syn, real, icl = (run.path / name for name in ("synthetic", "geometry", "icl"))
+    for folder, stage in ((syn, "synthetic training"), (real, "real geometry")):
+        if not (folder / "summary.json").is_file():
+            raise LookupError(f"the comparison stage needs the {stage} stage's run folder {folder}")
+    icl = icl if (icl / "summary.json").is_file() else None
     small = bool(getattr(args, "small", False))
     seed = int(getattr(args, "seed", None) or 0)
     sweep_dir = _demo_sweep(run, small, seed)
