@@ -8,16 +8,16 @@ Segments are tokenized separately and concatenated (as lm-eval-harness does with
 the cached and the naive scorer see exactly the same token ids.
 
 - :func:`score_naive`: one full forward per (prompt, option): the reference.
-- :func:`score_cached`: every distinct prefix is run once (prefixes batched, left-padded); its key-value
-  cache is copied to every (query, option) row that shares it; rows are batched, right-padded. Scores equal
-  the naive ones to float rounding.
+- :func:`score_cached`: every distinct prefix is run once (prefixes batched, left-padded) and its key-value
+  cache read by one packed continuation row holding its queries and all their candidate labels (a 4D
+  attention mask keeps the labels apart). Scores equal the naive ones to float rounding.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -121,13 +121,62 @@ def _left_pad(rows: list[tuple[int, ...]], pad_id: int):
     return ids, mask, positions
 
 
+@dataclass
+class _Packed:
+    """One continuation row: several queries of one prefix, each followed by all its options, side by side."""
+
+    prefix: int  # index of the prefix in its block
+    tokens: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # offsets after the prefix
+    query_id: list[int] = field(default_factory=list)  # which query of the row a token belongs to
+    option_id: list[int] = field(default_factory=list)  # -1 for query tokens
+    # (prompt, option, index of the token predicting the option's first token or -1 for the prefix, token indices)
+    targets: list[tuple[int, int, int, list[int]]] = field(default_factory=list)
+
+    def add(self, prompt: int, query: tuple[int, ...], options: tuple[tuple[int, ...], ...]) -> None:
+        q = max(self.query_id, default=-1) + 1
+        start = len(self.tokens)
+        self.tokens += query
+        self.positions += range(len(query))
+        self.query_id += [q] * len(query)
+        self.option_id += [-1] * len(query)
+        last_query = start + len(query) - 1 if query else -1
+        for j, option in enumerate(options):
+            first = len(self.tokens)
+            self.tokens += option
+            self.positions += range(len(query), len(query) + len(option))
+            self.query_id += [q] * len(option)
+            self.option_id += [j] * len(option)
+            self.targets.append((prompt, j, last_query, list(range(first, first + len(option)))))
+
+
+def _continuation_mask(rows: list[_Packed], prefix_mask, dtype):
+    """Additive 4D mask (R, 1, L, P + L): the prefix's real tokens, plus own query and own option, causally."""
+    import torch
+
+    width = max(len(r.tokens) for r in rows)
+    allowed = torch.zeros((len(rows), width, width), dtype=torch.bool)
+    for k, r in enumerate(rows):
+        n = len(r.tokens)
+        q, o = torch.tensor(r.query_id), torch.tensor(r.option_id)
+        causal = torch.ones((n, n), dtype=torch.bool).tril()
+        same = (q[:, None] == q[None, :]) & ((o[None, :] == -1) | (o[None, :] == o[:, None]))
+        allowed[k, :n, :n] = causal & same
+    full = torch.cat([prefix_mask.bool()[:, None, :].expand(-1, width, -1), allowed], dim=-1)
+    mask = torch.zeros(full.shape, dtype=dtype)
+    mask.masked_fill_(~full, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
 def score_cached(model, tokenizer, prompts: Sequence[ScoringPrompt], batch_size: int = 32,
-                 progress_desc: str | None = None) -> list[np.ndarray]:
+                 max_row_tokens: int = 1024, progress_desc: str | None = None) -> list[np.ndarray]:
     """Per prompt, the summed log-prob of each option, running every distinct prefix once.
 
-    Prefixes are batched (left-padded, position ids from the attention mask). Each (query + option) row
-    continues from a copy of its prefix's key-value cache; rows are right-padded, so padding never
-    precedes a scored token. ``batch_size`` bounds both the prefixes and the rows per forward.
+    Prefixes are batched (left-padded, position ids from the attention mask) and cached. The queries of a
+    prefix and every candidate label of each query are then packed into one continuation row that reads
+    that cache, with a 4D attention mask letting each label see only the prefix, its query and itself, and
+    position ids restarting for each label: no token is computed twice and no cache is copied per label.
+    ``batch_size`` bounds the prefixes per forward; ``max_row_tokens`` the length of a packed row.
     """
     import torch
     from transformers import DynamicCache
@@ -135,19 +184,17 @@ def score_cached(model, tokenizer, prompts: Sequence[ScoringPrompt], batch_size:
     from analysis.runs import progress
 
     device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
     cache_kw, has_keep = _forward_kwargs(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     tokenized = tokenize_prompts(tokenizer, prompts)
     # A prompt without a prefix borrows its first query token as prefix: the cache needs at least one token.
-    split: list[tuple[tuple[int, ...], tuple[int, ...]]] = [
-        (tp.prefix, tp.query) if tp.prefix else (tp.query[:1], tp.query[1:]) for tp in tokenized]
+    split = [(tp.prefix, tp.query) if tp.prefix else (tp.query[:1], tp.query[1:]) for tp in tokenized]
     prefix_ids = list(dict.fromkeys(p for p, _ in split))
     prefix_index = {p: i for i, p in enumerate(prefix_ids)}
-    # rows: (prompt index, option index, prefix index, row tokens, number of option tokens)
-    rows_by_prefix: dict[int, list[tuple[int, int, tuple[int, ...], int]]] = {}
-    for i, (tp, (prefix, query)) in enumerate(zip(tokenized, split, strict=True)):
-        for j, option in enumerate(tp.options):
-            rows_by_prefix.setdefault(prefix_index[prefix], []).append((i, j, query + option, len(option)))
+    members: dict[int, list[int]] = {}
+    for i, (prefix, _) in enumerate(split):
+        members.setdefault(prefix_index[prefix], []).append(i)
     scores = [np.zeros(len(tp.options)) for tp in tokenized]
 
     starts = range(0, len(prefix_ids), batch_size)
@@ -160,36 +207,48 @@ def score_cached(model, tokenizer, prompts: Sequence[ScoringPrompt], batch_size:
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                         use_cache=True, **{cache_kw: cache}, **kw)
         # Left padding puts every prefix's last real token in the last column.
-        last_logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        last_logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         lengths = mask.sum(-1)
-        rows = [(b, *r) for b in range(len(block)) for r in rows_by_prefix[start + b]]
+        rows: list[_Packed] = []
+        for b in range(len(block)):
+            row = _Packed(b)
+            for i in members[start + b]:
+                size = len(split[i][1]) + sum(len(o) for o in tokenized[i].options)
+                if row.tokens and len(row.tokens) + size > max_row_tokens:
+                    rows.append(row)
+                    row = _Packed(b)
+                row.add(i, split[i][1], tokenized[i].options)
+            rows.append(row)
         for r0 in range(0, len(rows), batch_size):
             chunk = rows[r0:r0 + batch_size]
-            which = torch.tensor([b for b, *_ in chunk])
-            width = max(len(toks) for *_, toks, _ in chunk)
+            which = torch.tensor([r.prefix for r in chunk])
+            width = max(len(r.tokens) for r in chunk)
             row_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            row_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for k, (*_, toks, _) in enumerate(chunk):
-                row_ids[k, :len(toks)] = torch.tensor(toks)
-                row_mask[k, :len(toks)] = 1
-            full_mask = torch.cat([mask[which], row_mask], dim=1)
-            row_pos = lengths[which, None] + torch.arange(width)[None, :]
-            # A fresh cache per chunk: the forward appends to it, the prefix tensors stay untouched.
-            chunk_cache = DynamicCache(ddp_cache_data=[(k[which.to(k.device)], v[which.to(v.device)])
-                                                       for k, v in layers])
+            row_pos = torch.zeros((len(chunk), width), dtype=torch.long)
+            for k, r in enumerate(chunk):
+                row_ids[k, :len(r.tokens)] = torch.tensor(r.tokens, dtype=torch.long)
+                row_pos[k, :len(r.tokens)] = torch.tensor(r.positions, dtype=torch.long)
+            row_pos += lengths[which, None]
+            mask4d = _continuation_mask(chunk, mask[which], dtype)
+            if len(rows) == len(block):  # one row per prefix, in order: continue the prefix cache itself
+                chunk_cache = cache
+            else:  # a fresh cache per chunk: the forward appends to it, the prefix tensors stay untouched
+                chunk_cache = DynamicCache(ddp_cache_data=[(k[which.to(k.device)], v[which.to(v.device)])
+                                                           for k, v in layers])
             with torch.no_grad():
-                logits = model(input_ids=row_ids.to(device), attention_mask=full_mask.to(device),
+                logits = model(input_ids=row_ids.to(device), attention_mask=mask4d.to(device),
                                position_ids=row_pos.to(device), use_cache=True,
                                **{cache_kw: chunk_cache}).logits.float()
             logprobs = torch.log_softmax(logits, dim=-1).cpu()
-            first = last_logprobs[which.to(last_logprobs.device)].cpu()
-            for k, (_, i, j, toks, n_opt) in enumerate(chunk):
-                # predictor of row token t: the prefix's last logits for t=0, else the row's logits at t-1
-                table = torch.cat([first[k:k + 1], logprobs[k, :len(toks) - 1]], dim=0)
-                start_tok = len(toks) - n_opt
-                pos = range(start_tok, len(toks))
-                scores[i][j] = _option_logprob(table, pos, toks[start_tok:])
+            for k, r in enumerate(chunk):
+                for i, j, before, toks in r.targets:
+                    # the first label token is predicted by the last query token (or the prefix), the rest
+                    # by the label's own previous token
+                    first = last_logprobs[r.prefix] if before < 0 else logprobs[k, before]
+                    ids_ = [r.tokens[t] for t in toks]
+                    total = first[ids_[0]] + logprobs[k, toks[:-1], ids_[1:]].sum()
+                    scores[i][j] = float(total)
     return scores
 
 
