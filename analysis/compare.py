@@ -322,7 +322,8 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
     from dataclasses import replace
 
     synthetic_dir, real_dir = Path(synthetic_dir), Path(real_dir)
-    spaces = synthetic_spaces(synthetic_dir) + real_spaces(real_dir)
+    real_found = real_spaces(real_dir)
+    spaces = synthetic_spaces(synthetic_dir) + real_found
     real = [s for s in spaces if s.world == "real"]
     run.save_config({"synthetic": str(synthetic_dir), "real": str(real_dir), "icl": str(icl_dir or ""),
                      "sweep": str(sweep_dir or ""), "matched": matched, "n_permutations": n_permutations,

@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     out = RunFolder.create(args.out, "compare", overwrite=args.overwrite)
     summary = run_compare(args.synthetic, args.real, out, icl_dir=args.icl, sweep_dir=args.sweep,
                           matched=args.matched, matched_space=args.matched_space,
-                          n_permutations=args.permutations, seed=seed)
+                          n_permutations=args.permutations, seed=seed, use_umap=not args.no_umap)
     print(f"compared {len(summary['spaces'])} spaces; output is in {out.path} "
           f"(comparison.csv, comparison.md, figures/)")
     return 0
@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="estimate the generator parameters from a real space's geometry and train that world")
     p.add_argument("--matched-space", default=None, metavar="NAME",
                    help="which real space the matched world copies (default: the last layer)")
+    p.add_argument("--no-umap", action="store_true",
+                   help="draw the embedding figures with the PCA panel only (UMAP's first run compiles for ~10 s)")
     p.add_argument("--permutations", type=int, default=100, help="permutations per null (default: 100)")
     add_run_options(p, config=False)
     p.set_defaults(func=run)

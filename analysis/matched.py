@@ -145,7 +145,7 @@ def _coords(params: Mapping[str, float], bounds: Mapping[str, tuple[float, float
 
 
 def estimate_parameters(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, base: Any, *,
-                        n_per_sign: int = 40, seed: int = 0, n_search: int = 60, max_evals: int = 250) -> Estimate:
+                        n_per_sign: int = 80, seed: int = 0, n_search: int = 60, max_evals: int = 300) -> Estimate:
     """Generator parameters whose sampled words reproduce the moments of (vectors, labels), at ``base.d``."""
     import torch
     from threadpoolctl import threadpool_limits
@@ -275,7 +275,7 @@ def matched_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, *, cha
 
 
 def run_matched(real: LabelledVectors, base: Any, run: RunFolder, *, icl_summary: Mapping[str, Any] | None = None,
-                seed: int = 0, n_per_sign: int = 40) -> dict[str, Any]:
+                seed: int = 0, n_per_sign: int = 80) -> dict[str, Any]:
     """Estimate, train the matched world into ``run.path/'synthetic'``, write matched.csv, estimate.csv, figure."""
     from synthetic.train import train
 

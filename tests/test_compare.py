@@ -1,0 +1,148 @@
+"""The comparison table, the geometry-matched world and the geometry-to-OOD map."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from analysis.compare import STATISTICS
+from analysis.matched import estimate_parameters, matched_rows, measure_moments, simulate_words
+from analysis.ood_map import MapPoint, ood_grid, ood_map_figure
+from analysis.runs import RunFolder
+from tests.conftest import mcicl_cli
+
+# A small concept set: 6 concepts of the built-in set plus polysemous words with senses among them.
+CONCEPTS = ("fruits", "colours", "birds", "fish", "animals", "vegetables")
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    """A tiny synthetic train run with a non-trivial configured geometry (cosine 0.6, overlap 0.2)."""
+    from synthetic.config import SyntheticConfig
+    from synthetic.train import train
+
+    config = SyntheticConfig(within_cosine=0.6, cross_overlap=0.2, steps=40, n_train=256, n_test=200,
+                             n_test_ood=100, eval_every=20, ood_every=40, checkpoint_every=40, n_features=15,
+                             scenarios=["flipped_labels", "polysemous_query"])
+    run = RunFolder.create(tmp_path_factory.mktemp("syn") / "run", "synthetic train")
+    train(config, run, figures=False)
+    return run.path, config
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    """A `probe geometry` run of the real MiniLM (input-side layer 0 and the last layer 6) on a small set."""
+    from probing.datasets import load_concept_set
+    from probing.geometry_cli import GeometryConfig, run_geometry
+
+    cs = load_concept_set("builtin")
+    folder = tmp_path_factory.mktemp("real")
+    (folder / "concepts.json").write_text(json.dumps({c: cs.concepts[c] for c in CONCEPTS}))
+    poly = {w: s for w, s in cs.polysemy.items() if sum(c in CONCEPTS for c in s) >= 2 and
+            all(c in CONCEPTS for c in s)}
+    assert len(poly) >= 2, "the built-in inventory should have polysemous words among these concepts"
+    (folder / "polysemy.json").write_text(json.dumps(poly))
+    cfg = GeometryConfig(concepts=str(folder / "concepts.json"), polysemy=str(folder / "polysemy.json"),
+                         layers="0,6", permutations=20, bootstrap=50, shuffles=2, probes=False, device="cpu")
+    run = RunFolder.create(folder / "run", "probe geometry")
+    run_geometry(cfg, run, quiet=True)
+    return run.path
+
+
+def test_comparison_table_has_every_statistic_for_every_space(synthetic_run, real_run, tmp_path):
+    syn_dir, config = synthetic_run
+    out = tmp_path / "cmp"
+    result = mcicl_cli("compare", "--synthetic", str(syn_dir), "--real", str(real_run), "--out", str(out),
+                       "--permutations", "20", "--no-umap", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert str(out) in result.stdout
+    with open(out / "comparison.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    spaces = list(dict.fromkeys(r["space"] for r in rows))
+    assert spaces[:4] == ["synthetic dictionary", "synthetic words", "synthetic learned W_Q x",
+                          "synthetic learned W_K x"]
+    real = [s for s in spaces if not s.startswith("synthetic")]
+    assert len(real) == 2 and real[0].endswith("layer 0") and real[1].endswith("layer 6")
+    cells = {(r["space"], r["geometry"], r["statistic"]): r for r in rows}
+    for space in spaces:
+        for geometry in ("raw", "centred"):
+            for stat in STATISTICS:
+                row = cells[(space, geometry, stat)]
+                assert math.isfinite(float(row["value"])), (space, geometry, stat, row["note"])
+                assert row["null"] != "" and math.isfinite(float(row["null"])), (space, geometry, stat)
+    # The ground-truth dictionary's raw geometry is the configured one.
+    dictionary = {stat: float(cells[("synthetic dictionary", "raw", stat)]["value"]) for stat in STATISTICS}
+    assert dictionary["within_concept_cosine"] == pytest.approx(config.within_cosine, abs=1e-5)
+    assert dictionary["cross_concept_cosine"] == pytest.approx(config.cross_overlap, abs=1e-5)
+    # On the real model the paper's premise: within-concept cosine above cross-concept cosine.
+    for space in real:
+        assert float(cells[(space, "centred", "within_concept_cosine")]["value"]) > \
+            float(cells[(space, "centred", "cross_concept_cosine")]["value"])
+    md = (out / "comparison.md").read_text()
+    assert all(label in md for label in STATISTICS.values()) and "synthetic dictionary" in md
+    for name in ("comparison", f"heatmap_{real[1].lower().replace(' ', '_').replace('-', '_')}_whitened"):
+        assert (out / "figures" / f"{name}.png").is_file(), sorted(p.name for p in (out / "figures").iterdir())
+
+
+def test_compare_rejects_a_folder_that_is_not_a_run(tmp_path, synthetic_run):
+    result = mcicl_cli("compare", "--synthetic", str(synthetic_run[0]), "--real", str(tmp_path), "--out",
+                       str(tmp_path / "o"), "--quiet")
+    assert result.returncode == 2
+    assert "probe geometry" in result.stderr and str(tmp_path) in result.stderr
+
+
+def test_matched_world_recovers_the_parameters_it_was_measured_from():
+    from synthetic.config import SyntheticConfig
+
+    base = SyntheticConfig()
+    truth = {"within_cosine": 0.5, "cross_overlap": 0.15, "polysemy_rate": 0.2, "sigma": 0.06}
+    # "Measured" words: the true world, sampled with another seed and more words than the estimator uses.
+    words = simulate_words(replace(base, **truth), n_per_sign=150, seed=987)
+    est = estimate_parameters(words.vectors, words.labels, base, seed=0)
+    got = est.parameters
+    assert got["within_cosine"] == pytest.approx(truth["within_cosine"], abs=0.08)
+    assert got["cross_overlap"] == pytest.approx(truth["cross_overlap"], abs=0.05)
+    assert got["polysemy_rate"] == pytest.approx(truth["polysemy_rate"], abs=0.1)
+    assert got["sigma"] == pytest.approx(truth["sigma"], rel=0.3)
+    assert np.allclose(est.achieved.array(), measure_moments(words.vectors, words.labels).array(), atol=0.02)
+
+
+def test_matched_rows_pair_conditions_and_turn_accuracy_into_error():
+    synthetic = {"final": {"test_zero_one": 0.01},
+                 "ood": {"length_long": {"test_zero_one": 0.03}, "flipped_labels": {"test_zero_one": 0.2},
+                         "noise_x2": {"test_zero_one": 0.5}}}
+    icl = {"chance": 0.5, "accuracy": {
+        "in_distribution": {"8": {"mean": 0.9, "ci_low": 0.8, "ci_high": 0.95, "n": 40},
+                            "16": {"mean": 0.95, "ci_low": 0.9, "ci_high": 1.0, "n": 40}},
+        "flipped_labels": {"8": {"mean": 0.3, "ci_low": 0.2, "ci_high": 0.4, "n": 40}}}}
+    rows = {r["synthetic_condition"]: r for r in matched_rows(synthetic, icl, L=8)}
+    assert set(rows) == {"in_distribution", "length_long", "flipped_labels"}  # noise_x2 has no real match
+    assert rows["in_distribution"]["real_shots"] == 8
+    assert rows["in_distribution"]["real_error"] == pytest.approx(0.1)
+    assert rows["in_distribution"]["real_error_low"] == pytest.approx(0.05)
+    assert rows["length_long"]["real_shots"] == 16 and rows["length_long"]["synthetic_L"] == 16
+    assert rows["flipped_labels"]["real_error"] == pytest.approx(0.7)
+    assert rows["flipped_labels"]["synthetic_error"] == pytest.approx(0.2)
+
+
+def test_ood_grid_averages_cells_and_draws_the_map(tmp_path):
+    rows = []
+    for w in (0.1, 0.7):
+        for c in (0.0, 0.3):
+            for seed in (0, 1):
+                rows.append({"within_cosine": str(w), "cross_overlap": str(c), "seed": str(seed),
+                             "test_zero_one": str(0.01 * seed),
+                             "ood.a.test_zero_one": str(w + c), "ood.b.test_zero_one": str(w + c + 0.2 * seed)})
+    grid = ood_grid(rows)
+    assert list(grid.xs) == [0.1, 0.7] and list(grid.ys) == [0.0, 0.3]
+    assert grid.values[1, 0] == pytest.approx(0.1 + 0.3 + 0.05)  # mean of a, b over both seeds
+    assert ood_grid(rows, "test_zero_one").values[0, 0] == pytest.approx(0.005)
+    with pytest.raises(ValueError, match="no column 'ood.c.test_zero_one'"):
+        ood_grid(rows, "ood.c.test_zero_one")
+    png = ood_map_figure(rows, tmp_path, [MapPoint("model layer 6", 0.4, 0.1)])
+    assert png.is_file() and (tmp_path / "ood_map.pdf").is_file()
