@@ -7,13 +7,15 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     """Build the comparison run folder; print where it is."""
-    from analysis.compare import run_compare
+    from analysis.compare import real_spaces, run_compare, synthetic_spaces
     from analysis.runs import RunFolder, seed_everything
 
     seed = args.seed or 0
     seed_everything(seed)
     if args.permutations < 1:
         raise ValueError(f"--permutations {args.permutations}; accepted: an integer >= 1")
+    real_spaces(args.real)  # validate both inputs before creating the output folder
+    synthetic_spaces(args.synthetic, learned=False)
     out = RunFolder.create(args.out, "compare", overwrite=args.overwrite)
     summary = run_compare(args.synthetic, args.real, out, icl_dir=args.icl, sweep_dir=args.sweep,
                           matched=args.matched, matched_space=args.matched_space,

@@ -7,9 +7,14 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     """Build the report; print where it is."""
+    from pathlib import Path
+
     from analysis.report import report_runs
     from analysis.runs import RunFolder
 
+    for run_dir in args.runs:  # check before creating the output folder, so a typo leaves nothing behind
+        if not Path(run_dir).is_dir():
+            raise FileNotFoundError(f"run folder not found: {run_dir}")
     out = RunFolder.create(args.out, "report", overwrite=args.overwrite)
     html_path = report_runs(args.runs, out, title=args.title)
     print(f"report: {html_path}  (markdown: {out.path / 'report.md'}); output is in {out.path}")

@@ -1,0 +1,124 @@
+"""The report: self-contained HTML (every image embedded and decodable, every table non-empty) + report.md."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.runs import RunFolder
+from analysis.vectors import LabelledVectors
+from tests.conftest import mcicl_cli
+
+
+class ReportParser(HTMLParser):
+    """Collects <img> sources, tables (rows of cells) and any external reference."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.tables: list[list[list[str]]] = []
+        self.external: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag in ("link", "script") and (attrs.get("href") or attrs.get("src")):
+            self.external.append(attrs.get("href") or attrs.get("src"))
+        if tag == "table":
+            self.tables.append([])
+        if tag == "tr":
+            self.tables[-1].append([])
+        if tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def check_report(html_path: Path) -> ReportParser:
+    """Parse the HTML; assert every image is an embedded PNG that decodes and every table has data rows."""
+    from PIL import Image
+
+    parser = ReportParser()
+    parser.feed(html_path.read_text(encoding="utf-8"))
+    parser.close()
+    assert parser.images, "the report has no figures"
+    assert not parser.external, f"the report references external files: {parser.external}"
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True)))
+        image.load()
+        assert image.size[0] > 100 and image.size[1] > 100
+    assert parser.tables, "the report has no tables"
+    for table in parser.tables:
+        header, rows = table[0], table[1:]
+        assert header and rows, f"empty table with header {header}"
+        assert all(len(r) == len(header) for r in rows)
+        assert any(cell.strip() for r in rows for cell in r)
+    return parser
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Two small run folders: one with an embedding figure, summary and a CSV; one 'sweep' with an OOD map."""
+    from analysis.embedding_plots import embedding_figure
+    from analysis.ood_map import MapPoint, ood_map_figure
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 20))
+    vectors = np.vstack([c + 0.4 * rng.normal(size=(10, 20)) for c in centres])
+    labels = np.repeat(["a", "b", "c"], 10)
+    words = LabelledVectors(vectors, [f"w{i}" for i in range(30)], labels)
+    poly = LabelledVectors(np.array([centres[0] + centres[1]]), ["ab"], ["a|b"])
+
+    first = RunFolder.create(tmp_path / "first", "probe geometry")
+    first.save_config({"model": "toy", "permutations": 10})
+    first.write_summary({"within_concept_cosine": {"value": 0.5, "null": 0.1, "p_value": 0.01}, "layer": "3"})
+    first.write_csv("layers.csv", [{"layer": "0", "within": 0.4}, {"layer": "1", "within": 0.5}])
+    png, info = embedding_figure(words, first.figures, polysemy=poly, seed=7, use_umap=False)
+    assert info["umap_seed"] == 7 and info["n_polysemous"] == 1 and png.is_file()
+    assert (first.figures / "embedding.pdf").is_file()
+
+    second = RunFolder.create(tmp_path / "second", "synthetic sweep")
+    rows = [{"within_cosine": str(w), "cross_overlap": str(c), "test_zero_one": "0.0",
+             "ood.flipped_labels.test_zero_one": str(w * c)} for w in (0.1, 0.5) for c in (0.0, 0.2)]
+    second.write_csv("sweep.csv", rows)
+    ood_map_figure(rows, second.figures, [MapPoint("toy layer 3", 0.3, 0.1)])
+    return first.path, second.path
+
+
+def test_report_html_is_self_contained_and_markdown_links_exist(runs, tmp_path):
+    out = tmp_path / "report"
+    result = mcicl_cli("report", *map(str, runs), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    html_path = out / "report.html"
+    assert str(html_path) in result.stdout
+    parser = check_report(html_path)
+    assert len(parser.images) == 2
+    text = html_path.read_text()
+    assert "Concept words: UMAP and PCA" in text and "Geometry-to-OOD map" in text  # captions say what they show
+    assert "permutations: 10" in text  # the run's config is in the report
+    assert "torch" in text  # and the versions
+    md = (out / "report.md").read_text()
+    links = [line.split("](", 1)[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
+    assert len(links) == 2 and all((out / link).is_file() for link in links)
+    assert "| statistic | value |" in md
+
+
+def test_report_refuses_a_missing_run(tmp_path):
+    result = mcicl_cli("report", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), "--quiet")
+    assert result.returncode == 2
+    assert "run folder not found" in result.stderr and "nope" in result.stderr
