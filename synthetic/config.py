@@ -74,6 +74,7 @@ class SyntheticConfig:
     checkpoint_every: int = 100
     seed: int = 0
     dtype: str = "float32"
+    threads: int = 1  # torch CPU threads while training (1 is fastest for small tensors); 0 = torch's setting
 
     def __post_init__(self) -> None:
         require(self.K >= 1, "K", self.K, "an integer >= 1")
@@ -126,6 +127,7 @@ class SyntheticConfig:
                 f"a positive multiple of eval_every = {self.eval_every}")
         require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, "an integer >= 1")
         require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        require(self.threads >= 0, "threads", self.threads, "an integer >= 0 (0 = leave torch's setting)")
         require(self.dtype in ("float32", "float64"), "dtype", self.dtype, "'float32' or 'float64'")
 
     def directions_needed(self) -> int:

@@ -162,10 +162,8 @@ class Prompts:
 
     def index(self, idx: torch.Tensor) -> Prompts:
         """The prompts at per-seed indices ``idx`` (S, B)."""
-        def take(t: torch.Tensor) -> torch.Tensor:
-            shape = idx.shape + (1,) * (t.dim() - 2)
-            return torch.gather(t, 1, idx.reshape(shape).expand(*idx.shape, *t.shape[2:]))
-        return Prompts(*(take(getattr(self, f)) for f in ("x", "y", "xq", "target", "same", "concept", "xi")))
+        rows = torch.arange(idx.shape[0])[:, None]
+        return Prompts(*(getattr(self, f)[rows, idx] for f in ("x", "y", "xq", "target", "same", "concept", "xi")))
 
 
 def _allowed(C: int, K: int, rule: str, unseen: bool) -> torch.Tensor:

@@ -84,10 +84,14 @@ def batch_indices(config: SyntheticConfig, step: int) -> torch.Tensor:
 
 def sgd_step(model: OneLayerTransformer, config: SyntheticConfig, train: Prompts, step: int) -> float:
     """One SGD step on every seed at once; returns the mean minibatch loss."""
-    batch = train if config.full_batch else train.index(batch_indices(config, step))
-    out = model.run(batch)
+    if config.full_batch:
+        x, y, xq, target = train.x, train.y, train.xq, train.target
+    else:
+        idx, rows = batch_indices(config, step), torch.arange(config.seeds)[:, None]
+        x, y, xq, target = train.x[rows, idx], train.y[rows, idx], train.xq[rows, idx], train.target[rows, idx]
+    out = model(x, y, xq)
     # Sum over seeds of each seed's mean loss: seeds share no parameters, so each gets its own gradient.
-    loss = logistic_loss(out.f, batch.target).mean(1).sum()
+    loss = logistic_loss(out.f, target).mean(1).sum()
     params = [p for p in model.parameters()]
     grads = torch.autograd.grad(loss, params)
     with torch.no_grad():
@@ -122,6 +126,17 @@ def load_weights(model: OneLayerTransformer, path: Path) -> None:
 
 def train(config: SyntheticConfig, run: RunFolder, resume: bool = False, figures: bool = True) -> dict:
     """Train, evaluate along the way, write metrics, checkpoints, exports, figures; return the summary."""
+    threads = torch.get_num_threads()
+    if config.threads:
+        # Small tensors: thread start-up and barriers cost more than they save, badly so on a loaded machine.
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(config, run, resume, figures)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: SyntheticConfig, run: RunFolder, resume: bool, figures: bool) -> dict:
     from synthetic.convergence import summarize
     from synthetic.export import export_features
     from synthetic.plots import plot_run
