@@ -173,9 +173,10 @@ class ConceptCosines:
         return np.array([self.cross[c][off[c]].mean() for c in range(k)])
 
 
-def _cosine_units(U: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _cosine_units(U: np.ndarray, codes: np.ndarray, k: int,
+                  M: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     # Sums of unit vectors per concept turn all pairwise cosines into one (k, k) Gram matrix.
-    M = _onehot(codes, k)
+    M = _onehot(codes, k) if M is None else M
     S = M.T @ U
     sq = M.T @ np.einsum("nd,nd->n", U, U)  # self-pairs to remove (1 per non-zero row)
     G = S @ S.T
@@ -193,17 +194,25 @@ def concept_cosines(vectors: np.ndarray, labels: Sequence[str] | np.ndarray) -> 
     return ConceptCosines(names, within, cross, np.bincount(codes, minlength=len(names)))
 
 
-def _ledoit_wolf_inverse(residuals: np.ndarray) -> np.ndarray:
+def _ledoit_wolf_solve(residuals: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """rhs @ Sigma^-1 for the Ledoit-Wolf shrunk covariance of ``residuals`` (positive definite by construction)."""
+    from scipy.linalg import cho_factor, cho_solve
     from sklearn.covariance import ledoit_wolf
 
     cov, _ = ledoit_wolf(residuals, assume_centered=True)
-    return np.linalg.pinv(cov, hermitian=True)
+    cov[np.diag_indices_from(cov)] += 1e-12 * max(float(np.trace(cov)), 1e-300)
+    return cho_solve(cho_factor(cov), rhs.T).T
 
 
-def _directions(X: np.ndarray, codes: np.ndarray, k: int, method: str) -> np.ndarray:
+def _centroid_parts(X: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     M = _onehot(codes, k)
     counts = M.sum(axis=0)
-    means = (M.T @ X) / counts[:, None]
+    return M, counts, (M.T @ X) / counts[:, None]
+
+
+def _directions(X: np.ndarray, codes: np.ndarray, k: int, method: str,
+                parts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    M, counts, means = parts if parts is not None else _centroid_parts(X, codes, k)
     if method == "mean":
         return unit_rows(means)
     total = X.sum(axis=0)
@@ -214,14 +223,12 @@ def _directions(X: np.ndarray, codes: np.ndarray, k: int, method: str) -> np.nda
     # LDA: Sigma_w^-1 (mu_c - mu_rest) with a Ledoit-Wolf shrunk within-concept covariance, estimated in the
     # span of the data when d > n (the directions lie in that span; this keeps d = 4096 affordable).
     basis = None
-    Xr, diff_r = X, diff
+    Xr, diff_r, means_r = X, diff, means
     if X.shape[1] > X.shape[0]:
         _, _, vt = np.linalg.svd(X, full_matrices=False)
         basis = vt
-        Xr, diff_r = X @ vt.T, diff @ vt.T
-    means_r = (M.T @ Xr) / counts[:, None]
-    inv = _ledoit_wolf_inverse(Xr - means_r[codes])
-    dirs = diff_r @ inv
+        Xr, diff_r, means_r = X @ vt.T, diff @ vt.T, means @ vt.T
+    dirs = _ledoit_wolf_solve(Xr - means_r[codes], diff_r)
     return unit_rows(dirs @ basis if basis is not None else dirs)
 
 
@@ -357,20 +364,21 @@ STATISTICS: dict[str, tuple[str, str]] = {
 def _all_units(X: np.ndarray, codes: np.ndarray, k: int, *, rank: int, edges: np.ndarray,
                train: np.ndarray, lda: bool, expensive: bool = True) -> dict[str, np.ndarray]:
     """Every statistic's units (per concept, per pair or per edge) for one labelling of the rows."""
-    within, cross = _cosine_units(unit_rows(X), codes, k)
+    parts = _centroid_parts(X, codes, k)
+    within, cross = _cosine_units(unit_rows(X), codes, k, parts[0])
     off = ~np.eye(k, dtype=bool)
     units = {
         "within_concept_cosine": within,
         "cross_concept_cosine": cross,
         "within_minus_cross": within - (cross * off).sum(axis=1) / max(k - 1, 1),
-        "concept_direction_abs_cos": direction_abs_cos(_directions(X, codes, k, "diff")),
-        "mean_direction_abs_cos": direction_abs_cos(_directions(X, codes, k, "mean")),
+        "concept_direction_abs_cos": direction_abs_cos(_directions(X, codes, k, "diff", parts)),
+        "mean_direction_abs_cos": direction_abs_cos(_directions(X, codes, k, "mean", parts)),
     }
     if expensive:
         units["subspace_max_cos"] = _subspace_units(X, codes, k, rank)
         units["heldout_projection_auc"] = _heldout_units(X, codes, k, train)
     if lda:
-        units["lda_direction_abs_cos"] = direction_abs_cos(_directions(X, codes, k, "lda"))
+        units["lda_direction_abs_cos"] = direction_abs_cos(_directions(X, codes, k, "lda", parts))
     if len(edges):
         units["hierarchy_cos"] = _hierarchy_units(X, codes, k, edges)
     return units

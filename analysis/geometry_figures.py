@@ -1,0 +1,153 @@
+"""Figures of a geometry run, each made from saved metrics (layers.csv, direction_abs_cos.csv) so a run re-plots.
+
+- :func:`plot_layer_curves`: per-layer within/cross-concept cosine, concept-direction |cos| and probe
+  accuracy, each with its permutation-null band (2.5-97.5%) and bootstrap 95% intervals.
+- :func:`plot_direction_heatmap`: the |cos| matrix of concept directions, rows and columns in the leaf order
+  of an average-linkage clustering (scipy.cluster.hierarchy) on 1 - |cos|.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.plotting import palette, plt, save_figure
+
+
+def read_layers_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of layers.csv with numbers parsed (empty cells become nan)."""
+    rows = []
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            parsed: dict[str, Any] = {}
+            for key, value in row.items():
+                try:
+                    parsed[key] = float(value) if value != "" else float("nan")
+                except ValueError:
+                    parsed[key] = value
+            parsed["layer"] = row["layer"]
+            rows.append(parsed)
+    return rows
+
+
+def _col(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:
+    return np.array([float(r.get(key, np.nan)) if r.get(key, "") != "" else np.nan for r in rows], dtype=float)
+
+
+def _stat_curve(ax: Any, x: np.ndarray, rows: Sequence[dict[str, Any]], stat: str, label: str, colour: str,
+                marker: str = "o") -> None:
+    value = _col(rows, stat)
+    lo, hi = _col(rows, f"{stat}_ci_low"), _col(rows, f"{stat}_ci_high")
+    yerr = np.vstack([value - lo, hi - value])
+    yerr = np.where(np.isfinite(yerr), np.maximum(yerr, 0), 0)
+    ax.errorbar(x, value, yerr=yerr, color=colour, marker=marker, ms=4, lw=1.5, capsize=2, label=label)
+    nlo, nhi = _col(rows, f"{stat}_null_low"), _col(rows, f"{stat}_null_high")
+    if np.isfinite(nlo).any():
+        ax.fill_between(x, nlo, nhi, color=colour, alpha=0.15, lw=0,
+                        label=f"{label}: permutation null 95%")
+
+
+def plot_layer_curves(rows: Sequence[dict[str, Any]], folder: str | Path, *, title: str = "",
+                      name: str = "geometry_layers") -> Path:
+    """Per-layer curves (cosines, direction |cos|, probes) with null bands; returns the PNG path."""
+    layers = [str(r["layer"]) for r in rows]
+    x = np.arange(len(rows))
+    c = palette(6)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
+
+    ax = axes[0]
+    _stat_curve(ax, x, rows, "within_concept_cosine", "within-concept", c[0])
+    _stat_curve(ax, x, rows, "cross_concept_cosine", "cross-concept", c[1], marker="s")
+    ax.axhline(0, color="0.4", lw=0.8)
+    ax.set_title("Mean pairwise cosine of words")
+    ax.set_ylabel("cosine (bootstrap 95% CI over concepts)")
+
+    ax = axes[1]
+    _stat_curve(ax, x, rows, "concept_direction_abs_cos", "diff-of-means directions", c[2])
+    if "lda_direction_abs_cos" in rows[0]:
+        _stat_curve(ax, x, rows, "lda_direction_abs_cos", "LDA directions", c[4], marker="^")
+    iso = _col(rows, "concept_direction_abs_cos_isotropic")
+    if np.isfinite(iso).any():
+        ax.plot(x, iso, color="0.3", ls="--", lw=1.2, label=r"isotropic $\sqrt{2/(\pi d)}$")
+    ax.set_title("Concept directions: mean |cos| between concepts")
+    ax.set_ylabel("|cos|")
+    ax.set_ylim(bottom=0)
+
+    ax = axes[2]
+    if np.isfinite(_col(rows, "probe_accuracy")).any():
+        ax.plot(x, _col(rows, "probe_accuracy"), color=c[0], marker="o", label="probe accuracy (held-out 30%)")
+        ax.plot(x, _col(rows, "probe_control_accuracy"), color=c[3], marker="s", ls="--",
+                label="control task accuracy")
+        ax.plot(x, _col(rows, "probe_chance"), color="0.4", ls=":", label="majority-class chance")
+    _stat_curve(ax, x, rows, "heldout_projection_auc", "held-out projection AUC", c[5], marker="D")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Linear readout of concepts")
+    ax.set_ylabel("accuracy / AUC")
+
+    for ax in axes:
+        ax.set_xticks(x, layers)
+        ax.set_xlabel("layer (0 = embedding output)" if layers[0] == "0" else "space / layer")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # below: never over data
+        if len(x) == 1:
+            ax.set_xlim(-0.5, 0.5)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return save_figure(fig, folder, name)
+
+
+def cluster_order(matrix: np.ndarray) -> np.ndarray:
+    """Leaf order of an average-linkage clustering on 1 - matrix (a similarity in [0, 1])."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    m = np.asarray(matrix, dtype=float)
+    if len(m) < 3:
+        return np.arange(len(m))
+    dist = np.clip(1.0 - m, 0, None)
+    dist = (dist + dist.T) / 2
+    np.fill_diagonal(dist, 0.0)
+    return leaves_list(linkage(squareform(dist, checks=False), method="average"))
+
+
+def read_matrix_csv(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """(matrix, names) from a square CSV whose first row and column hold the names."""
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    names = rows[0][1:]
+    return np.array([[float(v) for v in r[1:]] for r in rows[1:]]), names
+
+
+def plot_direction_heatmap(matrix: np.ndarray, names: Sequence[str], folder: str | Path, *, title: str = "",
+                           name: str = "direction_heatmap") -> Path:
+    """Clustered heatmap of the concept-direction |cos| matrix (diagonal masked); returns the PNG path."""
+    m = np.asarray(matrix, dtype=float)
+    order = cluster_order(m)
+    m = m[np.ix_(order, order)].copy()
+    np.fill_diagonal(m, np.nan)
+    labels = [str(names[i]) for i in order]
+    size = max(5.0, 0.18 * len(labels) + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    vmax = float(np.nanmax(m)) if np.isfinite(m).any() else 1.0
+    im = ax.imshow(m, cmap="viridis", vmin=0, vmax=max(vmax, 1e-6), interpolation="nearest")
+    fs = 8 if len(labels) <= 25 else 6
+    ax.set_xticks(np.arange(len(labels)), labels, rotation=90, fontsize=fs)
+    ax.set_yticks(np.arange(len(labels)), labels, fontsize=fs)
+    ax.grid(False)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="|cos| between concept directions (diagonal blank)")
+    ax.set_title(title or "Concept-direction |cos| (clustered order)")
+    return save_figure(fig, folder, name)
+
+
+def replot(run_folder: str | Path) -> list[Path]:
+    """Re-draw a geometry run's figures from its saved metrics."""
+    run_folder = Path(run_folder)
+    rows = read_layers_csv(run_folder / "layers.csv")
+    out = [plot_layer_curves(rows, run_folder / "figures")]
+    if (run_folder / "direction_abs_cos.csv").is_file():
+        matrix, names = read_matrix_csv(run_folder / "direction_abs_cos.csv")
+        out.append(plot_direction_heatmap(matrix, names, run_folder / "figures"))
+    return out

@@ -1,0 +1,417 @@
+"""``mcicl probe geometry``: concept geometry of a model (every layer, or one space) with nulls, or of saved vectors.
+
+For each layer: the headline statistics of :func:`analysis.geometry.geometry_summary` (within- and
+cross-concept cosine, concept-direction |cos|, subspace angles, hierarchy, held-out projection, each with its
+nulls), linear probes with a control task, and polysemy (sense cosines, sparse decomposition). Outputs:
+``summary.json``, ``layers.csv``, ``per_concept.csv``, ``polysemy.csv``, ``probes.csv``,
+``direction_abs_cos.csv``, ``concepts.json``, ``vectors/<layer>.npz`` and ``vectors/<layer>.polysemy.npz``
+(for downstream tools), and ``figures/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.config import require
+from analysis.runs import RunFolder, progress, seed_everything
+from analysis.vectors import LabelledVectors
+
+log = logging.getLogger("mcicl")
+
+SPACES = ("hidden", "input", "unembed")
+WHITEN = ("none", "vocab", "unembed")
+SIGNS = ("align", "ignore", "split")
+
+
+@dataclass
+class GeometryConfig:
+    """What to measure and how: model or saved vectors, concept set, space, whitening, nulls."""
+
+    model: str = "default"
+    vectors: str | None = None
+    concepts: str = "builtin"
+    polysemy: str | None = None
+    space: str = "hidden"
+    layers: str = "all"
+    pooling: str = "mean"
+    template: str = "{word}"
+    whiten: str = "none"
+    whiten_sample: int = 2000
+    center: bool = True
+    signs: str = "align"
+    permutations: int = 200
+    bootstrap: int = 1000
+    shuffles: int = 20
+    probes: bool = True
+    batch_size: int = 64
+    dtype: str = "float32"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    cache_dir: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.space in SPACES, "space", self.space, "one of " + ", ".join(SPACES))
+        require(self.whiten in WHITEN, "whiten", self.whiten, "one of " + ", ".join(WHITEN))
+        require(self.signs in SIGNS, "signs", self.signs, "one of " + ", ".join(SIGNS))
+        require(self.pooling in ("mean", "last"), "pooling", self.pooling, "mean or last")
+        require(isinstance(self.permutations, int) and self.permutations >= 1, "permutations", self.permutations,
+                "an integer >= 1 (>= 100 for p < 0.01 to be reachable)")
+        for name in ("bootstrap", "shuffles"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 0, name, value, "an integer >= 0")
+        require(isinstance(self.whiten_sample, int) and self.whiten_sample >= 2, "whiten_sample",
+                self.whiten_sample, "an integer >= 2")
+        require("{word}" in self.template, "template", self.template, "a string containing {word}")
+
+
+@dataclass
+class Space:
+    """One analysed space: the concept words' vectors, the polysemous words' vectors, a whitening reference."""
+
+    name: str
+    concepts: LabelledVectors
+    polysemy: LabelledVectors | None = None
+    reference: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def _keep_concepts(lv: LabelledVectors, min_words: int = 2) -> tuple[LabelledVectors, list[str]]:
+    """Rows of concepts with >= ``min_words`` represented words, and the concepts dropped."""
+    names, counts = np.unique(lv.labels, return_counts=True)
+    dropped = sorted(str(n) for n, c in zip(names, counts, strict=True) if c < min_words or n == "")
+    keep = ~np.isin(lv.labels, dropped)
+    signs = lv.signs[keep] if lv.signs is not None else None
+    return LabelledVectors(lv.vectors[keep], lv.words[keep], lv.labels[keep], signs, dict(lv.meta)), dropped
+
+
+def _poly_subset(poly: LabelledVectors | None, known: set[str]) -> tuple[LabelledVectors | None, list[str]]:
+    """Polysemous rows restricted to senses among ``known`` concepts; words left with < 2 senses are dropped."""
+    if poly is None or len(poly.words) == 0:
+        return None, []
+    rows, labels, dropped = [], [], []
+    for i, lab in enumerate(poly.labels):
+        senses = [s for s in dict.fromkeys(str(lab).split("|")) if s in known]
+        if len(senses) >= 2:
+            rows.append(i)
+            labels.append("|".join(senses))
+        else:
+            dropped.append(str(poly.words[i]))
+    if not rows:
+        return None, dropped
+    return LabelledVectors(poly.vectors[rows], poly.words[rows], np.array(labels), meta=dict(poly.meta)), dropped
+
+
+def spaces_from_file(cfg: GeometryConfig) -> tuple[list[Space], dict[str, Any]]:
+    """The one space of a saved LabelledVectors file (and its sibling ``<stem>.polysemy.npz`` if present)."""
+    path = Path(cfg.vectors)
+    lv = LabelledVectors.load(path)
+    poly_path = path.with_name(path.name[: -len(".npz")] + ".polysemy.npz") if path.name.endswith(".npz") else None
+    if path.name.endswith(".polysemy.npz"):
+        raise ValueError(f"--vectors {path} is a polysemy file; pass the concept-word file next to it")
+    poly = LabelledVectors.load(poly_path) if poly_path is not None and poly_path.is_file() else None
+    if lv.signs is not None and cfg.signs == "split":
+        suffix = np.where(lv.signs > 0, "+", np.where(lv.signs < 0, "-", ""))
+        lv = LabelledVectors(lv.vectors, lv.words, np.char.add(lv.labels, suffix), None, lv.meta)
+    name = str(lv.meta.get("layer", path.stem))
+    concepts = {str(c): [str(w) for w in lv.words[lv.labels == c]] for c in dict.fromkeys(lv.labels.tolist())}
+    info = {"source": str(path), "polysemy_source": str(poly_path) if poly is not None else None,
+            "concept_set": {"name": path.stem, "concepts": concepts,
+                            "polysemy": {str(w): str(lab).split("|") for w, lab in
+                                         zip(poly.words, poly.labels, strict=True)} if poly is not None else {},
+                            "controls": {}, "parents": {}},
+            "parents": {}, "words_left_out": {}}
+    return [Space(name, lv, poly, None, dict(lv.meta))], info
+
+
+def _vocab_words(tokenizer: Any, n: int, seed: int) -> list[str]:
+    """A seeded sample of ``n`` whole-word alphabetic vocabulary entries (the vocabulary whitening sample)."""
+    vocab = sorted(tokenizer.get_vocab())
+    words = sorted({t.lstrip("Ġ▁").lower() for t in vocab if t.lstrip("Ġ▁").isalpha() and len(t.lstrip("Ġ▁")) >= 3
+                    and not t.startswith("##")})
+    rng = np.random.default_rng(seed)
+    return [words[i] for i in sorted(rng.choice(len(words), size=min(n, len(words)), replace=False))]
+
+
+def _matrix(module: Any) -> np.ndarray | None:
+    weight = getattr(module, "weight", None) if module is not None else None
+    return None if weight is None else weight.detach().float().cpu().numpy()
+
+
+def spaces_from_model(cfg: GeometryConfig, *, loaded: tuple[Any, Any, Any] | None = None,
+                      quiet: bool = False) -> tuple[list[Space], dict[str, Any]]:
+    """Extract the concept set's words from the model (B's extraction) into one Space per layer."""
+    from probing.datasets import load_concept_set
+    from probing.extract import ExtractionConfig, extract_words, load_for
+
+    cs = load_concept_set(cfg.concepts, polysemy=cfg.polysemy)
+    words, labels = cs.words_and_labels()
+    pairs = list(zip(words, labels, strict=True))
+    poly_pairs = [(w, "|".join(s)) for w, s in cs.polysemy.items()]
+    all_words = list(dict.fromkeys(words + list(cs.polysemy) + list(cs.controls)))
+    ecfg = ExtractionConfig(model=cfg.model, space=cfg.space, layers=cfg.layers, template=cfg.template,
+                            pooling=cfg.pooling, batch_size=cfg.batch_size, dtype=cfg.dtype, device=cfg.device,
+                            trust_remote_code=cfg.trust_remote_code, cache_dir=cfg.cache_dir)
+    loaded = loaded if loaded is not None else load_for(ecfg)
+    model, tokenizer, ref = loaded
+    head = None
+    if cfg.whiten == "unembed" or (cfg.whiten == "vocab" and cfg.space == "unembed"):
+        head = _matrix(model.get_output_embeddings()) if hasattr(model, "get_output_embeddings") else None
+        if head is None:  # checked before extraction so the error comes at once
+            raise ValueError(f"--whiten {cfg.whiten} needs an unembedding (LM head), and {ref.name} "
+                             f"({type(model).__name__}) has none; accepted here: --whiten none or vocab")
+    ext = extract_words(all_words, ecfg, loaded=loaded, show_progress=not quiet)
+
+    references: dict[str, np.ndarray | None] = {name: None for name in ext.layers}
+    if head is not None:
+        references = {name: head for name in ext.layers}
+    elif cfg.whiten == "vocab" and cfg.space == "input":
+        references = {name: _matrix(model.get_input_embeddings()) for name in ext.layers}
+    elif cfg.whiten == "vocab":
+        sample = _vocab_words(tokenizer, cfg.whiten_sample, cfg.seed)
+        log.info("whitening reference: %d vocabulary words through the same extraction", len(sample))
+        ref_ext = extract_words(sample, ecfg, loaded=loaded, show_progress=not quiet)
+        references = {name: ref_ext.vectors[name].astype(np.float64) for name in ext.layers}
+
+    spaces = []
+    for name in ext.layers:
+        lv = ext.labelled(name, pairs)
+        poly = ext.labelled(name, poly_pairs) if poly_pairs else None
+        spaces.append(Space(name, lv, poly, references[name], dict(ext.meta)))
+    info = {"source": ref.name, "extraction": {k: v for k, v in ext.meta.items() if k != "n_tokens"},
+            "words_left_out": {k: v for k, v in ext.report.items() if v},
+            "concept_set": {"name": cs.name, "concepts": cs.concepts, "polysemy": cs.polysemy,
+                            "controls": cs.controls, "parents": cs.parents},
+            "parents": dict(cs.parents)}
+    return spaces, info
+
+
+# -------------------------------------------------------------------------------------------- analysis
+def analyse_space(space: Space, cfg: GeometryConfig, parents: dict[str, str]) -> dict[str, Any]:
+    """Every measurement of one space: stats, per-concept rows, direction matrix, probe, polysemy."""
+    from analysis.geometry import (
+        concept_directions,
+        direction_abs_cos,
+        geometry_summary,
+        per_concept_table,
+        prepare,
+    )
+    from analysis.polysemy import polysemy_analysis
+    from analysis.probes import linear_probe
+
+    lv = space.concepts
+    signs = lv.signs if (lv.signs is not None and cfg.signs == "align") else None
+    kw = {"whiten": space.reference, "center_vectors": cfg.center, "signs": signs}
+    stats = geometry_summary(lv.vectors, lv.labels, n_permutations=cfg.permutations, n_bootstrap=cfg.bootstrap,
+                             n_shuffles=cfg.shuffles, seed=cfg.seed, parents=parents, **kw)
+    per_concept = per_concept_table(lv.vectors, lv.labels, **kw)
+    dirs, names = concept_directions(prepare(lv.vectors, lv.labels, **kw), lv.labels, "diff")
+    out: dict[str, Any] = {"stats": stats, "per_concept": per_concept, "directions": (direction_abs_cos(dirs), names),
+                           "n_words": len(lv.words), "n_concepts": len(names), "dim": int(lv.vectors.shape[1])}
+    if cfg.probes:
+        out["probe"] = linear_probe(lv.vectors, lv.labels, words=lv.words, seed=cfg.seed)
+    if space.polysemy is not None:
+        # Polysemous rows carry no signs: they are compared with the sign-aligned concept centroids.
+        concept_vectors = lv.vectors if signs is None else lv.vectors * np.where(signs < 0, -1.0, 1.0)[:, None]
+        out["polysemy"] = polysemy_analysis(
+            concept_vectors, lv.labels, space.polysemy.vectors, space.polysemy.words, space.polysemy.labels,
+            words=lv.words, whiten=space.reference, center_vectors=cfg.center)
+    return out
+
+
+def _layer_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"layer": name, "n_words": result["n_words"], "n_concepts": result["n_concepts"],
+                           "dim": result["dim"]}
+    for stat_name, s in result["stats"].items():
+        row.update({stat_name: s.value, f"{stat_name}_null": s.null_mean, f"{stat_name}_null_low": s.null_low,
+                    f"{stat_name}_null_high": s.null_high, f"{stat_name}_ci_low": s.ci_low,
+                    f"{stat_name}_ci_high": s.ci_high, f"{stat_name}_p": s.p_value,
+                    f"{stat_name}_effect": s.effect_size, f"{stat_name}_shuffled": s.shuffled_mean,
+                    f"{stat_name}_isotropic": s.isotropic})
+    if "probe" in result:
+        p = result["probe"]
+        row.update({"probe_accuracy": p.accuracy, "probe_control_accuracy": p.control_accuracy,
+                    "probe_selectivity": p.selectivity, "probe_chance": p.chance})
+    if "polysemy" in result:
+        row.update({f"polysemy_{k}": v for k, v in result["polysemy"].summary.items()})
+    return row
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: tuple[Any, Any, Any] | None = None,
+                 quiet: bool = False) -> dict[str, Any]:
+    """Measure every space, write the run folder's files and figures, and return summary.json's content."""
+    from analysis.geometry_figures import plot_direction_heatmap, plot_layer_curves
+    from analysis.runs import write_json
+
+    seed_everything(cfg.seed)
+    run.save_config(cfg)
+    if cfg.vectors:
+        spaces, info = spaces_from_file(cfg)
+    else:
+        spaces, info = spaces_from_model(cfg, loaded=loaded, quiet=quiet)
+    (run.path / "vectors").mkdir(exist_ok=True)
+    layer_rows, probe_rows, poly_rows, concept_rows = [], [], [], []
+    results: dict[str, dict[str, Any]] = {}
+    dropped_concepts: dict[str, list[str]] = {}
+    dropped_poly: list[str] = []
+    for space in progress(spaces, desc="geometry per layer"):
+        space.concepts, dropped = _keep_concepts(space.concepts)
+        if dropped:
+            dropped_concepts[space.name] = dropped
+        if len(set(space.concepts.labels.tolist())) < 2:
+            raise ValueError(f"layer {space.name}: fewer than 2 concepts have >= 2 represented words "
+                             f"(dropped: {dropped}); check the concept set and the model's tokenizer")
+        space.polysemy, dropped_p = _poly_subset(space.polysemy, set(space.concepts.labels.tolist()))
+        dropped_poly = dropped_p
+        space.concepts.meta.update({"layer": space.name})
+        space.concepts.save(run.path / "vectors" / f"{space.name}.npz")
+        if space.polysemy is not None:
+            space.polysemy.meta.update({"layer": space.name})
+            space.polysemy.save(run.path / "vectors" / f"{space.name}.polysemy.npz")
+        result = analyse_space(space, cfg, info["parents"])
+        results[space.name] = result
+        layer_rows.append(_layer_row(space.name, result))
+        if "probe" in result:
+            probe_rows.append({"layer": space.name, **result["probe"].to_dict()})
+        if "polysemy" in result:
+            poly_rows += [{"layer": space.name, **r} for r in result["polysemy"].rows()]
+        concept_rows += [{"layer": space.name, **r} for r in result["per_concept"]]
+        log.info("layer %s: within %.3f, cross %.3f (p=%.3g), direction |cos| %.3f", space.name,
+                 result["stats"]["within_concept_cosine"].value, result["stats"]["cross_concept_cosine"].value,
+                 result["stats"]["within_minus_cross"].p_value, result["stats"]["concept_direction_abs_cos"].value)
+
+    run.write_csv("layers.csv", layer_rows)
+    run.write_csv("per_concept.csv", concept_rows)
+    run.write_csv("probes.csv", probe_rows, fieldnames=["layer", "accuracy", "control_accuracy", "selectivity",
+                                                        "chance", "n_train", "n_test", "n_classes"])
+    run.write_csv("polysemy.csv", poly_rows, fieldnames=None if poly_rows else
+                  ["layer", "word", "senses", "sense_cos", "sense_null", "sense_p", "sense_rank", "predicted",
+                   "precision", "recall", "top_k_recall"])
+    last = spaces[-1].name
+    matrix, names = results[last]["directions"]
+    run.write_csv("direction_abs_cos.csv", [{"concept": n, **{m: float(v) for m, v in zip(names, row, strict=True)}}
+                                            for n, row in zip(names, matrix, strict=True)])
+    concept_set = dict(info["concept_set"])
+    concept_set["dropped_concepts"] = dropped_concepts
+    concept_set["dropped_polysemous_words"] = dropped_poly
+    write_json(run.path / "concepts.json", concept_set)
+
+    source = info["source"]
+    where = spaces[0].meta.get("space", cfg.space) if not cfg.vectors else "saved vectors"
+    random_tag = " (random weights)" if spaces[0].meta.get("random_weights") else ""
+    plot_layer_curves(layer_rows, run.figures, title=f"{source}{random_tag}: concept geometry, {where} "
+                                                      f"(whiten: {cfg.whiten}, {cfg.permutations} permutations)")
+    plot_direction_heatmap(matrix, names, run.figures,
+                           title=f"{source}{random_tag}, layer {last}: |cos| of concept directions")
+
+    headline = results[last]
+    summary: dict[str, Any] = {name: s.to_dict() for name, s in headline["stats"].items()}
+    summary.update({
+        "layer": last, "source": source, "space": where, "whiten": cfg.whiten, "center": cfg.center,
+        "n_words": headline["n_words"], "n_concepts": headline["n_concepts"], "dim": headline["dim"],
+        "probe": headline["probe"].to_dict() if "probe" in headline else None,
+        "polysemy": headline["polysemy"].to_dict() if "polysemy" in headline else None,
+        "per_layer": {r["layer"]: {k: {"value": results[r["layer"]]["stats"][k].value,
+                                       "null": results[r["layer"]]["stats"][k].null_mean,
+                                       "p_value": results[r["layer"]]["stats"][k].p_value}
+                                   for k in results[r["layer"]]["stats"]} for r in layer_rows},
+        "words_left_out": info.get("words_left_out", {}), "dropped_concepts": dropped_concepts,
+        "dropped_polysemous_words": dropped_poly, "extraction": info.get("extraction"),
+        "random_weights": bool(spaces[0].meta.get("random_weights", False)),
+    })
+    summary = _clean(summary)
+    run.write_summary(summary)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def config_from_args(args: argparse.Namespace) -> GeometryConfig:
+    """The resolved config: defaults, then --config FILE, then command-line options."""
+    from analysis.config import load_config
+
+    overrides = {k: getattr(args, k, None) for k in (
+        "model", "vectors", "concepts", "polysemy", "space", "layers", "pooling", "template", "whiten",
+        "whiten_sample", "signs", "permutations", "bootstrap", "shuffles", "batch_size", "dtype", "device",
+        "cache_dir", "seed")}
+    if getattr(args, "no_center", False):
+        overrides["center"] = False
+    if getattr(args, "no_probes", False):
+        overrides["probes"] = False
+    if getattr(args, "trust_remote_code", False):
+        overrides["trust_remote_code"] = True
+    return load_config(GeometryConfig, getattr(args, "config", None), overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``mcicl probe geometry``."""
+    cfg = config_from_args(args)
+    folder = RunFolder.create(args.out, "probe geometry", overwrite=args.overwrite)
+    summary = run_geometry(cfg, folder, quiet=args.quiet)
+    w, c = summary["within_concept_cosine"], summary["cross_concept_cosine"]
+    log.info("layer %s: within-concept cosine %.3f (null %.3f, p=%.3g), cross-concept %.3f (null %.3f, p=%.3g)",
+             summary["layer"], w["value"], w["null"], w["p_value"], c["value"], c["null"], c["p_value"])
+    print(f"output is in {folder.path}")
+    return 0
+
+
+def register(probe_sub: argparse._SubParsersAction) -> None:
+    """Add ``mcicl probe geometry``."""
+    from analysis.cli import add_run_options
+    from probing.cli import add_model_options
+
+    p = probe_sub.add_parser(
+        "geometry", help="concept geometry per layer with nulls: within/cross cosines, directions, polysemy",
+        description="Measure whether words of one concept are correlated and concepts near-orthogonal, per layer "
+                    "of a model (or on a saved vectors .npz such as synthetic features.npz), with permutation "
+                    "and shuffled-embedding nulls, bootstrap CIs, probes and polysemy.")
+    add_model_options(p)
+    g = p.add_argument_group("what to measure")
+    g.add_argument("--vectors", metavar="FILE.npz", default=None,
+                   help="measure a saved LabelledVectors file instead of a model (e.g. synthetic features.npz; "
+                        "a sibling FILE.polysemy.npz is used for polysemy)")
+    g.add_argument("--concepts", default=None, help="builtin | wordnet | FILE (.json or .csv) (default: builtin)")
+    g.add_argument("--polysemy", metavar="FILE", default=None,
+                   help='JSON {"word": ["concept_a", "concept_b"]} merged over the set\'s own polysemy inventory')
+    g.add_argument("--space", choices=SPACES, default=None,
+                   help="hidden states of every layer, input-embedding rows, or unembedding rows (default: hidden)")
+    g.add_argument("--layers", default=None, help="'all' or a comma list such as 0,3,-1 (default: all)")
+    g.add_argument("--pooling", choices=("mean", "last"), default=None,
+                   help="multi-token words: mean or last token (default: mean)")
+    g.add_argument("--template", default=None, help="context template with {word}, e.g. 'A {word}.' "
+                                                    "(default: the word alone)")
+    g.add_argument("--batch-size", type=int, default=None, help="extraction batch size (default: 64)")
+    g.add_argument("--cache-dir", default=None, help="extraction cache folder (default: no cache)")
+    g = p.add_argument_group("statistics")
+    g.add_argument("--whiten", choices=WHITEN, default=None,
+                   help="inner product: none (centred), vocab (covariance of a vocabulary sample in the same "
+                        "space), unembed (covariance of the unembedding rows, Park et al.) (default: none)")
+    g.add_argument("--whiten-sample", type=int, default=None,
+                   help="vocabulary words for --whiten vocab on hidden layers (default: 2000)")
+    g.add_argument("--no-center", action="store_true", help="do not subtract the mean vector (raw cosines)")
+    g.add_argument("--signs", choices=SIGNS, default=None,
+                   help="saved vectors with signs (synthetic): align +/- words, ignore signs, or split each "
+                        "concept into concept+ and concept- (default: align)")
+    g.add_argument("--permutations", type=int, default=None, help="label permutations per statistic (default: 200)")
+    g.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for 95%% CIs (default: 1000)")
+    g.add_argument("--shuffles", type=int, default=None, help="shuffled-embedding null draws (default: 20)")
+    g.add_argument("--no-probes", action="store_true", help="skip the per-layer logistic-regression probes")
+    add_run_options(p)
+    p.set_defaults(func=run)
