@@ -300,17 +300,19 @@ def _base_config(synthetic_dir: Path) -> Any:
     return load_config(SyntheticConfig, synthetic_dir / "config.yaml")
 
 
-def place_on_map(spaces: Sequence[Space], base: Any, *, seed: int = 0) -> tuple[list[Any], list[dict[str, Any]]]:
-    """(map points, rows) of real spaces at their estimated (within_cosine, cross_overlap)."""
+def place_on_map(spaces: Sequence[Space], base: Any, *, seed: int = 0) -> tuple[list[Any], list[dict[str, Any]],
+                                                                                dict[str, Any]]:
+    """(map points, rows, estimates by space name) of real spaces at their estimated generator parameters."""
     from analysis.matched import estimate_parameters
     from analysis.ood_map import MapPoint
 
-    points, rows = [], []
+    points, rows, estimates = [], [], {}
     for space in progress(spaces, desc="placing real spaces on the map"):
         est = estimate_parameters(space.words.vectors, space.words.labels, base, seed=seed)
         points.append(MapPoint(space.name, est.parameters["within_cosine"], est.parameters["cross_overlap"]))
         rows.append({"space": space.name, **est.parameters, "moment_loss": est.loss})
-    return points, rows
+        estimates[space.name] = est
+    return points, rows, estimates
 
 
 def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder, *, icl_dir: str | Path | None = None,
@@ -350,12 +352,14 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
     if figures:
         summary["embedding_figures"] = embeddings
     base = _base_config(synthetic_dir)
+    estimates: dict[str, Any] = {}
     if sweep_dir is not None:
         from analysis.ood_map import ood_map_figure, read_sweep
 
         sweep = read_sweep(sweep_dir)
-        chosen = real if map_spaces is None else [real[0], real[-1]][:map_spaces] if map_spaces < len(real) else real
-        points, placed = place_on_map(chosen, base, seed=seed)
+        # map_spaces: how many real spaces to place (the last layer first, then the first); None = all.
+        chosen = real if map_spaces is None or map_spaces >= len(real) else [real[-1], real[0]][:map_spaces]
+        points, placed, estimates = place_on_map(chosen, base, seed=seed)
         run.write_csv("map_points.csv", placed)
         ood_map_figure(sweep, run.figures, points)
         summary["ood_map"] = {"points": placed, "sweep": str(sweep_dir)}
@@ -367,7 +371,9 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
             raise ValueError(f"--matched-space {matched_space!r} not found; accepted: "
                              + ", ".join(s.name for s in real))
         cfg = replace(base, **(matched_overrides or {}))
-        result = run_matched(target.words, cfg, run, icl_summary=load_icl_summary(icl_dir), seed=seed)
+        # The map's estimate of the same space is reused (same base geometry, same seed: the same numbers).
+        result = run_matched(target.words, cfg, run, icl_summary=load_icl_summary(icl_dir), seed=seed,
+                             estimate=estimates.get(target.name))
         summary["matched"] = {"space": target.name, **{k: v for k, v in result.items() if k != "rows"},
                               "conditions": {r["synthetic_condition"]: {"synthetic_error": r["synthetic_error"],
                                                                         "real_error": r["real_error"]}
@@ -391,7 +397,7 @@ def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> d
     overrides = {"seeds": 1, "n_test": 1000, "n_test_ood": 300, "eval_every": 20, "ood_every": 100,
                  "n_features": 20} if small else {"seeds": 1}
     summary = run_compare(syn, real, out, icl_dir=icl, sweep_dir=sweep_dir, matched=True, seed=seed,
-                          n_permutations=30 if small else 100, map_spaces=2 if small else None,
+                          n_permutations=30 if small else 100, map_spaces=1 if small else None,
                           matched_overrides=overrides)
     return {"run_dir": str(out.path), "sweep_dir": str(sweep_dir), "spaces": len(summary["spaces"]),
             "matched_parameters": summary["matched"]["parameters"],

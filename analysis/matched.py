@@ -275,11 +275,13 @@ def matched_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, *, cha
 
 
 def run_matched(real: LabelledVectors, base: Any, run: RunFolder, *, icl_summary: Mapping[str, Any] | None = None,
-                seed: int = 0, n_per_sign: int = 80) -> dict[str, Any]:
-    """Estimate, train the matched world into ``run.path/'synthetic'``, write matched.csv, estimate.csv, figure."""
+                seed: int = 0, n_per_sign: int = 80, estimate: Estimate | None = None) -> dict[str, Any]:
+    """Estimate (unless given), train the matched world into ``run.path/'synthetic'``, write matched.csv,
+    estimate.csv and the figure; return the headline numbers."""
     from synthetic.train import train
 
-    estimate = estimate_parameters(real.vectors, real.labels, base, n_per_sign=n_per_sign, seed=seed)
+    if estimate is None:
+        estimate = estimate_parameters(real.vectors, real.labels, base, n_per_sign=n_per_sign, seed=seed)
     log.info("matched world: %s (moment loss %.2e)", estimate.parameters, estimate.loss)
     config = matched_config(base, estimate)
     syn_run = RunFolder.create(run.path / "synthetic", "synthetic train (geometry-matched)", overwrite=True)

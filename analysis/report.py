@@ -60,6 +60,12 @@ class Section:
 # What each known figure shows and how to read it, keyed by a substring of the figure's file name
 # (first match wins). Unknown figures get a generic caption naming their run.
 CAPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("beta", "Attention-readout temperature",
+     "ICL accuracy of the attention readout softmax(beta * cos(query, demonstration)) against beta on the "
+     "held-out tuning split; the best beta (marked) is the one used for every condition."),
+    ("decomposition", "Idempotent decomposition of W_K^T W_Q",
+     "The coefficients of the learned W_K^T W_Q on the projectors onto the concept-common directions a_k, the "
+     "semantic directions b_k and the noise subspace, over training: the theory's key coefficients."),
     ("comparison", "Synthetic vs real geometry",
      "Each statistic (panel) in every space (bar): the synthetic dictionary, synthetic sampled words, the "
      "synthetic model's learned query/key spaces, and the real model's input embeddings and layers. Grey "
@@ -206,11 +212,18 @@ def sections_from_run(path: str | Path, title: str | None = None) -> list[Sectio
     kind = _run_kind(path)
     if kind == "demo":
         sections = [_demo_overview(path)]
-        for sub in sorted(p for p in path.iterdir() if p.is_dir() and (p / RUN_MARKER).is_file()):
-            if sub.name != "report":
-                sections += sections_from_run(sub, title=f"{sub.name}")
+        subs = [p for p in path.iterdir() if p.is_dir() and (p / RUN_MARKER).is_file() and p.name != "report"]
+        for sub in sorted(subs, key=lambda p: (_DEMO_ORDER.index(p.name) if p.name in _DEMO_ORDER else 99, p.name)):
+            sections += sections_from_run(sub)
         return sections
-    return [_run_section(path, kind, title or path.name)]
+    return [_run_section(path, kind, title or _KIND_TITLES.get(kind, kind))]
+
+
+_DEMO_ORDER = ["synthetic", "geometry", "icl", "sweep", "compare"]
+_KIND_TITLES = {"synthetic": "Synthetic world: training and OOD scenarios", "sweep": "Synthetic sweep",
+                "geometry": "Real model: concept geometry", "icl": "Real model: in-context learning probes",
+                "compare": "Synthetic vs real: comparison, geometry-to-OOD map, matched world",
+                "matched": "Geometry-matched synthetic world"}
 
 
 _KIND_TEXT = {
@@ -225,8 +238,13 @@ _KIND_TEXT = {
 
 # Per kind: the CSV tables worth showing, with captions.
 _KIND_TABLES = {
-    "compare": (("comparison.csv", "Side-by-side geometry statistics",
-                 "One row per (space, statistic): value, permutation-null mean and p-value."),),
+    "compare": (("matched.csv", "Matched world: synthetic errors beside the real model's ICL",
+                 "Each row a condition: the matched synthetic model's 0-1 error and the real model's ICL "
+                 "error (1 - accuracy, bootstrap 95% interval) on the matching condition."),
+                ("estimate.csv", "Matched world: estimated generator parameters",
+                 "The parameters, and the raw-cosine moments they reproduce (target: the real space)."),
+                ("map_points.csv", "Real spaces placed on the geometry-to-OOD map",
+                 "Each real space's estimated generator parameters and the moment-fit loss.")),
     "matched": (("matched.csv", "Matched world: synthetic errors beside the real model's ICL",
                  "Each row a condition: the matched synthetic model's 0-1 error and the real model's ICL "
                  "error (1 - accuracy) on the matching condition."),
@@ -239,18 +257,28 @@ _KIND_TABLES = {
 
 
 def _run_section(path: Path, kind: str, title: str) -> Section:
-    section = Section(title=f"{title} ({kind})")
+    section = Section(title=f"{title} ({path.name})")
     if kind in _KIND_TEXT:
         section.text.append(_KIND_TEXT[kind])
     if (path / "summary.json").is_file():
         summary = read_json(path / "summary.json")
         if isinstance(summary, Mapping) and summary:
-            table = summary_table(summary, "Summary (headline numbers)", skip=("per_layer",))
+            # Bulky entries shown as their own tables (or kept in the files): per-layer, comparison cells, rows.
+            # {condition: {shots: {mean, ci_low, ci_high}}} trees (ICL accuracies, baselines) as wide tables.
+            trees = [k for k, v in summary.items() if _is_accuracy_tree(v)]
+            for key in trees:
+                what = {"accuracy": "ICL accuracy"}.get(key, key.replace("_", " ").capitalize())
+                section.tables.append(_wide_icl(summary[key], what))
+            skip = ("per_layer", "table", "embedding_figures", "rows", "matched.conditions", "ood_map.points",
+                    *trees)
+            table = summary_table(summary, "Summary (headline numbers)", skip=skip)
             if len(table.rows) > MAX_TABLE_ROWS:
                 table.note = f"first {MAX_TABLE_ROWS} of {len(table.rows)} entries; see {path / 'summary.json'}"
                 table.rows = table.rows[:MAX_TABLE_ROWS]
             if table.rows:
                 section.tables.append(table)
+    if kind == "compare" and (path / "comparison.csv").is_file():
+        section.tables.append(_wide_comparison(path / "comparison.csv"))
     for name, table_title, caption in _KIND_TABLES.get(kind, ()):
         if (path / name).is_file():
             table = csv_table(path / name, table_title, caption)
@@ -266,6 +294,43 @@ def _run_section(path: Path, kind: str, title: str) -> Section:
             [f"command: {info.get('command', '')}", f"started: {info.get('started', '')}"]
             + [f"{k}: {v}" for k, v in (info.get("versions") or {}).items()])))
     return section
+
+
+def _wide_comparison(path: Path) -> Table:
+    """comparison.csv as one row per (space, geometry) and one 'value (null)' column per statistic."""
+    wide: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in read_csv_rows(path):
+        row = wide.setdefault((r["space"], r["geometry"]), {"space": r["space"], "geometry": r["geometry"]})
+        value = _fmt(r["value"]) if r["value"] not in ("", "nan") else "n/a"
+        row[r["statistic"]] = value + (f" ({_fmt(r['null'])})" if r.get("null") not in ("", None, "nan") else "")
+    return Table("Side-by-side geometry statistics", list(wide.values()),
+                 "Cells: value (null mean). Raw: cosines as they are (the synthetic generator's geometry); centred: "
+                 "each space's mean removed. Null: permutation null (labels shuffled); for sense cosines, the "
+                 f"cosines of other concepts' words with the same centroid. Full table with p-values and CIs: {path}")
+
+
+def _is_accuracy_tree(value: Any) -> bool:
+    """True for {condition: {shots: {"mean": ...}}}."""
+    return (isinstance(value, Mapping) and bool(value)
+            and all(isinstance(v, Mapping) and v and all(isinstance(a, Mapping) and "mean" in a for a in v.values())
+                    for v in value.values()))
+
+
+def _wide_icl(accuracy: Mapping[str, Any], what: str = "ICL accuracy") -> Table:
+    """Accuracies as one row per condition and one 'mean [ci_low, ci_high]' column per number of shots."""
+    per_condition = {c: v for c, v in accuracy.items() if isinstance(v, Mapping)}
+    shots = sorted({str(k) for v in per_condition.values() for k in v},
+                   key=lambda x: (int(x) if x.isdigit() else 10**6, x))
+    rows = []
+    for condition, per_shot in per_condition.items():
+        row: dict[str, Any] = {"condition": condition}
+        for k in shots:
+            a = per_shot.get(k)
+            ok = isinstance(a, Mapping) and "mean" in a
+            row[f"{k} shots"] = f"{_fmt(a['mean'])} [{_fmt(a.get('ci_low'))}, {_fmt(a.get('ci_high'))}]" if ok else ""
+        rows.append(row)
+    return Table(f"{what} per condition and number of shots", rows,
+                 "Mean accuracy [bootstrap 95% interval]; compare with the chance level in the summary.")
 
 
 def _demo_overview(path: Path) -> Section:
