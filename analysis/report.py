@@ -339,7 +339,8 @@ def _demo_overview(path: Path) -> Section:
     summary = read_json(path / "summary.json") if (path / "summary.json").is_file() else {}
     rows = []
     for stage, numbers in (summary.get("stages") or {}).items():
-        shown = {k: v for k, v in flatten(numbers).items() if not isinstance(v, str) or len(v) < 60}
+        # Paths are in the sections below; the overview keeps the numbers.
+        shown = {k: v for k, v in flatten(numbers).items() if not (isinstance(v, str) and ("/" in v or len(v) > 60))}
         rows.append({"stage": stage, "seconds": shown.pop("seconds", ""),
                      "headline": "; ".join(f"{k}={_fmt(v)}" for k, v in list(shown.items())[:8])})
     if rows:
