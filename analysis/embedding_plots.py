@@ -91,8 +91,13 @@ def embedding_figure(words: LabelledVectors, folder: str | Path, name: str = "em
     sub = LabelledVectors(words.vectors[mask], words.words[mask], words.labels[mask])
     poly = None
     if polysemy is not None and len(polysemy.vectors):
-        ok = [i for i, lab in enumerate(polysemy.labels)
-              if sum(s in keep_concepts for s in lab.split("|")) >= 2][:max_polysemous]
+        ok_all = [i for i, lab in enumerate(polysemy.labels) if sum(s in keep_concepts for s in lab.split("|")) >= 2]
+        # Round robin over sense combinations, so the words shown cover many concept pairs, not one.
+        by_label: dict[str, list[int]] = {}
+        for i in ok_all:
+            by_label.setdefault(str(polysemy.labels[i]), []).append(i)
+        ok = [grp[r] for r in range(max((len(g) for g in by_label.values()), default=0))
+              for grp in by_label.values() if r < len(grp)][:max_polysemous]
         if ok:
             poly = LabelledVectors(polysemy.vectors[ok], polysemy.words[ok], polysemy.labels[ok])
     lay = layout(sub, poly, seed=seed, use_umap=use_umap)
