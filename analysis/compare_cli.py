@@ -14,8 +14,15 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(seed)
     if args.permutations < 1:
         raise ValueError(f"--permutations {args.permutations}; accepted: an integer >= 1")
-    real_spaces(args.real)  # validate both inputs before creating the output folder
+    from analysis.matched import load_icl_summary
+    from analysis.ood_map import read_sweep
+
+    # Validate every input before creating the output folder and before any long computation.
+    real_spaces(args.real)
     synthetic_spaces(args.synthetic, learned=False)
+    load_icl_summary(args.icl)
+    if args.sweep is not None:
+        read_sweep(args.sweep)
     out = RunFolder.create(args.out, "compare", overwrite=args.overwrite)
     summary = run_compare(args.synthetic, args.real, out, icl_dir=args.icl, sweep_dir=args.sweep,
                           matched=args.matched, matched_space=args.matched_space,
