@@ -197,3 +197,20 @@ def test_exports_are_labelled_vectors(tmp_path) -> None:
     assert not np.allclose(q.vectors, k.vectors)
     with pytest.raises(ValueError, match="seed_index=5"):
         learned_vectors(tmp_path / "r", "query", seed_index=5)
+
+
+def test_demo_stage_small(tmp_path) -> None:
+    import argparse
+    import time
+
+    from synthetic.demo import run_demo_stage
+
+    run = RunFolder.create(tmp_path / "demo", "demo")
+    start = time.process_time()
+    out = run_demo_stage(run, argparse.Namespace(small=True, seed=0, model="default", quiet=True), {"stages": {}})
+    assert time.process_time() - start < 30  # target <= 15 s on 2 idle cores
+    assert out["run_dir"] == str(run.path / "synthetic")
+    assert (run.path / "synthetic" / "summary.json").is_file()
+    assert (run.path / "synthetic" / "figures" / "ood.png").is_file()
+    assert set(out["ood_test_zero_one"]) == set(SyntheticConfig().scenarios)
+    assert out["test_zero_one"] <= 0.05
