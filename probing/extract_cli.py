@@ -31,8 +31,9 @@ def read_words_file(path: str | Path) -> list[str]:
     return [line.strip() for line in lines]
 
 
-def words_from_concepts(spec: str) -> tuple[list[str], list[tuple[str, str]], dict[str, Any]]:
-    """(words to extract, (word, concept) label pairs, extra summary) from a concept-set spec."""
+def words_from_concepts(spec: str, polysemy: str | None = None
+                        ) -> tuple[list[str], list[tuple[str, str]], dict[str, Any]]:
+    """(words to extract, (word, concept) label pairs, extra summary) from a concept-set spec (+ polysemy file)."""
     try:
         from probing.datasets import load_concept_set
     except ModuleNotFoundError as err:
@@ -40,7 +41,7 @@ def words_from_concepts(spec: str) -> tuple[list[str], list[tuple[str, str]], di
             raise
         raise LookupError("--concepts needs probing.datasets, which is not built yet; pass --words FILE "
                           "(one word per line) instead") from None
-    concept_set = load_concept_set(spec)
+    concept_set = load_concept_set(spec, polysemy=polysemy)
     words, labels = concept_set.words_and_labels()
     pairs = list(zip(words, labels, strict=True))
     labelled = {w for w, _ in pairs}
@@ -118,8 +119,11 @@ def run(args: argparse.Namespace) -> int:
     file_data = read_mapping(args.config) if args.config else {}
     words_file = args.words or file_data.pop("words", None)
     concepts = args.concepts or file_data.pop("concepts", None)
+    polysemy_file = args.polysemy or file_data.pop("polysemy", None)
     if args.words and args.concepts:
         raise ValueError("pass either --words FILE or --concepts SPEC, not both")
+    if polysemy_file and not concepts:
+        raise ValueError("--polysemy FILE goes with --concepts (it names concepts of the set)")
     if not words_file and not concepts:
         raise ValueError("no words: pass --words FILE (one word per line) or --concepts builtin|wordnet|FILE")
     overrides = {"model": args.model, "space": args.space, "layers": args.layers, "template": args.template,
@@ -130,11 +134,11 @@ def run(args: argparse.Namespace) -> int:
         words = read_words_file(words_file)
         pairs, extra = [(w, "") for w in dict.fromkeys(words)], {}
     else:
-        words, pairs, extra = words_from_concepts(concepts)
+        words, pairs, extra = words_from_concepts(concepts, polysemy_file)
     loaded = load_for(config)  # a missing model fails here, before any run folder is made
     run_folder = RunFolder.create(args.out, "probe extract", overwrite=args.overwrite)
     run_folder.save_config({**to_dict(config), "words": str(words_file) if words_file else None,
-                            "concepts": concepts})
+                            "concepts": concepts, "polysemy": polysemy_file})
     start = time.perf_counter()
     extraction = extract_words(words, config, loaded=loaded)
     seconds = time.perf_counter() - start
@@ -189,6 +193,9 @@ def register(probe_sub: argparse._SubParsersAction) -> None:
     src.add_argument("--words", metavar="FILE", default=None, help="text file, one word per line")
     src.add_argument("--concepts", metavar="SPEC", default=None,
                      help="a concept set: 'builtin', 'wordnet', or a JSON/CSV file (labels come from it)")
+    src.add_argument("--polysemy", metavar="FILE", default=None,
+                     help='with --concepts: JSON {"word": ["concept_a", "concept_b"]} of polysemous words, merged '
+                          "over the set's own inventory (polysemous words are extracted too)")
     g = p.add_argument_group("extraction")
     g.add_argument("--space", choices=["hidden", "input", "unembed"], default=None,
                    help="hidden states per layer, input-embedding rows, or unembedding rows (default: hidden)")

@@ -249,3 +249,38 @@ def test_probe_extract_command_writes_vectors_words_labels_and_report(tiny_model
     assert per_layer.vectors.shape == (3, 64) and main.meta["layer"] == "2"
     np.testing.assert_array_equal(per_layer.vectors, main.vectors)
     assert (out / "config.yaml").is_file() and (out / "figures" / "extraction_overview.png").is_file()
+
+
+def test_probe_extract_with_a_concept_file_labels_every_word_and_sense(tiny_models, tmp_path):
+    import json
+
+    from analysis.cli import main
+
+    folder = tiny_models["llama"][0].config._name_or_path
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text(json.dumps({"animal": ["dog", "cat", "bat"], "sport": ["bat", "ball", "net"],
+                                    "fruit": ["apple", "orange", "pear"], "company": ["google", "apple", "ibm"]}))
+    out = tmp_path / "run"
+    assert main(["probe", "extract", "--model", folder, "--concepts", str(concepts), "--space", "unembed",
+                 "--out", str(out), "--quiet"]) == 0
+    lv = LabelledVectors.load(out / "vectors" / "unembed.npz")
+    rows = list(zip(lv.words.tolist(), lv.labels.tolist(), strict=True))
+    assert ("bat", "animal") in rows and ("bat", "sport") in rows and ("apple", "company") in rows
+    assert len(rows) == 12 and len(set(lv.words.tolist())) == 10  # a shared word: one vector, a row per label
+    bats = [i for i, (w, _) in enumerate(rows) if w == "bat"]
+    np.testing.assert_array_equal(lv.vectors[bats[0]], lv.vectors[bats[1]])
+    summary = read_json(out / "summary.json")
+    assert summary["layers"] == ["unembed"] and summary["n_concepts"] == 4
+    assert summary["report"]["duplicates"] == []  # a word under two concepts is not a duplicate
+    # With a polysemy file the polysemous words leave the concept lists but are still extracted (label "").
+    polysemy = tmp_path / "poly.json"
+    polysemy.write_text(json.dumps({"bat": ["animal", "sport"], "apple": ["fruit", "company"]}))
+    out2 = tmp_path / "run2"
+    assert main(["probe", "extract", "--model", folder, "--concepts", str(concepts), "--polysemy", str(polysemy),
+                 "--space", "input", "--out", str(out2), "--quiet"]) == 0
+    lv2 = LabelledVectors.load(out2 / "vectors.npz")
+    assert {w: lab for w, lab in zip(lv2.words.tolist(), lv2.labels.tolist(), strict=True)}["bat"] == ""
+    assert read_json(out2 / "summary.json")["polysemy"]["bat"] == ["animal", "sport"]
+    assert main(["probe", "extract", "--model", folder, "--polysemy", str(polysemy), "--words", str(concepts),
+                 "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+    assert not (tmp_path / "bad").exists()
