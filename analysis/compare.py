@@ -357,8 +357,9 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
         from analysis.ood_map import ood_map_figure, read_sweep
 
         sweep = read_sweep(sweep_dir)
-        # map_spaces: how many real spaces to place (the last layer first, then the first); None = all.
-        chosen = real if map_spaces is None or map_spaces >= len(real) else [real[-1], real[0]][:map_spaces]
+        # map_spaces: how many real spaces to place (the last layer, then the first, then the middle one); None = all.
+        order = list(dict.fromkeys([len(real) - 1, 0, len(real) // 2] + list(range(len(real)))))
+        chosen = real if map_spaces is None else [real[i] for i in sorted(order[:map_spaces])]
         points, placed, estimates = place_on_map(chosen, base, seed=seed)
         run.write_csv("map_points.csv", placed)
         ood_map_figure(sweep, run.figures, points)
@@ -397,7 +398,7 @@ def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> d
     overrides = {"seeds": 1, "n_test": 1000, "n_test_ood": 300, "eval_every": 20, "ood_every": 100,
                  "n_features": 20} if small else {"seeds": 1}
     summary = run_compare(syn, real, out, icl_dir=icl, sweep_dir=sweep_dir, matched=True, seed=seed,
-                          n_permutations=30 if small else 100, map_spaces=1 if small else None,
+                          n_permutations=30 if small else 50, map_spaces=1 if small else 3,
                           matched_overrides=overrides)
     return {"run_dir": str(out.path), "sweep_dir": str(sweep_dir), "spaces": len(summary["spaces"]),
             "matched_parameters": summary["matched"]["parameters"],
