@@ -42,12 +42,16 @@ def set_quiet(quiet: bool) -> None:
     _QUIET = quiet
 
 
+def progress_enabled() -> bool:
+    """Whether progress bars are shown: not under --quiet, and only when stderr is a terminal."""
+    return not _QUIET and sys.stderr.isatty()
+
+
 def progress(iterable: Iterable[T], desc: str | None = None, total: int | None = None, **kw: Any) -> Iterator[T]:
     """A tqdm bar over ``iterable``; silent under --quiet or when stderr is not a terminal."""
     from tqdm.auto import tqdm
 
-    disable = _QUIET or not sys.stderr.isatty()
-    return iter(tqdm(iterable, desc=desc, total=total, disable=disable, leave=False, **kw))
+    return iter(tqdm(iterable, desc=desc, total=total, disable=not progress_enabled(), leave=False, **kw))
 
 
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:

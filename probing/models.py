@@ -135,7 +135,12 @@ def load_model(
     """
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    from analysis.runs import progress_enabled
+
+    if not progress_enabled():  # transformers' own "Loading weights" bars follow mcicl's --quiet / non-tty rule
+        hf_logging.disable_progress_bar()
     ref = spec if isinstance(spec, ModelRef) else resolve_model(spec)
     kw = pretrained_kwargs(ref, trust_remote_code)
     try:
