@@ -284,3 +284,23 @@ def test_probe_extract_with_a_concept_file_labels_every_word_and_sense(tiny_mode
     assert main(["probe", "extract", "--model", folder, "--polysemy", str(polysemy), "--words", str(concepts),
                  "--out", str(tmp_path / "bad"), "--quiet"]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_encoder_decoder_uses_its_encoder_padding_safely():
+    """A tiny random-weight T5: hidden states are the encoder's; batched == alone == bare encoder forward."""
+    from transformers import T5Config, T5Model
+
+    from probing.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(0)
+    model = T5Model(T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16,
+                             pad_token_id=tokenizer.pad_token_id,
+                             decoder_start_token_id=tokenizer.pad_token_id)).eval()
+    batched = extract(model, tokenizer, ["cat", "hippopotamus"], batch_size=2, show_progress=False)
+    assert batched.layers == ["0", "1", "2"] and batched.meta["padding_side"] == "right"
+    enc = tokenizer("hippopotamus", return_tensors="pt")
+    with torch.no_grad():
+        hidden = model.encoder(**enc, output_hidden_states=True).hidden_states
+    for layer in batched.layers:  # "{word}" alone, no special tokens: every token is the word's
+        np.testing.assert_allclose(batched.vectors[layer][1], hidden[int(layer)][0].mean(0).numpy(), **TOL)
