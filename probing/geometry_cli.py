@@ -258,6 +258,7 @@ def _clean(value: Any) -> Any:
 def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: tuple[Any, Any, Any] | None = None,
                  quiet: bool = False) -> dict[str, Any]:
     """Measure every space, write the run folder's files and figures, and return summary.json's content."""
+    from analysis.geometry import single_threaded_blas
     from analysis.geometry_figures import plot_direction_heatmap, plot_layer_curves
     from analysis.runs import write_json
 
@@ -286,7 +287,8 @@ def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: tuple[Any, Any,
         if space.polysemy is not None:
             space.polysemy.meta.update({"layer": space.name})
             space.polysemy.save(run.path / "vectors" / f"{space.name}.polysemy.npz")
-        result = analyse_space(space, cfg, info["parents"])
+        with single_threaded_blas():
+            result = analyse_space(space, cfg, info["parents"])
         results[space.name] = result
         layer_rows.append(_layer_row(space.name, result))
         if "probe" in result:
