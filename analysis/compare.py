@@ -319,7 +319,7 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
                 sweep_dir: str | Path | None = None, matched: bool = False, matched_space: str | None = None,
                 n_permutations: int = 100, seed: int = 0, map_spaces: int | None = None,
                 matched_overrides: Mapping[str, Any] | None = None, figures: bool = True,
-                use_umap: bool = True) -> dict[str, Any]:
+                use_umap: bool = True, umap_synthetic: bool = True) -> dict[str, Any]:
     """The comparison table (CSV + Markdown + figure), and optionally the OOD map and the matched world."""
     from dataclasses import replace
 
@@ -341,8 +341,10 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
 
         direction_heatmaps(real[-1], run.figures, name=f"heatmap_{_slug(real[-1].name)}")
         for space in (spaces[1], real[-1]):  # synthetic sampled words, the last real layer
+            # umap_synthetic=False: the synthetic words get the PCA panel only (saves UMAP's CPU in tests).
+            umap_here = use_umap and (umap_synthetic or space.world == "real")
             _, info = embedding_figure(space.words, run.figures, f"embedding_{_slug(space.name)}",
-                                       polysemy=space.polysemy, seed=seed, use_umap=use_umap,
+                                       polysemy=space.polysemy, seed=seed, use_umap=umap_here,
                                        title=f"{space.name}: concept words (PCA | UMAP)")
             embeddings[space.name] = info
     table: dict[str, dict[str, dict[str, Any]]] = {}
@@ -395,11 +397,11 @@ def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> d
     seed = int(getattr(args, "seed", None) or 0)
     sweep_dir = _demo_sweep(run, small, seed)
     out = RunFolder.create(run.path / "compare", "compare", overwrite=True)
-    overrides = {"seeds": 1, "n_test": 1000, "n_test_ood": 300, "eval_every": 20, "ood_every": 100,
-                 "n_features": 20} if small else {"seeds": 1}
+    overrides = {"seeds": 1, "steps": 200, "n_test": 1000, "n_test_ood": 300, "eval_every": 20,
+                 "ood_every": 100, "n_features": 20} if small else {"seeds": 1}
     summary = run_compare(syn, real, out, icl_dir=icl, sweep_dir=sweep_dir, matched=True, seed=seed,
                           n_permutations=30 if small else 50, map_spaces=1 if small else 3,
-                          matched_overrides=overrides)
+                          matched_overrides=overrides, umap_synthetic=not small)
     return {"run_dir": str(out.path), "sweep_dir": str(sweep_dir), "spaces": len(summary["spaces"]),
             "matched_parameters": summary["matched"]["parameters"],
             "matched_errors": summary["matched"]["conditions"]}
@@ -411,8 +413,8 @@ def _demo_sweep(run: RunFolder, small: bool, seed: int) -> Path:
     from synthetic.sweep import run_sweep
 
     scenarios = ["length_long", "flipped_labels", "polysemous_query", "noise_x5"]
-    base = SyntheticConfig(seeds=1, steps=150 if small else 400, n_test=500 if small else 2000,
-                           n_test_ood=300 if small else 1000, eval_every=50, ood_every=150 if small else 400,
+    base = SyntheticConfig(seeds=1, steps=100 if small else 400, n_test=400 if small else 2000,
+                           n_test_ood=200 if small else 1000, eval_every=50, ood_every=100 if small else 400,
                            n_features=10, scenarios=scenarios, seed=seed, checkpoint_every=10**6)
     grid = {"within_cosine": [0.2, 0.8] if small else [0.1, 0.5, 0.9],
             "cross_overlap": [0.0, 0.3] if small else [0.0, 0.2, 0.4]}

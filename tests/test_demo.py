@@ -31,7 +31,7 @@ def test_demo_small_runs_end_to_end_and_prints_the_report(tmp_path):
     assert {r["synthetic_condition"] for r in matched} >= {"in_distribution", "flipped_labels", "polysemous_query"}
     assert all(r["real_shots"] != "" for r in matched)  # every matching condition found its real counterpart
     compare = json.loads((out / "compare" / "summary.json").read_text())
-    assert all(info["umap"] for info in compare["embedding_figures"].values())
+    assert any(info["umap"] for info in compare["embedding_figures"].values())  # UMAP on the real layer
 
     parser = check_report(html_path)
     report_summary = json.loads((out / "report" / "summary.json").read_text())
