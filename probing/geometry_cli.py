@@ -146,13 +146,19 @@ def _matrix(module: Any) -> np.ndarray | None:
     return None if weight is None else weight.detach().float().cpu().numpy()
 
 
-def spaces_from_model(cfg: GeometryConfig, *, loaded: tuple[Any, Any, Any] | None = None,
-                      quiet: bool = False) -> tuple[list[Space], dict[str, Any]]:
-    """Extract the concept set's words from the model (B's extraction) into one Space per layer."""
+def load_concepts(cfg: GeometryConfig) -> Any:
+    """The ConceptSet of ``cfg`` (``--concepts`` plus ``--polysemy``), validated."""
     from probing.datasets import load_concept_set
-    from probing.extract import ExtractionConfig, extract_words, load_for
 
-    cs = load_concept_set(cfg.concepts, polysemy=cfg.polysemy)
+    return load_concept_set(cfg.concepts, polysemy=cfg.polysemy)
+
+
+def spaces_from_model(cfg: GeometryConfig, *, loaded: tuple[Any, Any, Any] | None = None, quiet: bool = False,
+                      concept_set: Any = None) -> tuple[list[Space], dict[str, Any]]:
+    """Extract the concept set's words from the model (B's extraction) into one Space per layer."""
+    cs = concept_set if concept_set is not None else load_concepts(cfg)
+    from probing.extract import ExtractionConfig, extract_words, load_for  # torch: only once the input is valid
+
     words, labels = cs.words_and_labels()
     pairs = list(zip(words, labels, strict=True))
     poly_pairs = [(w, "|".join(s)) for w, s in cs.polysemy.items()]
@@ -256,7 +262,7 @@ def _clean(value: Any) -> Any:
 
 
 def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: tuple[Any, Any, Any] | None = None,
-                 quiet: bool = False) -> dict[str, Any]:
+                 quiet: bool = False, concept_set: Any = None) -> dict[str, Any]:
     """Measure every space, write the run folder's files and figures, and return summary.json's content."""
     from analysis.geometry import single_threaded_blas
     from analysis.geometry_figures import plot_direction_heatmap, plot_layer_curves
@@ -267,7 +273,7 @@ def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: tuple[Any, Any,
     if cfg.vectors:
         spaces, info = spaces_from_file(cfg)
     else:
-        spaces, info = spaces_from_model(cfg, loaded=loaded, quiet=quiet)
+        spaces, info = spaces_from_model(cfg, loaded=loaded, quiet=quiet, concept_set=concept_set)
     (run.path / "vectors").mkdir(exist_ok=True)
     layer_rows, probe_rows, poly_rows, concept_rows = [], [], [], []
     results: dict[str, dict[str, Any]] = {}
@@ -365,8 +371,16 @@ def config_from_args(args: argparse.Namespace) -> GeometryConfig:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``mcicl probe geometry``."""
     cfg = config_from_args(args)
+    # Validate the inputs before making the output folder, so a typo leaves nothing behind.
+    concept_set = None
+    if cfg.vectors:
+        if not Path(cfg.vectors).is_file():
+            raise FileNotFoundError(f"--vectors {cfg.vectors}: no such file; accepted: a .npz written by "
+                                    "mcicl probe extract/geometry or mcicl synthetic (LabelledVectors)")
+    else:
+        concept_set = load_concepts(cfg)
     folder = RunFolder.create(args.out, "probe geometry", overwrite=args.overwrite)
-    summary = run_geometry(cfg, folder, quiet=args.quiet)
+    summary = run_geometry(cfg, folder, quiet=args.quiet, concept_set=concept_set)
     w, c = summary["within_concept_cosine"], summary["cross_concept_cosine"]
     log.info("layer %s: within-concept cosine %.3f (null %.3f, p=%.3g), cross-concept %.3f (null %.3f, p=%.3g)",
              summary["layer"], w["value"], w["null"], w["p_value"], c["value"], c["null"], c["p_value"])
