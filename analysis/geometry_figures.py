@@ -38,16 +38,23 @@ def _col(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:
     return np.array([float(r.get(key, np.nan)) if r.get(key, "") != "" else np.nan for r in rows], dtype=float)
 
 
+def _span(x: np.ndarray, *ys: np.ndarray) -> tuple[np.ndarray, ...]:
+    """With a single layer a band over one x is invisible: widen it to x +/- 0.3."""
+    if len(x) != 1:
+        return (x, *ys)
+    return (np.array([x[0] - 0.3, x[0] + 0.3]), *(np.repeat(y, 2) for y in ys))
+
+
 def _stat_curve(ax: Any, x: np.ndarray, rows: Sequence[dict[str, Any]], stat: str, label: str, colour: str,
-                marker: str = "o") -> None:
+                marker: str = "o", dodge: float = 0.0) -> None:
     value = _col(rows, stat)
     lo, hi = _col(rows, f"{stat}_ci_low"), _col(rows, f"{stat}_ci_high")
     yerr = np.vstack([value - lo, hi - value])
     yerr = np.where(np.isfinite(yerr), np.maximum(yerr, 0), 0)
-    ax.errorbar(x, value, yerr=yerr, color=colour, marker=marker, ms=4, lw=1.5, capsize=2, label=label)
+    ax.errorbar(x + dodge, value, yerr=yerr, color=colour, marker=marker, ms=4, lw=1.5, capsize=2, label=label)
     nlo, nhi = _col(rows, f"{stat}_null_low"), _col(rows, f"{stat}_null_high")
     if np.isfinite(nlo).any():
-        ax.fill_between(x, nlo, nhi, color=colour, alpha=0.15, lw=0,
+        ax.fill_between(*_span(x, nlo, nhi), color=colour, alpha=0.15, lw=0,
                         label=f"{label}: permutation null 95%")
 
 
@@ -61,7 +68,7 @@ def plot_layer_curves(rows: Sequence[dict[str, Any]], folder: str | Path, *, tit
 
     ax = axes[0]
     _stat_curve(ax, x, rows, "within_concept_cosine", "within-concept", c[0])
-    _stat_curve(ax, x, rows, "cross_concept_cosine", "cross-concept", c[1], marker="s")
+    _stat_curve(ax, x, rows, "cross_concept_cosine", "cross-concept", c[1], marker="s", dodge=0.08)
     ax.axhline(0, color="0.4", lw=0.8)
     ax.set_title("Mean pairwise cosine of words")
     ax.set_ylabel("cosine (bootstrap 95% CI over concepts)")
@@ -69,10 +76,10 @@ def plot_layer_curves(rows: Sequence[dict[str, Any]], folder: str | Path, *, tit
     ax = axes[1]
     _stat_curve(ax, x, rows, "concept_direction_abs_cos", "diff-of-means directions", c[2])
     if "lda_direction_abs_cos" in rows[0]:
-        _stat_curve(ax, x, rows, "lda_direction_abs_cos", "LDA directions", c[4], marker="^")
+        _stat_curve(ax, x, rows, "lda_direction_abs_cos", "LDA directions", c[4], marker="^", dodge=0.08)
     iso = _col(rows, "concept_direction_abs_cos_isotropic")
     if np.isfinite(iso).any():
-        ax.plot(x, iso, color="0.3", ls="--", lw=1.2, label=r"isotropic $\sqrt{2/(\pi d)}$")
+        ax.plot(*_span(x, iso), color="0.3", ls="--", lw=1.2, label=r"isotropic $\sqrt{2/(\pi d)}$")
     ax.set_title("Concept directions: mean |cos| between concepts")
     ax.set_ylabel("|cos|")
     ax.set_ylim(bottom=0)
@@ -82,7 +89,7 @@ def plot_layer_curves(rows: Sequence[dict[str, Any]], folder: str | Path, *, tit
         ax.plot(x, _col(rows, "probe_accuracy"), color=c[0], marker="o", label="probe accuracy (held-out 30%)")
         ax.plot(x, _col(rows, "probe_control_accuracy"), color=c[3], marker="s", ls="--",
                 label="control task accuracy")
-        ax.plot(x, _col(rows, "probe_chance"), color="0.4", ls=":", label="majority-class chance")
+        ax.plot(*_span(x, _col(rows, "probe_chance")), color="0.4", ls=":", label="majority-class chance")
     _stat_curve(ax, x, rows, "heldout_projection_auc", "held-out projection AUC", c[5], marker="D")
     ax.set_ylim(0, 1.05)
     ax.set_title("Linear readout of concepts")
