@@ -319,7 +319,7 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
                 sweep_dir: str | Path | None = None, matched: bool = False, matched_space: str | None = None,
                 n_permutations: int = 100, seed: int = 0, map_spaces: int | None = None,
                 matched_overrides: Mapping[str, Any] | None = None, figures: bool = True,
-                use_umap: bool = True, umap_synthetic: bool = True) -> dict[str, Any]:
+                use_umap: bool = True, umap_synthetic: bool = True, heatmaps: bool = True) -> dict[str, Any]:
     """The comparison table (CSV + Markdown + figure), and optionally the OOD map and the matched world."""
     from dataclasses import replace
 
@@ -339,7 +339,8 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
     if figures:
         from analysis.embedding_plots import embedding_figure
 
-        direction_heatmaps(real[-1], run.figures, name=f"heatmap_{_slug(real[-1].name)}")
+        if heatmaps:
+            direction_heatmaps(real[-1], run.figures, name=f"heatmap_{_slug(real[-1].name)}")
         for space in (spaces[1], real[-1]):  # synthetic sampled words, the last real layer
             # umap_synthetic=False: the synthetic words get the PCA panel only (saves UMAP's CPU in tests).
             umap_here = use_umap and (umap_synthetic or space.world == "real")
@@ -401,7 +402,7 @@ def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> d
                  "ood_every": 100, "n_features": 20} if small else {"seeds": 1}
     summary = run_compare(syn, real, out, icl_dir=icl, sweep_dir=sweep_dir, matched=True, seed=seed,
                           n_permutations=30 if small else 50, map_spaces=1 if small else 3,
-                          matched_overrides=overrides, umap_synthetic=not small)
+                          matched_overrides=overrides, umap_synthetic=not small, heatmaps=not small)
     return {"run_dir": str(out.path), "sweep_dir": str(sweep_dir), "spaces": len(summary["spaces"]),
             "matched_parameters": summary["matched"]["parameters"],
             "matched_errors": summary["matched"]["conditions"]}
