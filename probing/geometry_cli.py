@@ -81,6 +81,7 @@ class Space:
     polysemy: LabelledVectors | None = None
     reference: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    controls: LabelledVectors | None = None
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -191,7 +192,8 @@ def spaces_from_model(cfg: GeometryConfig, *, loaded: tuple[Any, Any, Any] | Non
     for name in ext.layers:
         lv = ext.labelled(name, pairs)
         poly = ext.labelled(name, poly_pairs) if poly_pairs else None
-        spaces.append(Space(name, lv, poly, references[name], dict(ext.meta)))
+        controls = ext.labelled(name, list(cs.controls.items())) if cs.controls else None
+        spaces.append(Space(name, lv, poly, references[name], dict(ext.meta), controls))
     info = {"source": ref.name, "extraction": {k: v for k, v in ext.meta.items() if k != "n_tokens"},
             "words_left_out": {k: v for k, v in ext.report.items() if v},
             "concept_set": {"name": cs.name, "concepts": cs.concepts, "polysemy": cs.polysemy,
@@ -224,12 +226,19 @@ def analyse_space(space: Space, cfg: GeometryConfig, parents: dict[str, str]) ->
                            "n_words": len(lv.words), "n_concepts": len(names), "dim": int(lv.vectors.shape[1])}
     if cfg.probes:
         out["probe"] = linear_probe(lv.vectors, lv.labels, words=lv.words, seed=cfg.seed)
-    if space.polysemy is not None:
-        # Polysemous rows carry no signs: they are compared with the sign-aligned concept centroids.
-        concept_vectors = lv.vectors if signs is None else lv.vectors * np.where(signs < 0, -1.0, 1.0)[:, None]
-        out["polysemy"] = polysemy_analysis(
-            concept_vectors, lv.labels, space.polysemy.vectors, space.polysemy.words, space.polysemy.labels,
-            words=lv.words, whiten=space.reference, center_vectors=cfg.center)
+    # Polysemous rows carry no signs: they are compared with the sign-aligned concept centroids.
+    concept_vectors = lv.vectors if signs is None else lv.vectors * np.where(signs < 0, -1.0, 1.0)[:, None]
+    known = set(lv.labels.tolist())
+    for key, extra in (("polysemy", space.polysemy), ("controls", space.controls)):
+        if extra is None:
+            continue
+        if key == "controls":  # monosemous controls: the same measurement with one sense, as a baseline
+            keep = np.isin(extra.labels, list(known))
+            if not keep.any():
+                continue
+            extra = LabelledVectors(extra.vectors[keep], extra.words[keep], extra.labels[keep])
+        out[key] = polysemy_analysis(concept_vectors, lv.labels, extra.vectors, extra.words, extra.labels,
+                                     words=lv.words, whiten=space.reference, center_vectors=cfg.center)
     return out
 
 
@@ -248,6 +257,8 @@ def _layer_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
                     "probe_selectivity": p.selectivity, "probe_chance": p.chance})
     if "polysemy" in result:
         row.update({f"polysemy_{k}": v for k, v in result["polysemy"].summary.items()})
+    if "controls" in result:
+        row.update({f"controls_{k}": v for k, v in result["controls"].summary.items()})
     return row
 
 
@@ -299,8 +310,9 @@ def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: tuple[Any, Any,
         layer_rows.append(_layer_row(space.name, result))
         if "probe" in result:
             probe_rows.append({"layer": space.name, **result["probe"].to_dict()})
-        if "polysemy" in result:
-            poly_rows += [{"layer": space.name, **r} for r in result["polysemy"].rows()]
+        for kind, key in (("polysemous", "polysemy"), ("control", "controls")):
+            if key in result:
+                poly_rows += [{"layer": space.name, "kind": kind, **r} for r in result[key].rows()]
         concept_rows += [{"layer": space.name, **r} for r in result["per_concept"]]
         log.info("layer %s: within %.3f, cross %.3f (p=%.3g), direction |cos| %.3f", space.name,
                  result["stats"]["within_concept_cosine"].value, result["stats"]["cross_concept_cosine"].value,
@@ -311,7 +323,7 @@ def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: tuple[Any, Any,
     run.write_csv("probes.csv", probe_rows, fieldnames=["layer", "accuracy", "control_accuracy", "selectivity",
                                                         "chance", "n_train", "n_test", "n_classes"])
     run.write_csv("polysemy.csv", poly_rows, fieldnames=None if poly_rows else
-                  ["layer", "word", "senses", "sense_cos", "sense_null", "sense_p", "sense_rank", "predicted",
+                  ["layer", "kind", "word", "senses", "sense_cos", "sense_null", "sense_p", "sense_rank", "predicted",
                    "precision", "recall", "top_k_recall"])
     last = spaces[-1].name
     matrix, names = results[last]["directions"]
@@ -337,6 +349,7 @@ def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: tuple[Any, Any,
         "n_words": headline["n_words"], "n_concepts": headline["n_concepts"], "dim": headline["dim"],
         "probe": headline["probe"].to_dict() if "probe" in headline else None,
         "polysemy": headline["polysemy"].to_dict() if "polysemy" in headline else None,
+        "controls": headline["controls"].to_dict() if "controls" in headline else None,
         "per_layer": {r["layer"]: {k: {"value": results[r["layer"]]["stats"][k].value,
                                        "null": results[r["layer"]]["stats"][k].null_mean,
                                        "p_value": results[r["layer"]]["stats"][k].p_value}

@@ -46,6 +46,9 @@ def test_minilm_last_layer_outputs_and_significance(tmp_path, minilm):
     # Polysemy: the polysemous words are found near their senses' centroids more often than chance.
     poly = summary["polysemy"]
     assert poly["n_words"] >= 30 and poly["mean_top_k_recall"] > 3 * poly["chance_precision"]
+    # Monosemous controls: the same measurement with their one concept, as the baseline sense cosine.
+    controls = summary["controls"]
+    assert controls["n_words"] >= 20 and controls["fraction_senses_significant"] > 0.5
     # Files for people and for downstream tools.
     for name in ("layers.csv", "per_concept.csv", "polysemy.csv", "probes.csv", "direction_abs_cos.csv",
                  "concepts.json", "config.yaml", "figures/geometry_layers.png", "figures/direction_heatmap.png"):
