@@ -125,7 +125,8 @@ def real_spaces(run_dir: str | Path, *, layers: Sequence[str] | None = None, mod
     """The spaces a ``probe geometry`` run saved (``vectors/<layer>.npz`` + ``<layer>.polysemy.npz``)."""
     run_dir = Path(run_dir)
     folder = run_dir / "vectors"
-    files = sorted((p for p in folder.glob("*.npz") if not p.name.endswith(".polysemy.npz")), key=_layer_key) \
+    # <layer>.npz only: siblings such as <layer>.polysemy.npz carry a second suffix.
+    files = sorted((p for p in folder.glob("*.npz") if "." not in p.name.removesuffix(".npz")), key=_layer_key) \
         if folder.is_dir() else []
     if not files:
         raise FileNotFoundError(f"no vectors/<layer>.npz in {run_dir}: --real must be a `mcicl probe geometry` "
