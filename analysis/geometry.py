@@ -22,6 +22,7 @@ import numpy as np
 from analysis.nulls import Stat, isotropic_abs_cos, make_stat, permute_labels, shuffle_coordinates, unit_mean
 
 DIRECTION_METHODS = ("mean", "diff", "lda")
+BATCHED_SUBSPACE_LIMIT = 2e7  # padded (k, m, d) entries above which concept subspaces are computed one by one
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -129,7 +130,14 @@ def prepare(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, center_v
 
 
 # ------------------------------------------------------------------------------------------- statistics
-def _onehot(codes: np.ndarray, k: int) -> np.ndarray:
+def _onehot(codes: np.ndarray, k: int) -> Any:
+    """Sparse (n, k) indicator: ``M.T @ X`` sums rows per concept without an (n, k) dense matrix."""
+    from scipy.sparse import csr_matrix
+
+    return csr_matrix((np.ones(len(codes)), (np.arange(len(codes)), codes)), shape=(len(codes), k))
+
+
+def _onehot_dense(codes: np.ndarray, k: int) -> np.ndarray:
     M = np.zeros((len(codes), k))
     M[np.arange(len(codes)), codes] = 1.0
     return M
@@ -180,7 +188,7 @@ def _cosine_units(U: np.ndarray, codes: np.ndarray, k: int,
     S = M.T @ U
     sq = M.T @ np.einsum("nd,nd->n", U, U)  # self-pairs to remove (1 per non-zero row)
     G = S @ S.T
-    counts = M.sum(axis=0)
+    counts = np.bincount(codes, minlength=k).astype(np.float64)
     within = (np.diag(G) - sq) / np.maximum(counts * (counts - 1), 1)
     cross = G / np.maximum(np.outer(counts, counts), 1)
     return within, cross
@@ -206,7 +214,7 @@ def _ledoit_wolf_solve(residuals: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 def _centroid_parts(X: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     M = _onehot(codes, k)
-    counts = M.sum(axis=0)
+    counts = np.bincount(codes, minlength=k).astype(np.float64)
     return M, counts, (M.T @ X) / counts[:, None]
 
 
@@ -257,8 +265,21 @@ def principal_angles(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 def _subspace_bases(X: np.ndarray, codes: np.ndarray, k: int, rank: int) -> np.ndarray:
     """(k, r, d) orthonormal rows spanning each concept's top-r principal (uncentred) subspace."""
-    G, counts = _grouped(X, codes, k)
+    counts = np.bincount(codes, minlength=k)
     r = max(1, min(rank, int(counts.min()) - 1, X.shape[1]))
+    if k * int(counts.max()) * X.shape[1] > BATCHED_SUBSPACE_LIMIT:  # large concepts: one at a time
+        order = np.argsort(codes, kind="stable")
+        bases = np.empty((k, r, X.shape[1]))
+        for c, rows in enumerate(np.split(order, np.cumsum(counts)[:-1])):
+            Xc = X[rows]
+            if len(Xc) <= X.shape[1]:
+                vals, vecs = np.linalg.eigh(Xc @ Xc.T)
+                top = vecs[:, ::-1][:, :r]
+                bases[c] = unit_rows(top.T @ Xc)
+            else:
+                bases[c] = np.linalg.eigh(Xc.T @ Xc)[1][:, ::-1][:, :r].T
+        return bases
+    G, counts = _grouped(X, codes, k)
     # Eigenvectors of the small (m, m) Gram blocks instead of an SVD of every (m, d) block: same span, cheaper.
     vals, vecs = np.linalg.eigh(G @ G.transpose(0, 2, 1))
     vals, vecs = vals[:, ::-1][:, :r], vecs[:, :, ::-1][:, :, :r]
@@ -297,7 +318,7 @@ def _edges(names: list[str], parents: Mapping[str, str] | None) -> np.ndarray:
 
 def _hierarchy_units(X: np.ndarray, codes: np.ndarray, k: int, edges: np.ndarray) -> np.ndarray:
     M = _onehot(codes, k)
-    means = (M.T @ X) / M.sum(axis=0)[:, None]
+    means = (M.T @ X) / np.bincount(codes, minlength=k)[:, None]
     child, parent = means[edges[:, 0]], means[edges[:, 1]]
     return np.einsum("ed,ed->e", unit_rows(child - parent), unit_rows(parent))
 
@@ -329,7 +350,7 @@ def _heldout_units(X: np.ndarray, codes: np.ndarray, k: int, train: np.ndarray) 
     P = X[~train] @ D.T  # (n_test, k): projection of each held-out word on each concept direction
     ranks = np.empty_like(P)  # ranks per column (ties have probability zero for real-valued projections)
     np.put_along_axis(ranks, np.argsort(P, axis=0), np.arange(1, len(P) + 1, dtype=float)[:, None], axis=0)
-    pos = _onehot(test_codes, k).astype(bool)
+    pos = _onehot_dense(test_codes, k).astype(bool)
     n_pos = pos.sum(axis=0)
     n_neg = len(test_codes) - n_pos
     # AUC (Mann-Whitney): probability that a held-out word of the concept projects above one of another.

@@ -91,6 +91,15 @@ def test_principal_angles_match_scipy_and_planted_subspaces():
     assert np.cos(g.principal_angles(bases[1], bases[2]).min()) == pytest.approx(C[1, 2], abs=1e-6)
 
 
+def test_subspaces_one_by_one_equal_the_batched_computation(monkeypatch):
+    rng = np.random.default_rng(16)
+    X = rng.normal(size=(90, 12))
+    labels = np.repeat(["a", "b", "c"], [20, 30, 40])  # unequal sizes; c has more rows than d
+    batched = g.subspace_max_cos(X, labels, rank=3)
+    monkeypatch.setattr(g, "BATCHED_SUBSPACE_LIMIT", 0)
+    assert np.allclose(g.subspace_max_cos(X, labels, rank=3), batched, atol=1e-8)
+
+
 def test_hierarchy_cosine_recovers_planted_orthogonality():
     rng = np.random.default_rng(6)
     d, m = 64, 300
