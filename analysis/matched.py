@@ -249,15 +249,15 @@ def matched_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, *, cha
     """Bars: the matched synthetic world's error and the real model's ICL error per matching condition."""
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['synthetic_condition']}\n(real: {r['real_condition']}"
-              + (f", {r['real_shots']} shots)" if r["real_shots"] != "" else ")") for r in rows]
+    labels = [f"{r['synthetic_condition']} (L={r['synthetic_L']})\nreal: {r['real_condition']}"
+              + (f"\n{r['real_shots']} shots" if r["real_shots"] != "" else "") for r in rows]
     x = np.arange(len(rows))
     syn = np.array([float(r["synthetic_error"]) for r in rows])
     real = np.array([float(r["real_error"]) for r in rows])
     lo = np.array([float(r["real_error_low"]) for r in rows])
     hi = np.array([float(r["real_error_high"]) for r in rows])
     c_syn, c_real = palette(2)
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.25 * len(rows) + 2), 4.6))
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.9 * len(rows) + 1.5), 4.8))
     ax.bar(x - 0.2, syn, 0.4, color=c_syn, label="matched synthetic transformer")
     has_real = np.isfinite(real)
     if has_real.any():
