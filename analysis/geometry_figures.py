@@ -136,13 +136,17 @@ def plot_direction_heatmap(matrix: np.ndarray, names: Sequence[str], folder: str
     m = m[np.ix_(order, order)].copy()
     np.fill_diagonal(m, np.nan)
     labels = [str(names[i]) for i in order]
-    size = max(5.0, 0.18 * len(labels) + 2.5)
+    size = min(max(5.0, 0.18 * len(labels) + 2.5), 14.0)
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
     vmax = float(np.nanmax(m)) if np.isfinite(m).any() else 1.0
     im = ax.imshow(m, cmap="viridis", vmin=0, vmax=max(vmax, 1e-6), interpolation="nearest")
     fs = 8 if len(labels) <= 25 else 6
-    ax.set_xticks(np.arange(len(labels)), labels, rotation=90, fontsize=fs)
-    ax.set_yticks(np.arange(len(labels)), labels, fontsize=fs)
+    if len(labels) <= 70:
+        ax.set_xticks(np.arange(len(labels)), labels, rotation=90, fontsize=fs)
+        ax.set_yticks(np.arange(len(labels)), labels, fontsize=fs)
+    else:  # names would overlap; the order is saved with the matrix in direction_abs_cos.csv
+        ax.set_xlabel(f"{len(labels)} concepts (clustered order; names omitted)")
+        ax.set_ylabel(f"{len(labels)} concepts")
     ax.grid(False)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="|cos| between concept directions (diagonal blank)")
     ax.set_title(title or "Concept-direction |cos| (clustered order)")

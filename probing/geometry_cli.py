@@ -28,6 +28,8 @@ log = logging.getLogger("mcicl")
 SPACES = ("hidden", "input", "unembed")
 WHITEN = ("none", "vocab", "unembed")
 SIGNS = ("align", "ignore", "split")
+MAX_PROBE_CLASSES = 100  # a multinomial probe over hundreds of WordNet synsets takes minutes per layer
+MANY_CONCEPTS = 100  # above this, subspace/held-out/LDA nulls use 20 permutations (they scale with k)
 
 
 @dataclass
@@ -147,6 +149,23 @@ def _matrix(module: Any) -> np.ndarray | None:
     return None if weight is None else weight.detach().float().cpu().numpy()
 
 
+def concept_pairs(cs: Any) -> tuple[list[tuple[str, str]], int]:
+    """(word, concept) rows with each word in its most specific (smallest) concept, and how many words had several.
+
+    Within/cross-concept statistics need a partition; nested sets such as WordNet's (a parent lists its
+    children's words) would otherwise count a word as "within" and "cross" at once.
+    """
+    size = {c: len(ws) for c, ws in cs.concepts.items()}
+    best: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for concept, ws in cs.concepts.items():
+        for w in ws:
+            seen[w] = seen.get(w, 0) + 1
+            if w not in best or size[concept] < size[best[w]]:
+                best[w] = concept
+    return list(best.items()), sum(1 for n in seen.values() if n > 1)
+
+
 def load_concepts(cfg: GeometryConfig) -> Any:
     """The ConceptSet of ``cfg`` (``--concepts`` plus ``--polysemy``), validated."""
     from probing.datasets import load_concept_set
@@ -160,8 +179,11 @@ def spaces_from_model(cfg: GeometryConfig, *, loaded: tuple[Any, Any, Any] | Non
     cs = concept_set if concept_set is not None else load_concepts(cfg)
     from probing.extract import ExtractionConfig, extract_words, load_for  # torch: only once the input is valid
 
-    words, labels = cs.words_and_labels()
-    pairs = list(zip(words, labels, strict=True))
+    pairs, n_multi = concept_pairs(cs)
+    words = [w for w, _ in pairs]
+    if n_multi:
+        log.info("%d word(s) belong to several concepts (a hierarchy); each is measured in its most specific "
+                 "(smallest) concept", n_multi)
     poly_pairs = [(w, "|".join(s)) for w, s in cs.polysemy.items()]
     all_words = list(dict.fromkeys(words + list(cs.polysemy) + list(cs.controls)))
     ecfg = ExtractionConfig(model=cfg.model, space=cfg.space, layers=cfg.layers, template=cfg.template,
@@ -218,14 +240,19 @@ def analyse_space(space: Space, cfg: GeometryConfig, parents: dict[str, str]) ->
     lv = space.concepts
     signs = lv.signs if (lv.signs is not None and cfg.signs == "align") else None
     kw = {"whiten": space.reference, "center_vectors": cfg.center, "signs": signs}
+    many = len(set(lv.labels.tolist())) > MANY_CONCEPTS
     stats = geometry_summary(lv.vectors, lv.labels, n_permutations=cfg.permutations, n_bootstrap=cfg.bootstrap,
-                             n_shuffles=cfg.shuffles, seed=cfg.seed, parents=parents, **kw)
+                             n_shuffles=cfg.shuffles, seed=cfg.seed, parents=parents,
+                             expensive_permutations=20 if many else 100, lda_permutations=5 if many else 20, **kw)
     per_concept = per_concept_table(lv.vectors, lv.labels, **kw)
     dirs, names = concept_directions(prepare(lv.vectors, lv.labels, **kw), lv.labels, "diff")
     out: dict[str, Any] = {"stats": stats, "per_concept": per_concept, "directions": (direction_abs_cos(dirs), names),
                            "n_words": len(lv.words), "n_concepts": len(names), "dim": int(lv.vectors.shape[1])}
-    if cfg.probes:
+    if cfg.probes and len(names) <= MAX_PROBE_CLASSES:
         out["probe"] = linear_probe(lv.vectors, lv.labels, words=lv.words, seed=cfg.seed)
+    elif cfg.probes:
+        log.warning("layer %s: %d concepts; the logistic-regression probe is skipped above %d classes",
+                    space.name, len(names), MAX_PROBE_CLASSES)
     # Polysemous rows carry no signs: they are compared with the sign-aligned concept centroids.
     concept_vectors = lv.vectors if signs is None else lv.vectors * np.where(signs < 0, -1.0, 1.0)[:, None]
     known = set(lv.labels.tolist())
