@@ -150,3 +150,14 @@ def test_config_errors_name_the_field():
         GeometryConfig(whiten="pca")
     with pytest.raises(ConfigError, match="template"):
         GeometryConfig(template="no slot")
+
+
+def test_nested_concept_sets_measure_each_word_in_its_most_specific_concept():
+    from probing.concepts import ConceptSet
+    from probing.geometry_cli import concept_pairs
+
+    cs = ConceptSet("nested", {"animal": ["dog", "cat", "eagle", "hawk", "fox"], "bird": ["eagle", "hawk"],
+                               "pet": ["dog", "cat"]}, parents={"bird": "animal", "pet": "animal"})
+    pairs, n_multi = concept_pairs(cs)
+    assert dict(pairs) == {"dog": "pet", "cat": "pet", "eagle": "bird", "hawk": "bird", "fox": "animal"}
+    assert n_multi == 4
