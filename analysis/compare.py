@@ -72,22 +72,13 @@ def _dictionary_polysemy(dictionary: LabelledVectors) -> LabelledVectors:
     return LabelledVectors(np.array(rows), words, labels, meta={"space": "dictionary sums"})
 
 
-def _learned(run_dir: Path, which: str, words: LabelledVectors, polysemy: LabelledVectors | None,
-             seed_index: int = 0) -> tuple[LabelledVectors, LabelledVectors | None]:
-    """Sampled words (synthetic.export.learned_vectors) and polysemous words through the trained W_Q or W_K."""
-    from safetensors.numpy import load_file
-
-    from synthetic.export import learned_vectors
-    from synthetic.train import latest_checkpoint
+def _learned(run_dir: Path, which: str, polysemy: bool, seed_index: int = 0
+             ) -> tuple[LabelledVectors, LabelledVectors | None]:
+    """Sampled words and (if exported) polysemous words through the trained W_Q or W_K."""
+    from synthetic.export import POLYSEMY, learned_vectors
 
     mapped = learned_vectors(run_dir, which, seed_index)
-    poly = None
-    if polysemy is not None:
-        # The same matrix learned_vectors used (its latest checkpoint), applied to the polysemous words.
-        _, path = latest_checkpoint(run_dir / "checkpoints")
-        W = load_file(str(path))["W_Q" if which == "query" else "W_K"][seed_index].astype(np.float64)
-        poly = LabelledVectors(polysemy.vectors.astype(np.float64) @ W.T, polysemy.words, polysemy.labels,
-                               meta={"space": f"learned_{which}"})
+    poly = learned_vectors(run_dir, which, seed_index, words=POLYSEMY) if polysemy else None
     return mapped, poly
 
 
@@ -107,7 +98,7 @@ def synthetic_spaces(run_dir: str | Path, *, learned: bool = True) -> list[Space
               Space("synthetic words", "synthetic", words, poly)]
     if learned and (run_dir / "checkpoints").is_dir():
         for which, label in (("query", "W_Q x"), ("key", "W_K x")):
-            mapped, mapped_poly = _learned(run_dir, which, words, poly)
+            mapped, mapped_poly = _learned(run_dir, which, polysemy=poly is not None)
             spaces.append(Space(f"synthetic learned {label}", "synthetic", mapped, mapped_poly))
     return spaces
 

@@ -65,8 +65,10 @@ def export_features(config: SyntheticConfig, dic: Dictionary, folder: str | Path
     return out
 
 
-def learned_vectors(run_dir: str | Path, which: str = "query", seed_index: int = 0) -> LabelledVectors:
-    """The sampled words of a train run mapped through its final W_Q ("query") or W_K ("key")."""
+def learned_vectors(run_dir: str | Path, which: str = "query", seed_index: int = 0,
+                    words: str = FEATURES) -> LabelledVectors:
+    """A train run's exported words (``words``: features.npz or features.polysemy.npz) through its final
+    W_Q ("query") or W_K ("key")."""
     from synthetic.train import latest_checkpoint
 
     run_dir = Path(run_dir)
@@ -83,7 +85,7 @@ def learned_vectors(run_dir: str | Path, which: str = "query", seed_index: int =
 
     weights = load_file(str(found[1]))
     W = weights["W_Q" if which == "query" else "W_K"][seed_index].double().numpy()
-    feats = LabelledVectors.load(run_dir / FEATURES)
+    feats = LabelledVectors.load(run_dir / words)
     mapped = feats.vectors.astype(np.float64) @ W.T
     meta = {**feats.meta, "space": f"learned_{which}", "step": found[0], "seed_index": seed_index}
     return LabelledVectors(mapped.astype(np.float32), feats.words, feats.labels, feats.signs, meta)
