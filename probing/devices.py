@@ -6,6 +6,7 @@ CPU memory); inputs then go to the device of the input embedding.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from typing import Any
 
@@ -22,6 +23,9 @@ def resolve_device(spec: str) -> tuple[str, str | None]:
         if not torch.cuda.is_available():
             raise ValueError("--device balanced spreads a model over GPUs (device_map='auto') but no CUDA GPU is "
                              f"available; accepted here: 'auto' or 'cpu' (all accepted values: {ACCEPTED})")
+        if importlib.util.find_spec("accelerate") is None:
+            raise ValueError("--device balanced (device_map='auto') needs the package accelerate: "
+                             "pip install accelerate (or pip install 'mcicl[multi-gpu]')")
         return "cuda", "auto"
     if text == "auto":
         if torch.cuda.is_available():
