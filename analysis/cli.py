@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from analysis import __version__
-from analysis.runs import set_quiet, setup_logging
+from analysis.runs import remove_unused_runs, set_quiet, setup_logging
 
 log = logging.getLogger("mcicl")
 
@@ -84,10 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        remove_unused_runs()
         log.error("interrupted")
         return 130
     except (ValueError, OSError, LookupError) as err:
         # User-facing errors (bad config, missing model or file, unknown word) print one clear line.
+        remove_unused_runs()
         if getattr(args, "verbose", False):
             raise
         log.error("%s", err)

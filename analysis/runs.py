@@ -30,6 +30,7 @@ log = logging.getLogger("mcicl")
 T = TypeVar("T")
 _QUIET = False
 RUN_MARKER = "run.json"
+_NEW_RUNS: list[Path] = []  # folders created by this process, for remove_unused_runs()
 
 
 class RunExistsError(FileExistsError):
@@ -129,6 +130,22 @@ def versions() -> dict[str, str]:
     return out
 
 
+def remove_unused_runs() -> list[Path]:
+    """Delete run folders this process created that hold nothing but run.json, config.yaml and empty folders.
+
+    Called when a command fails, so a typo (missing model, bad file) leaves no empty run folder behind that
+    would then block the same --out. Anything a command wrote is kept.
+    """
+    removed = []
+    for path in _NEW_RUNS:
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+        if path.is_dir() and all(p in (path / RUN_MARKER, path / "config.yaml") for p in files):
+            shutil.rmtree(path)
+            removed.append(path)
+    _NEW_RUNS.clear()
+    return removed
+
+
 @dataclass
 class RunFolder:
     """An output folder of one command: config, summary, metrics and figures."""
@@ -166,6 +183,7 @@ class RunFolder:
         (path / "figures").mkdir(parents=True, exist_ok=True)
         run = cls(path)
         if not resume:
+            _NEW_RUNS.append(path)
             write_json(
                 path / RUN_MARKER,
                 {"command": command, "started": _dt.datetime.now().isoformat(timespec="seconds"),

@@ -99,3 +99,21 @@ def test_demo_refuses_existing_out(tmp_path):
     res = mcicl_cli("demo", "--small", "--out", str(out))
     assert res.returncode == 2 and "already exists" in res.stderr
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_failed_command_leaves_no_empty_run_folder(tmp_path):
+    out = tmp_path / "icl"
+    res = mcicl_cli("probe", "icl", "--model", "./no/such/model", "--out", str(out))
+    assert res.returncode == 2 and "does not exist" in res.stderr
+    assert not out.exists()
+
+
+def test_remove_unused_runs_keeps_what_was_written(tmp_path):
+    from analysis.runs import remove_unused_runs
+
+    remove_unused_runs()  # forget folders earlier tests in this process created
+    empty = RunFolder.create(tmp_path / "empty", "test")
+    used = RunFolder.create(tmp_path / "used", "test")
+    (used.figures / "a.png").write_bytes(b"x")
+    assert remove_unused_runs() == [empty.path]
+    assert not empty.path.exists() and (used.figures / "a.png").is_file()
