@@ -38,7 +38,7 @@ def synthetic_run(tmp_path_factory):
 def real_run(tmp_path_factory):
     """A `probe geometry` run of the real MiniLM (input-side layer 0 and the last layer 6) on a small set."""
     from probing.datasets import load_concept_set
-    from probing.geometry_cli import GeometryConfig, run_geometry
+    from probing.geometry import GeometryConfig, run_geometry
 
     cs = load_concept_set("builtin")
     folder = tmp_path_factory.mktemp("real")

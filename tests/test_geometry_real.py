@@ -17,7 +17,7 @@ FAST = {"permutations": 100, "bootstrap": 200, "shuffles": 2}
 
 
 def _run(tmp_path, name, loaded, **overrides):
-    from probing.geometry_cli import GeometryConfig, run_geometry
+    from probing.geometry import GeometryConfig, run_geometry
 
     cfg = GeometryConfig(**{**FAST, **overrides})
     run = RunFolder.create(tmp_path / name, "probe geometry")
@@ -142,7 +142,7 @@ def test_cli_bad_concept_file_is_one_clear_line(tmp_path, capsys):
 
 def test_config_errors_name_the_field():
     from analysis.config import ConfigError
-    from probing.geometry_cli import GeometryConfig
+    from probing.geometry import GeometryConfig
 
     with pytest.raises(ConfigError, match="permutations=0"):
         GeometryConfig(permutations=0)
@@ -154,7 +154,7 @@ def test_config_errors_name_the_field():
 
 def test_nested_concept_sets_measure_each_word_in_its_most_specific_concept():
     from probing.concepts import ConceptSet
-    from probing.geometry_cli import concept_pairs
+    from probing.geometry import concept_pairs
 
     cs = ConceptSet("nested", {"animal": ["dog", "cat", "eagle", "hawk", "fox"], "bird": ["eagle", "hawk"],
                                "pet": ["dog", "cat"]}, parents={"bird": "animal", "pet": "animal"})

@@ -1,0 +1,389 @@
+"""Concept geometry of a model (every layer, or one space) with nulls, or of saved vectors: ``run_geometry``.
+
+For each layer: the headline statistics of :func:`analysis.geometry.geometry_summary` (within- and
+cross-concept cosine, concept-direction |cos|, subspace angles, hierarchy, held-out projection, each with its
+nulls), linear probes with a control task, and polysemy (sense cosines, sparse decomposition). Outputs:
+``summary.json``, ``layers.csv``, ``per_concept.csv``, ``polysemy.csv``, ``probes.csv``,
+``direction_abs_cos.csv``, ``concepts.json``, ``vectors/<layer>.npz`` and ``vectors/<layer>.polysemy.npz``
+(for downstream tools), and ``figures/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.config import require
+from analysis.runs import RunFolder, progress, seed_everything
+from analysis.vectors import LabelledVectors
+
+log = logging.getLogger("mcicl")
+
+SPACES = ("hidden", "input", "unembed")
+WHITEN = ("none", "vocab", "unembed")
+SIGNS = ("align", "ignore", "split")
+MAX_PROBE_CLASSES = 100  # a multinomial probe over hundreds of WordNet synsets takes minutes per layer
+MANY_CONCEPTS = 100  # above this, subspace/held-out/LDA nulls use 20 permutations (they scale with k)
+
+
+@dataclass
+class GeometryConfig:
+    """What to measure and how: model or saved vectors, concept set, space, whitening, nulls."""
+
+    model: str = "default"
+    vectors: str | None = None
+    concepts: str = "builtin"
+    polysemy: str | None = None
+    space: str = "hidden"
+    layers: str = "all"
+    pooling: str = "mean"
+    template: str = "{word}"
+    whiten: str = "none"
+    whiten_sample: int = 2000
+    center: bool = True
+    signs: str = "align"
+    permutations: int = 200
+    bootstrap: int = 1000
+    shuffles: int = 20
+    probes: bool = True
+    batch_size: int = 64
+    dtype: str = "float32"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    cache_dir: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.space in SPACES, "space", self.space, "one of " + ", ".join(SPACES))
+        require(self.whiten in WHITEN, "whiten", self.whiten, "one of " + ", ".join(WHITEN))
+        require(self.signs in SIGNS, "signs", self.signs, "one of " + ", ".join(SIGNS))
+        require(self.pooling in ("mean", "last"), "pooling", self.pooling, "mean or last")
+        require(isinstance(self.permutations, int) and self.permutations >= 1, "permutations", self.permutations,
+                "an integer >= 1 (>= 100 for p < 0.01 to be reachable)")
+        for name in ("bootstrap", "shuffles"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 0, name, value, "an integer >= 0")
+        require(isinstance(self.whiten_sample, int) and self.whiten_sample >= 2, "whiten_sample",
+                self.whiten_sample, "an integer >= 2")
+        require("{word}" in self.template, "template", self.template, "a string containing {word}")
+
+
+@dataclass
+class Space:
+    """One analysed space: the concept words' vectors, the polysemous words' vectors, a whitening reference."""
+
+    name: str
+    concepts: LabelledVectors
+    polysemy: LabelledVectors | None = None
+    reference: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    controls: LabelledVectors | None = None
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def _keep_concepts(lv: LabelledVectors, min_words: int = 2) -> tuple[LabelledVectors, list[str]]:
+    """Rows of concepts with >= ``min_words`` represented words, and the concepts dropped."""
+    names, counts = np.unique(lv.labels, return_counts=True)
+    dropped = sorted(str(n) for n, c in zip(names, counts, strict=True) if c < min_words or n == "")
+    keep = ~np.isin(lv.labels, dropped)
+    signs = lv.signs[keep] if lv.signs is not None else None
+    return LabelledVectors(lv.vectors[keep], lv.words[keep], lv.labels[keep], signs, dict(lv.meta)), dropped
+
+
+def _poly_subset(poly: LabelledVectors | None, known: set[str]) -> tuple[LabelledVectors | None, list[str]]:
+    """Polysemous rows restricted to senses among ``known`` concepts; words left with < 2 senses are dropped."""
+    if poly is None or len(poly.words) == 0:
+        return None, []
+    rows, labels, dropped = [], [], []
+    for i, lab in enumerate(poly.labels):
+        senses = [s for s in dict.fromkeys(str(lab).split("|")) if s in known]
+        if len(senses) >= 2:
+            rows.append(i)
+            labels.append("|".join(senses))
+        else:
+            dropped.append(str(poly.words[i]))
+    if not rows:
+        return None, dropped
+    return LabelledVectors(poly.vectors[rows], poly.words[rows], np.array(labels), meta=dict(poly.meta)), dropped
+
+
+def spaces_from_file(cfg: GeometryConfig) -> tuple[list[Space], dict[str, Any]]:
+    """The one space of a saved LabelledVectors file (and its sibling ``<stem>.polysemy.npz`` if present)."""
+    path = Path(cfg.vectors)
+    lv = LabelledVectors.load(path)
+    poly_path = path.with_name(path.name[: -len(".npz")] + ".polysemy.npz") if path.name.endswith(".npz") else None
+    if path.name.endswith(".polysemy.npz"):
+        raise ValueError(f"--vectors {path} is a polysemy file; pass the concept-word file next to it")
+    poly = LabelledVectors.load(poly_path) if poly_path is not None and poly_path.is_file() else None
+    if lv.signs is not None and cfg.signs == "split":
+        suffix = np.where(lv.signs > 0, "+", np.where(lv.signs < 0, "-", ""))
+        lv = LabelledVectors(lv.vectors, lv.words, np.char.add(lv.labels, suffix), None, lv.meta)
+    name = str(lv.meta.get("layer", path.stem))
+    concepts = {str(c): [str(w) for w in lv.words[lv.labels == c]] for c in dict.fromkeys(lv.labels.tolist())}
+    info = {"source": str(path), "polysemy_source": str(poly_path) if poly is not None else None,
+            "concept_set": {"name": path.stem, "concepts": concepts,
+                            "polysemy": {str(w): str(lab).split("|") for w, lab in
+                                         zip(poly.words, poly.labels, strict=True)} if poly is not None else {},
+                            "controls": {}, "parents": {}},
+            "parents": {}, "words_left_out": {}}
+    return [Space(name, lv, poly, None, dict(lv.meta))], info
+
+
+def _vocab_words(tokenizer: Any, n: int, seed: int) -> list[str]:
+    """A seeded sample of ``n`` whole-word alphabetic vocabulary entries (the vocabulary whitening sample)."""
+    vocab = sorted(tokenizer.get_vocab())
+    words = sorted({t.lstrip("Ġ▁").lower() for t in vocab if t.lstrip("Ġ▁").isalpha() and len(t.lstrip("Ġ▁")) >= 3
+                    and not t.startswith("##")})
+    rng = np.random.default_rng(seed)
+    return [words[i] for i in sorted(rng.choice(len(words), size=min(n, len(words)), replace=False))]
+
+
+def _matrix(module: Any) -> np.ndarray | None:
+    weight = getattr(module, "weight", None) if module is not None else None
+    return None if weight is None else weight.detach().float().cpu().numpy()
+
+
+def concept_pairs(cs: Any) -> tuple[list[tuple[str, str]], int]:
+    """(word, concept) rows with each word in its most specific (smallest) concept, and how many words had several.
+
+    Within/cross-concept statistics need a partition; nested sets such as WordNet's (a parent lists its
+    children's words) would otherwise count a word as "within" and "cross" at once.
+    """
+    size = {c: len(ws) for c, ws in cs.concepts.items()}
+    best: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for concept, ws in cs.concepts.items():
+        for w in ws:
+            seen[w] = seen.get(w, 0) + 1
+            if w not in best or size[concept] < size[best[w]]:
+                best[w] = concept
+    return list(best.items()), sum(1 for n in seen.values() if n > 1)
+
+
+def load_concepts(cfg: GeometryConfig) -> Any:
+    """The ConceptSet of ``cfg`` (``--concepts`` plus ``--polysemy``), validated."""
+    from probing.datasets import load_concept_set
+
+    return load_concept_set(cfg.concepts, polysemy=cfg.polysemy)
+
+
+def spaces_from_model(cfg: GeometryConfig, *, loaded: tuple[Any, Any, Any] | None = None, quiet: bool = False,
+                      concept_set: Any = None) -> tuple[list[Space], dict[str, Any]]:
+    """Extract the concept set's words from the model (B's extraction) into one Space per layer."""
+    cs = concept_set if concept_set is not None else load_concepts(cfg)
+    from probing.extract import ExtractionConfig, extract_words, load_for  # torch: only once the input is valid
+
+    pairs, n_multi = concept_pairs(cs)
+    words = [w for w, _ in pairs]
+    if n_multi:
+        log.info("%d word(s) belong to several concepts (a hierarchy); each is measured in its most specific "
+                 "(smallest) concept", n_multi)
+    poly_pairs = [(w, "|".join(s)) for w, s in cs.polysemy.items()]
+    all_words = list(dict.fromkeys(words + list(cs.polysemy) + list(cs.controls)))
+    ecfg = ExtractionConfig(model=cfg.model, space=cfg.space, layers=cfg.layers, template=cfg.template,
+                            pooling=cfg.pooling, batch_size=cfg.batch_size, dtype=cfg.dtype, device=cfg.device,
+                            trust_remote_code=cfg.trust_remote_code, cache_dir=cfg.cache_dir)
+    loaded = loaded if loaded is not None else load_for(ecfg)
+    model, tokenizer, ref = loaded
+    head = None
+    if cfg.whiten == "unembed" or (cfg.whiten == "vocab" and cfg.space == "unembed"):
+        head = _matrix(model.get_output_embeddings()) if hasattr(model, "get_output_embeddings") else None
+        if head is None:  # checked before extraction so the error comes at once
+            raise ValueError(f"--whiten {cfg.whiten} needs an unembedding (LM head), and {ref.name} "
+                             f"({type(model).__name__}) has none; accepted here: --whiten none or vocab")
+    ext = extract_words(all_words, ecfg, loaded=loaded, show_progress=not quiet)
+
+    references: dict[str, np.ndarray | None] = {name: None for name in ext.layers}
+    if head is not None:
+        references = {name: head for name in ext.layers}
+    elif cfg.whiten == "vocab" and cfg.space == "input":
+        references = {name: _matrix(model.get_input_embeddings()) for name in ext.layers}
+    elif cfg.whiten == "vocab":
+        sample = _vocab_words(tokenizer, cfg.whiten_sample, cfg.seed)
+        log.info("whitening reference: %d vocabulary words through the same extraction", len(sample))
+        ref_ext = extract_words(sample, ecfg, loaded=loaded, show_progress=not quiet)
+        references = {name: ref_ext.vectors[name].astype(np.float64) for name in ext.layers}
+
+    spaces = []
+    for name in ext.layers:
+        lv = ext.labelled(name, pairs)
+        poly = ext.labelled(name, poly_pairs) if poly_pairs else None
+        controls = ext.labelled(name, list(cs.controls.items())) if cs.controls else None
+        spaces.append(Space(name, lv, poly, references[name], dict(ext.meta), controls))
+    info = {"source": ref.name, "extraction": {k: v for k, v in ext.meta.items() if k != "n_tokens"},
+            "words_left_out": {k: v for k, v in ext.report.items() if v},
+            "concept_set": {"name": cs.name, "concepts": cs.concepts, "polysemy": cs.polysemy,
+                            "controls": cs.controls, "parents": cs.parents},
+            "parents": dict(cs.parents)}
+    return spaces, info
+
+
+# -------------------------------------------------------------------------------------------- analysis
+def analyse_space(space: Space, cfg: GeometryConfig, parents: dict[str, str]) -> dict[str, Any]:
+    """Every measurement of one space: stats, per-concept rows, direction matrix, probe, polysemy."""
+    from analysis.geometry import (
+        concept_directions,
+        direction_abs_cos,
+        geometry_summary,
+        per_concept_table,
+        prepare,
+    )
+    from analysis.polysemy import polysemy_analysis
+    from analysis.probes import linear_probe
+
+    lv = space.concepts
+    signs = lv.signs if (lv.signs is not None and cfg.signs == "align") else None
+    kw = {"whiten": space.reference, "center_vectors": cfg.center, "signs": signs}
+    many = len(set(lv.labels.tolist())) > MANY_CONCEPTS
+    stats = geometry_summary(lv.vectors, lv.labels, n_permutations=cfg.permutations, n_bootstrap=cfg.bootstrap,
+                             n_shuffles=cfg.shuffles, seed=cfg.seed, parents=parents,
+                             expensive_permutations=20 if many else 100, lda_permutations=5 if many else 20, **kw)
+    per_concept = per_concept_table(lv.vectors, lv.labels, **kw)
+    dirs, names = concept_directions(prepare(lv.vectors, lv.labels, **kw), lv.labels, "diff")
+    out: dict[str, Any] = {"stats": stats, "per_concept": per_concept, "directions": (direction_abs_cos(dirs), names),
+                           "n_words": len(lv.words), "n_concepts": len(names), "dim": int(lv.vectors.shape[1])}
+    if cfg.probes and len(names) <= MAX_PROBE_CLASSES:
+        out["probe"] = linear_probe(lv.vectors, lv.labels, words=lv.words, seed=cfg.seed)
+    elif cfg.probes:
+        log.warning("layer %s: %d concepts; the logistic-regression probe is skipped above %d classes",
+                    space.name, len(names), MAX_PROBE_CLASSES)
+    # Polysemous rows carry no signs: they are compared with the sign-aligned concept centroids.
+    concept_vectors = lv.vectors if signs is None else lv.vectors * np.where(signs < 0, -1.0, 1.0)[:, None]
+    known = set(lv.labels.tolist())
+    for key, extra in (("polysemy", space.polysemy), ("controls", space.controls)):
+        if extra is None:
+            continue
+        if key == "controls":  # monosemous controls: the same measurement with one sense, as a baseline
+            keep = np.isin(extra.labels, list(known))
+            if not keep.any():
+                continue
+            extra = LabelledVectors(extra.vectors[keep], extra.words[keep], extra.labels[keep])
+        out[key] = polysemy_analysis(concept_vectors, lv.labels, extra.vectors, extra.words, extra.labels,
+                                     words=lv.words, whiten=space.reference, center_vectors=cfg.center)
+    return out
+
+
+def _layer_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"layer": name, "n_words": result["n_words"], "n_concepts": result["n_concepts"],
+                           "dim": result["dim"]}
+    for stat_name, s in result["stats"].items():
+        row.update({stat_name: s.value, f"{stat_name}_null": s.null_mean, f"{stat_name}_null_low": s.null_low,
+                    f"{stat_name}_null_high": s.null_high, f"{stat_name}_ci_low": s.ci_low,
+                    f"{stat_name}_ci_high": s.ci_high, f"{stat_name}_p": s.p_value,
+                    f"{stat_name}_effect": s.effect_size, f"{stat_name}_shuffled": s.shuffled_mean,
+                    f"{stat_name}_isotropic": s.isotropic})
+    if "probe" in result:
+        p = result["probe"]
+        row.update({"probe_accuracy": p.accuracy, "probe_control_accuracy": p.control_accuracy,
+                    "probe_selectivity": p.selectivity, "probe_chance": p.chance})
+    if "polysemy" in result:
+        row.update({f"polysemy_{k}": v for k, v in result["polysemy"].summary.items()})
+    if "controls" in result:
+        row.update({f"controls_{k}": v for k, v in result["controls"].summary.items()})
+    return row
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: tuple[Any, Any, Any] | None = None,
+                 quiet: bool = False, concept_set: Any = None) -> dict[str, Any]:
+    """Measure every space, write the run folder's files and figures, and return summary.json's content."""
+    from analysis.geometry import single_threaded_blas
+    from analysis.geometry_figures import plot_direction_heatmap, plot_layer_curves
+    from analysis.runs import write_json
+
+    seed_everything(cfg.seed)
+    run.save_config(cfg)
+    if cfg.vectors:
+        spaces, info = spaces_from_file(cfg)
+    else:
+        spaces, info = spaces_from_model(cfg, loaded=loaded, quiet=quiet, concept_set=concept_set)
+    (run.path / "vectors").mkdir(exist_ok=True)
+    layer_rows, probe_rows, poly_rows, concept_rows = [], [], [], []
+    results: dict[str, dict[str, Any]] = {}
+    dropped_concepts: dict[str, list[str]] = {}
+    dropped_poly: list[str] = []
+    for space in progress(spaces, desc="geometry per layer"):
+        space.concepts, dropped = _keep_concepts(space.concepts)
+        if dropped:
+            dropped_concepts[space.name] = dropped
+        if len(set(space.concepts.labels.tolist())) < 2:
+            raise ValueError(f"layer {space.name}: fewer than 2 concepts have >= 2 represented words "
+                             f"(dropped: {dropped}); check the concept set and the model's tokenizer")
+        space.polysemy, dropped_p = _poly_subset(space.polysemy, set(space.concepts.labels.tolist()))
+        dropped_poly = dropped_p
+        space.concepts.meta.update({"layer": space.name})
+        space.concepts.save(run.path / "vectors" / f"{space.name}.npz")
+        if space.polysemy is not None:
+            space.polysemy.meta.update({"layer": space.name})
+            space.polysemy.save(run.path / "vectors" / f"{space.name}.polysemy.npz")
+        with single_threaded_blas():
+            result = analyse_space(space, cfg, info["parents"])
+        results[space.name] = result
+        layer_rows.append(_layer_row(space.name, result))
+        if "probe" in result:
+            probe_rows.append({"layer": space.name, **result["probe"].to_dict()})
+        for kind, key in (("polysemous", "polysemy"), ("control", "controls")):
+            if key in result:
+                poly_rows += [{"layer": space.name, "kind": kind, **r} for r in result[key].rows()]
+        concept_rows += [{"layer": space.name, **r} for r in result["per_concept"]]
+        log.info("layer %s: within %.3f, cross %.3f (p=%.3g), direction |cos| %.3f", space.name,
+                 result["stats"]["within_concept_cosine"].value, result["stats"]["cross_concept_cosine"].value,
+                 result["stats"]["within_minus_cross"].p_value, result["stats"]["concept_direction_abs_cos"].value)
+
+    run.write_csv("layers.csv", layer_rows)
+    run.write_csv("per_concept.csv", concept_rows)
+    run.write_csv("probes.csv", probe_rows, fieldnames=["layer", "accuracy", "control_accuracy", "selectivity",
+                                                        "chance", "n_train", "n_test", "n_classes"])
+    run.write_csv("polysemy.csv", poly_rows, fieldnames=None if poly_rows else
+                  ["layer", "kind", "word", "senses", "sense_cos", "sense_null", "sense_p", "sense_rank", "predicted",
+                   "precision", "recall", "top_k_recall"])
+    last = spaces[-1].name
+    matrix, names = results[last]["directions"]
+    run.write_csv("direction_abs_cos.csv", [{"concept": n, **{m: float(v) for m, v in zip(names, row, strict=True)}}
+                                            for n, row in zip(names, matrix, strict=True)])
+    concept_set = dict(info["concept_set"])
+    concept_set["dropped_concepts"] = dropped_concepts
+    concept_set["dropped_polysemous_words"] = dropped_poly
+    write_json(run.path / "concepts.json", concept_set)
+
+    source = info["source"]
+    where = spaces[0].meta.get("space", cfg.space) if not cfg.vectors else "saved vectors"
+    random_tag = " (random weights)" if spaces[0].meta.get("random_weights") else ""
+    plot_layer_curves(layer_rows, run.figures, title=f"{source}{random_tag}: concept geometry, {where} "
+                                                      f"(whiten: {cfg.whiten}, {cfg.permutations} permutations)")
+    plot_direction_heatmap(matrix, names, run.figures,
+                           title=f"{source}{random_tag}, layer {last}: |cos| of concept directions")
+
+    headline = results[last]
+    summary: dict[str, Any] = {name: s.to_dict() for name, s in headline["stats"].items()}
+    summary.update({
+        "layer": last, "source": source, "space": where, "whiten": cfg.whiten, "center": cfg.center,
+        "n_words": headline["n_words"], "n_concepts": headline["n_concepts"], "dim": headline["dim"],
+        "probe": headline["probe"].to_dict() if "probe" in headline else None,
+        "polysemy": headline["polysemy"].to_dict() if "polysemy" in headline else None,
+        "controls": headline["controls"].to_dict() if "controls" in headline else None,
+        "per_layer": {r["layer"]: {k: {"value": results[r["layer"]]["stats"][k].value,
+                                       "null": results[r["layer"]]["stats"][k].null_mean,
+                                       "p_value": results[r["layer"]]["stats"][k].p_value}
+                                   for k in results[r["layer"]]["stats"]} for r in layer_rows},
+        "words_left_out": info.get("words_left_out", {}), "dropped_concepts": dropped_concepts,
+        "dropped_polysemous_words": dropped_poly, "extraction": info.get("extraction"),
+        "random_weights": bool(spaces[0].meta.get("random_weights", False)),
+    })
+    summary = _clean(summary)
+    run.write_summary(summary)
+    return summary
