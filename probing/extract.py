@@ -279,7 +279,9 @@ def _pool_hidden(model: Any, items: list[_Item], layer_idx: list[int], pooling: 
     body = _body(model)
     params = inspect.signature(body.forward).parameters
     extra = {k: v for k, v in (("use_cache", False), ("return_dict", True)) if k in params}
-    pass_positions = "position_ids" in params
+    # Left padding shifts the real tokens, so they get explicit positions 0..len-1. With right padding the model
+    # numbers positions itself: RoBERTa-like models start at padding_idx + 1, not 0.
+    pass_positions = padding_side == "left" and "position_ids" in params
     device = input_device(model)
     # Longest first (an out-of-memory error shows at once), similar lengths share a batch (little padding).
     order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
@@ -301,7 +303,7 @@ def _pool_hidden(model: Any, items: list[_Item], layer_idx: list[int], pooling: 
                 t_idx += [p + shift for p in items[i].positions]
                 last.append(items[i].positions[-1] + shift)
             kwargs = dict(extra)
-            if pass_positions:  # real tokens get positions 0..len-1 whatever the padding side
+            if pass_positions:
                 kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
             hidden = body(input_ids=input_ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
                           **kwargs).hidden_states

@@ -304,3 +304,29 @@ def test_encoder_decoder_uses_its_encoder_padding_safely():
         hidden = model.encoder(**enc, output_hidden_states=True).hidden_states
     for layer in batched.layers:  # "{word}" alone, no special tokens: every token is the word's
         np.testing.assert_allclose(batched.vectors[layer][1], hidden[int(layer)][0].mean(0).numpy(), **TOL)
+
+
+def test_roberta_right_padding_keeps_its_own_position_numbering(tmp_path):
+    """A tiny random-weight RoBERTa numbers positions from padding_idx + 1: batched == alone == bare forward."""
+    from transformers import RobertaConfig, RobertaModel
+
+    from probing.models import load_model
+    from probing.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(0)
+    RobertaModel(RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=64,
+                               pad_token_id=tokenizer.pad_token_id)).eval().save_pretrained(tmp_path / "roberta")
+    tokenizer.save_pretrained(tmp_path / "roberta")
+    model, tokenizer, _ = load_model(str(tmp_path / "roberta"))
+    words = ["cat", "hippopotamus", "New York"]
+    batched = extract(model, tokenizer, words, batch_size=3, show_progress=False)
+    assert batched.meta["padding_side"] == "right"
+    for i, word in enumerate(words):  # "{word}" alone, no special tokens: every token is the word's
+        alone = extract(model, tokenizer, [word], show_progress=False)
+        n = len(tokenizer(word)["input_ids"])
+        bare = bare_pooled(model, tokenizer, word, list(range(n)))
+        for layer in batched.layers:
+            np.testing.assert_allclose(batched.vectors[layer][i], alone.vectors[layer][0], **TOL)
+            np.testing.assert_allclose(batched.vectors[layer][i], bare[int(layer)], **TOL)
