@@ -102,3 +102,23 @@ def test_bootstrap_interval():
     clustered = bootstrap_accuracy(correct, clusters=np.repeat(np.arange(15), 4), n_boot=500, seed=0)
     assert clustered.ci_high - clustered.ci_low > ci.ci_high - ci.ci_low
     assert bootstrap_accuracy([1, 1, 1], n_boot=200).ci_low == 1.0
+
+
+@pytest.mark.parametrize("ways", [2, 3])
+def test_no_task_combines_a_concept_with_its_ancestor(ways):
+    """The built-in set has a hierarchy (trees under plants): a task never asks plants vs trees."""
+    from probing.datasets import builtin_concepts
+    from probing.datasets.sets import descendants
+
+    cs = builtin_concepts()
+    sampler = IclSampler(cs, ways=ways, queries_per_episode=1)
+    below = {c: set(descendants(cs, c)) for c in cs.concepts}
+    related = {c: below[c] | {a for a in cs.concepts if c in below[a]} for c in cs.concepts}
+    assert related["trees"] == {"plants"} and related["animals"] >= {"birds", "fish"}
+    for cond in CONDITIONS:
+        for p in sampler.sample(cond, 2, n_episodes=300, seed=0):
+            concepts = p.task.split("|")
+            assert not any(related[a] & set(concepts) for a in concepts), (cond, p.task)
+            if cond == "polysemous_query":  # nor a concept above or below another sense of the query
+                others = set(cs.polysemy[p.query]) - {p.query_concept}
+                assert not set(concepts) & {r for s in others for r in related[s] | {s}}, (p.query, p.task)

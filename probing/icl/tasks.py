@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from probing.concepts import ConceptSet
+from probing.datasets.sets import descendants
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,11 @@ class IclSampler:
         for labels in self.arbitrary_label_sets:
             if len(set(labels.split())) < self.ways:
                 raise ValueError(f"arbitrary label set {labels!r} has fewer than {self.ways} distinct labels")
+        # A concept with its ancestor or descendant makes an ambiguous task (plants vs trees): never combined.
+        self.family = {c: {c, *descendants(self.concepts, c)} for c in self.names}
+        for c in self.names:
+            for d in self.family[c] - {c}:
+                self.family.setdefault(d, {d}).add(c)
         n_combos = math.comb(len(self.names), self.ways)
         self.n_novel = sum(1 for c in self._all_combos_small() if self.is_novel(c)) if n_combos <= 5000 else None
 
@@ -185,9 +191,17 @@ class IclSampler:
         for _ in range(10_000):
             picked = tuple(rng.choice(candidates, size=k, replace=False).tolist())
             combo = tuple(sorted(((must,) if must else ()) + picked))
+            if self._related(combo):
+                continue
             if mode == "any" or self.is_novel(combo) == (mode == "novel"):
                 return combo
-        raise ValueError(f"no {mode} concept combination found; change --novel-fraction (now {self.novel_fraction})")
+        raise ValueError(f"no {mode} {self.ways}-way concept combination without a concept and its ancestor found; "
+                         f"change --novel-fraction (now {self.novel_fraction}) or use a concept set with more "
+                         "unrelated concepts")
+
+    def _related(self, combo: tuple[str, ...]) -> bool:
+        """Whether two concepts of ``combo`` are one the other's ancestor."""
+        return any(b in self.family.get(a, {a}) for i, a in enumerate(combo) for b in combo[i + 1:])
 
     def _labels(self, rng: np.random.Generator, combo: tuple[str, ...], kind: str) -> dict[str, str]:
         """concept -> label text for one episode."""
@@ -216,7 +230,9 @@ class IclSampler:
             poly_word = words[int(rng.integers(len(words)))]
             senses = self.concepts.polysemy[poly_word]
             sense = senses[int(rng.integers(len(senses)))]
-            combo = self._combo(rng, "any", must=sense, avoid=frozenset(senses))
+            # Nor a concept above or below another sense (turkey: foods vs animals, birds being another sense).
+            combo = self._combo(rng, "any", must=sense,
+                                avoid=frozenset(r for s in senses for r in self.family.get(s, {s})))
         else:
             combo = self._combo(rng, cond.combos)
         mapping = self._labels(rng, combo, cond.labels)
@@ -255,7 +271,8 @@ class IclSampler:
             sense = next(c for c in combo if c in self.concepts.polysemy[poly_word])
             others = set(combo) - {sense}
             compatible = [w for w, s in sorted(self.concepts.polysemy.items())
-                          if w != poly_word and sense in s and not others & set(s)]
+                          if w != poly_word and sense in s
+                          and not others & {r for t in s if t != sense for r in self.family.get(t, {t})}]
             extra = rng.permutation(compatible)[:self.queries_per_episode - 1].tolist() if compatible else []
             queries = [(poly_word, sense)] + [(w, sense) for w in extra]
         else:
