@@ -57,6 +57,15 @@ def test_lm_readout_on_tiny_random_gpt2(tmp_path):
     assert (run.figures / "accuracy_vs_shots.png").is_file()
 
 
+def test_attention_readout_with_only_zero_shots_tunes_beta_on_zero_shot_prompts(minilm, tmp_path):
+    config = IclConfig(model="default", readout="attention", shots=[0], conditions=["zero_shot"], episodes=2,
+                       tune_episodes=2, queries_per_episode=2, n_boot=100, device="cpu")
+    summary = run_icl(config, RunFolder.create(tmp_path / "run", "probe icl"), loaded=minilm,
+                      concept_set=small_concept_set())
+    assert summary["beta"]["tuning_prompts"] == 4 and summary["beta"]["best"] in config.betas
+    assert set(summary["accuracy"]) == {"zero_shot"} and summary["accuracy"]["zero_shot"]["0"]["n"] == 4
+
+
 def test_bad_input_errors(tmp_path):
     with pytest.raises(ValueError, match="--readout lm needs a causal language model.*encoder"):
         choose_readout(IclConfig(model="default", readout="lm"))

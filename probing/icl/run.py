@@ -161,6 +161,9 @@ def _attention_scores(config: IclConfig, loaded, prompts: list[IclPrompt], tune:
         return [p for p in ps if all(w in vectors.index for w in readout_words([p]))]
 
     prompts_ok, tune_ok = usable(prompts), usable(tune)
+    if not tune_ok:
+        raise ValueError(f"no beta-tuning prompt has vectors for all its words ({len(dropped)} word(s) dropped, "
+                         f"e.g. {', '.join(dropped[:5])}); accepted: a model that represents the concept set's words")
     rng = np.random.default_rng([config.seed, 7])
     # Choose beta on held-out in-distribution episodes, then apply it everywhere.
     tune_probs = readout_probabilities(tune_ok, vectors, config.betas)
@@ -233,8 +236,10 @@ def run_icl(config: IclConfig, run: RunFolder, *, loaded=None, concept_set: Conc
     extra: dict[str, Any] = {}
     sweep: list[dict] = []
     if readout == "attention":
-        tune = [p for s in config.shots if s > 0
-                for p in sampler.sample("in_distribution", s, config.tune_episodes, config.seed + 1)]
+        # Tune beta on the runs' shot counts; with --shots 0 alone, on 0-shot prompts (then beta barely matters).
+        tune_shots = [s for s in config.shots if s > 0] or [0]
+        tune = [p for s in tune_shots for p in sampler.sample("in_distribution", s, config.tune_episodes,
+                                                              config.seed + 1)]
         prompts, logprobs, extra["beta"], dropped, sweep = _attention_scores(config, loaded, prompts, tune)
         if dropped:
             log.warning("%d word(s) without a vector; prompts using them were left out: %s", len(dropped),
