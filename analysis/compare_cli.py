@@ -18,7 +18,10 @@ def run(args: argparse.Namespace) -> int:
     from analysis.ood_map import read_sweep
 
     # Validate every input before creating the output folder and before any long computation.
-    real_spaces(args.real)
+    real = real_spaces(args.real)
+    if args.matched and args.matched_space and args.matched_space not in {s.name for s in real}:
+        raise ValueError(f"--matched-space {args.matched_space!r} not found in {args.real}; accepted: "
+                         + ", ".join(s.name for s in real))
     synthetic_spaces(args.synthetic, learned=False)
     load_icl_summary(args.icl)
     if args.sweep is not None:

@@ -68,7 +68,7 @@ CAPTIONS: tuple[tuple[str, str, str], ...] = (
      "semantic directions b_k and the noise subspace, over training: the theory's key coefficients."),
     ("comparison", "Synthetic vs real geometry",
      "Each statistic (panel) in every space (bar): the synthetic dictionary, synthetic sampled words, the "
-     "synthetic model's learned query/key spaces, and the real model's input embeddings and layers. Grey "
+     "synthetic model's learned query/key spaces, and the real model's input embeddings and layers. Black "
      "ticks are the permutation null (labels shuffled). The paper's premise holds where within-concept cosine "
      "clearly exceeds its null and cross-concept cosine and direction |cos| stay near theirs."),
     ("ood_map", "Geometry-to-OOD map",

@@ -196,10 +196,6 @@ class RunFolder:
         """The figures/ subfolder."""
         return self.path / "figures"
 
-    def info(self) -> dict[str, Any]:
-        """The run.json record (command, start time, versions)."""
-        return read_json(self.path / RUN_MARKER)
-
     def save_config(self, config: Any) -> None:
         """Write config.yaml (the resolved config)."""
         save_config(config, self.path / "config.yaml")

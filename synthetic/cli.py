@@ -59,6 +59,11 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         if not args.out:
             raise ValueError("--resume needs --out DIR, the run folder to continue")
+        ignored = [opt for opt, value in (("--set", args.set), ("--seeds", args.seeds), ("--seed", args.seed),
+                                          ("--config", args.config)) if value]
+        if ignored:
+            raise ValueError(f"--resume continues the run's own config.yaml; {', '.join(ignored)} cannot change "
+                             "it (only --steps can); start a new run with another --out instead")
         overrides = {"steps": args.steps} if args.steps is not None else {}
         config = load_config(SyntheticConfig, Path(args.out) / "config.yaml", overrides)
     else:

@@ -91,7 +91,7 @@ class SyntheticConfig:
                 f"an integer >= {need}: the orthogonal dictionary needs 2(K+K_irr) word directions, "
                 f"{2 if self.shared_labels else 2 * self.K} label directions"
                 + (", 1 shared direction" if self.cross_overlap > 0 else "")
-                + (", 4 for unseen_concept" if "unseen_concept" in self.scenarios else ""))
+                + ", 4 reserved for unseen_concept")
         require(0.0 <= self.polysemy_rate <= 1.0, "polysemy_rate", self.polysemy_rate, "a probability in [0, 1]")
         require(self.cooccurrence in ("patterned", "random"), "cooccurrence", self.cooccurrence,
                 "'patterned' or 'random'")
@@ -135,8 +135,9 @@ class SyntheticConfig:
         words = 2 * (self.K + self.K_irr)
         labels = 2 if self.shared_labels else 2 * self.K
         shared = 1 if self.cross_overlap > 0 else 0
-        unseen = 4 if "unseen_concept" in self.scenarios else 0
-        return words + labels + shared + unseen
+        # The 4 unseen_concept directions are always reserved, so the dictionary (and the trained model) do not
+        # depend on which scenarios are evaluated.
+        return words + labels + shared + 4
 
     @property
     def full_batch(self) -> bool:

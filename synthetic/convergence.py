@@ -76,7 +76,8 @@ def crossing_step(steps: np.ndarray, err: np.ndarray, level: float, floor: float
     if i == 0:
         return float(steps[0])
     e0, e1 = max(err[i - 1], floor), max(err[i], floor)
-    frac = (math.log(e0) - math.log(level)) / (math.log(e0) - math.log(e1))
+    # Clipped: with a floor above ``level`` (small test sets) the log interpolation would overshoot step i.
+    frac = min(1.0, max(0.0, (math.log(e0) - math.log(level)) / (math.log(e0) - math.log(e1))))
     return float(steps[i - 1] + frac * (steps[i] - steps[i - 1]))
 
 

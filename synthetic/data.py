@@ -59,6 +59,11 @@ class Dictionary:
         return torch.eye(self.a.shape[1], dtype=self.a.dtype) - self.basis.T @ self.basis
 
 
+def generator(config: SyntheticConfig, purpose: int) -> torch.Generator:
+    """A torch Generator for one purpose (1 init, 2 training set, 3 test set, 10+i scenario SCENARIOS[i], ...)."""
+    return torch.Generator().manual_seed(config.seed * 1_000_003 + purpose)
+
+
 def build_dictionary(config: SyntheticConfig) -> Dictionary:
     """The concept dictionary of ``config`` (fixed by ``config.seed``, shared by all seeds of a run)."""
     cfg = config
@@ -166,7 +171,7 @@ class Prompts:
         return Prompts(*(getattr(self, f)[rows, idx] for f in ("x", "y", "xq", "target", "same", "concept", "xi")))
 
 
-def _allowed(C: int, K: int, rule: str, unseen: bool) -> torch.Tensor:
+def _allowed(C: int, K: int, rule: str) -> torch.Tensor:
     """(K+1, C) bool: which concepts j may co-occur in a word of concept k (row K: the unseen concept)."""
     k = torch.arange(K + 1)[:, None]
     j = torch.arange(C)[None, :]
@@ -182,10 +187,16 @@ def _allowed(C: int, K: int, rule: str, unseen: bool) -> torch.Tensor:
 
 
 def _cooccurring(dic: Dictionary, spec: PromptSpec, k: torch.Tensor, s: torch.Tensor,
-                 gen: torch.Generator) -> torch.Tensor:
-    """sum_j z_j (a_j + t_j b_j) for words of concept ``k`` and sign ``s`` (same shape), shape (*k.shape, d)."""
+                 gen: torch.Generator, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_j z_j (a_j + t_j b_j) for words of concept ``k`` and sign ``s`` (same shape), shape (*k.shape, d).
+
+    ``exclude`` (same shape as ``k``, -1 for none) switches off one partner concept per word: the caller adds
+    that concept itself (a polysemous word's second sense), which must not appear twice.
+    """
     C = dic.C
-    allowed = _allowed(C, dic.K, spec.cooccurrence, spec.unseen)[k]  # (..., C)
+    allowed = _allowed(C, dic.K, spec.cooccurrence)[k]  # (..., C)
+    if exclude is not None:
+        allowed = allowed & (torch.arange(C) != exclude[..., None])
     z = (torch.rand(*k.shape, C, generator=gen) < spec.polysemy_rate) & allowed
     if spec.cooccurrence == "patterned":
         t = s[..., None].expand(*k.shape, C)  # training rule: partners share the word's sign
@@ -202,14 +213,16 @@ def _signs(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
 
 
 def sample_words(dic: Dictionary, spec: PromptSpec, k: torch.Tensor, s: torch.Tensor,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(words, noise) for concepts ``k`` and signs ``s`` (any shape); words = mu_k^s + co-occurring + xi."""
+                 gen: torch.Generator, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(words, noise) for concepts ``k`` and signs ``s`` (any shape); words = mu_k^s + co-occurring + xi.
+
+    ``exclude``: a partner concept per word that may not co-occur (see ``_cooccurring``)."""
     d = dic.a.shape[1]
     if spec.unseen:
         base = dic.a_unseen + s[..., None].to(dic.a.dtype) * dic.b_unseen
     else:
         base = dic.a[k] + s[..., None].to(dic.a.dtype) * dic.b[k]
-    x = base + _cooccurring(dic, spec, k, s, gen)
+    x = base + _cooccurring(dic, spec, k, s, gen, exclude)
     xi = spec.sigma * torch.randn(*k.shape, d, generator=gen, dtype=dic.a.dtype)
     return x + xi, xi
 
@@ -241,11 +254,14 @@ def sample_prompts(dic: Dictionary, spec: PromptSpec, S: int, n: int, gen: torch
     s_q = _signs((S, n), gen)
     kk = torch.cat([k[..., None].expand(S, n, L), k[..., None]], -1)  # (S, n, L+1)
     ss = torch.cat([s_demo, s_q[..., None]], -1)
-    words, xi = sample_words(dic, spec, kk, ss, gen)
+    exclude = None
+    if spec.polysemous_query:
+        # A second task concept k' != k*, always present in the query (once: not also as a co-occurring feature).
+        k2 = (k + 1 + torch.randint(K - 1, (S, n), generator=gen)) % K
+        exclude = torch.cat([torch.full((S, n, L), -1), k2[..., None]], -1)
+    words, xi = sample_words(dic, spec, kk, ss, gen, exclude)
     x, xq = words[..., :L, :], words[..., L, :]
     if spec.polysemous_query:
-        # A second task concept k' != k*, always present in the query, with a random sign.
-        k2 = (k + 1 + torch.randint(K - 1, (S, n), generator=gen)) % K
         xq = xq + dic.a[k2] + _signs((S, n), gen)[..., None].to(dic.a.dtype) * dic.b[k2]
     label_sign = -s_demo if spec.flip_labels else s_demo
     target = -s_q if spec.flip_labels else s_q

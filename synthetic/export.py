@@ -14,7 +14,7 @@ import torch
 from analysis.config import load_config, to_dict
 from analysis.vectors import LabelledVectors
 from synthetic.config import SyntheticConfig
-from synthetic.data import Dictionary, sample_words, train_spec
+from synthetic.data import Dictionary, generator, sample_words, train_spec
 
 FEATURES = "features.npz"
 POLYSEMY = "features.polysemy.npz"
@@ -28,7 +28,7 @@ def _sign(s: int) -> str:
 def export_features(config: SyntheticConfig, dic: Dictionary, folder: str | Path) -> dict[str, Path]:
     """Write features.npz, features.polysemy.npz and dictionary.npz into ``folder``; return their paths."""
     folder = Path(folder)
-    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + 5)
+    gen = generator(config, 5)
     spec = train_spec(config)
     n, K = config.n_features, config.K
     meta = {"world": "synthetic", "space": "input", "config": to_dict(config)}
@@ -46,7 +46,7 @@ def export_features(config: SyntheticConfig, dic: Dictionary, folder: str | Path
             kk = torch.full((n,), k1)
             s1 = torch.where(torch.rand(n, generator=gen) < 0.5, 1, -1)
             s2 = torch.where(torch.rand(n, generator=gen) < 0.5, 1, -1)
-            x, _ = sample_words(dic, spec, kk, s1, gen)
+            x, _ = sample_words(dic, spec, kk, s1, gen, exclude=torch.full((n,), k2))
             x = x + dic.a[k2] + s2[:, None].to(x.dtype) * dic.b[k2]
             rows.append(x)
             wnames += [f"c{k1}{_sign(int(a))}c{k2}{_sign(int(b))}_{i}" for i, (a, b) in enumerate(zip(s1, s2,

@@ -44,7 +44,7 @@ def prompt_metrics(model: OneLayerTransformer, prompts: Prompts, K: int, chunk: 
         "logistic_loss": _seedwise(loss.mean(1)),
         "zero_one": _seedwise(err.mean(1)),
         "correct_attention": _seedwise(correct.mean(1)),
-        "polarisation": _seedwise(torch.nanmean(polar_t, 1)) if K else [],
+        "polarisation": _seedwise(torch.nanmean(polar_t, 1)),
         "polarisation_per_concept": polar_t.tolist(),
     }
 

@@ -15,11 +15,12 @@ import torch
 
 from analysis.config import from_dict, to_dict
 from analysis.runs import RunFolder, progress, read_json, read_jsonl, write_json
-from synthetic.config import SyntheticConfig
+from synthetic.config import SCENARIOS, SyntheticConfig
 from synthetic.data import (
     Dictionary,
     Prompts,
     build_dictionary,
+    generator,
     sample_prompts,
     scenario_spec,
     train_spec,
@@ -29,11 +30,6 @@ from synthetic.model import OneLayerTransformer, logistic_loss
 
 log = logging.getLogger("mcicl")
 METRICS = "metrics.jsonl"
-
-
-def generator(config: SyntheticConfig, purpose: int) -> torch.Generator:
-    """A torch Generator for one purpose (1 init, 2 training set, 3 test set, 10+i scenario i, ...)."""
-    return torch.Generator().manual_seed(config.seed * 1_000_003 + purpose)
 
 
 @dataclass
@@ -52,8 +48,10 @@ def build_world(config: SyntheticConfig) -> World:
     S = config.seeds
     train = sample_prompts(dic, train_spec(config), S, config.n_train, generator(config, 2))
     test = sample_prompts(dic, train_spec(config), S, config.n_test, generator(config, 3))
-    ood = {name: sample_prompts(dic, scenario_spec(config, name), S, config.n_test_ood, generator(config, 10 + i))
-           for i, name in enumerate(config.scenarios)}
+    # Each scenario's test set is seeded by its name, so evaluating fewer scenarios changes no other numbers.
+    ood = {name: sample_prompts(dic, scenario_spec(config, name), S, config.n_test_ood,
+                                generator(config, 10 + SCENARIOS.index(name)))
+           for name in config.scenarios}
     return World(dic, train, test, ood)
 
 
@@ -87,8 +85,8 @@ def sgd_step(model: OneLayerTransformer, config: SyntheticConfig, train: Prompts
     if config.full_batch:
         x, y, xq, target = train.x, train.y, train.xq, train.target
     else:
-        idx, rows = batch_indices(config, step), torch.arange(config.seeds)[:, None]
-        x, y, xq, target = train.x[rows, idx], train.y[rows, idx], train.xq[rows, idx], train.target[rows, idx]
+        batch = train.index(batch_indices(config, step))
+        x, y, xq, target = batch.x, batch.y, batch.xq, batch.target
     out = model(x, y, xq)
     # Sum over seeds of each seed's mean loss: seeds share no parameters, so each gets its own gradient.
     loss = logistic_loss(out.f, target).mean(1).sum()
@@ -149,6 +147,9 @@ def _train(config: SyntheticConfig, run: RunFolder, resume: bool, figures: bool)
     first = 0
     if resume and (found := latest_checkpoint(ckpt_dir)) is not None:
         first, path = found
+        if first > config.steps:
+            raise ValueError(f"--resume --steps {config.steps} is below the checkpointed step {first} in "
+                             f"{ckpt_dir}; pass --steps >= {first} (a run is never rewound)")
         saved = from_dict(SyntheticConfig, read_json(path.with_suffix(".json"))["config"])
         if {**to_dict(saved), "steps": 0} != {**to_dict(config), "steps": 0}:
             raise ValueError(f"--resume: the config differs from the one checkpointed in {path}; "

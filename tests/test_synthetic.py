@@ -70,7 +70,7 @@ def test_prompts_follow_the_spec() -> None:
 
 
 def _model64(value: str = "label") -> tuple[OneLayerTransformer, object]:
-    cfg = SyntheticConfig(K=2, K_irr=1, d=12, L=3, m=3, seeds=2, dtype="float64", value=value, sigma0=0.3,
+    cfg = SyntheticConfig(K=2, K_irr=1, d=14, L=3, m=3, seeds=2, dtype="float64", value=value, sigma0=0.3,
                           scenarios=[])
     dic = build_dictionary(cfg)
     model = OneLayerTransformer(cfg, dic, torch.Generator().manual_seed(0))
@@ -140,6 +140,39 @@ def test_resume_gives_the_uninterrupted_numbers(tmp_path) -> None:
     assert res.returncode == 0, res.stderr
     assert read_jsonl(tmp_path / "part" / "metrics.jsonl") == read_jsonl(tmp_path / "full" / "metrics.jsonl")
     assert (tmp_path / "part" / "figures" / "dynamics.png").is_file()
+    # A run is never rewound, and --resume cannot silently drop config changes.
+    with pytest.raises(ValueError, match="below the checkpointed step 20"):
+        train(cfg, RunFolder.create(tmp_path / "part", "t", resume=True), resume=True)
+    res = mcicl_cli("synthetic", "train", "--out", str(tmp_path / "part"), "--resume", "--set", "lr=0.5",
+                    "--seeds", "3", "--quiet")
+    assert res.returncode == 2 and "--set, --seeds cannot change" in res.stderr
+    assert read_jsonl(tmp_path / "part" / "metrics.jsonl") == read_jsonl(tmp_path / "full" / "metrics.jsonl")
+
+
+def test_dictionary_and_scenario_sets_do_not_depend_on_the_scenario_list() -> None:
+    from synthetic.train import build_world
+
+    every, few = build_world(tiny(scenarios=["noise_x2", "unseen_concept"])), build_world(tiny(scenarios=["noise_x2"]))
+    assert torch.equal(every.dictionary.a, few.dictionary.a) and torch.equal(every.dictionary.b, few.dictionary.b)
+    assert torch.equal(every.train.x, few.train.x)
+    assert torch.equal(every.ood["noise_x2"].xq, few.ood["noise_x2"].xq)
+
+
+def test_polysemous_query_carries_each_concept_once() -> None:
+    # Noise-free words with every co-occurring feature switched on: the query's coefficient on any a_j is 0 or 1.
+    cfg = tiny(K=4, K_irr=0, d=40, sigma=0.0, polysemy_rate=1.0, cooccurrence="random", seeds=1)
+    dic = build_dictionary(cfg)
+    p = sample_prompts(dic, scenario_spec(cfg, "polysemous_query"), 1, 400, torch.Generator().manual_seed(3))
+    coef = p.xq[0] @ (dic.a / dic.a.norm(dim=1, keepdim=True) ** 2).T  # (n, K): weight of each a_j
+    assert torch.allclose(coef, coef.round(), atol=1e-4) and coef.round().max() == 1
+
+
+def test_crossing_step_stays_between_evaluations() -> None:
+    from synthetic.convergence import crossing_step
+
+    steps, err = np.array([0, 50, 100]), np.array([0.3, 0.005, 0.0])
+    assert crossing_step(steps, err, 0.001, floor=0.5 / 400) <= 100  # floor above the level: no overshoot
+    assert 50 < crossing_step(steps, err, 0.001, floor=0.5 / 10_000) < 100
 
 
 def test_cli_errors_and_replot(tmp_path) -> None:
