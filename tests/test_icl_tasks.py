@@ -122,3 +122,14 @@ def test_no_task_combines_a_concept_with_its_ancestor(ways):
             if cond == "polysemous_query":  # nor a concept above or below another sense of the query
                 others = set(cs.polysemy[p.query]) - {p.query_concept}
                 assert not set(concepts) & {r for s in others for r in related[s] | {s}}, (p.query, p.task)
+
+
+def test_queries_need_words_the_demonstrations_left_over():
+    """Two concepts of 9 words, 16 shots, 4 queries: 2 words left; a clear error, never a numpy crash."""
+    cs = ConceptSet("nine", {"a": [f"a{i}" for i in range(9)], "b": [f"b{i}" for i in range(9)]})
+    with pytest.raises(ValueError, match=r"queries_per_episode=4.*leaving 2.*shots <= 14"):
+        IclSampler(cs, ways=2, queries_per_episode=4, novel_fraction=0.0).sample("in_distribution", 16, 3, seed=0)
+    for queries, shots in ((2, 16), (4, 14)):  # at the limit every episode gets its queries
+        sampler = IclSampler(cs, ways=2, queries_per_episode=queries, novel_fraction=0.0)
+        prompts = sampler.sample("in_distribution", shots, 20, seed=0)
+        assert len(prompts) == 20 * queries

@@ -163,7 +163,7 @@ class IclSampler:
         return math.ceil(shots / self.ways)
 
     def check_shots(self, condition_name: str, shots: int) -> None:
-        """Raise ValueError when a concept has too few words for ``shots`` demonstrations plus a query."""
+        """Raise ValueError when the concepts have too few words for ``shots`` demonstrations plus the queries."""
         need = self.max_demos_per_concept(CONDITIONS[condition_name], shots)
         small = {c: len(ws) for c, ws in self.pools.items() if len(ws) < need + 1}
         if small:
@@ -173,6 +173,17 @@ class IclSampler:
                 f"{shots} shots ({condition_name}) need {need} demonstration words plus a query word per concept, "
                 f"but concept {c!r} has only {n} monosemous word(s) ({len(small)} concept(s) are too small); "
                 f"accepted: shots <= {most} for this concept set, or a concept set with more words")
+        if CONDITIONS[condition_name].query == "polysemous":
+            return  # polysemous queries are not drawn from the concepts' word lists
+        # An episode's queries are words its demonstrations left over; the tightest task is the smallest concepts.
+        smallest = sorted(len(ws) for ws in self.pools.values())[:self.ways]
+        left = sum(smallest) - shots
+        if left < self.queries_per_episode:
+            raise ValueError(
+                f"{shots} shots ({condition_name}) with queries_per_episode={self.queries_per_episode}: the "
+                f"{self.ways} smallest concepts have {sum(smallest)} monosemous words, leaving {left} for queries; "
+                f"accepted: shots <= {sum(smallest) - self.queries_per_episode} for this concept set, fewer "
+                "queries per episode (--queries-per-episode), or a concept set with more words")
 
     def _max_shots(self, condition: Condition, n_words: int) -> int:
         best = 0
@@ -195,7 +206,8 @@ class IclSampler:
                 continue
             if mode == "any" or self.is_novel(combo) == (mode == "novel"):
                 return combo
-        raise ValueError(f"no {mode} {self.ways}-way concept combination without a concept and its ancestor found; "
+        raise ValueError(f"no {mode} {self.ways}-way concept combination found (one never pairs a concept with its "
+                         "ancestor); "
                          f"change --novel-fraction (now {self.novel_fraction}) or use a concept set with more "
                          "unrelated concepts")
 
