@@ -19,6 +19,7 @@ import numpy as np
 
 log = logging.getLogger("mcicl")
 CACHE_FORMAT = 1
+WEIGHT_SAMPLE = 64  # values hashed per tensor: cheap even for billions of weights
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
 
 
@@ -29,11 +30,11 @@ def _digest(data: bytes) -> str:
 def model_fingerprint(model: Any, location: str | None = None) -> dict[str, Any]:
     """What identifies a model's weights: class, location, weight files (name, size, mtime), a weight hash.
 
-    The hash of a few input-embedding rows catches weights changed in memory or rewritten in place; the
-    file list catches re-saved checkpoints; a Hub model adds its commit hash.
+    The weight hash covers every state_dict tensor (name, shape, dtype and a strided sample of at most
+    ``WEIGHT_SAMPLE`` values), so weights changed in memory (fine-tuned, re-initialised, scaled) change the
+    key, in any layer; an edit of single entries between the sampled ones would not. The file list catches
+    re-saved checkpoints; a Hub model adds its commit hash.
     """
-    import torch
-
     config = getattr(model, "config", None)
     out: dict[str, Any] = {
         "class": type(model).__name__,
@@ -45,11 +46,24 @@ def model_fingerprint(model: Any, location: str | None = None) -> dict[str, Any]
         out["files"] = sorted(
             (p.name, p.stat().st_size, p.stat().st_mtime_ns)
             for p in Path(location).iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
-    emb = model.get_input_embeddings().weight.detach()
-    with torch.no_grad():
-        rows = torch.cat([emb[:8], emb[-8:]]).float().cpu().contiguous().numpy()
-    out["embedding_hash"] = _digest(rows.tobytes())[:16]
+    out["weight_hash"] = weight_hash(model)
     return out
+
+
+def weight_hash(model: Any) -> str:
+    """A short hash of every state_dict tensor's name, shape, dtype and a strided sample of its values."""
+    import torch
+
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            h.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
+            if tensor.device.type == "meta" or tensor.numel() == 0:  # offloaded: no values to read
+                continue
+            flat = tensor.detach().reshape(-1)
+            step = max(1, flat.numel() // WEIGHT_SAMPLE)
+            h.update(flat[::step][:WEIGHT_SAMPLE].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class ExtractionCache:
