@@ -330,3 +330,24 @@ def test_roberta_right_padding_keeps_its_own_position_numbering(tmp_path):
         for layer in batched.layers:
             np.testing.assert_allclose(batched.vectors[layer][i], alone.vectors[layer][0], **TOL)
             np.testing.assert_allclose(batched.vectors[layer][i], bare[int(layer)], **TOL)
+
+
+def test_cache_misses_when_a_deep_weight_changes_in_memory(tmp_path, monkeypatch):
+    import probing.extract as extract_module
+    from probing.models import load_model
+    from probing.tiny import build_tiny_model
+
+    loaded = load_model(str(build_tiny_model("bert", tmp_path / "bert", hidden=32, heads=2)))
+    calls = []
+    real = extract_module._compute
+    monkeypatch.setattr(extract_module, "_compute", lambda m, items, *a, **k: calls.append(len(items)) or
+                        real(m, items, *a, **k))
+    config = ExtractionConfig(model="unused", layers="last", cache_dir=str(tmp_path / "cache"))
+    first = extract_words(["dog", "cat"], config, loaded=loaded, show_progress=False)
+    extract_words(["dog", "cat"], config, loaded=loaded, show_progress=False)
+    assert calls == [2]  # read back
+    with torch.no_grad():  # the last layer only: the input embeddings stay as they were
+        loaded[0].encoder.layer[-1].output.dense.weight.mul_(2.0)
+    second = extract_words(["dog", "cat"], config, loaded=loaded, show_progress=False)
+    assert calls == [2, 2]
+    assert np.abs(second.vectors["2"] - first.vectors["2"]).max() > 1e-3
