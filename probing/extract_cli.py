@@ -117,11 +117,16 @@ def run(args: argparse.Namespace) -> int:
     from probing.extract import ExtractionConfig, extract_words, load_for
 
     file_data = read_mapping(args.config) if args.config else {}
-    words_file = args.words or file_data.pop("words", None)
-    concepts = args.concepts or file_data.pop("concepts", None)
-    polysemy_file = args.polysemy or file_data.pop("polysemy", None)
-    if args.words and args.concepts:
-        raise ValueError("pass either --words FILE or --concepts SPEC, not both")
+    # Pop all three (they are not ExtractionConfig fields), then let the command line win over the file.
+    from_file = {k: file_data.pop(k, None) for k in ("words", "concepts", "polysemy")}
+    words_file = args.words or from_file["words"]
+    concepts = args.concepts or from_file["concepts"]
+    polysemy_file = args.polysemy or from_file["polysemy"]
+    if words_file and concepts:  # checked after merging: one may come from --config, the other from the CLI
+        where = {k: "--config" if v is None else "the command line" for k, v in
+                 (("words", args.words), ("concepts", args.concepts))}
+        raise ValueError(f"words {words_file!r} (from {where['words']}) and concepts {concepts!r} (from "
+                         f"{where['concepts']}): pass either --words FILE or --concepts SPEC, not both")
     if polysemy_file and not concepts:
         raise ValueError("--polysemy FILE goes with --concepts (it names concepts of the set)")
     if not words_file and not concepts:

@@ -351,3 +351,15 @@ def test_cache_misses_when_a_deep_weight_changes_in_memory(tmp_path, monkeypatch
     second = extract_words(["dog", "cat"], config, loaded=loaded, show_progress=False)
     assert calls == [2, 2]
     assert np.abs(second.vectors["2"] - first.vectors["2"]).max() > 1e-3
+
+
+def test_words_from_config_and_concepts_from_the_command_line_conflict(tmp_path, capsys):
+    from analysis.cli import main
+
+    (tmp_path / "words.txt").write_text("dog\ncat\n", encoding="utf-8")
+    (tmp_path / "config.yaml").write_text(f"words: {tmp_path / 'words.txt'}\n", encoding="utf-8")
+    assert main(["probe", "extract", "--model", "default", "--config", str(tmp_path / "config.yaml"),
+                 "--concepts", "builtin", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "from --config" in err and "concepts 'builtin' (from the command line)" in err
+    assert not (tmp_path / "run").exists()
