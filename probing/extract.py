@@ -15,7 +15,6 @@ import inspect
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -225,12 +224,6 @@ def _body(model: Any) -> Any:
     return getattr(model, "base_model", model)
 
 
-def _is_causal(model: Any) -> bool:
-    from probing.models import is_causal_config
-
-    return is_causal_config(model.config) and not getattr(model.config, "is_encoder_decoder", False)
-
-
 def layer_names(model: Any, space: str, layers: str | Sequence[int] = "all") -> list[str]:
     """The layer names an extraction of ``space`` with ``layers`` produces for ``model``."""
     if space == "hidden":
@@ -244,7 +237,9 @@ def padding_for(model: Any, padding_side: str = "auto") -> str:
     require(padding_side in PADDING_SIDES, "padding_side", padding_side, "one of " + ", ".join(PADDING_SIDES))
     accepts_positions = "position_ids" in inspect.signature(_body(model).forward).parameters
     if padding_side == "auto":
-        return "left" if _is_causal(model) and accepts_positions else "right"
+        from probing.models import is_causal_model
+
+        return "left" if is_causal_model(model) and accepts_positions else "right"
     if padding_side == "left" and not accepts_positions:
         raise ValueError(f"{type(model).__name__} takes no position_ids, so left padding would shift positions; "
                          "use padding_side='right' (or 'auto')")
@@ -347,6 +342,7 @@ def _compute(model: Any, items: list[_Item], space: str, layer_idx: list[int], p
 def _meta(model: Any, tokenizer: Any, space: str, template: str, pooling: str, padding_side: str,
           n_layers: int | None, words: list[str], items: list[_Item]) -> dict[str, Any]:
     from probing.devices import input_device
+    from probing.tiny import is_random_weights
 
     location = getattr(model.config, "_name_or_path", "")
     return {
@@ -354,13 +350,13 @@ def _meta(model: Any, tokenizer: Any, space: str, template: str, pooling: str, p
         "space": space, "template": template, "pooling": pooling, "pooling_rule": POOLING_RULE.format(pooling=pooling),
         "dtype": str(getattr(model, "dtype", "")).replace("torch.", ""), "device": str(input_device(model)),
         "padding_side": padding_side, "n_hidden_layers": n_layers,
-        "random_weights": bool(location) and (Path(location) / "MCICL_TINY_RANDOM_WEIGHTS").is_file(),
+        "random_weights": is_random_weights(location),
         "n_words": len(words), "n_tokens": [len(it.positions) for it in items],
     }
 
 
-def _pad_id(tokenizer: Any) -> int:
-    # The pad id never reaches the output (masked, never pooled); a model without one gets eos or 0.
+def padding_token_id(tokenizer: Any) -> int:
+    """The id used to pad batches: the pad token, else eos, else 0 (padding is masked, so never read)."""
     for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
         if tid is not None:
             return int(tid)
@@ -378,7 +374,8 @@ def extract(model: Any, tokenizer: Any, words: Iterable[str], *, space: str = "h
     n_layers = n_hidden_layers(model) if space == "hidden" else None
     layer_idx = resolve_layers(layers, n_layers) if space == "hidden" else []
     side = padding_for(model, padding_side) if space == "hidden" else "none"
-    vectors = _compute(model, items, space, layer_idx, pooling, batch_size, side, _pad_id(tokenizer), show_progress)
+    vectors = _compute(model, items, space, layer_idx, pooling, batch_size, side, padding_token_id(tokenizer),
+                       show_progress)
     names = list(vectors)
     return Extraction(kept, names, vectors, report,
                       _meta(model, tokenizer, space, template, pooling, side, n_layers, kept, items))
@@ -403,7 +400,7 @@ def extract_words(words: Iterable[str], config: ExtractionConfig, *, loaded: tup
     layer_idx = resolve_layers(config.layers, n_layers) if config.space == "hidden" else []
     names = [str(i) for i in layer_idx] if config.space == "hidden" else [config.space]
     side = padding_for(model) if config.space == "hidden" else "none"
-    pad = _pad_id(tokenizer)
+    pad = padding_token_id(tokenizer)
     for kind, what in (("empty", "empty"), ("unrepresentable", "unrepresentable"), ("duplicates", "duplicate")):
         if report[kind]:
             log.warning("%d %s word(s) left out: %s", len(report[kind]), what,

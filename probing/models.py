@@ -161,6 +161,11 @@ def load_model(
     return model, tokenizer, ref
 
 
+def is_causal_model(model: Any) -> bool:
+    """Whether a loaded model is a causal (decoder-only) LM: left padding, LM readout; an encoder-decoder is not."""
+    return is_causal_config(model.config) and not getattr(model.config, "is_encoder_decoder", False)
+
+
 def is_causal_config(config: Any) -> bool:
     """Whether a transformers config describes a causal (decoder) language model."""
     archs = getattr(config, "architectures", None) or []

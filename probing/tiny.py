@@ -18,6 +18,14 @@ _BASE_CORPUS = (
 )
 
 
+RANDOM_WEIGHTS_MARKER = "MCICL_TINY_RANDOM_WEIGHTS"
+
+
+def is_random_weights(location: str | Path | None) -> bool:
+    """Whether ``location`` is a model folder made by :func:`build_tiny_model` (random weights)."""
+    return bool(location) and (Path(location) / RANDOM_WEIGHTS_MARKER).is_file()
+
+
 def build_tiny_tokenizer(corpus: Iterable[str] = (), vocab_size: int = 600):
     """A byte-level BPE tokenizer trained on ``corpus`` (every string is representable), with a pad token."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -66,6 +74,6 @@ def build_tiny_model(arch: Arch, folder: str | Path, *, seed: int = 0, hidden: i
     model.eval()
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    (folder / "MCICL_TINY_RANDOM_WEIGHTS").write_text(
+    (folder / RANDOM_WEIGHTS_MARKER).write_text(
         f"tiny {arch} with random weights (seed {seed}): for testing mechanics only, not a pretrained model\n")
     return folder

@@ -45,3 +45,19 @@ def test_unreachable_hub_id_suggests_local_folder(monkeypatch):
     assert ref.source == "hub"
     with pytest.raises(ModelNotFoundError, match=r"HF_HUB_OFFLINE.*--model ./that-folder"):
         load_model(ref)
+
+
+def test_is_causal_model_and_random_weights_marker(minilm, tmp_path):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from probing.models import is_causal_model
+    from probing.tiny import build_tiny_model, is_random_weights
+
+    folder = build_tiny_model("gpt2", tmp_path / "gpt2", hidden=32, layers=1, heads=2)
+    gpt2, _, ref = load_model(str(folder))
+    t5 = T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8))
+    assert is_causal_model(gpt2) and not is_causal_model(minilm[0])
+    t5.config.is_decoder = True  # an encoder-decoder is never causal, whatever its config flags say
+    assert not is_causal_model(t5)
+    assert is_random_weights(ref.location) and is_random_weights(folder)
+    assert not is_random_weights(minilm[2].location) and not is_random_weights(None) and not is_random_weights("")

@@ -206,7 +206,8 @@ def _lm_scores(config: IclConfig, loaded, prompts: list[IclPrompt]) -> list[np.n
 def run_icl(config: IclConfig, run: RunFolder, *, loaded=None, concept_set: ConceptSet | None = None) -> dict[str, Any]:
     """Run the probe into ``run``: results.csv, summary.json, beta_sweep.csv (attention), figures; return summary."""
     from probing.icl.figures import plot_accuracy_vs_shots, plot_beta_sweep
-    from probing.models import load_model
+    from probing.models import is_causal_model, load_model
+    from probing.tiny import is_random_weights
 
     cs = concept_set if concept_set is not None else load_suite(config.suite, config.polysemy)
     conditions = list(config.conditions)
@@ -219,8 +220,8 @@ def run_icl(config: IclConfig, run: RunFolder, *, loaded=None, concept_set: Conc
                          split_seed=config.seed)
     cells = plan(config, sampler)
     readout = choose_readout(config) if loaded is None else (
-        "lm" if config.readout == "lm" or (config.readout == "auto" and _is_causal(loaded[0])) else "attention")
-    if readout == "lm" and loaded is not None and not _is_causal(loaded[0]):
+        "lm" if config.readout == "lm" or (config.readout == "auto" and is_causal_model(loaded[0])) else "attention")
+    if readout == "lm" and loaded is not None and not is_causal_model(loaded[0]):
         raise ValueError("--readout lm needs a causal language model; the loaded model is an encoder; accepted: "
                          "--readout attention, or a causal LM")
     run.save_config({**_plain(config), "readout_resolved": readout})
@@ -265,7 +266,7 @@ def run_icl(config: IclConfig, run: RunFolder, *, loaded=None, concept_set: Conc
     if sweep:
         run.write_csv("beta_sweep.csv", sweep)
     summary = summarise(rows, ways=config.ways, n_boot=config.n_boot, seed=config.seed)
-    is_tiny = (Path(ref.location) / "MCICL_TINY_RANDOM_WEIGHTS").is_file()
+    is_tiny = is_random_weights(ref.location)
     summary.update({"model": ref.name, "readout": readout, "suite": config.suite, "concept_set": cs.name,
                     "ways": config.ways, "template": _plain(config.template), "random_weights": is_tiny,
                     "prompts": len(rows), **extra})
@@ -293,12 +294,6 @@ def summarise(rows: list[dict[str, Any]], *, ways: int, n_boot: int = 1000, seed
             out["follows_majority"].setdefault(cond, {})[key] = bootstrap_accuracy(
                 [r["predicted"] == r["majority_label"] for r in rs], episodes, n_boot=n_boot, seed=seed).to_dict()
     return out
-
-
-def _is_causal(model) -> bool:
-    from probing.models import is_causal_config
-
-    return is_causal_config(model.config)
 
 
 def _plain(obj: Any) -> Any:

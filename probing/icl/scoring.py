@@ -89,7 +89,9 @@ def score_naive(model, tokenizer, prompts: Sequence[ScoringPrompt]) -> list[np.n
     """Per prompt, the summed log-prob of each option: one full forward per (prompt, option), no padding."""
     import torch
 
-    device = next(model.parameters()).device
+    from probing.devices import input_device
+
+    device = input_device(model)
     scores = []
     for tp in tokenize_prompts(tokenizer, prompts):
         context = tp.prefix + tp.query
@@ -182,11 +184,13 @@ def score_cached(model, tokenizer, prompts: Sequence[ScoringPrompt], batch_size:
     from transformers import DynamicCache
 
     from analysis.runs import progress
+    from probing.devices import input_device
+    from probing.extract import padding_token_id
 
-    device = next(model.parameters()).device
+    device = input_device(model)
     dtype = next(model.parameters()).dtype
     cache_kw, has_keep = _forward_kwargs(model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = padding_token_id(tokenizer)
     tokenized = tokenize_prompts(tokenizer, prompts)
     # A prompt without a prefix borrows its first query token as prefix: the cache needs at least one token.
     split = [(tp.prefix, tp.query) if tp.prefix else (tp.query[:1], tp.query[1:]) for tp in tokenized]
