@@ -67,8 +67,8 @@ def resolve_model(spec: str | Path) -> ModelRef:
     if text == DEFAULT_MODEL:
         return ModelRef(text, str(default_model_path()), "default")
     path = Path(text).expanduser()
-    looks_local = text.startswith((".", "/", "~")) or os.sep in text.rstrip(os.sep) and path.exists()
-    if path.exists() or looks_local:
+    # An existing path, or one written as a path (a Hub id never starts with ".", "/" or "~"), is local.
+    if path.exists() or text.startswith((".", "/", "~")):
         if not path.is_dir():
             raise ModelNotFoundError(
                 f"local model path {text!r} does not exist or is not a folder; accepted: 'default', a folder "
