@@ -136,9 +136,9 @@ def spaces_from_file(cfg: GeometryConfig) -> tuple[list[Space], dict[str, Any]]:
 
 def _vocab_words(tokenizer: Any, n: int, seed: int) -> list[str]:
     """A seeded sample of ``n`` whole-word alphabetic vocabulary entries (the vocabulary whitening sample)."""
-    vocab = sorted(tokenizer.get_vocab())
-    words = sorted({t.lstrip("Ġ▁").lower() for t in vocab if t.lstrip("Ġ▁").isalpha() and len(t.lstrip("Ġ▁")) >= 3
-                    and not t.startswith("##")})
+    # The tokenizer turns each token into its text (no hard-coded space markers); "##ing" stays non-alphabetic.
+    texts = (tokenizer.convert_tokens_to_string([t]).strip() for t in sorted(tokenizer.get_vocab()))
+    words = sorted({t.lower() for t in texts if t.isalpha() and len(t) >= 3})
     rng = np.random.default_rng(seed)
     return [words[i] for i in sorted(rng.choice(len(words), size=min(n, len(words)), replace=False))]
 

@@ -161,3 +161,20 @@ def test_nested_concept_sets_measure_each_word_in_its_most_specific_concept():
     pairs, n_multi = concept_pairs(cs)
     assert dict(pairs) == {"dog": "pet", "cat": "pet", "eagle": "bird", "hawk": "bird", "fox": "animal"}
     assert n_multi == 4
+
+
+def test_vocabulary_whitening_sample_is_whole_alphabetic_token_text(minilm):
+    from probing.geometry import _vocab_words
+    from probing.tiny import build_tiny_tokenizer
+
+    _, tokenizer, _ = minilm
+    words = _vocab_words(tokenizer, 200, seed=0)
+    assert len(words) == 200 and words == _vocab_words(tokenizer, 200, seed=0)
+    assert all(w.isalpha() and w == w.lower() and len(w) >= 3 for w in words)
+    # Same sample as stripping WordPiece's markers by hand: "##" pieces left out, whole words kept.
+    by_hand = sorted({t.lower() for t in tokenizer.get_vocab() if t.isalpha() and len(t) >= 3})
+    rng = np.random.default_rng(0)
+    assert words == [by_hand[i] for i in sorted(rng.choice(len(by_hand), size=200, replace=False))]
+    bpe = _vocab_words(build_tiny_tokenizer(), 50, seed=0)  # byte-level BPE: "Ġcat" -> "cat"
+    assert "animal" in _vocab_words(build_tiny_tokenizer(), 10_000, seed=0)
+    assert bpe and all(w.isalpha() for w in bpe)
