@@ -142,13 +142,6 @@ class IclSampler:
         for c in self.names:
             for d in self.family[c] - {c}:
                 self.family.setdefault(d, {d}).add(c)
-        n_combos = math.comb(len(self.names), self.ways)
-        self.n_novel = sum(1 for c in self._all_combos_small() if self.is_novel(c)) if n_combos <= 5000 else None
-
-    def _all_combos_small(self):
-        import itertools
-
-        return itertools.combinations(self.names, self.ways)
 
     def is_novel(self, combo: tuple[str, ...]) -> bool:
         """Whether a concept combination is held out for ``novel_pair`` (fixed by ``split_seed``)."""
