@@ -28,4 +28,4 @@ test: $(VENV)/.test-installed
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
 lint: $(VENV)/.test-installed
-	$(VENV)/bin/ruff check synthetic probing analysis tests benchmarks
+	$(VENV)/bin/ruff check mcicl synthetic probing analysis tests benchmarks

@@ -1,63 +1,27 @@
 """The ``mcicl`` command line: one parser, sub-commands registered by the packages that own them.
 
-Each command module exposes ``register(subparsers)``, adding its parser with ``add_run_options`` and
-``set_defaults(func=...)``; ``func(args)`` returns an exit code. Heavy imports (torch, transformers)
-happen inside the handlers so ``mcicl --help`` stays fast.
+Each command module exposes ``register(subparsers)``, adding its parser with ``mcicl.core.cli.add_run_options``
+and ``set_defaults(func=...)``; ``func(args)`` returns an exit code.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
-from analysis import __version__
-from analysis.runs import remove_unused_runs, set_quiet, setup_logging
+from mcicl.analysis import compare_cli, demo, report_cli
+from mcicl.probing import cli as probing_cli
+from mcicl.synthetic import cli as synthetic_cli
+
+from mcicl import __version__
+from mcicl.core.runs import remove_unused_runs, set_quiet, setup_logging
 
 log = logging.getLogger("mcicl")
 
-# Command modules, in --help order. Each must define register(subparsers).
-COMMAND_MODULES = (
-    "analysis.demo",
-    "synthetic.cli",
-    "probing.cli",
-    "analysis.compare_cli",
-    "analysis.report_cli",
-)
-
-
-def add_run_options(parser: argparse.ArgumentParser, *, config: bool = True, seed: bool = True) -> None:
-    """The options every run-producing command shares: --out, --overwrite, --seed, --config, --quiet."""
-    g = parser.add_argument_group("run folder and reproducibility")
-    g.add_argument("--out", metavar="DIR", default=None,
-                   help="output run folder (default: runs/<command>-<timestamp>); an existing non-empty "
-                        "folder is refused unless --overwrite")
-    g.add_argument("--overwrite", action="store_true",
-                   help="replace an existing mcicl run folder given as --out")
-    if seed:
-        g.add_argument("--seed", type=int, default=None,
-                       help="random seed; the same config and seed give the same numbers (default: 0)")
-    if config:
-        g.add_argument("--config", metavar="FILE", default=None,
-                       help="YAML or JSON file of config fields; command-line options override it")
-    g.add_argument("--quiet", action="store_true", help="no progress bars, warnings and errors only")
-    g.add_argument("--verbose", action="store_true", help="debug logging")
-
-
-def available_commands() -> tuple[list[str], list[str]]:
-    """(registered command modules, modules not built yet)."""
-    built, missing = [], []
-    for name in COMMAND_MODULES:
-        try:
-            importlib.import_module(name)
-            built.append(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:  # a real missing dependency inside a built module: not ours to hide
-                raise
-            missing.append(name)
-    return built, missing
+# Command modules, in --help order; each defines register(subparsers).
+COMMAND_MODULES = (demo, synthetic_cli, probing_cli, compare_cli, report_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mcicl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in available_commands()[0]:
-        importlib.import_module(name).register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 

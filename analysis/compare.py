@@ -20,15 +20,25 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mcicl.analysis.embedding_plots import embedding_figure
+from mcicl.analysis.geometry import concept_directions, direction_abs_cos, geometry_summary, prepare
+from mcicl.analysis.geometry_figures import plot_direction_heatmap
+from mcicl.analysis.matched import estimate_parameters, load_icl_summary, run_matched
+from mcicl.analysis.ood_map import MapPoint, ood_map_figure, read_sweep
+from mcicl.analysis.polysemy import polysemy_analysis
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.export import DICTIONARY, FEATURES, POLYSEMY, learned_vectors
+from mcicl.synthetic.sweep import run_sweep
 
-from analysis.plotting import palette, save_figure
-from analysis.runs import RunFolder, progress, read_json
-from analysis.vectors import LabelledVectors
+from mcicl.core.config import load_config
+from mcicl.core.plotting import palette, save_figure, styled, subplots
+from mcicl.core.runs import RunFolder, progress, read_json
+from mcicl.core.vectors import LabelledVectors
 
 log = logging.getLogger("mcicl")
 
@@ -75,7 +85,6 @@ def _dictionary_polysemy(dictionary: LabelledVectors) -> LabelledVectors:
 def _learned(run_dir: Path, which: str, polysemy: bool, seed_index: int = 0
              ) -> tuple[LabelledVectors, LabelledVectors | None]:
     """Sampled words and (if exported) polysemous words through the trained W_Q or W_K."""
-    from synthetic.export import POLYSEMY, learned_vectors
 
     mapped = learned_vectors(run_dir, which, seed_index)
     poly = learned_vectors(run_dir, which, seed_index, words=POLYSEMY) if polysemy else None
@@ -84,7 +93,6 @@ def _learned(run_dir: Path, which: str, polysemy: bool, seed_index: int = 0
 
 def synthetic_spaces(run_dir: str | Path, *, learned: bool = True) -> list[Space]:
     """The synthetic run's spaces: dictionary, sampled words, and (``learned``) the W_Q and W_K spaces."""
-    from synthetic.export import DICTIONARY, FEATURES, POLYSEMY
 
     run_dir = Path(run_dir)
     for name in (DICTIONARY, FEATURES):
@@ -147,7 +155,6 @@ def real_spaces(run_dir: str | Path, *, layers: Sequence[str] | None = None, mod
 
 def _polysemy_row(space: Space, centre: bool) -> dict[str, Any]:
     """The sense-cosine row of a space (mean cosine of polysemous words with their senses' centroids)."""
-    from analysis.polysemy import polysemy_analysis
 
     row: dict[str, Any] = {"statistic": "polysemous_sense_cosine"}
     poly = space.polysemy
@@ -168,7 +175,6 @@ def _polysemy_row(space: Space, centre: bool) -> dict[str, Any]:
 def space_rows(space: Space, geometry: str = "raw", *, n_permutations: int = 100, n_bootstrap: int = 200,
                seed: int = 0) -> list[dict[str, Any]]:
     """One row per statistic of STATISTICS for one space in one geometry (raw or centred)."""
-    from analysis.geometry import geometry_summary
 
     if geometry not in GEOMETRIES:
         raise ValueError(f"geometry={geometry!r}; accepted: {', '.join(GEOMETRIES)}")
@@ -215,9 +221,9 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], geometry: str = "raw") -> 
     return "\n".join(lines)
 
 
+@styled
 def comparison_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, name: str = "comparison") -> Path:
     """One panel per statistic: a bar per space (raw and centred side by side) with the null as a black tick."""
-    import matplotlib.pyplot as plt
 
     spaces = list(dict.fromkeys(r["space"] for r in rows))
     geometries = [g for g in GEOMETRIES if any(r["geometry"] == g for r in rows)]
@@ -225,7 +231,7 @@ def comparison_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, nam
     colours = dict(zip(geometries, palette(len(geometries)), strict=True))
     ncols = 3
     nrows = math.ceil(len(STATISTICS) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 0.32 * len(spaces) * nrows + 2.2 * nrows),
+    fig, axes = subplots(nrows, ncols, figsize=(5.2 * ncols, 0.32 * len(spaces) * nrows + 2.2 * nrows),
                              squeeze=False)
     y = np.arange(len(spaces))
     h = 0.8 / len(geometries)
@@ -256,8 +262,6 @@ def comparison_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, nam
 
 def direction_heatmaps(space: Space, folder: str | Path, name: str = "heatmap") -> list[Path]:
     """Clustered concept-direction |cos| heatmaps of one space: raw, centred, and whitened by its own words."""
-    from analysis.geometry import concept_directions, direction_abs_cos, prepare
-    from analysis.geometry_figures import plot_direction_heatmap
 
     lv = space.words
     variants = (("raw", {"center_vectors": False}), ("centred", {"center_vectors": True}),
@@ -286,8 +290,6 @@ def _slug(name: str) -> str:
 
 
 def _base_config(synthetic_dir: Path) -> Any:
-    from analysis.config import load_config
-    from synthetic.config import SyntheticConfig
 
     return load_config(SyntheticConfig, synthetic_dir / "config.yaml")
 
@@ -295,8 +297,6 @@ def _base_config(synthetic_dir: Path) -> Any:
 def place_on_map(spaces: Sequence[Space], base: Any, *, seed: int = 0) -> tuple[list[Any], list[dict[str, Any]],
                                                                                 dict[str, Any]]:
     """(map points, rows, estimates by space name) of real spaces at their estimated generator parameters."""
-    from analysis.matched import estimate_parameters
-    from analysis.ood_map import MapPoint
 
     points, rows, estimates = [], [], {}
     for space in progress(spaces, desc="placing real spaces on the map"):
@@ -313,7 +313,6 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
                 matched_overrides: Mapping[str, Any] | None = None, figures: bool = True,
                 use_umap: bool = True, umap_synthetic: bool = True, heatmaps: bool = True) -> dict[str, Any]:
     """The comparison table (CSV + Markdown + figure), and optionally the OOD map and the matched world."""
-    from dataclasses import replace
 
     synthetic_dir, real_dir = Path(synthetic_dir), Path(real_dir)
     real_found = real_spaces(real_dir)
@@ -329,7 +328,6 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
     comparison_figure(rows, run.figures)
     embeddings: dict[str, Any] = {}
     if figures:
-        from analysis.embedding_plots import embedding_figure
 
         if heatmaps:
             direction_heatmaps(real[-1], run.figures, name=f"heatmap_{_slug(real[-1].name)}")
@@ -349,7 +347,6 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
     base = _base_config(synthetic_dir)
     estimates: dict[str, Any] = {}
     if sweep_dir is not None:
-        from analysis.ood_map import ood_map_figure, read_sweep
 
         sweep = read_sweep(sweep_dir)
         # map_spaces: how many real spaces to place (the last layer, then the first, then the middle one); None = all.
@@ -360,7 +357,6 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
         ood_map_figure(sweep, run.figures, points)
         summary["ood_map"] = {"points": placed, "sweep": str(sweep_dir)}
     if matched:
-        from analysis.matched import load_icl_summary, run_matched
 
         target = next((s for s in real if s.name == matched_space), None) if matched_space else real[-1]
         if target is None:
@@ -402,8 +398,6 @@ def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> d
 
 def _demo_sweep(run: RunFolder, small: bool, seed: int) -> Path:
     """A small within_cosine x cross_overlap sweep for the demo's geometry-to-OOD map."""
-    from synthetic.config import SyntheticConfig
-    from synthetic.sweep import run_sweep
 
     scenarios = ["length_long", "flipped_labels", "polysemous_query", "noise_x5"]
     base = SyntheticConfig(seeds=1, steps=100 if small else 400, n_test=400 if small else 2000,

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from mcicl.analysis.compare import real_spaces, run_compare, synthetic_spaces
+from mcicl.analysis.matched import load_icl_summary
+from mcicl.analysis.ood_map import read_sweep
+
+from mcicl.core.cli import add_run_options
+from mcicl.core.runs import RunFolder, seed_everything
+
 
 def run(args: argparse.Namespace) -> int:
     """Build the comparison run folder; print where it is."""
-    from analysis.compare import real_spaces, run_compare, synthetic_spaces
-    from analysis.runs import RunFolder, seed_everything
 
     seed = args.seed or 0
     seed_everything(seed)
     if args.permutations < 1:
         raise ValueError(f"--permutations {args.permutations}; accepted: an integer >= 1")
-    from analysis.matched import load_icl_summary
-    from analysis.ood_map import read_sweep
 
     # Validate every input before creating the output folder and before any long computation.
     real = real_spaces(args.real)
@@ -37,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``mcicl compare``."""
-    from analysis.cli import add_run_options
 
     p = sub.add_parser("compare", help="synthetic vs real concept geometry, the OOD map, the matched world",
                        description="The same statistics (within/cross-concept cosine, concept-direction |cos|, "

@@ -9,21 +9,26 @@ the report (``report/report.html``, whose path is printed at the end).
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import time
 
-from analysis.runs import RunFolder, seed_everything
+from mcicl.analysis import compare, report
+from mcicl.probing import geometry_demo
+from mcicl.probing.icl import demo as icl_demo
+from mcicl.synthetic import demo as synthetic_demo
+
+from mcicl.core.cli import add_run_options
+from mcicl.core.runs import RunFolder, seed_everything
 
 log = logging.getLogger("mcicl")
 
-# (stage title, module providing run_demo_stage(run, args, results) -> dict of headline numbers)
+# (stage title, run_demo_stage(run, args, results) -> dict of headline numbers)
 STAGES = (
-    ("synthetic training + OOD", "synthetic.demo"),
-    ("real geometry", "probing.geometry_demo"),
-    ("ICL probes (attention readout)", "probing.icl.demo"),
-    ("comparison", "analysis.compare"),
-    ("report", "analysis.report"),
+    ("synthetic training + OOD", synthetic_demo.run_demo_stage),
+    ("real geometry", geometry_demo.run_demo_stage),
+    ("ICL probes (attention readout)", icl_demo.run_demo_stage),
+    ("comparison", compare.run_demo_stage),
+    ("report", report.run_demo_stage),
 )
 
 
@@ -35,11 +40,10 @@ def run(args: argparse.Namespace) -> int:
                      "stages": [title for title, _ in STAGES]})
     results: dict = {"stages": {}}
     start_all = time.perf_counter()
-    for title, module_name in STAGES:
-        module = importlib.import_module(module_name)
+    for title, run_stage in STAGES:
         start = time.perf_counter()
         log.info("demo stage: %s", title)
-        stage = module.run_demo_stage(out, args, results)
+        stage = run_stage(out, args, results)
         results["stages"][title] = {**stage, "seconds": round(time.perf_counter() - start, 2)}
         log.info("demo stage %s done in %.1f s", title, time.perf_counter() - start)
     results["seconds"] = round(time.perf_counter() - start_all, 2)
@@ -52,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``mcicl demo``."""
-    from analysis.cli import add_run_options
 
     p = sub.add_parser("demo", help="run the end-to-end job on the default model (the README's main job)",
                        description="Synthetic training with OOD evaluation, real-model geometry, attention-readout "

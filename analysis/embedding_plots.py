@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.lines import Line2D
+from sklearn.decomposition import PCA
 
-from analysis.plotting import palette, save_figure
-from analysis.vectors import LabelledVectors
+from mcicl.core.plotting import palette, save_figure, styled, subplots
+from mcicl.core.vectors import LabelledVectors
 
 log = logging.getLogger("mcicl")
 
@@ -54,7 +56,6 @@ def select_concepts(words: LabelledVectors, polysemy: LabelledVectors | None, ma
 def layout(words: LabelledVectors, polysemy: LabelledVectors | None = None, *, seed: int = 0,
            use_umap: bool = True, n_pca: int = 50, n_neighbors: int = 15) -> EmbeddingLayout:
     """PCA (2 components) and UMAP (cosine metric on <= ``n_pca`` PCs, seeded) coordinates of all words."""
-    from sklearn.decomposition import PCA
 
     x = np.asarray(words.vectors, dtype=np.float64)
     if polysemy is not None and len(polysemy.vectors):
@@ -66,7 +67,7 @@ def layout(words: LabelledVectors, polysemy: LabelledVectors | None = None, *, s
     umap_coords = None
     n_comp = int(min(n_pca, x.shape[1], len(x) - 1))
     if use_umap:
-        import umap
+        import umap  # deferred: importing umap compiles numba code for seconds; only UMAP panels need it
 
         reduced = PCA(n_components=n_comp, random_state=seed).fit_transform(x)
         with warnings.catch_warnings():  # "n_jobs overridden by setting random_state": seeding is the point
@@ -80,11 +81,11 @@ def layout(words: LabelledVectors, polysemy: LabelledVectors | None = None, *, s
                             "umap_n_neighbors": int(min(n_neighbors, len(x) - 1)), "umap": use_umap})
 
 
+@styled
 def embedding_figure(words: LabelledVectors, folder: str | Path, name: str = "embedding", *,
                      polysemy: LabelledVectors | None = None, seed: int = 0, use_umap: bool = True,
                      max_concepts: int = 12, max_polysemous: int = 12, title: str = "") -> tuple[Path, dict]:
     """Save the PCA | UMAP figure of concept words (PNG + PDF); return (PNG path, info incl. the UMAP seed)."""
-    import matplotlib.pyplot as plt
 
     keep_concepts = select_concepts(words, polysemy, max_concepts)
     mask = np.isin(words.labels, keep_concepts)
@@ -103,7 +104,7 @@ def embedding_figure(words: LabelledVectors, folder: str | Path, name: str = "em
     lay = layout(sub, poly, seed=seed, use_umap=use_umap)
     panels = [("PCA", lay.pca)] + ([("UMAP", lay.umap)] if lay.umap is not None else [])
     colours = dict(zip(keep_concepts, palette(len(keep_concepts)), strict=True))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels) + 2.2, 5.6), squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(6.2 * len(panels) + 2.2, 5.6), squeeze=False)
     n = lay.n_words
     for ax, (panel, xy) in zip(axes[0], panels, strict=True):
         centroids = {}
@@ -133,7 +134,7 @@ def embedding_figure(words: LabelledVectors, folder: str | Path, name: str = "em
             ax.set_ylabel("UMAP 2 (arbitrary units)")
             ax.set_title(f"UMAP (cosine, on {lay.info['umap_pca_components']} PCs, seed {seed})")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    handles.append(plt.Line2D([], [], marker="X", ls="", color="grey", markeredgecolor="black"))
+    handles.append(Line2D([], [], marker="X", ls="", color="grey", markeredgecolor="black"))
     labels.append("concept centroid")
     # Outside the last panel, so it never hides points.
     axes[0][-1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8,

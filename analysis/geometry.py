@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from analysis.nulls import Stat, isotropic_abs_cos, make_stat, permute_labels, shuffle_coordinates, unit_mean
+from mcicl.analysis.nulls import Stat, isotropic_abs_cos, make_stat, permute_labels, shuffle_coordinates, unit_mean
+from scipy.linalg import cho_factor, cho_solve, subspace_angles
+from scipy.sparse import csr_matrix
+from sklearn.covariance import ledoit_wolf
+from threadpoolctl import threadpool_limits
 
 DIRECTION_METHODS = ("mean", "diff", "lda")
 BATCHED_SUBSPACE_LIMIT = 2e7  # padded (k, m, d) entries above which concept subspaces are computed one by one
@@ -132,7 +135,6 @@ def prepare(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, center_v
 # ------------------------------------------------------------------------------------------- statistics
 def _onehot(codes: np.ndarray, k: int) -> Any:
     """Sparse (n, k) indicator: ``M.T @ X`` sums rows per concept without an (n, k) dense matrix."""
-    from scipy.sparse import csr_matrix
 
     return csr_matrix((np.ones(len(codes)), (np.arange(len(codes)), codes)), shape=(len(codes), k))
 
@@ -204,8 +206,6 @@ def concept_cosines(vectors: np.ndarray, labels: Sequence[str] | np.ndarray) -> 
 
 def _ledoit_wolf_solve(residuals: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """rhs @ Sigma^-1 for the Ledoit-Wolf shrunk covariance of ``residuals`` (positive definite by construction)."""
-    from scipy.linalg import cho_factor, cho_solve
-    from sklearn.covariance import ledoit_wolf
 
     cov, _ = ledoit_wolf(residuals, assume_centered=True)
     cov[np.diag_indices_from(cov)] += 1e-12 * max(float(np.trace(cov)), 1e-300)
@@ -258,7 +258,6 @@ def direction_abs_cos(directions: np.ndarray) -> np.ndarray:
 
 def principal_angles(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Principal angles (radians, largest first) between the column spans of A (d, p) and B (d, q)."""
-    from scipy.linalg import subspace_angles
 
     return subspace_angles(np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64))
 
@@ -408,12 +407,6 @@ def _all_units(X: np.ndarray, codes: np.ndarray, k: int, *, rank: int, edges: np
 def single_threaded_blas() -> Any:
     """A context limiting BLAS to one thread: the engine's many small products lose to threading overhead,
     badly so on a shared machine (measured: 7 layers took 300 s with 2 BLAS threads under load, 30 s with 1)."""
-    try:
-        from threadpoolctl import threadpool_limits  # installed with scikit-learn
-    except ImportError:  # pragma: no cover - scikit-learn always brings it
-        import contextlib
-
-        return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
 
 

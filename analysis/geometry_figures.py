@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.cluster.hierarchy import leaves_list, linkage
+from scipy.spatial.distance import squareform
 
-from analysis.plotting import palette, plt, save_figure
+from mcicl.core.plotting import palette, save_figure, styled, subplots
 
 
 def read_layers_csv(path: str | Path) -> list[dict[str, Any]]:
@@ -58,13 +60,14 @@ def _stat_curve(ax: Any, x: np.ndarray, rows: Sequence[dict[str, Any]], stat: st
                         label=f"{label}: permutation null 95%")
 
 
+@styled
 def plot_layer_curves(rows: Sequence[dict[str, Any]], folder: str | Path, *, title: str = "",
                       name: str = "geometry_layers") -> Path:
     """Per-layer curves (cosines, direction |cos|, probes) with null bands; returns the PNG path."""
     layers = [str(r["layer"]) for r in rows]
     x = np.arange(len(rows))
     c = palette(6)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
+    fig, axes = subplots(1, 3, figsize=(15, 5.2))
 
     ax = axes[0]
     _stat_curve(ax, x, rows, "within_concept_cosine", "within-concept", c[0])
@@ -108,8 +111,6 @@ def plot_layer_curves(rows: Sequence[dict[str, Any]], folder: str | Path, *, tit
 
 def cluster_order(matrix: np.ndarray) -> np.ndarray:
     """Leaf order of an average-linkage clustering on 1 - matrix (a similarity in [0, 1])."""
-    from scipy.cluster.hierarchy import leaves_list, linkage
-    from scipy.spatial.distance import squareform
 
     m = np.asarray(matrix, dtype=float)
     if len(m) < 3:
@@ -128,6 +129,7 @@ def read_matrix_csv(path: str | Path) -> tuple[np.ndarray, list[str]]:
     return np.array([[float(v) for v in r[1:]] for r in rows[1:]]), names
 
 
+@styled
 def plot_direction_heatmap(matrix: np.ndarray, names: Sequence[str], folder: str | Path, *, title: str = "",
                            name: str = "direction_heatmap") -> Path:
     """Clustered heatmap of the concept-direction |cos| matrix (diagonal masked); returns the PNG path."""
@@ -137,7 +139,7 @@ def plot_direction_heatmap(matrix: np.ndarray, names: Sequence[str], folder: str
     np.fill_diagonal(m, np.nan)
     labels = [str(names[i]) for i in order]
     size = min(max(5.0, 0.18 * len(labels) + 2.5), 14.0)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    fig, ax = subplots(figsize=(size + 1.2, size))
     vmax = float(np.nanmax(m)) if np.isfinite(m).any() else 1.0
     im = ax.imshow(m, cmap="viridis", vmin=0, vmax=max(vmax, 1e-6), interpolation="nearest")
     fs = 8 if len(labels) <= 25 else 6

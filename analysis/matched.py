@@ -27,11 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from mcicl.analysis.geometry import concept_cosines, encode_labels, unit_rows
+from mcicl.synthetic.data import build_dictionary, sample_words, train_spec
+from mcicl.synthetic.train import train
+from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
-from analysis.geometry import concept_cosines, encode_labels, unit_rows
-from analysis.plotting import palette, save_figure
-from analysis.runs import RunFolder, read_json
-from analysis.vectors import LabelledVectors
+from mcicl.core.plotting import palette, save_figure, styled, subplots
+from mcicl.core.runs import RunFolder, read_json
+from mcicl.core.vectors import LabelledVectors
 
 log = logging.getLogger("mcicl")
 
@@ -101,9 +106,7 @@ def measure_moments(vectors: np.ndarray, labels: Sequence[str] | np.ndarray) -> 
 
 def simulate_words(config: Any, n_per_sign: int = 40, seed: int = 0) -> LabelledVectors:
     """Words drawn by the synthetic sampler (training distribution), ``n_per_sign`` per (concept, sign)."""
-    import torch
 
-    from synthetic.data import build_dictionary, sample_words, train_spec
 
     dic = build_dictionary(config)
     gen = torch.Generator().manual_seed(int(seed))
@@ -147,8 +150,6 @@ def _coords(params: Mapping[str, float], bounds: Mapping[str, tuple[float, float
 def estimate_parameters(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, base: Any, *,
                         n_per_sign: int = 80, seed: int = 0, n_search: int = 60, max_evals: int = 300) -> Estimate:
     """Generator parameters whose sampled words reproduce the moments of (vectors, labels), at ``base.d``."""
-    import torch
-    from threadpoolctl import threadpool_limits
 
     # Hundreds of tiny (320 x 48) problems: one thread each is ~10x faster than a contended thread pool.
     threads = torch.get_num_threads()
@@ -163,7 +164,6 @@ def estimate_parameters(vectors: np.ndarray, labels: Sequence[str] | np.ndarray,
 
 def _estimate(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, base: Any, *, n_per_sign: int, seed: int,
               n_search: int, max_evals: int) -> Estimate:
-    from scipy.optimize import minimize
 
     target = measure_moments(vectors, labels)
     goal = target.array()
@@ -244,10 +244,10 @@ def matched_rows(synthetic_summary: Mapping[str, Any], icl_summary: Mapping[str,
     return rows
 
 
+@styled
 def matched_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, *, chance: float | None = None,
                    name: str = "matched", title: str = "") -> Path:
     """Bars: the matched synthetic world's error and the real model's ICL error per matching condition."""
-    import matplotlib.pyplot as plt
 
     labels = [f"{r['synthetic_condition']} (L={r['synthetic_L']})\nreal: {r['real_condition']}"
               + (f"\n{r['real_shots']} shots" if r["real_shots"] != "" else "") for r in rows]
@@ -257,7 +257,7 @@ def matched_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, *, cha
     lo = np.array([float(r["real_error_low"]) for r in rows])
     hi = np.array([float(r["real_error_high"]) for r in rows])
     c_syn, c_real = palette(2)
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.9 * len(rows) + 1.5), 4.8))
+    fig, ax = subplots(figsize=(max(6.5, 1.9 * len(rows) + 1.5), 4.8))
     ax.bar(x - 0.2, syn, 0.4, color=c_syn, label="matched synthetic transformer")
     has_real = np.isfinite(real)
     if has_real.any():
@@ -278,7 +278,6 @@ def run_matched(real: LabelledVectors, base: Any, run: RunFolder, *, icl_summary
                 seed: int = 0, n_per_sign: int = 80, estimate: Estimate | None = None) -> dict[str, Any]:
     """Estimate (unless given), train the matched world into ``run.path/'synthetic'``, write matched.csv,
     estimate.csv and the figure; return the headline numbers."""
-    from synthetic.train import train
 
     if estimate is None:
         estimate = estimate_parameters(real.vectors, real.labels, base, n_per_sign=n_per_sign, seed=seed)

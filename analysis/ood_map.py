@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.plotting import SEQUENTIAL_CMAP, palette, save_figure
+from mcicl.core.plotting import SEQUENTIAL_CMAP, palette, save_figure, styled, subplots
 
 X_FIELD, Y_FIELD = "within_cosine", "cross_overlap"
 
@@ -108,16 +108,16 @@ def _edges(centres: np.ndarray) -> np.ndarray:
     return np.concatenate([[centres[0] - (mid[0] - centres[0])], mid, [centres[-1] + (centres[-1] - mid[-1])]])
 
 
+@styled
 def ood_map_figure(rows: Sequence[Mapping[str, str]], folder: str | Path, points: Sequence[MapPoint] = (), *,
                    name: str = "ood_map", title: str = "") -> Path:
     """Two heatmaps (in-distribution error; mean OOD error) with real spaces as markers; return the PNG."""
-    import matplotlib.pyplot as plt
 
     panels = [("test_zero_one", "in-distribution test 0-1 error")] if "test_zero_one" in rows[0] else []
     panels.append((None, f"mean OOD 0-1 error ({len(ood_columns(rows))} scenarios)"))
     grids = [ood_grid(rows, col) for col, _ in panels]
     vmax = max(0.05, float(np.nanmax([np.nanmax(g.values) for g in grids])))
-    fig, axs = plt.subplots(1, len(panels) + 1, figsize=(5.6 * len(panels) + 0.8, 4.8), squeeze=False,
+    fig, axs = subplots(1, len(panels) + 1, figsize=(5.6 * len(panels) + 0.8, 4.8), squeeze=False,
                             gridspec_kw={"width_ratios": [1] * len(panels) + [0.05]})
     axes, cax = axs[:, :-1], axs[0, -1]  # a dedicated colour-bar axis keeps tight_layout exact
     colours = palette(len(points) + 3)[3:]  # skip the first three, which look like the map's ends

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-
-from analysis.geometry import Whitener, check_inputs, encode_labels, space_transform, unit_rows
+from mcicl.analysis.geometry import Whitener, check_inputs, encode_labels, space_transform, unit_rows
+from sklearn.linear_model import Lasso, OrthogonalMatchingPursuit
 
 METHODS = ("lasso", "omp")
 
@@ -89,7 +89,6 @@ def sparse_senses(x: np.ndarray, directions: np.ndarray, *, method: str = "lasso
     ``lasso``: non-negative lasso with alpha = ``alpha_ratio`` x the smallest alpha that zeroes every
     coefficient. ``omp``: orthogonal matching pursuit with ``n_nonzero`` atoms (negative ones dropped).
     """
-    from sklearn.linear_model import Lasso, OrthogonalMatchingPursuit
 
     if method not in METHODS:
         raise ValueError(f"method={method!r}; accepted: {', '.join(METHODS)}")

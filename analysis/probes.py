@@ -10,13 +10,17 @@ from the vector, not that the probe is expressive.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-
-from analysis.geometry import check_inputs, encode_labels
+from mcicl.analysis.geometry import check_inputs, encode_labels
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
 
 
 @dataclass
@@ -47,9 +51,6 @@ def control_labels(labels: Sequence[str], words: Sequence[str] | None, rng: np.r
 def linear_probe(vectors: np.ndarray, labels: Sequence[str], *, words: Sequence[str] | None = None,
                  test_size: float = 0.3, C: float = 1.0, seed: int = 0, max_iter: int = 300) -> ProbeResult:
     """Held-out accuracy of a logistic-regression probe, its control-task accuracy and the selectivity."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
 
     if not 0 < test_size < 1:
         raise ValueError(f"test_size={test_size}; accepted: a number strictly between 0 and 1")
@@ -65,9 +66,7 @@ def linear_probe(vectors: np.ndarray, labels: Sequence[str], *, words: Sequence[
         clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
         return float(clf.fit(Xtr, target[idx_train]).score(Xte, target[idx_test]))
 
-    import warnings
 
-    from sklearn.exceptions import ConvergenceWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # a probe stopped at max_iter is still a probe

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.runs import RUN_MARKER, RunFolder, read_json, versions
+from mcicl.core.runs import RUN_MARKER, RunFolder, read_json, versions
 
 log = logging.getLogger("mcicl")
 

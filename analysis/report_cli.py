@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from mcicl.analysis.report import report_runs
+
+from mcicl.core.cli import add_run_options
+from mcicl.core.runs import RunFolder
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the report; print where it is."""
-    from pathlib import Path
 
-    from analysis.report import report_runs
-    from analysis.runs import RunFolder
 
     for run_dir in args.runs:  # check before creating the output folder, so a typo leaves nothing behind
         if not Path(run_dir).is_dir():
@@ -23,7 +26,6 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``mcicl report``."""
-    from analysis.cli import add_run_options
 
     p = sub.add_parser("report", help="one self-contained HTML report (+ report.md) of saved run folders",
                        description="Read run folders (synthetic train/sweep, probe geometry/icl, compare, "

@@ -22,6 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from mcicl.probing.extract import extract
+from mcicl.probing.models import load_model
+from nnsight import NNsight
+
 REPO = Path(__file__).resolve().parents[1]
 GLOVE = REPO.parent / "shared" / "data" / "glove" / "glove.6B.50d.top2445.txt"
 BATCH = 256
@@ -40,7 +45,6 @@ def glove_words(n: int) -> tuple[list[str], int]:
 
 def run_bare(model, tokenizer, words: list[str]) -> None:
     """Bare batched forward passes with all hidden states (nothing kept)."""
-    import torch
 
     with torch.inference_mode():
         for i in range(0, len(words), BATCH):
@@ -50,14 +54,12 @@ def run_bare(model, tokenizer, words: list[str]) -> None:
 
 def run_ours(model, tokenizer, words: list[str]):
     """mcicl extraction of all layers."""
-    from probing.extract import extract
 
     return extract(model, tokenizer, words, layers="all", batch_size=BATCH, show_progress=False)
 
 
 def run_loop(model, tokenizer, words: list[str]) -> None:
     """One unpadded forward pass per word, mean over the word's tokens, every layer."""
-    import torch
 
     with torch.inference_mode():
         for w in words:
@@ -68,7 +70,6 @@ def run_loop(model, tokenizer, words: list[str]) -> None:
 
 def run_nnsight(model, tokenizer, words: list[str]) -> None:
     """nnsight tracing every encoder layer's output, batch 256."""
-    from nnsight import NNsight
 
     wrapped = NNsight(model)
     for i in range(0, len(words), BATCH):
@@ -90,7 +91,6 @@ def peak_mib(name: str, n_words: int, threads: int) -> float:
 
 
 def _memory_child(name: str, n_words: int) -> None:
-    from probing.models import load_model
 
     words, _ = glove_words(n_words)
     model, tokenizer, _ = load_model("default")
@@ -115,13 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: GloVe vocabulary not found at {GLOVE}")
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
 
     torch.set_num_threads(args.threads)
     if args.memory_of:
         _memory_child(args.memory_of, args.words)
         return 0
-    from probing.models import load_model
 
     words, bad = glove_words(args.words)
     model, tokenizer, _ = load_model("default")

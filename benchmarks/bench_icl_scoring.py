@@ -15,6 +15,10 @@ import tempfile
 import time
 
 import numpy as np
+import torch
+from mcicl.probing.icl.scoring import ScoringPrompt, score_cached, score_naive
+from mcicl.probing.models import load_model
+from mcicl.probing.tiny import build_tiny_model
 
 WORDS = ("dog cat horse lion tiger cow sheep wolf hammer saw drill wrench chisel pliers car bus train truck "
          "apple pear plum grape red blue green pink France Spain Italy Peru").split()
@@ -24,7 +28,6 @@ LABELS_10 = (" animal", " tool", " vehicle", " fruit", " colour", " country", " 
 
 def make_prompts(n: int, n_labels: int, rng: np.random.Generator, shared_prefix: bool = False):
     """``n`` prompts of 16 demonstrations (one shared set when ``shared_prefix``) with ``n_labels`` options."""
-    from probing.icl.scoring import ScoringPrompt
 
     labels = LABELS_10[:n_labels]
 
@@ -46,11 +49,7 @@ def timed(fn, repeats: int = 3) -> float:
 
 
 def main() -> None:
-    import torch
 
-    from probing.icl.scoring import score_cached, score_naive
-    from probing.models import load_model
-    from probing.tiny import build_tiny_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=32)

@@ -17,10 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.train import build_model, build_world, sgd_step, train
 
-from analysis.runs import RunFolder
-from synthetic.config import SyntheticConfig
-from synthetic.train import build_model, build_world, sgd_step, train
+from mcicl.core.runs import RunFolder
 
 
 def time_loop(config: SyntheticConfig, steps: int) -> float:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 log = logging.getLogger("mcicl")
 CACHE_FORMAT = 1
@@ -52,7 +53,6 @@ def model_fingerprint(model: Any, location: str | None = None) -> dict[str, Any]
 
 def weight_hash(model: Any) -> str:
     """A short hash of every state_dict tensor's name, shape, dtype and a strided sample of its values."""
-    import torch
 
     h = hashlib.sha256()
     with torch.no_grad():

@@ -10,13 +10,14 @@ import importlib.util
 import re
 from typing import Any
 
+import torch
+
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 ACCEPTED = "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'balanced'"
 
 
 def resolve_device(spec: str) -> tuple[str, str | None]:
     """(device to move the model to, device_map for from_pretrained or None) for a --device value."""
-    import torch
 
     text = str(spec).strip().lower()
     if text == "balanced":

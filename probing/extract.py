@@ -18,10 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import torch
+from mcicl.probing.cache import ExtractionCache, model_fingerprint
+from mcicl.probing.devices import input_device, resolve_device
+from mcicl.probing.models import is_causal_model, load_model
+from mcicl.probing.tiny import is_random_weights
 
-from analysis.config import ConfigError, require
-from analysis.runs import progress
-from analysis.vectors import LabelledVectors
+from mcicl.core.config import ConfigError, require
+from mcicl.core.runs import progress
+from mcicl.core.vectors import LabelledVectors
 
 log = logging.getLogger("mcicl")
 
@@ -206,9 +211,7 @@ def n_hidden_layers(model: Any) -> int:
         if isinstance(getattr(text, name, None), int):
             return int(getattr(text, name))
     # Unusual config: count the hidden states of a one-token forward pass.
-    import torch
 
-    from probing.devices import input_device
 
     with torch.inference_mode():
         out = _body(model)(input_ids=torch.zeros(1, 1, dtype=torch.long, device=input_device(model)),
@@ -237,7 +240,6 @@ def padding_for(model: Any, padding_side: str = "auto") -> str:
     require(padding_side in PADDING_SIDES, "padding_side", padding_side, "one of " + ", ".join(PADDING_SIDES))
     accepts_positions = "position_ids" in inspect.signature(_body(model).forward).parameters
     if padding_side == "auto":
-        from probing.models import is_causal_model
 
         return "left" if is_causal_model(model) and accepts_positions else "right"
     if padding_side == "left" and not accepts_positions:
@@ -248,7 +250,6 @@ def padding_for(model: Any, padding_side: str = "auto") -> str:
 
 def _pool_rows(matrix: Any, items: list[_Item], pooling: str) -> np.ndarray:
     """Pooled rows of an embedding matrix (vocab, d) over each item's word tokens -> (len(items), d)."""
-    import torch
 
     with torch.inference_mode():
         if pooling == "last":
@@ -267,9 +268,7 @@ def _pool_hidden(model: Any, items: list[_Item], layer_idx: list[int], pooling: 
                  padding_side: str, pad_id: int, show_progress: bool = True, desc: str = "extract"
                  ) -> dict[str, np.ndarray]:
     """Pooled hidden states of the selected layers for every item (in the items' order)."""
-    import torch
 
-    from probing.devices import input_device
 
     body = _body(model)
     params = inspect.signature(body.forward).parameters
@@ -341,8 +340,6 @@ def _compute(model: Any, items: list[_Item], space: str, layer_idx: list[int], p
 
 def _meta(model: Any, tokenizer: Any, space: str, template: str, pooling: str, padding_side: str,
           n_layers: int | None, words: list[str], items: list[_Item]) -> dict[str, Any]:
-    from probing.devices import input_device
-    from probing.tiny import is_random_weights
 
     location = getattr(model.config, "_name_or_path", "")
     return {
@@ -383,8 +380,6 @@ def extract(model: Any, tokenizer: Any, words: Iterable[str], *, space: str = "h
 
 def load_for(config: ExtractionConfig) -> tuple[Any, Any, Any]:
     """(model, tokenizer, ref) loaded as ``config`` asks (dtype, device or balanced, remote-code policy)."""
-    from probing.devices import resolve_device
-    from probing.models import load_model
 
     device, device_map = resolve_device(config.device)
     return load_model(config.model, dtype=config.dtype, device=device, device_map=device_map,
@@ -422,7 +417,6 @@ def _cached_compute(model: Any, tokenizer: Any, ref: Any, kept: list[str], items
                     config: ExtractionConfig, layer_idx: list[int], names: list[str], side: str, pad: int,
                     show_progress: bool) -> dict[str, np.ndarray]:
     """Compute chunk by chunk, reading chunks the cache holds and storing the others as they finish."""
-    from probing.cache import ExtractionCache, model_fingerprint
 
     settings = {"model": model_fingerprint(model, getattr(ref, "location", None)),
                 "tokenizer": [type(tokenizer).__name__, len(tokenizer), tokenizer.name_or_path],

@@ -12,6 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from mcicl.probing.datasets import load_concept_set
+from mcicl.probing.extract import ExtractionConfig, extract_words, load_for
+
+from mcicl.core.cli import add_model_options, add_run_options
+from mcicl.core.config import load_config, read_mapping, to_dict
+from mcicl.core.plotting import palette, save_figure, styled, subplots
+from mcicl.core.runs import RunFolder
+
 log = logging.getLogger("mcicl")
 
 
@@ -34,13 +43,6 @@ def read_words_file(path: str | Path) -> list[str]:
 def words_from_concepts(spec: str, polysemy: str | None = None
                         ) -> tuple[list[str], list[tuple[str, str]], dict[str, Any]]:
     """(words to extract, (word, concept) label pairs, extra summary) from a concept-set spec (+ polysemy file)."""
-    try:
-        from probing.datasets import load_concept_set
-    except ModuleNotFoundError as err:
-        if err.name not in ("probing.datasets", "probing"):
-            raise
-        raise LookupError("--concepts needs probing.datasets, which is not built yet; pass --words FILE "
-                          "(one word per line) instead") from None
     concept_set = load_concept_set(spec, polysemy=polysemy)
     words, labels = concept_set.words_and_labels()
     pairs = list(zip(words, labels, strict=True))
@@ -59,7 +61,6 @@ def words_from_concepts(spec: str, polysemy: str | None = None
 
 def layer_stats(extraction: Any) -> list[dict[str, Any]]:
     """Per layer: mean vector norm and anisotropy (mean cosine between distinct words; 0 when isotropic)."""
-    import numpy as np
 
     rows = []
     for layer in extraction.layers:
@@ -80,14 +81,13 @@ def _title(meta: dict[str, Any]) -> str:
     return f"{name}{tag}: {meta['space']} space, template {meta['template']!r}, {meta['pooling']} pooling"
 
 
+@styled
 def plot_overview(rows: list[dict[str, Any]], n_tokens: list[int], folder: str | Path, title: str = "") -> Path:
     """Figure: anisotropy and mean norm per layer, and the number of tokens per word; returns the PNG path."""
-    import numpy as np
 
-    from analysis.plotting import palette, plt, save_figure
 
     colours = palette(3)
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(12, 3.8))
+    fig, (ax1, ax2, ax3) = subplots(1, 3, figsize=(12, 3.8))
     layers = [str(r["layer"]) for r in rows]
     xs = np.arange(len(rows))
     xlabel = "layer (0 = embedding output)" if layers[0].isdigit() else "space"
@@ -112,9 +112,6 @@ def plot_overview(rows: list[dict[str, Any]], n_tokens: list[int], folder: str |
 
 def run(args: argparse.Namespace) -> int:
     """Extract vectors as the arguments say and write the run folder."""
-    from analysis.config import load_config, read_mapping, to_dict
-    from analysis.runs import RunFolder
-    from probing.extract import ExtractionConfig, extract_words, load_for
 
     file_data = read_mapping(args.config) if args.config else {}
     # Pop all three (they are not ExtractionConfig fields), then let the command line win over the file.
@@ -185,8 +182,6 @@ def run(args: argparse.Namespace) -> int:
 
 def register(probe_sub: argparse._SubParsersAction) -> None:
     """Add ``mcicl probe extract``."""
-    from analysis.cli import add_run_options
-    from probing.cli import add_model_options
 
     p = probe_sub.add_parser(
         "extract", help="save word vectors of a model, per layer (npz + words + labels)",

@@ -17,10 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mcicl.analysis.geometry import (
+    concept_directions,
+    direction_abs_cos,
+    geometry_summary,
+    per_concept_table,
+    prepare,
+    single_threaded_blas,
+)
+from mcicl.analysis.geometry_figures import plot_direction_heatmap, plot_layer_curves
+from mcicl.analysis.polysemy import polysemy_analysis
+from mcicl.analysis.probes import linear_probe
+from mcicl.probing.datasets import load_concept_set
+from mcicl.probing.extract import ExtractionConfig, extract_words, load_for  # torch: only once the input is valid
 
-from analysis.config import require
-from analysis.runs import RunFolder, progress, seed_everything
-from analysis.vectors import LabelledVectors
+from mcicl.core.config import require
+from mcicl.core.runs import RunFolder, progress, seed_everything, write_json
+from mcicl.core.vectors import LabelledVectors
 
 log = logging.getLogger("mcicl")
 
@@ -167,7 +180,6 @@ def concept_pairs(cs: Any) -> tuple[list[tuple[str, str]], int]:
 
 def load_concepts(cfg: GeometryConfig) -> Any:
     """The ConceptSet of ``cfg`` (``--concepts`` plus ``--polysemy``), validated."""
-    from probing.datasets import load_concept_set
 
     return load_concept_set(cfg.concepts, polysemy=cfg.polysemy)
 
@@ -176,7 +188,6 @@ def spaces_from_model(cfg: GeometryConfig, *, loaded: tuple[Any, Any, Any] | Non
                       concept_set: Any = None) -> tuple[list[Space], dict[str, Any]]:
     """Extract the concept set's words from the model (B's extraction) into one Space per layer."""
     cs = concept_set if concept_set is not None else load_concepts(cfg)
-    from probing.extract import ExtractionConfig, extract_words, load_for  # torch: only once the input is valid
 
     pairs, n_multi = concept_pairs(cs)
     words = [w for w, _ in pairs]
@@ -226,15 +237,6 @@ def spaces_from_model(cfg: GeometryConfig, *, loaded: tuple[Any, Any, Any] | Non
 # -------------------------------------------------------------------------------------------- analysis
 def analyse_space(space: Space, cfg: GeometryConfig, parents: dict[str, str]) -> dict[str, Any]:
     """Every measurement of one space: stats, per-concept rows, direction matrix, probe, polysemy."""
-    from analysis.geometry import (
-        concept_directions,
-        direction_abs_cos,
-        geometry_summary,
-        per_concept_table,
-        prepare,
-    )
-    from analysis.polysemy import polysemy_analysis
-    from analysis.probes import linear_probe
 
     lv = space.concepts
     signs = lv.signs if (lv.signs is not None and cfg.signs == "align") else None
@@ -301,9 +303,6 @@ def _clean(value: Any) -> Any:
 def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: tuple[Any, Any, Any] | None = None,
                  quiet: bool = False, concept_set: Any = None) -> dict[str, Any]:
     """Measure every space, write the run folder's files and figures, and return summary.json's content."""
-    from analysis.geometry import single_threaded_blas
-    from analysis.geometry_figures import plot_direction_heatmap, plot_layer_curves
-    from analysis.runs import write_json
 
     seed_everything(cfg.seed)
     run.save_config(cfg)

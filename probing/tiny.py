@@ -10,6 +10,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    BertConfig,
+    BertModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
 Arch = Literal["gpt2", "llama", "bert"]
 _BASE_CORPUS = (
     "the a an is are of to and in on it this that animal tool fruit vehicle colour country A B foo bar "
@@ -28,8 +40,6 @@ def is_random_weights(location: str | Path | None) -> bool:
 
 def build_tiny_tokenizer(corpus: Iterable[str] = (), vocab_size: int = 600):
     """A byte-level BPE tokenizer trained on ``corpus`` (every string is representable), with a pad token."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -47,8 +57,6 @@ def build_tiny_model(arch: Arch, folder: str | Path, *, seed: int = 0, hidden: i
 
     The folder loads like any local model (``--model folder``): config.json, safetensors, tokenizer.
     """
-    import torch
-    from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     folder = Path(folder)
     tokenizer = build_tiny_tokenizer(corpus)

@@ -6,6 +6,15 @@ import argparse
 import logging
 from pathlib import Path
 
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.plots import plot_run
+from mcicl.synthetic.sweep import run_sweep
+from mcicl.synthetic.train import train
+
+from mcicl.core.cli import add_run_options
+from mcicl.core.config import load_config
+from mcicl.core.runs import RunFolder, seed_everything
+
 log = logging.getLogger("mcicl")
 
 
@@ -39,8 +48,6 @@ def parse_grid(text: str) -> dict[str, list[str]]:
 
 
 def _config(args: argparse.Namespace):
-    from analysis.config import load_config
-    from synthetic.config import SyntheticConfig
 
     overrides = parse_sets(args.set)
     for name in ("seeds", "steps", "seed"):
@@ -51,10 +58,6 @@ def _config(args: argparse.Namespace):
 
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``mcicl synthetic train``."""
-    from analysis.config import load_config
-    from analysis.runs import RunFolder, seed_everything
-    from synthetic.config import SyntheticConfig
-    from synthetic.train import train
 
     if args.resume:
         if not args.out:
@@ -80,8 +83,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_sweep_cmd(args: argparse.Namespace) -> int:
     """Handler of ``mcicl synthetic sweep``."""
-    from analysis.runs import RunFolder, seed_everything
-    from synthetic.sweep import run_sweep
 
     config = _config(args)
     grid = parse_grid(args.grid)
@@ -94,7 +95,6 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
 
 def run_plot(args: argparse.Namespace) -> int:
     """Handler of ``mcicl synthetic plot``."""
-    from synthetic.plots import plot_run
 
     paths = plot_run(args.run)
     log.info("wrote %s", ", ".join(p.name for p in paths))
@@ -103,7 +103,6 @@ def run_plot(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from analysis.cli import add_run_options
 
     p.add_argument("--seeds", type=int, default=None,
                    help="independent models trained at once as a batch dimension (default: config, 1)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analysis.config import require
+from mcicl.core.config import require
 
 # OOD scenarios: each is a test sampler evaluated along training on the same model (synthetic/data.py).
 SCENARIOS = (

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from synthetic.config import SyntheticConfig
+from mcicl.synthetic.config import SyntheticConfig
+from scipy import stats
 
 ZERO_ONE_WINDOW_START = 0.2
 
@@ -83,7 +83,6 @@ def crossing_step(steps: np.ndarray, err: np.ndarray, level: float, floor: float
 
 def ci95(values: list[float]) -> list[float | None]:
     """Student-t 95% interval of the mean across seeds ([None, None] with fewer than two finite values)."""
-    from scipy import stats
 
     v = np.asarray([x for x in values if math.isfinite(x)], float)
     if len(v) < 2:

@@ -14,8 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-
-from synthetic.config import SyntheticConfig
+from mcicl.synthetic.config import SyntheticConfig
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.runs import RunFolder
-from synthetic.config import SyntheticConfig
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.train import train
+
+from mcicl.core.runs import RunFolder
 
 
 def demo_config(small: bool, seed: int = 0) -> SyntheticConfig:
@@ -18,7 +20,6 @@ def demo_config(small: bool, seed: int = 0) -> SyntheticConfig:
 
 def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict:
     """Train the demo config into ``run.path / 'synthetic'``; return headline numbers and the subfolder."""
-    from synthetic.train import train
 
     config = demo_config(bool(getattr(args, "small", False)), int(getattr(args, "seed", None) or 0))
     sub = RunFolder.create(run.path / "synthetic", "synthetic train", overwrite=True)

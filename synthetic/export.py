@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mcicl.synthetic.checkpoints import latest_checkpoint
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.data import Dictionary, generator, sample_words, train_spec
+from safetensors.torch import load_file
 
-from analysis.config import load_config, to_dict
-from analysis.vectors import LabelledVectors
-from synthetic.config import SyntheticConfig
-from synthetic.data import Dictionary, generator, sample_words, train_spec
+from mcicl.core.config import load_config, to_dict
+from mcicl.core.vectors import LabelledVectors
 
 FEATURES = "features.npz"
 POLYSEMY = "features.polysemy.npz"
@@ -69,7 +71,6 @@ def learned_vectors(run_dir: str | Path, which: str = "query", seed_index: int =
                     words: str = FEATURES) -> LabelledVectors:
     """A train run's exported words (``words``: features.npz or features.polysemy.npz) through its final
     W_Q ("query") or W_K ("key")."""
-    from synthetic.train import latest_checkpoint
 
     run_dir = Path(run_dir)
     if which not in ("query", "key"):
@@ -81,7 +82,6 @@ def learned_vectors(run_dir: str | Path, which: str = "query", seed_index: int =
     found = latest_checkpoint(run_dir / "checkpoints")
     if found is None:
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}: is {run_dir} a synthetic train run?")
-    from safetensors.torch import load_file
 
     weights = load_file(str(found[1]))
     W = weights["W_Q" if which == "query" else "W_K"][seed_index].double().numpy()

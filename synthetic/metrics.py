@@ -12,9 +12,8 @@
 from __future__ import annotations
 
 import torch
-
-from synthetic.data import Dictionary, Prompts
-from synthetic.model import OneLayerTransformer, logistic_loss, zero_one_loss
+from mcicl.synthetic.data import Dictionary, Prompts
+from mcicl.synthetic.model import OneLayerTransformer, logistic_loss, zero_one_loss
 
 
 def _seedwise(t: torch.Tensor) -> list[float]:

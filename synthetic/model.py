@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from synthetic.config import SyntheticConfig
-from synthetic.data import Dictionary, Prompts, torch_dtype
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.data import Dictionary, Prompts, torch_dtype
 
 
 @dataclass

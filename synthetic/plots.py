@@ -8,15 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.convergence import fit_exponential, logistic_window, series, zero_one_window
 
-from analysis.config import load_config
-from analysis.plotting import palette, plt, save_figure
-from analysis.runs import read_jsonl
-from synthetic.config import SyntheticConfig
-from synthetic.convergence import fit_exponential, logistic_window, series, zero_one_window
+from mcicl.core.config import load_config
+from mcicl.core.plotting import palette, save_figure, styled, subplots
+from mcicl.core.runs import read_jsonl
 
 
-def _band(ax: plt.Axes, steps: np.ndarray, values: np.ndarray, label: str, color: str, ls: str = "-",
+def _band(ax: Axes, steps: np.ndarray, values: np.ndarray, label: str, color: str, ls: str = "-",
           zorder: float = 2) -> None:
     """Mean over seeds (line) and min-max over seeds (band)."""
     ax.plot(steps, values.mean(1), ls, color=color, label=label, lw=1.6, zorder=zorder)
@@ -24,10 +25,11 @@ def _band(ax: plt.Axes, steps: np.ndarray, values: np.ndarray, label: str, color
         ax.fill_between(steps, values.min(1), values.max(1), color=color, alpha=0.2, lw=0)
 
 
+@styled
 def plot_dynamics(rows: list[dict], folder: Path, seeds: int) -> Path:
     """The 4-panel learning-dynamics figure: losses, correct attention, W_K^T W_Q products, MLP weights."""
     c = palette(4)
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    fig, axes = subplots(2, 2, figsize=(10, 7), sharex=True)
     ax = axes[0, 0]
     for i, (split, key, label, ls) in enumerate([("train", "logistic_loss", "train logistic", "-"),
                                                 ("test", "logistic_loss", "test logistic", "-"),
@@ -66,10 +68,11 @@ def plot_dynamics(rows: list[dict], folder: Path, seeds: int) -> Path:
     return save_figure(fig, folder, "dynamics")
 
 
+@styled
 def plot_decomposition(rows: list[dict], folder: Path) -> Path:
     """Coefficients of W_K^T W_Q on P_{a_k}, P_{b_k} and the noise subspace over training."""
     c = palette(3)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for i, (key, label) in enumerate([("coef_a", r"$\hat a_k^\top W_K^\top W_Q \hat a_k$ (concept-common)"),
                                       ("coef_b", r"$\hat b_k^\top W_K^\top W_Q \hat b_k$ (semantic)"),
                                       ("coef_noise", r"$\|P_\perp W_K^\top W_Q P_\perp\|_F$ (noise subspace)")]):
@@ -80,12 +83,13 @@ def plot_decomposition(rows: list[dict], folder: Path) -> Path:
     return save_figure(fig, folder, "decomposition")
 
 
+@styled
 def plot_ood(rows: list[dict], folder: Path, scenarios: list[str]) -> Path:
     """Every OOD scenario's test losses and correct attention over training, with in-distribution for reference."""
     names = ["in-distribution", *scenarios]
     colors = ["black"] + [c for c in palette(len(names) + 1) if c != "#000000"]
     styles = ["-", "-.", ":"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), sharex=True)
+    fig, axes = subplots(1, 3, figsize=(15, 4.6), sharex=True)
     ood_rows = [r for r in rows if "ood" in r]
     for i, name in enumerate(names):
         for ax, key in zip(axes, ("logistic_loss", "zero_one", "correct_attention"), strict=True):
@@ -100,12 +104,13 @@ def plot_ood(rows: list[dict], folder: Path, scenarios: list[str]) -> Path:
     return save_figure(fig, folder, "ood")
 
 
+@styled
 def plot_convergence(rows: list[dict], folder: Path) -> Path:
     """Test 0-1 and logistic loss on a log scale per seed, with the exponential fits on their windows."""
     steps, err = series(rows, "test", "zero_one")
     _, loss = series(rows, "test", "logistic_loss")
     colors = palette(err.shape[1])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = subplots(1, 2, figsize=(11, 4.2))
     for s in range(err.shape[1]):
         for ax, vals, window in ((axes[0], err[:, s], zero_one_window), (axes[1], loss[:, s], logistic_window)):
             pos = vals > 0

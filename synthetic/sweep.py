@@ -7,11 +7,12 @@ import logging
 from typing import Any
 
 import numpy as np
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.train import train
 
-from analysis.config import from_dict, to_dict
-from analysis.plotting import SEQUENTIAL_CMAP, plt, save_figure
-from analysis.runs import RunFolder, progress
-from synthetic.config import SyntheticConfig
+from mcicl.core.config import from_dict, to_dict
+from mcicl.core.plotting import SEQUENTIAL_CMAP, save_figure, styled, subplots
+from mcicl.core.runs import RunFolder, progress
 
 log = logging.getLogger("mcicl")
 SWEEP_CSV = "sweep.csv"
@@ -29,7 +30,6 @@ def grid_points(base: SyntheticConfig, grid: dict[str, list]) -> list[tuple[dict
 
 def run_sweep(base_config: SyntheticConfig, grid: dict[str, list], run: RunFolder) -> list[dict[str, Any]]:
     """Train every grid point into run/points/NNN; write sweep.csv, summary.json and the heatmap; return rows."""
-    from synthetic.train import train
 
     if not grid:
         raise ValueError("the sweep grid is empty; accepted: {field: [values, ...]}, "
@@ -55,6 +55,7 @@ def run_sweep(base_config: SyntheticConfig, grid: dict[str, list], run: RunFolde
     return rows
 
 
+@styled
 def plot_sweep(rows: list[dict[str, Any]], fields: list[str], folder) -> None:
     """Heatmap (two or more fields: the first two, averaged over the rest) or line plot (one field) of errors."""
     ood_cols = [k for k in rows[0] if k.startswith("ood.")]
@@ -65,7 +66,7 @@ def plot_sweep(rows: list[dict[str, Any]], fields: list[str], folder) -> None:
         panels.append(("_ood_mean", f"mean OOD test 0-1 loss ({len(ood_cols)} scenarios)"))
     if len(fields) == 1:
         f = fields[0]
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = subplots(figsize=(6, 4))
         xs = [r[f] for r in rows]
         for key, label in panels:
             ax.plot(range(len(xs)), [r[key] for r in rows], "o-", label=label)
@@ -77,7 +78,7 @@ def plot_sweep(rows: list[dict[str, Any]], fields: list[str], folder) -> None:
     fx, fy = fields[0], fields[1]
     xs = list(dict.fromkeys(r[fx] for r in rows))
     ys = list(dict.fromkeys(r[fy] for r in rows))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.3), squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(5.2 * len(panels), 4.3), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels, strict=True):
         grid = np.full((len(ys), len(xs)), np.nan)
         for j, y in enumerate(ys):

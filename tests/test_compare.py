@@ -9,11 +9,15 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from mcicl.analysis.compare import STATISTICS
+from mcicl.analysis.matched import estimate_parameters, matched_rows, measure_moments, simulate_words
+from mcicl.analysis.ood_map import MapPoint, ood_grid, ood_map_figure
+from mcicl.probing.datasets import load_concept_set
+from mcicl.probing.geometry import GeometryConfig, run_geometry
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.train import train
 
-from analysis.compare import STATISTICS
-from analysis.matched import estimate_parameters, matched_rows, measure_moments, simulate_words
-from analysis.ood_map import MapPoint, ood_grid, ood_map_figure
-from analysis.runs import RunFolder
+from mcicl.core.runs import RunFolder
 from tests.conftest import mcicl_cli
 
 # A small concept set: 6 concepts of the built-in set plus polysemous words with senses among them.
@@ -23,8 +27,6 @@ CONCEPTS = ("fruits", "colours", "birds", "fish", "animals", "vegetables")
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
     """A tiny synthetic train run with a non-trivial configured geometry (cosine 0.6, overlap 0.2)."""
-    from synthetic.config import SyntheticConfig
-    from synthetic.train import train
 
     config = SyntheticConfig(within_cosine=0.6, cross_overlap=0.2, steps=40, n_train=256, n_test=200,
                              n_test_ood=100, eval_every=20, ood_every=40, checkpoint_every=40, n_features=15,
@@ -37,8 +39,6 @@ def synthetic_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
     """A `probe geometry` run of the real MiniLM (input-side layer 0 and the last layer 6) on a small set."""
-    from probing.datasets import load_concept_set
-    from probing.geometry import GeometryConfig, run_geometry
 
     cs = load_concept_set("builtin")
     folder = tmp_path_factory.mktemp("real")
@@ -97,7 +97,6 @@ def test_compare_rejects_a_folder_that_is_not_a_run(tmp_path, synthetic_run):
 
 
 def test_matched_world_recovers_the_parameters_it_was_measured_from():
-    from synthetic.config import SyntheticConfig
 
     base = SyntheticConfig()
     truth = {"within_cosine": 0.5, "cross_overlap": 0.15, "polysemy_rate": 0.2, "sigma": 0.06}

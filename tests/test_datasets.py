@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from probing.concepts import ConceptSet, ConceptSetError
-from probing.datasets import (
+from mcicl.probing.concepts import ConceptSet, ConceptSetError
+from mcicl.probing.datasets import (
     ConceptFileError,
     builtin_concepts,
     extension,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from probing.datasets import WordNetNotFoundError, builtin_concepts, wordnet_concepts, wordnet_reader
-from probing.datasets.wordnet import LEXNAMES
+from mcicl.probing.datasets import WordNetNotFoundError, builtin_concepts, wordnet_concepts, wordnet_reader
+from mcicl.probing.datasets.wordnet import LEXNAMES
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
-from analysis.demo import STAGES
+from mcicl.analysis.demo import STAGES
+
 from tests.conftest import mcicl_cli
 from tests.test_report import check_report
 

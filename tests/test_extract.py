@@ -3,14 +3,14 @@ the report of words left out, the cache, and the ``mcicl probe extract`` command
 
 from __future__ import annotations
 
+import json
+
+import mcicl.probing.extract as extract_module
 import numpy as np
 import pytest
 import torch
-
-from analysis.config import ConfigError, from_dict
-from analysis.runs import read_json
-from analysis.vectors import LabelledVectors
-from probing.extract import (
+from mcicl.analysis.cli import main
+from mcicl.probing.extract import (
     Extraction,
     ExtractionConfig,
     extract,
@@ -18,6 +18,14 @@ from probing.extract import (
     prepare_words,
     resolve_layers,
 )
+from mcicl.probing.extract_cli import read_words_file
+from mcicl.probing.models import ModelNotFoundError, load_model
+from mcicl.probing.tiny import build_tiny_model, build_tiny_tokenizer
+from transformers import RobertaConfig, RobertaModel, T5Config, T5Model
+
+from mcicl.core.config import ConfigError, from_dict
+from mcicl.core.runs import read_json
+from mcicl.core.vectors import LabelledVectors
 from tests.conftest import mcicl_cli
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -28,8 +36,6 @@ WORDS = ["dog", "hippopotamus", "New York", "cat", "Zürich", "xylophone", "bat"
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     """Tiny random-weight GPT-2 and Llama (causal LMs, for left padding and unembedding rows)."""
-    from probing.models import load_model
-    from probing.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("tiny")
     return {arch: load_model(str(build_tiny_model(arch, root / arch))) for arch in ("gpt2", "llama")}
@@ -182,7 +188,6 @@ def test_labelled_rows_follow_labels_and_pairs():
 # ---- cache, loading errors --------------------------------------------------------------------------------
 
 def test_cache_second_run_reads_back_and_interrupted_run_resumes(tiny_models, tmp_path, monkeypatch):
-    import probing.extract as extract_module
 
     loaded = tiny_models["gpt2"]
     calls = []
@@ -214,7 +219,6 @@ def test_cache_second_run_reads_back_and_interrupted_run_resumes(tiny_models, tm
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    from probing.models import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         extract_words(["dog"], ExtractionConfig(model=str(tmp_path / "nope"), device="cpu"))
@@ -225,7 +229,6 @@ def test_missing_model_is_a_clear_error(tmp_path):
 # ---- the command ---------------------------------------------------------------------------------------
 
 def test_probe_extract_command_writes_vectors_words_labels_and_report(tiny_models, tmp_path):
-    from probing.extract_cli import read_words_file
 
     folder = tiny_models["gpt2"][0].config._name_or_path
     words = tmp_path / "words.txt"
@@ -252,9 +255,7 @@ def test_probe_extract_command_writes_vectors_words_labels_and_report(tiny_model
 
 
 def test_probe_extract_with_a_concept_file_labels_every_word_and_sense(tiny_models, tmp_path):
-    import json
 
-    from analysis.cli import main
 
     folder = tiny_models["llama"][0].config._name_or_path
     concepts = tmp_path / "concepts.json"
@@ -288,9 +289,7 @@ def test_probe_extract_with_a_concept_file_labels_every_word_and_sense(tiny_mode
 
 def test_encoder_decoder_uses_its_encoder_padding_safely():
     """A tiny random-weight T5: hidden states are the encoder's; batched == alone == bare encoder forward."""
-    from transformers import T5Config, T5Model
 
-    from probing.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     torch.manual_seed(0)
@@ -308,10 +307,7 @@ def test_encoder_decoder_uses_its_encoder_padding_safely():
 
 def test_roberta_right_padding_keeps_its_own_position_numbering(tmp_path):
     """A tiny random-weight RoBERTa numbers positions from padding_idx + 1: batched == alone == bare forward."""
-    from transformers import RobertaConfig, RobertaModel
 
-    from probing.models import load_model
-    from probing.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     torch.manual_seed(0)
@@ -333,9 +329,6 @@ def test_roberta_right_padding_keeps_its_own_position_numbering(tmp_path):
 
 
 def test_cache_misses_when_a_deep_weight_changes_in_memory(tmp_path, monkeypatch):
-    import probing.extract as extract_module
-    from probing.models import load_model
-    from probing.tiny import build_tiny_model
 
     loaded = load_model(str(build_tiny_model("bert", tmp_path / "bert", hidden=32, heads=2)))
     calls = []
@@ -354,7 +347,6 @@ def test_cache_misses_when_a_deep_weight_changes_in_memory(tmp_path, monkeypatch
 
 
 def test_words_from_config_and_concepts_from_the_command_line_conflict(tmp_path, capsys):
-    from analysis.cli import main
 
     (tmp_path / "words.txt").write_text("dog\ncat\n", encoding="utf-8")
     (tmp_path / "config.yaml").write_text(f"words: {tmp_path / 'words.txt'}\n", encoding="utf-8")

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
+import torch
 import yaml
 
-from analysis import __version__
-from analysis.config import ConfigError, from_dict, load_config, require
-from analysis.runs import RunExistsError, RunFolder, seed_everything
+from mcicl import __version__
+from mcicl.core.config import ConfigError, from_dict, load_config, require
+from mcicl.core.runs import RunExistsError, RunFolder, remove_unused_runs, seed_everything
 from tests.conftest import mcicl_cli
 
 
@@ -84,7 +85,6 @@ def test_run_folder_refuses_silent_overwrite(tmp_path):
 
 
 def test_seed_everything_is_reproducible():
-    import torch
 
     a = (seed_everything(7).normal(size=3), torch.randn(3))
     b = (seed_everything(7).normal(size=3), torch.randn(3))
@@ -109,7 +109,6 @@ def test_failed_command_leaves_no_empty_run_folder(tmp_path):
 
 
 def test_remove_unused_runs_keeps_what_was_written(tmp_path):
-    from analysis.runs import remove_unused_runs
 
     remove_unused_runs()  # forget folders earlier tests in this process created
     empty = RunFolder.create(tmp_path / "empty", "test")

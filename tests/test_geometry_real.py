@@ -7,17 +7,22 @@ import math
 
 import numpy as np
 import pytest
+from mcicl.analysis.cli import main  # in-process: the same handler, without another interpreter start
+from mcicl.analysis.geometry import geometry_summary
+from mcicl.probing.concepts import ConceptSet
+from mcicl.probing.datasets import load_concept_set
+from mcicl.probing.geometry import GeometryConfig, _vocab_words, concept_pairs, run_geometry
+from mcicl.probing.tiny import build_tiny_tokenizer
 
-from analysis.geometry import geometry_summary
-from analysis.runs import RunFolder, read_json
-from analysis.vectors import LabelledVectors
+from mcicl.core.config import ConfigError
+from mcicl.core.runs import RunFolder, read_json
+from mcicl.core.vectors import LabelledVectors
 from tests.conftest import mcicl_cli
 
 FAST = {"permutations": 100, "bootstrap": 200, "shuffles": 2}
 
 
 def _run(tmp_path, name, loaded, **overrides):
-    from probing.geometry import GeometryConfig, run_geometry
 
     cfg = GeometryConfig(**{**FAST, **overrides})
     run = RunFolder.create(tmp_path / name, "probe geometry")
@@ -82,7 +87,6 @@ def _glove(glove_dir):
 
 
 def test_glove_within_exceeds_cross(glove_dir):
-    from probing.datasets import load_concept_set
 
     glove, bad_lines = _glove(glove_dir)
     assert len(glove) > 2400 and bad_lines <= 5
@@ -132,7 +136,6 @@ def test_cli_bad_concept_file_is_one_clear_line(tmp_path, capsys):
     assert res.returncode == 2
     assert "tools" in res.stderr and "at least 2" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "r1").exists()  # inputs are checked before the run folder is made
-    from analysis.cli import main  # in-process: the same handler, without another interpreter start
 
     assert main(["probe", "geometry", "--concepts", str(tmp_path / "missing.json"), "--out",
                  str(tmp_path / "r2"), "--quiet"]) == 2
@@ -141,8 +144,6 @@ def test_cli_bad_concept_file_is_one_clear_line(tmp_path, capsys):
 
 
 def test_config_errors_name_the_field():
-    from analysis.config import ConfigError
-    from probing.geometry import GeometryConfig
 
     with pytest.raises(ConfigError, match="permutations=0"):
         GeometryConfig(permutations=0)
@@ -153,8 +154,6 @@ def test_config_errors_name_the_field():
 
 
 def test_nested_concept_sets_measure_each_word_in_its_most_specific_concept():
-    from probing.concepts import ConceptSet
-    from probing.geometry import concept_pairs
 
     cs = ConceptSet("nested", {"animal": ["dog", "cat", "eagle", "hawk", "fox"], "bird": ["eagle", "hawk"],
                                "pet": ["dog", "cat"]}, parents={"bird": "animal", "pet": "animal"})
@@ -164,8 +163,6 @@ def test_nested_concept_sets_measure_each_word_in_its_most_specific_concept():
 
 
 def test_vocabulary_whitening_sample_is_whole_alphabetic_token_text(minilm):
-    from probing.geometry import _vocab_words
-    from probing.tiny import build_tiny_tokenizer
 
     _, tokenizer, _ = minilm
     words = _vocab_words(tokenizer, 200, seed=0)

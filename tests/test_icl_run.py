@@ -7,9 +7,10 @@ import json
 import math
 
 import pytest
+from mcicl.probing.icl.run import IclConfig, choose_readout, run_icl
+from mcicl.probing.tiny import build_tiny_model
 
-from analysis.runs import RunFolder, read_json
-from probing.icl.run import IclConfig, choose_readout, run_icl
+from mcicl.core.runs import RunFolder, read_json
 from tests.conftest import mcicl_cli
 from tests.icl_fixtures import small_concept_set
 
@@ -37,7 +38,6 @@ def test_minilm_attention_readout_learns_in_context_on_builtin_sets(minilm, tmp_
 
 def test_lm_readout_on_tiny_random_gpt2(tmp_path):
     """The causal-LM path end to end (random weights: mechanics only, and the outputs say so)."""
-    from probing.tiny import build_tiny_model
 
     folder = build_tiny_model("gpt2", tmp_path / "tiny-gpt2")
     config = IclConfig(model=str(folder), shots=[0, 2], episodes=2, queries_per_episode=2, device="cpu",

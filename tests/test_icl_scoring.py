@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from probing.icl.scoring import LabelTokenizationError, ScoringPrompt, score_cached, score_naive, tokenize_prompts
+import torch
+from mcicl.probing.icl.scoring import LabelTokenizationError, ScoringPrompt, score_cached, score_naive, tokenize_prompts
+from mcicl.probing.models import load_model
+from mcicl.probing.tiny import build_tiny_model
 
 DEMOS_A = "dog -> animal\nhammer -> tool\ncat -> animal\nsaw -> tool\n"
 DEMOS_B = "red -> A\napple -> B\n"
@@ -24,10 +26,7 @@ PROMPTS = [
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
 def tiny_lm(request, tmp_path_factory):
     """A tiny random-weight causal LM whose weights are scaled up so its log-probs are far from uniform."""
-    import torch
 
-    from probing.models import load_model
-    from probing.tiny import build_tiny_model
 
     folder = build_tiny_model(request.param, tmp_path_factory.mktemp(f"tiny-{request.param}"), seed=3)
     model, tokenizer, _ = load_model(folder)

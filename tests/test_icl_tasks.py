@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mcicl.probing.concepts import ConceptSet
+from mcicl.probing.datasets import builtin_concepts
+from mcicl.probing.datasets.sets import descendants
+from mcicl.probing.icl.readout import attention_readout
+from mcicl.probing.icl.stats import bootstrap_accuracy
+from mcicl.probing.icl.tasks import CONDITIONS, IclSampler, concept_label
 
-from probing.concepts import ConceptSet
-from probing.icl.readout import attention_readout
-from probing.icl.stats import bootstrap_accuracy
-from probing.icl.tasks import CONDITIONS, IclSampler, concept_label
 from tests.icl_fixtures import small_concept_set
 
 
@@ -107,8 +109,6 @@ def test_bootstrap_interval():
 @pytest.mark.parametrize("ways", [2, 3])
 def test_no_task_combines_a_concept_with_its_ancestor(ways):
     """The built-in set has a hierarchy (trees under plants): a task never asks plants vs trees."""
-    from probing.datasets import builtin_concepts
-    from probing.datasets.sets import descendants
 
     cs = builtin_concepts()
     sampler = IclSampler(cs, ways=ways, queries_per_episode=1)

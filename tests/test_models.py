@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModel, AutoTokenizer
-
-from probing.models import ModelNotFoundError, load_model, resolve_model
+from mcicl.probing.models import ModelNotFoundError, is_causal_model, load_model, resolve_model
+from mcicl.probing.tiny import build_tiny_model, is_random_weights
+from transformers import AutoModel, AutoTokenizer, T5Config, T5ForConditionalGeneration
 
 
 def test_default_resolves_to_a_real_loadable_minilm(default_model_dir):
@@ -48,10 +48,7 @@ def test_unreachable_hub_id_suggests_local_folder(monkeypatch):
 
 
 def test_is_causal_model_and_random_weights_marker(minilm, tmp_path):
-    from transformers import T5Config, T5ForConditionalGeneration
 
-    from probing.models import is_causal_model
-    from probing.tiny import build_tiny_model, is_random_weights
 
     folder = build_tiny_model("gpt2", tmp_path / "gpt2", hidden=32, layers=1, heads=2)
     gpt2, _, ref = load_model(str(folder))

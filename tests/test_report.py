@@ -9,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mcicl.analysis.embedding_plots import embedding_figure
+from mcicl.analysis.ood_map import MapPoint, ood_map_figure
+from PIL import Image
 
-from analysis.runs import RunFolder
-from analysis.vectors import LabelledVectors
+from mcicl.core.runs import RunFolder
+from mcicl.core.vectors import LabelledVectors
 from tests.conftest import mcicl_cli
 
 
@@ -50,7 +53,6 @@ class ReportParser(HTMLParser):
 
 def check_report(html_path: Path) -> ReportParser:
     """Parse the HTML; assert every image is an embedded PNG that decodes and every table has data rows."""
-    from PIL import Image
 
     parser = ReportParser()
     parser.feed(html_path.read_text(encoding="utf-8"))
@@ -74,8 +76,6 @@ def check_report(html_path: Path) -> ReportParser:
 @pytest.fixture
 def runs(tmp_path):
     """Two small run folders: one with an embedding figure, summary and a CSV; one 'sweep' with an OOD map."""
-    from analysis.embedding_plots import embedding_figure
-    from analysis.ood_map import MapPoint, ood_map_figure
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 20))

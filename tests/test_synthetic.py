@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
+import time
 
 import numpy as np
 import pytest
 import torch
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.convergence import crossing_step
+from mcicl.synthetic.data import build_dictionary, sample_prompts, sample_words, scenario_spec, train_spec
+from mcicl.synthetic.demo import run_demo_stage
+from mcicl.synthetic.export import learned_vectors
+from mcicl.synthetic.model import OneLayerTransformer, logistic_loss
+from mcicl.synthetic.sweep import run_sweep
+from mcicl.synthetic.train import build_world, train
 
-from analysis.config import ConfigError, from_dict
-from analysis.runs import RunFolder, read_jsonl
-from synthetic.config import SyntheticConfig
-from synthetic.data import build_dictionary, sample_prompts, sample_words, scenario_spec, train_spec
-from synthetic.model import OneLayerTransformer, logistic_loss
+from mcicl.core.config import ConfigError, from_dict
+from mcicl.core.runs import RunFolder, read_jsonl
+from mcicl.core.vectors import LabelledVectors
 from tests.conftest import mcicl_cli
 
 TINY = dict(K=2, K_irr=1, d=16, L=4, n_train=64, n_test=200, n_test_ood=50, steps=20, eval_every=5, ood_every=10,
@@ -114,7 +122,6 @@ def test_bad_configs_are_clear_errors(field: str, value, accepted: str) -> None:
 
 
 def test_training_is_deterministic_and_seeds_differ(tmp_path) -> None:
-    from synthetic.train import train
 
     cfg = tiny()
     train(cfg, RunFolder.create(tmp_path / "a", "t"), figures=False)
@@ -131,7 +138,6 @@ def test_resume_gives_the_uninterrupted_numbers(tmp_path) -> None:
                      *sum((["--set", f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"]
                            for k, v in TINY.items()), []))
     assert full.returncode == 0, full.stderr
-    from synthetic.train import train
 
     cfg = tiny(steps=10)
     run = RunFolder.create(tmp_path / "part", "t")
@@ -150,7 +156,6 @@ def test_resume_gives_the_uninterrupted_numbers(tmp_path) -> None:
 
 
 def test_dictionary_and_scenario_sets_do_not_depend_on_the_scenario_list() -> None:
-    from synthetic.train import build_world
 
     every, few = build_world(tiny(scenarios=["noise_x2", "unseen_concept"])), build_world(tiny(scenarios=["noise_x2"]))
     assert torch.equal(every.dictionary.a, few.dictionary.a) and torch.equal(every.dictionary.b, few.dictionary.b)
@@ -168,7 +173,6 @@ def test_polysemous_query_carries_each_concept_once() -> None:
 
 
 def test_crossing_step_stays_between_evaluations() -> None:
-    from synthetic.convergence import crossing_step
 
     steps, err = np.array([0, 50, 100]), np.array([0.3, 0.005, 0.0])
     assert crossing_step(steps, err, 0.001, floor=0.5 / 400) <= 100  # floor above the level: no overshoot
@@ -180,7 +184,6 @@ def test_cli_errors_and_replot(tmp_path) -> None:
     assert bad.returncode == 2 and "sigma=-1.0" in bad.stderr and "a number >= 0" in bad.stderr
     bad = mcicl_cli("synthetic", "sweep", "--grid", "nonsense=1,2", "--out", str(tmp_path / "bad2"), "--quiet")
     assert bad.returncode == 2 and "nonsense" in bad.stderr
-    from synthetic.train import train
 
     run = RunFolder.create(tmp_path / "r", "t")
     train(tiny(), run, figures=False)
@@ -192,7 +195,6 @@ def test_cli_errors_and_replot(tmp_path) -> None:
 
 
 def test_sweep_writes_table_and_heatmap(tmp_path) -> None:
-    from synthetic.sweep import run_sweep
 
     run = RunFolder.create(tmp_path / "sw", "t")
     rows = run_sweep(tiny(seeds=1, steps=10), {"within_cosine": [0.2, 0.6], "cross_overlap": [0.0]}, run)
@@ -208,9 +210,6 @@ def test_sweep_writes_table_and_heatmap(tmp_path) -> None:
 
 
 def test_exports_are_labelled_vectors(tmp_path) -> None:
-    from analysis.vectors import LabelledVectors
-    from synthetic.export import learned_vectors
-    from synthetic.train import train
 
     cfg = tiny(K=3, d=20)
     train(cfg, RunFolder.create(tmp_path / "r", "t"), figures=False)
@@ -233,10 +232,7 @@ def test_exports_are_labelled_vectors(tmp_path) -> None:
 
 
 def test_demo_stage_small(tmp_path) -> None:
-    import argparse
-    import time
 
-    from synthetic.demo import run_demo_stage
 
     run = RunFolder.create(tmp_path / "demo", "demo")
     start = time.process_time()

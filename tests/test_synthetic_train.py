@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.train import train
 
-from analysis.runs import RunFolder, read_json
-from synthetic.config import SyntheticConfig
+from mcicl.core.runs import RunFolder, read_json
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +16,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
     """One training run of the default config with 3 seeds (shared by the tests below)."""
-    from synthetic.train import train
 
     config = SyntheticConfig(seeds=3)
     run = RunFolder.create(tmp_path_factory.mktemp("syn") / "default", "synthetic train")
@@ -70,7 +70,6 @@ def test_train_run_folder_contents(default_run) -> None:
 
 
 def test_label_noise_reaches_the_bayes_error(tmp_path) -> None:
-    from synthetic.train import train
 
     p = 0.1
     config = SyntheticConfig(label_noise=p, seeds=1, n_test=4000, scenarios=[], eval_every=25, ood_every=25)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probing.concepts import ConceptSet, ConceptSetError
-from probing.datasets.builtin import builtin_concepts, proper_noun_concepts
-from probing.datasets.files import ConceptFileError, from_hf_dataset, load_concept_file, load_polysemy
-from probing.datasets.sets import descendants, extension, polysemous_task_pairs, vocabulary_problems
-from probing.datasets.wordnet import WordNetNotFoundError, single_token_vocab, wordnet_concepts, wordnet_reader
+from mcicl.probing.concepts import ConceptSet, ConceptSetError
+from mcicl.probing.datasets.builtin import builtin_concepts, proper_noun_concepts
+from mcicl.probing.datasets.files import ConceptFileError, from_hf_dataset, load_concept_file, load_polysemy
+from mcicl.probing.datasets.sets import descendants, extension, polysemous_task_pairs, vocabulary_problems
+from mcicl.probing.datasets.wordnet import WordNetNotFoundError, single_token_vocab, wordnet_concepts, wordnet_reader
 
 __all__ = [
     "ConceptFileError", "ConceptSet", "ConceptSetError", "WordNetNotFoundError", "builtin_concepts", "descendants",

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from probing.concepts import ConceptSet, ConceptSetError
+from mcicl.probing.concepts import ConceptSet, ConceptSetError
 
 
 class ConceptFileError(ConceptSetError):

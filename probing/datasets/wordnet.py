@@ -26,7 +26,10 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from probing.concepts import ConceptSet
+import nltk
+from mcicl.probing.concepts import ConceptSet
+from nltk.corpus import wordnet
+from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
 log = logging.getLogger("mcicl")
 
@@ -52,7 +55,6 @@ def cache_dir() -> Path:
 
 
 def _nltk_own_wordnet() -> Any | None:
-    import nltk
 
     ours = cache_dir().resolve()
     for resource in ("corpora/wordnet", "corpora/wordnet.zip"):
@@ -62,7 +64,6 @@ def _nltk_own_wordnet() -> Any | None:
             continue
         if Path(str(getattr(found, "path", found))).resolve().is_relative_to(ours):
             continue  # our own copy of Debian's files, found because we put it on NLTK's path: not NLTK's
-        from nltk.corpus import wordnet
 
         wordnet.ensure_loaded()
         return wordnet
@@ -101,8 +102,6 @@ def wordnet_reader(source: str | Path | None = None) -> Any:
 
 @functools.lru_cache(maxsize=4)
 def _reader(source: str | None) -> Any:
-    import nltk
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
     if source is None:
         own = _nltk_own_wordnet()

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from probing.icl.tasks import CONDITIONS
+from mcicl.probing.icl.run import IclConfig, run_icl
+from mcicl.probing.icl.tasks import CONDITIONS, PromptTemplate
+
+from mcicl.core.cli import add_model_options, add_run_options
+from mcicl.core.config import from_dict, load_config, to_dict
+from mcicl.core.runs import RunFolder, seed_everything
 
 
 def _csv(text: str) -> list[str]:
@@ -28,9 +33,6 @@ def _floats(text: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``mcicl probe icl``."""
-    from analysis.config import load_config
-    from analysis.runs import RunFolder, seed_everything
-    from probing.icl.run import IclConfig, run_icl
 
     template = {k: v for k, v in (("header", args.header), ("query", args.query_template),
                                   ("label", args.label_template), ("separator", args.separator)) if v is not None}
@@ -43,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
     }
     config = load_config(IclConfig, args.config, overrides)
     if template:
-        from analysis.config import from_dict, to_dict
-        from probing.icl.tasks import PromptTemplate
 
         config.template = from_dict(PromptTemplate, {**to_dict(config.template), **template}, prefix="template.")
     seed_everything(config.seed)
@@ -62,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
 
 def register(probe_sub: argparse._SubParsersAction) -> None:
     """Add ``mcicl probe icl``."""
-    from analysis.cli import add_run_options
-    from probing.cli import add_model_options
 
     p = probe_sub.add_parser(
         "icl", help="in-context concept classification: in-distribution vs OOD, polysemous queries",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.runs import RunFolder
+from mcicl.probing.icl.run import IclConfig, run_icl
+
+from mcicl.core.runs import RunFolder
 
 
 def demo_config(args: argparse.Namespace):
     """The ICL config of the demo (smaller with ``args.small``)."""
-    from probing.icl.run import IclConfig
 
     small = bool(getattr(args, "small", False))
     return IclConfig(model=args.model, suite="polysemy", readout="attention",
@@ -19,7 +20,6 @@ def demo_config(args: argparse.Namespace):
 
 def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict:
     """Run the probe into ``run.path / 'icl'``; return the headline accuracies."""
-    from probing.icl.run import run_icl
 
     config = demo_config(args)
     folder = RunFolder.create(run.path / "icl", "demo icl", overwrite=True)

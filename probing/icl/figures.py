@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from analysis.plotting import palette, save_figure
-from probing.icl.tasks import CONDITIONS
+from mcicl.probing.icl.tasks import CONDITIONS
+
+from mcicl.core.plotting import palette, save_figure, styled, subplots
 
 
 def _colours(n: int) -> list[str]:
@@ -15,9 +16,9 @@ def _colours(n: int) -> list[str]:
     return [c for c in palette(n + 1) if c != "#F0E442"][:n]
 
 
+@styled
 def plot_accuracy_vs_shots(summary: Mapping[str, Any], folder: str | Path, name: str = "accuracy_vs_shots") -> Path:
     """Accuracy against shots, one line per condition with bootstrap 95% intervals, chance and majority baseline."""
-    import matplotlib.pyplot as plt
 
     acc = summary["accuracy"]
     shots = sorted({int(s) for cells in acc.values() for s in cells})
@@ -25,7 +26,7 @@ def plot_accuracy_vs_shots(summary: Mapping[str, Any], folder: str | Path, name:
     conditions = [c for c in CONDITIONS if c in acc]
     colours = dict(zip(conditions, _colours(len(conditions)), strict=True))
     markers = dict(zip(conditions, "osD^vP*X", strict=False))
-    fig, ax = plt.subplots(figsize=(7.8, 4.4))
+    fig, ax = subplots(figsize=(7.8, 4.4))
     width = 0.3  # spread of the per-condition offsets, so intervals do not hide each other
     for k, cond in enumerate(conditions):
         cells = sorted(acc[cond].items(), key=lambda kv: int(kv[0]))
@@ -55,14 +56,14 @@ def plot_accuracy_vs_shots(summary: Mapping[str, Any], folder: str | Path, name:
     return save_figure(fig, folder, name)
 
 
+@styled
 def plot_beta_sweep(rows: list[Mapping[str, Any]], folder: str | Path, best: float | None = None,
                     name: str = "accuracy_vs_beta") -> Path:
     """Attention-readout accuracy against beta, one line per condition, at the largest shots of each condition."""
-    import matplotlib.pyplot as plt
 
     conditions = [c for c in CONDITIONS if any(r["condition"] == c for r in rows)]
     colours = dict(zip(conditions, _colours(len(conditions)), strict=True))
-    fig, ax = plt.subplots(figsize=(7.2, 4.2))
+    fig, ax = subplots(figsize=(7.2, 4.2))
     for cond in conditions:
         top = max(int(r["shots"]) for r in rows if r["condition"] == cond)
         cells = sorted((float(r["beta"]), float(r["accuracy"])) for r in rows

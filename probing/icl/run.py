@@ -14,13 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from analysis.config import require
-from analysis.runs import RunFolder
-from probing.concepts import ConceptSet
-from probing.icl.readout import DEFAULT_BETAS, LOG_FLOOR, WordVectors, predict, readout_probabilities, readout_words
-from probing.icl.stats import bootstrap_accuracy
-from probing.icl.tasks import (
+from mcicl.probing.concepts import ConceptSet
+from mcicl.probing.datasets import builtin_concepts, load_concept_set
+from mcicl.probing.devices import resolve_device
+from mcicl.probing.extract import ExtractionConfig, extract_words
+from mcicl.probing.icl.figures import plot_accuracy_vs_shots, plot_beta_sweep
+from mcicl.probing.icl.readout import (
+    DEFAULT_BETAS,
+    LOG_FLOOR,
+    WordVectors,
+    predict,
+    readout_probabilities,
+    readout_words,
+)
+from mcicl.probing.icl.scoring import ScoringPrompt, score_prompts
+from mcicl.probing.icl.stats import bootstrap_accuracy
+from mcicl.probing.icl.tasks import (
     CONDITIONS,
     DEFAULT_ARBITRARY_LABELS,
     IclPrompt,
@@ -28,6 +37,20 @@ from probing.icl.tasks import (
     PromptTemplate,
     majority_label,
 )
+from mcicl.probing.models import (
+    ModelNotFoundError,
+    hub_error,
+    is_causal_config,
+    is_causal_model,
+    load_model,
+    pretrained_kwargs,
+    resolve_model,
+)
+from mcicl.probing.tiny import is_random_weights
+from transformers import AutoConfig
+
+from mcicl.core.config import require, to_dict
+from mcicl.core.runs import RunFolder
 
 log = logging.getLogger("mcicl")
 READOUTS = ("auto", "lm", "attention")
@@ -90,7 +113,6 @@ class IclConfig:
 
 def load_suite(suite: str, polysemy: str | None = None) -> ConceptSet:
     """The concept set of ``--suite``: 'polysemy' (built-in, with polysemy), 'concepts' (built-in, none), a file."""
-    from probing.datasets import builtin_concepts, load_concept_set
 
     if suite == "polysemy":
         cs = builtin_concepts()
@@ -122,9 +144,7 @@ def plan(config: IclConfig, sampler: IclSampler) -> list[tuple[str, int]]:
 
 def choose_readout(config: IclConfig) -> str:
     """'lm' or 'attention'; a clear error when an encoder is asked for --readout lm."""
-    from transformers import AutoConfig
 
-    from probing.models import ModelNotFoundError, hub_error, is_causal_config, pretrained_kwargs, resolve_model
 
     ref = resolve_model(config.model)
     try:
@@ -146,7 +166,6 @@ def choose_readout(config: IclConfig) -> str:
 
 def _attention_scores(config: IclConfig, loaded, prompts: list[IclPrompt], tune: list[IclPrompt]):
     """(label log-probs per prompt, beta record, dropped words) with the attention readout."""
-    from probing.extract import ExtractionConfig, extract_words
 
     words = readout_words(prompts + tune)
     ext_cfg = ExtractionConfig(model=config.model, layers=config.layer, template=config.word_template,
@@ -194,7 +213,6 @@ def _cells(prompts: list[IclPrompt]) -> dict[tuple[str, int], list[int]]:
 
 
 def _lm_scores(config: IclConfig, loaded, prompts: list[IclPrompt]) -> list[np.ndarray]:
-    from probing.icl.scoring import ScoringPrompt, score_prompts
 
     model, tokenizer, _ = loaded
     t = config.template
@@ -205,9 +223,6 @@ def _lm_scores(config: IclConfig, loaded, prompts: list[IclPrompt]) -> list[np.n
 
 def run_icl(config: IclConfig, run: RunFolder, *, loaded=None, concept_set: ConceptSet | None = None) -> dict[str, Any]:
     """Run the probe into ``run``: results.csv, summary.json, beta_sweep.csv (attention), figures; return summary."""
-    from probing.icl.figures import plot_accuracy_vs_shots, plot_beta_sweep
-    from probing.models import is_causal_model, load_model
-    from probing.tiny import is_random_weights
 
     cs = concept_set if concept_set is not None else load_suite(config.suite, config.polysemy)
     conditions = list(config.conditions)
@@ -228,7 +243,6 @@ def run_icl(config: IclConfig, run: RunFolder, *, loaded=None, concept_set: Conc
     prompts = [p for cond, s in cells for p in sampler.sample(cond, s, config.episodes, config.seed)]
     log.info("ICL probe: %d prompts in %d (condition, shots) cells, %s readout", len(prompts), len(cells), readout)
     if loaded is None:
-        from probing.devices import resolve_device
 
         device, device_map = resolve_device(config.device)
         loaded = load_model(config.model, kind="causal" if readout == "lm" else "auto", dtype=config.dtype,
@@ -297,6 +311,5 @@ def summarise(rows: list[dict[str, Any]], *, ways: int, n_boot: int = 1000, seed
 
 
 def _plain(obj: Any) -> Any:
-    from analysis.config import to_dict
 
     return to_dict(obj)

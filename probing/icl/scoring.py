@@ -20,6 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+from mcicl.probing.devices import input_device
+from mcicl.probing.extract import padding_token_id
+from transformers import DynamicCache
+
+from mcicl.core.runs import progress
 
 
 class LabelTokenizationError(ValueError):
@@ -87,9 +93,7 @@ def _option_logprob(logprobs, positions, tokens) -> float:
 
 def score_naive(model, tokenizer, prompts: Sequence[ScoringPrompt]) -> list[np.ndarray]:
     """Per prompt, the summed log-prob of each option: one full forward per (prompt, option), no padding."""
-    import torch
 
-    from probing.devices import input_device
 
     device = input_device(model)
     scores = []
@@ -110,7 +114,6 @@ def score_naive(model, tokenizer, prompts: Sequence[ScoringPrompt]) -> list[np.n
 
 def _left_pad(rows: list[tuple[int, ...]], pad_id: int):
     """(input_ids, attention_mask, position_ids) of left-padded rows; positions count real tokens only."""
-    import torch
 
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -154,7 +157,6 @@ class _Packed:
 
 def _continuation_mask(rows: list[_Packed], prefix_mask, dtype):
     """Additive 4D mask (R, 1, L, P + L): the prefix's real tokens, plus own query and own option, causally."""
-    import torch
 
     width = max(len(r.tokens) for r in rows)
     allowed = torch.zeros((len(rows), width, width), dtype=torch.bool)
@@ -180,12 +182,7 @@ def score_cached(model, tokenizer, prompts: Sequence[ScoringPrompt], batch_size:
     position ids restarting for each label: no token is computed twice and no cache is copied per label.
     ``batch_size`` bounds the prefixes per forward; ``max_row_tokens`` the length of a packed row.
     """
-    import torch
-    from transformers import DynamicCache
 
-    from analysis.runs import progress
-    from probing.devices import input_device
-    from probing.extract import padding_token_id
 
     device = input_device(model)
     dtype = next(model.parameters()).dtype

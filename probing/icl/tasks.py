@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from mcicl.probing.concepts import ConceptSet
+from mcicl.probing.datasets.sets import descendants
 
-from probing.concepts import ConceptSet
-from probing.datasets.sets import descendants
+from mcicl.core.config import require
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,6 @@ class PromptTemplate:
     separator: str = "\n"
 
     def __post_init__(self) -> None:
-        from analysis.config import require
 
         require("{word}" in self.query, "template.query", self.query, "a string containing {word}")
         require("{label}" in self.label, "template.label", self.label, "a string containing {label}")

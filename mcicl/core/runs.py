@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
-from analysis import __version__
-from analysis.config import save_config, to_dict
+from mcicl import __version__
+from mcicl.core.config import save_config, to_dict
 
 log = logging.getLogger("mcicl")
 T = TypeVar("T")
@@ -50,7 +52,6 @@ def progress_enabled() -> bool:
 
 def progress(iterable: Iterable[T], desc: str | None = None, total: int | None = None, **kw: Any) -> Iterator[T]:
     """A tqdm bar over ``iterable``; silent under --quiet or when stderr is not a terminal."""
-    from tqdm.auto import tqdm
 
     return iter(tqdm(iterable, desc=desc, total=total, disable=not progress_enabled(), leave=False, **kw))
 
@@ -69,12 +70,7 @@ def seed_everything(seed: int) -> np.random.Generator:
     """Seed Python, NumPy and torch; return a NumPy Generator for explicit use."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # torch is a dependency, but seeding should not be what fails
-        pass
+    torch.manual_seed(seed)
     return np.random.default_rng(seed)
 
 

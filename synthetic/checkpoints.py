@@ -1,0 +1,32 @@
+"""Synthetic-run checkpoints: ``checkpoints/step_XXXXXXX.safetensors`` (weights) + ``.json`` (step, config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.model import OneLayerTransformer
+from safetensors.torch import load_file, save_file
+
+from mcicl.core.config import to_dict
+from mcicl.core.runs import write_json
+
+
+def save_checkpoint(model: OneLayerTransformer, folder: Path, step: int, config: SyntheticConfig) -> Path:
+    """Write ``folder/step_XXXXXXX.safetensors`` (weights) + ``.json`` (step, config); return the weights path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step_{step:07d}.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+    write_json(path.with_suffix(".json"), {"step": step, "config": to_dict(config)})
+    return path
+
+
+def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
+    """(step, path) of the newest checkpoint in ``folder``, or None."""
+    found = sorted(folder.glob("step_*.safetensors"))
+    return (int(found[-1].stem.split("_")[1]), found[-1]) if found else None
+
+
+def load_weights(model: OneLayerTransformer, path: Path) -> None:
+    """Load a safetensors checkpoint into ``model``."""
+    model.load_state_dict(load_file(str(path)))
