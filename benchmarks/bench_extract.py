@@ -93,7 +93,8 @@ def peak_mib(name: str, n_words: int, threads: int) -> float:
 def _memory_child(name: str, n_words: int) -> None:
 
     words, _ = glove_words(n_words)
-    model, tokenizer, _ = load_model("default")
+    _loaded = load_model("default")
+    model, tokenizer = _loaded.model, _loaded.tokenizer
     start = _rss_kib()
     METHODS[name](model, tokenizer, words)
     print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start) / 1024)
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     words, bad = glove_words(args.words)
-    model, tokenizer, _ = load_model("default")
+    _loaded = load_model("default")
+    model, tokenizer = _loaded.model, _loaded.tokenizer
     try:
         import nnsight  # noqa: F401
         has_nnsight = True

@@ -59,7 +59,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_tiny_model("llama", tmp, hidden=128, layers=4, heads=4)
-        model, tokenizer, _ = load_model(folder)
+        _loaded = load_model(folder)
+        model, tokenizer = _loaded.model, _loaded.tokenizer
     print(f"tiny Llama (RANDOM WEIGHTS, hidden 128, 4 layers), torch threads {args.threads}, "
           f"{args.prompts} prompts of 16 demonstrations")
     cases = [("own demonstrations, 2 labels", make_prompts(args.prompts, 2, rng)),

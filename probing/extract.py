@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from mcicl.probing.cache import ExtractionCache, model_fingerprint
 from mcicl.probing.devices import input_device, resolve_device
-from mcicl.probing.models import is_causal_model, load_model
+from mcicl.probing.models import LoadedModel, is_causal_model, load_model
 from mcicl.probing.tiny import is_random_weights
 
 from mcicl.core.config import ConfigError, require
@@ -378,18 +378,19 @@ def extract(model: Any, tokenizer: Any, words: Iterable[str], *, space: str = "h
                       _meta(model, tokenizer, space, template, pooling, side, n_layers, kept, items))
 
 
-def load_for(config: ExtractionConfig) -> tuple[Any, Any, Any]:
-    """(model, tokenizer, ref) loaded as ``config`` asks (dtype, device or balanced, remote-code policy)."""
+def load_for(config: ExtractionConfig) -> LoadedModel:
+    """The model loaded as ``config`` asks (dtype, device or balanced, remote-code policy)."""
 
     device, device_map = resolve_device(config.device)
     return load_model(config.model, dtype=config.dtype, device=device, device_map=device_map,
                       trust_remote_code=config.trust_remote_code)
 
 
-def extract_words(words: Iterable[str], config: ExtractionConfig, *, loaded: tuple[Any, Any, Any] | None = None,
+def extract_words(words: Iterable[str], config: ExtractionConfig, *, loaded: LoadedModel | None = None,
                   show_progress: bool = True) -> Extraction:
     """An Extraction of ``words`` as ``config`` says: loads the model (or reuses ``loaded``), uses the cache."""
-    model, tokenizer, ref = loaded if loaded is not None else load_for(config)
+    loaded = loaded if loaded is not None else load_for(config)
+    model, tokenizer, ref = loaded.model, loaded.tokenizer, loaded.ref
     kept, items, report = prepare_words(tokenizer, words, config.template)
     n_layers = n_hidden_layers(model) if config.space == "hidden" else None
     layer_idx = resolve_layers(config.layers, n_layers) if config.space == "hidden" else []

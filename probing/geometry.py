@@ -30,6 +30,7 @@ from mcicl.analysis.polysemy import polysemy_analysis
 from mcicl.analysis.probes import linear_probe
 from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.extract import ExtractionConfig, extract_words, load_for  # torch: only once the input is valid
+from mcicl.probing.models import LoadedModel
 
 from mcicl.core.config import require
 from mcicl.core.runs import RunFolder, progress, seed_everything, write_json
@@ -184,7 +185,7 @@ def load_concepts(cfg: GeometryConfig) -> Any:
     return load_concept_set(cfg.concepts, polysemy=cfg.polysemy)
 
 
-def spaces_from_model(cfg: GeometryConfig, *, loaded: tuple[Any, Any, Any] | None = None, quiet: bool = False,
+def spaces_from_model(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, quiet: bool = False,
                       concept_set: Any = None) -> tuple[list[Space], dict[str, Any]]:
     """Extract the concept set's words from the model (B's extraction) into one Space per layer."""
     cs = concept_set if concept_set is not None else load_concepts(cfg)
@@ -200,7 +201,7 @@ def spaces_from_model(cfg: GeometryConfig, *, loaded: tuple[Any, Any, Any] | Non
                             pooling=cfg.pooling, batch_size=cfg.batch_size, dtype=cfg.dtype, device=cfg.device,
                             trust_remote_code=cfg.trust_remote_code, cache_dir=cfg.cache_dir)
     loaded = loaded if loaded is not None else load_for(ecfg)
-    model, tokenizer, ref = loaded
+    model, tokenizer, ref = loaded.model, loaded.tokenizer, loaded.ref
     head = None
     if cfg.whiten == "unembed" or (cfg.whiten == "vocab" and cfg.space == "unembed"):
         head = _matrix(model.get_output_embeddings()) if hasattr(model, "get_output_embeddings") else None
@@ -300,7 +301,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: tuple[Any, Any, Any] | None = None,
+def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: LoadedModel | None = None,
                  quiet: bool = False, concept_set: Any = None) -> dict[str, Any]:
     """Measure every space, write the run folder's files and figures, and return summary.json's content."""
 

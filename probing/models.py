@@ -27,6 +27,20 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 Source = Literal["default", "local", "hub"]
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """A loaded model with its tokenizer and where it came from; ``causal`` says which readouts it supports."""
+
+    model: Any
+    tokenizer: Any
+    ref: ModelRef
+
+    @property
+    def causal(self) -> bool:
+        """Whether the model is a causal LM (left padding, LM readout and unembedding space available)."""
+        return is_causal_model(self.model)
+
+
 class ModelNotFoundError(OSError):
     """The model spec names nothing loadable; the message says what would be accepted."""
 
@@ -132,8 +146,8 @@ def load_model(
     device: str = "cpu",
     device_map: str | None = None,
     trust_remote_code: bool = False,
-):
-    """Load (model, tokenizer, ref): an encoder via AutoModel, a causal LM via AutoModelForCausalLM.
+) -> LoadedModel:
+    """Load a :class:`LoadedModel`: an encoder via AutoModel, a causal LM via AutoModelForCausalLM.
 
     ``kind='auto'`` loads a causal LM head when the config says the model is a decoder
     (``is_decoder`` or an architecture name ending in ``ForCausalLM``/``LMHeadModel``), else the encoder.
@@ -159,7 +173,7 @@ def load_model(
     if device_map is None:
         model = model.to(device)
     model.eval()
-    return model, tokenizer, ref
+    return LoadedModel(model, tokenizer, ref)
 
 
 def is_causal_model(model: Any) -> bool:

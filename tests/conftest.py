@@ -35,7 +35,7 @@ def default_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm():
-    """(model, tokenizer, ref) of the real default MiniLM, loaded once per test session."""
+    """The real default MiniLM (a LoadedModel), loaded once per test session."""
 
     return load_model("default")
 

@@ -73,7 +73,7 @@ def test_layer_specs_resolve_against_the_model_depth():
 
 @pytest.mark.parametrize("template,offset", [("{word}", 1), ("A {word}.", 2)])
 def test_minilm_batched_equals_single_and_bare_forward(minilm, template, offset):
-    model, tokenizer, _ = minilm
+    model, tokenizer = minilm.model, minilm.tokenizer
     batched = extract(model, tokenizer, WORDS, template=template, batch_size=3, show_progress=False)
     assert batched.words == WORDS and batched.layers == [str(i) for i in range(7)]
     assert batched.meta["padding_side"] == "right"
@@ -91,7 +91,8 @@ def test_minilm_batched_equals_single_and_bare_forward(minilm, template, offset)
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_causal_lm_left_padding_equals_single_and_bare_forward(tiny_models, arch):
-    model, tokenizer, _ = tiny_models[arch]
+    _loaded = tiny_models[arch]
+    model, tokenizer = _loaded.model, _loaded.tokenizer
     template = "A {word}."
     batched = extract(model, tokenizer, WORDS, template=template, batch_size=4, show_progress=False)
     assert batched.meta["padding_side"] == "left" and batched.meta["random_weights"]
@@ -116,7 +117,8 @@ def test_causal_lm_left_padding_equals_single_and_bare_forward(tiny_models, arch
 
 def test_naive_left_padding_without_position_ids_would_fail(tiny_models):
     """The control that shows the equality test can fail: GPT-2 with left padding and default positions."""
-    model, tokenizer, _ = tiny_models["gpt2"]
+    _loaded = tiny_models["gpt2"]
+    model, tokenizer = _loaded.model, _loaded.tokenizer
     tokenizer.padding_side = "left"
     try:
         padded = tokenizer(["A hippopotamus.", "A cat."], return_tensors="pt", padding=True)
@@ -134,7 +136,7 @@ def test_naive_left_padding_without_position_ids_would_fail(tiny_models):
 # ---- spaces, pooling, layers -----------------------------------------------------------------------------
 
 def test_input_and_unembedding_rows(minilm, tiny_models):
-    model, tokenizer, _ = minilm
+    model, tokenizer = minilm.model, minilm.tokenizer
     ex = extract(model, tokenizer, ["hippopotamus", "dog"], space="input", show_progress=False)
     ids = tokenizer("hippopotamus", add_special_tokens=False)["input_ids"]
     rows = model.get_input_embeddings().weight.detach().numpy()
@@ -142,14 +144,15 @@ def test_input_and_unembedding_rows(minilm, tiny_models):
     np.testing.assert_allclose(ex.vectors["input"][0], rows[ids].mean(0), **TOL)
     with pytest.raises(ValueError, match="no LM head"):
         extract(model, tokenizer, ["dog"], space="unembed")
-    lm, tok, _ = tiny_models["llama"]  # untied: unembedding rows differ from input rows
+    _loaded = tiny_models["llama"]  # untied: unembedding rows differ from input rows
+    lm, tok = _loaded.model, _loaded.tokenizer
     un = extract(lm, tok, ["hippopotamus"], space="unembed", pooling="last", show_progress=False)
     last_id = tok("hippopotamus", add_special_tokens=False)["input_ids"][-1]
     np.testing.assert_allclose(un.vectors["unembed"][0], lm.lm_head.weight[last_id].detach().numpy(), **TOL)
 
 
 def test_last_pooling_and_layer_selection(minilm):
-    model, tokenizer, _ = minilm
+    model, tokenizer = minilm.model, minilm.tokenizer
     ex = extract(model, tokenizer, ["hippopotamus"], layers="0,-1", pooling="last", show_progress=False)
     assert ex.layers == ["0", "6"]
     bare = tokenizer("hippopotamus", return_tensors="pt")
@@ -162,7 +165,7 @@ def test_last_pooling_and_layer_selection(minilm):
 # ---- words left out are reported ------------------------------------------------------------------------
 
 def test_report_of_empty_unrepresentable_and_duplicate_words(minilm):
-    _, tokenizer, _ = minilm
+    tokenizer = minilm.tokenizer
     words = ["dog", "", "  ", "☃", "\x01", "dog", "cat", "dog ☃"]
     kept, items, report = prepare_words(tokenizer, words, "A {word}.")
     assert kept == ["dog", "cat", "dog ☃"] and len(items) == 3
@@ -214,7 +217,7 @@ def test_cache_second_run_reads_back_and_interrupted_run_resumes(tiny_models, tm
     extract_words(words[:3], ExtractionConfig(template="A {word}.", batch_size=1, cache_dir=config.cache_dir),
                   loaded=loaded, show_progress=False)
     assert calls == [3]
-    no_cache = extract(*loaded[:2], words, batch_size=5, show_progress=False)
+    no_cache = extract(loaded.model, loaded.tokenizer, words, batch_size=5, show_progress=False)
     np.testing.assert_allclose(no_cache.vectors["2"], first.vectors["2"], **TOL)
 
 
@@ -230,7 +233,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 def test_probe_extract_command_writes_vectors_words_labels_and_report(tiny_models, tmp_path):
 
-    folder = tiny_models["gpt2"][0].config._name_or_path
+    folder = tiny_models["gpt2"].model.config._name_or_path
     words = tmp_path / "words.txt"
     words.write_text("dog\n\ncat\ndog\nhippopotamus\n\n", encoding="utf-8")
     assert read_words_file(words) == ["dog", "", "cat", "dog", "hippopotamus"]
@@ -257,7 +260,7 @@ def test_probe_extract_command_writes_vectors_words_labels_and_report(tiny_model
 def test_probe_extract_with_a_concept_file_labels_every_word_and_sense(tiny_models, tmp_path):
 
 
-    folder = tiny_models["llama"][0].config._name_or_path
+    folder = tiny_models["llama"].model.config._name_or_path
     concepts = tmp_path / "concepts.json"
     concepts.write_text(json.dumps({"animal": ["dog", "cat", "bat"], "sport": ["bat", "ball", "net"],
                                     "fruit": ["apple", "orange", "pear"], "company": ["google", "apple", "ibm"]}))
@@ -315,7 +318,8 @@ def test_roberta_right_padding_keeps_its_own_position_numbering(tmp_path):
                                intermediate_size=64, max_position_embeddings=64,
                                pad_token_id=tokenizer.pad_token_id)).eval().save_pretrained(tmp_path / "roberta")
     tokenizer.save_pretrained(tmp_path / "roberta")
-    model, tokenizer, _ = load_model(str(tmp_path / "roberta"))
+    loaded = load_model(str(tmp_path / "roberta"))
+    model, tokenizer = loaded.model, loaded.tokenizer
     words = ["cat", "hippopotamus", "New York"]
     batched = extract(model, tokenizer, words, batch_size=3, show_progress=False)
     assert batched.meta["padding_side"] == "right"
@@ -340,7 +344,7 @@ def test_cache_misses_when_a_deep_weight_changes_in_memory(tmp_path, monkeypatch
     extract_words(["dog", "cat"], config, loaded=loaded, show_progress=False)
     assert calls == [2]  # read back
     with torch.no_grad():  # the last layer only: the input embeddings stay as they were
-        loaded[0].encoder.layer[-1].output.dense.weight.mul_(2.0)
+        loaded.model.encoder.layer[-1].output.dense.weight.mul_(2.0)
     second = extract_words(["dog", "cat"], config, loaded=loaded, show_progress=False)
     assert calls == [2, 2]
     assert np.abs(second.vectors["2"] - first.vectors["2"]).max() > 1e-3

@@ -164,7 +164,7 @@ def test_nested_concept_sets_measure_each_word_in_its_most_specific_concept():
 
 def test_vocabulary_whitening_sample_is_whole_alphabetic_token_text(minilm):
 
-    _, tokenizer, _ = minilm
+    tokenizer = minilm.tokenizer
     words = _vocab_words(tokenizer, 200, seed=0)
     assert len(words) == 200 and words == _vocab_words(tokenizer, 200, seed=0)
     assert all(w.isalpha() and w == w.lower() and len(w) >= 3 for w in words)

@@ -29,7 +29,8 @@ def tiny_lm(request, tmp_path_factory):
 
 
     folder = build_tiny_model(request.param, tmp_path_factory.mktemp(f"tiny-{request.param}"), seed=3)
-    model, tokenizer, _ = load_model(folder)
+    loaded = load_model(folder)
+    model, tokenizer = loaded.model, loaded.tokenizer
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():

@@ -22,7 +22,7 @@ def test_default_resolves_to_a_real_loadable_minilm(default_model_dir):
 
 
 def test_load_model_default_is_an_encoder(minilm):
-    model, tok, ref = minilm
+    model, ref = minilm.model, minilm.ref
     assert not model.training and ref.source == "default"
     assert type(model).__name__ == "BertModel"
 
@@ -51,10 +51,11 @@ def test_is_causal_model_and_random_weights_marker(minilm, tmp_path):
 
 
     folder = build_tiny_model("gpt2", tmp_path / "gpt2", hidden=32, layers=1, heads=2)
-    gpt2, _, ref = load_model(str(folder))
+    loaded = load_model(str(folder))
+    gpt2, ref = loaded.model, loaded.ref
     t5 = T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8))
-    assert is_causal_model(gpt2) and not is_causal_model(minilm[0])
+    assert is_causal_model(gpt2) and not is_causal_model(minilm.model)
     t5.config.is_decoder = True  # an encoder-decoder is never causal, whatever its config flags say
     assert not is_causal_model(t5)
     assert is_random_weights(ref.location) and is_random_weights(folder)
-    assert not is_random_weights(minilm[2].location) and not is_random_weights(None) and not is_random_weights("")
+    assert not is_random_weights(minilm.ref.location) and not is_random_weights(None) and not is_random_weights("")

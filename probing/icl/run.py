@@ -38,10 +38,10 @@ from mcicl.probing.icl.tasks import (
     majority_label,
 )
 from mcicl.probing.models import (
+    LoadedModel,
     ModelNotFoundError,
     hub_error,
     is_causal_config,
-    is_causal_model,
     load_model,
     pretrained_kwargs,
     resolve_model,
@@ -164,7 +164,7 @@ def choose_readout(config: IclConfig) -> str:
     return config.readout
 
 
-def _attention_scores(config: IclConfig, loaded, prompts: list[IclPrompt], tune: list[IclPrompt]):
+def _attention_scores(config: IclConfig, loaded: LoadedModel, prompts: list[IclPrompt], tune: list[IclPrompt]):
     """(label log-probs per prompt, beta record, dropped words) with the attention readout."""
 
     words = readout_words(prompts + tune)
@@ -212,16 +212,17 @@ def _cells(prompts: list[IclPrompt]) -> dict[tuple[str, int], list[int]]:
     return cells
 
 
-def _lm_scores(config: IclConfig, loaded, prompts: list[IclPrompt]) -> list[np.ndarray]:
+def _lm_scores(config: IclConfig, loaded: LoadedModel, prompts: list[IclPrompt]) -> list[np.ndarray]:
 
-    model, tokenizer, _ = loaded
+    model, tokenizer = loaded.model, loaded.tokenizer
     t = config.template
     scoring = [ScoringPrompt(t.prefix(p.demos), t.query_text(p.query), tuple(t.option(lab) for lab in p.labels))
                for p in prompts]
     return score_prompts(model, tokenizer, scoring, method=config.scoring, batch_size=config.batch_size)
 
 
-def run_icl(config: IclConfig, run: RunFolder, *, loaded=None, concept_set: ConceptSet | None = None) -> dict[str, Any]:
+def run_icl(config: IclConfig, run: RunFolder, *, loaded: LoadedModel | None = None,
+            concept_set: ConceptSet | None = None) -> dict[str, Any]:
     """Run the probe into ``run``: results.csv, summary.json, beta_sweep.csv (attention), figures; return summary."""
 
     cs = concept_set if concept_set is not None else load_suite(config.suite, config.polysemy)
@@ -235,8 +236,8 @@ def run_icl(config: IclConfig, run: RunFolder, *, loaded=None, concept_set: Conc
                          split_seed=config.seed)
     cells = plan(config, sampler)
     readout = choose_readout(config) if loaded is None else (
-        "lm" if config.readout == "lm" or (config.readout == "auto" and is_causal_model(loaded[0])) else "attention")
-    if readout == "lm" and loaded is not None and not is_causal_model(loaded[0]):
+        "lm" if config.readout == "lm" or (config.readout == "auto" and loaded.causal) else "attention")
+    if readout == "lm" and loaded is not None and not loaded.causal:
         raise ValueError("--readout lm needs a causal language model; the loaded model is an encoder; accepted: "
                          "--readout attention, or a causal LM")
     run.save_config({**_plain(config), "readout_resolved": readout})
@@ -247,7 +248,7 @@ def run_icl(config: IclConfig, run: RunFolder, *, loaded=None, concept_set: Conc
         device, device_map = resolve_device(config.device)
         loaded = load_model(config.model, kind="causal" if readout == "lm" else "auto", dtype=config.dtype,
                             device=device, device_map=device_map, trust_remote_code=config.trust_remote_code)
-    ref = loaded[2]
+    ref = loaded.ref
     extra: dict[str, Any] = {}
     sweep: list[dict] = []
     if readout == "attention":
