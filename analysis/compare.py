@@ -20,14 +20,15 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mcicl.analysis.embedding_plots import embedding_figure
+from matplotlib.figure import Figure
+from mcicl.analysis.embedding_plots import EMBEDDING_CAPTION, embedding_figure
 from mcicl.analysis.geometry import concept_directions, direction_abs_cos, geometry_summary, prepare
-from mcicl.analysis.geometry_figures import plot_direction_heatmap
+from mcicl.analysis.geometry_figures import HEATMAP_CAPTION, direction_heatmap_figure
 from mcicl.analysis.matched import estimate_parameters, load_icl_summary, run_matched
 from mcicl.analysis.ood_map import MapPoint, ood_map_figure, read_sweep
 from mcicl.analysis.polysemy import polysemy_analysis
@@ -36,9 +37,9 @@ from mcicl.synthetic.export import DICTIONARY, FEATURES, POLYSEMY, learned_vecto
 from mcicl.synthetic.sweep import run_sweep
 
 from mcicl.core.config import load_config
-from mcicl.core.plotting import palette, save_figure, styled, subplots
+from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
 from mcicl.core.runs import RunFolder, progress, read_json
-from mcicl.core.vectors import LabelledVectors
+from mcicl.core.vectors import LabelledVectors, Space
 
 log = logging.getLogger("mcicl")
 
@@ -53,16 +54,6 @@ STATISTICS = {
 GEOMETRIES = ("raw", "centred")
 COLUMNS = ("space", "world", "geometry", "statistic", "value", "null", "null_low", "null_high", "p_value",
            "ci_low", "ci_high", "n", "isotropic", "note")
-
-
-@dataclass
-class Space:
-    """One labelled space to measure: concept words and (optionally) polysemous words, labels '|'-joined."""
-
-    name: str
-    world: str  # "synthetic" or "real"
-    words: LabelledVectors
-    polysemy: LabelledVectors | None = None
 
 
 # ------------------------------------------------------------------------------------------------ spaces
@@ -102,12 +93,12 @@ def synthetic_spaces(run_dir: str | Path, *, learned: bool = True) -> list[Space
     dictionary = LabelledVectors.load(run_dir / DICTIONARY)
     words = LabelledVectors.load(run_dir / FEATURES)
     poly = LabelledVectors.load(run_dir / POLYSEMY) if (run_dir / POLYSEMY).is_file() else None
-    spaces = [Space("synthetic dictionary", "synthetic", dictionary, _dictionary_polysemy(dictionary)),
-              Space("synthetic words", "synthetic", words, poly)]
+    spaces = [Space("synthetic dictionary", dictionary, "synthetic", _dictionary_polysemy(dictionary)),
+              Space("synthetic words", words, "synthetic", poly)]
     if learned and (run_dir / "checkpoints").is_dir():
         for which, label in (("query", "W_Q x"), ("key", "W_K x")):
             mapped, mapped_poly = _learned(run_dir, which, polysemy=poly is not None)
-            spaces.append(Space(f"synthetic learned {label}", "synthetic", mapped, mapped_poly))
+            spaces.append(Space(f"synthetic learned {label}", mapped, "synthetic", mapped_poly))
     return spaces
 
 
@@ -146,7 +137,7 @@ def real_spaces(run_dir: str | Path, *, layers: Sequence[str] | None = None, mod
         poly_path = folder / f"{stem}.polysemy.npz"
         poly = LabelledVectors.load(poly_path) if poly_path.is_file() else None
         label = f"layer {stem}" if stem.isdigit() else stem
-        spaces.append(Space(f"{model} {label}", "real", LabelledVectors.load(path), poly))
+        spaces.append(Space(f"{model} {label}", LabelledVectors.load(path), "real", poly))
     return spaces
 
 
@@ -160,12 +151,12 @@ def _polysemy_row(space: Space, centre: bool) -> dict[str, Any]:
     poly = space.polysemy
     if poly is None or not len(poly.vectors):
         return {**row, "value": math.nan, "note": "no polysemous words saved for this space"}
-    present = set(space.words.labels.tolist())
+    present = set(space.concepts.labels.tolist())
     keep = [i for i, lab in enumerate(poly.labels) if all(s in present for s in lab.split("|"))]
     if not keep:
         return {**row, "value": math.nan, "note": "no polysemous word whose senses are all concepts of the set"}
-    result = polysemy_analysis(space.words.vectors, space.words.labels, poly.vectors[keep], poly.words[keep],
-                               poly.labels[keep], words=space.words.words, center_vectors=centre)
+    result = polysemy_analysis(space.concepts.vectors, space.concepts.labels, poly.vectors[keep], poly.words[keep],
+                               poly.labels[keep], words=space.concepts.words, center_vectors=centre)
     s = result.summary
     return {**row, "value": s["mean_sense_cos"], "null": s["mean_sense_null"], "n": s["n_words"],
             "note": f"{100 * s['fraction_senses_significant']:.0f}% of senses above the other-concept null "
@@ -179,7 +170,7 @@ def space_rows(space: Space, geometry: str = "raw", *, n_permutations: int = 100
     if geometry not in GEOMETRIES:
         raise ValueError(f"geometry={geometry!r}; accepted: {', '.join(GEOMETRIES)}")
     centre = geometry == "centred"
-    stats = geometry_summary(space.words.vectors, space.words.labels, n_permutations=n_permutations,
+    stats = geometry_summary(space.concepts.vectors, space.concepts.labels, n_permutations=n_permutations,
                              n_bootstrap=n_bootstrap, n_shuffles=5, seed=seed, center_vectors=centre, lda=False,
                              expensive_permutations=n_permutations)
     base = {"space": space.name, "world": space.world, "geometry": geometry}
@@ -221,9 +212,19 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], geometry: str = "raw") -> 
     return "\n".join(lines)
 
 
+COMPARISON_CAPTION = Caption(
+    "Synthetic vs real geometry",
+    "Each statistic (panel) in every space (bar): the synthetic dictionary, synthetic sampled words, the "
+    "synthetic model's learned query/key spaces, and the real model's input embeddings and layers. Black "
+    "ticks are the permutation null (labels shuffled). The paper's premise holds where within-concept cosine "
+    "clearly exceeds its null and cross-concept cosine and direction |cos| stay near theirs.")
+
+
 @styled
-def comparison_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, name: str = "comparison") -> Path:
-    """One panel per statistic: a bar per space (raw and centred side by side) with the null as a black tick."""
+def comparison_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """One panel per statistic: a bar per space (raw and centred side by side) with the null as a black tick.
+
+    A grid of panels, so it draws its own figure (no ``ax``)."""
 
     spaces = list(dict.fromkeys(r["space"] for r in rows))
     geometries = [g for g in GEOMETRIES if any(r["geometry"] == g for r in rows)]
@@ -257,21 +258,21 @@ def comparison_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, nam
     else:
         fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3)
     fig.suptitle("Synthetic vs real concept geometry: the same statistics on every space (bars) with nulls (ticks)")
-    return save_figure(fig, folder, name)
+    return fig
 
 
 def direction_heatmaps(space: Space, folder: str | Path, name: str = "heatmap") -> list[Path]:
     """Clustered concept-direction |cos| heatmaps of one space: raw, centred, and whitened by its own words."""
 
-    lv = space.words
+    lv = space.concepts
     variants = (("raw", {"center_vectors": False}), ("centred", {"center_vectors": True}),
                 ("whitened", {"whiten": lv.vectors}))  # Cov of the concept words themselves, floored
     out = []
     for label, kw in variants:
         dirs, names = concept_directions(prepare(lv.vectors, lv.labels, **kw), lv.labels, "diff")
-        out.append(plot_direction_heatmap(
-            direction_abs_cos(dirs), names, folder, name=f"{name}_{label}",
-            title=f"{space.name}, {label}: |cos| of concept directions (clustered)"))
+        fig = direction_heatmap_figure(direction_abs_cos(dirs), names,
+                                       title=f"{space.name}, {label}: |cos| of concept directions (clustered)")
+        out.append(save_figure(fig, folder, f"{name}_{label}", caption=HEATMAP_CAPTION))
     return out
 
 
@@ -300,7 +301,7 @@ def place_on_map(spaces: Sequence[Space], base: Any, *, seed: int = 0) -> tuple[
 
     points, rows, estimates = [], [], {}
     for space in progress(spaces, desc="placing real spaces on the map"):
-        est = estimate_parameters(space.words.vectors, space.words.labels, base, seed=seed)
+        est = estimate_parameters(space.concepts.vectors, space.concepts.labels, base, seed=seed)
         points.append(MapPoint(space.name, est.parameters["within_cosine"], est.parameters["cross_overlap"]))
         rows.append({"space": space.name, **est.parameters, "moment_loss": est.loss})
         estimates[space.name] = est
@@ -325,7 +326,7 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
     run.write_csv("comparison.csv", rows, list(COLUMNS))
     md = "\n\n".join(f"### {g} cosines\n\n" + markdown_table(rows, g) for g in GEOMETRIES)
     (run.path / "comparison.md").write_text("Cells: value (null mean).\n\n" + md + "\n")
-    comparison_figure(rows, run.figures)
+    save_figure(comparison_figure(rows), run.figures, "comparison", caption=COMPARISON_CAPTION)
     embeddings: dict[str, Any] = {}
     if figures:
 
@@ -334,9 +335,10 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
         for space in (spaces[1], real[-1]):  # synthetic sampled words, the last real layer
             # umap_synthetic=False: the synthetic words get the PCA panel only (saves UMAP's CPU in tests).
             umap_here = use_umap and (umap_synthetic or space.world == "real")
-            _, info = embedding_figure(space.words, run.figures, f"embedding_{_slug(space.name)}",
-                                       polysemy=space.polysemy, seed=seed, use_umap=umap_here,
-                                       title=f"{space.name}: concept words (PCA | UMAP)")
+            fig, info = embedding_figure(space.concepts, polysemy=space.polysemy, seed=seed, use_umap=umap_here,
+                                         title=f"{space.name}: concept words (PCA | UMAP)")
+            png = save_figure(fig, run.figures, f"embedding_{_slug(space.name)}", caption=EMBEDDING_CAPTION)
+            info["png"] = str(png)
             embeddings[space.name] = info
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
@@ -364,7 +366,7 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
                              + ", ".join(s.name for s in real))
         cfg = replace(base, **(matched_overrides or {}))
         # The map's estimate of the same space is reused (same base geometry, same seed: the same numbers).
-        result = run_matched(target.words, cfg, run, icl_summary=load_icl_summary(icl_dir), seed=seed,
+        result = run_matched(target.concepts, cfg, run, icl_summary=load_icl_summary(icl_dir), seed=seed,
                              estimate=estimates.get(target.name))
         summary["matched"] = {"space": target.name, **{k: v for k, v in result.items() if k != "rows"},
                               "conditions": {r["synthetic_condition"]: {"synthetic_error": r["synthetic_error"],

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.decomposition import PCA
 
-from mcicl.core.plotting import palette, save_figure, styled, subplots
+from mcicl.core.plotting import Caption, palette, styled, subplots
 from mcicl.core.vectors import LabelledVectors
 
 log = logging.getLogger("mcicl")
@@ -81,11 +83,21 @@ def layout(words: LabelledVectors, polysemy: LabelledVectors | None = None, *, s
                             "umap_n_neighbors": int(min(n_neighbors, len(x) - 1)), "umap": use_umap})
 
 
+EMBEDDING_CAPTION = Caption(
+    "Concept words: UMAP and PCA",
+    "Each dot is a concept word, coloured by concept. Left: PCA (first two components, with the share of "
+    "variance each explains); right: UMAP (cosine metric after PCA; seed in the title). Black stars are "
+    "polysemous words, joined by thin lines to the centroids of their senses: a word carrying two concepts "
+    "sits between them. UMAP distances are only locally meaningful.")
+
+
 @styled
-def embedding_figure(words: LabelledVectors, folder: str | Path, name: str = "embedding", *,
-                     polysemy: LabelledVectors | None = None, seed: int = 0, use_umap: bool = True,
-                     max_concepts: int = 12, max_polysemous: int = 12, title: str = "") -> tuple[Path, dict]:
-    """Save the PCA | UMAP figure of concept words (PNG + PDF); return (PNG path, info incl. the UMAP seed)."""
+def embedding_figure(words: LabelledVectors, *, polysemy: LabelledVectors | None = None, seed: int = 0,
+                     use_umap: bool = True, max_concepts: int = 12, max_polysemous: int = 12, title: str = "",
+                     axes: Sequence[Axes] | None = None) -> tuple[Figure, dict]:
+    """The PCA | UMAP figure of concept words; returns (figure, info incl. the UMAP seed and words shown).
+
+    ``axes``: one Axes per panel (PCA, then UMAP when ``use_umap``); new ones by default."""
 
     keep_concepts = select_concepts(words, polysemy, max_concepts)
     mask = np.isin(words.labels, keep_concepts)
@@ -104,9 +116,15 @@ def embedding_figure(words: LabelledVectors, folder: str | Path, name: str = "em
     lay = layout(sub, poly, seed=seed, use_umap=use_umap)
     panels = [("PCA", lay.pca)] + ([("UMAP", lay.umap)] if lay.umap is not None else [])
     colours = dict(zip(keep_concepts, palette(len(keep_concepts)), strict=True))
-    fig, axes = subplots(1, len(panels), figsize=(6.2 * len(panels) + 2.2, 5.6), squeeze=False)
+    if axes is None:
+        fig, grid = subplots(1, len(panels), figsize=(6.2 * len(panels) + 2.2, 5.6), squeeze=False)
+        axes = list(grid[0])
+    elif len(axes) != len(panels):
+        raise ValueError(f"axes: {len(axes)} given; accepted: {len(panels)} Axes (PCA"
+                         + (", UMAP)" if len(panels) == 2 else ")"))
+    fig = axes[0].figure
     n = lay.n_words
-    for ax, (panel, xy) in zip(axes[0], panels, strict=True):
+    for ax, (panel, xy) in zip(axes, panels, strict=True):
         centroids = {}
         for concept in keep_concepts:
             pts = xy[:n][sub.labels == concept]
@@ -133,15 +151,14 @@ def embedding_figure(words: LabelledVectors, folder: str | Path, name: str = "em
             ax.set_xlabel("UMAP 1 (arbitrary units)")
             ax.set_ylabel("UMAP 2 (arbitrary units)")
             ax.set_title(f"UMAP (cosine, on {lay.info['umap_pca_components']} PCs, seed {seed})")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = axes[0].get_legend_handles_labels()
     handles.append(Line2D([], [], marker="X", ls="", color="grey", markeredgecolor="black"))
     labels.append("concept centroid")
     # Outside the last panel, so it never hides points.
-    axes[0][-1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8,
+    axes[-1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8,
                        title="concept", ncol=1 if len(labels) <= 16 else 2)
     fig.suptitle(title or f"Concept words ({len(sub.vectors)} words, {len(keep_concepts)} concepts"
                           + (f", {len(poly.vectors)} polysemous" if poly is not None else "") + ")")
-    png = save_figure(fig, folder, name)
     info = {**lay.info, "concepts": keep_concepts, "n_words": int(len(sub.vectors)),
-            "n_polysemous": 0 if poly is None else int(len(poly.vectors)), "png": str(png)}
-    return png, info
+            "n_polysemous": 0 if poly is None else int(len(poly.vectors))}
+    return fig, info

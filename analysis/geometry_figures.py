@@ -1,8 +1,10 @@
 """Figures of a geometry run, each made from saved metrics (layers.csv, direction_abs_cos.csv) so a run re-plots.
 
-- :func:`plot_layer_curves`: per-layer within/cross-concept cosine, concept-direction |cos| and probe
+Each function draws on optional Axes and returns the Figure; its caption stands beside it.
+
+- :func:`layer_curves_figure`: per-layer within/cross-concept cosine, concept-direction |cos| and probe
   accuracy, each with its permutation-null band (2.5-97.5%) and bootstrap 95% intervals.
-- :func:`plot_direction_heatmap`: the |cos| matrix of concept directions, rows and columns in the leaf order
+- :func:`direction_heatmap_figure`: the |cos| matrix of concept directions, rows and columns in the leaf order
   of an average-linkage clustering (scipy.cluster.hierarchy) on 1 - |cos|.
 """
 
@@ -14,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
-from mcicl.core.plotting import palette, save_figure, styled, subplots
+from mcicl.core.plotting import Caption, on_axes, palette, save_figure, styled, subplots
 
 
 def read_layers_csv(path: str | Path) -> list[dict[str, Any]]:
@@ -60,14 +64,25 @@ def _stat_curve(ax: Any, x: np.ndarray, rows: Sequence[dict[str, Any]], stat: st
                         label=f"{label}: permutation null 95%")
 
 
+LAYERS_CAPTION = Caption(
+    "Geometry across layers",
+    "Each statistic per layer (0 = input embeddings) with its permutation-null band: the distance between a "
+    "curve and its band is the effect; within-concept above cross-concept is the paper's premise.")
+
+
 @styled
-def plot_layer_curves(rows: Sequence[dict[str, Any]], folder: str | Path, *, title: str = "",
-                      name: str = "geometry_layers") -> Path:
-    """Per-layer curves (cosines, direction |cos|, probes) with null bands; returns the PNG path."""
+def layer_curves_figure(rows: Sequence[dict[str, Any]], *, title: str = "",
+                        axes: Sequence[Axes] | None = None) -> Figure:
+    """Per-layer curves (cosines, direction |cos|, probes) with null bands, on three Axes (new ones by default)."""
     layers = [str(r["layer"]) for r in rows]
     x = np.arange(len(rows))
     c = palette(6)
-    fig, axes = subplots(1, 3, figsize=(15, 5.2))
+    if axes is None:
+        fig, axes = subplots(1, 3, figsize=(15, 5.2))
+    else:
+        if len(axes) != 3:
+            raise ValueError(f"axes: {len(axes)} given; accepted: three matplotlib Axes")
+        fig = axes[0].figure
 
     ax = axes[0]
     _stat_curve(ax, x, rows, "within_concept_cosine", "within-concept", c[0])
@@ -106,7 +121,7 @@ def plot_layer_curves(rows: Sequence[dict[str, Any]], folder: str | Path, *, tit
             ax.set_xlim(-0.5, 0.5)
     if title:
         fig.suptitle(title, fontsize=11)
-    return save_figure(fig, folder, name)
+    return fig
 
 
 def cluster_order(matrix: np.ndarray) -> np.ndarray:
@@ -129,17 +144,23 @@ def read_matrix_csv(path: str | Path) -> tuple[np.ndarray, list[str]]:
     return np.array([[float(v) for v in r[1:]] for r in rows[1:]]), names
 
 
+HEATMAP_CAPTION = Caption(
+    "Concept-direction |cos| heatmap",
+    "Absolute cosine between concept directions, rows and columns ordered by hierarchical clustering; a "
+    "near-orthogonal geometry is a dark off-diagonal. Blocks are families of related concepts.")
+
+
 @styled
-def plot_direction_heatmap(matrix: np.ndarray, names: Sequence[str], folder: str | Path, *, title: str = "",
-                           name: str = "direction_heatmap") -> Path:
-    """Clustered heatmap of the concept-direction |cos| matrix (diagonal masked); returns the PNG path."""
+def direction_heatmap_figure(matrix: np.ndarray, names: Sequence[str], *, title: str = "",
+                             ax: Axes | None = None) -> Figure:
+    """Clustered heatmap of the concept-direction |cos| matrix (diagonal masked)."""
     m = np.asarray(matrix, dtype=float)
     order = cluster_order(m)
     m = m[np.ix_(order, order)].copy()
     np.fill_diagonal(m, np.nan)
     labels = [str(names[i]) for i in order]
     size = min(max(5.0, 0.18 * len(labels) + 2.5), 14.0)
-    fig, ax = subplots(figsize=(size + 1.2, size))
+    fig, ax = on_axes(ax, figsize=(size + 1.2, size))
     vmax = float(np.nanmax(m)) if np.isfinite(m).any() else 1.0
     im = ax.imshow(m, cmap="viridis", vmin=0, vmax=max(vmax, 1e-6), interpolation="nearest")
     fs = 8 if len(labels) <= 25 else 6
@@ -152,15 +173,16 @@ def plot_direction_heatmap(matrix: np.ndarray, names: Sequence[str], folder: str
     ax.grid(False)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="|cos| between concept directions (diagonal blank)")
     ax.set_title(title or "Concept-direction |cos| (clustered order)")
-    return save_figure(fig, folder, name)
+    return fig
 
 
 def replot(run_folder: str | Path) -> list[Path]:
     """Re-draw a geometry run's figures from its saved metrics."""
     run_folder = Path(run_folder)
     rows = read_layers_csv(run_folder / "layers.csv")
-    out = [plot_layer_curves(rows, run_folder / "figures")]
+    out = [save_figure(layer_curves_figure(rows), run_folder / "figures", "geometry_layers", caption=LAYERS_CAPTION)]
     if (run_folder / "direction_abs_cos.csv").is_file():
         matrix, names = read_matrix_csv(run_folder / "direction_abs_cos.csv")
-        out.append(plot_direction_heatmap(matrix, names, run_folder / "figures"))
+        out.append(save_figure(direction_heatmap_figure(matrix, names), run_folder / "figures", "direction_heatmap",
+                               caption=HEATMAP_CAPTION))
     return out

@@ -28,13 +28,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from mcicl.analysis.geometry import concept_cosines, encode_labels, unit_rows
 from mcicl.synthetic.data import build_dictionary, sample_words, train_spec
 from mcicl.synthetic.train import train
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from mcicl.core.plotting import palette, save_figure, styled, subplots
+from mcicl.core.plotting import Caption, on_axes, palette, save_figure, styled
 from mcicl.core.runs import RunFolder, read_json
 from mcicl.core.vectors import LabelledVectors
 
@@ -244,9 +246,16 @@ def matched_rows(synthetic_summary: Mapping[str, Any], icl_summary: Mapping[str,
     return rows
 
 
+MATCHED_CAPTION = Caption(
+    "Geometry-matched synthetic world vs the real model",
+    "Left: error of the synthetic transformer trained on the world whose generator parameters were estimated "
+    "from the real model's geometry, in distribution and in each OOD scenario. Right: the real model's "
+    "attention-readout ICL error on the matching conditions (bars: bootstrap 95% intervals).")
+
+
 @styled
-def matched_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, *, chance: float | None = None,
-                   name: str = "matched", title: str = "") -> Path:
+def matched_figure(rows: Sequence[Mapping[str, Any]], *, chance: float | None = None, title: str = "",
+                   ax: Axes | None = None) -> Figure:
     """Bars: the matched synthetic world's error and the real model's ICL error per matching condition."""
 
     labels = [f"{r['synthetic_condition']} (L={r['synthetic_L']})\nreal: {r['real_condition']}"
@@ -257,7 +266,7 @@ def matched_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, *, cha
     lo = np.array([float(r["real_error_low"]) for r in rows])
     hi = np.array([float(r["real_error_high"]) for r in rows])
     c_syn, c_real = palette(2)
-    fig, ax = subplots(figsize=(max(6.5, 1.9 * len(rows) + 1.5), 4.8))
+    fig, ax = on_axes(ax, figsize=(max(6.5, 1.9 * len(rows) + 1.5), 4.8))
     ax.bar(x - 0.2, syn, 0.4, color=c_syn, label="matched synthetic transformer")
     has_real = np.isfinite(real)
     if has_real.any():
@@ -271,7 +280,7 @@ def matched_figure(rows: Sequence[Mapping[str, Any]], folder: str | Path, *, cha
     ax.set_ylim(0, max(0.1, float(np.nanmax(np.concatenate([syn, hi[has_real] if has_real.any() else syn]))) * 1.15))
     ax.set_title(title or "Geometry-matched synthetic world vs the real model, per matching condition")
     ax.legend(loc="upper left", fontsize=8)
-    return save_figure(fig, folder, name)
+    return fig
 
 
 def run_matched(real: LabelledVectors, base: Any, run: RunFolder, *, icl_summary: Mapping[str, Any] | None = None,
@@ -289,7 +298,8 @@ def run_matched(real: LabelledVectors, base: Any, run: RunFolder, *, icl_summary
     run.write_csv("matched.csv", rows)
     run.write_csv("estimate.csv", estimate.rows())
     chance = (icl_summary or {}).get("chance")
-    png = matched_figure(rows, run.figures, chance=float(chance) if chance is not None else None)
+    fig = matched_figure(rows, chance=float(chance) if chance is not None else None)
+    png = save_figure(fig, run.figures, "matched", caption=MATCHED_CAPTION)
     return {"parameters": estimate.parameters, "target_moments": asdict(estimate.target),
             "achieved_moments": asdict(estimate.achieved), "moment_loss": estimate.loss,
             "synthetic_run": str(syn_run.path), "rows": rows, "figure": str(png)}

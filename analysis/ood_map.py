@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mcicl.core.plotting import SEQUENTIAL_CMAP, palette, save_figure, styled, subplots
+from mcicl.core.plotting import SEQUENTIAL_CMAP, Caption, palette, save_figure, styled, subplots
 
 X_FIELD, Y_FIELD = "within_cosine", "cross_overlap"
 
@@ -108,6 +108,13 @@ def _edges(centres: np.ndarray) -> np.ndarray:
     return np.concatenate([[centres[0] - (mid[0] - centres[0])], mid, [centres[-1] + (centres[-1] - mid[-1])]])
 
 
+OOD_MAP_CAPTION = Caption(
+    "Geometry-to-OOD map",
+    "Colour: the synthetic transformer's OOD 0-1 error (mean over the sweep's OOD scenarios, or one "
+    "scenario) at each within-concept cosine (x) and cross-concept overlap (y). Markers: real model spaces "
+    "placed at their measured geometry, so one can read which error regime a real model's geometry sits in.")
+
+
 @styled
 def ood_map_figure(rows: Sequence[Mapping[str, str]], folder: str | Path, points: Sequence[MapPoint] = (), *,
                    name: str = "ood_map", title: str = "") -> Path:
@@ -144,4 +151,4 @@ def ood_map_figure(rows: Sequence[Mapping[str, str]], folder: str | Path, points
         fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(points)),
                    fontsize=8, title="real model spaces, placed at their estimated generator parameters")
     fig.suptitle(title or "Geometry-to-OOD map: synthetic transformer error vs concept geometry")
-    return save_figure(fig, folder, name)
+    return save_figure(fig, folder, name, caption=OOD_MAP_CAPTION)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcicl.core.plotting import read_caption
 from mcicl.core.runs import RUN_MARKER, RunFolder, read_json, versions
 
 log = logging.getLogger("mcicl")
@@ -57,64 +58,11 @@ class Section:
     blocks: list[tuple[str, str]] = field(default_factory=list)  # (title, preformatted text)
 
 
-# What each known figure shows and how to read it, keyed by a substring of the figure's file name
-# (first match wins). Unknown figures get a generic caption naming their run.
-CAPTIONS: tuple[tuple[str, str, str], ...] = (
-    ("beta", "Attention-readout temperature",
-     "ICL accuracy of the attention readout softmax(beta * cos(query, demonstration)) against beta on the "
-     "held-out tuning split; the best beta (marked) is the one used for every condition."),
-    ("decomposition", "Idempotent decomposition of W_K^T W_Q",
-     "The coefficients of the learned W_K^T W_Q on the projectors onto the concept-common directions a_k, the "
-     "semantic directions b_k and the noise subspace, over training: the theory's key coefficients."),
-    ("comparison", "Synthetic vs real geometry",
-     "Each statistic (panel) in every space (bar): the synthetic dictionary, synthetic sampled words, the "
-     "synthetic model's learned query/key spaces, and the real model's input embeddings and layers. Black "
-     "ticks are the permutation null (labels shuffled). The paper's premise holds where within-concept cosine "
-     "clearly exceeds its null and cross-concept cosine and direction |cos| stay near theirs."),
-    ("ood_map", "Geometry-to-OOD map",
-     "Colour: the synthetic transformer's OOD 0-1 error (mean over the sweep's OOD scenarios, or one "
-     "scenario) at each within-concept cosine (x) and cross-concept overlap (y). Markers: real model spaces "
-     "placed at their measured geometry, so one can read which error regime a real model's geometry sits in."),
-    ("matched", "Geometry-matched synthetic world vs the real model",
-     "Left: error of the synthetic transformer trained on the world whose generator parameters were estimated "
-     "from the real model's geometry, in distribution and in each OOD scenario. Right: the real model's "
-     "attention-readout ICL error on the matching conditions (bars: bootstrap 95% intervals)."),
-    ("embedding", "Concept words: UMAP and PCA",
-     "Each dot is a concept word, coloured by concept. Left: PCA (first two components, with the share of "
-     "variance each explains); right: UMAP (cosine metric after PCA; seed in the title). Black stars are "
-     "polysemous words, joined by thin lines to the centroids of their senses: a word carrying two concepts "
-     "sits between them. UMAP distances are only locally meaningful."),
-    ("dynamics", "Learning dynamics",
-     "The synthetic transformer during training: logistic and 0-1 loss (train and test), the correct attention "
-     "weight, the concept-specific / complement / noise products through W_K^T W_Q, and the MLP weights' "
-     "projections on the label features. Bands: spread over seeds."),
-    ("ood", "OOD scenarios over training",
-     "Test 0-1 loss (and correct attention) of each OOD scenario along training, evaluated on the same model. "
-     "Scenarios that stay near zero are carried out of distribution; unseen_concept is expected to fail."),
-    ("convergence", "Exponential convergence fit",
-     "Loss on a log scale against step with the fitted exponential on the decaying window: a straight line "
-     "means exponential convergence; its slope is the rate in the summary table."),
-    ("accuracy", "ICL accuracy vs number of demonstrations",
-     "Attention-readout (or LM-scored) ICL accuracy against shots, one line per condition, with bootstrap 95% "
-     "intervals; the dashed line is chance. Polysemous queries next to in-distribution queries show whether "
-     "the right sense is picked from context."),
-    ("heatmap", "Concept-direction |cos| heatmap",
-     "Absolute cosine between concept directions, rows and columns ordered by hierarchical clustering; a "
-     "near-orthogonal geometry is a dark off-diagonal. Blocks are families of related concepts."),
-    ("layer", "Geometry across layers",
-     "Each statistic per layer (0 = input embeddings) with its permutation-null band: the distance between a "
-     "curve and its band is the effect; within-concept above cross-concept is the paper's premise."),
-    ("sweep", "Synthetic sweep",
-     "Error of the synthetic transformer over the sweep grid; see the sweep table for the numbers."),
-)
-
-
 def caption_for(png: Path, run_name: str) -> tuple[str, str]:
-    """(title, caption) for a figure file, from CAPTIONS or a generic one naming the run."""
-    stem = png.stem.lower()
-    for key, title, caption in CAPTIONS:
-        if key in stem:
-            return f"{title} ({run_name}: {png.stem})", caption
+    """(title, caption) of a figure: the caption its drawing code saved in the PNG, or a generic one."""
+    caption = read_caption(png)
+    if caption is not None:
+        return f"{caption.title} ({run_name}: {png.stem})", caption.text
     return f"{png.stem} ({run_name})", f"Figure {png.name} saved by the run {run_name}; see that run's docs."
 
 

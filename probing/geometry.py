@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 from mcicl.analysis.geometry import (
     concept_directions,
     direction_abs_cos,
@@ -25,7 +26,12 @@ from mcicl.analysis.geometry import (
     prepare,
     single_threaded_blas,
 )
-from mcicl.analysis.geometry_figures import plot_direction_heatmap, plot_layer_curves
+from mcicl.analysis.geometry_figures import (
+    HEATMAP_CAPTION,
+    LAYERS_CAPTION,
+    direction_heatmap_figure,
+    layer_curves_figure,
+)
 from mcicl.analysis.polysemy import polysemy_analysis
 from mcicl.analysis.probes import linear_probe
 from mcicl.probing.datasets import load_concept_set
@@ -33,8 +39,9 @@ from mcicl.probing.extract import ExtractionConfig, extract_words, load_for  # t
 from mcicl.probing.models import LoadedModel
 
 from mcicl.core.config import require
+from mcicl.core.plotting import save_figure
 from mcicl.core.runs import RunFolder, progress, seed_everything, write_json
-from mcicl.core.vectors import LabelledVectors
+from mcicl.core.vectors import LabelledVectors, Space
 
 log = logging.getLogger("mcicl")
 
@@ -87,18 +94,6 @@ class GeometryConfig:
         require("{word}" in self.template, "template", self.template, "a string containing {word}")
 
 
-@dataclass
-class Space:
-    """One analysed space: the concept words' vectors, the polysemous words' vectors, a whitening reference."""
-
-    name: str
-    concepts: LabelledVectors
-    polysemy: LabelledVectors | None = None
-    reference: np.ndarray | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    controls: LabelledVectors | None = None
-
-
 # ------------------------------------------------------------------------------------------------ inputs
 def _keep_concepts(lv: LabelledVectors, min_words: int = 2) -> tuple[LabelledVectors, list[str]]:
     """Rows of concepts with >= ``min_words`` represented words, and the concepts dropped."""
@@ -145,7 +140,7 @@ def spaces_from_file(cfg: GeometryConfig) -> tuple[list[Space], dict[str, Any]]:
                                          zip(poly.words, poly.labels, strict=True)} if poly is not None else {},
                             "controls": {}, "parents": {}},
             "parents": {}, "words_left_out": {}}
-    return [Space(name, lv, poly, None, dict(lv.meta))], info
+    return [Space(name, lv, polysemy=poly, meta=dict(lv.meta))], info
 
 
 def _vocab_words(tokenizer: Any, n: int, seed: int) -> list[str]:
@@ -226,7 +221,8 @@ def spaces_from_model(cfg: GeometryConfig, *, loaded: LoadedModel | None = None,
         lv = ext.labelled(name, pairs)
         poly = ext.labelled(name, poly_pairs) if poly_pairs else None
         controls = ext.labelled(name, list(cs.controls.items())) if cs.controls else None
-        spaces.append(Space(name, lv, poly, references[name], dict(ext.meta), controls))
+        spaces.append(Space(name, lv, polysemy=poly, controls=controls, reference=references[name],
+                            meta=dict(ext.meta)))
     info = {"source": ref.name, "extraction": {k: v for k, v in ext.meta.items() if k != "n_tokens"},
             "words_left_out": {k: v for k, v in ext.report.items() if v},
             "concept_set": {"name": cs.name, "concepts": cs.concepts, "polysemy": cs.polysemy,
@@ -301,17 +297,73 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: LoadedModel | None = None,
-                 quiet: bool = False, concept_set: Any = None) -> dict[str, Any]:
-    """Measure every space, write the run folder's files and figures, and return summary.json's content."""
+@dataclass
+class GeometryResult:
+    """Every measurement of a geometry run, in memory: per-layer results, the tables and the summary."""
+
+    config: GeometryConfig
+    spaces: list[Space]  # the measured spaces (concepts with < 2 represented words dropped)
+    results: dict[str, dict[str, Any]]  # layer -> analyse_space's output
+    layer_rows: list[dict[str, Any]]
+    probe_rows: list[dict[str, Any]]
+    polysemy_rows: list[dict[str, Any]]
+    concept_rows: list[dict[str, Any]]
+    concept_set: dict[str, Any]
+    summary: dict[str, Any]
+
+    @property
+    def last_layer(self) -> str:
+        """Name of the last measured space (the headline layer)."""
+        return self.spaces[-1].name
+
+    def figures(self) -> dict[str, Figure]:
+        """The run's figures by file name: per-layer curves and the last layer's direction heatmap."""
+        source, cfg = self.summary["source"], self.config
+        random_tag = " (random weights)" if self.summary["random_weights"] else ""
+        matrix, names = self.results[self.last_layer]["directions"]
+        return {
+            "geometry_layers": layer_curves_figure(
+                self.layer_rows, title=f"{source}{random_tag}: concept geometry, {self.summary['space']} "
+                                       f"(whiten: {cfg.whiten}, {cfg.permutations} permutations)"),
+            "direction_heatmap": direction_heatmap_figure(
+                matrix, names, title=f"{source}{random_tag}, layer {self.last_layer}: |cos| of concept directions"),
+        }
+
+    def save(self, run: RunFolder) -> None:
+        """Write config.yaml, vectors/, the CSV tables, concepts.json, figures and summary.json into ``run``."""
+        run.save_config(self.config)
+        (run.path / "vectors").mkdir(exist_ok=True)
+        for space in self.spaces:
+            space.concepts.save(run.path / "vectors" / f"{space.name}.npz")
+            if space.polysemy is not None:
+                space.polysemy.save(run.path / "vectors" / f"{space.name}.polysemy.npz")
+        run.write_csv("layers.csv", self.layer_rows)
+        run.write_csv("per_concept.csv", self.concept_rows)
+        run.write_csv("probes.csv", self.probe_rows, fieldnames=["layer", "accuracy", "control_accuracy",
+                                                                 "selectivity", "chance", "n_train", "n_test",
+                                                                 "n_classes"])
+        run.write_csv("polysemy.csv", self.polysemy_rows, fieldnames=None if self.polysemy_rows else
+                      ["layer", "kind", "word", "senses", "sense_cos", "sense_null", "sense_p", "sense_rank",
+                       "predicted", "precision", "recall", "top_k_recall"])
+        matrix, names = self.results[self.last_layer]["directions"]
+        run.write_csv("direction_abs_cos.csv", [{"concept": n, **{m: float(v) for m, v in zip(names, row, strict=True)}}
+                                                for n, row in zip(names, matrix, strict=True)])
+        write_json(run.path / "concepts.json", self.concept_set)
+        captions = {"geometry_layers": LAYERS_CAPTION, "direction_heatmap": HEATMAP_CAPTION}
+        for name, fig in self.figures().items():
+            save_figure(fig, run.figures, name, caption=captions[name])
+        run.write_summary(self.summary)
+
+
+def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, quiet: bool = False,
+                     concept_set: Any = None) -> GeometryResult:
+    """Measure every space (layer) of a model or a saved vectors file; nothing is written to disk."""
 
     seed_everything(cfg.seed)
-    run.save_config(cfg)
     if cfg.vectors:
         spaces, info = spaces_from_file(cfg)
     else:
         spaces, info = spaces_from_model(cfg, loaded=loaded, quiet=quiet, concept_set=concept_set)
-    (run.path / "vectors").mkdir(exist_ok=True)
     layer_rows, probe_rows, poly_rows, concept_rows = [], [], [], []
     results: dict[str, dict[str, Any]] = {}
     dropped_concepts: dict[str, list[str]] = {}
@@ -326,10 +378,8 @@ def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: LoadedModel | N
         space.polysemy, dropped_p = _poly_subset(space.polysemy, set(space.concepts.labels.tolist()))
         dropped_poly = dropped_p
         space.concepts.meta.update({"layer": space.name})
-        space.concepts.save(run.path / "vectors" / f"{space.name}.npz")
         if space.polysemy is not None:
             space.polysemy.meta.update({"layer": space.name})
-            space.polysemy.save(run.path / "vectors" / f"{space.name}.polysemy.npz")
         with single_threaded_blas():
             result = analyse_space(space, cfg, info["parents"])
         results[space.name] = result
@@ -344,34 +394,16 @@ def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: LoadedModel | N
                  result["stats"]["within_concept_cosine"].value, result["stats"]["cross_concept_cosine"].value,
                  result["stats"]["within_minus_cross"].p_value, result["stats"]["concept_direction_abs_cos"].value)
 
-    run.write_csv("layers.csv", layer_rows)
-    run.write_csv("per_concept.csv", concept_rows)
-    run.write_csv("probes.csv", probe_rows, fieldnames=["layer", "accuracy", "control_accuracy", "selectivity",
-                                                        "chance", "n_train", "n_test", "n_classes"])
-    run.write_csv("polysemy.csv", poly_rows, fieldnames=None if poly_rows else
-                  ["layer", "kind", "word", "senses", "sense_cos", "sense_null", "sense_p", "sense_rank", "predicted",
-                   "precision", "recall", "top_k_recall"])
-    last = spaces[-1].name
-    matrix, names = results[last]["directions"]
-    run.write_csv("direction_abs_cos.csv", [{"concept": n, **{m: float(v) for m, v in zip(names, row, strict=True)}}
-                                            for n, row in zip(names, matrix, strict=True)])
     concept_set = dict(info["concept_set"])
     concept_set["dropped_concepts"] = dropped_concepts
     concept_set["dropped_polysemous_words"] = dropped_poly
-    write_json(run.path / "concepts.json", concept_set)
-
-    source = info["source"]
-    where = spaces[0].meta.get("space", cfg.space) if not cfg.vectors else "saved vectors"
-    random_tag = " (random weights)" if spaces[0].meta.get("random_weights") else ""
-    plot_layer_curves(layer_rows, run.figures, title=f"{source}{random_tag}: concept geometry, {where} "
-                                                      f"(whiten: {cfg.whiten}, {cfg.permutations} permutations)")
-    plot_direction_heatmap(matrix, names, run.figures,
-                           title=f"{source}{random_tag}, layer {last}: |cos| of concept directions")
-
+    last = spaces[-1].name
     headline = results[last]
     summary: dict[str, Any] = {name: s.to_dict() for name, s in headline["stats"].items()}
     summary.update({
-        "layer": last, "source": source, "space": where, "whiten": cfg.whiten, "center": cfg.center,
+        "layer": last, "source": info["source"],
+        "space": spaces[0].meta.get("space", cfg.space) if not cfg.vectors else "saved vectors",
+        "whiten": cfg.whiten, "center": cfg.center,
         "n_words": headline["n_words"], "n_concepts": headline["n_concepts"], "dim": headline["dim"],
         "probe": headline["probe"].to_dict() if "probe" in headline else None,
         "polysemy": headline["polysemy"].to_dict() if "polysemy" in headline else None,
@@ -384,6 +416,13 @@ def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: LoadedModel | N
         "dropped_polysemous_words": dropped_poly, "extraction": info.get("extraction"),
         "random_weights": bool(spaces[0].meta.get("random_weights", False)),
     })
-    summary = _clean(summary)
-    run.write_summary(summary)
-    return summary
+    return GeometryResult(cfg, spaces, results, layer_rows, probe_rows, poly_rows, concept_rows, concept_set,
+                          _clean(summary))
+
+
+def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: LoadedModel | None = None,
+                 quiet: bool = False, concept_set: Any = None) -> dict[str, Any]:
+    """Measure (:func:`measure_geometry`), write the run folder, and return summary.json's content."""
+    result = measure_geometry(cfg, loaded=loaded, quiet=quiet, concept_set=concept_set)
+    result.save(run)
+    return result.summary

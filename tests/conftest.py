@@ -18,12 +18,13 @@ REPO = Path(__file__).resolve().parents[1]
 GLOVE_DIR = REPO.parent / "shared" / "data" / "glove"
 
 
-def mcicl_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def mcicl_cli(*args: str, cwd: Path | None = None, timeout: int = 600,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the installed ``mcicl`` console script (the real entry point) and capture its output."""
     exe = shutil.which("mcicl", path=str(Path(sys.executable).parent)) or shutil.which("mcicl")
     assert exe, "the mcicl console script is not installed (pip install -e .)"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mcicl.analysis.embedding_plots import embedding_figure
+from mcicl.analysis.embedding_plots import EMBEDDING_CAPTION, embedding_figure
 from mcicl.analysis.ood_map import MapPoint, ood_map_figure
 from PIL import Image
 
+from mcicl.core.plotting import save_figure
 from mcicl.core.runs import RunFolder
 from mcicl.core.vectors import LabelledVectors
 from tests.conftest import mcicl_cli
@@ -88,7 +89,8 @@ def runs(tmp_path):
     first.save_config({"model": "toy", "permutations": 10})
     first.write_summary({"within_concept_cosine": {"value": 0.5, "null": 0.1, "p_value": 0.01}, "layer": "3"})
     first.write_csv("layers.csv", [{"layer": "0", "within": 0.4}, {"layer": "1", "within": 0.5}])
-    png, info = embedding_figure(words, first.figures, polysemy=poly, seed=7, use_umap=False)
+    fig, info = embedding_figure(words, polysemy=poly, seed=7, use_umap=False)
+    png = save_figure(fig, first.figures, "embedding", caption=EMBEDDING_CAPTION)
     assert info["umap_seed"] == 7 and info["n_polysemous"] == 1 and png.is_file()
     assert (first.figures / "embedding.pdf").is_file()
 

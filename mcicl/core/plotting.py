@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import matplotlib
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from PIL import Image
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,18 +53,48 @@ def subplots(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, Any
     return fig, axes
 
 
+def on_axes(ax: Axes | None, **subplots_kw: Any) -> tuple[Figure, Axes]:
+    """``(figure, ax)``: the caller's Axes and its figure, or a new single-Axes figure made with ``subplots_kw``."""
+    if ax is not None:
+        return ax.figure, ax
+    return subplots(**subplots_kw)
+
+
+@dataclass(frozen=True)
+class Caption:
+    """What a figure shows and how to read it; saved inside the PNG/PDF so a report needs nothing else."""
+
+    title: str
+    text: str
+
+
 def palette(n: int) -> list[str]:
     """``n`` distinguishable colour-blind-safe colours (cycling past 18)."""
     base = list(OKABE_ITO) + list(TOL_MUTED)
     return [base[i % len(base)] for i in range(n)]
 
 
-def save_figure(fig: Figure, folder: str | Path, name: str, formats: Sequence[str] = ("png", "pdf")) -> Path:
-    """Save ``fig`` as ``folder/name.png`` (and .pdf) and return the PNG path."""
+def save_figure(fig: Figure, folder: str | Path, name: str, formats: Sequence[str] = ("png", "pdf"), *,
+                caption: Caption | None = None) -> Path:
+    """Save ``fig`` as ``folder/name.png`` (and .pdf), its caption in the files' metadata; return the PNG path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context(STYLE):
         fig.tight_layout()
         for fmt in formats:
-            fig.savefig(folder / f"{name}.{fmt}", bbox_inches="tight")
+            meta = None
+            if caption is not None and fmt == "png":
+                meta = {"Title": caption.title, "Description": caption.text}
+            elif caption is not None and fmt == "pdf":
+                meta = {"Title": caption.title, "Subject": caption.text}
+            fig.savefig(folder / f"{name}.{fmt}", bbox_inches="tight", metadata=meta)
     return folder / f"{name}.{formats[0]}"
+
+
+def read_caption(png: str | Path) -> Caption | None:
+    """The caption :func:`save_figure` stored in a PNG, or None when it has none."""
+    with Image.open(png) as image:
+        text = getattr(image, "text", {}) or {}
+    if "Title" in text and "Description" in text:
+        return Caption(text["Title"], text["Description"])
+    return None

@@ -46,8 +46,8 @@ def set_quiet(quiet: bool) -> None:
 
 
 def progress_enabled() -> bool:
-    """Whether progress bars are shown: not under --quiet, and only when stderr is a terminal."""
-    return not _QUIET and sys.stderr.isatty()
+    """Whether progress bars are shown: not under --quiet, and only where someone watches (a terminal or Jupyter)."""
+    return not _QUIET and (sys.stderr.isatty() or "ipykernel" in sys.modules)
 
 
 def progress(iterable: Iterable[T], desc: str | None = None, total: int | None = None, **kw: Any) -> Iterator[T]:

@@ -58,3 +58,17 @@ class LabelledVectors:
                 raise ValueError(f"{path} is not a labelled-vector file: missing {sorted(missing)}")
             return cls(z["vectors"], z["words"], z["labels"], z["signs"] if "signs" in z.files else None,
                        json.loads(str(z["meta"])) if "meta" in z.files else {})
+
+
+@dataclass
+class Space:
+    """One space to measure, from either world: concept words, and optionally polysemous words, monosemous
+    control words and a whitening reference sample (rows of the same space)."""
+
+    name: str
+    concepts: LabelledVectors
+    world: str = "real"  # "synthetic" or "real"
+    polysemy: LabelledVectors | None = None
+    controls: LabelledVectors | None = None
+    reference: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)

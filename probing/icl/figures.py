@@ -1,14 +1,18 @@
-"""ICL figures, made from a saved summary.json alone (re-plot a run without re-scoring it)."""
+"""ICL figures, made from a saved summary.json alone (re-plot a run without re-scoring it).
+
+Each function draws on an optional Axes and returns the Figure; its caption stands beside it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from mcicl.probing.icl.tasks import CONDITIONS
 
-from mcicl.core.plotting import palette, save_figure, styled, subplots
+from mcicl.core.plotting import Caption, on_axes, palette, styled
 
 
 def _colours(n: int) -> list[str]:
@@ -16,8 +20,15 @@ def _colours(n: int) -> list[str]:
     return [c for c in palette(n + 1) if c != "#F0E442"][:n]
 
 
+ACCURACY_CAPTION = Caption(
+    "ICL accuracy vs number of demonstrations",
+    "Attention-readout (or LM-scored) ICL accuracy against shots, one line per condition, with bootstrap 95% "
+    "intervals; the dashed line is chance. Polysemous queries next to in-distribution queries show whether "
+    "the right sense is picked from context.")
+
+
 @styled
-def plot_accuracy_vs_shots(summary: Mapping[str, Any], folder: str | Path, name: str = "accuracy_vs_shots") -> Path:
+def accuracy_figure(summary: Mapping[str, Any], *, ax: Axes | None = None) -> Figure:
     """Accuracy against shots, one line per condition with bootstrap 95% intervals, chance and majority baseline."""
 
     acc = summary["accuracy"]
@@ -26,7 +37,7 @@ def plot_accuracy_vs_shots(summary: Mapping[str, Any], folder: str | Path, name:
     conditions = [c for c in CONDITIONS if c in acc]
     colours = dict(zip(conditions, _colours(len(conditions)), strict=True))
     markers = dict(zip(conditions, "osD^vP*X", strict=False))
-    fig, ax = subplots(figsize=(7.8, 4.4))
+    fig, ax = on_axes(ax, figsize=(7.8, 4.4))
     width = 0.3  # spread of the per-condition offsets, so intervals do not hide each other
     for k, cond in enumerate(conditions):
         cells = sorted(acc[cond].items(), key=lambda kv: int(kv[0]))
@@ -53,17 +64,22 @@ def plot_accuracy_vs_shots(summary: Mapping[str, Any], folder: str | Path, name:
     ax.set_title(f"ICL accuracy vs shots: {summary.get('model', '?')}{weights}\n{how}, "
                  f"{summary.get('ways', 2)}-way, set '{summary.get('concept_set', '?')}'; bars: bootstrap 95% CI")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
-    return save_figure(fig, folder, name)
+    return fig
+
+
+BETA_CAPTION = Caption(
+    "Attention-readout temperature",
+    "ICL accuracy of the attention readout softmax(beta * cos(query, demonstration)) against beta on the "
+    "held-out tuning split; the best beta (marked) is the one used for every condition.")
 
 
 @styled
-def plot_beta_sweep(rows: list[Mapping[str, Any]], folder: str | Path, best: float | None = None,
-                    name: str = "accuracy_vs_beta") -> Path:
+def beta_sweep_figure(rows: list[Mapping[str, Any]], *, best: float | None = None, ax: Axes | None = None) -> Figure:
     """Attention-readout accuracy against beta, one line per condition, at the largest shots of each condition."""
 
     conditions = [c for c in CONDITIONS if any(r["condition"] == c for r in rows)]
     colours = dict(zip(conditions, _colours(len(conditions)), strict=True))
-    fig, ax = subplots(figsize=(7.2, 4.2))
+    fig, ax = on_axes(ax, figsize=(7.2, 4.2))
     for cond in conditions:
         top = max(int(r["shots"]) for r in rows if r["condition"] == cond)
         cells = sorted((float(r["beta"]), float(r["accuracy"])) for r in rows
@@ -79,4 +95,4 @@ def plot_beta_sweep(rows: list[Mapping[str, Any]], folder: str | Path, best: flo
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Attention readout: accuracy vs beta, per condition")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
-    return save_figure(fig, folder, name)
+    return fig

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 from mcicl.probing.concepts import ConceptSet
 from mcicl.probing.datasets import builtin_concepts, load_concept_set
 from mcicl.probing.devices import resolve_device
 from mcicl.probing.extract import ExtractionConfig, extract_words
-from mcicl.probing.icl.figures import plot_accuracy_vs_shots, plot_beta_sweep
+from mcicl.probing.icl.figures import ACCURACY_CAPTION, BETA_CAPTION, accuracy_figure, beta_sweep_figure
 from mcicl.probing.icl.readout import (
     DEFAULT_BETAS,
     LOG_FLOOR,
@@ -50,6 +51,7 @@ from mcicl.probing.tiny import is_random_weights
 from transformers import AutoConfig
 
 from mcicl.core.config import require, to_dict
+from mcicl.core.plotting import save_figure
 from mcicl.core.runs import RunFolder
 
 log = logging.getLogger("mcicl")
@@ -221,9 +223,46 @@ def _lm_scores(config: IclConfig, loaded: LoadedModel, prompts: list[IclPrompt])
     return score_prompts(model, tokenizer, scoring, method=config.scoring, batch_size=config.batch_size)
 
 
+@dataclass
+class IclResult:
+    """An ICL probe in memory: one row per scored prompt, the beta sweep (attention readout) and the summary."""
+
+    config: IclConfig
+    readout: str  # the readout used: "lm" or "attention"
+    rows: list[dict[str, Any]]
+    beta_sweep: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    def figures(self) -> dict[str, Figure]:
+        """Accuracy against shots per condition, and (attention readout) accuracy against beta."""
+        out = {"accuracy_vs_shots": accuracy_figure(self.summary)}
+        if self.beta_sweep:
+            out["accuracy_vs_beta"] = beta_sweep_figure(self.beta_sweep, best=self.summary["beta"]["best"])
+        return out
+
+    def save(self, run: RunFolder) -> None:
+        """Write config.yaml, results.csv, beta_sweep.csv, summary.json and the figures into ``run``."""
+        run.save_config({**_plain(self.config), "readout_resolved": self.readout})
+        run.write_csv("results.csv", self.rows)
+        if self.beta_sweep:
+            run.write_csv("beta_sweep.csv", self.beta_sweep)
+        run.write_summary(self.summary)
+        captions = {"accuracy_vs_shots": ACCURACY_CAPTION, "accuracy_vs_beta": BETA_CAPTION}
+        for name, fig in self.figures().items():
+            save_figure(fig, run.figures, name, caption=captions[name])
+
+
 def run_icl(config: IclConfig, run: RunFolder, *, loaded: LoadedModel | None = None,
             concept_set: ConceptSet | None = None) -> dict[str, Any]:
-    """Run the probe into ``run``: results.csv, summary.json, beta_sweep.csv (attention), figures; return summary."""
+    """Probe (:func:`icl_probe`), write the run folder, and return summary.json's content."""
+    result = icl_probe(config, loaded=loaded, concept_set=concept_set)
+    result.save(run)
+    return result.summary
+
+
+def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
+              concept_set: ConceptSet | None = None) -> IclResult:
+    """Sample the ICL prompts, score them with the chosen readout and summarise; nothing is written to disk."""
 
     cs = concept_set if concept_set is not None else load_suite(config.suite, config.polysemy)
     conditions = list(config.conditions)
@@ -240,7 +279,6 @@ def run_icl(config: IclConfig, run: RunFolder, *, loaded: LoadedModel | None = N
     if readout == "lm" and loaded is not None and not loaded.causal:
         raise ValueError("--readout lm needs a causal language model; the loaded model is an encoder; accepted: "
                          "--readout attention, or a causal LM")
-    run.save_config({**_plain(config), "readout_resolved": readout})
     prompts = [p for cond, s in cells for p in sampler.sample(cond, s, config.episodes, config.seed)]
     log.info("ICL probe: %d prompts in %d (condition, shots) cells, %s readout", len(prompts), len(cells), readout)
     if loaded is None:
@@ -277,19 +315,12 @@ def run_icl(config: IclConfig, run: RunFolder, *, loaded: LoadedModel | None = N
             "label_logprobs": json.dumps({lab: round(float(v), 6) for lab, v in zip(p.labels, lp, strict=True)}),
             "demonstrations": " | ".join(f"{w}:{lab}" for w, lab in p.demos),
         })
-    run.write_csv("results.csv", rows)
-    if sweep:
-        run.write_csv("beta_sweep.csv", sweep)
     summary = summarise(rows, ways=config.ways, n_boot=config.n_boot, seed=config.seed)
     is_tiny = is_random_weights(ref.location)
     summary.update({"model": ref.name, "readout": readout, "suite": config.suite, "concept_set": cs.name,
                     "ways": config.ways, "template": _plain(config.template), "random_weights": is_tiny,
                     "prompts": len(rows), **extra})
-    run.write_summary(summary)
-    plot_accuracy_vs_shots(summary, run.figures)
-    if sweep:
-        plot_beta_sweep(sweep, run.figures, best=summary["beta"]["best"])
-    return summary
+    return IclResult(config, readout, rows, sweep, summary)
 
 
 def summarise(rows: list[dict[str, Any]], *, ways: int, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
