@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from mcicl.analysis.geometry_figures import (
 from mcicl.analysis.polysemy import polysemy_analysis
 from mcicl.analysis.probes import linear_probe
 from mcicl.probing.datasets import load_concept_set
-from mcicl.probing.extract import ExtractionConfig, extract_words, load_for  # torch: only once the input is valid
+from mcicl.probing.extract import ExtractionConfig, extract_words, load_for
 from mcicl.probing.models import LoadedModel
 
 from mcicl.core.config import require
@@ -45,7 +45,6 @@ from mcicl.core.vectors import LabelledVectors, Space
 
 log = logging.getLogger("mcicl")
 
-SPACES = ("hidden", "input", "unembed")
 WHITEN = ("none", "vocab", "unembed")
 SIGNS = ("align", "ignore", "split")
 MAX_PROBE_CLASSES = 100  # a multinomial probe over hundreds of WordNet synsets takes minutes per layer
@@ -54,16 +53,13 @@ MANY_CONCEPTS = 100  # above this, subspace/held-out/LDA nulls use 20 permutatio
 
 @dataclass
 class GeometryConfig:
-    """What to measure and how: model or saved vectors, concept set, space, whitening, nulls."""
+    """What to measure and how: the extraction (model, space, layers, ...) or saved vectors, concept set,
+    whitening, nulls."""
 
-    model: str = "default"
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     vectors: str | None = None
     concepts: str = "builtin"
     polysemy: str | None = None
-    space: str = "hidden"
-    layers: str = "all"
-    pooling: str = "mean"
-    template: str = "{word}"
     whiten: str = "none"
     whiten_sample: int = 2000
     center: bool = True
@@ -72,18 +68,11 @@ class GeometryConfig:
     bootstrap: int = 1000
     shuffles: int = 20
     probes: bool = True
-    batch_size: int = 64
-    dtype: str = "float32"
-    device: str = "auto"
-    trust_remote_code: bool = False
-    cache_dir: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
-        require(self.space in SPACES, "space", self.space, "one of " + ", ".join(SPACES))
         require(self.whiten in WHITEN, "whiten", self.whiten, "one of " + ", ".join(WHITEN))
         require(self.signs in SIGNS, "signs", self.signs, "one of " + ", ".join(SIGNS))
-        require(self.pooling in ("mean", "last"), "pooling", self.pooling, "mean or last")
         require(isinstance(self.permutations, int) and self.permutations >= 1, "permutations", self.permutations,
                 "an integer >= 1 (>= 100 for p < 0.01 to be reachable)")
         for name in ("bootstrap", "shuffles"):
@@ -91,7 +80,6 @@ class GeometryConfig:
             require(isinstance(value, int) and value >= 0, name, value, "an integer >= 0")
         require(isinstance(self.whiten_sample, int) and self.whiten_sample >= 2, "whiten_sample",
                 self.whiten_sample, "an integer >= 2")
-        require("{word}" in self.template, "template", self.template, "a string containing {word}")
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -192,13 +180,11 @@ def spaces_from_model(cfg: GeometryConfig, *, loaded: LoadedModel | None = None,
                  "(smallest) concept", n_multi)
     poly_pairs = [(w, "|".join(s)) for w, s in cs.polysemy.items()]
     all_words = list(dict.fromkeys(words + list(cs.polysemy) + list(cs.controls)))
-    ecfg = ExtractionConfig(model=cfg.model, space=cfg.space, layers=cfg.layers, template=cfg.template,
-                            pooling=cfg.pooling, batch_size=cfg.batch_size, dtype=cfg.dtype, device=cfg.device,
-                            trust_remote_code=cfg.trust_remote_code, cache_dir=cfg.cache_dir)
+    ecfg = cfg.extraction
     loaded = loaded if loaded is not None else load_for(ecfg)
     model, tokenizer, ref = loaded.model, loaded.tokenizer, loaded.ref
     head = None
-    if cfg.whiten == "unembed" or (cfg.whiten == "vocab" and cfg.space == "unembed"):
+    if cfg.whiten == "unembed" or (cfg.whiten == "vocab" and ecfg.space == "unembed"):
         head = _matrix(model.get_output_embeddings()) if hasattr(model, "get_output_embeddings") else None
         if head is None:  # checked before extraction so the error comes at once
             raise ValueError(f"--whiten {cfg.whiten} needs an unembedding (LM head), and {ref.name} "
@@ -208,7 +194,7 @@ def spaces_from_model(cfg: GeometryConfig, *, loaded: LoadedModel | None = None,
     references: dict[str, np.ndarray | None] = {name: None for name in ext.layers}
     if head is not None:
         references = {name: head for name in ext.layers}
-    elif cfg.whiten == "vocab" and cfg.space == "input":
+    elif cfg.whiten == "vocab" and ecfg.space == "input":
         references = {name: _matrix(model.get_input_embeddings()) for name in ext.layers}
     elif cfg.whiten == "vocab":
         sample = _vocab_words(tokenizer, cfg.whiten_sample, cfg.seed)
@@ -402,7 +388,7 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
     summary: dict[str, Any] = {name: s.to_dict() for name, s in headline["stats"].items()}
     summary.update({
         "layer": last, "source": info["source"],
-        "space": spaces[0].meta.get("space", cfg.space) if not cfg.vectors else "saved vectors",
+        "space": spaces[0].meta.get("space", cfg.extraction.space) if not cfg.vectors else "saved vectors",
         "whiten": cfg.whiten, "center": cfg.center,
         "n_words": headline["n_words"], "n_concepts": headline["n_concepts"], "dim": headline["dim"],
         "probe": headline["probe"].to_dict() if "probe" in headline else None,

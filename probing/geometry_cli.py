@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from mcicl.probing.geometry import SIGNS, SPACES, WHITEN, GeometryConfig, load_concepts, run_geometry
+from mcicl.probing.extract import SPACES
+from mcicl.probing.geometry import SIGNS, WHITEN, GeometryConfig, load_concepts, run_geometry
 
 from mcicl.core.cli import add_model_options, add_run_options
 from mcicl.core.config import load_config
@@ -19,15 +20,16 @@ def config_from_args(args: argparse.Namespace) -> GeometryConfig:
     """The resolved config: defaults, then --config FILE, then command-line options."""
 
     overrides = {k: getattr(args, k, None) for k in (
-        "model", "vectors", "concepts", "polysemy", "space", "layers", "pooling", "template", "whiten",
-        "whiten_sample", "signs", "permutations", "bootstrap", "shuffles", "batch_size", "dtype", "device",
-        "cache_dir", "seed")}
+        "vectors", "concepts", "polysemy", "whiten", "whiten_sample", "signs", "permutations", "bootstrap",
+        "shuffles", "seed")}
+    overrides["extraction"] = {k: getattr(args, k, None) for k in (
+        "model", "space", "layers", "pooling", "template", "batch_size", "dtype", "device", "cache_dir")}
     if getattr(args, "no_center", False):
         overrides["center"] = False
     if getattr(args, "no_probes", False):
         overrides["probes"] = False
     if getattr(args, "trust_remote_code", False):
-        overrides["trust_remote_code"] = True
+        overrides["extraction"]["trust_remote_code"] = True
     return load_config(GeometryConfig, getattr(args, "config", None), overrides)
 
 

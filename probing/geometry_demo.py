@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from mcicl.probing.extract import ExtractionConfig
 from mcicl.probing.geometry import GeometryConfig, run_geometry
 
 from mcicl.core.runs import RunFolder
@@ -15,7 +16,8 @@ def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> d
 
     small = bool(getattr(args, "small", False))
     # 100 permutations keep p < 0.01 reachable (the smallest p is 1/101); full runs use 200.
-    cfg = GeometryConfig(model=getattr(args, "model", "default"), layers="0,-1" if small else "all",
+    extraction = ExtractionConfig(model=getattr(args, "model", "default"), layers="0,-1" if small else "all")
+    cfg = GeometryConfig(extraction=extraction,
                          permutations=100 if small else 200, bootstrap=200 if small else 1000,
                          shuffles=2 if small else 10, seed=getattr(args, "seed", None) or 0)
     folder = RunFolder.create(run.path / "geometry", "probe geometry", overwrite=True)

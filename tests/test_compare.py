@@ -13,6 +13,7 @@ from mcicl.analysis.compare import STATISTICS
 from mcicl.analysis.matched import estimate_parameters, matched_rows, measure_moments, simulate_words
 from mcicl.analysis.ood_map import MapPoint, ood_grid, ood_map_figure
 from mcicl.probing.datasets import load_concept_set
+from mcicl.probing.extract import ExtractionConfig
 from mcicl.probing.geometry import GeometryConfig, run_geometry
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.train import train
@@ -48,7 +49,8 @@ def real_run(tmp_path_factory):
     assert len(poly) >= 2, "the built-in inventory should have polysemous words among these concepts"
     (folder / "polysemy.json").write_text(json.dumps(poly))
     cfg = GeometryConfig(concepts=str(folder / "concepts.json"), polysemy=str(folder / "polysemy.json"),
-                         layers="0,6", permutations=20, bootstrap=50, shuffles=2, probes=False, device="cpu")
+                         extraction=ExtractionConfig(layers="0,6", device="cpu"), permutations=20, bootstrap=50,
+                         shuffles=2, probes=False)
     run = RunFolder.create(folder / "run", "probe geometry")
     run_geometry(cfg, run, quiet=True)
     return run.path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -11,6 +12,7 @@ from mcicl.analysis.cli import main  # in-process: the same handler, without ano
 from mcicl.analysis.geometry import geometry_summary
 from mcicl.probing.concepts import ConceptSet
 from mcicl.probing.datasets import load_concept_set
+from mcicl.probing.extract import ExtractionConfig
 from mcicl.probing.geometry import GeometryConfig, _vocab_words, concept_pairs, run_geometry
 from mcicl.probing.tiny import build_tiny_tokenizer
 
@@ -20,11 +22,13 @@ from mcicl.core.vectors import LabelledVectors
 from tests.conftest import mcicl_cli
 
 FAST = {"permutations": 100, "bootstrap": 200, "shuffles": 2}
+EXTRACTION_FIELDS = {f.name for f in dataclasses.fields(ExtractionConfig)}
 
 
 def _run(tmp_path, name, loaded, **overrides):
 
-    cfg = GeometryConfig(**{**FAST, **overrides})
+    extraction = {k: overrides.pop(k) for k in list(overrides) if k in EXTRACTION_FIELDS}
+    cfg = GeometryConfig(extraction=ExtractionConfig(**extraction), **{**FAST, **overrides})
     run = RunFolder.create(tmp_path / name, "probe geometry")
     return run_geometry(cfg, run, loaded=loaded, quiet=True), run.path
 
@@ -150,7 +154,7 @@ def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="whiten='pca'.*none, vocab, unembed"):
         GeometryConfig(whiten="pca")
     with pytest.raises(ConfigError, match="template"):
-        GeometryConfig(template="no slot")
+        GeometryConfig(extraction=ExtractionConfig(template="no slot"))
 
 
 def test_nested_concept_sets_measure_each_word_in_its_most_specific_concept():

@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+from mcicl.probing.extract import ExtractionConfig
 from mcicl.probing.icl.run import IclConfig, choose_readout, run_icl
 from mcicl.probing.tiny import build_tiny_model
 
@@ -17,9 +18,9 @@ from tests.icl_fixtures import small_concept_set
 
 def test_minilm_attention_readout_learns_in_context_on_builtin_sets(minilm, tmp_path):
     """8-shot in-distribution accuracy beats chance with a bootstrap interval excluding it (real weights)."""
-    config = IclConfig(model="default", suite="polysemy", readout="attention", shots=[8],
-                       conditions=["in_distribution", "polysemous_query"], episodes=20, tune_episodes=10,
-                       device="cpu", seed=0)
+    config = IclConfig(extraction=ExtractionConfig(layers="last", device="cpu"), suite="polysemy",
+                       readout="attention", shots=[8], conditions=["in_distribution", "polysemous_query"],
+                       episodes=20, tune_episodes=10, seed=0)
     summary = run_icl(config, RunFolder.create(tmp_path / "run", "probe icl"), loaded=minilm)
     ind = summary["accuracy"]["in_distribution"]["8"]
     poly = summary["accuracy"]["polysemous_query"]["8"]
@@ -40,7 +41,8 @@ def test_lm_readout_on_tiny_random_gpt2(tmp_path):
     """The causal-LM path end to end (random weights: mechanics only, and the outputs say so)."""
 
     folder = build_tiny_model("gpt2", tmp_path / "tiny-gpt2")
-    config = IclConfig(model=str(folder), shots=[0, 2], episodes=2, queries_per_episode=2, device="cpu",
+    config = IclConfig(extraction=ExtractionConfig(model=str(folder), layers="last", device="cpu"), shots=[0, 2],
+                       episodes=2, queries_per_episode=2,
                        conditions=["in_distribution", "arbitrary_labels", "zero_shot"])
     run = RunFolder.create(tmp_path / "run", "probe icl")
     summary = run_icl(config, run, concept_set=small_concept_set())
@@ -58,8 +60,8 @@ def test_lm_readout_on_tiny_random_gpt2(tmp_path):
 
 
 def test_attention_readout_with_only_zero_shots_tunes_beta_on_zero_shot_prompts(minilm, tmp_path):
-    config = IclConfig(model="default", readout="attention", shots=[0], conditions=["zero_shot"], episodes=2,
-                       tune_episodes=2, queries_per_episode=2, n_boot=100, device="cpu")
+    config = IclConfig(extraction=ExtractionConfig(layers="last", device="cpu"), readout="attention", shots=[0],
+                       conditions=["zero_shot"], episodes=2, tune_episodes=2, queries_per_episode=2, n_boot=100)
     summary = run_icl(config, RunFolder.create(tmp_path / "run", "probe icl"), loaded=minilm,
                       concept_set=small_concept_set())
     assert summary["beta"]["tuning_prompts"] == 4 and summary["beta"]["best"] in config.betas
@@ -68,9 +70,9 @@ def test_attention_readout_with_only_zero_shots_tunes_beta_on_zero_shot_prompts(
 
 def test_bad_input_errors(tmp_path):
     with pytest.raises(ValueError, match="--readout lm needs a causal language model.*encoder"):
-        choose_readout(IclConfig(model="default", readout="lm"))
+        choose_readout(IclConfig(readout="lm"))
     with pytest.raises(ValueError, match="accepted: shots <= 22"):
-        run_icl(IclConfig(model="default", shots=[32], conditions=["in_distribution"]),
+        run_icl(IclConfig(shots=[32], conditions=["in_distribution"]),
                 RunFolder.create(tmp_path / "a", "probe icl"), concept_set=small_concept_set())
     with pytest.raises(ValueError, match="conditions"):
         IclConfig(conditions=["in_distribution", "sideways"])

@@ -144,11 +144,28 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     return dict(data)
 
 
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``overrides``, nested mappings merged key by key; None values in ``overrides`` are
+    ignored (an option the user did not give)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        elif isinstance(value, Mapping):
+            nested = merge({}, value)
+            if nested:
+                out[key] = nested
+        else:
+            out[key] = value
+    return out
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> T:
-    """Defaults, then the file at ``path`` (YAML/JSON), then ``overrides`` (None values are ignored)."""
-    data = read_mapping(path) if path else {}
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return from_dict(cls, data)
+    """Defaults, then the file at ``path`` (YAML/JSON), then ``overrides`` (merged into nested sections;
+    None values are ignored)."""
+    return from_dict(cls, merge(read_mapping(path) if path else {}, overrides or {}))
 
 
 def to_dict(config: Any) -> dict[str, Any]:

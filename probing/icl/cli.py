@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from mcicl.probing.icl.run import IclConfig, run_icl
-from mcicl.probing.icl.tasks import CONDITIONS, PromptTemplate
+from mcicl.probing.icl.tasks import CONDITIONS
 
 from mcicl.core.cli import add_model_options, add_run_options
-from mcicl.core.config import from_dict, load_config, to_dict
+from mcicl.core.config import load_config
 from mcicl.core.runs import RunFolder, seed_everything
 
 
@@ -37,16 +37,14 @@ def run(args: argparse.Namespace) -> int:
     template = {k: v for k, v in (("header", args.header), ("query", args.query_template),
                                   ("label", args.label_template), ("separator", args.separator)) if v is not None}
     overrides = {
-        "model": args.model, "suite": args.suite, "polysemy": args.polysemy, "readout": args.readout,
+        "suite": args.suite, "polysemy": args.polysemy, "readout": args.readout,
         "shots": args.shots, "conditions": args.conditions, "ways": args.ways, "episodes": args.episodes,
-        "queries_per_episode": args.queries_per_episode, "betas": args.betas, "layer": args.layer,
-        "scoring": args.scoring, "batch_size": args.batch_size, "seed": args.seed, "dtype": args.dtype,
-        "device": args.device, "trust_remote_code": args.trust_remote_code or None,
+        "queries_per_episode": args.queries_per_episode, "betas": args.betas,
+        "scoring": args.scoring, "batch_size": args.batch_size, "seed": args.seed, "template": template,
+        "extraction": {"model": args.model, "layers": args.layer, "dtype": args.dtype, "device": args.device,
+                       "trust_remote_code": args.trust_remote_code or None},
     }
     config = load_config(IclConfig, args.config, overrides)
-    if template:
-
-        config.template = from_dict(PromptTemplate, {**to_dict(config.template), **template}, prefix="template.")
     seed_everything(config.seed)
     folder = RunFolder.create(args.out, "probe icl", overwrite=args.overwrite)
     summary = run_icl(config, folder)

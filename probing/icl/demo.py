@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mcicl.probing.extract import ExtractionConfig
 from mcicl.probing.icl.run import IclConfig, run_icl
 
 from mcicl.core.runs import RunFolder
@@ -13,9 +14,9 @@ def demo_config(args: argparse.Namespace):
     """The ICL config of the demo (smaller with ``args.small``)."""
 
     small = bool(getattr(args, "small", False))
-    return IclConfig(model=args.model, suite="polysemy", readout="attention",
-                     shots=[0, 2, 8] if small else [0, 1, 2, 4, 8, 16], episodes=12 if small else 25,
-                     tune_episodes=8 if small else 25, seed=args.seed or 0, device="cpu")
+    return IclConfig(extraction=ExtractionConfig(model=args.model, layers="last", device="cpu"), suite="polysemy",
+                     readout="attention", shots=[0, 2, 8] if small else [0, 1, 2, 4, 8, 16],
+                     episodes=12 if small else 25, tune_episodes=8 if small else 25, seed=args.seed or 0)
 
 
 def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict:

@@ -60,9 +60,10 @@ READOUTS = ("auto", "lm", "attention")
 
 @dataclass
 class IclConfig:
-    """Everything that defines an ICL probe run (recorded as config.yaml)."""
+    """Everything that defines an ICL probe run (recorded as config.yaml); ``extraction`` says which model to
+    load and, for the attention readout, how word vectors are extracted (layer, word template, pooling)."""
 
-    model: str = "default"
+    extraction: ExtractionConfig = field(default_factory=lambda: ExtractionConfig(layers="last"))
     suite: str = "polysemy"  # 'polysemy' | 'concepts' | a concept-set file
     polysemy: str | None = None  # polysemy JSON for a --suite FILE
     readout: str = "auto"  # auto: lm for a causal LM, attention otherwise
@@ -77,18 +78,12 @@ class IclConfig:
     # attention readout
     betas: list[float] = field(default_factory=lambda: list(DEFAULT_BETAS))
     tune_episodes: int = 25  # held-out in-distribution episodes per shots, for choosing beta
-    layer: str = "last"
-    word_template: str = "{word}"
-    pooling: str = "mean"
     # lm readout
     scoring: str = "cached"
     batch_size: int = 32
-    # statistics and loading
+    # statistics
     n_boot: int = 1000
     seed: int = 0
-    dtype: str = "float32"
-    device: str = "auto"
-    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         require(self.readout in READOUTS, "readout", self.readout, "one of " + ", ".join(READOUTS))
@@ -148,9 +143,10 @@ def choose_readout(config: IclConfig) -> str:
     """'lm' or 'attention'; a clear error when an encoder is asked for --readout lm."""
 
 
-    ref = resolve_model(config.model)
+    ref = resolve_model(config.extraction.model)
     try:
-        model_config = AutoConfig.from_pretrained(ref.location, **pretrained_kwargs(ref, config.trust_remote_code))
+        kwargs = pretrained_kwargs(ref, config.extraction.trust_remote_code)
+        model_config = AutoConfig.from_pretrained(ref.location, **kwargs)
     except OSError as err:
         if ref.source == "hub":
             raise hub_error(ref, err) from err
@@ -170,10 +166,7 @@ def _attention_scores(config: IclConfig, loaded: LoadedModel, prompts: list[IclP
     """(label log-probs per prompt, beta record, dropped words) with the attention readout."""
 
     words = readout_words(prompts + tune)
-    ext_cfg = ExtractionConfig(model=config.model, layers=config.layer, template=config.word_template,
-                               pooling=config.pooling, dtype=config.dtype, device=config.device,
-                               trust_remote_code=config.trust_remote_code)
-    extraction = extract_words(words, ext_cfg, loaded=loaded)
+    extraction = extract_words(words, config.extraction, loaded=loaded)
     layer = extraction.layers[-1]
     vectors = WordVectors({w: i for i, w in enumerate(extraction.words)}, extraction.vectors[layer])
     dropped = sorted(set(words) - set(extraction.words))
@@ -283,9 +276,10 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
     log.info("ICL probe: %d prompts in %d (condition, shots) cells, %s readout", len(prompts), len(cells), readout)
     if loaded is None:
 
-        device, device_map = resolve_device(config.device)
-        loaded = load_model(config.model, kind="causal" if readout == "lm" else "auto", dtype=config.dtype,
-                            device=device, device_map=device_map, trust_remote_code=config.trust_remote_code)
+        ext = config.extraction
+        device, device_map = resolve_device(ext.device)
+        loaded = load_model(ext.model, kind="causal" if readout == "lm" else "auto", dtype=ext.dtype,
+                            device=device, device_map=device_map, trust_remote_code=ext.trust_remote_code)
     ref = loaded.ref
     extra: dict[str, Any] = {}
     sweep: list[dict] = []
