@@ -138,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         words, pairs, extra = words_from_concepts(concepts, polysemy_file)
     loaded = load_for(config)  # a missing model fails here, before any run folder is made
-    run_folder = RunFolder.create(args.out, "probe extract", overwrite=args.overwrite)
+    run_folder = RunFolder.create(args.out, "probe extract", overwrite=args.overwrite,
+                                  inputs={"--model": config.model, "--words": words_file, "--concepts": concepts,
+                                          "--polysemy": polysemy_file, "--cache-dir": config.cache_dir})
     run_folder.save_config({**to_dict(config), "words": str(words_file) if words_file else None,
                             "concepts": concepts, "polysemy": polysemy_file})
     start = time.perf_counter()

@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
                                     "mcicl probe extract/geometry or mcicl synthetic (LabelledVectors)")
     else:
         concept_set = load_concepts(cfg)
-    folder = RunFolder.create(args.out, "probe geometry", overwrite=args.overwrite)
+    folder = RunFolder.create(args.out, "probe geometry", overwrite=args.overwrite,
+                              inputs={"--model": cfg.model, "--vectors": cfg.vectors, "--concepts": cfg.concepts,
+                                      "--polysemy": cfg.polysemy, "--cache-dir": cfg.cache_dir})
     summary = run_geometry(cfg, folder, quiet=args.quiet, concept_set=concept_set)
     w, c = summary["within_concept_cosine"], summary["cross_concept_cosine"]
     log.info("layer %s: within-concept cosine %.3f (null %.3f, p=%.3g), cross-concept %.3f (null %.3f, p=%.3g)",

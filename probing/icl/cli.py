@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
         config.template = from_dict(PromptTemplate, {**to_dict(config.template), **template}, prefix="template.")
     seed_everything(config.seed)
-    folder = RunFolder.create(args.out, "probe icl", overwrite=args.overwrite)
+    folder = RunFolder.create(args.out, "probe icl", overwrite=args.overwrite,
+                              inputs={"--model": config.model, "--suite": config.suite, "--polysemy": config.polysemy})
     summary = run_icl(config, folder)
     acc = summary["accuracy"]
     best = max((int(s) for s in acc.get("in_distribution", {})), default=None)
