@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -51,8 +52,18 @@ def _options(parser: argparse.ArgumentParser) -> set[str]:
     return out
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    text = str(err)
+    return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
+
+
 def error_line(err: BaseException, options: set[str]) -> str:
     """One line for a user-facing error; a ConfigError's field is named as its option where there is one."""
+    if _out_of_memory(err):
+        wanted = re.search(r"allocate (\d+) bytes", str(err))
+        size = f" ({int(wanted.group(1)) / 2**30:,.1f} GiB in one allocation)" if wanted else ""
+        return (f"not enough memory for this run{size}; accepted: a smaller run (fewer --seeds, a smaller "
+                "--batch-size or config sizes)")
     if isinstance(err, ConfigError):
         flag = "--" + err.field.replace("_", "-")
         if flag in options:
@@ -80,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
     set_quiet(getattr(args, "quiet", False))
     try:
-        with atomic_runs():
+        with atomic_runs(None if argv is None else ["mcicl", *argv]):
             code = int(args.func(args) or 0)
             if code != 0:
                 raise _Failed(code)
@@ -89,9 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
-    except (ValueError, OSError, LookupError, MemoryError) as err:
+    except (ValueError, OSError, LookupError, MemoryError, RuntimeError) as err:
         # User-facing errors (bad config, missing model or file, unknown word) print one clear line.
-        if getattr(args, "verbose", False):
+        if getattr(args, "verbose", False) or (isinstance(err, RuntimeError) and not _out_of_memory(err)):
             raise
         log.error("%s", error_line(err, _options(parser)))
         return 2

@@ -146,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     extraction = extract_words(words, config, loaded=loaded)
     seconds = time.perf_counter() - start
+    if not extraction.words:
+        raise ValueError(f"model {config.model!r}: none of the {len(words)} words could be represented "
+                         f"({ {k: len(v) for k, v in extraction.report.items() if v} }); accepted: words the "
+                         "model's tokenizer can encode (does the model folder hold its tokenizer files?)")
 
     (run_folder.path / "vectors").mkdir(exist_ok=True)
     files = {}

@@ -13,7 +13,7 @@ from mcicl.synthetic.train import train
 
 from mcicl.core.cli import add_run_options
 from mcicl.core.config import load_config, read_mapping, to_dict
-from mcicl.core.runs import RunFolder, seed_everything
+from mcicl.core.runs import RunFolder, require_run, seed_everything
 
 log = logging.getLogger("mcicl")
 
@@ -60,6 +60,7 @@ def _resume_config(args: argparse.Namespace) -> SyntheticConfig:
     """The config of the run in --out, with --steps applied; other options must repeat its values, not change them."""
     if not args.out:
         raise ValueError("--resume needs --out DIR, the run folder to continue")
+    require_run(args.out, "--out", ["synthetic train"], finished=False)
     saved = Path(args.out) / "config.yaml"
     if not saved.is_file():
         raise FileNotFoundError(f"--resume: {args.out} holds no config.yaml; accepted: the --out folder of an "

@@ -26,7 +26,7 @@ import platform
 import random
 import shutil
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -163,16 +163,18 @@ class RunStateError(ValueError):
 
 _OPEN: list[RunFolder] = []  # run folders of this process not yet committed or aborted, oldest first
 _ATOMIC = False  # the default of RunFolder.create(atomic=None); True inside atomic_runs() (the mcicl CLI)
+_ARGV: list[str] | None = None  # the command line recorded in run.json (None: sys.argv)
 
 
 @contextlib.contextmanager
-def atomic_runs() -> Iterator[None]:
+def atomic_runs(argv: Sequence[str] | None = None) -> Iterator[None]:
     """Within this block every run folder is atomic; leaving it commits them on success, aborts them on error.
 
     ``mcicl``'s ``main`` runs each command inside it, so every command is atomic without code of its own.
+    ``argv`` is the command line run.json records (default: ``sys.argv``).
     """
-    global _ATOMIC
-    before, _ATOMIC = _ATOMIC, True
+    global _ATOMIC, _ARGV
+    before, _ATOMIC, _ARGV = (_ATOMIC, _ARGV), True, (list(argv) if argv is not None else None)
     try:
         yield
     except KeyboardInterrupt:
@@ -184,7 +186,7 @@ def atomic_runs() -> Iterator[None]:
     else:
         commit_open_runs()
     finally:
-        _ATOMIC = before
+        _ATOMIC, _ARGV = before
 
 
 def _lock_path(path: Path) -> Path:
@@ -390,7 +392,7 @@ class RunFolder:
     def _write_marker(self, status: str | None, previous: Mapping[str, Any] | None = None, **extra: Any) -> None:
         data = dict(previous) if previous else {
             "command": self.command, "started": _dt.datetime.now().isoformat(timespec="seconds"),
-            "argv": sys.argv, "versions": versions()}
+            "argv": _ARGV if _ARGV is not None else sys.argv, "versions": versions()}
         if status is not None:
             data.update(status=status, pid=os.getpid(), **extra)
         write_json(self.path / RUN_MARKER, data)
@@ -525,8 +527,11 @@ def run_state(path: str | Path) -> str:
     return "unfinished"
 
 
-def require_run(path: str | Path | None, param: str, commands: Iterable[str] | None = None) -> Path | None:
+def require_run(path: str | Path | None, param: str, commands: Iterable[str] | None = None, *,
+                finished: bool = True) -> Path | None:
     """Check that ``path`` (the ``param`` input) is a finished mcicl run of one of ``commands``; return it.
+
+    ``finished=False`` also accepts an unfinished run that no process is writing (what ``--resume`` continues).
 
     Raises FileNotFoundError (no such folder) or RunStateError naming the parameter, what was found and what
     is accepted. ``None`` passes through (an optional input not given).
@@ -538,12 +543,12 @@ def require_run(path: str | Path | None, param: str, commands: Iterable[str] | N
     accepted = ("a finished run folder of " + " or ".join(f"`mcicl {c}`" for c in kinds)) if kinds else \
         "a finished mcicl run folder"
     if not path.is_dir():
-        raise FileNotFoundError(f"{param}={path}: no such folder; accepted: {accepted}")
+        raise FileNotFoundError(f"run folder not found: {param}={path}; accepted: {accepted}")
     marker = _read_marker(path)
     if marker is None:
         raise RunStateError(f"{param}={path} is not an mcicl run folder (no {RUN_MARKER}); accepted: {accepted}")
     state = run_state(path)
-    if state not in ("complete", "legacy", "open here"):
+    if state not in ("complete", "legacy", "open here") and (finished or state == "running"):
         raise RunStateError(f"{param}={path} is an unfinished run (status: {state}); accepted: {accepted} "
                             "(rerun it, or continue it with --resume where the command supports it)")
     command = str(marker.get("command", ""))
