@@ -298,7 +298,8 @@ class RunFolder:
 
         ``inputs`` ({parameter: path}) are the folders or files the command reads: ``out`` may not be one of
         them, lie inside one, or contain one. ``resumable`` runs (training with checkpoints) keep an
-        interrupted new folder, marked unfinished, so ``resume`` can continue it; other failed runs vanish.
+        new folder interrupted by the user (Ctrl-C), marked unfinished, so ``resume`` can continue it; other
+        failed runs vanish.
 
         ``atomic`` (default: True inside :func:`atomic_runs`, as every ``mcicl`` command is; False for plain
         library calls) locks the folder and keeps a replaced run aside until :meth:`commit`; use the run as a
@@ -428,7 +429,9 @@ class RunFolder:
         """The command failed: put every folder back as it was (or, for a resumable run, keep it unfinished)."""
         if not self.is_open:
             return
-        keep = self.resume or (self.resumable and self._aside is None and self._has_work())
+        # An interrupted new training run keeps its checkpoints for --resume; an error would only recur.
+        keep = self.resume or (self.resumable and status == "interrupted" and self._aside is None
+                               and self._has_work())
         if keep:
             marker = _read_marker(self.path) or {}
             marker.update(status=status, files=[p for p in _tree(self.path) if p != RUN_MARKER])
@@ -442,10 +445,11 @@ class RunFolder:
                     self.path.mkdir()
             if self._aside is not None:
                 os.replace(self._aside, self.path)
+        self._release()
+        if not keep:  # parent folders this run made, now empty (the lock file was in the innermost one)
             for folder in reversed(self._created):
                 if folder != self.path and folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
-        self._release()
 
     def _has_work(self) -> bool:
         return any(p.is_file() for p in self.path.rglob("*") if p.name not in (RUN_MARKER, "config.yaml"))

@@ -40,6 +40,9 @@ def _warn_repeats(path: Path, concept: str, words: list[str]) -> None:
     repeated = sorted(w for w, n in Counter(w.strip() for w in words).items() if n > 1 and w)
     if repeated:
         log.warning("%s: concept %r lists %s more than once; each word is used once", path, concept, repeated)
+    empty = sum(not w.strip() for w in words)
+    if empty:
+        log.warning("%s: concept %r lists %d empty word(s); they are left out", path, concept, empty)
 
 
 def _read_json(path: Path) -> Any:
