@@ -16,8 +16,8 @@ import numpy as np
 from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.extract import ExtractionConfig, extract_words, load_for
 
-from mcicl.core.cli import add_model_options, add_run_options
-from mcicl.core.config import load_config, read_mapping, to_dict
+from mcicl.core.cli import add_model_options, add_run_options, merge_config
+from mcicl.core.config import read_mapping, to_dict
 from mcicl.core.plotting import palette, save_figure, styled, subplots
 from mcicl.core.runs import RunFolder
 
@@ -128,10 +128,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--polysemy FILE goes with --concepts (it names concepts of the set)")
     if not words_file and not concepts:
         raise ValueError("no words: pass --words FILE (one word per line) or --concepts builtin|wordnet|FILE")
-    overrides = {"model": args.model, "space": args.space, "layers": args.layers, "template": args.template,
-                 "pooling": args.pooling, "batch_size": args.batch_size, "dtype": args.dtype, "device": args.device,
-                 "trust_remote_code": args.trust_remote_code, "cache_dir": args.cache_dir}
-    config = load_config(ExtractionConfig, None, {**file_data, **{k: v for k, v in overrides.items() if v is not None}})
+    config = merge_config(ExtractionConfig, args, ("model", "space", "layers", "template", "pooling", "batch_size",
+                                                   "dtype", "device", "trust_remote_code", "cache_dir"),
+                          file_data=file_data)
     if words_file:
         words = read_words_file(words_file)
         pairs, extra = [(w, "") for w in dict.fromkeys(words)], {}

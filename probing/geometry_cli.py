@@ -8,8 +8,7 @@ from pathlib import Path
 
 from mcicl.probing.geometry import SIGNS, SPACES, WHITEN, GeometryConfig, load_concepts, run_geometry
 
-from mcicl.core.cli import add_model_options, add_run_options
-from mcicl.core.config import load_config
+from mcicl.core.cli import add_model_options, add_run_options, merge_config
 from mcicl.core.runs import RunFolder
 
 log = logging.getLogger("mcicl")
@@ -18,17 +17,13 @@ log = logging.getLogger("mcicl")
 def config_from_args(args: argparse.Namespace) -> GeometryConfig:
     """The resolved config: defaults, then --config FILE, then command-line options."""
 
-    overrides = {k: getattr(args, k, None) for k in (
-        "model", "vectors", "concepts", "polysemy", "space", "layers", "pooling", "template", "whiten",
-        "whiten_sample", "signs", "permutations", "bootstrap", "shuffles", "batch_size", "dtype", "device",
-        "cache_dir", "seed")}
-    if getattr(args, "no_center", False):
-        overrides["center"] = False
-    if getattr(args, "no_probes", False):
-        overrides["probes"] = False
-    if getattr(args, "trust_remote_code", False):
-        overrides["trust_remote_code"] = True
-    return load_config(GeometryConfig, getattr(args, "config", None), overrides)
+    fields = ("model", "vectors", "concepts", "polysemy", "space", "layers", "pooling", "template", "whiten",
+              "whiten_sample", "signs", "permutations", "bootstrap", "shuffles", "batch_size", "dtype", "device",
+              "cache_dir", "seed")
+    flags = {"center": False if getattr(args, "no_center", False) else None,
+             "probes": False if getattr(args, "no_probes", False) else None,
+             "trust_remote_code": True if getattr(args, "trust_remote_code", False) else None}
+    return merge_config(GeometryConfig, args, fields, extra=flags)
 
 
 def run(args: argparse.Namespace) -> int:

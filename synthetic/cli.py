@@ -11,7 +11,7 @@ from mcicl.synthetic.plots import plot_run
 from mcicl.synthetic.sweep import run_sweep
 from mcicl.synthetic.train import train
 
-from mcicl.core.cli import add_run_options
+from mcicl.core.cli import add_run_options, merge_config
 from mcicl.core.config import load_config, read_mapping, to_dict
 from mcicl.core.runs import RunFolder, require_run, seed_everything
 
@@ -47,13 +47,9 @@ def parse_grid(text: str) -> dict[str, list[str]]:
     return grid
 
 
-def _config(args: argparse.Namespace):
-
-    overrides = parse_sets(args.set)
-    for name in ("seeds", "steps", "seed"):
-        if getattr(args, name, None) is not None:
-            overrides[name] = getattr(args, name)
-    return load_config(SyntheticConfig, args.config, overrides)
+def _config(args: argparse.Namespace) -> SyntheticConfig:
+    """Defaults, then --config FILE, then --set FIELD=VALUE pairs, then --seeds/--steps/--seed."""
+    return merge_config(SyntheticConfig, args, ("seeds", "steps", "seed"), extra=parse_sets(args.set))
 
 
 def _resume_config(args: argparse.Namespace) -> SyntheticConfig:

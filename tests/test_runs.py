@@ -11,13 +11,17 @@ import json
 import math
 import multiprocessing as mp
 import os
+from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mcicl.analysis.cli import main
 from mcicl.probing.tiny import build_tiny_model
+from mcicl.synthetic.cli import _config
+from mcicl.synthetic.config import SyntheticConfig
 
+from mcicl.core.cli import merge_config
 from mcicl.core.runs import (
     RunBusyError,
     RunExistsError,
@@ -292,3 +296,19 @@ def test_config_errors_name_the_option(tmp_path, capsys):
 def test_busy_error_in_one_process(tmp_path):
     with RunFolder.create(tmp_path / "r", "t", atomic=True), pytest.raises(RunBusyError, match="still open"):
         RunFolder.create(tmp_path / "r", "t", overwrite=True, atomic=True)
+
+
+def test_merge_config_file_then_options(tmp_path):
+
+
+
+    file = tmp_path / "c.yaml"
+    file.write_text("steps: 7\nseeds: 3\nlr: 0.25\n")
+    args = Namespace(config=str(file), set=["seeds=5", "d=40"], seeds=None, steps=9, seed=None)
+    config = _config(args)
+    # File < --set < a named option; an option not given (None) keeps the file's value.
+    assert (config.steps, config.seeds, config.d, config.lr) == (9, 5, 40, 0.25)
+    args.seeds = 2
+    assert _config(args).seeds == 2
+    default = merge_config(SyntheticConfig, Namespace(config=None, steps=None), ("steps",))
+    assert default.steps == SyntheticConfig().steps

@@ -1,4 +1,5 @@
-"""Command-line options shared by every command (run folder, seed, config file, model loading).
+"""Command-line options shared by every command (run folder, seed, config file, model loading), and the one
+way a command merges ``--config FILE`` with its options (:func:`merge_config`).
 
 They live at the bottom layer so each command module can use them without importing the top-level CLI.
 """
@@ -6,6 +7,12 @@ They live at the bottom layer so each command module can use them without import
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from mcicl.core.config import from_dict, read_mapping
+
+T = TypeVar("T")
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, config: bool = True, seed: bool = True) -> None:
@@ -39,3 +46,20 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         "for device_map='auto' across GPUs for models larger than one (default: auto)")
     g.add_argument("--trust-remote-code", action="store_true",
                    help="allow model repositories to run their own code (off unless you ask)")
+
+
+def merge_config(cls: type[T], args: argparse.Namespace, fields: Iterable[str], *,
+                 extra: Mapping[str, Any] | None = None, file_data: Mapping[str, Any] | None = None) -> T:
+    """The resolved ``cls`` config of a command: defaults, then ``--config FILE``, then the options given.
+
+    ``fields`` are config fields that are also options (``args.<field>``); an option left at None was not given
+    and does not override the file. ``extra`` holds values the command derived from other options (a
+    ``--no-probes`` flag, ``--set`` pairs). ``file_data`` replaces reading ``args.config`` when the command has
+    taken non-config keys out of the file first. Every command builds its config this way.
+    """
+    data = dict(file_data) if file_data is not None else (
+        read_mapping(args.config) if getattr(args, "config", None) else {})
+    given = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
+    data.update({k: v for k, v in (extra or {}).items() if v is not None})
+    data.update(given)  # an option named for the field wins over a derived value (--seeds over --set seeds=)
+    return from_dict(cls, data)

@@ -7,8 +7,8 @@ import argparse
 from mcicl.probing.icl.run import IclConfig, run_icl
 from mcicl.probing.icl.tasks import CONDITIONS, PromptTemplate
 
-from mcicl.core.cli import add_model_options, add_run_options
-from mcicl.core.config import from_dict, load_config, to_dict
+from mcicl.core.cli import add_model_options, add_run_options, merge_config
+from mcicl.core.config import from_dict, to_dict
 from mcicl.core.runs import RunFolder, seed_everything
 
 
@@ -36,14 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
     template = {k: v for k, v in (("header", args.header), ("query", args.query_template),
                                   ("label", args.label_template), ("separator", args.separator)) if v is not None}
-    overrides = {
-        "model": args.model, "suite": args.suite, "polysemy": args.polysemy, "readout": args.readout,
-        "shots": args.shots, "conditions": args.conditions, "ways": args.ways, "episodes": args.episodes,
-        "queries_per_episode": args.queries_per_episode, "betas": args.betas, "layer": args.layer,
-        "scoring": args.scoring, "batch_size": args.batch_size, "seed": args.seed, "dtype": args.dtype,
-        "device": args.device, "trust_remote_code": args.trust_remote_code or None,
-    }
-    config = load_config(IclConfig, args.config, overrides)
+    fields = ("model", "suite", "polysemy", "readout", "shots", "conditions", "ways", "episodes",
+              "queries_per_episode", "betas", "layer", "scoring", "batch_size", "seed", "dtype", "device")
+    config = merge_config(IclConfig, args, fields, extra={"trust_remote_code": args.trust_remote_code or None})
     if template:
 
         config.template = from_dict(PromptTemplate, {**to_dict(config.template), **template}, prefix="template.")
