@@ -256,7 +256,7 @@ def _recover(path: Path) -> None:
             continue
         if path.is_dir():
             if marker is None or marker.get("status") != "running":
-                raise RunExistsError(f"{path} and {aside} both exist after an interrupted --overwrite; "
+                raise RunExistsError(f"{path} and {aside} both exist after an interrupted overwrite; "
                                      "accepted: keep one of them by hand, then rerun")
             shutil.rmtree(path)  # the unfinished new run of the killed process
         os.replace(aside, path)
