@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -16,7 +17,8 @@ from mcicl.probing import cli as probing_cli
 from mcicl.synthetic import cli as synthetic_cli
 
 from mcicl import __version__
-from mcicl.core.runs import remove_unused_runs, set_quiet, setup_logging
+from mcicl.core.config import ConfigError
+from mcicl.core.runs import atomic_runs, set_quiet, setup_logging
 
 log = logging.getLogger("mcicl")
 
@@ -39,25 +41,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of ``parser`` and its sub-commands."""
+    out = set()
+    for action in parser._actions:
+        out.update(action.option_strings)
+        for sub in (getattr(action, "choices", None) or {}).values() if isinstance(action, argparse._SubParsersAction) \
+                else ():
+            out |= _options(sub)
+    return out
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    text = str(err)
+    return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+def error_line(err: BaseException, options: set[str]) -> str:
+    """One line for a user-facing error; a ConfigError's field is named as its option where there is one."""
+    if _out_of_memory(err):
+        wanted = re.search(r"allocate (\d+) bytes", str(err))
+        size = f" ({int(wanted.group(1)) / 2**30:,.1f} GiB in one allocation)" if wanted else ""
+        return (f"not enough memory for this run{size}; accepted: a smaller run (fewer --seeds, a smaller "
+                "--batch-size or config sizes)")
+    if isinstance(err, ConfigError):
+        flag = "--" + err.field.replace("_", "-")
+        if flag in options:
+            return f"{flag} {err.value!r}: accepted: {err.accepted}"
+        return f"config field {err.field}={err.value!r} (from --set or --config): accepted: {err.accepted}"
+    return str(err)
+
+
+class _Failed(Exception):
+    """A command returned a non-zero exit code: its run folders are aborted like after an error."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mcicl`` console script."""
+    """Entry point of the ``mcicl`` console script.
+
+    A command's run folders are committed when it returns 0 and aborted (every folder put back as it was)
+    when it fails, so no command needs its own clean-up.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
     set_quiet(getattr(args, "quiet", False))
     try:
-        return int(args.func(args) or 0)
+        with atomic_runs(None if argv is None else ["mcicl", *argv]):
+            code = int(args.func(args) or 0)
+            if code != 0:
+                raise _Failed(code)
+    except _Failed as failed:
+        return failed.code
     except KeyboardInterrupt:
-        remove_unused_runs()
         log.error("interrupted")
         return 130
-    except (ValueError, OSError, LookupError) as err:
+    except (ValueError, OSError, LookupError, MemoryError, RuntimeError) as err:
         # User-facing errors (bad config, missing model or file, unknown word) print one clear line.
-        remove_unused_runs()
-        if getattr(args, "verbose", False):
+        if getattr(args, "verbose", False) or (isinstance(err, RuntimeError) and not _out_of_memory(err)):
             raise
-        log.error("%s", err)
+        log.error("%s", error_line(err, _options(parser)))
         return 2
+    return code
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from mcicl.analysis.matched import load_icl_summary
 from mcicl.analysis.ood_map import read_sweep
 
 from mcicl.core.cli import add_run_options
-from mcicl.core.runs import RunFolder, seed_everything
+from mcicl.core.runs import RunFolder, require_run, seed_everything
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,6 +21,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--permutations {args.permutations}; accepted: an integer >= 1")
 
     # Validate every input before creating the output folder and before any long computation.
+    require_run(args.synthetic, "--synthetic", ["synthetic train"])
+    require_run(args.real, "--real", ["probe geometry"])
+    require_run(args.icl, "--icl", ["probe icl", "demo icl"])
+    require_run(args.sweep, "--sweep", ["synthetic sweep"])
     real = real_spaces(args.real)
     if args.matched and args.matched_space and args.matched_space not in {s.name for s in real}:
         raise ValueError(f"--matched-space {args.matched_space!r} not found in {args.real}; accepted: "
@@ -29,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     load_icl_summary(args.icl)
     if args.sweep is not None:
         read_sweep(args.sweep)
-    out = RunFolder.create(args.out, "compare", overwrite=args.overwrite)
+    out = RunFolder.create(args.out, "compare", overwrite=args.overwrite,
+                           inputs={"--synthetic": args.synthetic, "--real": args.real, "--icl": args.icl,
+                                   "--sweep": args.sweep})
     summary = run_compare(args.synthetic, args.real, out, icl_dir=args.icl, sweep_dir=args.sweep,
                           matched=args.matched, matched_space=args.matched_space,
                           n_permutations=args.permutations, seed=seed, use_umap=not args.no_umap)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from mcicl.analysis.report import report_runs
 
 from mcicl.core.cli import add_run_options
-from mcicl.core.runs import RunFolder
+from mcicl.core.runs import RunFolder, require_run
+
+# The run folders a report has sections for.
+REPORTED = ("synthetic train", "synthetic sweep", "probe geometry", "probe icl", "compare", "demo")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,9 +18,9 @@ def run(args: argparse.Namespace) -> int:
 
 
     for run_dir in args.runs:  # check before creating the output folder, so a typo leaves nothing behind
-        if not Path(run_dir).is_dir():
-            raise FileNotFoundError(f"run folder not found: {run_dir}")
-    out = RunFolder.create(args.out, "report", overwrite=args.overwrite)
+        require_run(run_dir, "run", REPORTED)
+    out = RunFolder.create(args.out, "report", overwrite=args.overwrite,
+                           inputs={f"run[{i}]": run_dir for i, run_dir in enumerate(args.runs)})
     html_path = report_runs(args.runs, out, title=args.title)
     print(f"report: {html_path}  (markdown: {out.path / 'report.md'}); output is in {out.path}")
     return 0

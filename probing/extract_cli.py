@@ -16,8 +16,8 @@ import numpy as np
 from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.extract import ExtractionConfig, extract_words, load_for
 
-from mcicl.core.cli import add_model_options, add_run_options
-from mcicl.core.config import load_config, read_mapping, to_dict
+from mcicl.core.cli import add_model_options, add_run_options, merge_config
+from mcicl.core.config import read_mapping, to_dict
 from mcicl.core.plotting import palette, save_figure, styled, subplots
 from mcicl.core.runs import RunFolder
 
@@ -128,22 +128,27 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--polysemy FILE goes with --concepts (it names concepts of the set)")
     if not words_file and not concepts:
         raise ValueError("no words: pass --words FILE (one word per line) or --concepts builtin|wordnet|FILE")
-    overrides = {"model": args.model, "space": args.space, "layers": args.layers, "template": args.template,
-                 "pooling": args.pooling, "batch_size": args.batch_size, "dtype": args.dtype, "device": args.device,
-                 "trust_remote_code": args.trust_remote_code, "cache_dir": args.cache_dir}
-    config = load_config(ExtractionConfig, None, {**file_data, **{k: v for k, v in overrides.items() if v is not None}})
+    config = merge_config(ExtractionConfig, args, ("model", "space", "layers", "template", "pooling", "batch_size",
+                                                   "dtype", "device", "trust_remote_code", "cache_dir"),
+                          file_data=file_data)
     if words_file:
         words = read_words_file(words_file)
         pairs, extra = [(w, "") for w in dict.fromkeys(words)], {}
     else:
         words, pairs, extra = words_from_concepts(concepts, polysemy_file)
     loaded = load_for(config)  # a missing model fails here, before any run folder is made
-    run_folder = RunFolder.create(args.out, "probe extract", overwrite=args.overwrite)
+    run_folder = RunFolder.create(args.out, "probe extract", overwrite=args.overwrite,
+                                  inputs={"--model": config.model, "--words": words_file, "--concepts": concepts,
+                                          "--polysemy": polysemy_file, "--cache-dir": config.cache_dir})
     run_folder.save_config({**to_dict(config), "words": str(words_file) if words_file else None,
                             "concepts": concepts, "polysemy": polysemy_file})
     start = time.perf_counter()
     extraction = extract_words(words, config, loaded=loaded)
     seconds = time.perf_counter() - start
+    if not extraction.words:
+        raise ValueError(f"model {config.model!r}: none of the {len(words)} words could be represented "
+                         f"({ {k: len(v) for k, v in extraction.report.items() if v} }); accepted: words the "
+                         "model's tokenizer can encode (does the model folder hold its tokenizer files?)")
 
     (run_folder.path / "vectors").mkdir(exist_ok=True)
     files = {}

@@ -175,9 +175,19 @@ def spaces_from_model(cfg: GeometryConfig, *, loaded: LoadedModel | None = None,
 
     pairs, n_multi = concept_pairs(cs)
     words = [w for w, _ in pairs]
+    measured_in = dict(pairs)
+    several = {w: {"measured_in": measured_in[w], "listed_in": [c for c, ws in cs.concepts.items() if w in ws]}
+               for w in measured_in if sum(w in ws for ws in cs.concepts.values()) > 1}
+    # A concept all of whose words are measured in smaller concepts has no rows: it is dropped, and said so.
+    emptied = [c for c in cs.concepts if c not in set(measured_in.values())]
     if n_multi:
-        log.info("%d word(s) belong to several concepts (a hierarchy); each is measured in its most specific "
-                 "(smallest) concept", n_multi)
+        # Expected in a nested hierarchy (WordNet); in a flat user file it is probably a mistake, so warn.
+        (log.info if cs.parents else log.warning)(
+            "%d word(s) belong to several concepts; each is measured in its most specific (smallest) concept: %s",
+            n_multi, ", ".join(f"{w} -> {v['measured_in']}" for w, v in list(several.items())[:8])
+            + (" ..." if n_multi > 8 else ""))
+    if emptied:
+        log.warning("concept(s) %s dropped: every word is measured in a smaller concept", emptied)
     poly_pairs = [(w, "|".join(s)) for w, s in cs.polysemy.items()]
     all_words = list(dict.fromkeys(words + list(cs.polysemy) + list(cs.controls)))
     ecfg = cfg.extraction
@@ -213,7 +223,8 @@ def spaces_from_model(cfg: GeometryConfig, *, loaded: LoadedModel | None = None,
             "words_left_out": {k: v for k, v in ext.report.items() if v},
             "concept_set": {"name": cs.name, "concepts": cs.concepts, "polysemy": cs.polysemy,
                             "controls": cs.controls, "parents": cs.parents},
-            "parents": dict(cs.parents)}
+            "parents": dict(cs.parents), "words_in_several_concepts": several,
+            "concepts_without_own_words": emptied}
     return spaces, info
 
 
@@ -356,6 +367,7 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
     dropped_poly: list[str] = []
     for space in progress(spaces, desc="geometry per layer"):
         space.concepts, dropped = _keep_concepts(space.concepts)
+        dropped = sorted({*dropped, *info.get("concepts_without_own_words", [])})
         if dropped:
             dropped_concepts[space.name] = dropped
         if len(set(space.concepts.labels.tolist())) < 2:
@@ -383,6 +395,7 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
     concept_set = dict(info["concept_set"])
     concept_set["dropped_concepts"] = dropped_concepts
     concept_set["dropped_polysemous_words"] = dropped_poly
+    concept_set["words_in_several_concepts"] = info.get("words_in_several_concepts", {})
     last = spaces[-1].name
     headline = results[last]
     summary: dict[str, Any] = {name: s.to_dict() for name, s in headline["stats"].items()}
@@ -400,6 +413,8 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
                                    for k in results[r["layer"]]["stats"]} for r in layer_rows},
         "words_left_out": info.get("words_left_out", {}), "dropped_concepts": dropped_concepts,
         "dropped_polysemous_words": dropped_poly, "extraction": info.get("extraction"),
+        "words_in_several_concepts": info.get("words_in_several_concepts", {}),
+        "concepts_without_own_words": info.get("concepts_without_own_words", []),
         "random_weights": bool(spaces[0].meta.get("random_weights", False)),
     })
     return GeometryResult(cfg, spaces, results, layer_rows, probe_rows, poly_rows, concept_rows, concept_set,

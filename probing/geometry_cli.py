@@ -9,8 +9,7 @@ from pathlib import Path
 from mcicl.probing.extract import SPACES
 from mcicl.probing.geometry import SIGNS, WHITEN, GeometryConfig, load_concepts, run_geometry
 
-from mcicl.core.cli import add_model_options, add_run_options
-from mcicl.core.config import load_config
+from mcicl.core.cli import add_model_options, add_run_options, merge_config
 from mcicl.core.runs import RunFolder
 
 log = logging.getLogger("mcicl")
@@ -19,18 +18,14 @@ log = logging.getLogger("mcicl")
 def config_from_args(args: argparse.Namespace) -> GeometryConfig:
     """The resolved config: defaults, then --config FILE, then command-line options."""
 
-    overrides = {k: getattr(args, k, None) for k in (
-        "vectors", "concepts", "polysemy", "whiten", "whiten_sample", "signs", "permutations", "bootstrap",
-        "shuffles", "seed")}
-    overrides["extraction"] = {k: getattr(args, k, None) for k in (
-        "model", "space", "layers", "pooling", "template", "batch_size", "dtype", "device", "cache_dir")}
-    if getattr(args, "no_center", False):
-        overrides["center"] = False
-    if getattr(args, "no_probes", False):
-        overrides["probes"] = False
-    if getattr(args, "trust_remote_code", False):
-        overrides["extraction"]["trust_remote_code"] = True
-    return load_config(GeometryConfig, getattr(args, "config", None), overrides)
+    fields = ("vectors", "concepts", "polysemy", "whiten", "whiten_sample", "signs", "permutations", "bootstrap",
+              "shuffles", "seed", "extraction.model", "extraction.space", "extraction.layers", "extraction.pooling",
+              "extraction.template", "extraction.batch_size", "extraction.dtype", "extraction.device",
+              "extraction.cache_dir")
+    flags = {"center": False if getattr(args, "no_center", False) else None,
+             "probes": False if getattr(args, "no_probes", False) else None,
+             "extraction.trust_remote_code": True if getattr(args, "trust_remote_code", False) else None}
+    return merge_config(GeometryConfig, args, fields, extra=flags)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
                                     "mcicl probe extract/geometry or mcicl synthetic (LabelledVectors)")
     else:
         concept_set = load_concepts(cfg)
-    folder = RunFolder.create(args.out, "probe geometry", overwrite=args.overwrite)
+    folder = RunFolder.create(args.out, "probe geometry", overwrite=args.overwrite,
+                              inputs={"--model": cfg.extraction.model, "--vectors": cfg.vectors,
+                                      "--concepts": cfg.concepts, "--polysemy": cfg.polysemy,
+                                      "--cache-dir": cfg.extraction.cache_dir})
     summary = run_geometry(cfg, folder, quiet=args.quiet, concept_set=concept_set)
     w, c = summary["within_concept_cosine"], summary["cross_concept_cosine"]
     log.info("layer %s: within-concept cosine %.3f (null %.3f, p=%.3g), cross-concept %.3f (null %.3f, p=%.3g)",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
@@ -166,6 +167,9 @@ def load_model(
         torch_dtype = getattr(torch, dtype)
         model = cls.from_pretrained(ref.location, config=config, dtype=torch_dtype, device_map=device_map, **kw)
         tokenizer = load_tokenizer(ref, trust_remote_code)
+    except SafetensorError as err:  # a truncated or corrupt weights file
+        raise ModelNotFoundError(f"could not load model from {ref.location!r}: its safetensors weights are "
+                                 f"unreadable ({err}); accepted: a complete model folder (re-download it)") from None
     except OSError as err:
         if ref.source == "hub":
             raise hub_error(ref, err) from err

@@ -11,9 +11,9 @@ from mcicl.synthetic.plots import plot_run
 from mcicl.synthetic.sweep import run_sweep
 from mcicl.synthetic.train import train
 
-from mcicl.core.cli import add_run_options
-from mcicl.core.config import load_config
-from mcicl.core.runs import RunFolder, seed_everything
+from mcicl.core.cli import add_run_options, merge_config
+from mcicl.core.config import load_config, read_mapping, to_dict
+from mcicl.core.runs import RunFolder, require_run, seed_everything
 
 log = logging.getLogger("mcicl")
 
@@ -47,32 +47,43 @@ def parse_grid(text: str) -> dict[str, list[str]]:
     return grid
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace) -> SyntheticConfig:
+    """Defaults, then --config FILE, then --set FIELD=VALUE pairs, then --seeds/--steps/--seed."""
+    return merge_config(SyntheticConfig, args, ("seeds", "steps", "seed"), extra=parse_sets(args.set))
 
-    overrides = parse_sets(args.set)
-    for name in ("seeds", "steps", "seed"):
-        if getattr(args, name, None) is not None:
-            overrides[name] = getattr(args, name)
-    return load_config(SyntheticConfig, args.config, overrides)
+
+def _resume_config(args: argparse.Namespace) -> SyntheticConfig:
+    """The config of the run in --out, with --steps applied; other options must repeat its values, not change them."""
+    if not args.out:
+        raise ValueError("--resume needs --out DIR, the run folder to continue")
+    require_run(args.out, "--out", ["synthetic train"], finished=False)
+    saved = Path(args.out) / "config.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"--resume: {args.out} holds no config.yaml; accepted: the --out folder of an "
+                                "earlier `mcicl synthetic train` run")
+    config = load_config(SyntheticConfig, saved, {"steps": args.steps})
+    # The original command may be repeated as it was: an option that restates the saved value is fine.
+    explicit = {*parse_sets(args.set), *(read_mapping(args.config) if args.config else {}),
+                *(n for n in ("seeds", "seed") if getattr(args, n) is not None)}
+    given, saved_values = to_dict(_config(args)), to_dict(config)
+    changed = [n for n in saved_values if n in explicit and n != "steps" and given[n] != saved_values[n]]
+    if changed:
+        values = ", ".join(f"{n}={given[n]!r} (run: {saved_values[n]!r})" for n in changed)
+        raise ValueError(f"--resume continues the run's own config.yaml; only --steps may change, but the command "
+                         f"line or --config changes {values}; start a new run with another --out instead")
+    return config
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``mcicl synthetic train``."""
 
     if args.resume:
-        if not args.out:
-            raise ValueError("--resume needs --out DIR, the run folder to continue")
-        ignored = [opt for opt, value in (("--set", args.set), ("--seeds", args.seeds), ("--seed", args.seed),
-                                          ("--config", args.config)) if value]
-        if ignored:
-            raise ValueError(f"--resume continues the run's own config.yaml; {', '.join(ignored)} cannot change "
-                             "it (only --steps can); start a new run with another --out instead")
-        overrides = {"steps": args.steps} if args.steps is not None else {}
-        config = load_config(SyntheticConfig, Path(args.out) / "config.yaml", overrides)
+        config = _resume_config(args)
     else:
         config = _config(args)
     seed_everything(config.seed)
-    run = RunFolder.create(args.out, "synthetic train", overwrite=args.overwrite, resume=args.resume)
+    run = RunFolder.create(args.out, "synthetic train", overwrite=args.overwrite, resume=args.resume,
+                           resumable=True, inputs={"--config": args.config})
     summary = train(config, run, resume=args.resume)
     final, conv = summary["final"], summary["convergence"]
     log.info("test 0-1 %.4f, correct attention %.3f, convergence rate %s/step", final["test_zero_one"],

@@ -151,7 +151,7 @@ def test_resume_gives_the_uninterrupted_numbers(tmp_path) -> None:
         train(cfg, RunFolder.create(tmp_path / "part", "t", resume=True), resume=True)
     res = mcicl_cli("synthetic", "train", "--out", str(tmp_path / "part"), "--resume", "--set", "lr=0.5",
                     "--seeds", "3", "--quiet")
-    assert res.returncode == 2 and "--set, --seeds cannot change" in res.stderr
+    assert res.returncode == 2 and "only --steps may change" in res.stderr and "lr=0.5 (run: " in res.stderr
     assert read_jsonl(tmp_path / "part" / "metrics.jsonl") == read_jsonl(tmp_path / "full" / "metrics.jsonl")
 
 

@@ -1,4 +1,5 @@
-"""Command-line options shared by every command (run folder, seed, config file, model loading).
+"""Command-line options shared by every command (run folder, seed, config file, model loading), and the one
+way a command merges ``--config FILE`` with its options (:func:`merge_config`).
 
 They live at the bottom layer so each command module can use them without importing the top-level CLI.
 """
@@ -6,6 +7,12 @@ They live at the bottom layer so each command module can use them without import
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from mcicl.core.config import from_dict, merge, read_mapping
+
+T = TypeVar("T")
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, config: bool = True, seed: bool = True) -> None:
@@ -39,3 +46,38 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         "for device_map='auto' across GPUs for models larger than one (default: auto)")
     g.add_argument("--trust-remote-code", action="store_true",
                    help="allow model repositories to run their own code (off unless you ask)")
+
+
+def merge_config(cls: type[T], args: argparse.Namespace, fields: Iterable[str | Mapping[str, str]], *,
+                 extra: Mapping[str, Any] | None = None, file_data: Mapping[str, Any] | None = None) -> T:
+    """The resolved ``cls`` config of a command: defaults, then ``--config FILE``, then the options given.
+
+    ``fields`` name config fields that are also options: ``"seed"`` reads ``args.seed``; a dotted path
+    ``"extraction.model"`` reads ``args.model`` into the nested ``extraction`` section; a mapping
+    ``{"layer": "extraction.layers"}`` reads an option whose name differs from the field. An option left at None
+    was not given and does not override the file. ``extra`` holds values (by field path) the command derived from
+    other options (a ``--no-probes`` flag, ``--set`` pairs). ``file_data`` replaces reading ``args.config`` when
+    the command has taken non-config keys out of the file first. Every command builds its config this way.
+    """
+    data = dict(file_data) if file_data is not None else (
+        read_mapping(args.config) if getattr(args, "config", None) else {})
+    options: dict[str, str] = {}  # option dest -> config path
+    for item in fields:
+        options.update(item if isinstance(item, Mapping) else {item.rsplit(".", 1)[-1]: item})
+    given = {path: getattr(args, dest) for dest, path in options.items() if getattr(args, dest, None) is not None}
+    # an option named for the field wins over a derived value (--seeds over --set seeds=)
+    for values in (extra or {}, given):
+        data = merge(data, _nest({k: v for k, v in values.items() if v is not None}))
+    return from_dict(cls, data)
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{"a.b": 1, "c": 2} -> {"a": {"b": 1}, "c": 2}."""
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = value
+    return out

@@ -1,14 +1,24 @@
 """Run folders, seeding, progress bars and logging: the conventions every command shares.
 
 A run folder holds ``config.yaml`` (the resolved config), ``summary.json`` (headline numbers), metrics as
-JSONL/CSV, ``figures/`` and ``run.json`` (command, start time, versions). An existing non-empty folder is
-never overwritten unless the user asks (``overwrite=True``), and then only if it is an mcicl run folder.
+JSONL/CSV, ``figures/`` and ``run.json`` (command, start time, versions, status and, once finished, the list
+of files the run wrote). Nothing is lost and nothing unfinished passes as finished:
+
+- an existing non-empty folder is replaced only when asked (``overwrite``), only if it is an mcicl run, and
+  only if it holds nothing but the files that run wrote (notes or folders a user added stop it);
+- the run being replaced is moved to a hidden sibling until the new one succeeds, then deleted; a failed
+  command puts it back, so every folder that existed before a failed command is byte-identical after it;
+- a run is locked (``flock`` on a hidden sibling ``.NAME.mcicl-lock``) from create to commit: a second
+  process writing the same folder gets :class:`RunBusyError`;
+- ``run.json``'s status is 'running' until :meth:`RunFolder.commit`; readers check it with :func:`require_run`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
+import fcntl
 import json
 import logging
 import os
@@ -16,8 +26,8 @@ import platform
 import random
 import shutil
 import sys
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, is_dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,11 +42,10 @@ log = logging.getLogger("mcicl")
 T = TypeVar("T")
 _QUIET = False
 RUN_MARKER = "run.json"
-_NEW_RUNS: list[Path] = []  # folders created by this process, for remove_unused_runs()
 
 
 class RunExistsError(FileExistsError):
-    """The output folder exists and holds files; the user must pick another or pass --overwrite."""
+    """The output folder cannot be used: it exists and holds files, is an input, or is being written."""
 
 
 def set_quiet(quiet: bool) -> None:
@@ -96,11 +105,29 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _strict(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None, so the file is strict JSON (no bare NaN)."""
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _strict(obj.tolist())
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return _strict(to_dict(obj))
+    return obj
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON (NumPy scalars/arrays, Paths and dataclasses allowed), atomically."""
+    """Write strict JSON atomically; NaN and infinities become null (not measured), never a bare NaN.
+
+    NumPy scalars/arrays, Paths and dataclasses are allowed.
+    """
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=True) + "\n")
+    tmp.write_text(json.dumps(_strict(data), indent=2, default=_json_default, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 
@@ -126,27 +153,133 @@ def versions() -> dict[str, str]:
     return out
 
 
-def remove_unused_runs() -> list[Path]:
-    """Delete run folders this process created that hold nothing but run.json, config.yaml and empty folders.
+class RunBusyError(RunExistsError):
+    """Another process is writing the same output folder."""
 
-    Called when a command fails, so a typo (missing model, bad file) leaves no empty run folder behind that
-    would then block the same --out. Anything a command wrote is kept.
+
+class RunStateError(ValueError):
+    """A folder given as an input is not a finished run of the kind a command reads."""
+
+
+_OPEN: list[RunFolder] = []  # run folders of this process not yet committed or aborted, oldest first
+_ATOMIC = False  # the default of RunFolder.create(atomic=None); True inside atomic_runs() (the mcicl CLI)
+_ARGV: list[str] | None = None  # the command line recorded in run.json (None: sys.argv)
+
+
+@contextlib.contextmanager
+def atomic_runs(argv: Sequence[str] | None = None) -> Iterator[None]:
+    """Within this block every run folder is atomic; leaving it commits them on success, aborts them on error.
+
+    ``mcicl``'s ``main`` runs each command inside it, so every command is atomic without code of its own.
+    ``argv`` is the command line run.json records (default: ``sys.argv``).
     """
-    removed = []
-    for path in _NEW_RUNS:
-        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
-        if path.is_dir() and all(p in (path / RUN_MARKER, path / "config.yaml") for p in files):
-            shutil.rmtree(path)
-            removed.append(path)
-    _NEW_RUNS.clear()
-    return removed
+    global _ATOMIC, _ARGV
+    before, _ATOMIC, _ARGV = (_ATOMIC, _ARGV), True, (list(argv) if argv is not None else None)
+    try:
+        yield
+    except KeyboardInterrupt:
+        abort_open_runs("interrupted")
+        raise
+    except BaseException:
+        abort_open_runs("failed")
+        raise
+    else:
+        commit_open_runs()
+    finally:
+        _ATOMIC, _ARGV = before
+
+
+def _lock_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.mcicl-lock"
+
+
+def _aside_prefix(path: Path) -> str:
+    return f".{path.name}.mcicl-previous-"
+
+
+def _acquire_lock(path: Path) -> int:
+    """An exclusive ``flock`` on the folder's lock file (a hidden sibling); the kernel drops it if we die."""
+    lock = _lock_path(path)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunBusyError(f"output folder {path} is being written by another mcicl process (pid {holder}); "
+                               "accepted: wait for it to finish, or choose another output folder") from None
+        try:  # a process releasing the lock unlinks the file: make sure we hold the file that is there now
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)
+
+
+def _release_lock(path: Path, fd: int) -> None:
+    _lock_path(path).unlink(missing_ok=True)
+    os.close(fd)
+
+
+def _tree(path: Path) -> list[str]:
+    """Relative paths of every file and folder under ``path`` (folders end with '/'), sorted."""
+    return sorted(str(p.relative_to(path)) + ("/" if p.is_dir() else "") for p in path.rglob("*"))
+
+
+def _read_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        data = read_json(path / RUN_MARKER)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _open_parent(path: Path) -> RunFolder | None:
+    """The open run folder of this process that ``path`` lies inside (a stage or sweep point of it), if any."""
+    resolved = path.resolve()
+    for run in reversed(_OPEN):
+        if resolved != run.path.resolve() and resolved.is_relative_to(run.path.resolve()):
+            return run
+    return None
+
+
+def _recover(path: Path) -> None:
+    """Undo what a killed ``--overwrite`` of ``path`` left (we hold the lock, so its writer is gone)."""
+    for aside in sorted(path.parent.glob(_aside_prefix(path) + "*")):
+        marker = _read_marker(path) if path.is_dir() else None
+        if marker is not None and marker.get("status") == "complete":
+            shutil.rmtree(aside)  # the new run finished; only deleting the old one was left to do
+            continue
+        if path.is_dir():
+            if marker is None or marker.get("status") != "running":
+                raise RunExistsError(f"{path} and {aside} both exist after an interrupted overwrite; "
+                                     "accepted: keep one of them by hand, then rerun")
+            shutil.rmtree(path)  # the unfinished new run of the killed process
+        os.replace(aside, path)
+        log.warning("restored %s: the run an interrupted --overwrite had moved aside", path)
 
 
 @dataclass
 class RunFolder:
-    """An output folder of one command: config, summary, metrics and figures."""
+    """An output folder of one command: config, summary, metrics and figures.
+
+    A run is *open* from :meth:`create` until :meth:`commit` (success) or :meth:`abort` (failure); use it as
+    a context manager (``with RunFolder.create(...) as run:``) or let ``mcicl``'s ``main`` do both. While open,
+    the folder is locked against other processes, and a run it replaces (``overwrite``) waits in a hidden
+    sibling: on failure the folder is put back exactly as it was, so a failed command loses nothing.
+    """
 
     path: Path
+    command: str = ""
+    resume: bool = False
+    resumable: bool = False
+    _lock: int | None = field(default=None, repr=False)
+    _aside: Path | None = field(default=None, repr=False)
+    _created: list[Path] = field(default_factory=list, repr=False)  # folders that did not exist before
 
     @classmethod
     def create(
@@ -156,36 +289,177 @@ class RunFolder:
         *,
         overwrite: bool = False,
         resume: bool = False,
+        resumable: bool = False,
+        inputs: Mapping[str, str | Path | None] | None = None,
+        atomic: bool | None = None,
         root: str | Path = "runs",
     ) -> RunFolder:
-        """Make the folder; refuse to reuse a non-empty one unless ``overwrite`` or ``resume``."""
+        """Open the output folder ``out``; refuse a non-empty one unless ``overwrite`` or ``resume``.
+
+        ``inputs`` ({parameter: path}) are the folders or files the command reads: ``out`` may not be one of
+        them, lie inside one, or contain one. ``resumable`` runs (training with checkpoints) keep an
+        new folder interrupted by the user (Ctrl-C), marked unfinished, so ``resume`` can continue it; other
+        failed runs vanish.
+
+        ``atomic`` (default: True inside :func:`atomic_runs`, as every ``mcicl`` command is; False for plain
+        library calls) locks the folder and keeps a replaced run aside until :meth:`commit`; use the run as a
+        context manager then. A non-atomic run is written in place and never needs a commit.
+        """
         path = Path(out) if out else default_out(command, root)
         if path.exists() and not path.is_dir():
-            raise RunExistsError(f"--out {path} is a file, not a folder; choose a folder path")
+            raise RunExistsError(f"output folder {path} is a file; accepted: a folder path")
+        for name, given in (inputs or {}).items():
+            if given is None or not Path(given).exists():
+                continue
+            a, b = path.resolve(), Path(given).resolve()
+            if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+                raise RunExistsError(f"output folder {path} is the input {name}={given} (or holds it); accepted: "
+                                     "an output folder apart from every input")
+        parent = _open_parent(path)
+        if parent is not None:  # a stage of an open run: the outer run's lock and swap protect it
+            return cls._create_nested(path, command, overwrite=overwrite, resume=resume)
+        if not (_ATOMIC if atomic is None else atomic):
+            run = cls(path, command, resume=resume)
+            run._prepare(overwrite, atomic=False)
+            return run
+        if any(run.path.resolve() == path.resolve() for run in _OPEN):
+            raise RunBusyError(f"output folder {path} is still open in this process; accepted: commit() or abort() "
+                               "the earlier RunFolder first (or use it with `with`)")
+        created = [p for p in [path, *path.parents] if not p.exists()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run = cls(path, command, resume=resume, resumable=resumable, _created=created[::-1])
+        run._lock = _acquire_lock(path)
+        try:
+            _recover(path)
+            run._prepare(overwrite)
+        except BaseException:
+            run._release()
+            raise
+        _OPEN.append(run)
+        return run
+
+    @classmethod
+    def _create_nested(cls, path: Path, command: str, *, overwrite: bool, resume: bool) -> RunFolder:
         if path.is_dir() and any(path.iterdir()) and not resume:
             if not overwrite:
-                raise RunExistsError(
-                    f"--out {path} already exists and is not empty; choose another --out, "
-                    "pass --overwrite to replace it, or --resume where the command supports it"
-                )
-            if not (path / RUN_MARKER).is_file():
-                raise RunExistsError(
-                    f"--out {path} is not an mcicl run folder (no {RUN_MARKER}); refusing to delete "
-                    "files mcicl did not write even with --overwrite"
-                )
+                raise RunExistsError(f"stage folder {path} already exists inside the run being written")
             shutil.rmtree(path)
-        if resume and not (path / RUN_MARKER).is_file():
-            raise RunExistsError(f"--resume: {path} is not an mcicl run folder (no {RUN_MARKER}) to resume")
         (path / "figures").mkdir(parents=True, exist_ok=True)
-        run = cls(path)
+        run = cls(path, command, resume=resume)
         if not resume:
-            _NEW_RUNS.append(path)
-            write_json(
-                path / RUN_MARKER,
-                {"command": command, "started": _dt.datetime.now().isoformat(timespec="seconds"),
-                 "argv": sys.argv, "versions": versions()},
-            )
+            run._write_marker(status=None)
         return run
+
+    def _prepare(self, overwrite: bool, atomic: bool = True) -> None:
+        """Check the folder, move a run it replaces aside (atomic) or delete it, write run.json."""
+        path = self.path
+        marker = _read_marker(path) if path.is_dir() else None
+        if self.resume:
+            if marker is None:
+                raise RunExistsError(f"resume: {path} is not an mcicl run folder (no {RUN_MARKER}); accepted: "
+                                     "the output folder of an earlier run of the same command")
+            if atomic:
+                self._write_marker(status="running", previous=marker)
+            return
+        if path.is_dir() and any(path.iterdir()):
+            if not overwrite:
+                unfinished = marker is not None and marker.get("status") not in (None, "complete")
+                raise RunExistsError(
+                    f"output folder {path} already exists and holds "
+                    + ("an unfinished run" if unfinished else "files")
+                    + "; accepted: another output folder, overwrite (--overwrite) to replace it"
+                    + (", or resume (--resume) where the command supports it" if unfinished else ""))
+            if marker is None:
+                raise RunExistsError(f"output folder {path} is not an mcicl run folder (no {RUN_MARKER}); refusing "
+                                     "to replace files mcicl did not write, even with overwrite")
+            written = marker.get("files")
+            if written is not None:
+                foreign = [p for p in _tree(path) if p not in set(written) | {RUN_MARKER}]
+                if foreign:
+                    raise RunExistsError(
+                        f"output folder {path} holds files this run did not write: {', '.join(foreign[:5])}"
+                        + (f" (+{len(foreign) - 5} more)" if len(foreign) > 5 else "")
+                        + "; accepted: move them out first, or choose another output folder")
+            if atomic:
+                self._aside = path.parent / f"{_aside_prefix(path)}{os.getpid()}"
+                os.replace(path, self._aside)
+            else:
+                shutil.rmtree(path)
+        if path.is_dir():  # an empty folder the user made: keep it (and leave it empty on failure)
+            self._created = [p for p in self._created if p != path]
+        (path / "figures").mkdir(parents=True, exist_ok=True)
+        self._write_marker(status="running" if atomic else None)
+
+    def _write_marker(self, status: str | None, previous: Mapping[str, Any] | None = None, **extra: Any) -> None:
+        data = dict(previous) if previous else {
+            "command": self.command, "started": _dt.datetime.now().isoformat(timespec="seconds"),
+            "argv": _ARGV if _ARGV is not None else sys.argv, "versions": versions()}
+        if status is not None:
+            data.update(status=status, pid=os.getpid(), **extra)
+        write_json(self.path / RUN_MARKER, data)
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort("interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed")
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the run is neither committed nor aborted yet."""
+        return self in _OPEN
+
+    def commit(self) -> None:
+        """The command succeeded: mark the run complete, list its files, drop the run it replaced, unlock."""
+        if not self.is_open:
+            return
+        files = [p for p in _tree(self.path) if p != RUN_MARKER]
+        marker = _read_marker(self.path) or {}
+        marker.update(status="complete", finished=_dt.datetime.now().isoformat(timespec="seconds"), files=files)
+        marker.pop("pid", None)
+        write_json(self.path / RUN_MARKER, marker)
+        if self._aside is not None:
+            shutil.rmtree(self._aside)
+        self._release()
+
+    def abort(self, status: str = "failed") -> None:
+        """The command failed: put every folder back as it was (or, for a resumable run, keep it unfinished)."""
+        if not self.is_open:
+            return
+        # An interrupted new training run keeps its checkpoints for --resume; an error would only recur.
+        keep = self.resume or (self.resumable and status == "interrupted" and self._aside is None
+                               and self._has_work())
+        if keep:
+            marker = _read_marker(self.path) or {}
+            marker.update(status=status, files=[p for p in _tree(self.path) if p != RUN_MARKER])
+            write_json(self.path / RUN_MARKER, marker)
+        else:
+            if self.path in self._created:
+                shutil.rmtree(self.path, ignore_errors=True)
+            elif self.path.is_dir():  # an empty folder the user made (or the replaced run's place)
+                shutil.rmtree(self.path, ignore_errors=True)
+                if self._aside is None:
+                    self.path.mkdir()
+            if self._aside is not None:
+                os.replace(self._aside, self.path)
+        self._release()
+        if not keep:  # parent folders this run made, now empty (the lock file was in the innermost one)
+            for folder in reversed(self._created):
+                if folder != self.path and folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+
+    def _has_work(self) -> bool:
+        return any(p.is_file() for p in self.path.rglob("*") if p.name not in (RUN_MARKER, "config.yaml"))
+
+    def _release(self) -> None:
+        if self in _OPEN:
+            _OPEN.remove(self)
+        if self._lock is not None:
+            _release_lock(self.path, self._lock)
+            self._lock = None
 
     @property
     def figures(self) -> Path:
@@ -197,7 +471,7 @@ class RunFolder:
         save_config(config, self.path / "config.yaml")
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
-        """Write summary.json (headline numbers)."""
+        """Write summary.json (headline numbers; strict JSON, NaN written as null)."""
         write_json(self.path / "summary.json", summary)
         return self.path / "summary.json"
 
@@ -219,3 +493,69 @@ class RunFolder:
             writer.writeheader()
             writer.writerows(rows)
         return path
+
+
+def commit_open_runs() -> None:
+    """Commit every open run folder of this process, innermost first (``main`` calls it after success)."""
+    for run in reversed(list(_OPEN)):
+        run.commit()
+
+
+def abort_open_runs(status: str = "failed") -> None:
+    """Abort every open run folder of this process, innermost first (``main`` calls it after a failure)."""
+    for run in reversed(list(_OPEN)):
+        run.abort(status)
+
+
+def run_state(path: str | Path) -> str:
+    """'complete', 'legacy' (a run.json without status), 'open here', 'running', or 'failed'/'interrupted'/...
+
+    A 'running' run whose writer is gone (its lock is free) is reported as 'unfinished'.
+    """
+    path = Path(path)
+    marker = _read_marker(path)
+    if marker is None:
+        return "not a run"
+    status = marker.get("status")
+    if status is None:
+        return "legacy"
+    if status != "running":
+        return str(status)
+    if any(run.path.resolve() == path.resolve() for run in _OPEN):
+        return "open here"
+    try:
+        fd = _acquire_lock(path)
+    except RunBusyError:
+        return "running"
+    _release_lock(path, fd)
+    return "unfinished"
+
+
+def require_run(path: str | Path | None, param: str, commands: Iterable[str] | None = None, *,
+                finished: bool = True) -> Path | None:
+    """Check that ``path`` (the ``param`` input) is a finished mcicl run of one of ``commands``; return it.
+
+    ``finished=False`` also accepts an unfinished run that no process is writing (what ``--resume`` continues).
+
+    Raises FileNotFoundError (no such folder) or RunStateError naming the parameter, what was found and what
+    is accepted. ``None`` passes through (an optional input not given).
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    kinds = list(commands or [])
+    accepted = ("a finished run folder of " + " or ".join(f"`mcicl {c}`" for c in kinds)) if kinds else \
+        "a finished mcicl run folder"
+    if not path.is_dir():
+        raise FileNotFoundError(f"run folder not found: {param}={path}; accepted: {accepted}")
+    marker = _read_marker(path)
+    if marker is None:
+        raise RunStateError(f"{param}={path} is not an mcicl run folder (no {RUN_MARKER}); accepted: {accepted}")
+    state = run_state(path)
+    if state not in ("complete", "legacy", "open here") and (finished or state == "running"):
+        raise RunStateError(f"{param}={path} is an unfinished run (status: {state}); accepted: {accepted} "
+                            "(rerun it, or continue it with --resume where the command supports it)")
+    command = str(marker.get("command", ""))
+    if kinds and not any(command == c or command.startswith(c + " ") for c in kinds):
+        raise RunStateError(f"{param}={path} is a `mcicl {command}` run; accepted: {accepted}")
+    return path

@@ -9,6 +9,7 @@ and ``meta`` (a JSON string: model, space, layer, pooling, template, ...). ``mci
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,22 @@ class LabelledVectors:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"vector file not found: {path}")
-        with np.load(path, allow_pickle=False) as z:
-            missing = {"vectors", "words", "labels"} - set(z.files)
-            if missing:
-                raise ValueError(f"{path} is not a labelled-vector file: missing {sorted(missing)}")
-            return cls(z["vectors"], z["words"], z["labels"], z["signs"] if "signs" in z.files else None,
-                       json.loads(str(z["meta"])) if "meta" in z.files else {})
+        accepted = "accepted: a .npz written by mcicl (arrays vectors, words, labels)"
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = {"vectors", "words", "labels"} - set(z.files)
+                if missing:
+                    raise ValueError(f"{path} is not a labelled-vector file: missing {sorted(missing)}; {accepted}")
+                return cls(z["vectors"], z["words"], z["labels"], z["signs"] if "signs" in z.files else None,
+                           json.loads(str(z["meta"])) if "meta" in z.files else {})
+        except (OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} is not a readable labelled-vector file ({type(err).__name__}); {accepted}") \
+                from None
+        except ValueError as err:
+            if "labelled-vector" in str(err):
+                raise
+            raise ValueError(f"{path} is not a labelled-vector file (not an .npz of plain arrays); {accepted}") \
+                from None
 
 
 @dataclass

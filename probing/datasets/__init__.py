@@ -38,7 +38,7 @@ def load_concept_set(spec: str | Path | ConceptSet = "builtin", *, polysemy: str
     else:
         path = Path(spec)
         if not path.exists():
-            raise FileNotFoundError(f"--concepts {str(spec)!r}: not 'builtin' or 'wordnet' and no such file; "
+            raise FileNotFoundError(f"concepts={str(spec)!r}: not 'builtin' or 'wordnet' and no such file; "
                                     f"accepted: builtin, wordnet, or a .json/.csv file")
         cs = load_concept_file(path)
     if polysemy is not None:

@@ -11,14 +11,38 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from mcicl.probing.concepts import ConceptSet, ConceptSetError
 
+log = logging.getLogger("mcicl")
+
 
 class ConceptFileError(ConceptSetError):
     """A concept or polysemy file is malformed; the message names the file, and the line where known."""
+
+
+def _no_duplicate_keys(path: Path):
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        repeated = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1]
+        if repeated:
+            raise ConceptFileError(f"{path}: key(s) {repeated} appear more than once in one JSON object (only "
+                                   "the last would be kept); accepted: each concept or word once, its words in "
+                                   "one list")
+        return dict(pairs)
+    return hook
+
+
+def _warn_repeats(path: Path, concept: str, words: list[str]) -> None:
+    repeated = sorted(w for w, n in Counter(w.strip() for w in words).items() if n > 1 and w)
+    if repeated:
+        log.warning("%s: concept %r lists %s more than once; each word is used once", path, concept, repeated)
+    empty = sum(not w.strip() for w in words)
+    if empty:
+        log.warning("%s: concept %r lists %d empty word(s); they are left out", path, concept, empty)
 
 
 def _read_json(path: Path) -> Any:
@@ -29,7 +53,7 @@ def _read_json(path: Path) -> Any:
     except UnicodeDecodeError as err:
         raise ConceptFileError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys(path))
     except json.JSONDecodeError as err:
         raise ConceptFileError(f"{path}: line {err.lineno}, column {err.colno}: invalid JSON ({err.msg})") from None
 
@@ -40,6 +64,7 @@ def _check_word_list(path: Path, concept: Any, words: Any) -> list[str]:
     if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
         raise ConceptFileError(f"{path}: concept {concept!r} must map to a list of word strings, got "
                                f"{type(words).__name__} {words!r:.80}; expected {{\"concept\": [\"word\", ...]}}")
+    _warn_repeats(path, concept, words)
     return words
 
 
@@ -105,6 +130,8 @@ def _read_csv(path: Path) -> dict[str, list[str]]:
             raise ConceptFileError(f"{path}: not UTF-8 text ({err.reason})") from None
     if not concepts:
         raise ConceptFileError(f"{path}: no rows after the header; expected lines 'word,concept'")
+    for concept, words in concepts.items():
+        _warn_repeats(path, concept, words)
     return concepts
 
 
@@ -133,6 +160,10 @@ def load_polysemy(path: str | Path, concepts: ConceptSet) -> ConceptSet:
     polysemy = {**concepts.polysemy, **{w.strip(): list(s) for w, s in data.items()}}
     merged_controls = {**concepts.controls, **{w.strip(): c for w, c in controls.items()}}
     lists = {c: [w for w in ws if w not in polysemy] for c, ws in concepts.concepts.items()}
+    moved = sorted({w for ws in concepts.concepts.values() for w in ws if w in polysemy})
+    if moved:
+        log.warning("%s: %d word(s) of the concept lists are polysemous here and are measured as polysemous words "
+                    "only: %s", path, len(moved), ", ".join(moved[:10]) + (" ..." if len(moved) > 10 else ""))
     return _with_file(path, lambda: ConceptSet(concepts.name, lists, polysemy, merged_controls,
                                                dict(concepts.parents), concepts.min_words))
 

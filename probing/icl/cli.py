@@ -7,8 +7,7 @@ import argparse
 from mcicl.probing.icl.run import IclConfig, run_icl
 from mcicl.probing.icl.tasks import CONDITIONS
 
-from mcicl.core.cli import add_model_options, add_run_options
-from mcicl.core.config import load_config
+from mcicl.core.cli import add_model_options, add_run_options, merge_config
 from mcicl.core.runs import RunFolder, seed_everything
 
 
@@ -36,17 +35,15 @@ def run(args: argparse.Namespace) -> int:
 
     template = {k: v for k, v in (("header", args.header), ("query", args.query_template),
                                   ("label", args.label_template), ("separator", args.separator)) if v is not None}
-    overrides = {
-        "suite": args.suite, "polysemy": args.polysemy, "readout": args.readout,
-        "shots": args.shots, "conditions": args.conditions, "ways": args.ways, "episodes": args.episodes,
-        "queries_per_episode": args.queries_per_episode, "betas": args.betas,
-        "scoring": args.scoring, "batch_size": args.batch_size, "seed": args.seed, "template": template,
-        "extraction": {"model": args.model, "layers": args.layer, "dtype": args.dtype, "device": args.device,
-                       "trust_remote_code": args.trust_remote_code or None},
-    }
-    config = load_config(IclConfig, args.config, overrides)
+    fields = ("suite", "polysemy", "readout", "shots", "conditions", "ways", "episodes", "queries_per_episode",
+              "betas", "scoring", "batch_size", "seed", "extraction.model", "extraction.dtype", "extraction.device",
+              {"layer": "extraction.layers"})
+    config = merge_config(IclConfig, args, fields, extra={
+        "extraction.trust_remote_code": args.trust_remote_code or None, "template": template or None})
     seed_everything(config.seed)
-    folder = RunFolder.create(args.out, "probe icl", overwrite=args.overwrite)
+    folder = RunFolder.create(args.out, "probe icl", overwrite=args.overwrite,
+                              inputs={"--model": config.extraction.model, "--suite": config.suite,
+                                      "--polysemy": config.polysemy})
     summary = run_icl(config, folder)
     acc = summary["accuracy"]
     best = max((int(s) for s in acc.get("in_distribution", {})), default=None)

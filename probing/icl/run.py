@@ -103,9 +103,13 @@ class IclConfig:
         require(self.scoring in ("cached", "naive"), "scoring", self.scoring, "'cached' or 'naive'")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         require(self.n_boot >= 100, "n_boot", self.n_boot, "an integer >= 100")
+        fewest = min((len(set(labels.split())) for labels in self.arbitrary_labels), default=0)
+        if "arbitrary_labels" in self.conditions:  # the ways must fit the arbitrary label sets, or say which is short
+            require(self.ways <= fewest or fewest == 0, "ways", self.ways,
+                    f"an integer from 2 to {fewest} (the size of the smallest arbitrary_labels set)")
         for labels in self.arbitrary_labels:
-            require(len(set(labels.split())) >= self.ways, "arbitrary_labels", labels,
-                    f"space-separated label sets with at least {self.ways} distinct non-empty labels each")
+            require(len(set(labels.split())) >= 2, "arbitrary_labels", labels,
+                    "space-separated label sets with at least 2 distinct non-empty labels each")
 
 
 def load_suite(suite: str, polysemy: str | None = None) -> ConceptSet:
