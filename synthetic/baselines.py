@@ -26,7 +26,7 @@ BASELINES = ("query_only", "nearest_demonstration", "averaging", "oracle")
 
 def label_signs(dic: Dictionary, y: torch.Tensor) -> torch.Tensor:
     """ell(y) = sign(<y, sum_k d_k>) for label vectors y (..., d): +1, -1, or 0 for a label of a fresh code."""
-    code = dic.dl.sum(0)
+    code = dic.dl.sum(0).to(y.dtype)
     proj = y @ code
     tol = 1e-3 * float(code.norm()) ** 2
     return torch.where(proj.abs() > tol, torch.sign(proj), torch.zeros_like(proj))
