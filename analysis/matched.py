@@ -293,7 +293,7 @@ def run_matched(real: LabelledVectors, base: Any, run: RunFolder, *, icl_summary
     log.info("matched world: %s (moment loss %.2e)", estimate.parameters, estimate.loss)
     config = matched_config(base, estimate)
     syn_run = RunFolder.create(run.path / "synthetic", "synthetic train (geometry-matched)", overwrite=True)
-    syn_summary = train(config, syn_run)
+    syn_summary = train(config, syn_run).summary
     rows = matched_rows(syn_summary, icl_summary, config.L)
     run.write_csv("matched.csv", rows)
     run.write_csv("estimate.csv", estimate.rows())

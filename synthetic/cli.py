@@ -84,10 +84,11 @@ def run_train(args: argparse.Namespace) -> int:
     seed_everything(config.seed)
     run = RunFolder.create(args.out, "synthetic train", overwrite=args.overwrite, resume=args.resume,
                            resumable=True, inputs={"--config": args.config})
-    summary = train(config, run, resume=args.resume)
+    summary = train(config, run, resume=args.resume).summary
     final, conv = summary["final"], summary["convergence"]
-    log.info("test 0-1 %.4f, correct attention %.3f, convergence rate %s/step", final["test_zero_one"],
-             final["correct_attention"], f"{conv['rate']:.3g}" if conv["rate"] is not None else "n/a")
+    log.info("test 0-1 %.4f, correct attention %.3f, convergence rate %s/step (readout_init=%s)",
+             final["test_zero_one"], final["correct_attention"],
+             f"{conv['rate']:.3g}" if conv["rate"] is not None else "n/a", config.readout_init)
     print(f"output is in {run.path}")
     return 0
 

@@ -10,14 +10,17 @@ from dataclasses import dataclass, field
 
 from mcicl.core.config import require
 
+MAX_PROMPT_GIB = 8.0  # the prompt sets of one run must fit in this (a config error otherwise, not an allocation)
+
 # OOD scenarios: each is a test sampler evaluated along training on the same model (synthetic/data.py).
 SCENARIOS = (
     "length_short",  # L/2 demonstrations
     "length_long",  # 2L demonstrations
     "length_long_4x",  # 4L demonstrations
     "skewed_concepts",  # test prior: 0.8 on concept c0
-    "uniform_concepts",  # test prior uniform (the reverse shift when trained with train_skew > 0)
-    "switched_features",  # co-occurring concepts and sign patterns never seen together in training
+    "uniform_concepts",  # test prior uniform: the reverse shift, only with train_skew > 0 (else it is training)
+    "switched_features",  # the query concept's semantic direction b_k replaced by a fresh one; labels follow it
+    "switched_cooccurrence",  # co-occurring concepts and sign patterns never seen together in training
     "flipped_labels",  # demonstrations map mu^+ to q^- and mu^- to q^+; the answer follows them
     "polysemous_query",  # the query carries two task concepts at once
     "noise_x2",  # sigma * 2
@@ -27,8 +30,8 @@ SCENARIOS = (
 
 
 def default_scenarios() -> list[str]:
-    """All OOD scenario names, in display order."""
-    return list(SCENARIOS)
+    """The default OOD scenarios, in display order: all but uniform_concepts (a shift only with train_skew > 0)."""
+    return [name for name in SCENARIOS if name != "uniform_concepts"]
 
 
 @dataclass
@@ -48,6 +51,8 @@ class SyntheticConfig:
     cooccurrence: str = "patterned"  # "patterned": training co-occurrence follows a rule (needed by
     #   switched_features); "random": any concept with a random sign
     sigma: float = 0.03  # word noise xi ~ N(0, sigma^2 I_d)
+    noise: str = "isotropic"  # "isotropic": xi ~ N(0, sigma^2 I_d); "orthogonal": xi projected off the span of
+    #   every dictionary direction (xi = P_perp g), so noise never aliases a feature
     L: int = 8  # demonstrations per prompt
     both_signs: bool = True  # every prompt shows each semantic sign at least once
     label_noise: float = 0.0  # probability that the query's target sign is flipped (the Bayes error is then p)
@@ -96,6 +101,7 @@ class SyntheticConfig:
         require(self.cooccurrence in ("patterned", "random"), "cooccurrence", self.cooccurrence,
                 "'patterned' or 'random'")
         require(self.sigma >= 0.0, "sigma", self.sigma, "a number >= 0")
+        require(self.noise in ("isotropic", "orthogonal"), "noise", self.noise, "'isotropic' or 'orthogonal'")
         require(self.L >= 1, "L", self.L, "an integer >= 1")
         require(not self.both_signs or self.L >= 2, "L", self.L, "an integer >= 2 when both_signs is true")
         require(0.0 <= self.label_noise < 0.5, "label_noise", self.label_noise, "a probability in [0, 0.5)")
@@ -122,6 +128,12 @@ class SyntheticConfig:
         require(len(set(self.scenarios)) == len(self.scenarios), "scenarios", self.scenarios, "distinct names")
         require("polysemous_query" not in self.scenarios or self.K >= 2, "K", self.K,
                 "an integer >= 2 when the polysemous_query scenario is on")
+        require("uniform_concepts" not in self.scenarios or self.train_skew > 0, "scenarios", "uniform_concepts",
+                "uniform_concepts only with train_skew > 0 (with a uniform training prior it is the training "
+                "distribution, not a shift)")
+        require("switched_features" not in self.scenarios or self.d >= need + self.K, "d", self.d,
+                f"an integer >= {need + self.K} when the switched_features scenario is on "
+                f"({self.K} fresh semantic directions beyond the {need} of the dictionary)")
         require(self.eval_every >= 1, "eval_every", self.eval_every, "an integer >= 1")
         require(self.ood_every >= 1 and self.ood_every % self.eval_every == 0, "ood_every", self.ood_every,
                 f"a positive multiple of eval_every = {self.eval_every}")
@@ -129,6 +141,18 @@ class SyntheticConfig:
         require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         require(self.threads >= 0, "threads", self.threads, "an integer >= 0 (0 = leave torch's setting)")
         require(self.dtype in ("float32", "float64"), "dtype", self.dtype, "'float32' or 'float64'")
+        gib = self.prompt_memory_bytes() / 2**30
+        require(gib <= MAX_PROMPT_GIB, "seeds", self.seeds,
+                f"a number of seeds whose prompt sets fit in memory: seeds x prompts x L x d needs {gib:.3g} GiB "
+                f"here, the limit is {MAX_PROMPT_GIB} GiB (lower seeds, n_train, n_test, n_test_ood or d)")
+
+    def prompt_memory_bytes(self) -> int:
+        """Bytes of the prompt tensors a run holds (x, y, xi per demonstration; train, test and OOD sets)."""
+        longest = {"length_long": 2, "length_long_4x": 4}
+        demos = self.n_train * self.L + self.n_test * self.L + sum(
+            self.n_test_ood * self.L * longest.get(name, 1) for name in self.scenarios)
+        itemsize = 4 if self.dtype == "float32" else 8
+        return int(self.seeds) * demos * 3 * self.d * itemsize
 
     def directions_needed(self) -> int:
         """How many orthonormal directions the dictionary uses (must be <= d)."""

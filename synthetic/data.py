@@ -3,8 +3,9 @@
 Concept k has a common direction a_k and a semantic direction b_k; its word features are
 mu_k^{+-} = a_k +- b_k (unit norm, cosine (|a|^2-|b|^2)/(|a|^2+|b|^2) = within_cosine). Label features are
 q_k^{+-} = c_k +- d_k. A word is x = mu_{k*}^s + sum_j z_j (a_j + t_j b_j) + xi with z_j ~ Bernoulli(polysemy_rate)
-over the other concepts j, and xi ~ N(0, sigma^2 I). A prompt is L demonstrations (x_l, y_l = q_{k*}^{s_l}) and
-a query x_q whose target is the query's sign s_q.
+over the other concepts j, and xi ~ N(0, sigma^2 I) (``noise: isotropic``) or xi = P_perp g with g ~ N(0, sigma^2 I)
+and P_perp the projector off every dictionary direction (``noise: orthogonal``). A prompt is L demonstrations
+(x_l, y_l = q_{k*}^{s_l}) and a query x_q whose target is the query's sign s_q.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class Dictionary:
     b_unseen: torch.Tensor | None
     c_unseen: torch.Tensor | None
     d_unseen: torch.Tensor | None
-    basis: torch.Tensor  # (n_directions, d) orthonormal rows spanning every direction above
+    b_switched: torch.Tensor | None  # (K, d) fresh semantic directions for the switched_features scenario
+    basis: torch.Tensor  # (n_directions, d) orthonormal rows spanning every direction above but b_switched
     K: int
 
     @property
@@ -56,6 +58,10 @@ class Dictionary:
     def noise_projector(self) -> torch.Tensor:
         """Projector onto the orthogonal complement of every dictionary direction (the noise subspace)."""
         return torch.eye(self.a.shape[1], dtype=self.a.dtype) - self.basis.T @ self.basis
+
+    def span_projector(self) -> torch.Tensor:
+        """Projector onto the span of the dictionary directions (I - noise_projector)."""
+        return self.basis.T @ self.basis
 
 
 def generator(config: SyntheticConfig, purpose: int) -> torch.Generator:
@@ -90,12 +96,20 @@ def build_dictionary(config: SyntheticConfig) -> Dictionary:
     if "unseen_concept" in cfg.scenarios:
         u = [next(dirs) for _ in range(4)]
         unseen = [a_norm * u[0], b_norm * u[1], c_norm * u[2], d_norm * u[3]]
+    switched = None
+    if "switched_features" in cfg.scenarios:
+        # Drawn after the dictionary and orthogonalised against it, so the dictionary (and the trained model)
+        # do not depend on whether this scenario is evaluated.
+        g = rng.standard_normal((cfg.d, cfg.K))
+        full, _ = np.linalg.qr(np.concatenate([q, g], 1))
+        switched = b_norm * full[:, n:].T
     dt = torch_dtype(cfg.dtype)
 
     def t(x: np.ndarray | None) -> torch.Tensor | None:
         return None if x is None else torch.as_tensor(np.asarray(x), dtype=dt)
 
-    return Dictionary(t(a), t(b), t(c_norm * e_c), t(d_norm * e_d), *(t(x) for x in unseen), t(q.T), cfg.K)
+    return Dictionary(t(a), t(b), t(c_norm * e_c), t(d_norm * e_d), *(t(x) for x in unseen), t(switched), t(q.T),
+                      cfg.K)
 
 
 @dataclass(frozen=True)
@@ -107,12 +121,14 @@ class PromptSpec:
     sigma: float
     polysemy_rate: float
     cooccurrence: str  # "patterned" (training rule), "switched" (the complement rule), "random"
+    noise: str = "isotropic"  # "isotropic" or "orthogonal" (off the dictionary span)
     both_signs: bool = True
     label_noise: float = 0.0
     demo_label_noise: float = 0.0
     flip_labels: bool = False
     polysemous_query: bool = False
     unseen: bool = False
+    switched_semantics: bool = False  # the task concept's b_k is replaced by Dictionary.b_switched[k]
 
 
 def skewed_prior(K: int, mass: float) -> tuple[float, ...]:
@@ -125,7 +141,7 @@ def skewed_prior(K: int, mass: float) -> tuple[float, ...]:
 def train_spec(cfg: SyntheticConfig) -> PromptSpec:
     """The training (and in-distribution test) prompt distribution."""
     return PromptSpec(cfg.L, skewed_prior(cfg.K, cfg.train_skew), cfg.sigma, cfg.polysemy_rate, cfg.cooccurrence,
-                      cfg.both_signs, cfg.label_noise, cfg.demo_label_noise)
+                      cfg.noise, cfg.both_signs, cfg.label_noise, cfg.demo_label_noise)
 
 
 def scenario_spec(cfg: SyntheticConfig, name: str) -> PromptSpec:
@@ -137,10 +153,15 @@ def scenario_spec(cfg: SyntheticConfig, name: str) -> PromptSpec:
         "length_long_4x": lambda: replace(base, L=4 * cfg.L),
         "skewed_concepts": lambda: replace(base, prior=skewed_prior(cfg.K, 0.8)),
         "uniform_concepts": lambda: replace(base, prior=skewed_prior(cfg.K, 0.0)),
+        # The query concept's semantic direction b_k is replaced by a fresh direction b'_k in the demonstrations
+        # and the query alike; labels follow the sign on b'_k. A model that reads the sign off the query alone
+        # (it learned b_k) is at chance; a rule that compares the query with the demonstrations is not. No
+        # co-occurring features: under the patterned rule their signs would leak the answer to such a model.
+        "switched_features": lambda: replace(base, switched_semantics=True, polysemy_rate=0.0),
         # Co-occurrence always on a concept pair and sign pattern outside the training rule; with
         # cooccurrence="random" training saw every pair, so this is only a change of pattern, not OOD.
-        "switched_features": lambda: replace(base, cooccurrence="switched",
-                                             polysemy_rate=max(cfg.polysemy_rate, 0.1)),
+        "switched_cooccurrence": lambda: replace(base, cooccurrence="switched",
+                                                 polysemy_rate=max(cfg.polysemy_rate, 0.1)),
         "flipped_labels": lambda: replace(base, flip_labels=True),
         "polysemous_query": lambda: replace(base, polysemous_query=True),
         "noise_x2": lambda: replace(base, sigma=2 * cfg.sigma),
@@ -217,12 +238,17 @@ def sample_words(dic: Dictionary, spec: PromptSpec, k: torch.Tensor, s: torch.Te
 
     ``exclude``: a partner concept per word that may not co-occur (see ``_cooccurring``)."""
     d = dic.a.shape[1]
+    sf = s[..., None].to(dic.a.dtype)
     if spec.unseen:
-        base = dic.a_unseen + s[..., None].to(dic.a.dtype) * dic.b_unseen
+        base = dic.a_unseen + sf * dic.b_unseen
+    elif spec.switched_semantics:
+        base = dic.a[k] + sf * dic.b_switched[k]
     else:
-        base = dic.a[k] + s[..., None].to(dic.a.dtype) * dic.b[k]
+        base = dic.a[k] + sf * dic.b[k]
     x = base + _cooccurring(dic, spec, k, s, gen, exclude)
     xi = spec.sigma * torch.randn(*k.shape, d, generator=gen, dtype=dic.a.dtype)
+    if spec.noise == "orthogonal":
+        xi = xi @ dic.noise_projector()  # symmetric projector: xi P = P xi per word
     return x + xi, xi
 
 

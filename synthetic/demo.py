@@ -23,10 +23,11 @@ def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> d
 
     config = demo_config(bool(getattr(args, "small", False)), int(getattr(args, "seed", None) or 0))
     sub = RunFolder.create(run.path / "synthetic", "synthetic train", overwrite=True)
-    summary = train(config, sub)
+    summary = train(config, sub).summary
     return {
         "run_dir": str(sub.path),
         "seeds": config.seeds,
+        "readout_init": config.readout_init,
         "test_zero_one": summary["final"]["test_zero_one"],
         "correct_attention": summary["final"]["correct_attention"],
         "convergence_rate": summary["convergence"]["rate"],

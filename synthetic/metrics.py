@@ -3,8 +3,12 @@
 - losses: logistic and 0-1;
 - correct attention: attention mass on demonstrations whose semantic sign equals the query's, and its
   polarisation |2 * correct - 1| per concept (sign-symmetric: high for both attention patterns);
+- on the prompts themselves (so per OOD scenario): the score gap, mean x_l^T W_K^T W_Q x_q over same-sign
+  demonstrations minus over the others, and the readout on the demonstrations' labels signed by the answer,
+  s f_MLP(y_l), for the answer's label (same-sign demonstrations) and the other label;
 - products through W_K^T W_Q: concept-specific max_{k,s} <W_Q mu_k^s, W_K mu_k^s>, complement
-  max_{k,s} <W_Q mu_k^s, W_K mu_k^{-s}>, noise max |<W_Q x_q, W_K xi_l>| over training prompts;
+  max_{k,s} <W_Q mu_k^s, W_K mu_k^{-s}>, noise max |<W_Q x_q, W_K xi_l>| over training prompts, also with
+  xi_l split into its part inside the dictionary span and outside it (P_perp xi_l);
 - MLP weights: max_r <w_{+,r}, q_k^+>, max_r <w_{-,r}, q_k^-> (correct) and the wrong-label projections;
 - idempotent decomposition of M = W_K^T W_Q: coefficients on P_{a_k}, P_{b_k} and on the noise subspace.
 """
@@ -29,9 +33,18 @@ def prompt_metrics(model: OneLayerTransformer, prompts: Prompts, K: int, chunk: 
         sl = slice(i, i + chunk)
         out = model(prompts.x[:, sl], prompts.y[:, sl], prompts.xq[:, sl])
         target = prompts.target[:, sl]
-        correct = (out.alpha * prompts.same[:, sl].to(out.alpha.dtype)).sum(-1)  # (S, b)
-        parts.append((logistic_loss(out.f, target), zero_one_loss(out.f, target), correct))
-    loss, err, correct = (torch.cat(p, 1) for p in zip(*parts, strict=True))
+        same = prompts.same[:, sl].to(out.alpha.dtype)  # (S, b, L)
+        correct = (out.alpha * same).sum(-1)  # (S, b)
+        # Attention score x_l^T W_K^T W_Q x_q: mean over same-sign demonstrations minus over the others.
+        n_same, n_other = same.sum(-1).clamp(min=1), (1 - same).sum(-1).clamp(min=1)
+        gap = (out.scores * same).sum(-1) / n_same - (out.scores * (1 - same)).sum(-1) / n_other
+        # The readout on each demonstration's label, signed by the answer: same-sign demonstrations carry the
+        # answer's label (also under flipped labels), the others the other label.
+        label_margin = target[..., None] * model.readout(prompts.y[:, sl])  # (S, b, L)
+        answer = (label_margin * same).sum(-1) / n_same
+        other = (label_margin * (1 - same)).sum(-1) / n_other
+        parts.append((logistic_loss(out.f, target), zero_one_loss(out.f, target), correct, gap, answer, other))
+    loss, err, correct, gap, answer, other = (torch.cat(p, 1) for p in zip(*parts, strict=True))
     concept = prompts.concept
     polar = []
     for k in range(K):
@@ -45,6 +58,9 @@ def prompt_metrics(model: OneLayerTransformer, prompts: Prompts, K: int, chunk: 
         "correct_attention": _seedwise(correct.mean(1)),
         "polarisation": _seedwise(torch.nanmean(polar_t, 1)),
         "polarisation_per_concept": polar_t.tolist(),
+        "score_gap": _seedwise(gap.mean(1)),
+        "readout_answer_label": _seedwise(answer.mean(1)),
+        "readout_other_label": _seedwise(other.mean(1)),
     }
 
 
@@ -64,7 +80,12 @@ def weight_metrics(model: OneLayerTransformer, dic: Dictionary, train: Prompts, 
     same = torch.einsum("tkd,sde,tke->stk", mus, M, mus)  # v = u = mu_k^s
     comp = torch.einsum("tkd,sde,tke->stk", mus.flip(0), M, mus)  # v = mu_k^{-s}, u = mu_k^s
     sub = slice(0, min(n_noise, train.xq.shape[1]))
-    noise = torch.einsum("snld,sde,sne->snl", train.xi[:, sub], M, train.xq[:, sub]).abs()
+    xi, xq = train.xi[:, sub], train.xq[:, sub]
+    noise = torch.einsum("snld,sde,sne->snl", xi, M, xq).abs()
+    # The noise split into its part inside the dictionary span (which aliases the features) and outside it.
+    xi_out = xi @ dic.noise_projector()
+    noise_out = torch.einsum("snld,sde,sne->snl", xi_out, M, xq).abs()
+    noise_in = torch.einsum("snld,sde,sne->snl", xi - xi_out, M, xq).abs()
     qs = torch.stack([torch.stack([dic.q(k, s) for k in range(K)]) for s in (1, -1)])  # (2, K, d)
     proj_plus = torch.einsum("smd,tkd->stkm", model.w_plus, qs).amax(-1)  # (S, 2, K): max_r <w_+, q_k^s>
     proj_minus = torch.einsum("smd,tkd->stkm", model.w_minus, qs).amax(-1)
@@ -75,6 +96,8 @@ def weight_metrics(model: OneLayerTransformer, dic: Dictionary, train: Prompts, 
         "concept_product": _seedwise(same.flatten(1).amax(1)),
         "complement_product": _seedwise(comp.flatten(1).amax(1)),
         "noise_product": _seedwise(noise.flatten(1).amax(1)),
+        "noise_product_in_span": _seedwise(noise_in.flatten(1).amax(1)),  # max |<W_Q x_q, W_K P_span xi_l>|
+        "noise_product_off_span": _seedwise(noise_out.flatten(1).amax(1)),  # max |<W_Q x_q, W_K P_perp xi_l>|
         "mlp_plus_correct": _seedwise(proj_plus[:, 0].mean(1)),  # mean_k max_r <w_{+,r}, q_k^+>
         "mlp_minus_correct": _seedwise(proj_minus[:, 1].mean(1)),  # mean_k max_r <w_{-,r}, q_k^->
         "mlp_plus_wrong": _seedwise(proj_plus[:, 1].mean(1)),  # mean_k max_r <w_{+,r}, q_k^->

@@ -20,11 +20,12 @@ from mcicl.synthetic.data import Dictionary, Prompts, torch_dtype
 
 @dataclass
 class Output:
-    """What one forward pass returns: readout f (S, n), attention alpha (S, n, L), attention output h."""
+    """What one forward pass returns: readout f (S, n), attention alpha and its scores (S, n, L), output h."""
 
     f: torch.Tensor
     alpha: torch.Tensor
     h: torch.Tensor
+    scores: torch.Tensor
 
 
 class OneLayerTransformer(torch.nn.Module):
@@ -63,9 +64,13 @@ class OneLayerTransformer(torch.nn.Module):
         alpha = torch.softmax(scores, dim=-1)
         v = torch.einsum("sij,snlj->snli", self.W_V, torch.cat([x, y], -1)) if self.projected else y
         h = torch.einsum("snl,snld->snd", alpha, v)  # (S, n, d)
-        f = (F.relu(torch.einsum("smd,snd->snm", self.w_plus, h))
-             - F.relu(torch.einsum("smd,snd->snm", self.w_minus, h))).mean(-1)  # (S, n)
-        return Output(f, alpha, h)
+        f = self.readout(h)  # (S, n)
+        return Output(f, alpha, h, scores)
+
+    def readout(self, v: torch.Tensor) -> torch.Tensor:
+        """The MLP readout (1/m) sum_r [ReLU(<w_{+,r}, v>) - ReLU(<w_{-,r}, v>)] of vectors v (S, ..., d)."""
+        return (F.relu(torch.einsum("smd,s...d->s...m", self.w_plus, v))
+                - F.relu(torch.einsum("smd,s...d->s...m", self.w_minus, v))).mean(-1)
 
     def run(self, prompts: Prompts) -> Output:
         """Forward pass on a Prompts batch."""
@@ -78,5 +83,5 @@ def logistic_loss(f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def zero_one_loss(f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 where sign(f) disagrees with the target (f = 0 counts as an error)."""
-    return (target * f <= 0).to(f.dtype)
+    """1 unless sign(f) agrees with the target: f = 0 and a non-finite f (NaN, +-inf) count as errors."""
+    return (~((target * f > 0) & torch.isfinite(f))).to(f.dtype)

@@ -1,6 +1,8 @@
-"""Figures of a synthetic run, made from its saved metrics.jsonl (so `mcicl synthetic plot RUN` re-plots).
+"""Figures of a synthetic run, made from its saved metrics.jsonl and summary.json (`mcicl synthetic plot RUN`).
 
-Multi-seed curves show the mean over seeds and a band from the minimum to the maximum seed.
+Every plot function draws on the ``axes`` it is given (or on a new figure) and returns the Figure; saving is
+separate (``save_figure``, done by ``plot_run``). Curves are drawn per seed (thin lines, one per seed), so a
+bimodal set of seeds shows as two groups of lines, never as one mean between them.
 """
 
 from __future__ import annotations
@@ -9,138 +11,235 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from mcicl.synthetic.baselines import BASELINES
 from mcicl.synthetic.config import SyntheticConfig
-from mcicl.synthetic.convergence import fit_exponential, logistic_window, series, zero_one_window
+from mcicl.synthetic.convergence import fit_tail, series
 
 from mcicl.core.config import load_config
 from mcicl.core.plotting import palette, save_figure, styled, subplots
-from mcicl.core.runs import read_jsonl
+from mcicl.core.runs import read_json, read_jsonl
+
+BASELINE_LABELS = {"query_only": "query only (context-blind)", "nearest_demonstration": "nearest demonstration",
+                   "averaging": "averaging rule", "oracle": "oracle (known generator)"}
+BASELINE_STYLE = {"query_only": ("#D55E00", "--"), "nearest_demonstration": ("#009E73", ":"),
+                  "averaging": ("#CC79A7", "-."), "oracle": ("#000000", (0, (1, 3)))}
 
 
-def _band(ax: Axes, steps: np.ndarray, values: np.ndarray, label: str, color: str, ls: str = "-",
-          zorder: float = 2) -> None:
-    """Mean over seeds (line) and min-max over seeds (band)."""
-    ax.plot(steps, values.mean(1), ls, color=color, label=label, lw=1.6, zorder=zorder)
-    if values.shape[1] > 1:
-        ax.fill_between(steps, values.min(1), values.max(1), color=color, alpha=0.2, lw=0)
+def readout_note(config: SyntheticConfig) -> str:
+    """How the readout was initialised, for figure titles and headline numbers."""
+    if config.readout_init == "aligned":
+        return f"readout_init=aligned (warm start: w_+/w_- lean +/-{config.readout_align:g} along the label directions)"
+    return "readout_init=random"
+
+
+def _seeds(ax: Axes, steps: np.ndarray, values: np.ndarray, label: str, color: str, ls: str = "-",
+           lw: float = 1.2) -> None:
+    """One line per seed (the label on the first only)."""
+    for s in range(values.shape[1]):
+        ax.plot(steps, values[:, s], ls=ls, color=color, lw=lw, alpha=0.85 if values.shape[1] == 1 else 0.6,
+                label=label if s == 0 else None)
+
+
+def _axes(axes, nrows: int, ncols: int, figsize: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    if axes is None:
+        fig, axes = subplots(nrows, ncols, figsize=figsize, squeeze=False)
+        return fig, axes
+    axes = np.asarray(axes).reshape(nrows, ncols)
+    return axes.flat[0].get_figure(), axes
 
 
 @styled
-def plot_dynamics(rows: list[dict], folder: Path, seeds: int) -> Path:
+def plot_dynamics(rows: list[dict], config: SyntheticConfig, axes=None) -> Figure:
     """The 4-panel learning-dynamics figure: losses, correct attention, W_K^T W_Q products, MLP weights."""
-    c = palette(4)
-    fig, axes = subplots(2, 2, figsize=(10, 7), sharex=True)
+    c = palette(5)
+    fig, axes = _axes(axes, 2, 2, (11, 7.5))
     ax = axes[0, 0]
     for i, (split, key, label, ls) in enumerate([("train", "logistic_loss", "train logistic", "-"),
                                                 ("test", "logistic_loss", "test logistic", "-"),
                                                 ("train", "zero_one", "train 0-1", "--"),
                                                 ("test", "zero_one", "test 0-1", "--")]):
-        _band(ax, *series(rows, split, key), label, c[i], ls)
+        _seeds(ax, *series(rows, split, key), label, c[i], ls)
     ax.set(title="(a) Losses", ylabel="loss (mean over prompts)", ylim=(-0.02, None))
-    ax.legend()
+    ax.legend(fontsize=8)
     ax = axes[0, 1]
-    _band(ax, *series(rows, "test", "correct_attention"), "correct attention weight", c[0])
-    _band(ax, *series(rows, "test", "polarisation"), "polarisation |2 correct - 1|", c[1], "--")
+    _seeds(ax, *series(rows, "test", "correct_attention"), "correct attention weight", c[0])
+    _seeds(ax, *series(rows, "test", "polarisation"), "polarisation |2 correct - 1|", c[1], "--")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set(title="(b) Attention on same-sign demonstrations (test)", ylabel="attention mass", ylim=(0, 1.02))
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
     ax = axes[1, 0]
-    for i, (key, label) in enumerate([("concept_product", r"concept: max $\langle W_Q\mu_k^s, W_K\mu_k^s\rangle$"),
-                                      ("complement_product",
-                                       r"complement: max $\langle W_Q\mu_k^s, W_K\mu_k^{-s}\rangle$"),
-                                      ("noise_product", r"noise: max $|\langle W_Q x_q, W_K\xi_l\rangle|$")]):
-        _band(ax, *series(rows, "weights", key), label, c[i])
+    for i, (key, label, ls) in enumerate([
+            ("concept_product", r"concept: max $\langle W_Q\mu_k^s, W_K\mu_k^s\rangle$", "-"),
+            ("complement_product", r"complement: max $\langle W_Q\mu_k^s, W_K\mu_k^{-s}\rangle$", "-"),
+            ("noise_product_in_span", r"noise in feature span: max $|\langle W_Q x_q, W_K P\xi_l\rangle|$", "--"),
+            ("noise_product_off_span", r"noise off span: max $|\langle W_Q x_q, W_K P_\perp\xi_l\rangle|$", "-")]):
+        _seeds(ax, *series(rows, "weights", key), label, c[i], ls)
     ax.axhline(0, color="grey", lw=0.8, ls=":")
-    ax.set(title=r"(c) Products through $W_K^\top W_Q$", xlabel="training step", ylabel="inner product")
-    ax.legend(fontsize=8)
+    ax.set(title=rf"(c) Products through $W_K^\top W_Q$ (noise: {config.noise})", xlabel="training step",
+           ylabel="inner product")
+    ax.legend(fontsize=7)
     ax = axes[1, 1]
     for i, (key, label, ls) in enumerate([("mlp_plus_correct", r"max$_r\langle w_{+,r}, q_k^+\rangle$", "-"),
                                           ("mlp_minus_correct", r"max$_r\langle w_{-,r}, q_k^-\rangle$", "-"),
                                           ("mlp_plus_wrong", r"max$_r\langle w_{+,r}, q_k^-\rangle$", "--"),
                                           ("mlp_minus_wrong", r"max$_r\langle w_{-,r}, q_k^+\rangle$", "--")]):
-        _band(ax, *series(rows, "weights", key), label, c[i], ls)
+        _seeds(ax, *series(rows, "weights", key), label, c[i], ls)
     ax.axhline(0, color="grey", lw=0.8, ls=":")
     ax.set(title="(d) MLP readout projections (mean over concepts k)", xlabel="training step",
            ylabel="inner product")
     ax.legend(fontsize=8)
-    fig.suptitle(f"Learning dynamics of the one-layer transformer ({seeds} seed{'s' if seeds > 1 else ''}: "
-                 "mean, band = min-max)")
-    return save_figure(fig, folder, "dynamics")
+    n = config.seeds
+    fig.suptitle(f"Learning dynamics of the one-layer transformer ({n} seed{'s' if n > 1 else ''}, one line each)\n"
+                 + readout_note(config), fontsize=10)
+    return fig
 
 
 @styled
-def plot_decomposition(rows: list[dict], folder: Path) -> Path:
-    """Coefficients of W_K^T W_Q on P_{a_k}, P_{b_k} and the noise subspace over training."""
+def plot_decomposition(rows: list[dict], ax: Axes | None = None) -> Figure:
+    """Coefficients of W_K^T W_Q on P_{a_k}, P_{b_k} and the noise subspace over training (one line per seed)."""
     c = palette(3)
-    fig, ax = subplots(figsize=(6, 4))
+    fig, axes = _axes(None if ax is None else [ax], 1, 1, (6.5, 4))
+    ax = axes[0, 0]
     for i, (key, label) in enumerate([("coef_a", r"$\hat a_k^\top W_K^\top W_Q \hat a_k$ (concept-common)"),
                                       ("coef_b", r"$\hat b_k^\top W_K^\top W_Q \hat b_k$ (semantic)"),
                                       ("coef_noise", r"$\|P_\perp W_K^\top W_Q P_\perp\|_F$ (noise subspace)")]):
-        _band(ax, *series(rows, "weights", key), label, c[i])
+        _seeds(ax, *series(rows, "weights", key), label, c[i])
     ax.set(title=r"Decomposition of $W_K^\top W_Q$ (mean over concepts)", xlabel="training step",
            ylabel="coefficient")
     ax.legend(fontsize=8)
-    return save_figure(fig, folder, "decomposition")
+    return fig
 
 
 @styled
-def plot_ood(rows: list[dict], folder: Path, scenarios: list[str]) -> Path:
-    """Every OOD scenario's test losses and correct attention over training, with in-distribution for reference."""
-    names = ["in-distribution", *scenarios]
-    colors = ["black"] + [c for c in palette(len(names) + 1) if c != "#000000"]
-    styles = ["-", "-.", ":"]
-    fig, axes = subplots(1, 3, figsize=(15, 4.6), sharex=True)
-    ood_rows = [r for r in rows if "ood" in r]
-    for i, name in enumerate(names):
-        for ax, key in zip(axes, ("logistic_loss", "zero_one", "correct_attention"), strict=True):
-            steps, vals = series(ood_rows, "test", key) if i == 0 else series(ood_rows, "ood", key, name)
-            _band(ax, steps, vals, name, colors[i], "--" if i == 0 else styles[(i - 1) // 6],
-                  zorder=3 if i == 0 else 2)
-    axes[0].set(title="Test logistic loss", xlabel="training step", ylabel="loss")
-    axes[1].set(title="Test 0-1 loss", xlabel="training step", ylabel="error rate", ylim=(-0.02, 0.75))
-    axes[2].set(title="Correct attention weight", xlabel="training step", ylabel="attention mass", ylim=(0, 1.02))
-    axes[2].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
-    fig.suptitle("Out-of-distribution scenarios, evaluated along training on the same model")
-    return save_figure(fig, folder, "ood")
-
-
-@styled
-def plot_convergence(rows: list[dict], folder: Path) -> Path:
-    """Test 0-1 and logistic loss on a log scale per seed, with the exponential fits on their windows."""
+def plot_convergence(rows: list[dict], n_test: int, axes=None) -> Figure:
+    """Test 0-1 error per seed (log scale) with the binomial exponential and power-law tail fits; the logistic
+    loss on log-log axes."""
     steps, err = series(rows, "test", "zero_one")
     _, loss = series(rows, "test", "logistic_loss")
     colors = palette(err.shape[1])
-    fig, axes = subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = _axes(axes, 1, 2, (12, 4.5))
+    ax0, ax1 = axes[0]
+    floor = 0.5 / n_test
+    wins = 0
     for s in range(err.shape[1]):
-        for ax, vals, window in ((axes[0], err[:, s], zero_one_window), (axes[1], loss[:, s], logistic_window)):
-            pos = vals > 0
-            ax.semilogy(steps[pos], vals[pos], "o", ms=2.5, color=colors[s], alpha=0.6,
-                        label=f"seed {s}" if s < 8 else None)
-            w_steps, w_vals = window(steps, vals)
-            fit = fit_exponential(w_steps, w_vals)
-            if np.isfinite(fit.rate):
-                xs = np.linspace(fit.start, fit.end, 20)
-                ax.semilogy(xs, np.exp(fit.intercept - fit.rate * xs), "-", color=colors[s], lw=1.5,
-                            label=f"fit: rate {fit.rate:.3g}/step, $R^2$ {fit.r2:.3f}" if s < 8 else None)
-    axes[0].set(title="Test 0-1 loss (zeros not shown)", xlabel="training step", ylabel="error rate (log)")
-    axes[1].set(title="Test logistic loss", xlabel="training step", ylabel="loss (log)")
-    axes[0].legend(fontsize=7, loc="lower left")
-    axes[1].legend(fontsize=7, loc="lower left")
-    fig.suptitle("Exponential convergence: log(loss) = c - rate x step fitted on the decaying window")
-    return save_figure(fig, folder, "convergence")
+        col = colors[s]
+        ax0.semilogy(steps, np.maximum(err[:, s], floor), "o", ms=2.5, color=col, alpha=0.5,
+                     mfc="none" if s else col)
+        fit = fit_tail(steps, err[:, s], n_test)
+        if np.isfinite(fit.rate):
+            wins += fit.exponential_wins
+            xs = np.linspace(fit.start, fit.end, 50)
+            ax0.semilogy(xs, 1 / (1 + np.exp(-(fit.intercept - fit.rate * xs))), "-", color=col, lw=1.5,
+                         label=f"seed {s}: rate {fit.rate:.3f}/step, curv. {fit.curvature:.1e}; "
+                               f"AIC exp {fit.aic_exponential:.0f} vs power {fit.aic_power:.0f}" if s < 8 else None)
+            ax0.semilogy(xs, 1 / (1 + np.exp(-(fit.power_intercept - fit.power * np.log(xs)))), ":", color=col,
+                         lw=1.2)
+        ax1.loglog(steps[steps > 0], loss[steps > 0, s], "-", color=col, lw=1.2, alpha=0.8)
+    ax0.axhline(floor, color="grey", lw=0.6, ls=":")
+    ax0.set(title=f"Test 0-1 error (0 drawn at 0.5/n_test); solid: exponential, dotted: power law\n"
+                  f"binomial fits on the tail window; exponential has the lower AIC in {wins}/{err.shape[1]} seeds",
+            xlabel="training step", ylabel="error rate (log)")
+    ax0.legend(fontsize=6, loc="lower left", bbox_to_anchor=(0.0, 0.08))
+    ax1.set(title="Test logistic loss (log-log: a straight line is a power law)", xlabel="training step (log)",
+            ylabel="loss (log)")
+    fig.suptitle("Convergence of the test error: is the tail at least exponential?", fontsize=11)
+    return fig
+
+
+def _baseline_lines(ax: Axes, values: dict | None) -> None:
+    for name in BASELINES:
+        if values and name in values:
+            color, ls = BASELINE_STYLE[name]
+            ax.axhline(float(np.mean(values[name])), color=color, ls=ls, lw=1.1, label=BASELINE_LABELS[name])
+
+
+@styled
+def plot_ood_grid(rows: list[dict], scenarios: list[str], baselines: dict | None = None, axes=None) -> Figure:
+    """Figure 3 as a grid: one row per condition (in-distribution, then each OOD scenario) with four panels:
+    losses (baselines' final 0-1 error as horizontal lines), correct attention, the attention-score gap
+    (same-sign minus other demonstrations, on the scenario's own prompts) and the readout on the labels."""
+    ood_rows = [r for r in rows if "ood" in r]
+    names = ["in-distribution", *scenarios]
+    fig, axes = _axes(axes, len(names), 4, (17, 2.3 * len(names) + 0.8))
+    c = palette(4)
+    for i, name in enumerate(names):
+
+        def get(key: str, name: str = name) -> tuple[np.ndarray, np.ndarray]:
+            return series(ood_rows, "test", key) if name == "in-distribution" else series(ood_rows, "ood", key, name)
+
+        base = (baselines or {}).get("test") if name == "in-distribution" else \
+            (baselines or {}).get("ood", {}).get(name)
+        a, b, g, r = axes[i]
+        _seeds(a, *get("logistic_loss"), "logistic loss", c[0])
+        _seeds(a, *get("zero_one"), "0-1 loss (transformer)", c[1], lw=1.6)
+        _baseline_lines(a, base)
+        a.set(ylim=(-0.03, 1.03), ylabel=name)
+        _seeds(b, *get("correct_attention"), "correct attention", c[0])
+        b.axhline(0.5, color="grey", lw=0.6, ls=":")
+        b.set(ylim=(-0.02, 1.02))
+        _seeds(g, *get("score_gap"), "score gap", c[2])
+        g.axhline(0, color="grey", lw=0.6, ls=":")
+        _seeds(r, *get("readout_answer_label"), "answer's label", c[0])
+        _seeds(r, *get("readout_other_label"), "other label", c[3], "--")
+        r.axhline(0, color="grey", lw=0.6, ls=":")
+        if i == 0:
+            a.set_title("(a) losses; lines: baselines' final 0-1", fontsize=9)
+            b.set_title("(b) correct attention weight", fontsize=9)
+            g.set_title(r"(c) score gap: mean $x_l^\top W_K^\top W_Q x_q$, same-sign $-$ other", fontsize=9)
+            r.set_title(r"(d) readout on labels, $s\cdot f_{MLP}(y_l)$", fontsize=9)
+            a.legend(fontsize=6, loc="upper right")
+            r.legend(fontsize=6, loc="upper left")
+    for ax in axes[-1]:
+        ax.set_xlabel("training step")
+    fig.suptitle("Out-of-distribution scenarios on the same trained model (one row per condition, one line per seed)",
+                 fontsize=12, y=1.01)
+    return fig
+
+
+@styled
+def plot_ood_overview(summary: dict, scenarios: list[str], ax: Axes | None = None) -> Figure:
+    """Final test 0-1 error per condition: the transformer's seeds (dots, bar = mean) beside every baseline."""
+    fig, axes = _axes(None if ax is None else [ax], 1, 1, (max(8.0, 0.9 * (len(scenarios) + 1) + 3), 4.6))
+    ax = axes[0, 0]
+    names = ["in-distribution", *scenarios]
+    per_seed = [summary["final_per_seed"]["test_zero_one"]] + [summary["ood"][n]["per_seed_zero_one"]
+                                                                for n in scenarios]
+    base = summary.get("baselines", {})
+    base_rows = [base.get("test", {})] + [base.get("ood", {}).get(n, {}) for n in scenarios]
+    width = 0.8 / (1 + len(BASELINES))
+    x = np.arange(len(names))
+    means = [np.mean([v for v in vals if v is not None]) for vals in per_seed]
+    ax.bar(x - 0.4 + width / 2, means, width, color="#0072B2", label="transformer (dots: seeds)")
+    for j, vals in enumerate(per_seed):
+        ax.plot(np.full(len(vals), x[j] - 0.4 + width / 2), vals, "o", ms=3, color="black", zorder=3)
+    for b, name in enumerate(BASELINES):
+        color, _ = BASELINE_STYLE[name]
+        vals = [np.mean(r[name]) if name in r else np.nan for r in base_rows]
+        ax.bar(x - 0.4 + width * (b + 1.5), vals, width, color=color, alpha=0.75, label=BASELINE_LABELS[name])
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set(ylabel="final test 0-1 error", ylim=(0, 1.02),
+           title="Transformer beside baselines: a scenario a context-blind model solves is no test of ICL")
+    ax.legend(fontsize=7, ncol=3, loc="upper left")
+    return fig
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
-    """Make every figure of a train run from its metrics.jsonl; return the PNG paths."""
+    """Make and save every figure of a train run from its metrics.jsonl (and summary.json); return the PNGs."""
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
     if not metrics.is_file():
         raise FileNotFoundError(f"{metrics} not found: is {run_dir} a synthetic train run folder?")
     config = load_config(SyntheticConfig, run_dir / "config.yaml")
     rows = read_jsonl(metrics)
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
     folder = run_dir / "figures"
-    out = [plot_dynamics(rows, folder, config.seeds), plot_decomposition(rows, folder),
-           plot_convergence(rows, folder)]
+    out = [save_figure(plot_dynamics(rows, config), folder, "dynamics"),
+           save_figure(plot_decomposition(rows), folder, "decomposition"),
+           save_figure(plot_convergence(rows, config.n_test), folder, "convergence")]
     if config.scenarios:
-        out.append(plot_ood(rows, folder, config.scenarios))
+        out.append(save_figure(plot_ood_grid(rows, config.scenarios, summary.get("baselines")), folder, "ood"))
+        if "ood" in summary:
+            out.append(save_figure(plot_ood_overview(summary, config.scenarios), folder, "ood_overview"))
     return out

@@ -39,7 +39,7 @@ def run_sweep(base_config: SyntheticConfig, grid: dict[str, list], run: RunFolde
     rows = []
     for i, (point, config) in enumerate(progress(points, desc="synthetic sweep")):
         sub = RunFolder.create(run.path / "points" / f"{i:03d}", "synthetic train", overwrite=True)
-        summary = train(config, sub, figures=False)
+        summary = train(config, sub, figures=False).summary
         row = {**point, "test_zero_one": summary["final"]["test_zero_one"],
                "train_zero_one": summary["final"]["train_zero_one"],
                "correct_attention": summary["final"]["correct_attention"],

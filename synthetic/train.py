@@ -7,13 +7,15 @@ step (the minibatch), so a run resumed from a checkpoint gives the same numbers 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
 import torch
+from mcicl.synthetic.baselines import BASELINES, QueryOnly, baseline_scores
 from mcicl.synthetic.checkpoints import latest_checkpoint, load_weights, save_checkpoint
 from mcicl.synthetic.config import SCENARIOS, SyntheticConfig
-from mcicl.synthetic.convergence import summarize
+from mcicl.synthetic.convergence import finite_or_none, summarize
 from mcicl.synthetic.data import (
     Dictionary,
     Prompts,
@@ -25,7 +27,7 @@ from mcicl.synthetic.data import (
 )
 from mcicl.synthetic.export import export_features
 from mcicl.synthetic.metrics import prompt_metrics, weight_metrics
-from mcicl.synthetic.model import OneLayerTransformer, logistic_loss
+from mcicl.synthetic.model import OneLayerTransformer, logistic_loss, zero_one_loss
 from mcicl.synthetic.plots import plot_run
 
 from mcicl.core.config import from_dict, to_dict
@@ -101,8 +103,39 @@ def sgd_step(model: OneLayerTransformer, config: SyntheticConfig, train: Prompts
     return float(loss.detach()) / config.seeds
 
 
-def train(config: SyntheticConfig, run: RunFolder, resume: bool = False, figures: bool = True) -> dict:
-    """Train, evaluate along the way, write metrics, checkpoints, exports, figures; return the summary."""
+class TrainingDiverged(ValueError):
+    """A non-finite loss or weight during training: the run stops rather than report numbers it did not measure."""
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: the summary (summary.json), the metrics rows, the trained model and its world."""
+
+    summary: dict
+    metrics: list[dict]
+    model: OneLayerTransformer
+    world: World
+
+
+def evaluate_baselines(config: SyntheticConfig, world: World) -> dict:
+    """0-1 error per seed of every baseline (synthetic/baselines.py) on the test set and every OOD scenario."""
+    query_only = QueryOnly.fit(world.train)
+    dic = world.dictionary
+
+    def errors(spec, prompts: Prompts) -> dict:
+        scores = baseline_scores(dic, spec, prompts, query_only)
+        return {name: [float(v) for v in zero_one_loss(scores[name], prompts.target).mean(1)] for name in BASELINES}
+
+    return {"test": errors(train_spec(config), world.test),
+            "ood": {name: errors(scenario_spec(config, name), prompts) for name, prompts in world.ood.items()}}
+
+
+def train(config: SyntheticConfig, run: RunFolder | None = None, *, resume: bool = False,
+          figures: bool = True) -> TrainResult:
+    """Train and evaluate along the way; return a TrainResult. With a RunFolder ``run``, also write metrics,
+    checkpoints, exports, summary and (if ``figures``) figures there; ``resume`` continues ``run``."""
+    if resume and run is None:
+        raise ValueError("resume=True needs run=RunFolder(...), the run folder to continue")
     threads = torch.get_num_threads()
     if config.threads:
         # Small tensors: thread start-up and barriers cost more than they save, badly so on a loaded machine.
@@ -113,46 +146,74 @@ def train(config: SyntheticConfig, run: RunFolder, resume: bool = False, figures
         torch.set_num_threads(threads)
 
 
-def _train(config: SyntheticConfig, run: RunFolder, resume: bool, figures: bool) -> dict:
+def _check_finite(model: OneLayerTransformer, config: SyntheticConfig, step: int, loss: float | None = None) -> None:
+    """Raise TrainingDiverged when ``loss`` (if given) or any weight is not finite."""
+    if loss is not None and not math.isfinite(loss):
+        what = f"the minibatch logistic loss is {loss}"
+    elif bad := [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]:
+        what = f"weights {', '.join(bad)} are not finite"
+    else:
+        return
+    raise TrainingDiverged(f"training diverged at step {step}: {what}; lower lr (now {config.lr:g}, e.g. "
+                           "--set lr=2.0) or sigma0")
+
+
+def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures: bool) -> TrainResult:
 
     torch.set_grad_enabled(True)
     start = time.perf_counter()
     world = build_world(config)
     model = build_model(config, world.dictionary)
-    ckpt_dir = run.path / "checkpoints"
+    rows: list[dict] = []
     first = 0
-    if resume and (found := latest_checkpoint(ckpt_dir)) is not None:
-        first, path = found
-        if first > config.steps:
-            raise ValueError(f"--resume --steps {config.steps} is below the checkpointed step {first} in "
-                             f"{ckpt_dir}; pass --steps >= {first} (a run is never rewound)")
-        saved = from_dict(SyntheticConfig, read_json(path.with_suffix(".json"))["config"])
-        if {**to_dict(saved), "steps": 0} != {**to_dict(config), "steps": 0}:
-            raise ValueError(f"--resume: the config differs from the one checkpointed in {path}; "
-                             "resume with the run's own config.yaml (only steps may change)")
-        load_weights(model, path)
-        rows = [r for r in read_jsonl(run.path / METRICS) if r["step"] < first] if (run.path / METRICS).is_file() \
-            else []
-        (run.path / METRICS).unlink(missing_ok=True)
-        run.append_jsonl(METRICS, rows)
-        log.info("resuming %s from step %d", run.path, first)
-    else:
-        (run.path / METRICS).unlink(missing_ok=True)
-    run.save_config(config)
-    if not resume or first == 0:
-        export_features(config, world.dictionary, run.path)
+    if run is not None:
+        ckpt_dir = run.path / "checkpoints"
+        if resume and (found := latest_checkpoint(ckpt_dir)) is not None:
+            first, path = found
+            if first > config.steps:
+                raise ValueError(f"--resume --steps {config.steps} is below the checkpointed step {first} in "
+                                 f"{ckpt_dir}; pass --steps >= {first} (a run is never rewound)")
+            saved = from_dict(SyntheticConfig, read_json(path.with_suffix(".json"))["config"])
+            if {**to_dict(saved), "steps": 0} != {**to_dict(config), "steps": 0}:
+                raise ValueError(f"--resume: the config differs from the one checkpointed in {path}; "
+                                 "resume with the run's own config.yaml (only steps may change)")
+            load_weights(model, path)
+            rows = [r for r in read_jsonl(run.path / METRICS) if r["step"] < first] \
+                if (run.path / METRICS).is_file() else []
+            (run.path / METRICS).unlink(missing_ok=True)
+            run.append_jsonl(METRICS, rows)
+            log.info("resuming %s from step %d", run.path, first)
+        else:
+            (run.path / METRICS).unlink(missing_ok=True)
+        run.save_config(config)
+        if not resume or first == 0:
+            export_features(config, world.dictionary, run.path)
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        if run is not None:
+            run.append_jsonl(METRICS, [row])
+
     for step in progress(range(first, config.steps), desc="synthetic train", total=config.steps - first):
         if step % config.eval_every == 0:
-            run.append_jsonl(METRICS, [evaluate(model, world, step, ood=step % config.ood_every == 0)])
-        if step % config.checkpoint_every == 0 and step > first:
-            save_checkpoint(model, ckpt_dir, step, config)
-        sgd_step(model, config, world.train, step)
-    if latest_checkpoint(ckpt_dir) is None or latest_checkpoint(ckpt_dir)[0] != config.steps:
-        save_checkpoint(model, ckpt_dir, config.steps, config)
-    run.append_jsonl(METRICS, [evaluate(model, world, config.steps)])
-    summary = summarize(read_jsonl(run.path / METRICS), config)
+            _check_finite(model, config, step)
+            record(evaluate(model, world, step, ood=step % config.ood_every == 0))
+        if run is not None and step % config.checkpoint_every == 0 and step > first:
+            save_checkpoint(model, run.path / "checkpoints", step, config)
+        loss = sgd_step(model, config, world.train, step)
+        if not math.isfinite(loss):
+            _check_finite(model, config, step, loss)
+    _check_finite(model, config, config.steps)
+    if run is not None:
+        ckpt_dir = run.path / "checkpoints"
+        if latest_checkpoint(ckpt_dir) is None or latest_checkpoint(ckpt_dir)[0] != config.steps:
+            save_checkpoint(model, ckpt_dir, config.steps, config)
+    record(evaluate(model, world, config.steps))
+    summary = summarize(rows, config)
+    summary["baselines"] = finite_or_none(evaluate_baselines(config, world))
     summary["seconds"] = round(time.perf_counter() - start, 2)
-    run.write_summary(summary)
-    if figures:
-        plot_run(run.path)
-    return summary
+    if run is not None:
+        run.write_summary(summary)
+        if figures:
+            plot_run(run.path)
+    return TrainResult(summary, rows, model, world)
