@@ -12,16 +12,20 @@ several) and ``T_d`` the tokens of demonstration ``d``::
 (``'demo'``), located by character offsets in the whole prompt tokenized as one string. The query position is
 the last prompt token for a causal LM and the query word's tokens for an encoder (``query_position``).
 
-Two nulls, both permutation tests of the mean over prompts (so a head that reads positions, recency or the
-label text cannot pass for one that reads concepts):
+Three nulls, each a permutation test of the mean over prompts, so a head that reads positions, recency, a
+preferred concept or the label text cannot pass for one that matches the query's concept:
 
 - ``null`` (concept permutation): the same attention, the demonstrations' concepts permuted within the prompt;
 - ``position_null`` (position-matched): the prompt's matching demonstration *slots* read in the attention of
-  another prompt of the same cell (another episode), whose matching demonstrations sit elsewhere.
+  a prompt of another episode, whose matching demonstrations sit elsewhere;
+- ``query_null`` (query swap): the queries of one episode (same demonstrations) trade concepts, so a head
+  whose attention ignores the query scores the same; unavailable (NaN) when every episode's queries share a
+  concept, as polysemous-query episodes do by construction.
 
-The p-value of a head is the larger of the two; the correction for the number of heads is Westfall & Young's
+A head's p-value is the largest of its tests; the correction for the number of heads is Westfall & Young's
 max-T: a head's corrected p is the share of permutations in which *some* head's standardised null statistic
-reaches this head's standardised value. Intervals: percentile bootstrap over episodes.
+reaches this head's standardised value. ``null_max`` is the largest null mean. Intervals: percentile
+bootstrap over episodes.
 """
 
 from __future__ import annotations
@@ -215,7 +219,8 @@ class HeadStats:
     value: np.ndarray
     chance: float
     null: np.ndarray
-    position_null: np.ndarray
+    position_null: np.ndarray  # NaN when the cell has one episode
+    query_null: np.ndarray  # NaN when no episode has queries of two concepts (e.g. polysemous queries)
     p_value: np.ndarray
     p_corrected: np.ndarray
     ci_low: np.ndarray
@@ -224,6 +229,11 @@ class HeadStats:
     per_prompt: np.ndarray  # (prompts, layers, heads): each prompt's value
     n_prompts: int
     n_episodes: int
+
+    @property
+    def null_max(self) -> np.ndarray:
+        """The largest of the nulls available, per head (L, H): the bar a concept-matching head must clear."""
+        return np.fmax(np.fmax(self.null, self.position_null), self.query_null)
 
 
 def _maxt_p(observed: np.ndarray, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -238,42 +248,52 @@ def _maxt_p(observed: np.ndarray, draws: np.ndarray) -> tuple[np.ndarray, np.nda
     return raw, np.maximum(corrected, raw)
 
 
-def head_statistics(masses: np.ndarray, counts: np.ndarray, match: np.ndarray, episodes: np.ndarray,
-                    total_mass: np.ndarray, *, n_permutations: int = 1000, n_boot: int = 1000,
-                    seed: int = 0) -> HeadStats:
+def head_statistics(masses: np.ndarray, counts: np.ndarray, demo_concepts: np.ndarray, query_concepts: np.ndarray,
+                    episodes: np.ndarray, total_mass: np.ndarray, *, n_permutations: int = 1000,
+                    n_boot: int = 1000, seed: int = 0) -> HeadStats:
     """Value, nulls, p-values and episode-bootstrap CI per head from per-demonstration attention masses.
 
     ``masses`` (P, D, L, H): mass on each demonstration's tokens; ``counts`` (P, D): their token counts;
-    ``match`` (P, D) bool: the demonstration's concept is the query's; ``episodes`` (P,): episode ids (the
-    bootstrap unit; the position-matched null pairs prompts of different episodes); ``total_mass`` (P, L, H):
-    the query's whole attention (for ``demo_mass``, the share of it on demonstrations).
+    ``demo_concepts`` (P, D) and ``query_concepts`` (P,): concept ids; ``episodes`` (P,): episode ids (prompts
+    of one episode share their demonstrations; the bootstrap unit); ``total_mass`` (P, L, H): the query's
+    whole attention (for ``demo_mass``, the share of it on demonstrations).
     """
-    n_prompts, n_demos = match.shape
+    demo_concepts, query_concepts = np.asarray(demo_concepts), np.asarray(query_concepts)
+    n_prompts, n_demos = demo_concepts.shape
     require(n_demos >= 1, "shots", n_demos, "at least one demonstration (zero-shot prompts have nothing to attend)")
     episodes = np.asarray(episodes)
     rng = np.random.default_rng(seed)
     tot = masses.sum(1)  # (P, L, H)
     share = masses / np.where(tot > 0, tot, 1.0)[:, None]  # (P, D, L, H)
-    m = match.astype(float)
+    m = (demo_concepts == query_concepts[:, None]).astype(float)
     per_prompt = np.einsum("pd,pdlh->plh", m, share)
     value = per_prompt.mean(0)
     chance = float(np.mean((m * counts).sum(1) / counts.sum(1)))
+    ids, inverse = np.unique(episodes, return_inverse=True)
 
     # concept permutation: the same attention, the demonstrations' concepts permuted within each prompt
     perm = rng.permuted(np.broadcast_to(m, (n_permutations, n_prompts, n_demos)), axis=2)
-    perm_draws = np.einsum("bpd,pdlh->blh", perm, share) / n_prompts
+    nulls = {"null": np.einsum("bpd,pdlh->blh", perm, share) / n_prompts}
     # position-matched: the same demonstration slots, read in the attention of a prompt of another episode
-    ids, inverse = np.unique(episodes, return_inverse=True)
     if len(ids) > 1:
         other = np.empty((n_permutations, n_prompts), dtype=int)
         for p in range(n_prompts):
             pool = np.flatnonzero(inverse != inverse[p])
             other[:, p] = pool[rng.integers(len(pool), size=n_permutations)]
-        pos_draws = np.stack([np.einsum("pd,pdlh->lh", m, share[o]) for o in other]) / n_prompts
-    else:
-        pos_draws = perm_draws  # one episode: no other prompts to pair with; the permutation null stands alone
-    p_perm, c_perm = _maxt_p(value, perm_draws)
-    p_pos, c_pos = _maxt_p(value, pos_draws)
+        nulls["position_null"] = np.stack([np.einsum("pd,pdlh->lh", m, share[o]) for o in other]) / n_prompts
+    # query swap: the queries of one episode (same demonstrations) trade concepts; a head whose attention
+    # ignores the query (a preferred concept, label or slot) reads the same demonstrations either way
+    swapped = np.broadcast_to(np.arange(n_prompts), (n_permutations, n_prompts)).copy()
+    informative = False
+    for e in range(len(ids)):
+        members = np.flatnonzero(inverse == e)
+        informative |= len(set(query_concepts[members].tolist())) > 1
+        swapped[:, members] = members[rng.permuted(np.broadcast_to(np.arange(len(members)),
+                                                                    (n_permutations, len(members))), axis=1)]
+    if informative:
+        q_match = (demo_concepts[None] == query_concepts[swapped][:, :, None]).astype(float)
+        nulls["query_null"] = np.einsum("bpd,pdlh->blh", q_match, share) / n_prompts
+    tests = [_maxt_p(value, d) for d in nulls.values()]
 
     sums = np.zeros((len(ids),) + value.shape)
     np.add.at(sums, inverse, per_prompt)
@@ -281,9 +301,12 @@ def head_statistics(masses: np.ndarray, counts: np.ndarray, match: np.ndarray, e
     draws = rng.integers(0, len(ids), size=(n_boot, len(ids)))
     boot = sums[draws].sum(1) / sizes[draws].sum(1)[:, None, None]
     low, high = np.quantile(boot, [0.025, 0.975], axis=0)
-    return HeadStats(value=value, chance=chance, null=perm_draws.mean(0), position_null=pos_draws.mean(0),
-                     p_value=np.maximum(p_perm, p_pos), p_corrected=np.maximum(c_perm, c_pos), ci_low=low,
-                     ci_high=high, demo_mass=(tot / np.where(total_mass > 0, total_mass, 1.0)).mean(0),
+    nan = np.full(value.shape, np.nan)
+    return HeadStats(value=value, chance=chance, null=nulls["null"].mean(0),
+                     position_null=nulls["position_null"].mean(0) if "position_null" in nulls else nan,
+                     query_null=nulls["query_null"].mean(0) if "query_null" in nulls else nan,
+                     p_value=np.max([t[0] for t in tests], axis=0), p_corrected=np.max([t[1] for t in tests], axis=0),
+                     ci_low=low, ci_high=high, demo_mass=(tot / np.where(total_mass > 0, total_mass, 1.0)).mean(0),
                      per_prompt=per_prompt, n_prompts=n_prompts, n_episodes=len(ids))
 
 
@@ -292,9 +315,19 @@ def cell_statistics(rows: Sequence[np.ndarray], layouts: Sequence[PromptLayout],
     """:func:`head_statistics` of one (condition, shots) cell of prompts for token ``kind``."""
     masses = demo_masses(rows, layouts, kind)
     total = np.stack([r.sum(-1) for r in rows])
-    match = np.array([lay.match for lay in layouts], dtype=bool)
-    return head_statistics(masses, token_counts(layouts, kind), match, np.array([p.episode for p in prompts]),
-                           total, n_permutations=n_permutations, n_boot=n_boot, seed=seed)
+    names = {c: i for i, c in enumerate(dict.fromkeys(c for p in prompts for c in (*p.demo_concepts,
+                                                                                    p.query_concept)))}
+    demos: dict[tuple[str, int, int], tuple] = {}
+    for p in prompts:  # the query-swap null relies on an episode's prompts sharing their demonstrations
+        if demos.setdefault((p.condition, p.shots, p.episode), p.demos) != p.demos:
+            raise ValueError(f"prompts of episode {p.episode} ({p.condition}, {p.shots} shots) have different "
+                             "demonstrations; accepted: prompts drawn by IclSampler (one set of demonstrations per "
+                             "episode)")
+    episodes = np.array([hash((p.condition, p.shots, p.episode)) for p in prompts])
+    return head_statistics(masses, token_counts(layouts, kind),
+                           np.array([[names[c] for c in p.demo_concepts] for p in prompts]),
+                           np.array([names[p.query_concept] for p in prompts]), episodes, total,
+                           n_permutations=n_permutations, n_boot=n_boot, seed=seed)
 
 
 # Attention output projections (their input is the heads' outputs concatenated, head h at h*d:(h+1)*d).
@@ -422,6 +455,7 @@ def _head_rows(stats: HeadStats, condition: str, shots: int, kind: str) -> list[
     return [{"layer": layer, "head": head, "condition": condition, "shots": shots, "kind": kind,
              "value": float(stats.value[layer, head]), "chance": stats.chance,
              "null": float(stats.null[layer, head]), "position_null": float(stats.position_null[layer, head]),
+             "query_null": float(stats.query_null[layer, head]), "null_max": float(stats.null_max[layer, head]),
              "p_value": float(stats.p_value[layer, head]), "p_corrected": float(stats.p_corrected[layer, head]),
              "ci_low": float(stats.ci_low[layer, head]), "ci_high": float(stats.ci_high[layer, head]),
              "demo_mass": float(stats.demo_mass[layer, head]), "n_prompts": stats.n_prompts,
@@ -430,8 +464,8 @@ def _head_rows(stats: HeadStats, condition: str, shots: int, kind: str) -> list[
 
 
 def excess(stats: HeadStats) -> np.ndarray:
-    """Value minus the larger of the two nulls, per head (L, H): what concept matching adds."""
-    return stats.value - np.maximum(stats.null, stats.position_null)
+    """Value minus the largest null, per head (L, H): what concept matching adds."""
+    return stats.value - stats.null_max
 
 
 def measure_attention(config: AttentionConfig, loaded: LoadedModel, concept_set: ConceptSet,
@@ -486,12 +520,11 @@ def measure_attention(config: AttentionConfig, loaded: LoadedModel, concept_set:
                 best = np.unravel_index(int(np.argmax(excess(stats))), stats.value.shape)
                 cell_summary.setdefault(cond, {})[str(s)] = {
                     "best_head": [int(best[0]), int(best[1])], "best_value": float(stats.value[best]),
-                    "best_null": float(max(stats.null[best], stats.position_null[best])),
+                    "best_null": float(stats.null_max[best]),
                     "best_p_corrected": float(stats.p_corrected[best]), "chance": stats.chance,
                     "significant_heads": int((stats.p_corrected < config.alpha).sum()),
                     "top_heads_value": float(np.mean([stats.value[h] for h in top_heads])),
-                    "top_heads_null": float(np.mean([max(stats.null[h], stats.position_null[h])
-                                                     for h in top_heads])),
+                    "top_heads_null": float(np.mean([stats.null_max[h] for h in top_heads])),
                 }
                 for p, lay, v in zip(ps, lays, stats.per_prompt, strict=True):
                     prompt_rows.append({
@@ -508,7 +541,7 @@ def measure_attention(config: AttentionConfig, loaded: LoadedModel, concept_set:
         "query_position": query_position, "layers": n_layers, "heads": n_h, "suite": config.suite,
         "concept_set": cs.name, "ways": config.ways, "alpha": config.alpha,
         "top_heads": [{"layer": layer, "head": head, "held_out_value": float(chooser.value[layer, head]),
-                       "held_out_null": float(max(chooser.null[layer, head], chooser.position_null[layer, head])),
+                       "held_out_null": float(chooser.null_max[layer, head]),
                        "held_out_p_corrected": float(chooser.p_corrected[layer, head])}
                       for layer, head in top_heads],
         "cells": cell_summary, "prompts": len(every) - len(held_out), "held_out_prompts": len(held_out),

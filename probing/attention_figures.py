@@ -37,11 +37,11 @@ def head_grid(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
 def plot_head_heatmap(rows: Sequence[Mapping[str, Any]], condition: str, shots: int, kind: str = "demo", *,
                       alpha: float = 0.05, limit: float | None = None, ax: Axes | None = None,
                       colorbar: bool = True) -> Figure:
-    """Layer x head heatmap of value minus the larger null; a dot marks heads significant at ``alpha``."""
+    """Layer x head heatmap of value minus the largest null; a dot marks heads significant at ``alpha``."""
     cell = _select(rows, condition=condition, shots=shots, kind=kind)
     if not cell:
         raise ValueError(f"no attention rows for condition={condition!r}, shots={shots}, kind={kind!r}")
-    diff = head_grid(cell, "value") - np.maximum(head_grid(cell, "null"), head_grid(cell, "position_null"))
+    diff = head_grid(cell, "value") - head_grid(cell, "null_max")
     p = head_grid(cell, "p_corrected")
     if ax is None:
         fig, ax = subplots(figsize=(0.35 * diff.shape[1] + 2.4, 0.35 * diff.shape[0] + 1.6))
@@ -68,7 +68,7 @@ def heatmap_figure(rows: Sequence[Mapping[str, Any]], shots: int, conditions: Se
                    kinds: Sequence[str] = ("demo", "word", "label"), *, alpha: float = 0.05, title: str = "") -> Figure:
     """A grid of :func:`plot_head_heatmap` panels (rows: conditions, columns: token kinds) on one colour scale."""
     cells = [r for r in rows if int(r["shots"]) == shots and r["condition"] in conditions and r["kind"] in kinds]
-    diffs = [_num(r, "value") - max(_num(r, "null"), _num(r, "position_null")) for r in cells]
+    diffs = [_num(r, "value") - _num(r, "null_max") for r in cells]
     lim = max(0.05, max(abs(d) for d in diffs))
     n_layers = max(int(r["layer"]) for r in cells) + 1
     n_heads = max(int(r["head"]) for r in cells) + 1
@@ -83,7 +83,7 @@ def heatmap_figure(rows: Sequence[Mapping[str, Any]], shots: int, conditions: Se
         ax.set_axis_off()
     cax = axes[len(conditions) // 2, -1]
     cax.set_axis_on()
-    fig.colorbar(axes[0, 0].images[0], cax=cax, label="correct attention minus the larger null")
+    fig.colorbar(axes[0, 0].images[0], cax=cax, label="correct attention minus the largest null")
     fig.suptitle((title + "\n" if title else "") + f"dots: heads with max-T corrected p < {alpha:g}", fontsize=10)
     return fig
 
@@ -108,7 +108,7 @@ def plot_top_heads_over_shots(rows: Sequence[Mapping[str, Any]], heads: Sequence
         ax.plot(x, [_num(r, "value") for r in pts], marker="o", color=colour, label=f"layer {layer}, head {head}")
         ax.fill_between(x, [_num(r, "ci_low") for r in pts], [_num(r, "ci_high") for r in pts], color=colour,
                         alpha=0.2, lw=0)
-        ax.plot(x, [max(_num(r, "null"), _num(r, "position_null")) for r in pts], color=colour, ls=":", lw=1)
+        ax.plot(x, [_num(r, "null_max") for r in pts], color=colour, ls=":", lw=1)
         chance.update({int(r["shots"]): _num(r, "chance") for r in pts})
     if chance:
         xs = sorted(chance)
