@@ -60,6 +60,19 @@ class Section:
 # What each known figure shows and how to read it, keyed by a substring of the figure's file name
 # (first match wins). Unknown figures get a generic caption naming their run.
 CAPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("attention_heatmap", "Correct attention per layer and head",
+     "Each cell a head: the share of the query's attention on demonstrations of the query's concept, minus the "
+     "largest of its nulls (concepts permuted within the prompt; the same slots in other episodes; queries of "
+     "one episode trading concepts). Rows: conditions; columns: word + label tokens, word tokens, label tokens. "
+     "Dots: max-T corrected p < alpha over all heads. Red is attention the concept match explains."),
+    ("attention_top_heads", "Top heads over shots",
+     "The heads chosen on held-out in-distribution episodes: correct attention against shots with episode-"
+     "bootstrap 95% bands; dotted: each head's null, dashed: chance (uniform over demonstration tokens)."),
+    ("attention_compare", "Correct attention: synthetic vs real",
+     "The synthetic one-layer transformer's correct attention (test prompts, or the matching OOD scenario) beside "
+     "the real model's top heads (chosen on held-out episodes) and the best head of each condition; black ticks: "
+     "the real heads' nulls. The synthetic model attends over demonstrations only; the real heads' values are "
+     "shares of their attention on demonstration tokens."),
     ("beta", "Attention-readout temperature",
      "ICL accuracy of the attention readout softmax(beta * cos(query, demonstration)) against beta on the "
      "held-out tuning split; the best beta (marked) is the one used for every condition."),
@@ -189,6 +202,8 @@ def _run_kind(path: Path) -> str:
     files = {p.name for p in path.iterdir()}
     if "comparison.csv" in files:
         return "compare"
+    if "attention.csv" in files:
+        return "attention"
     if "matched.csv" in files:
         return "matched"
     if "sweep.csv" in files:
@@ -219,7 +234,7 @@ def sections_from_run(path: str | Path, title: str | None = None) -> list[Sectio
     return [_run_section(path, kind, title or _KIND_TITLES.get(kind, kind))]
 
 
-_DEMO_ORDER = ["synthetic", "geometry", "icl", "sweep", "compare"]
+_DEMO_ORDER = ["synthetic", "geometry", "icl", "attention", "sweep", "compare"]
 _KIND_TITLES = {"synthetic": "Synthetic world: training and OOD scenarios", "sweep": "Synthetic sweep",
                 "geometry": "Real model: concept geometry", "icl": "Real model: in-context learning probes",
                 "compare": "Synthetic vs real: comparison, geometry-to-OOD map, matched world",
@@ -232,13 +247,19 @@ _KIND_TEXT = {
     "sweep": "A sweep of the synthetic world over generator parameters: in-distribution and OOD errors.",
     "geometry": "The real model's concept geometry, measured by the geometry engine with permutation nulls.",
     "icl": "In-context learning probes on the real model: accuracy per condition and number of shots.",
+    "attention": "The paper's correct attention weight in the real model, per layer and head: the share of the "
+                 "query's attention on demonstrations of its own concept, on the ICL prompts, against three nulls.",
     "compare": "The same statistics, computed by the same geometry engine, on every synthetic and real space.",
     "matched": "A synthetic world whose generator parameters were estimated from the real model's geometry.",
 }
 
 # Per kind: the CSV tables worth showing, with captions.
 _KIND_TABLES = {
-    "compare": (("matched.csv", "Matched world: synthetic errors beside the real model's ICL",
+    "compare": (("attention_compare.csv", "Correct attention: synthetic model vs the real model's heads",
+                 "Per condition: the synthetic transformer's correct attention and the real model's top heads "
+                 "(chosen on held-out episodes) and best head, with their nulls and the best head's max-T "
+                 "corrected p-value."),
+                ("matched.csv", "Matched world: synthetic errors beside the real model's ICL",
                  "Each row a condition: the matched synthetic model's 0-1 error and the real model's ICL "
                  "error (1 - accuracy, bootstrap 95% interval) on the matching condition."),
                 ("estimate.csv", "Matched world: estimated generator parameters",
@@ -270,7 +291,9 @@ def _run_section(path: Path, kind: str, title: str) -> Section:
                 what = {"accuracy": "ICL accuracy"}.get(key, key.replace("_", " ").capitalize())
                 section.tables.append(_wide_icl(summary[key], what))
             skip = ("per_layer", "table", "embedding_figures", "rows", "matched.conditions", "ood_map.points",
-                    *trees)
+                    "cells", "top_heads", "attention", *trees)
+            if kind == "attention":
+                section.tables.append(_attention_cells(summary))
             table = summary_table(summary, "Summary (headline numbers)", skip=skip)
             if len(table.rows) > MAX_TABLE_ROWS:
                 table.note = f"first {MAX_TABLE_ROWS} of {len(table.rows)} entries; see {path / 'summary.json'}"
@@ -294,6 +317,20 @@ def _run_section(path: Path, kind: str, title: str) -> Section:
             [f"command: {info.get('command', '')}", f"started: {info.get('started', '')}"]
             + [f"{k}: {v}" for k, v in (info.get("versions") or {}).items()])))
     return section
+
+
+def _attention_cells(summary: Mapping[str, Any]) -> Table:
+    """An attention summary's cells as one row per (condition, shots): best head and top heads against nulls."""
+    top = ", ".join(f"L{h['layer']}H{h['head']}" for h in summary.get("top_heads", []))
+    rows = [{"condition": cond, "shots": shots, "chance": c["chance"],
+             "best head": "L{}H{}".format(*c["best_head"]), "best value": c["best_value"],
+             "best null": c["best_null"], "best p (max-T)": c["best_p_corrected"],
+             "top heads value": c["top_heads_value"], "top heads null": c["top_heads_null"],
+             "significant heads": c["significant_heads"]}
+            for cond, cells in summary.get("cells", {}).items() for shots, c in cells.items()]
+    return Table(f"Correct attention per condition (top heads: {top})", rows,
+                 "Share of the query's attention on same-concept demonstrations (word + label tokens); null: the "
+                 "largest of the three nulls; significant heads: max-T corrected p < alpha.")
 
 
 def _wide_comparison(path: Path) -> Table:

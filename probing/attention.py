@@ -30,6 +30,7 @@ bootstrap over episodes.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import inspect
 import logging
@@ -323,7 +324,8 @@ def cell_statistics(rows: Sequence[np.ndarray], layouts: Sequence[PromptLayout],
             raise ValueError(f"prompts of episode {p.episode} ({p.condition}, {p.shots} shots) have different "
                              "demonstrations; accepted: prompts drawn by IclSampler (one set of demonstrations per "
                              "episode)")
-    episodes = np.array([hash((p.condition, p.shots, p.episode)) for p in prompts])
+    keys = {k: i for i, k in enumerate(dict.fromkeys((p.condition, p.shots, p.episode) for p in prompts))}
+    episodes = np.array([keys[(p.condition, p.shots, p.episode)] for p in prompts])
     return head_statistics(masses, token_counts(layouts, kind),
                            np.array([[names[c] for c in p.demo_concepts] for p in prompts]),
                            np.array([names[p.query_concept] for p in prompts]), episodes, total,
@@ -614,3 +616,22 @@ def run_attention(config: AttentionConfig, run: RunFolder, *, loaded: LoadedMode
     run.write_summary(summary)
     save_attention_figures(result.rows, summary, run.figures)
     return summary
+
+
+def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict[str, Any]:
+    """Demo stage: the probe on the default model into ``run.path / 'attention'``; return headline numbers."""
+    small = bool(getattr(args, "small", False))
+    config = AttentionConfig(model=getattr(args, "model", "default"),
+                             conditions=["in_distribution", "polysemous_query", "flipped_labels", "arbitrary_labels"],
+                             shots=[4] if small else [2, 4, 8], episodes=5 if small else 12,
+                             n_permutations=200 if small else 500, n_boot=200 if small else 1000,
+                             seed=getattr(args, "seed", None) or 0, device="cpu")
+    folder = RunFolder.create(run.path / "attention", "probe attention", overwrite=True)
+    summary = run_attention(config, folder, show_progress=not getattr(args, "quiet", False))
+    top = str(max(config.shots))
+    return {"folder": str(folder.path), "query_position": summary["query_position"],
+            "top_heads": [[h["layer"], h["head"]] for h in summary["top_heads"]],
+            **{f"{cond}_{top}_shots": {k: cells[top][k] for k in ("top_heads_value", "top_heads_null", "chance",
+                                                                    "significant_heads")}
+               for cond, cells in summary["cells"].items()},
+            "figure": str(folder.figures / "attention_heatmap.png")}
