@@ -217,6 +217,13 @@ def test_query_attention_equals_manual_and_batching(handset, minilm):
         np.testing.assert_allclose(b, s, atol=1e-5)
         np.testing.assert_allclose(b.sum(-1), 1.0, atol=1e-5)
     assert minilm.model.config._attn_implementation != "eager"  # the caller's setting is restored
+    # a bare eager forward of one prompt, no padding, no mask: the same probabilities
+    bare = copy.deepcopy(minilm.model)
+    bare.set_attn_implementation("eager")
+    with torch.no_grad():
+        attn = bare(input_ids=torch.tensor([lays[0].ids]), output_attentions=True).attentions
+    rows = torch.stack([a[0][:, list(lays[0].query)].mean(1) for a in attn]).numpy()
+    np.testing.assert_allclose(batched[0], rows, atol=1e-5)
 
 
 def test_layout_locates_words_and_labels(minilm):
