@@ -186,11 +186,10 @@ def query_attention(model: Any, tokenizer: Any, layouts: Sequence[PromptLayout],
             if not attn or attn[0] is None:
                 raise ValueError(f"{type(model).__name__} returned no attention probabilities even with eager "
                                  "attention; the attention probe needs a model that supports output_attentions")
-            stacked = torch.stack([a.float() for a in attn], dim=1).cpu()  # (B, L, H, T, T)
-            for row, i in enumerate(batch):
+            for row, i in enumerate(batch):  # only the query rows leave the device: (L, H, n) per prompt
                 s, n = shifts[row], len(layouts[i].ids)
-                q = torch.tensor(layouts[i].query) + s
-                out[i] = stacked[row][:, :, q, s:s + n].mean(dim=2).numpy()  # (L, H, n)
+                q = torch.tensor(layouts[i].query, device=attn[0].device) + s
+                out[i] = torch.stack([a[row][:, q, s:s + n].float().mean(dim=1) for a in attn]).cpu().numpy()
     return out  # type: ignore[return-value]
 
 
