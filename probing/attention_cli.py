@@ -49,8 +49,9 @@ def register(probe_sub: argparse._SubParsersAction) -> None:
         description="On the ICL prompts of `probe icl` (same conditions, same seeds), the attention mass from the "
                     "query position onto demonstrations whose concept matches the query's, divided by the mass on "
                     "all demonstrations, for every layer and head; word and label tokens separately. Nulls: "
-                    "concepts permuted within the prompt, and the same demonstration slots in prompts of other "
-                    "episodes; p-values max-T corrected over heads. For causal LMs, the top heads' attention "
+                    "concepts permuted within the prompt, the same demonstration slots in prompts of other "
+                    "episodes, and the queries of one episode trading concepts; p-values max-T corrected over "
+                    "heads. For causal LMs, the top heads' attention "
                     "against right answers and the accuracy after knocking them out. Writes attention.csv, "
                     "prompts.csv, summary.json and figures/attention_heatmap.png, attention_top_heads.png.")
     add_model_options(p)
