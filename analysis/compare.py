@@ -344,7 +344,7 @@ def attention_comparison_figure(rows: Sequence[Mapping[str, Any]], *, model: str
                                 ax: Any = None) -> Any:
     """Bars per condition: synthetic correct attention, the real model's top heads and best head, with nulls."""
     if ax is None:
-        fig, ax = subplots(figsize=(1.6 * len(rows) + 3.2, 4.0))
+        fig, ax = subplots(figsize=(1.6 * len(rows) + 3.2, 4.8))
     else:
         fig = ax.figure
     colours = palette(3)
@@ -352,7 +352,7 @@ def attention_comparison_figure(rows: Sequence[Mapping[str, Any]], *, model: str
     width = 0.26
     series = (("synthetic_correct_attention", None, "synthetic one-layer transformer"),
               ("real_top_heads", "real_top_heads_null", f"{model}: top heads (held-out choice)"),
-              ("real_best_value", "real_best_null", f"{model}: best head of the condition"))
+              ("real_best_value", "real_best_null", f"{model}: best head (chosen on these prompts)"))
     for i, (key, null, label) in enumerate(series):
         xs = x + (i - 1) * width
         ax.bar(xs, [float(r[key]) for r in rows], width, color=colours[i], label=label)
@@ -363,7 +363,7 @@ def attention_comparison_figure(rows: Sequence[Mapping[str, Any]], *, model: str
     ax.set_ylabel("correct attention (share on same-concept demos)")
     ax.set_ylim(0, 1)
     ax.set_title("Correct attention: synthetic model vs the real model's heads", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     return fig
 
 
