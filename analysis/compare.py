@@ -308,7 +308,76 @@ def place_on_map(spaces: Sequence[Space], base: Any, *, seed: int = 0) -> tuple[
     return points, rows, estimates
 
 
+ATTENTION_COLUMNS = ("condition", "shots", "synthetic_correct_attention", "real_top_heads", "real_top_heads_null",
+                     "real_best_head", "real_best_value", "real_best_null", "real_best_p_corrected", "real_chance")
+
+
+def load_attention_summary(path: str | Path | None) -> dict[str, Any] | None:
+    """The summary.json of a ``probe attention`` run folder (None when no folder is given)."""
+    if path is None:
+        return None
+    file = Path(path) / "summary.json" if Path(path).is_dir() else Path(path)
+    if not file.is_file() or "top_heads" not in read_json(file):
+        raise FileNotFoundError(f"attention summary not found: {file} (a `mcicl probe attention` run folder)")
+    return read_json(file)
+
+
+def attention_rows(synthetic_summary: Mapping[str, Any], attention_summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per real condition (at its largest shots): the synthetic model's correct attention on the matching
+    scenario (in_distribution: its test prompts) beside the real model's top heads and best head."""
+    rows = []
+    for condition, cells in attention_summary["cells"].items():
+        shots = max(cells, key=int)
+        cell = cells[shots]
+        syn = (synthetic_summary.get("final", {}).get("correct_attention") if condition == "in_distribution"
+               else synthetic_summary.get("ood", {}).get(condition, {}).get("correct_attention"))
+        rows.append({"condition": condition, "shots": int(shots),
+                     "synthetic_correct_attention": math.nan if syn is None else float(syn),
+                     "real_top_heads": cell["top_heads_value"], "real_top_heads_null": cell["top_heads_null"],
+                     "real_best_head": "L{}H{}".format(*cell["best_head"]), "real_best_value": cell["best_value"],
+                     "real_best_null": cell["best_null"], "real_best_p_corrected": cell["best_p_corrected"],
+                     "real_chance": cell["chance"]})
+    return rows
+
+
+ATTENTION_COMPARE_CAPTION = Caption(
+    "Correct attention: synthetic vs real",
+    "The synthetic one-layer transformer's correct attention (test prompts, or the matching OOD scenario) beside "
+    "the real model's top heads (chosen on held-out episodes) and the best head of each condition; black ticks: "
+    "the real heads' nulls. The synthetic model attends over demonstrations only; the real heads' values are "
+    "shares of their attention on demonstration tokens.")
+
+
+@styled
+def attention_comparison_figure(rows: Sequence[Mapping[str, Any]], *, model: str = "real model",
+                                ax: Any = None) -> Any:
+    """Bars per condition: synthetic correct attention, the real model's top heads and best head, with nulls."""
+    if ax is None:
+        fig, ax = subplots(figsize=(1.6 * len(rows) + 3.2, 4.8))
+    else:
+        fig = ax.figure
+    colours = palette(3)
+    x = np.arange(len(rows))
+    width = 0.26
+    series = (("synthetic_correct_attention", None, "synthetic one-layer transformer"),
+              ("real_top_heads", "real_top_heads_null", f"{model}: top heads (held-out choice)"),
+              ("real_best_value", "real_best_null", f"{model}: best head (chosen on these prompts)"))
+    for i, (key, null, label) in enumerate(series):
+        xs = x + (i - 1) * width
+        ax.bar(xs, [float(r[key]) for r in rows], width, color=colours[i], label=label)
+        if null:
+            ax.scatter(xs, [float(r[null]) for r in rows], marker="_", s=300, color="black", zorder=3,
+                       label="null (largest of the nulls)" if i == 1 else None)
+    ax.set_xticks(x, [f"{r['condition'].replace('_', ' ')}\n({r['shots']} shots)" for r in rows], fontsize=8)
+    ax.set_ylabel("correct attention (share on same-concept demos)")
+    ax.set_ylim(0, 1)
+    ax.set_title("Correct attention: synthetic model vs the real model's heads", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    return fig
+
+
 def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder, *, icl_dir: str | Path | None = None,
+                attention_dir: str | Path | None = None,
                 sweep_dir: str | Path | None = None, matched: bool = False, matched_space: str | None = None,
                 n_permutations: int = 100, seed: int = 0, map_spaces: int | None = None,
                 matched_overrides: Mapping[str, Any] | None = None, figures: bool = True,
@@ -320,6 +389,7 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
     spaces = synthetic_spaces(synthetic_dir) + real_found
     real = [s for s in spaces if s.world == "real"]
     run.save_config({"synthetic": str(synthetic_dir), "real": str(real_dir), "icl": str(icl_dir or ""),
+                     "attention": str(attention_dir or ""),
                      "sweep": str(sweep_dir or ""), "matched": matched, "n_permutations": n_permutations,
                      "seed": seed, "geometries": list(GEOMETRIES)})
     rows = compare_spaces(spaces, n_permutations=n_permutations, seed=seed)
@@ -346,6 +416,15 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
     summary: dict[str, Any] = {"spaces": [s.name for s in spaces], "table": table}
     if figures:
         summary["embedding_figures"] = embeddings
+    attention = load_attention_summary(attention_dir)
+    if attention is not None:
+        att_rows = attention_rows(read_json(synthetic_dir / "summary.json"), attention)
+        run.write_csv("attention_compare.csv", att_rows, list(ATTENTION_COLUMNS))
+        if figures:
+            save_figure(attention_comparison_figure(att_rows, model=attention.get("model", "real model")),
+                        run.figures, "attention_compare", caption=ATTENTION_COMPARE_CAPTION)
+        summary["attention"] = {r["condition"]: {k: r[k] for k in ATTENTION_COLUMNS if k != "condition"}
+                                for r in att_rows}
     base = _base_config(synthetic_dir)
     estimates: dict[str, Any] = {}
     if sweep_dir is not None:
@@ -379,18 +458,20 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
 def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict:
     """Compare the demo's synthetic run with its real geometry run; draw the OOD map; train the matched world."""
     # The earlier stages write into these subfolders of the demo folder.
-    syn, real, icl = (run.path / name for name in ("synthetic", "geometry", "icl"))
+    syn, real, icl, attention = (run.path / name for name in ("synthetic", "geometry", "icl", "attention"))
     for folder, stage in ((syn, "synthetic training"), (real, "real geometry")):
         if not (folder / "summary.json").is_file():
             raise LookupError(f"the comparison stage needs the {stage} stage's run folder {folder}")
     icl = icl if (icl / "summary.json").is_file() else None
+    attention = attention if (attention / "summary.json").is_file() else None
     small = bool(getattr(args, "small", False))
     seed = int(getattr(args, "seed", None) or 0)
     sweep_dir = _demo_sweep(run, small, seed)
     out = RunFolder.create(run.path / "compare", "compare", overwrite=True)
     overrides = {"seeds": 1, "steps": 200, "n_test": 1000, "n_test_ood": 300, "eval_every": 20,
                  "ood_every": 100, "n_features": 20} if small else {"seeds": 1}
-    summary = run_compare(syn, real, out, icl_dir=icl, sweep_dir=sweep_dir, matched=True, seed=seed,
+    summary = run_compare(syn, real, out, icl_dir=icl, attention_dir=attention, sweep_dir=sweep_dir, matched=True,
+                          seed=seed,
                           n_permutations=30 if small else 50, map_spaces=1 if small else 3,
                           matched_overrides=overrides, umap_synthetic=not small, heatmaps=not small)
     return {"run_dir": str(out.path), "sweep_dir": str(sweep_dir), "spaces": len(summary["spaces"]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mcicl.analysis.compare import real_spaces, run_compare, synthetic_spaces
+from mcicl.analysis.compare import load_attention_summary, real_spaces, run_compare, synthetic_spaces
 from mcicl.analysis.matched import load_icl_summary
 from mcicl.analysis.ood_map import read_sweep
 
@@ -31,13 +31,14 @@ def run(args: argparse.Namespace) -> int:
                          + ", ".join(s.name for s in real))
     synthetic_spaces(args.synthetic, learned=False)
     load_icl_summary(args.icl)
+    load_attention_summary(args.attention)
     if args.sweep is not None:
         read_sweep(args.sweep)
     out = RunFolder.create(args.out, "compare", overwrite=args.overwrite,
                            inputs={"--synthetic": args.synthetic, "--real": args.real, "--icl": args.icl,
-                                   "--sweep": args.sweep})
-    summary = run_compare(args.synthetic, args.real, out, icl_dir=args.icl, sweep_dir=args.sweep,
-                          matched=args.matched, matched_space=args.matched_space,
+                                   "--attention": args.attention, "--sweep": args.sweep})
+    summary = run_compare(args.synthetic, args.real, out, icl_dir=args.icl, attention_dir=args.attention,
+                          sweep_dir=args.sweep, matched=args.matched, matched_space=args.matched_space,
                           n_permutations=args.permutations, seed=seed, use_umap=not args.no_umap)
     print(f"compared {len(summary['spaces'])} spaces; output is in {out.path} "
           f"(comparison.csv, comparison.md, figures/)")
@@ -55,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--real", required=True, metavar="RUN", help="a `mcicl probe geometry` run folder")
     p.add_argument("--icl", metavar="RUN", default=None,
                    help="a `mcicl probe icl` run folder: its accuracies go beside the matched world's errors")
+    p.add_argument("--attention", metavar="RUN", default=None,
+                   help="a `mcicl probe attention` run folder: the real model's best heads go beside the synthetic "
+                        "model's correct attention (attention_compare.csv, figures/attention_compare.png)")
     p.add_argument("--sweep", metavar="RUN", default=None,
                    help="a `mcicl synthetic sweep` run over within_cosine x cross_overlap: draw the "
                         "geometry-to-OOD map with the real spaces placed on it")

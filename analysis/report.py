@@ -137,6 +137,8 @@ def _run_kind(path: Path) -> str:
     files = {p.name for p in path.iterdir()}
     if "comparison.csv" in files:
         return "compare"
+    if "attention.csv" in files:
+        return "attention"
     if "matched.csv" in files:
         return "matched"
     if "sweep.csv" in files:
@@ -167,7 +169,7 @@ def sections_from_run(path: str | Path, title: str | None = None) -> list[Sectio
     return [_run_section(path, kind, title or _KIND_TITLES.get(kind, kind))]
 
 
-_DEMO_ORDER = ["synthetic", "geometry", "icl", "sweep", "compare"]
+_DEMO_ORDER = ["synthetic", "geometry", "icl", "attention", "sweep", "compare"]
 _KIND_TITLES = {"synthetic": "Synthetic world: training and OOD scenarios", "sweep": "Synthetic sweep",
                 "geometry": "Real model: concept geometry", "icl": "Real model: in-context learning probes",
                 "compare": "Synthetic vs real: comparison, geometry-to-OOD map, matched world",
@@ -180,13 +182,19 @@ _KIND_TEXT = {
     "sweep": "A sweep of the synthetic world over generator parameters: in-distribution and OOD errors.",
     "geometry": "The real model's concept geometry, measured by the geometry engine with permutation nulls.",
     "icl": "In-context learning probes on the real model: accuracy per condition and number of shots.",
+    "attention": "The paper's correct attention weight in the real model, per layer and head: the share of the "
+                 "query's attention on demonstrations of its own concept, on the ICL prompts, against three nulls.",
     "compare": "The same statistics, computed by the same geometry engine, on every synthetic and real space.",
     "matched": "A synthetic world whose generator parameters were estimated from the real model's geometry.",
 }
 
 # Per kind: the CSV tables worth showing, with captions.
 _KIND_TABLES = {
-    "compare": (("matched.csv", "Matched world: synthetic errors beside the real model's ICL",
+    "compare": (("attention_compare.csv", "Correct attention: synthetic model vs the real model's heads",
+                 "Per condition: the synthetic transformer's correct attention and the real model's top heads "
+                 "(chosen on held-out episodes) and best head, with their nulls and the best head's max-T "
+                 "corrected p-value."),
+                ("matched.csv", "Matched world: synthetic errors beside the real model's ICL",
                  "Each row a condition: the matched synthetic model's 0-1 error and the real model's ICL "
                  "error (1 - accuracy, bootstrap 95% interval) on the matching condition."),
                 ("estimate.csv", "Matched world: estimated generator parameters",
@@ -218,7 +226,9 @@ def _run_section(path: Path, kind: str, title: str) -> Section:
                 what = {"accuracy": "ICL accuracy"}.get(key, key.replace("_", " ").capitalize())
                 section.tables.append(_wide_icl(summary[key], what))
             skip = ("per_layer", "table", "embedding_figures", "rows", "matched.conditions", "ood_map.points",
-                    *trees)
+                    "cells", "top_heads", "attention", *trees)
+            if kind == "attention":
+                section.tables.append(_attention_cells(summary))
             table = summary_table(summary, "Summary (headline numbers)", skip=skip)
             if len(table.rows) > MAX_TABLE_ROWS:
                 table.note = f"first {MAX_TABLE_ROWS} of {len(table.rows)} entries; see {path / 'summary.json'}"
@@ -242,6 +252,20 @@ def _run_section(path: Path, kind: str, title: str) -> Section:
             [f"command: {info.get('command', '')}", f"started: {info.get('started', '')}"]
             + [f"{k}: {v}" for k, v in (info.get("versions") or {}).items()])))
     return section
+
+
+def _attention_cells(summary: Mapping[str, Any]) -> Table:
+    """An attention summary's cells as one row per (condition, shots): best head and top heads against nulls."""
+    top = ", ".join(f"L{h['layer']}H{h['head']}" for h in summary.get("top_heads", []))
+    rows = [{"condition": cond, "shots": shots, "chance": c["chance"],
+             "best head": "L{}H{}".format(*c["best_head"]), "best value": c["best_value"],
+             "best null": c["best_null"], "best p (max-T)": c["best_p_corrected"],
+             "top heads value": c["top_heads_value"], "top heads null": c["top_heads_null"],
+             "significant heads": c["significant_heads"]}
+            for cond, cells in summary.get("cells", {}).items() for shots, c in cells.items()]
+    return Table(f"Correct attention per condition (top heads: {top})", rows,
+                 "Share of the query's attention on same-concept demonstrations (word + label tokens); null: the "
+                 "largest of the three nulls; significant heads: max-T corrected p < alpha.")
 
 
 def _wide_comparison(path: Path) -> Table:

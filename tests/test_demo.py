@@ -20,7 +20,7 @@ def test_demo_small_runs_end_to_end_and_prints_the_report(tmp_path):
 
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["stages"]) == [title for title, _ in STAGES]
-    for sub in ("synthetic", "geometry", "icl", "sweep", "compare", "report"):
+    for sub in ("synthetic", "geometry", "icl", "attention", "sweep", "compare", "report"):
         assert (out / sub / "run.json").is_file(), sub
 
     # The comparison covers both worlds; the matched world sits beside the real ICL results.
@@ -32,6 +32,11 @@ def test_demo_small_runs_end_to_end_and_prints_the_report(tmp_path):
     assert {r["synthetic_condition"] for r in matched} >= {"in_distribution", "flipped_labels", "polysemous_query"}
     assert all(r["real_shots"] != "" for r in matched)  # every matching condition found its real counterpart
     compare = json.loads((out / "compare" / "summary.json").read_text())
+    # the synthetic correct attention beside the real model's heads, for each attention condition
+    with open(out / "compare" / "attention_compare.csv", newline="") as fh:
+        attention = {r["condition"]: r for r in csv.DictReader(fh)}
+    assert set(attention) == set(json.loads((out / "attention" / "summary.json").read_text())["cells"])
+    assert 0 <= float(attention["in_distribution"]["synthetic_correct_attention"]) <= 1
     assert any(info["umap"] for info in compare["embedding_figures"].values())  # UMAP on the real layer
 
     parser = check_report(html_path)
@@ -39,5 +44,6 @@ def test_demo_small_runs_end_to_end_and_prints_the_report(tmp_path):
     assert len(parser.images) == report_summary["figures"] >= 10
     text = html_path.read_text()
     for needle in ("Geometry-to-OOD map", "Synthetic vs real geometry", "Concept words: UMAP and PCA",
-                   "Learning dynamics", "ICL accuracy vs number of demonstrations"):
+                   "Learning dynamics", "ICL accuracy vs number of demonstrations",
+                   "Correct attention per layer and head", "Correct attention: synthetic vs real"):
         assert needle in text, needle

@@ -1,0 +1,637 @@
+"""Correct attention in real models: how much a query attends to demonstrations that share its concept.
+
+The paper's central quantity (Bu et al. 2024, Figure 2 (ii)) measured per layer and head on the ICL prompts of
+:class:`mcicl.probing.icl.tasks.IclSampler` (same conditions, same seeds). For one prompt and one head, with
+``a_t`` the attention of the query position on token ``t`` (averaged over the query's tokens when there are
+several) and ``T_d`` the tokens of demonstration ``d``::
+
+    value  = sum_{d: concept(d) = concept(query)} sum_{t in T_d} a_t  /  sum_d sum_{t in T_d} a_t
+    chance = sum_{d matching} |T_d| / sum_d |T_d|      (uniform attention over demonstration tokens)
+
+``T_d`` is the demonstration's word tokens (``kind='word'``), its label tokens (``'label'``) or both
+(``'demo'``), located by character offsets in the whole prompt tokenized as one string. The query position is
+the last prompt token for a causal LM and the query word's tokens for an encoder (``query_position``).
+
+Three nulls, each a permutation test of the mean over prompts, so a head that reads positions, recency, a
+preferred concept or the label text cannot pass for one that matches the query's concept:
+
+- ``null`` (concept permutation): the same attention, the demonstrations' concepts permuted within the prompt;
+- ``position_null`` (position-matched): the prompt's matching demonstration *slots* read in the attention of
+  a prompt of another episode, whose matching demonstrations sit elsewhere;
+- ``query_null`` (query swap): the queries of one episode (same demonstrations) trade concepts, so a head
+  whose attention ignores the query scores the same; unavailable (NaN) when every episode's queries share a
+  concept, as polysemous-query episodes do by construction.
+
+A head's p-value is the largest of its tests; the correction for the number of heads is Westfall & Young's
+max-T: a head's corrected p is the share of permutations in which *some* head's standardised null statistic
+reaches this head's standardised value. ``null_max`` is the largest null mean. Intervals: percentile
+bootstrap over episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from mcicl.probing.attention_figures import save_attention_figures
+from mcicl.probing.concepts import ConceptSet
+from mcicl.probing.devices import input_device, resolve_device
+from mcicl.probing.extract import _body, padding_for, padding_token_id
+from mcicl.probing.icl.run import load_suite
+from mcicl.probing.icl.scoring import ScoringPrompt, score_prompts
+from mcicl.probing.icl.tasks import CONDITIONS, DEFAULT_ARBITRARY_LABELS, IclPrompt, IclSampler, PromptTemplate
+from mcicl.probing.models import LoadedModel, load_model
+from mcicl.probing.tiny import is_random_weights
+
+from mcicl.core.config import require, to_dict
+from mcicl.core.runs import RunFolder, progress
+
+log = logging.getLogger("mcicl")
+
+KINDS = ("demo", "word", "label")
+QUERY_POSITIONS = ("auto", "last", "word")
+
+
+@dataclass(frozen=True)
+class PromptLayout:
+    """One prompt tokenized as a whole string, with the token positions of each part.
+
+    ``demo_words[d]`` / ``demo_labels[d]``: positions of demonstration ``d``'s word / label tokens;
+    ``query``: positions the query attends from; ``match[d]``: whether ``d``'s concept is the query's.
+    """
+
+    ids: tuple[int, ...]
+    demo_words: tuple[tuple[int, ...], ...]
+    demo_labels: tuple[tuple[int, ...], ...]
+    query: tuple[int, ...]
+    match: tuple[bool, ...]
+
+
+def _overlapping(offsets: Sequence[tuple[int, int]], special: Sequence[int], start: int, end: int) -> tuple[int, ...]:
+    """Token positions whose character span overlaps [start, end) (special and empty tokens excluded)."""
+    return tuple(t for t, ((s, e), sp) in enumerate(zip(offsets, special, strict=True))
+                 if not sp and e > s and s < end and e > start)
+
+
+def prompt_text(prompt: IclPrompt, template: PromptTemplate) -> tuple[str, list[tuple[int, int]],
+                                                                      list[tuple[int, int]], tuple[int, int]]:
+    """(the prompt as one string, char spans of each demonstration word, of each label, of the query word)."""
+    text = template.header
+    words, labels = [], []
+    w_at, l_at = template.query.index("{word}"), template.label.index("{label}")
+    for w, lab in prompt.demos:
+        line = template.query.format(word=w)
+        words.append((len(text) + w_at, len(text) + w_at + len(w)))
+        text += line
+        labels.append((len(text) + l_at, len(text) + l_at + len(lab)))
+        text += template.label.format(label=lab) + template.separator
+    if text != template.prefix(prompt.demos):
+        raise AssertionError("prompt_text diverged from PromptTemplate.prefix")  # the two must build one string
+    query = (len(text) + w_at, len(text) + w_at + len(prompt.query))
+    text += template.query_text(prompt.query)
+    return text, words, labels, query
+
+
+def layout_prompts(tokenizer: Any, prompts: Sequence[IclPrompt], template: PromptTemplate,
+                   query_position: Literal["last", "word"]) -> list[PromptLayout]:
+    """The :class:`PromptLayout` of each prompt (whole-string tokenization, char offsets locate every part)."""
+    require(query_position in ("last", "word"), "query_position", query_position, "'last' or 'word'")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{type(tokenizer).__name__} is a slow tokenizer; the attention probe needs a fast "
+                         "tokenizer (its offset_mapping locates words and labels): load one with use_fast=True")
+    out = []
+    limit = getattr(tokenizer, "model_max_length", None)
+    for p in prompts:
+        text, words, labels, query = prompt_text(p, template)
+        enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True)
+        ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
+        if limit and limit < 10**7 and len(ids) > limit:
+            raise ValueError(f"a {p.shots}-shot prompt is {len(ids)} tokens, more than the model's maximum of "
+                             f"{limit}; accepted: fewer --shots or a shorter template")
+        demo_words = tuple(_overlapping(offsets, special, *span) for span in words)
+        demo_labels = tuple(_overlapping(offsets, special, *span) for span in labels)
+        if query_position == "word":
+            q = _overlapping(offsets, special, *query)
+        else:
+            q = (max(t for t, sp in enumerate(special) if not sp),)  # the last prompt token (not a trailing [SEP])
+        empty = [w for (w, _), toks in zip(p.demos, demo_words, strict=True) if not toks]
+        if empty or not q:
+            raise ValueError(f"no tokens found for word(s) {empty or [p.query]} in prompt {text!r}")
+        # A label token that also covers part of the word (no separator between them) would be counted twice.
+        overlap = [d for d in range(len(p.demos)) if set(demo_words[d]) & set(demo_labels[d])]
+        if overlap:
+            raise ValueError(f"in prompt {text!r} a token spans both a word and its label; accepted: a template "
+                             "with a separator between word and label (the default '{word} ->' + ' {label}')")
+        match = tuple(c == p.query_concept for c in p.demo_concepts)
+        out.append(PromptLayout(tuple(ids), demo_words, demo_labels, q, match))
+    return out
+
+
+@contextlib.contextmanager
+def eager_attention(model: Any) -> Iterator[None]:
+    """Run ``model`` with eager attention (whose probabilities ``output_attentions`` returns), then restore."""
+    before = getattr(model.config, "_attn_implementation", None)
+    if before != "eager":
+        model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if before not in (None, "eager"):
+            model.set_attn_implementation(before)
+
+
+def query_attention(model: Any, tokenizer: Any, layouts: Sequence[PromptLayout], *, batch_size: int = 16,
+                    show_progress: bool = True) -> list[np.ndarray]:
+    """Per prompt, the attention of its query position(s) on every prompt token: (layers, heads, tokens).
+
+    Eager attention probabilities from ``output_attentions``, averaged over the query's tokens. Batches are
+    padded as extraction pads them (left with explicit positions for causal LMs, right for encoders), so a
+    prompt in a batch gets the rows it gets alone.
+    """
+    require(batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
+    body = _body(model)
+    side = padding_for(model)
+    params = inspect.signature(body.forward).parameters
+    pad_id = padding_token_id(tokenizer)
+    device = input_device(model)
+    order = sorted(range(len(layouts)), key=lambda i: -len(layouts[i].ids))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    out: list[np.ndarray | None] = [None] * len(layouts)
+    with eager_attention(model), torch.inference_mode():
+        for batch in (progress(batches, desc="attention") if show_progress else batches):
+            width = max(len(layouts[i].ids) for i in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            shifts = []
+            for row, i in enumerate(batch):
+                n = len(layouts[i].ids)
+                shift = width - n if side == "left" else 0
+                ids[row, shift:shift + n] = torch.tensor(layouts[i].ids)
+                mask[row, shift:shift + n] = 1
+                shifts.append(shift)
+            kwargs: dict[str, Any] = {"output_attentions": True, "return_dict": True}
+            if side == "left":
+                kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
+            if "use_cache" in params:
+                kwargs["use_cache"] = False
+            attn = body(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).attentions
+            if not attn or attn[0] is None:
+                raise ValueError(f"{type(model).__name__} returned no attention probabilities even with eager "
+                                 "attention; the attention probe needs a model that supports output_attentions")
+            for row, i in enumerate(batch):  # only the query rows leave the device: (L, H, n) per prompt
+                s, n = shifts[row], len(layouts[i].ids)
+                q = torch.tensor(layouts[i].query, device=attn[0].device) + s
+                out[i] = torch.stack([a[row][:, q, s:s + n].float().mean(dim=1) for a in attn]).cpu().numpy()
+    return out  # type: ignore[return-value]
+
+
+def demo_masses(rows: Sequence[np.ndarray], layouts: Sequence[PromptLayout], kind: str) -> np.ndarray:
+    """Attention mass on each demonstration's tokens of ``kind``: (prompts, demos, layers, heads)."""
+    require(kind in KINDS, "kind", kind, "one of " + ", ".join(KINDS))
+    n_demos = {len(lay.match) for lay in layouts}
+    require(len(n_demos) == 1, "layouts", sorted(n_demos), "prompts with the same number of demonstrations")
+    out = []
+    for row, lay in zip(rows, layouts, strict=True):
+        spans = [(lay.demo_words[d] if kind != "label" else ()) + (lay.demo_labels[d] if kind != "word" else ())
+                 for d in range(len(lay.match))]
+        out.append(np.stack([row[:, :, list(s)].sum(-1) for s in spans]))
+    return np.stack(out)
+
+
+def token_counts(layouts: Sequence[PromptLayout], kind: str) -> np.ndarray:
+    """Number of tokens of ``kind`` per demonstration: (prompts, demos)."""
+    return np.array([[len(lay.demo_words[d]) * (kind != "label") + len(lay.demo_labels[d]) * (kind != "word")
+                      for d in range(len(lay.match))] for lay in layouts], dtype=float)
+
+
+@dataclass
+class HeadStats:
+    """Per-head statistics of one (condition, shots, kind) cell; arrays are (layers, heads)."""
+
+    value: np.ndarray
+    chance: float
+    null: np.ndarray
+    position_null: np.ndarray  # NaN when the cell has one episode
+    query_null: np.ndarray  # NaN when no episode has queries of two concepts (e.g. polysemous queries)
+    p_value: np.ndarray
+    p_corrected: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    demo_mass: np.ndarray
+    per_prompt: np.ndarray  # (prompts, layers, heads): each prompt's value
+    n_prompts: int
+    n_episodes: int
+
+    @property
+    def null_max(self) -> np.ndarray:
+        """The largest of the nulls available, per head (L, H): the bar a concept-matching head must clear."""
+        return np.fmax(np.fmax(self.null, self.position_null), self.query_null)
+
+
+def _maxt_p(observed: np.ndarray, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(raw, max-T corrected) one-sided permutation p-values of ``observed`` (L, H) against ``draws`` (B, L, H)."""
+    b = draws.shape[0]
+    raw = (1 + (draws >= observed[None] - 1e-12).sum(0)) / (b + 1)
+    mean, sd = draws.mean(0), draws.std(0)
+    sd = np.where(sd > 1e-12, sd, np.inf)  # a head whose null never varies cannot exceed it
+    t_obs = (observed - mean) / sd
+    t_max = ((draws - mean[None]) / sd[None]).reshape(b, -1).max(1)
+    corrected = (1 + (t_max[:, None, None] >= t_obs[None] - 1e-12).sum(0)) / (b + 1)
+    return raw, np.maximum(corrected, raw)
+
+
+def head_statistics(masses: np.ndarray, counts: np.ndarray, demo_concepts: np.ndarray, query_concepts: np.ndarray,
+                    episodes: np.ndarray, total_mass: np.ndarray, *, n_permutations: int = 1000,
+                    n_boot: int = 1000, seed: int = 0) -> HeadStats:
+    """Value, nulls, p-values and episode-bootstrap CI per head from per-demonstration attention masses.
+
+    ``masses`` (P, D, L, H): mass on each demonstration's tokens; ``counts`` (P, D): their token counts;
+    ``demo_concepts`` (P, D) and ``query_concepts`` (P,): concept ids; ``episodes`` (P,): episode ids (prompts
+    of one episode share their demonstrations; the bootstrap unit); ``total_mass`` (P, L, H): the query's
+    whole attention (for ``demo_mass``, the share of it on demonstrations).
+    """
+    demo_concepts, query_concepts = np.asarray(demo_concepts), np.asarray(query_concepts)
+    n_prompts, n_demos = demo_concepts.shape
+    require(n_demos >= 1, "shots", n_demos, "at least one demonstration (zero-shot prompts have nothing to attend)")
+    episodes = np.asarray(episodes)
+    rng = np.random.default_rng(seed)
+    tot = masses.sum(1)  # (P, L, H)
+    share = masses / np.where(tot > 0, tot, 1.0)[:, None]  # (P, D, L, H)
+    m = (demo_concepts == query_concepts[:, None]).astype(float)
+    per_prompt = np.einsum("pd,pdlh->plh", m, share)
+    value = per_prompt.mean(0)
+    chance = float(np.mean((m * counts).sum(1) / counts.sum(1)))
+    ids, inverse = np.unique(episodes, return_inverse=True)
+
+    # concept permutation: the same attention, the demonstrations' concepts permuted within each prompt
+    perm = rng.permuted(np.broadcast_to(m, (n_permutations, n_prompts, n_demos)), axis=2)
+    nulls = {"null": np.einsum("bpd,pdlh->blh", perm, share) / n_prompts}
+    # position-matched: the same demonstration slots, read in the attention of a prompt of another episode
+    if len(ids) > 1:
+        other = np.empty((n_permutations, n_prompts), dtype=int)
+        for p in range(n_prompts):
+            pool = np.flatnonzero(inverse != inverse[p])
+            other[:, p] = pool[rng.integers(len(pool), size=n_permutations)]
+        nulls["position_null"] = np.stack([np.einsum("pd,pdlh->lh", m, share[o]) for o in other]) / n_prompts
+    # query swap: the queries of one episode (same demonstrations) trade concepts; a head whose attention
+    # ignores the query (a preferred concept, label or slot) reads the same demonstrations either way
+    swapped = np.broadcast_to(np.arange(n_prompts), (n_permutations, n_prompts)).copy()
+    informative = False
+    for e in range(len(ids)):
+        members = np.flatnonzero(inverse == e)
+        informative |= len(set(query_concepts[members].tolist())) > 1
+        swapped[:, members] = members[rng.permuted(np.broadcast_to(np.arange(len(members)),
+                                                                    (n_permutations, len(members))), axis=1)]
+    if informative:
+        q_match = (demo_concepts[None] == query_concepts[swapped][:, :, None]).astype(float)
+        nulls["query_null"] = np.einsum("bpd,pdlh->blh", q_match, share) / n_prompts
+    tests = [_maxt_p(value, d) for d in nulls.values()]
+
+    sums = np.zeros((len(ids),) + value.shape)
+    np.add.at(sums, inverse, per_prompt)
+    sizes = np.bincount(inverse, minlength=len(ids)).astype(float)
+    draws = rng.integers(0, len(ids), size=(n_boot, len(ids)))
+    boot = sums[draws].sum(1) / sizes[draws].sum(1)[:, None, None]
+    low, high = np.quantile(boot, [0.025, 0.975], axis=0)
+    nan = np.full(value.shape, np.nan)
+    return HeadStats(value=value, chance=chance, null=nulls["null"].mean(0),
+                     position_null=nulls["position_null"].mean(0) if "position_null" in nulls else nan,
+                     query_null=nulls["query_null"].mean(0) if "query_null" in nulls else nan,
+                     p_value=np.max([t[0] for t in tests], axis=0), p_corrected=np.max([t[1] for t in tests], axis=0),
+                     ci_low=low, ci_high=high, demo_mass=(tot / np.where(total_mass > 0, total_mass, 1.0)).mean(0),
+                     per_prompt=per_prompt, n_prompts=n_prompts, n_episodes=len(ids))
+
+
+def cell_statistics(rows: Sequence[np.ndarray], layouts: Sequence[PromptLayout], prompts: Sequence[IclPrompt],
+                    kind: str, *, n_permutations: int = 1000, n_boot: int = 1000, seed: int = 0) -> HeadStats:
+    """:func:`head_statistics` of one (condition, shots) cell of prompts for token ``kind``."""
+    masses = demo_masses(rows, layouts, kind)
+    total = np.stack([r.sum(-1) for r in rows])
+    names = {c: i for i, c in enumerate(dict.fromkeys(c for p in prompts for c in (*p.demo_concepts,
+                                                                                    p.query_concept)))}
+    demos: dict[tuple[str, int, int], tuple] = {}
+    for p in prompts:  # the query-swap null relies on an episode's prompts sharing their demonstrations
+        if demos.setdefault((p.condition, p.shots, p.episode), p.demos) != p.demos:
+            raise ValueError(f"prompts of episode {p.episode} ({p.condition}, {p.shots} shots) have different "
+                             "demonstrations; accepted: prompts drawn by IclSampler (one set of demonstrations per "
+                             "episode)")
+    keys = {k: i for i, k in enumerate(dict.fromkeys((p.condition, p.shots, p.episode) for p in prompts))}
+    episodes = np.array([keys[(p.condition, p.shots, p.episode)] for p in prompts])
+    return head_statistics(masses, token_counts(layouts, kind),
+                           np.array([[names[c] for c in p.demo_concepts] for p in prompts]),
+                           np.array([names[p.query_concept] for p in prompts]), episodes, total,
+                           n_permutations=n_permutations, n_boot=n_boot, seed=seed)
+
+
+# Attention output projections (their input is the heads' outputs concatenated, head h at h*d:(h+1)*d).
+_OUTPUT_PROJECTIONS = (r"attention\.output\.dense", r"self_attn\.o_proj", r"attn\.c_proj", r"attention\.dense",
+                       r"self_attn\.out_proj", r"attn\.out_proj")
+
+
+def head_output_projections(model: Any) -> list[torch.nn.Module]:
+    """Each layer's attention output projection (BERT, GPT-2, Llama-like, GPT-NeoX, OPT), in layer order."""
+    pattern = re.compile(r"(?:^|\.)(?:" + "|".join(_OUTPUT_PROJECTIONS) + r")$")
+    found = [(n, m) for n, m in model.named_modules() if pattern.search(n)]
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    n_layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
+    if not found or (n_layers is not None and len(found) != n_layers):
+        raise ValueError(f"head knockout does not know the attention output projection of {type(model).__name__} "
+                         f"(found {[n for n, _ in found][:4]}); accepted: BERT, GPT-2, Llama-like, GPT-NeoX or OPT "
+                         "models")
+    return [m for _, m in found]
+
+
+def n_heads(model: Any) -> int:
+    """Attention heads per layer."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for name in ("num_attention_heads", "n_head"):
+        if isinstance(getattr(cfg, name, None), int):
+            return int(getattr(cfg, name))
+    raise ValueError(f"{type(model).__name__}'s config names no number of attention heads")
+
+
+@contextlib.contextmanager
+def knockout(model: Any, heads: Sequence[tuple[int, int]]) -> Iterator[None]:
+    """Zero the output of each (layer, head) in ``heads`` while the context is open (forward pre-hooks)."""
+    projections = head_output_projections(model)
+    h_count = n_heads(model)
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        require(0 <= layer < len(projections) and 0 <= head < h_count, "heads", (layer, head),
+                f"(layer, head) pairs with 0 <= layer < {len(projections)} and 0 <= head < {h_count}")
+        by_layer.setdefault(layer, []).append(head)
+
+    def hook_for(zeroed: list[int]):
+        def hook(module, args):
+            x = args[0]
+            d = x.shape[-1] // h_count
+            x = x.clone()
+            for h in zeroed:
+                x[..., h * d:(h + 1) * d] = 0
+            return (x, *args[1:])
+        return hook
+
+    handles = [projections[layer].register_forward_pre_hook(hook_for(hs)) for layer, hs in by_layer.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+ATTENTION_CONDITIONS = ("in_distribution", "polysemous_query", "flipped_labels", "arbitrary_labels", "skewed")
+
+
+@dataclass
+class AttentionConfig:
+    """Everything that defines an attention probe run (recorded as config.yaml); prompts as in ``probe icl``."""
+
+    model: str = "default"
+    suite: str = "polysemy"  # 'polysemy' | 'concepts' | a concept-set file
+    polysemy: str | None = None
+    conditions: list[str] = field(default_factory=lambda: list(ATTENTION_CONDITIONS))
+    shots: list[int] = field(default_factory=lambda: [2, 4, 8])
+    ways: int = 2
+    episodes: int = 20  # per (condition, shots)
+    queries_per_episode: int = 4
+    novel_fraction: float = 0.25
+    template: PromptTemplate = field(default_factory=PromptTemplate)
+    arbitrary_labels: list[str] = field(default_factory=lambda: list(DEFAULT_ARBITRARY_LABELS))
+    query_position: str = "auto"  # auto: 'last' for a causal LM, 'word' (the query word's tokens) for an encoder
+    n_permutations: int = 1000
+    n_boot: int = 1000
+    alpha: float = 0.05  # family-wise level over heads (max-T corrected p-values)
+    top_k: int = 3  # heads chosen on held-out in-distribution episodes
+    knockout_draws: int = 5  # random k-head sets knocked out for comparison (causal LMs)
+    batch_size: int = 16
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        bad = [c for c in self.conditions if c not in CONDITIONS or CONDITIONS[c].zero_shot]
+        require(not bad and len(self.conditions) > 0, "conditions", bad or self.conditions,
+                "a non-empty list of: " + ", ".join(c for c in CONDITIONS if not CONDITIONS[c].zero_shot)
+                + " (zero_shot has no demonstrations to attend to)")
+        require(len(self.shots) > 0 and all(isinstance(s, int) and s >= 1 for s in self.shots), "shots",
+                self.shots, "a non-empty list of numbers of demonstrations >= 1, e.g. 2,4,8")
+        self.shots = sorted(set(self.shots))
+        require(self.ways >= 2, "ways", self.ways, "an integer >= 2 (concepts per task)")
+        require(self.episodes >= 2, "episodes", self.episodes,
+                "an integer >= 2 (the position-matched null pairs prompts of different episodes)")
+        require(self.queries_per_episode >= 1, "queries_per_episode", self.queries_per_episode, "an integer >= 1")
+        require(0 < self.novel_fraction < 1, "novel_fraction", self.novel_fraction, "a number in (0, 1)")
+        require(self.query_position in QUERY_POSITIONS, "query_position", self.query_position,
+                "one of " + ", ".join(QUERY_POSITIONS))
+        require(self.n_permutations >= 100, "n_permutations", self.n_permutations, "an integer >= 100")
+        require(self.n_boot >= 100, "n_boot", self.n_boot, "an integer >= 100")
+        require(0 < self.alpha < 1, "alpha", self.alpha, "a number in (0, 1)")
+        require(self.top_k >= 1, "top_k", self.top_k, "an integer >= 1")
+        require(self.knockout_draws >= 1, "knockout_draws", self.knockout_draws, "an integer >= 1")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+
+
+@dataclass
+class AttentionResult:
+    """What :func:`measure_attention` returns: CSV rows, the chosen heads, per-prompt records, the summary."""
+
+    rows: list[dict[str, Any]]  # attention.csv: one row per (condition, shots, kind, layer, head)
+    top_heads: list[tuple[int, int]]
+    prompts: list[IclPrompt]  # the measured prompts, cell by cell
+    prompt_rows: list[dict[str, Any]]  # prompts.csv: one row per measured prompt, in ``prompts`` order
+    summary: dict[str, Any]
+
+
+def _head_rows(stats: HeadStats, condition: str, shots: int, kind: str) -> list[dict[str, Any]]:
+    n_layers, n_h = stats.value.shape
+    return [{"layer": layer, "head": head, "condition": condition, "shots": shots, "kind": kind,
+             "value": float(stats.value[layer, head]), "chance": stats.chance,
+             "null": float(stats.null[layer, head]), "position_null": float(stats.position_null[layer, head]),
+             "query_null": float(stats.query_null[layer, head]), "null_max": float(stats.null_max[layer, head]),
+             "p_value": float(stats.p_value[layer, head]), "p_corrected": float(stats.p_corrected[layer, head]),
+             "ci_low": float(stats.ci_low[layer, head]), "ci_high": float(stats.ci_high[layer, head]),
+             "demo_mass": float(stats.demo_mass[layer, head]), "n_prompts": stats.n_prompts,
+             "n_episodes": stats.n_episodes}
+            for layer in range(n_layers) for head in range(n_h)]
+
+
+def excess(stats: HeadStats) -> np.ndarray:
+    """Value minus the largest null, per head (L, H): what concept matching adds."""
+    return stats.value - stats.null_max
+
+
+def measure_attention(config: AttentionConfig, loaded: LoadedModel, concept_set: ConceptSet,
+                      *, show_progress: bool = True) -> AttentionResult:
+    """Measure correct attention per layer and head on every (condition, shots) cell (no files written)."""
+    cs = concept_set
+    if "polysemous_query" in config.conditions and not cs.polysemy:
+        raise ValueError(f"condition polysemous_query needs polysemous words, but concept set {cs.name!r} lists "
+                         "none; use --suite polysemy, add --polysemy FILE, or leave polysemous_query out of "
+                         "--conditions")
+    sampler = IclSampler(cs, ways=config.ways, queries_per_episode=config.queries_per_episode,
+                         novel_fraction=config.novel_fraction, arbitrary_label_sets=tuple(config.arbitrary_labels),
+                         split_seed=config.seed)
+    cells = [(c, s) for c in config.conditions for s in config.shots]
+    for c, s in cells:
+        sampler.check_shots(c, s)
+    query_position = config.query_position
+    if query_position == "auto":
+        query_position = "last" if loaded.causal else "word"
+    model, tokenizer = loaded.model, loaded.tokenizer
+    top_shots = max(config.shots)
+    # The top heads are chosen on held-out in-distribution episodes (seed + 1), so the values reported for
+    # them on the measured prompts are not inflated by the choice.
+    held_out = sampler.sample("in_distribution", top_shots, config.episodes, config.seed + 1)
+    prompts = {cell: sampler.sample(*cell, config.episodes, config.seed) for cell in cells}
+    every = held_out + [p for ps in prompts.values() for p in ps]
+    layouts = layout_prompts(tokenizer, every, config.template, query_position)
+    rows_all = query_attention(model, tokenizer, layouts, batch_size=config.batch_size, show_progress=show_progress)
+    log.info("attention probe: %d prompts in %d cells (+%d held out), query position %s", len(every) - len(held_out),
+             len(cells), len(held_out), query_position)
+
+    n = len(held_out)
+    chooser = cell_statistics(rows_all[:n], layouts[:n], held_out, "demo", n_permutations=config.n_permutations,
+                              n_boot=config.n_boot, seed=config.seed)
+    score = excess(chooser)
+    flat = np.argsort(-score, axis=None, kind="stable")[:config.top_k]
+    top_heads = [tuple(int(i) for i in np.unravel_index(f, score.shape)) for f in flat]
+
+    csv_rows: list[dict[str, Any]] = []
+    prompt_rows: list[dict[str, Any]] = []
+    cell_summary: dict[str, Any] = {}
+    start = n
+    for (cond, s), ps in progress(list(prompts.items()), desc="attention statistics") if show_progress \
+            else prompts.items():
+        rows, lays = rows_all[start:start + len(ps)], layouts[start:start + len(ps)]
+        start += len(ps)
+        for kind in KINDS:
+            stats = cell_statistics(rows, lays, ps, kind, n_permutations=config.n_permutations,
+                                    n_boot=config.n_boot, seed=config.seed)
+            csv_rows += _head_rows(stats, cond, s, kind)
+            if kind == "demo":
+                best = np.unravel_index(int(np.argmax(excess(stats))), stats.value.shape)
+                cell_summary.setdefault(cond, {})[str(s)] = {
+                    "best_head": [int(best[0]), int(best[1])], "best_value": float(stats.value[best]),
+                    "best_null": float(stats.null_max[best]),
+                    "best_p_corrected": float(stats.p_corrected[best]), "chance": stats.chance,
+                    "significant_heads": int((stats.p_corrected < config.alpha).sum()),
+                    "top_heads_value": float(np.mean([stats.value[h] for h in top_heads])),
+                    "top_heads_null": float(np.mean([stats.null_max[h] for h in top_heads])),
+                }
+                for p, lay, v in zip(ps, lays, stats.per_prompt, strict=True):
+                    prompt_rows.append({
+                        "condition": cond, "shots": s, "episode": p.episode, "task": p.task, "query": p.query,
+                        "query_concept": p.query_concept, "gold": p.gold,
+                        "matching_demos": int(sum(lay.match)),
+                        "top_heads_value": float(np.mean([v[h] for h in top_heads])),
+                        "demonstrations": " | ".join(f"{w}:{c}" for (w, _), c in zip(p.demos, p.demo_concepts,
+                                                                                    strict=True)),
+                    })
+    n_layers, n_h = chooser.value.shape
+    summary = {
+        "model": loaded.ref.name, "causal": loaded.causal, "random_weights": is_random_weights(loaded.ref.location),
+        "query_position": query_position, "layers": n_layers, "heads": n_h, "suite": config.suite,
+        "concept_set": cs.name, "ways": config.ways, "alpha": config.alpha,
+        "top_heads": [{"layer": layer, "head": head, "held_out_value": float(chooser.value[layer, head]),
+                       "held_out_null": float(chooser.null_max[layer, head]),
+                       "held_out_p_corrected": float(chooser.p_corrected[layer, head])}
+                      for layer, head in top_heads],
+        "cells": cell_summary, "prompts": len(every) - len(held_out), "held_out_prompts": len(held_out),
+    }
+    return AttentionResult(csv_rows, top_heads, [p for ps in prompts.values() for p in ps], prompt_rows, summary)
+
+
+def lm_correct(loaded: LoadedModel, prompts: Sequence[IclPrompt], template: PromptTemplate,
+               batch_size: int = 16) -> np.ndarray:
+    """Whether a causal LM's highest-scoring label is the gold one, per prompt (the ``probe icl`` scorer)."""
+    scoring = [ScoringPrompt(template.prefix(p.demos), template.query_text(p.query),
+                             tuple(template.option(lab) for lab in p.labels)) for p in prompts]
+    scores = score_prompts(loaded.model, loaded.tokenizer, scoring, batch_size=batch_size)
+    return np.array([int(np.argmax(s)) == p.labels.index(p.gold) for s, p in zip(scores, prompts, strict=True)])
+
+
+def behaviour(config: AttentionConfig, loaded: LoadedModel, result: AttentionResult,
+              cell: tuple[str, int]) -> dict[str, Any]:
+    """For a causal LM: correct attention of the top heads against right answers, and top-k vs random knockout.
+
+    The knockout runs on the prompts of ``cell``; a ``correct`` column is added to ``result.prompt_rows``.
+    """
+    prompts = result.prompts
+    correct = lm_correct(loaded, prompts, config.template, config.batch_size)
+    for row, ok in zip(result.prompt_rows, correct, strict=True):
+        row["correct"] = int(ok)
+    value = np.array([r["top_heads_value"] for r in result.prompt_rows])
+    link = {"mean_value_correct": float(value[correct].mean()) if correct.any() else float("nan"),
+            "mean_value_wrong": float(value[~correct].mean()) if (~correct).any() else float("nan"),
+            "point_biserial_r": float(np.corrcoef(value, correct)[0, 1])
+            if 0 < correct.sum() < len(correct) and value.std() > 0 else float("nan"),
+            "n_correct": int(correct.sum()), "n": len(correct)}
+    sel = [i for i, p in enumerate(prompts) if (p.condition, p.shots) == cell]
+    cell_prompts = [prompts[i] for i in sel]
+    base = float(correct[sel].mean())
+    with knockout(loaded.model, result.top_heads):
+        top = float(lm_correct(loaded, cell_prompts, config.template, config.batch_size).mean())
+    rng = np.random.default_rng([config.seed, 13])
+    n_layers, n_h = result.summary["layers"], result.summary["heads"]
+    others = [(layer, h) for layer in range(n_layers) for h in range(n_h) if (layer, h) not in result.top_heads]
+    k = min(len(result.top_heads), len(others))
+    random_acc = []
+    for _ in range(config.knockout_draws):
+        heads = [others[i] for i in rng.choice(len(others), size=k, replace=False)]
+        with knockout(loaded.model, heads):
+            random_acc.append(float(lm_correct(loaded, cell_prompts, config.template, config.batch_size).mean()))
+    return {"attention_vs_correct": link,
+            "knockout": {"condition": cell[0], "shots": cell[1], "n_prompts": len(sel), "k": k,
+                         "accuracy": base, "top_k_knocked_out": top, "random_k_knocked_out": random_acc,
+                         "random_k_mean": float(np.mean(random_acc)),
+                         "top_k_drop": base - top, "random_k_drop": base - float(np.mean(random_acc))}}
+
+
+def run_attention(config: AttentionConfig, run: RunFolder, *, loaded: LoadedModel | None = None,
+                  concept_set: ConceptSet | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Run the probe into ``run``: attention.csv, prompts.csv, summary.json, figures; return the summary."""
+    cs = concept_set if concept_set is not None else load_suite(config.suite, config.polysemy)
+    run.save_config(to_dict(config))
+    if loaded is None:
+        device, device_map = resolve_device(config.device)
+        loaded = load_model(config.model, dtype=config.dtype, device=device, device_map=device_map,
+                            trust_remote_code=config.trust_remote_code)
+    result = measure_attention(config, loaded, cs, show_progress=show_progress)
+    summary = result.summary
+    if loaded.causal:
+        cond = "in_distribution" if "in_distribution" in config.conditions else config.conditions[0]
+        summary["behaviour"] = behaviour(config, loaded, result, (cond, max(config.shots)))
+    run.write_csv("attention.csv", result.rows)
+    run.write_csv("prompts.csv", result.prompt_rows)
+    run.write_summary(summary)
+    save_attention_figures(result.rows, summary, run.figures)
+    return summary
+
+
+def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict[str, Any]:
+    """Demo stage: the probe on the default model into ``run.path / 'attention'``; return headline numbers."""
+    small = bool(getattr(args, "small", False))
+    conditions = ["in_distribution", "polysemous_query", "flipped_labels"] + ([] if small else ["arbitrary_labels"])
+    # --small: 8 episodes; with 5, the query-swap null had too few distinct swaps for any head to reach p < 0.05
+    config = AttentionConfig(model=getattr(args, "model", "default"), conditions=conditions,
+                             shots=[4] if small else [2, 4, 8], episodes=8 if small else 12,
+                             n_permutations=200 if small else 500, n_boot=200 if small else 1000,
+                             seed=getattr(args, "seed", None) or 0, device="cpu")
+    folder = RunFolder.create(run.path / "attention", "probe attention", overwrite=True)
+    summary = run_attention(config, folder, show_progress=not getattr(args, "quiet", False))
+    top = str(max(config.shots))
+    return {"folder": str(folder.path), "query_position": summary["query_position"],
+            "top_heads": [[h["layer"], h["head"]] for h in summary["top_heads"]],
+            **{f"{cond}_{top}_shots": {k: cells[top][k] for k in ("top_heads_value", "top_heads_null", "chance",
+                                                                    "significant_heads")}
+               for cond, cells in summary["cells"].items()},
+            "figure": str(folder.figures / "attention_heatmap.png")}
