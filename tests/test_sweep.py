@@ -6,8 +6,10 @@ import csv
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
+from mcicl.analysis.ood_map import MapPoint, map_panels, ood_grid, ood_map_figure
 from mcicl.synthetic.cells import CellBatch, group_cells, train_cells, training_device
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.sweep import run_sweep
@@ -145,3 +147,18 @@ def test_ray_launcher_gives_the_local_numbers_and_resumes(tmp_path) -> None:
     assert sorted(first + second) == [0, 1, 2, 3]
     assert read_csv(tmp_path / "ray" / "sweep.csv") == read_csv(tmp_path / "local" / "sweep.csv")
     assert not ray.is_initialized()  # the launcher shut down the instance it started
+
+
+def test_map_shows_learning_speed_and_leaves_never_reached_cells_blank(tmp_path) -> None:
+    rows = [{"within_cosine": str(w), "cross_overlap": str(c), "test_zero_one": str(w * c),
+             "ood.noise_x5.test_zero_one": str(w), "correct_attention": str(1 - w / 2),
+             "convergence_rate": "" if w > 0.5 else str(0.1 - w / 10),
+             "steps_to_1pct": "" if w > 0.5 else str(100 + 100 * w + c)}
+            for w in (0.1, 0.5, 0.9) for c in (0.0, 0.2, 0.4)]
+    assert [p.column for p in map_panels(rows)] == ["test_zero_one", "ood.noise_x5.test_zero_one", "steps_to_1pct",
+                                                    "convergence_rate", "correct_attention"]
+    speed = ood_grid(rows, "steps_to_1pct")
+    # A cell that never reached 1% error is missing (grey), not painted as 0 steps (the fastest colour).
+    assert np.isnan(speed.values[:, 2]).all() and speed.values[1, 0] == pytest.approx(100 + 10 + 0.2)
+    png = ood_map_figure(rows, tmp_path, [MapPoint("space", 0.4, 0.1, (0.05, 0.1), (0.02, 0.02))])
+    assert png.is_file()
