@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -29,6 +29,7 @@ from mcicl.synthetic.model import OneLayerTransformer
 from mcicl.synthetic.train import World, batch_indices, build_model, build_world, sgd_update
 
 from mcicl.core.config import to_dict
+from mcicl.core.runs import progress
 
 # Fields that may differ between the cells of one batch: they change values, never shapes or the loop.
 BATCHED_FIELDS = frozenset({
@@ -139,13 +140,13 @@ class CellBatch:
 
     def step(self, step: int) -> torch.Tensor:
         """One SGD step of every instance (its own minibatch and learning rate); per-instance losses (S,)."""
-        config = self.configs[0]
-        if config.full_batch:
-            batch = self.train
-        else:
-            idx = torch.cat([batch_indices(c, step) for c in self.configs]).to(self.device)
-            batch = self.train.index(idx)
-        return sgd_update(self.model, batch, self.lr)
+        t = self.train
+        if self.configs[0].full_batch:
+            return sgd_update(self.model, t.x, t.y, t.xq, t.target, self.lr)
+        idx = torch.cat([batch_indices(c, step) for c in self.configs]).to(self.device)  # (S, B)
+        rows = torch.arange(idx.shape[0], device=self.device)[:, None]
+        # Only what the loss reads is gathered (Prompts.index would also copy the noise and bookkeeping).
+        return sgd_update(self.model, t.x[rows, idx], t.y[rows, idx], t.xq[rows, idx], t.target[rows, idx], self.lr)
 
     @torch.no_grad()
     def _sync_cell_models(self) -> None:
@@ -170,12 +171,11 @@ class CellBatch:
         return rows
 
 
-def train_cells(configs: Sequence[SyntheticConfig], device: str = "cpu",
-                progress: Callable[[int], None] | None = None) -> list[CellResult]:
+def train_cells(configs: Sequence[SyntheticConfig], device: str = "cpu") -> list[CellResult]:
     """Train cells of one shape group as one batched model; per cell the metrics rows and summary.
 
     The rows follow ``synthetic.train``'s schedule (evaluation every ``eval_every`` steps, OOD every
-    ``ood_every``, a final evaluation at ``steps``); ``progress`` is called with each finished step count.
+    ``ood_every``, a final evaluation at ``steps``).
     """
     config = configs[0]
     threads = torch.get_num_threads()
@@ -186,13 +186,11 @@ def train_cells(configs: Sequence[SyntheticConfig], device: str = "cpu",
         start = time.perf_counter()
         batch = CellBatch(configs, device)
         rows: list[list[dict]] = [[] for _ in configs]
-        for step in range(config.steps):
+        for step in progress(range(config.steps), desc=f"{len(configs)} cells as one model"):
             if step % config.eval_every == 0:
                 for cell_rows, row in zip(rows, batch.evaluate(step, ood=step % config.ood_every == 0), strict=True):
                     cell_rows.append(row)
             batch.step(step)
-            if progress is not None:
-                progress(step + 1)
         for cell_rows, row in zip(rows, batch.evaluate(config.steps), strict=True):
             cell_rows.append(row)
         seconds = time.perf_counter() - start
