@@ -72,9 +72,11 @@ CAPTIONS: tuple[tuple[str, str, str], ...] = (
      "ticks are the permutation null (labels shuffled). The paper's premise holds where within-concept cosine "
      "clearly exceeds its null and cross-concept cosine and direction |cos| stay near theirs."),
     ("ood_map", "Geometry-to-OOD map",
-     "Colour: the synthetic transformer's OOD 0-1 error (mean over the sweep's OOD scenarios, or one "
-     "scenario) at each within-concept cosine (x) and cross-concept overlap (y). Markers: real model spaces "
-     "placed at their measured geometry, so one can read which error regime a real model's geometry sits in."),
+     "Panels over within-concept cosine (x) and cross-concept overlap (y), with contour lines: the synthetic "
+     "transformer's in-distribution and per-scenario OOD 0-1 error, the steps until the test error first "
+     "reaches 1% (grey: never), the exponential rate of the test error and the correct attention at the end. "
+     "Markers: real model spaces placed at their measured geometry (bars: uncertainty, where estimated), so "
+     "one can read which error and learning-speed regime a real model's geometry sits in."),
     ("matched", "Geometry-matched synthetic world vs the real model",
      "Left: error of the synthetic transformer trained on the world whose generator parameters were estimated "
      "from the real model's geometry, in distribution and in each OOD scenario. Right: the real model's "
