@@ -2,7 +2,8 @@
 
 Measured in one run and printed as ratios:
 1. a 6 x 6 grid (within_cosine x cross_overlap) x 3 seeds: all 36 cells as one batched model vs cell by cell
-   (the same ``train_cells`` code given one cell at a time), whole cost (worlds, training, evaluation);
+   (the same ``train_cells`` code given one cell at a time), whole cost (worlds, training, evaluation), and
+   the training steps alone;
 2. cost per cell as the grid grows (4, 16, 64, 256 cells, 1 seed each, batched);
 3. FLOP/s of a training step (analytic count, as in bench_synthetic.py) as a share of a same-dtype matmul
    measured here, at 1, 8, 64 and 256 stacked instances.
@@ -72,6 +73,10 @@ def main() -> None:
     single = timed(lambda: [train_cells([c]) for c in cells])
     print(f"1. 6x6 grid x 3 seeds: batched {batched:.1f} s, cell by cell {single:.1f} s, "
           f"speed-up {single / batched:.1f}x (target >= 5x)")
+    loop_batched = step_seconds(cells, args.flop_steps)
+    loop_single = sum(step_seconds([c], args.flop_steps) for c in cells)
+    print(f"   training steps alone (no world building, no evaluation): batched {1e3 * loop_batched:.1f} ms/step, "
+          f"cell by cell {1e3 * loop_single:.1f} ms/step, speed-up {loop_single / loop_batched:.1f}x")
 
     per_cell = {}
     for n in (4, 16, 64, 256):
