@@ -111,9 +111,12 @@ class CellBatch:
                              "with group_cells)")
         self.configs = list(configs)
         self.device = training_device(str(device))
-        self.worlds: list[World] = [build_world(c) for c in self.configs]
-        # Per-cell models on the CPU: built by the ordinary initialiser, and used for the weight metrics.
-        self.cell_models = [build_model(c, w.dictionary) for c, w in zip(self.configs, self.worlds, strict=True)]
+        worlds: list[World] = [build_world(c) for c in self.configs]
+        # Per cell, on the CPU, for the weight metrics: dictionary, training prompts, and a model built by the
+        # ordinary initialiser (its parameters are stacked below and copied back before each evaluation).
+        self.dictionaries = [w.dictionary for w in worlds]
+        self.cell_train = [w.train for w in worlds]
+        self.cell_models = [build_model(c, w.dictionary) for c, w in zip(self.configs, worlds, strict=True)]
         bounds = [0]
         for c in self.configs:
             bounds.append(bounds[-1] + c.seeds)
@@ -121,9 +124,9 @@ class CellBatch:
         self.model = self._stack_models().to(self.device)
         dt = torch_dtype(self.configs[0].dtype)
         self.lr = torch.cat([torch.full((c.seeds,), c.lr, dtype=dt) for c in self.configs]).to(self.device)
-        self.train = _to(stack_prompts([w.train for w in self.worlds]), self.device)
-        self.test = _to(stack_prompts([w.test for w in self.worlds]), self.device)
-        self.ood = {name: _to(stack_prompts([w.ood[name] for w in self.worlds]), self.device)
+        self.train = _to(stack_prompts([w.train for w in worlds]), self.device)
+        self.test = _to(stack_prompts([w.test for w in worlds]), self.device)
+        self.ood = {name: _to(stack_prompts([w.ood[name] for w in worlds]), self.device)
                     for name in self.configs[0].scenarios}
 
     @property
@@ -159,12 +162,13 @@ class CellBatch:
         K = self.configs[0].K
         train = _split(prompt_metrics(self.model, self.train, K), self.slices)
         test = _split(prompt_metrics(self.model, self.test, K), self.slices)
-        scenarios = {name: _split(prompt_metrics(self.model, p, K), self.slices) for name, p in self.ood.items()}
+        scenarios = {name: _split(prompt_metrics(self.model, p, K), self.slices)
+                     for name, p in self.ood.items()} if ood else {}
         self._sync_cell_models()
         rows = []
-        for c, (model, world) in enumerate(zip(self.cell_models, self.worlds, strict=True)):
+        for c, model in enumerate(self.cell_models):
             row = {"step": step, "train": train[c], "test": test[c],
-                   "weights": weight_metrics(model, world.dictionary, world.train)}
+                   "weights": weight_metrics(model, self.dictionaries[c], self.cell_train[c])}
             if ood:
                 row["ood"] = {name: scenarios[name][c] for name in self.ood}
             rows.append(row)
