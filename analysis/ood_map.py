@@ -1,8 +1,11 @@
-"""The geometry-to-OOD map: a synthetic sweep's error over (within-concept cosine x cross-concept overlap),
-as a heatmap, with real model spaces placed at the generator parameters estimated from their geometry.
+"""The geometry-to-OOD map: a synthetic sweep over (within-concept cosine x cross-concept overlap) as heatmaps
+with contour lines, with real model spaces placed at the generator parameters estimated from their geometry.
 
 The sweep table is ``sweep.csv`` from ``mcicl synthetic sweep`` (one row per grid point: the grid fields,
-``test_zero_one`` and ``ood.<scenario>.test_zero_one``). Real points come from
+``test_zero_one``, ``ood.<scenario>.test_zero_one``, and the learning speed: ``steps_to_1pct`` (steps until the
+test error first reaches 1%, empty if never), ``convergence_rate`` (the exponential rate of the test error)
+and ``correct_attention`` at the end). Panels: in-distribution error, each scenario's OOD error, and those
+three. Real points come from
 :func:`analysis.matched.estimate_parameters` (the same inversion the geometry-matched world uses), so a
 point sits where the synthetic generator reproduces that space's measured geometry.
 """
@@ -15,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 
 from mcicl.core.plotting import SEQUENTIAL_CMAP, Caption, palette, save_figure, styled, subplots
@@ -39,6 +43,8 @@ class MapPoint:
     name: str
     x: float
     y: float
+    x_err: tuple[float, float] | None = None  # (below, above) the estimate, e.g. a bootstrap interval
+    y_err: tuple[float, float] | None = None
 
 
 def read_sweep(path: str | Path) -> list[dict[str, str]]:
@@ -110,45 +116,98 @@ def _edges(centres: np.ndarray) -> np.ndarray:
 
 OOD_MAP_CAPTION = Caption(
     "Geometry-to-OOD map",
-    "Colour: the synthetic transformer's OOD 0-1 error (mean over the sweep's OOD scenarios, or one "
-    "scenario) at each within-concept cosine (x) and cross-concept overlap (y). Markers: real model spaces "
-    "placed at their measured geometry, so one can read which error regime a real model's geometry sits in.")
+    "Panels over within-concept cosine (x) and cross-concept overlap (y), with contour lines: the synthetic "
+    "transformer's in-distribution and per-scenario OOD 0-1 error, the steps until the test error first "
+    "reaches 1% (grey: never), the exponential rate of the test error and the correct attention at the end. "
+    "Markers: real model spaces placed at their measured geometry (bars: uncertainty, where estimated), so "
+    "one can read which error and learning-speed regime a real model's geometry sits in.")
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel of the map: a sweep column, its title, and its colour scale ('error' panels share one)."""
+
+    column: str
+    title: str
+    scale: str  # "error" (0 to the largest error), or "own" (this panel's range)
+    cmap: str = SEQUENTIAL_CMAP
+
+
+def map_panels(rows: Sequence[Mapping[str, str]]) -> list[Panel]:
+    """The panels a sweep table supports: in-distribution error, each OOD scenario, learning speed, attention."""
+    have = set(rows[0])
+    panels = [Panel("test_zero_one", "in-distribution test error", "error")] if "test_zero_one" in have else []
+    panels += [Panel(c, f"OOD {c[len('ood.'):-len('.test_zero_one')]}: test error", "error") for c in ood_columns(rows)]
+    speed = [("steps_to_1pct", "steps to 1% test error (grey: never)", "viridis_r"),
+             ("convergence_rate", "exponential rate of the test error (/step)", SEQUENTIAL_CMAP),
+             ("correct_attention", "correct attention at the end", SEQUENTIAL_CMAP)]
+    panels += [Panel(c, t, "own", cmap) for c, t, cmap in speed if c in have]
+    return panels
+
+
+def _masked(values: np.ndarray) -> np.ma.MaskedArray:
+    return np.ma.masked_invalid(values)
 
 
 @styled
 def ood_map_figure(rows: Sequence[Mapping[str, str]], folder: str | Path, points: Sequence[MapPoint] = (), *,
-                   name: str = "ood_map", title: str = "") -> Path:
-    """Two heatmaps (in-distribution error; mean OOD error) with real spaces as markers; return the PNG."""
+                   name: str = "ood_map", title: str = "", panels: Sequence[Panel] | None = None) -> Path:
+    """Heatmaps with contour lines over (within cosine x cross overlap), one per panel (default:
+    :func:`map_panels`), with real spaces as markers (and error bars where known); return the PNG."""
 
-    panels = [("test_zero_one", "in-distribution test 0-1 error")] if "test_zero_one" in rows[0] else []
-    panels.append((None, f"mean OOD 0-1 error ({len(ood_columns(rows))} scenarios)"))
-    grids = [ood_grid(rows, col) for col, _ in panels]
-    vmax = max(0.05, float(np.nanmax([np.nanmax(g.values) for g in grids])))
-    fig, axs = subplots(1, len(panels) + 1, figsize=(5.6 * len(panels) + 0.8, 4.8), squeeze=False,
-                            gridspec_kw={"width_ratios": [1] * len(panels) + [0.05]})
-    axes, cax = axs[:, :-1], axs[0, -1]  # a dedicated colour-bar axis keeps tight_layout exact
+    panels = list(panels) if panels is not None else map_panels(rows)
+    if not panels:
+        raise ValueError(f"sweep table has none of the map's columns; columns: {', '.join(rows[0])}")
+    grids = [ood_grid(rows, p.column) for p in panels]
+    errors = [g.values for g, p in zip(grids, panels, strict=True) if p.scale == "error"]
+    vmax_error = max([0.05] + [float(np.nanmax(v)) for v in errors if np.isfinite(v).any()])
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axs = subplots(nrows, ncols, figsize=(4.3 * ncols, 3.8 * nrows + (0.7 if points else 0)), squeeze=False)
     colours = palette(len(points) + 3)[3:]  # skip the first three, which look like the map's ends
-    mesh = None
-    for ax, grid, (_, panel_title) in zip(axes[0], grids, panels, strict=True):
-        mesh = ax.pcolormesh(_edges(grid.xs), _edges(grid.ys), grid.values, cmap=SEQUENTIAL_CMAP, vmin=0,
-                             vmax=vmax, shading="flat")
-        for i, yv in enumerate(grid.ys):
-            for j, xv in enumerate(grid.xs):
-                v = grid.values[i, j]
-                if not math.isnan(v):
-                    ax.text(xv, yv, f"{v:.2f}", ha="center", va="center", fontsize=8,
-                            color="white" if v < 0.6 * vmax else "black")
+    text = grids[0].values.size <= 25  # numbers in the cells of small grids; contour lines carry large ones
+    for ax, grid, panel in zip(axs.flat, grids, panels, strict=False):
+        values = _masked(grid.values)
+        finite = grid.values[np.isfinite(grid.values)]
+        if panel.scale == "error":
+            vmin, vmax = 0.0, vmax_error
+        else:
+            vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+            if vmax <= vmin:
+                vmin, vmax = vmin - 0.5 * abs(vmin) - 1e-9, vmax + 0.5 * abs(vmax) + 1e-9
+        cmap = matplotlib.colormaps[panel.cmap].with_extremes(bad="0.85")
+        mesh = ax.pcolormesh(_edges(grid.xs), _edges(grid.ys), values, cmap=cmap, vmin=vmin, vmax=vmax,
+                             shading="flat")
+        if len(grid.xs) > 1 and len(grid.ys) > 1 and finite.size and float(finite.max()) > float(finite.min()):
+            levels = np.linspace(vmin, vmax, 6)[1:-1]
+            lines = ax.contour(grid.xs, grid.ys, values, levels=levels, colors="white", linewidths=0.9)
+            ax.clabel(lines, fontsize=7, fmt="%.3g")
+        if text:
+            for i, yv in enumerate(grid.ys):
+                for j, xv in enumerate(grid.xs):
+                    v = grid.values[i, j]
+                    if not math.isnan(v):
+                        r, g, b, _ = cmap((v - vmin) / (vmax - vmin))
+                        ax.text(xv, yv, f"{v:.3g}", ha="center", va="center", fontsize=8,
+                                color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
         for point, colour in zip(points, colours, strict=False):
-            ax.scatter([point.x], [point.y], marker="o", s=70, facecolor=colour, edgecolor="white",
-                       linewidths=1.5, zorder=3, label=point.name)
+            xerr, yerr = (None if e is None else [[e[0]], [e[1]]] for e in (point.x_err, point.y_err))
+            ax.errorbar([point.x], [point.y], xerr=xerr, yerr=yerr, fmt="o",
+                        markersize=8, markerfacecolor=colour, markeredgecolor="white", ecolor=colour, elinewidth=1.5,
+                        capsize=3, zorder=3, label=point.name)
         ax.set_xlabel("within-concept cosine cos(mu_k^+, mu_k^-)")
         ax.set_ylabel("cross-concept overlap (cosine)")
-        ax.set_title(panel_title)
+        ax.set_title(panel.title, fontsize=10)
         ax.grid(False)
-    fig.colorbar(mesh, cax=cax, label="0-1 error (fraction of test prompts)")
+        label = "0-1 error" if panel.scale == "error" else {"steps_to_1pct": "steps", "convergence_rate": "1/step",
+                                                            "correct_attention": "attention mass"}.get(panel.column, "")
+        fig.colorbar(mesh, ax=ax, label=label, shrink=0.9)
+    for ax in list(axs.flat)[len(panels):]:
+        ax.set_visible(False)
     if points:  # below the panels, so markers and cells stay visible
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(points)),
-                   fontsize=8, title="real model spaces, placed at their estimated generator parameters")
-    fig.suptitle(title or "Geometry-to-OOD map: synthetic transformer error vs concept geometry")
+        handles, labels = axs[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(points)), fontsize=8,
+                   title="real model spaces at their estimated generator parameters (bars: uncertainty, where known)")
+    fig.suptitle(title or "Geometry-to-OOD map: the synthetic transformer's error and learning speed vs concept "
+                          "geometry")
     return save_figure(fig, folder, name, caption=OOD_MAP_CAPTION)

@@ -7,8 +7,9 @@ import logging
 from pathlib import Path
 
 from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.launchers import LAUNCHERS
 from mcicl.synthetic.plots import plot_run
-from mcicl.synthetic.sweep import run_sweep
+from mcicl.synthetic.sweep import CELLS_PER_BLOCK, run_sweep
 from mcicl.synthetic.train import train
 
 from mcicl.core.cli import add_run_options, merge_config
@@ -96,11 +97,27 @@ def run_train(args: argparse.Namespace) -> int:
 def run_sweep_cmd(args: argparse.Namespace) -> int:
     """Handler of ``mcicl synthetic sweep``."""
 
-    config = _config(args)
-    grid = parse_grid(args.grid)
+    if args.resume:
+        if not args.out:
+            raise ValueError("--resume needs --out DIR, the sweep folder to continue")
+        ignored = [opt for opt, value in (("--grid", args.grid), ("--set", args.set), ("--seeds", args.seeds),
+                                          ("--steps", args.steps), ("--seed", args.seed), ("--config", args.config))
+                   if value is not None]
+        if ignored:
+            raise ValueError(f"--resume continues the sweep's own config.yaml; {', '.join(ignored)} cannot change "
+                             "it; start a new sweep with another --out instead")
+        saved = read_mapping(Path(args.out) / "config.yaml")
+        config = load_config(SyntheticConfig, None, saved["base"])
+        grid = saved["grid"]
+    else:
+        if args.grid is None:
+            raise ValueError("--grid is required (unless --resume); accepted: FIELD=V1,V2,... joined by ';'")
+        config = _config(args)
+        grid = parse_grid(args.grid)
     seed_everything(config.seed)
-    run = RunFolder.create(args.out, "synthetic sweep", overwrite=args.overwrite)
-    run_sweep(config, grid, run)
+    run = RunFolder.create(args.out, "synthetic sweep", overwrite=args.overwrite, resume=args.resume)
+    run_sweep(config, grid, run, resume=args.resume, launcher=args.launcher, address=args.address,
+              device=args.device, cells_per_block=args.cells_per_block)
     print(f"output is in {run.path}")
     return 0
 
@@ -139,11 +156,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue the run in --out from its latest checkpoint (same numbers as uninterrupted)")
     t.set_defaults(func=run_train)
     w = s.add_parser("sweep", help="train over a grid of config values; table of in-distribution and OOD errors",
-                     description="One train run per grid point (each with --seeds seeds); writes sweep.csv and a "
-                                 "heatmap of the test 0-1 loss.")
-    w.add_argument("--grid", required=True,
+                     description="Every grid point is a cell (--seeds seeds); cells of equal tensor shapes train "
+                                 "as one batched model. Writes points/NNN per cell, sweep.csv (errors, steps to 1% "
+                                 "test error, convergence rate, correct attention, OOD errors) and a heatmap.")
+    w.add_argument("--grid", default=None,
                    help="FIELD=V1,V2,... joined by ';', e.g. \"within_cosine=0.1,0.4,0.7;cross_overlap=0,0.1,0.2\"")
     _common(w)
+    w.add_argument("--resume", action="store_true",
+                   help="continue the sweep in --out: finished cells are kept, the others are trained")
+    w.add_argument("--launcher", default="local", choices=list(LAUNCHERS),
+                   help="where blocks of cells train: 'local' (this process) or 'ray' (tasks on a Ray cluster; "
+                        "needs mcicl[distributed]) (default: local)")
+    w.add_argument("--address", default=None,
+                   help="with --launcher ray: the cluster to join (e.g. ray://head:10001 or auto); default: start "
+                        "a local Ray instance")
+    w.add_argument("--device", default="cpu", help="'cpu' (default), 'cuda' or 'cuda:N'")
+    w.add_argument("--cells-per-block", type=int, default=CELLS_PER_BLOCK,
+                   help="cells trained as one batched model; also the unit of resume and of a Ray task "
+                        f"(default: {CELLS_PER_BLOCK})")
     w.set_defaults(func=run_sweep_cmd)
     pl = s.add_parser("plot", help="re-draw a train run's figures from its saved metrics (no training)")
     pl.add_argument("run", help="a synthetic train run folder")

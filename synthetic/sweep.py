@@ -1,21 +1,31 @@
-"""Sweeps: one train run per grid point, a table of in-distribution and OOD errors, and a heatmap."""
+"""Sweeps: grid points trained as batched blocks of cells, a table of errors and learning speed, a figure.
+
+Every grid point is a cell (one config, ``seeds`` instances). Cells that share tensor shapes train together as
+one batched model (``synthetic/cells.py``), in blocks of at most ``cells_per_block`` cells, on this machine or
+on a Ray cluster (``synthetic/launchers.py``). Each finished cell is written at once to ``points/NNN``
+(config.yaml, metrics.jsonl, summary.json last), so an interrupted sweep resumes without retraining them.
+"""
 
 from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from mcicl.synthetic.cells import CellResult, group_cells, training_device
 from mcicl.synthetic.config import SyntheticConfig
-from mcicl.synthetic.train import train
+from mcicl.synthetic.launchers import check_launcher, run_blocks
+from mcicl.synthetic.train import METRICS
 
 from mcicl.core.config import from_dict, to_dict
 from mcicl.core.plotting import SEQUENTIAL_CMAP, save_figure, styled, subplots
-from mcicl.core.runs import RunFolder, progress
+from mcicl.core.runs import RunFolder, progress, read_json
 
 log = logging.getLogger("mcicl")
 SWEEP_CSV = "sweep.csv"
+CELLS_PER_BLOCK = 64  # cells trained as one batched model (and the unit of resume and of a Ray task)
 
 
 def grid_points(base: SyntheticConfig, grid: dict[str, list]) -> list[tuple[dict[str, Any], SyntheticConfig]]:
@@ -28,28 +38,80 @@ def grid_points(base: SyntheticConfig, grid: dict[str, list]) -> list[tuple[dict
     return out
 
 
-def run_sweep(base_config: SyntheticConfig, grid: dict[str, list], run: RunFolder) -> list[dict[str, Any]]:
-    """Train every grid point into run/points/NNN; write sweep.csv, summary.json and the heatmap; return rows."""
+def sweep_row(point: dict[str, Any], summary: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    """One sweep.csv row: the grid point, final errors, learning speed, correct attention and OOD errors."""
+    final, conv = summary["final"], summary["convergence"]
+    row = {**point, "test_zero_one": final["test_zero_one"], "train_zero_one": final["train_zero_one"],
+           "correct_attention": final["correct_attention"], "convergence_rate": conv["rate"],
+           "steps_to_1pct": conv["steps_to_1pct"]}
+    row.update({f"ood.{name}.test_zero_one": m["test_zero_one"] for name, m in summary["ood"].items()})
+    row["run_dir"] = run_dir
+    return row
 
+
+def _cell_dir(i: int) -> str:
+    return f"points/{i:03d}"
+
+
+def _finished(run: RunFolder, i: int, config: SyntheticConfig) -> dict[str, Any] | None:
+    """The summary of cell ``i`` if it was written completely with this config, else None."""
+    path = run.path / _cell_dir(i) / "summary.json"
+    if not path.is_file():
+        return None
+    summary = read_json(path)
+    return summary if summary.get("config") == to_dict(config) else None
+
+
+def _write_cell(run: RunFolder, i: int, result: CellResult) -> dict[str, Any]:
+    sub = RunFolder.create(run.path / _cell_dir(i), "synthetic sweep cell", overwrite=True)
+    sub.save_config(result.config)
+    sub.append_jsonl(METRICS, result.rows)
+    summary = {**result.summary, "config": to_dict(result.config)}
+    sub.write_summary(summary)  # written last: its presence marks the cell finished
+    return summary
+
+
+def run_sweep(base_config: SyntheticConfig, grid: dict[str, list], run: RunFolder, *, resume: bool = False,
+              launcher: str = "local", address: str | None = None, device: str = "cpu",
+              cells_per_block: int = CELLS_PER_BLOCK, num_cpus: int | None = None,
+              on_cell: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Train every grid point (batched, in blocks) into run/points/NNN; write sweep.csv, summary, figure; rows.
+
+    ``resume``: keep the cells already finished in ``run`` (same config) and train only the others.
+    ``on_cell(index, row)`` is called after each newly trained cell is written.
+    """
     if not grid:
         raise ValueError("the sweep grid is empty; accepted: {field: [values, ...]}, "
                          "e.g. {'within_cosine': [0.1, 0.7]}")
+    if cells_per_block < 1:
+        raise ValueError(f"cells_per_block {cells_per_block!r}; accepted: an integer >= 1")
+    check_launcher(launcher, address)
+    if address is None:
+        training_device(device)  # fail before training; a remote cluster checks its own devices
     points = grid_points(base_config, grid)  # validate every point before training any
     run.save_config({"base": to_dict(base_config), "grid": {k: list(map(str, v)) for k, v in grid.items()}})
-    rows = []
-    for i, (point, config) in enumerate(progress(points, desc="synthetic sweep")):
-        sub = RunFolder.create(run.path / "points" / f"{i:03d}", "synthetic train", overwrite=True)
-        summary = train(config, sub, figures=False).summary
-        row = {**point, "test_zero_one": summary["final"]["test_zero_one"],
-               "train_zero_one": summary["final"]["train_zero_one"],
-               "correct_attention": summary["final"]["correct_attention"],
-               "convergence_rate": summary["convergence"]["rate"]}
-        row.update({f"ood.{name}.test_zero_one": m["test_zero_one"] for name, m in summary["ood"].items()})
-        row["run_dir"] = str(sub.path.relative_to(run.path))
-        rows.append(row)
-        log.info("sweep point %d/%d %s: test 0-1 %.4f", i + 1, len(points), point, row["test_zero_one"])
+    summaries: dict[int, dict[str, Any]] = {}
+    if resume:
+        for i, (_, config) in enumerate(points):
+            if (found := _finished(run, i, config)) is not None:
+                summaries[i] = found
+        log.info("resume: %d of %d cells already finished", len(summaries), len(points))
+    todo = [i for i in range(len(points)) if i not in summaries]
+    blocks = [[todo[j] for j in b] for b in group_cells([points[i][1] for i in todo], cells_per_block)]
+    bar = progress(range(len(todo)), desc="synthetic sweep (cells)", total=len(todo))
+    for b, results in run_blocks([[points[i][1] for i in block] for block in blocks], launcher, device=device,
+                                 address=address, num_cpus=num_cpus):
+        for i, result in zip(blocks[b], results, strict=True):
+            summaries[i] = _write_cell(run, i, result)
+            next(bar, None)
+            row = sweep_row(points[i][0], summaries[i], _cell_dir(i))
+            log.info("sweep cell %d/%d %s: test 0-1 %.4f", i + 1, len(points), points[i][0], row["test_zero_one"])
+            if on_cell is not None:
+                on_cell(i, row)
+    rows = [sweep_row(point, summaries[i], _cell_dir(i)) for i, (point, _) in enumerate(points)]
     run.write_csv(SWEEP_CSV, rows)
     run.write_summary({"grid": {k: [str(v) for v in vals] for k, vals in grid.items()}, "points": len(rows),
+                       "blocks": len(blocks), "trained_cells": len(todo), "launcher": launcher, "device": device,
                        "rows": rows})
     plot_sweep([dict(r) for r in rows], list(grid), run.figures)
     return rows

@@ -87,20 +87,23 @@ def batch_indices(config: SyntheticConfig, step: int) -> torch.Tensor:
 
 def sgd_step(model: OneLayerTransformer, config: SyntheticConfig, train: Prompts, step: int) -> float:
     """One SGD step on every seed at once; returns the mean minibatch loss."""
-    if config.full_batch:
-        x, y, xq, target = train.x, train.y, train.xq, train.target
-    else:
-        batch = train.index(batch_indices(config, step))
-        x, y, xq, target = batch.x, batch.y, batch.xq, batch.target
+    batch = train if config.full_batch else train.index(batch_indices(config, step))
+    return float(sgd_update(model, batch.x, batch.y, batch.xq, batch.target, config.lr).sum()) / config.seeds
+
+
+def sgd_update(model: OneLayerTransformer, x: torch.Tensor, y: torch.Tensor, xq: torch.Tensor, target: torch.Tensor,
+               lr: float | torch.Tensor) -> torch.Tensor:
+    """One SGD step of every instance on its own minibatch (x, y (S, B, L, d), xq (S, B, d), target (S, B));
+    ``lr`` is a number or one per instance (S,). Returns each instance's mean minibatch loss (S,)."""
     out = model(x, y, xq)
-    # Sum over seeds of each seed's mean loss: seeds share no parameters, so each gets its own gradient.
-    loss = logistic_loss(out.f, target).mean(1).sum()
+    # Sum over instances of each one's mean loss: instances share no parameters, so each gets its own gradient.
+    losses = logistic_loss(out.f, target).mean(1)
     params = [p for p in model.parameters()]
-    grads = torch.autograd.grad(loss, params)
+    grads = torch.autograd.grad(losses.sum(), params)
     with torch.no_grad():
         for p, g in zip(params, grads, strict=True):
-            p -= config.lr * g
-    return float(loss.detach()) / config.seeds
+            p -= (lr.view(-1, *[1] * (g.dim() - 1)) if isinstance(lr, torch.Tensor) else lr) * g
+    return losses.detach()
 
 
 class TrainingDiverged(ValueError):
