@@ -179,8 +179,8 @@ def context_statistics(context_scores: dict[str, np.ndarray], base_scores: dict[
                                                          n_words).mean(1),
                         "shift": _word_means(margins(ctx, perm_labels) - margins(base, perm_labels), word_codes,
                                              n_words).mean(1)}
-        rows[layer] = {"predicted": pred, "baseline_predicted": base_pred, "margin": margins(ctx, labels),
-                       "baseline_margin": margins(base, labels), "shift": shift_rows}
+        rows[layer] = {"labels": labels, "predicted": pred, "baseline_predicted": base_pred,
+                       "margin": margins(ctx, labels), "baseline_margin": margins(base, labels), "shift": shift_rows}
         if pair_vectors is not None:
             auc, auc_null = pair_auc_units(pair_vectors[layer], labels, word_codes, n_words, perms)
             units[layer]["pair_auc"] = auc

@@ -1,14 +1,14 @@
-"""``mcicl probe``: real-model commands (extract, geometry, icl), each registered by its own module."""
+"""``mcicl probe``: real-model commands (extract, geometry, contexts, icl), each registered by its own module."""
 
 from __future__ import annotations
 
 import argparse
 
-from mcicl.probing import extract_cli, geometry_cli
+from mcicl.probing import contexts_cli, extract_cli, geometry_cli
 from mcicl.probing.icl import cli as icl_cli
 
 # Each module defines register(probe_subparsers).
-PROBE_MODULES = (extract_cli, geometry_cli, icl_cli)
+PROBE_MODULES = (extract_cli, geometry_cli, contexts_cli, icl_cli)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
