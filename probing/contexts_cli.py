@@ -103,7 +103,8 @@ def write_contexts_run(result: ContextsResult, cfg: ContextsConfig, run: RunFold
     word_contexts_figure(result.extraction.vectors[best][keep], [c.word for c, k in zip(ctx, keep, strict=True) if k],
                          [c.sense for c, k in zip(ctx, keep, strict=True) if k], chosen, run.figures, layer=best,
                          title=f"{info['source']}{random_tag}: contextual vectors at layer {best} (best layer), "
-                               f"PCA per word, coloured by tagged sense\n(the {len(chosen)} words of highest same-sense pair AUC)")
+                               f"PCA per word, coloured by tagged sense\n(the {len(chosen)} words of highest "
+                               "same-sense pair AUC)")
     summary = {
         "best_layer": best,
         "best_layer_rule": "the layer of highest in-context sense accuracy; each best-layer statistic is the "
