@@ -206,14 +206,11 @@ class ContextsResult:
     info: dict[str, Any]
 
 
-def _rows(ctx: ContextSet, cs: Any) -> tuple[list[int], list[int]]:
-    """Context indices of polysemous words (>= 2 senses present) and of monosemous words (controls)."""
-    poly, controls = [], []
-    for i, c in enumerate(ctx.contexts):
-        if c.word in cs.polysemy and len(ctx.senses(c.word)) >= 2:
-            poly.append(i)
-        elif c.word not in cs.polysemy and len(ctx.senses(c.word)) == 1:
-            controls.append(i)
+def _rows(ctx: ContextSet) -> tuple[list[int], list[int]]:
+    """Context indices of polysemous words (contexts in >= 2 senses) and of monosemous words (one sense)."""
+    n_senses = {w: len(ctx.senses(w)) for w in ctx.words}
+    poly = [i for i, c in enumerate(ctx.contexts) if n_senses[c.word] >= 2]
+    controls = [i for i, c in enumerate(ctx.contexts) if n_senses[c.word] == 1]
     return poly, controls
 
 
@@ -226,10 +223,10 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
         contexts, dropped = load_contexts(cfg.contexts, cs, min_per_sense=cfg.min_per_sense)
     else:
         check_contexts(contexts, cs, min_per_sense=cfg.min_per_sense)
-    poly_idx, control_idx = _rows(contexts, cs)
+    poly_idx, control_idx = _rows(contexts)
     if not poly_idx:
-        raise ContextsError(f"contexts {contexts.name!r}: no polysemous word of {cs.name!r} has contexts for two or "
-                            "more senses; nothing to measure")
+        raise ContextsError(f"contexts {contexts.name!r}: no word has contexts for two or more senses; "
+                            "nothing to measure")
     ecfg = ExtractionConfig(model=cfg.model, layers=cfg.layers, pooling=cfg.pooling, batch_size=cfg.batch_size,
                             dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
                             cache_dir=cfg.cache_dir)
@@ -252,7 +249,7 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
     code = {n: k for k, n in enumerate(names)}
     word_rows = np.array([index[c.word] for c in contexts.contexts])
     all_concepts = list(range(len(names)))
-    width = max(len(names), max(len(s) for s in cs.polysemy.values()))
+    width = len(names)
 
     def candidates(rows: list[int], poly: bool) -> tuple[np.ndarray, np.ndarray]:
         cand = np.full((len(rows), width), -1)
