@@ -35,11 +35,13 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``mcicl probe icl``."""
 
     template = {k: v for k, v in (("header", args.header), ("query", args.query_template),
-                                  ("label", args.label_template), ("separator", args.separator)) if v is not None}
+                                  ("label", args.label_template), ("separator", args.separator),
+                                  ("context_query", args.context_query_template)) if v is not None}
     overrides = {
         "model": args.model, "suite": args.suite, "polysemy": args.polysemy, "readout": args.readout,
         "shots": args.shots, "conditions": args.conditions, "ways": args.ways, "episodes": args.episodes,
-        "queries_per_episode": args.queries_per_episode, "betas": args.betas, "layer": args.layer,
+        "queries_per_episode": args.queries_per_episode, "contexts": args.contexts, "betas": args.betas,
+        "layer": args.layer,
         "scoring": args.scoring, "batch_size": args.batch_size, "seed": args.seed, "dtype": args.dtype,
         "device": args.device, "trust_remote_code": args.trust_remote_code or None,
     }
@@ -80,13 +82,19 @@ def register(probe_sub: argparse._SubParsersAction) -> None:
                         "vectors; auto (default): lm for a causal LM, attention otherwise")
     g.add_argument("--shots", type=_ints, default=None, help="numbers of demonstrations (default: 0,1,2,4,8,16)")
     g.add_argument("--conditions", type=_csv, default=None,
-                   help="comma-separated conditions (default: all): " + ", ".join(CONDITIONS))
+                   help="comma-separated conditions (default: all but the in-context ones): " + ", ".join(CONDITIONS))
+    g.add_argument("--contexts", default=None,
+                   help="sense-tagged sentences for polysemous_in_context(_adversarial): builtin (default) or a "
+                        ".csv/.json contexts file (see mcicl probe contexts)")
     g.add_argument("--ways", type=int, default=None, help="concepts per task (default: 2)")
     g.add_argument("--episodes", type=int, default=None,
                    help="episodes (one set of demonstrations each) per condition and shots (default: 25)")
     g.add_argument("--queries-per-episode", type=int, default=None, help="queries sharing one episode (default: 4)")
     g.add_argument("--header", default=None, help="text before the demonstrations (default: none)")
     g.add_argument("--query-template", default=None, help="query line, with {word} (default: '{word} ->')")
+    g.add_argument("--context-query-template", default=None,
+                   help="query line of a word inside a sentence, with {context} and {word} "
+                        "(default: '{context} {word} ->')")
     g.add_argument("--label-template", default=None,
                    help="scored label continuation, with {label} (default: ' {label}')")
     g.add_argument("--separator", default=None, help="text after each demonstration (default: newline)")
