@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from mcicl.analysis.matched import matched_rows
 from mcicl.synthetic.config import CONTEXT_SCENARIOS, SyntheticConfig, default_scenarios
 from mcicl.synthetic.data import build_dictionary, sample_prompts, scenario_spec
 
@@ -40,3 +41,19 @@ def test_context_scenarios_are_opt_in_and_validated():
         SyntheticConfig(context_strength=-1.0)
     with pytest.raises(ConfigError, match="polysemous_in_context"):
         SyntheticConfig(K=1, scenarios=["polysemous_in_context"])
+
+
+def test_matched_rows_put_synthetic_and_real_context_effects_side_by_side():
+    syn = {"final": {"test_zero_one": 0.01},
+           "ood": {"polysemous_in_context": {"test_zero_one": 0.012},
+                   "polysemous_in_context_adversarial": {"test_zero_one": 0.011}}}
+    icl = {"accuracy": {"polysemous_in_context": {"8": {"mean": 0.94, "ci_low": 0.87, "ci_high": 1.0, "n": 120}},
+                        "polysemous_in_context_adversarial": {"8": {"mean": 0.82, "ci_low": 0.69, "ci_high": 0.92,
+                                                                    "n": 120}}}}
+    rows = {r["synthetic_condition"]: r for r in matched_rows(syn, icl, L=8)}
+    same, adv = rows["polysemous_in_context"], rows["polysemous_in_context_adversarial"]
+    assert (same["synthetic_error"], same["real_condition"], same["real_shots"]) == (0.012, "polysemous_in_context", 8)
+    assert same["real_error"] == pytest.approx(0.06) and adv["real_error"] == pytest.approx(0.18)
+    assert adv["real_error_low"] == pytest.approx(0.08) and adv["synthetic_error"] == 0.011
+    # Without the scenarios in the synthetic run, no rows for them (older runs are compared as before).
+    assert "polysemous_in_context" not in {r["synthetic_condition"] for r in matched_rows({"final": {}}, icl, 8)}
