@@ -60,6 +60,16 @@ class Section:
 # What each known figure shows and how to read it, keyed by a substring of the figure's file name
 # (first match wins). Unknown figures get a generic caption naming their run.
 CAPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("context_layers", "Polysemous words in context, per layer",
+     "Left: sense accuracy (is a word's hidden state in a sense-tagged sentence nearer its tagged sense's concept "
+     "centroid than its other senses'?) in context, out of context (one prediction per word: at most its "
+     "majority sense), and for monosemous controls (nearest of all concepts); bands: null with senses shuffled "
+     "within each word. Middle: how far the context moves the word toward its tagged sense. Right: whether "
+     "same-sense contexts of a word are more alike than different-sense ones (AUC; 0.5 = no)."),
+    ("context_pca", "Contextual vectors of single words",
+     "PCA of one word's hidden states across its sense-tagged sentences at the best layer, coloured by sense: "
+     "sentences of one sense should sit together. The words shown are those with the highest pair AUC, so the "
+     "panel is a best case; the per-layer figure has the averages."),
     ("beta", "Attention-readout temperature",
      "ICL accuracy of the attention readout softmax(beta * cos(query, demonstration)) against beta on the "
      "held-out tuning split; the best beta (marked) is the one used for every condition."),
@@ -182,7 +192,8 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _run_kind(path: Path) -> str:
-    """What produced a run folder: 'demo', 'synthetic', 'sweep', 'geometry', 'icl', 'compare', 'matched'."""
+    """What produced a run folder: 'demo', 'synthetic', 'sweep', 'geometry', 'contexts', 'icl', 'compare',
+    'matched'."""
     command = ""
     if (path / RUN_MARKER).is_file():
         command = str(read_json(path / RUN_MARKER).get("command", ""))
@@ -193,6 +204,8 @@ def _run_kind(path: Path) -> str:
         return "matched"
     if "sweep.csv" in files:
         return "sweep"
+    if "context_layers.csv" in files:
+        return "contexts"
     if "layers.csv" in files:
         return "geometry"
     if "results.csv" in files and "icl" in command or "results.csv" in files and "metrics.jsonl" not in files:
@@ -219,9 +232,10 @@ def sections_from_run(path: str | Path, title: str | None = None) -> list[Sectio
     return [_run_section(path, kind, title or _KIND_TITLES.get(kind, kind))]
 
 
-_DEMO_ORDER = ["synthetic", "geometry", "icl", "sweep", "compare"]
+_DEMO_ORDER = ["synthetic", "geometry", "contexts", "icl", "sweep", "compare"]
 _KIND_TITLES = {"synthetic": "Synthetic world: training and OOD scenarios", "sweep": "Synthetic sweep",
-                "geometry": "Real model: concept geometry", "icl": "Real model: in-context learning probes",
+                "geometry": "Real model: concept geometry",
+                "contexts": "Real model: polysemous words in context", "icl": "Real model: in-context learning probes",
                 "compare": "Synthetic vs real: comparison, geometry-to-OOD map, matched world",
                 "matched": "Geometry-matched synthetic world"}
 
@@ -232,6 +246,9 @@ _KIND_TEXT = {
     "sweep": "A sweep of the synthetic world over generator parameters: in-distribution and OOD errors.",
     "geometry": "The real model's concept geometry, measured by the geometry engine with permutation nulls.",
     "icl": "In-context learning probes on the real model: accuracy per condition and number of shots.",
+    "contexts": "Polysemous words read inside sense-tagged sentences: per layer, whether the hidden state moves "
+                "toward the tagged sense's concept centroid, against the same word out of context and a null "
+                "with senses shuffled within each word. Best-layer numbers are corrected for choosing the layer.",
     "compare": "The same statistics, computed by the same geometry engine, on every synthetic and real space.",
     "matched": "A synthetic world whose generator parameters were estimated from the real model's geometry.",
 }
@@ -253,6 +270,9 @@ _KIND_TABLES = {
     "geometry": (("layers.csv", "Statistics per layer", "Every statistic with its null, CI and p-value."),
                  ("polysemy.csv", "Polysemous words", "Cosine with each sense centroid against the null.")),
     "icl": (),
+    "contexts": (("context_layers.csv", "Contextual statistics per layer",
+                  "Each statistic per layer and group (polysemous words, monosemous controls) with its null band "
+                  "(senses shuffled within words), bootstrap 95% interval over words and p-value."),),
 }
 
 

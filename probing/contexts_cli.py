@@ -113,8 +113,11 @@ def write_contexts_run(result: ContextsResult, cfg: ContextsConfig, run: RunFold
         "baseline_accuracy": poly.best["baseline_accuracy"].to_dict(),
         "shift": poly.best["shift"].to_dict(),
         "pair_auc": poly.best["pair_auc"].to_dict(),
-        "polysemous": poly.to_dict(),
-        "controls": result.controls.to_dict() if result.controls is not None else None,
+        # Monosemous controls at the polysemous words' best layer (nearest of all concepts; shift toward own).
+        "controls": ({k: s.to_dict() for k, s in result.controls.per_layer[best].items()}
+                     if result.controls is not None else None),
+        "per_layer": {"polysemous": poly.to_dict(),
+                      "controls": result.controls.to_dict() if result.controls is not None else None},
         **{k: v for k, v in info.items() if k != "concepts"},
     }
     summary = _clean(summary)

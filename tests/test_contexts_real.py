@@ -117,7 +117,9 @@ def test_probe_contexts_cli_writes_a_run_folder(tmp_path):
                  "--bootstrap", "50", "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_polysemous_words"] == 3 and summary["n_control_words"] == 2
-    assert set(summary["polysemous"]["per_layer"]) == {"0", "6"}
+    assert set(summary["per_layer"]["polysemous"]["per_layer"]) == {"0", "6"}
+    assert summary["best_layer"] in ("0", "6") and set(summary["controls"]) == {"sense_accuracy",
+                                                                                 "baseline_accuracy", "shift"}
     rows = (out / "context_layers.csv").read_text().splitlines()
     assert rows[0].startswith("layer,group,stat,value") and len(rows) == 1 + 2 * 4 + 2 * 3
     assert (out / "figures" / "context_layers.png").is_file() and (out / "figures" / "context_pca.png").is_file()
