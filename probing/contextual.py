@@ -214,9 +214,26 @@ def _rows(ctx: ContextSet) -> tuple[list[int], list[int]]:
     return poly, controls
 
 
+@dataclass
+class _Group:
+    """Contexts measured together (polysemous words, or controls): rows, candidates, scores per layer."""
+
+    name: str
+    rows: list[int]
+    poly: bool
+    candidates: np.ndarray   # (n, m) concept codes, -1 = none
+    labels: np.ndarray       # (n,) position of the tagged sense among the candidates
+    context_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    base_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, concept_set: Any = None,
                      contexts: ContextSet | None = None, quiet: bool = False) -> ContextsResult:
-    """Extract and measure: sense accuracy, out-of-context baseline, shift and pair AUC per layer, controls."""
+    """Extract and measure: sense accuracy, out-of-context baseline, shift and pair AUC per layer, controls.
+
+    ``concept_set`` and ``contexts``, when given, replace ``cfg.concepts`` and ``cfg.contexts``.
+    """
     cs = concept_set if concept_set is not None else load_concept_set(cfg.concepts)
     dropped: list[str] = []
     if contexts is None:
@@ -261,13 +278,9 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
             labels[r] = options.index(code[c.sense])
         return cand[:, :max(1, int((cand >= 0).sum(axis=1).max()))], labels
 
-    groups = {"polysemous": (poly_idx, True), "controls": (control_idx, False)}
-    scores: dict[str, tuple[dict, dict, dict, np.ndarray, np.ndarray]] = {}  # ctx, base, vectors, labels, cand
+    groups = [_Group(name, rows, poly, *candidates(rows, poly))
+              for name, rows, poly in (("polysemous", poly_idx, True), ("controls", control_idx, False)) if rows]
     base_vectors = {}
-    for name, (rows, poly) in groups.items():
-        if rows:
-            cand, labels = candidates(rows, poly)
-            scores[name] = ({}, {}, {}, labels, cand)
     for layer in ext.layers:
         words_mat = alone.vectors[layer].astype(np.float64)
         concept_mean = words_mat[[i for r in concept_rows for i in r]].mean(axis=0) if cfg.center else 0.0
@@ -276,22 +289,18 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
         ctx_mat = ctx_mat - (ctx_mat.mean(axis=0) if cfg.center else 0.0)
         base = words_mat[word_rows] - concept_mean
         base_vectors[layer] = base.astype(np.float32)
-        for name, (rows, _) in groups.items():
-            if name not in scores:
-                continue
-            ctx_s, base_s, vecs, _, cand = scores[name]
-            ctx_s[layer] = cosine_scores(ctx_mat[rows], centroids, cand)
-            base_s[layer] = cosine_scores(base[rows], centroids, cand)
-            vecs[layer] = ctx_mat[rows]
+        for g in groups:
+            g.context_scores[layer] = cosine_scores(ctx_mat[g.rows], centroids, g.candidates)
+            g.base_scores[layer] = cosine_scores(base[g.rows], centroids, g.candidates)
+            g.vectors[layer] = ctx_mat[g.rows]
     stats = {}
-    for name, (rows, poly) in groups.items():
-        if name not in scores:
-            continue
-        ctx_s, base_s, vecs, labels, _ = scores[name]
-        words = [contexts.contexts[i].word for i in rows]
-        stats[name] = context_statistics(ctx_s, base_s, labels, words, words if poly else ["controls"] * len(rows),
-                                         pair_vectors=vecs if poly else None, n_permutations=cfg.permutations,
-                                         n_bootstrap=cfg.bootstrap, seed=cfg.seed)
+    for g in groups:
+        words = [contexts.contexts[i].word for i in g.rows]
+        # Polysemous words: senses shuffled within each word; controls: concepts shuffled across control words.
+        stats[g.name] = context_statistics(g.context_scores, g.base_scores, g.labels, words,
+                                           words if g.poly else ["controls"] * len(words),
+                                           pair_vectors=g.vectors if g.poly else None,
+                                           n_permutations=cfg.permutations, n_bootstrap=cfg.bootstrap, seed=cfg.seed)
     info = {"source": loaded.ref.name, "contexts": contexts.name, "concept_set": cs.name,
             "n_contexts": len(contexts), "n_polysemous_words": len({contexts.contexts[i].word for i in poly_idx}),
             "n_control_words": len({contexts.contexts[i].word for i in control_idx}),
