@@ -6,10 +6,11 @@ its vector is their ``mean`` (or the ``last`` one) in the model's own ``output_h
 padded by ``extract``'s helpers (so batched == single). Vectors can be cached per chunk of contexts.
 
 :func:`measure_contexts` extracts the contexts, the concept words and each context word alone (template
-``{word}``), and hands cosine scores to :mod:`analysis.contextual`: sense centroids are the concept words'
-mean out-of-context vectors; with ``center`` the concept-word mean is subtracted from centroids and
-out-of-context vectors, and the contexts' own mean from contextual vectors (a sentence moves every word's
-vector the same way; only the movement relative to that is about sense).
+``{word}``), and hands cosine scores to :mod:`analysis.contextual`: sense centroids are the mean
+out-of-context vectors of all of a concept's words (in nested WordNet sets, its whole extension); with
+``center`` the concept-word mean is subtracted from centroids and out-of-context vectors, and the contexts'
+own mean from contextual vectors (a sentence moves every word's vector the same way; only the movement
+relative to that is about sense).
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from mcicl.probing.extract import (
     padding_token_id,
     resolve_layers,
 )
-from mcicl.probing.geometry import concept_pairs
 from mcicl.probing.models import LoadedModel
 
 from mcicl.core.config import require
@@ -251,18 +251,21 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
     ext = extract_contexts(loaded.model, loaded.tokenizer, contexts.contexts, layers=cfg.layers,
                            pooling=cfg.pooling, batch_size=cfg.batch_size, cache_dir=cfg.cache_dir,
                            show_progress=not quiet)
-    pairs, _ = concept_pairs(cs)
-    alone = extract_words(list(dict.fromkeys([w for w, _ in pairs] + contexts.words)), ecfg, loaded=loaded,
+    concept_words = list(dict.fromkeys(w for ws in cs.concepts.values() for w in ws))
+    alone = extract_words(list(dict.fromkeys(concept_words + contexts.words)), ecfg, loaded=loaded,
                           show_progress=not quiet)
     missing = [w for w in contexts.words if w not in set(alone.words)]
     if missing:
         raise ContextsError(f"word(s) {missing[:10]} cannot be represented by {loaded.ref.name}'s tokenizer")
     index = {w: i for i, w in enumerate(alone.words)}
-    names = list(cs.concepts)
-    concept_rows = [[index[w] for w, c in pairs if c == name and w in index] for name in names]
-    empty = [n for n, r in zip(names, concept_rows, strict=True) if not r]
-    if empty:
-        raise ContextsError(f"concept(s) {empty[:10]} have no word the tokenizer can represent")
+    # A concept's centroid is the mean of all its words (in nested WordNet sets: its whole extension).
+    rows_of = {name: [index[w] for w in ws if w in index] for name, ws in cs.concepts.items()}
+    names = [n for n, r in rows_of.items() if r]
+    unusable = sorted({c.sense for c in contexts.contexts} - set(names))
+    if unusable:
+        raise ContextsError(f"sense concept(s) {unusable[:10]} have no word the tokenizer can represent, so no "
+                            "centroid")
+    concept_rows = [rows_of[n] for n in names]
     code = {n: k for k, n in enumerate(names)}
     word_rows = np.array([index[c.word] for c in contexts.contexts])
     all_concepts = list(range(len(names)))
@@ -283,7 +286,7 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
     base_vectors = {}
     for layer in ext.layers:
         words_mat = alone.vectors[layer].astype(np.float64)
-        concept_mean = words_mat[[i for r in concept_rows for i in r]].mean(axis=0) if cfg.center else 0.0
+        concept_mean = words_mat[sorted({i for r in concept_rows for i in r})].mean(axis=0) if cfg.center else 0.0
         centroids = np.stack([words_mat[r].mean(axis=0) for r in concept_rows]) - concept_mean
         ctx_mat = ext.vectors[layer].astype(np.float64)
         ctx_mat = ctx_mat - (ctx_mat.mean(axis=0) if cfg.center else 0.0)
