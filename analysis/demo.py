@@ -1,10 +1,10 @@
 """``mcicl demo``: the end-to-end job of the README, on the default model and a small synthetic config.
 
 Stages run in order into one run folder, each into its own subfolder: synthetic training with OOD evaluation
-(``synthetic/``), the real model's concept geometry (``geometry/``), attention-readout ICL probes (``icl/``),
-correct attention per layer and head (``attention/``), the comparison with the geometry-to-OOD map and the
-geometry-matched world (``compare/``, ``sweep/``), and the report (``report/report.html``, whose path is
-printed at the end).
+(``synthetic/``), the real model's concept geometry (``geometry/``), polysemous words in sense-tagged
+sentences (``contexts/``), attention-readout ICL probes (``icl/``), correct attention per layer and head
+(``attention/``), the comparison with the geometry-to-OOD map and the geometry-matched world (``compare/``,
+``sweep/``), and the report (``report/report.html``, whose path is printed at the end).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import time
 
 from mcicl.analysis import compare, report
-from mcicl.probing import attention, geometry_demo
+from mcicl.probing import attention, contexts_demo, geometry_demo
 from mcicl.probing.icl import demo as icl_demo
 from mcicl.synthetic import demo as synthetic_demo
 
@@ -27,6 +27,7 @@ log = logging.getLogger("mcicl")
 STAGES = (
     ("synthetic training + OOD", synthetic_demo.run_demo_stage),
     ("real geometry", geometry_demo.run_demo_stage),
+    ("polysemous words in context", contexts_demo.run_demo_stage),
     ("ICL probes (attention readout)", icl_demo.run_demo_stage),
     ("attention on same-concept demonstrations", attention.run_demo_stage),
     ("comparison", compare.run_demo_stage),

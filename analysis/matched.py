@@ -56,6 +56,9 @@ MATCHING = (
     ("skewed_concepts", "skewed", 1.0),
     ("flipped_labels", "flipped_labels", 1.0),
     ("polysemous_query", "polysemous_query", 1.0),
+    # Opt-in on both sides (synthetic scenarios / ICL --conditions): the context effect side by side.
+    ("polysemous_in_context", "polysemous_in_context", 1.0),
+    ("polysemous_in_context_adversarial", "polysemous_in_context_adversarial", 1.0),
 )
 
 

@@ -130,7 +130,8 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _run_kind(path: Path) -> str:
-    """What produced a run folder: 'demo', 'synthetic', 'sweep', 'geometry', 'icl', 'compare', 'matched'."""
+    """What produced a run folder: 'demo', 'synthetic', 'sweep', 'geometry', 'contexts', 'icl', 'compare',
+    'matched'."""
     command = ""
     if (path / RUN_MARKER).is_file():
         command = str(read_json(path / RUN_MARKER).get("command", ""))
@@ -143,6 +144,8 @@ def _run_kind(path: Path) -> str:
         return "matched"
     if "sweep.csv" in files:
         return "sweep"
+    if "context_layers.csv" in files:
+        return "contexts"
     if "layers.csv" in files:
         return "geometry"
     if "results.csv" in files and "icl" in command or "results.csv" in files and "metrics.jsonl" not in files:
@@ -169,9 +172,11 @@ def sections_from_run(path: str | Path, title: str | None = None) -> list[Sectio
     return [_run_section(path, kind, title or _KIND_TITLES.get(kind, kind))]
 
 
-_DEMO_ORDER = ["synthetic", "geometry", "icl", "attention", "sweep", "compare"]
+_DEMO_ORDER = ["synthetic", "geometry", "contexts", "icl", "attention", "sweep", "compare"]
 _KIND_TITLES = {"synthetic": "Synthetic world: training and OOD scenarios", "sweep": "Synthetic sweep",
-                "geometry": "Real model: concept geometry", "icl": "Real model: in-context learning probes",
+                "geometry": "Real model: concept geometry",
+                "contexts": "Real model: polysemous words in context", "icl": "Real model: in-context learning probes",
+                "attention": "Real model: attention on same-concept demonstrations",
                 "compare": "Synthetic vs real: comparison, geometry-to-OOD map, matched world",
                 "matched": "Geometry-matched synthetic world"}
 
@@ -184,6 +189,9 @@ _KIND_TEXT = {
     "icl": "In-context learning probes on the real model: accuracy per condition and number of shots.",
     "attention": "The paper's correct attention weight in the real model, per layer and head: the share of the "
                  "query's attention on demonstrations of its own concept, on the ICL prompts, against three nulls.",
+    "contexts": "Polysemous words read inside sense-tagged sentences: per layer, whether the hidden state moves "
+                "toward the tagged sense's concept centroid, against the same word out of context and a null "
+                "with senses shuffled within each word. Best-layer numbers are corrected for choosing the layer.",
     "compare": "The same statistics, computed by the same geometry engine, on every synthetic and real space.",
     "matched": "A synthetic world whose generator parameters were estimated from the real model's geometry.",
 }
@@ -209,6 +217,9 @@ _KIND_TABLES = {
     "geometry": (("layers.csv", "Statistics per layer", "Every statistic with its null, CI and p-value."),
                  ("polysemy.csv", "Polysemous words", "Cosine with each sense centroid against the null.")),
     "icl": (),
+    "contexts": (("context_layers.csv", "Contextual statistics per layer",
+                  "Each statistic per layer and group (polysemous words, monosemous controls) with its null band "
+                  "(senses shuffled within words), bootstrap 95% interval over words and p-value."),),
 }
 
 

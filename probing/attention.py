@@ -44,7 +44,7 @@ import torch
 from mcicl.probing.attention_figures import save_attention_figures
 from mcicl.probing.concepts import ConceptSet
 from mcicl.probing.devices import input_device, resolve_device
-from mcicl.probing.extract import _body, padding_for, padding_token_id
+from mcicl.probing.extract import ExtractionConfig, _body, padding_for, padding_token_id
 from mcicl.probing.icl.run import load_suite
 from mcicl.probing.icl.scoring import ScoringPrompt, score_prompts
 from mcicl.probing.icl.tasks import CONDITIONS, DEFAULT_ARBITRARY_LABELS, IclPrompt, IclSampler, PromptTemplate
@@ -392,9 +392,10 @@ ATTENTION_CONDITIONS = ("in_distribution", "polysemous_query", "flipped_labels",
 
 @dataclass
 class AttentionConfig:
-    """Everything that defines an attention probe run (recorded as config.yaml); prompts as in ``probe icl``."""
+    """Everything that defines an attention probe run (recorded as config.yaml); prompts as in ``probe icl``.
+    ``extraction`` says which model to load and how (model, dtype, device, remote code)."""
 
-    model: str = "default"
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     suite: str = "polysemy"  # 'polysemy' | 'concepts' | a concept-set file
     polysemy: str | None = None
     conditions: list[str] = field(default_factory=lambda: list(ATTENTION_CONDITIONS))
@@ -413,9 +414,6 @@ class AttentionConfig:
     knockout_draws: int = 5  # random k-head sets knocked out for comparison (causal LMs)
     batch_size: int = 16
     seed: int = 0
-    dtype: str = "float32"
-    device: str = "auto"
-    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         bad = [c for c in self.conditions if c not in CONDITIONS or CONDITIONS[c].zero_shot]
@@ -602,9 +600,10 @@ def run_attention(config: AttentionConfig, run: RunFolder, *, loaded: LoadedMode
     cs = concept_set if concept_set is not None else load_suite(config.suite, config.polysemy)
     run.save_config(to_dict(config))
     if loaded is None:
-        device, device_map = resolve_device(config.device)
-        loaded = load_model(config.model, dtype=config.dtype, device=device, device_map=device_map,
-                            trust_remote_code=config.trust_remote_code)
+        ext = config.extraction
+        device, device_map = resolve_device(ext.device)
+        loaded = load_model(ext.model, dtype=ext.dtype, device=device, device_map=device_map,
+                            trust_remote_code=ext.trust_remote_code)
     result = measure_attention(config, loaded, cs, show_progress=show_progress)
     summary = result.summary
     if loaded.causal:
@@ -622,10 +621,10 @@ def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> d
     small = bool(getattr(args, "small", False))
     conditions = ["in_distribution", "polysemous_query", "flipped_labels"] + ([] if small else ["arbitrary_labels"])
     # --small: 8 episodes; with 5, the query-swap null had too few distinct swaps for any head to reach p < 0.05
-    config = AttentionConfig(model=getattr(args, "model", "default"), conditions=conditions,
-                             shots=[4] if small else [2, 4, 8], episodes=8 if small else 12,
+    config = AttentionConfig(extraction=ExtractionConfig(model=getattr(args, "model", "default"), device="cpu"),
+                             conditions=conditions, shots=[4] if small else [2, 4, 8], episodes=8 if small else 12,
                              n_permutations=200 if small else 500, n_boot=200 if small else 1000,
-                             seed=getattr(args, "seed", None) or 0, device="cpu")
+                             seed=getattr(args, "seed", None) or 0)
     folder = RunFolder.create(run.path / "attention", "probe attention", overwrite=True)
     summary = run_attention(config, folder, show_progress=not getattr(args, "quiet", False))
     top = str(max(config.shots))

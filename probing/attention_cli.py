@@ -6,10 +6,8 @@ import argparse
 
 from mcicl.probing.attention import ATTENTION_CONDITIONS, QUERY_POSITIONS, AttentionConfig, run_attention
 from mcicl.probing.icl.cli import _csv, _ints
-from mcicl.probing.icl.tasks import PromptTemplate
 
-from mcicl.core.cli import add_model_options, add_run_options
-from mcicl.core.config import from_dict, load_config, to_dict
+from mcicl.core.cli import add_model_options, add_run_options, merge_config
 from mcicl.core.runs import RunFolder, seed_everything
 
 
@@ -17,19 +15,15 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``mcicl probe attention``."""
     template = {k: v for k, v in (("header", args.header), ("query", args.query_template),
                                   ("label", args.label_template), ("separator", args.separator)) if v is not None}
-    overrides = {
-        "model": args.model, "suite": args.suite, "polysemy": args.polysemy, "shots": args.shots,
-        "conditions": args.conditions, "ways": args.ways, "episodes": args.episodes,
-        "queries_per_episode": args.queries_per_episode, "query_position": args.query_position,
-        "n_permutations": args.permutations, "top_k": args.top_k, "batch_size": args.batch_size,
-        "seed": args.seed, "dtype": args.dtype, "device": args.device,
-        "trust_remote_code": args.trust_remote_code or None,
-    }
-    config = load_config(AttentionConfig, args.config, overrides)
-    if template:
-        config.template = from_dict(PromptTemplate, {**to_dict(config.template), **template}, prefix="template.")
+    fields = ("suite", "polysemy", "shots", "conditions", "ways", "episodes", "queries_per_episode",
+              "query_position", "top_k", "batch_size", "seed", {"permutations": "n_permutations"},
+              "extraction.model", "extraction.dtype", "extraction.device")
+    config = merge_config(AttentionConfig, args, fields, extra={
+        "extraction.trust_remote_code": args.trust_remote_code or None, "template": template or None})
     seed_everything(config.seed)
-    folder = RunFolder.create(args.out, "probe attention", overwrite=args.overwrite)
+    folder = RunFolder.create(args.out, "probe attention", overwrite=args.overwrite,
+                              inputs={"--model": config.extraction.model, "--suite": config.suite,
+                                      "--polysemy": config.polysemy})
     summary = run_attention(config, folder)
     for h in summary["top_heads"]:
         print(f"top head layer {h['layer']} head {h['head']}: correct attention {h['held_out_value']:.3f} "

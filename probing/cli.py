@@ -1,14 +1,14 @@
-"""``mcicl probe``: real-model commands (extract, geometry, icl, attention), each registered by its own module."""
+"""``mcicl probe``: real-model commands (extract, geometry, contexts, icl, attention), one module each."""
 
 from __future__ import annotations
 
 import argparse
 
-from mcicl.probing import attention_cli, extract_cli, geometry_cli
+from mcicl.probing import attention_cli, contexts_cli, extract_cli, geometry_cli
 from mcicl.probing.icl import cli as icl_cli
 
 # Each module defines register(probe_subparsers).
-PROBE_MODULES = (extract_cli, geometry_cli, icl_cli, attention_cli)
+PROBE_MODULES = (extract_cli, geometry_cli, contexts_cli, icl_cli, attention_cli)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

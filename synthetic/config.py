@@ -26,12 +26,17 @@ SCENARIOS = (
     "noise_x2",  # sigma * 2
     "noise_x5",  # sigma * 5
     "unseen_concept",  # fresh word and label directions never trained on (expected to fail)
+    "polysemous_in_context",  # polysemous query + a context feature along the task concept's a_k*
+    "polysemous_in_context_adversarial",  # ... along the other concept's a_k' instead
 )
+# Opt-in (scenarios=[...]): the counterpart of the real in-context ICL conditions (docs/contexts.md).
+CONTEXT_SCENARIOS = ("polysemous_in_context", "polysemous_in_context_adversarial")
 
 
 def default_scenarios() -> list[str]:
-    """The default OOD scenarios, in display order: all but uniform_concepts (a shift only with train_skew > 0)."""
-    return [name for name in SCENARIOS if name != "uniform_concepts"]
+    """The default OOD scenarios, in display order: all but uniform_concepts (a shift only with train_skew > 0)
+    and the opt-in context ones."""
+    return [s for s in SCENARIOS if s != "uniform_concepts" and s not in CONTEXT_SCENARIOS]
 
 
 @dataclass
@@ -58,6 +63,7 @@ class SyntheticConfig:
     label_noise: float = 0.0  # probability that the query's target sign is flipped (the Bayes error is then p)
     demo_label_noise: float = 0.0  # probability that a demonstration's label is flipped (alternative noise)
     train_skew: float = 0.0  # training prior mass on concept c0 (0 = uniform pi)
+    context_strength: float = 1.0  # in-context scenarios: the context feature is context_strength * a_k
     # --- model ---
     value: str = "label"  # "label": v_l = y_l; "projected": v_l = W_V [x_l; y_l]
     m: int = 8  # ReLU neurons per sign in the MLP readout
@@ -126,8 +132,9 @@ class SyntheticConfig:
         for name in self.scenarios:
             require(name in SCENARIOS, "scenarios", name, "names from " + ", ".join(SCENARIOS))
         require(len(set(self.scenarios)) == len(self.scenarios), "scenarios", self.scenarios, "distinct names")
-        require("polysemous_query" not in self.scenarios or self.K >= 2, "K", self.K,
-                "an integer >= 2 when the polysemous_query scenario is on")
+        require(not {"polysemous_query", *CONTEXT_SCENARIOS} & set(self.scenarios) or self.K >= 2, "K", self.K,
+                "an integer >= 2 when a polysemous_query or polysemous_in_context scenario is on")
+        require(self.context_strength >= 0.0, "context_strength", self.context_strength, "a number >= 0")
         require("uniform_concepts" not in self.scenarios or self.train_skew > 0, "scenarios", "uniform_concepts",
                 "uniform_concepts only with train_skew > 0 (with a uniform training prior it is the training "
                 "distribution, not a shift)")

@@ -5,7 +5,10 @@ mu_k^{+-} = a_k +- b_k (unit norm, cosine (|a|^2-|b|^2)/(|a|^2+|b|^2) = within_c
 q_k^{+-} = c_k +- d_k. A word is x = mu_{k*}^s + sum_j z_j (a_j + t_j b_j) + xi with z_j ~ Bernoulli(polysemy_rate)
 over the other concepts j, and xi ~ N(0, sigma^2 I) (``noise: isotropic``) or xi = P_perp g with g ~ N(0, sigma^2 I)
 and P_perp the projector off every dictionary direction (``noise: orthogonal``). A prompt is L demonstrations
-(x_l, y_l = q_{k*}^{s_l}) and a query x_q whose target is the query's sign s_q.
+(x_l, y_l = q_{k*}^{s_l}) and a query x_q whose target is the query's sign s_q. A polysemous query adds a second
+task concept's word mu_{k'}^t; in context, a sentence's context adds gamma a_{k*} (it selects the concept the
+demonstrations ask about) or, adversarially, gamma a_{k'} (it selects the other one), gamma = context_strength:
+the synthetic analogue of a real word's hidden state moving toward its sense's concept centroid (docs/contexts.md).
 """
 
 from __future__ import annotations
@@ -129,6 +132,8 @@ class PromptSpec:
     polysemous_query: bool = False
     unseen: bool = False
     switched_semantics: bool = False  # the task concept's b_k is replaced by Dictionary.b_switched[k]
+    query_context: int = 0  # polysemous query in context: +1 selects k*, -1 selects k', 0 none
+    context_strength: float = 0.0
 
 
 def skewed_prior(K: int, mass: float) -> tuple[float, ...]:
@@ -167,6 +172,10 @@ def scenario_spec(cfg: SyntheticConfig, name: str) -> PromptSpec:
         "noise_x2": lambda: replace(base, sigma=2 * cfg.sigma),
         "noise_x5": lambda: replace(base, sigma=5 * cfg.sigma),
         "unseen_concept": lambda: replace(base, unseen=True),
+        "polysemous_in_context": lambda: replace(base, polysemous_query=True, query_context=1,
+                                                 context_strength=cfg.context_strength),
+        "polysemous_in_context_adversarial": lambda: replace(base, polysemous_query=True, query_context=-1,
+                                                             context_strength=cfg.context_strength),
     }
     if name not in shifts:
         raise ValueError(f"unknown OOD scenario {name!r}; accepted: {', '.join(shifts)}")
@@ -288,6 +297,9 @@ def sample_prompts(dic: Dictionary, spec: PromptSpec, S: int, n: int, gen: torch
     x, xq = words[..., :L, :], words[..., L, :]
     if spec.polysemous_query:
         xq = xq + dic.a[k2] + _signs((S, n), gen)[..., None].to(dic.a.dtype) * dic.b[k2]
+        if spec.query_context:
+            selected = k if spec.query_context > 0 else k2
+            xq = xq + spec.context_strength * dic.a[selected]
     label_sign = -s_demo if spec.flip_labels else s_demo
     target = -s_q if spec.flip_labels else s_q
     if spec.demo_label_noise > 0:

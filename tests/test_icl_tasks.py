@@ -9,7 +9,7 @@ from mcicl.probing.datasets import builtin_concepts
 from mcicl.probing.datasets.sets import descendants
 from mcicl.probing.icl.readout import attention_readout
 from mcicl.probing.icl.stats import bootstrap_accuracy
-from mcicl.probing.icl.tasks import CONDITIONS, IclSampler, concept_label
+from mcicl.probing.icl.tasks import CONDITIONS, DEFAULT_CONDITIONS, IclSampler, concept_label
 
 from tests.icl_fixtures import small_concept_set
 
@@ -20,7 +20,7 @@ def sampler() -> IclSampler:
 
 
 def test_sampling_is_deterministic_by_seed(sampler):
-    for cond in CONDITIONS:
+    for cond in DEFAULT_CONDITIONS:  # the in-context ones need contexts: tests/test_contexts_icl.py
         a = sampler.sample(cond, 4, n_episodes=5, seed=1)
         assert a == sampler.sample(cond, 4, n_episodes=5, seed=1)
     assert sampler.sample("in_distribution", 4, 5, seed=1) != sampler.sample("in_distribution", 4, 5, seed=2)

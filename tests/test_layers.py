@@ -18,7 +18,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"mcicl": REPO / "mcicl", "mcicl.synthetic": REPO / "synthetic", "mcicl.probing": REPO / "probing",
            "mcicl.analysis": REPO / "analysis"}
-ENGINE = {"geometry", "nulls", "polysemy", "probes", "geometry_figures", "embedding_plots"}
+ENGINE = {"geometry", "nulls", "polysemy", "probes", "geometry_figures", "embedding_plots", "contextual",
+          "contextual_figures"}
 
 
 def module_files() -> dict[str, Path]:

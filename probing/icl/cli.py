@@ -34,10 +34,11 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``mcicl probe icl``."""
 
     template = {k: v for k, v in (("header", args.header), ("query", args.query_template),
-                                  ("label", args.label_template), ("separator", args.separator)) if v is not None}
+                                  ("label", args.label_template), ("separator", args.separator),
+                                  ("context_query", args.context_query_template)) if v is not None}
     fields = ("suite", "polysemy", "readout", "shots", "conditions", "ways", "episodes", "queries_per_episode",
-              "betas", "scoring", "batch_size", "seed", "extraction.model", "extraction.dtype", "extraction.device",
-              {"layer": "extraction.layers"})
+              "contexts", "betas", "scoring", "batch_size", "seed", "extraction.model", "extraction.dtype",
+              "extraction.device", {"layer": "extraction.layers"})
     config = merge_config(IclConfig, args, fields, extra={
         "extraction.trust_remote_code": args.trust_remote_code or None, "template": template or None})
     seed_everything(config.seed)
@@ -75,13 +76,19 @@ def register(probe_sub: argparse._SubParsersAction) -> None:
                         "vectors; auto (default): lm for a causal LM, attention otherwise")
     g.add_argument("--shots", type=_ints, default=None, help="numbers of demonstrations (default: 0,1,2,4,8,16)")
     g.add_argument("--conditions", type=_csv, default=None,
-                   help="comma-separated conditions (default: all): " + ", ".join(CONDITIONS))
+                   help="comma-separated conditions (default: all but the in-context ones): " + ", ".join(CONDITIONS))
+    g.add_argument("--contexts", default=None,
+                   help="sense-tagged sentences for polysemous_in_context(_adversarial): builtin (default) or a "
+                        ".csv/.json contexts file (see mcicl probe contexts)")
     g.add_argument("--ways", type=int, default=None, help="concepts per task (default: 2)")
     g.add_argument("--episodes", type=int, default=None,
                    help="episodes (one set of demonstrations each) per condition and shots (default: 25)")
     g.add_argument("--queries-per-episode", type=int, default=None, help="queries sharing one episode (default: 4)")
     g.add_argument("--header", default=None, help="text before the demonstrations (default: none)")
     g.add_argument("--query-template", default=None, help="query line, with {word} (default: '{word} ->')")
+    g.add_argument("--context-query-template", default=None,
+                   help="query line of a word inside a sentence, with {context} and {word} "
+                        "(default: '{context} {word} ->')")
     g.add_argument("--label-template", default=None,
                    help="scored label continuation, with {label} (default: ' {label}')")
     g.add_argument("--separator", default=None, help="text after each demonstration (default: newline)")

@@ -36,7 +36,7 @@ def accuracy_figure(summary: Mapping[str, Any], *, ax: Axes | None = None) -> Fi
     xpos = {s: i for i, s in enumerate(shots)}  # shots are spaced evenly (0, 1, 2, 4, 8, ...)
     conditions = [c for c in CONDITIONS if c in acc]
     colours = dict(zip(conditions, _colours(len(conditions)), strict=True))
-    markers = dict(zip(conditions, "osD^vP*X", strict=False))
+    markers = dict(zip(conditions, "osD^vP*Xph", strict=False))
     fig, ax = on_axes(ax, figsize=(7.8, 4.4))
     width = 0.3  # spread of the per-condition offsets, so intervals do not hide each other
     for k, cond in enumerate(conditions):

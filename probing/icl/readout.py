@@ -4,7 +4,8 @@ The query attends to the demonstrations with weights ``softmax(beta * cos(query,
 prediction is the label carrying the most attention mass (Bu et al.'s one-layer transformer reads the
 label out of the demonstrations its query attends to). With no demonstrations (zero-shot) the query attends
 to the label words themselves. ``beta`` (the inverse temperature) is swept; the best one is chosen on a
-held-out split of in-distribution prompts.
+held-out split of in-distribution prompts. A query inside a sentence (the in_context conditions) is read
+as its contextual vector there (:mod:`probing.contextual`), looked up by ``IclPrompt.query_key``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from mcicl.probing.contexts import SenseContext
 from mcicl.probing.icl.tasks import IclPrompt
 
 DEFAULT_BETAS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
@@ -74,7 +76,7 @@ def readout_probabilities(prompts: Sequence[IclPrompt], vectors: WordVectors,
         groups.setdefault(len(p.demos), []).append(i)
     for n_demos, idx in groups.items():
         group = [prompts[i] for i in idx]
-        query = vectors(p.query for p in group)
+        query = vectors(p.query_key for p in group)
         if n_demos == 0:
             # zero-shot: attend over the label words themselves (their text is their meaning)
             keys = np.stack([vectors(p.labels) for p in group])
@@ -94,11 +96,22 @@ def predict(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def readout_words(prompts: Iterable[IclPrompt]) -> list[str]:
-    """Every word the readout needs a vector for: queries, demonstration words and (zero-shot) labels."""
+    """Every word the readout needs a vector for out of context: queries (not those inside a sentence),
+    demonstration words and (zero-shot) labels."""
     words: dict[str, None] = {}
     for p in prompts:
-        words[p.query] = None
+        if not p.query_context:
+            words[p.query] = None
         words.update(dict.fromkeys(w for w, _ in p.demos))
         if not p.demos:
             words.update(dict.fromkeys(p.labels))
     return list(words)
+
+
+def readout_contexts(prompts: Iterable[IclPrompt]) -> list[SenseContext]:
+    """The distinct query occurrences inside sentences (in_context conditions), keyed like ``query_key``."""
+    out: dict[str, SenseContext] = {}
+    for p in prompts:
+        if p.query_context and p.query_key not in out:
+            out[p.query_key] = SenseContext(p.query, p.context_sense, p.query_context, p.query_start)
+    return list(out.values())

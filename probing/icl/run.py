@@ -2,7 +2,8 @@
 
 Two readouts share the prompts and the outputs:
 - ``lm``: a causal LM scores every candidate label (probing.icl.scoring, cached prefixes);
-- ``attention``: any model's word vectors (probing.extract) feed the attention readout (probing.icl.readout).
+- ``attention``: any model's word vectors (probing.extract) feed the attention readout (probing.icl.readout);
+  a query inside a sentence (the in_context conditions) is its contextual vector (probing.contextual).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from mcicl.probing.concepts import ConceptSet
+from mcicl.probing.contextual import extract_contexts, load_contexts
 from mcicl.probing.datasets import builtin_concepts, load_concept_set
 from mcicl.probing.devices import resolve_device
 from mcicl.probing.extract import ExtractionConfig, extract_words
@@ -25,6 +27,7 @@ from mcicl.probing.icl.readout import (
     LOG_FLOOR,
     WordVectors,
     predict,
+    readout_contexts,
     readout_probabilities,
     readout_words,
 )
@@ -32,7 +35,9 @@ from mcicl.probing.icl.scoring import ScoringPrompt, score_prompts
 from mcicl.probing.icl.stats import bootstrap_accuracy
 from mcicl.probing.icl.tasks import (
     CONDITIONS,
+    CONTEXT_CONDITIONS,
     DEFAULT_ARBITRARY_LABELS,
+    DEFAULT_CONDITIONS,
     IclPrompt,
     IclSampler,
     PromptTemplate,
@@ -68,7 +73,8 @@ class IclConfig:
     polysemy: str | None = None  # polysemy JSON for a --suite FILE
     readout: str = "auto"  # auto: lm for a causal LM, attention otherwise
     shots: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8, 16])
-    conditions: list[str] = field(default_factory=lambda: list(CONDITIONS))
+    conditions: list[str] = field(default_factory=lambda: list(DEFAULT_CONDITIONS))
+    contexts: str = "builtin"  # sense-tagged sentences for the in_context conditions: 'builtin' or a file
     ways: int = 2
     episodes: int = 25  # per (condition, shots)
     queries_per_episode: int = 4
@@ -172,11 +178,21 @@ def _attention_scores(config: IclConfig, loaded: LoadedModel, prompts: list[IclP
     words = readout_words(prompts + tune)
     extraction = extract_words(words, config.extraction, loaded=loaded)
     layer = extraction.layers[-1]
-    vectors = WordVectors({w: i for i, w in enumerate(extraction.words)}, extraction.vectors[layer])
+    index = {w: i for i, w in enumerate(extraction.words)}
+    matrix = extraction.vectors[layer]
+    in_sentences = readout_contexts(prompts + tune)
+    if in_sentences:
+        # Queries inside sentences: their contextual vectors at the same layer, same pooling.
+        ctx = extract_contexts(loaded.model, loaded.tokenizer, in_sentences, layers=config.extraction.layers,
+                               pooling=config.extraction.pooling, show_progress=False)
+        for k, c in enumerate(in_sentences):
+            index[f"{c.word}@{c.start}:{c.context}"] = len(extraction.words) + k
+        matrix = np.concatenate([matrix, ctx.vectors[ctx.layers[-1]]])
+    vectors = WordVectors(index, matrix)
     dropped = sorted(set(words) - set(extraction.words))
 
     def usable(ps: list[IclPrompt]) -> list[IclPrompt]:
-        return [p for p in ps if all(w in vectors.index for w in readout_words([p]))]
+        return [p for p in ps if all(w in vectors.index for w in readout_words([p]) + [p.query_key])]
 
     prompts_ok, tune_ok = usable(prompts), usable(tune)
     if not tune_ok:
@@ -215,7 +231,8 @@ def _lm_scores(config: IclConfig, loaded: LoadedModel, prompts: list[IclPrompt])
 
     model, tokenizer = loaded.model, loaded.tokenizer
     t = config.template
-    scoring = [ScoringPrompt(t.prefix(p.demos), t.query_text(p.query), tuple(t.option(lab) for lab in p.labels))
+    scoring = [ScoringPrompt(t.prefix(p.demos), t.query_in_context(p.query_context, p.query) if p.query_context
+                             else t.query_text(p.query), tuple(t.option(lab) for lab in p.labels))
                for p in prompts]
     return score_prompts(model, tokenizer, scoring, method=config.scoring, batch_size=config.batch_size)
 
@@ -267,9 +284,15 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
         raise ValueError(f"condition polysemous_query needs polysemous words, but concept set {cs.name!r} lists "
                          "none; use --suite polysemy, add --polysemy FILE, or leave polysemous_query out of "
                          "--conditions")
+    contexts = None
+    if any(c in CONTEXT_CONDITIONS for c in conditions):
+        if not cs.polysemy:
+            raise ValueError(f"conditions {', '.join(CONTEXT_CONDITIONS)} need polysemous words, but concept set "
+                             f"{cs.name!r} lists none; use --suite polysemy or add --polysemy FILE")
+        contexts, _ = load_contexts(config.contexts, cs, min_per_sense=1)
     sampler = IclSampler(cs, ways=config.ways, queries_per_episode=config.queries_per_episode,
                          novel_fraction=config.novel_fraction, arbitrary_label_sets=tuple(config.arbitrary_labels),
-                         split_seed=config.seed)
+                         split_seed=config.seed, contexts=contexts)
     cells = plan(config, sampler)
     readout = choose_readout(config) if loaded is None else (
         "lm" if config.readout == "lm" or (config.readout == "auto" and loaded.causal) else "attention")
@@ -312,6 +335,7 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
             "labels": json.dumps(list(p.labels)),
             "label_logprobs": json.dumps({lab: round(float(v), 6) for lab, v in zip(p.labels, lp, strict=True)}),
             "demonstrations": " | ".join(f"{w}:{lab}" for w, lab in p.demos),
+            **({"query_context": p.query_context, "context_sense": p.context_sense} if p.query_context else {}),
         })
     summary = summarise(rows, ways=config.ways, n_boot=config.n_boot, seed=config.seed)
     is_tiny = is_random_weights(ref.location)
@@ -322,7 +346,8 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
 
 
 def summarise(rows: list[dict[str, Any]], *, ways: int, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """accuracy / majority_label / follows_majority as {condition: {shots: {mean, ci_low, ci_high, n}}}, + chance."""
+    """accuracy / majority_label / follows_majority as {condition: {shots: {mean, ci_low, ci_high, n}}}, + chance;
+    with both in-context conditions, ``context_effect`` {shots: paired accuracy difference} (n = episodes)."""
     cells: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         cells.setdefault((r["condition"], int(r["shots"])), []).append(r)
@@ -337,7 +362,26 @@ def summarise(rows: list[dict[str, Any]], *, ways: int, n_boot: int = 1000, seed
         if shots:
             out["follows_majority"].setdefault(cond, {})[key] = bootstrap_accuracy(
                 [r["predicted"] == r["majority_label"] for r in rs], episodes, n_boot=n_boot, seed=seed).to_dict()
+    twin, adversarial = CONTEXT_CONDITIONS
+    for key in sorted(set(out["accuracy"].get(twin, {})) & set(out["accuracy"].get(adversarial, {})), key=int):
+        out.setdefault("context_effect", {})[key] = context_effect(
+            cells[(twin, int(key))], cells[(adversarial, int(key))], n_boot=n_boot, seed=seed).to_dict()
     return out
+
+
+def context_effect(selecting: list[dict[str, Any]], adversarial: list[dict[str, Any]], *, n_boot: int = 1000,
+                   seed: int = 0) -> Any:
+    """Accuracy with the sense-selecting sentence minus accuracy with the other-sense sentence, paired by episode
+    (the twins share word, task and demonstrations), with a bootstrap interval over episodes."""
+    def per_episode(rows: list[dict[str, Any]]) -> dict[int, float]:
+        out: dict[int, list[int]] = {}
+        for r in rows:
+            out.setdefault(int(r["episode"]), []).append(int(r["correct"]))
+        return {e: float(np.mean(v)) for e, v in out.items()}
+
+    a, b = per_episode(selecting), per_episode(adversarial)
+    shared = sorted(set(a) & set(b))
+    return bootstrap_accuracy([a[e] - b[e] for e in shared], n_boot=n_boot, seed=seed)
 
 
 def _plain(obj: Any) -> Any:

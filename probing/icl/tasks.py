@@ -12,7 +12,11 @@ drawn (Garg et al.'s "OOD evaluation is a different sampler"):
 - ``skewed``: 80/20 demonstration labels; ``flipped_labels``: semantic labels swapped among the concepts;
   ``arbitrary_labels``: labels with no meaning, learnable only in context; ``novel_pair``: concept
   combinations held out of every other condition; ``zero_shot``: no demonstrations; ``shuffled_labels``:
-  demonstration labels drawn at random (the gold label stays the concept's own).
+  demonstration labels drawn at random (the gold label stays the concept's own);
+- ``polysemous_in_context``: monosemous demonstrations, the query a polysemous word inside a sentence whose
+  context selects the sense the task asks about (a sense-tagged context, :mod:`probing.contexts`); the gold
+  label is that sense; ``polysemous_in_context_adversarial``: its twin, the same episodes (same word, task,
+  demonstrations and gold label) with sentences whose context selects another sense of the word.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 from mcicl.probing.concepts import ConceptSet
+from mcicl.probing.contexts import ContextSet, builtin_contexts
 from mcicl.probing.datasets.sets import descendants
 
 from mcicl.core.config import require
@@ -37,8 +42,9 @@ class Condition:
     labels: Literal["semantic", "arbitrary", "flipped"] = "semantic"
     majority_fraction: float | None = None  # share of demonstrations with one label; None: balanced
     shuffle_labels: bool = False
-    query: Literal["monosemous", "polysemous"] = "monosemous"
+    query: Literal["monosemous", "polysemous", "in_context"] = "monosemous"
     zero_shot: bool = False
+    context_sense: Literal["task", "other"] = "task"  # in_context queries: the sense their sentence selects
 
 
 CONDITIONS: dict[str, Condition] = {
@@ -50,7 +56,14 @@ CONDITIONS: dict[str, Condition] = {
     "novel_pair": Condition(combos="novel"),
     "zero_shot": Condition(zero_shot=True),
     "shuffled_labels": Condition(shuffle_labels=True),
+    "polysemous_in_context": Condition(combos="any", query="in_context"),
+    "polysemous_in_context_adversarial": Condition(combos="any", query="in_context", context_sense="other"),
 }
+# Conditions that need sense-tagged contexts; opt-in (--conditions), so default runs are unchanged.
+CONTEXT_CONDITIONS = ("polysemous_in_context", "polysemous_in_context_adversarial")
+DEFAULT_CONDITIONS = tuple(c for c in CONDITIONS if c not in CONTEXT_CONDITIONS)
+# A twin draws its episodes from its twin's random stream, so the two differ only in the query sentences.
+STREAM_OF = {"polysemous_in_context_adversarial": "polysemous_in_context"}
 DEFAULT_ARBITRARY_LABELS = ("A B C D E F", "foo bar baz qux quux corge", "X Y Z W V U")
 
 
@@ -59,17 +72,21 @@ class PromptTemplate:
     """How a prompt is written: ``header`` + demonstrations + query; each label is scored as a continuation.
 
     A demonstration is ``query.format(word=w) + label.format(label=l) + separator``; the prompt ends with
-    ``query.format(word=q)``; candidate continuations are ``label.format(label=l)``.
+    ``query.format(word=q)`` (a query in a sentence: ``context_query.format(context=s, word=q)``); candidate
+    continuations are ``label.format(label=l)``.
     """
 
     header: str = ""
     query: str = "{word} ->"
     label: str = " {label}"
     separator: str = "\n"
+    context_query: str = "{context} {word} ->"
 
     def __post_init__(self) -> None:
 
         require("{word}" in self.query, "template.query", self.query, "a string containing {word}")
+        require("{word}" in self.context_query and "{context}" in self.context_query, "template.context_query",
+                self.context_query, "a string containing {context} and {word}")
         require("{label}" in self.label, "template.label", self.label, "a string containing {label}")
 
     def prefix(self, demos: tuple[tuple[str, str], ...]) -> str:
@@ -80,6 +97,10 @@ class PromptTemplate:
     def query_text(self, word: str) -> str:
         """The query line, ending where the label starts."""
         return self.query.format(word=word)
+
+    def query_in_context(self, context: str, word: str) -> str:
+        """The query line of a word inside a sentence, ending where the label starts."""
+        return self.context_query.format(context=context, word=word)
 
     def option(self, label: str) -> str:
         """The continuation scored for ``label``."""
@@ -100,6 +121,14 @@ class IclPrompt:
     query_concept: str
     gold: str
     demo_concepts: tuple[str, ...] = field(default=())
+    query_context: str = ""  # in_context queries: the sentence holding the query word ...
+    query_start: int = -1    # ... and the character where the occurrence starts
+    context_sense: str = ""  # ... and the sense that sentence is tagged with
+
+    @property
+    def query_key(self) -> str:
+        """The query's identity for vector lookup: the word, or the word at its place in its sentence."""
+        return f"{self.query}@{self.query_start}:{self.query_context}" if self.query_context else self.query
 
 
 def concept_label(name: str) -> str:
@@ -122,6 +151,7 @@ class IclSampler:
     novel_fraction: float = 0.25
     arbitrary_label_sets: tuple[str, ...] = DEFAULT_ARBITRARY_LABELS
     split_seed: int = 0
+    contexts: ContextSet | None = None  # sense-tagged sentences for the in_context conditions; None: built-in
 
     def __post_init__(self) -> None:
         poly = set(self.concepts.polysemy)
@@ -166,7 +196,7 @@ class IclSampler:
                 f"{shots} shots ({condition_name}) need {need} demonstration words plus a query word per concept, "
                 f"but concept {c!r} has only {n} monosemous word(s) ({len(small)} concept(s) are too small); "
                 f"accepted: shots <= {most} for this concept set, or a concept set with more words")
-        if CONDITIONS[condition_name].query == "polysemous":
+        if CONDITIONS[condition_name].query in ("polysemous", "in_context"):
             return  # polysemous queries are not drawn from the concepts' word lists
         # An episode's queries are words its demonstrations left over; the tightest task is the smallest concepts.
         smallest = sorted(len(ws) for ws in self.pools.values())[:self.ways]
@@ -227,7 +257,9 @@ class IclSampler:
         if cond.zero_shot:
             shots = 0
         poly_word: str | None = None
-        if cond.query == "polysemous":
+        if cond.query == "in_context":
+            poly_word, combo = self._in_context_task(rng)
+        elif cond.query == "polysemous":
             words = sorted(self.concepts.polysemy)
             if not words:
                 raise ValueError(f"concept set {self.concepts.name!r} lists no polysemous words; the "
@@ -272,6 +304,9 @@ class IclSampler:
 
         # queries: never a word of the demonstrations
         queries: list[tuple[str, str]] = []
+        if cond.query == "in_context":
+            return self._in_context_queries(rng, cond, condition_name, shots, episode, poly_word, combo, mapping,
+                                            labels, demo_pairs, demo_concepts)
         if poly_word is not None:
             sense = next(c for c in combo if c in self.concepts.polysemy[poly_word])
             others = set(combo) - {sense}
@@ -293,6 +328,50 @@ class IclSampler:
         return [IclPrompt(condition_name, shots, episode, task, labels, demo_pairs, w, c, mapping[c], demo_concepts)
                 for w, c in queries]
 
+    def _context_words(self) -> dict[str, list[str]]:
+        """Polysemous word -> its senses that have tagged contexts (words with >= 2 such senses)."""
+        if self.contexts is None:
+            self.contexts = builtin_contexts()
+        out = {}
+        for word, senses in sorted(self.concepts.polysemy.items()):
+            have = [s for s in senses if s in self.contexts.senses(word)]
+            if len(have) >= 2:
+                out[word] = have
+        if not out:
+            raise ValueError(f"contexts {self.contexts.name!r} hold no polysemous word of {self.concepts.name!r} in "
+                             "two of its senses; accepted: contexts for at least one word's two senses")
+        return out
+
+    def _in_context_task(self, rng: np.random.Generator) -> tuple[str, tuple[str, ...]]:
+        """(polysemous word, task concepts holding exactly one of its senses: the one the task asks about)."""
+        words = self._context_words()
+        names = sorted(words)
+        word = names[int(rng.integers(len(names)))]
+        senses = self.concepts.polysemy[word]
+        sense = words[word][int(rng.integers(len(words[word])))]
+        combo = self._combo(rng, "any", must=sense,
+                            avoid=frozenset(r for s in senses for r in self.family.get(s, {s})))
+        return word, combo
+
+    def _in_context_queries(self, rng: np.random.Generator, cond: Condition, condition_name: str, shots: int,
+                            episode: int, word: str, combo: tuple[str, ...], mapping: dict[str, str],
+                            labels: tuple[str, ...], demo_pairs: tuple[tuple[str, str], ...],
+                            demo_concepts: tuple[str, ...]) -> list[IclPrompt]:
+        """The episode's queries: ``word`` in up to queries_per_episode sentences selecting the task's sense
+        (or, adversarial, another sense); the gold label is the task's sense in both."""
+        assert self.contexts is not None
+        sense = next(c for c in combo if c in self.concepts.polysemy[word])
+        # One draw from the shared stream, whatever the condition, so the twins stay in step.
+        sub = np.random.default_rng(int(rng.integers(2**32)))
+        others = [s for s in self._context_words()[word] if s != sense]
+        other = others[int(sub.integers(len(others)))]
+        selected = sense if cond.context_sense == "task" else other
+        pool = [c for c in self.contexts.contexts if c.word == word and c.sense == selected]
+        chosen = [pool[i] for i in sub.permutation(len(pool))[:self.queries_per_episode]]
+        task = "|".join(combo)
+        return [IclPrompt(condition_name, shots, episode, task, labels, demo_pairs, word, sense, mapping[sense],
+                          demo_concepts, c.context, c.start, c.sense) for c in chosen]
+
     def sample(self, condition_name: str, shots: int, n_episodes: int, seed: int) -> list[IclPrompt]:
         """``n_episodes`` episodes of one (condition, shots); the same seed gives the same prompts."""
         if condition_name not in CONDITIONS:
@@ -301,7 +380,7 @@ class IclSampler:
             raise ValueError(f"shots={shots}; accepted: a non-negative number of demonstrations")
         self.check_shots(condition_name, 0 if CONDITIONS[condition_name].zero_shot else shots)
         # One stream per (seed, condition, shots), so adding a condition never changes another's prompts.
-        key = zlib.crc32(f"{condition_name}|{shots}".encode())
+        key = zlib.crc32(f"{STREAM_OF.get(condition_name, condition_name)}|{shots}".encode())
         rng = np.random.default_rng([seed, key])
         return [p for e in range(n_episodes) for p in self.episode(rng, condition_name, shots, e)]
 

@@ -1,0 +1,303 @@
+"""A word's vector at its occurrence inside a sentence, per layer, and the contextual geometry of a model.
+
+Extraction follows :mod:`probing.extract`'s rule: the sentence is tokenized whole by the fast tokenizer,
+the word's tokens are those whose character offsets overlap the occurrence (special tokens excluded), and
+its vector is their ``mean`` (or the ``last`` one) in the model's own ``output_hidden_states``; batches are
+padded by ``extract``'s helpers (so batched == single). Vectors can be cached per chunk of contexts.
+
+:func:`measure_contexts` extracts the contexts, the concept words and each context word alone (template
+``{word}``), and hands cosine scores to :mod:`analysis.contextual`: sense centroids are the mean
+out-of-context vectors of all of a concept's words (in nested WordNet sets, its whole extension); with
+``center`` the concept-word mean is subtracted from centroids and out-of-context vectors, and the contexts'
+own mean from contextual vectors (a sentence moves every word's vector the same way; only the movement
+relative to that is about sense).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from mcicl.analysis.contextual import ContextStats, context_statistics, cosine_scores
+from mcicl.probing.cache import ExtractionCache, model_fingerprint
+from mcicl.probing.contexts import (
+    CONTEXT_SOURCES,
+    ContextsError,
+    ContextSet,
+    SenseContext,
+    builtin_contexts,
+    check_contexts,
+    drop_short,
+    load_contexts_file,
+    wordnet_contexts,
+)
+from mcicl.probing.datasets import load_concept_set, wordnet_reader
+from mcicl.probing.extract import (
+    POOLINGS,
+    ExtractionConfig,
+    _compute,
+    _Item,
+    extract_words,
+    load_for,
+    n_hidden_layers,
+    padding_for,
+    padding_token_id,
+    resolve_layers,
+)
+from mcicl.probing.models import LoadedModel
+
+from mcicl.core.config import require
+from mcicl.core.runs import progress
+
+log = logging.getLogger("mcicl")
+
+
+@dataclass
+class ContextualExtraction:
+    """Pooled vectors of each context's word occurrence, per hidden layer ("0" = embedding output)."""
+
+    contexts: list[SenseContext]
+    layers: list[str]
+    vectors: dict[str, np.ndarray]   # layer -> (len(contexts), d) float32
+    n_tokens: list[int]              # the word's tokens in each context
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_contexts(tokenizer: Any, contexts: Sequence[SenseContext]) -> list[_Item]:
+    """Each context tokenized whole, with the positions of the tokens overlapping its word's occurrence."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{type(tokenizer).__name__} is a slow tokenizer; contextual extraction needs a fast "
+                         "tokenizer (its offset_mapping locates the word's tokens): load one with use_fast=True")
+    if not contexts:
+        return []
+    enc = tokenizer([c.context for c in contexts], add_special_tokens=True, return_offsets_mapping=True,
+                    return_special_tokens_mask=True, return_attention_mask=False)
+    limit = getattr(tokenizer, "model_max_length", None)
+    items = []
+    for c, ids, offsets, special in zip(contexts, enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"],
+                                        strict=True):
+        positions = [t for t, ((s, e), sp) in enumerate(zip(offsets, special, strict=True))
+                     if not sp and e > s and s < c.end and e > c.start]
+        if not positions:
+            raise ContextsError(f"word {c.word!r}: no token of the tokenized context {c.context!r} covers "
+                                f"characters {c.start}..{c.end}")
+        if limit and limit < 10**7 and len(ids) > limit:
+            raise ValueError(f"context {c.context[:60]!r}... is {len(ids)} tokens, more than the model's maximum of "
+                             f"{limit}; shorten it")
+        items.append(_Item(list(ids), positions))
+    return items
+
+
+def extract_contexts(model: Any, tokenizer: Any, contexts: Sequence[SenseContext], *,
+                     layers: str | Sequence[int] = "all", pooling: str = "mean", batch_size: int = 32,
+                     padding_side: str = "auto", cache_dir: str | None = None,
+                     show_progress: bool = True) -> ContextualExtraction:
+    """A ContextualExtraction of ``contexts`` from a loaded model (hidden states; cached when ``cache_dir``)."""
+    require(pooling in POOLINGS, "pooling", pooling, "one of " + ", ".join(POOLINGS))
+    require(isinstance(batch_size, int) and batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
+    contexts = list(contexts)
+    items = prepare_contexts(tokenizer, contexts)
+    n_layers = n_hidden_layers(model)
+    layer_idx = resolve_layers(layers, n_layers)
+    names = [str(i) for i in layer_idx]
+    side = padding_for(model, padding_side)
+    pad = padding_token_id(tokenizer)
+
+    def compute(part: list[_Item], quiet: bool) -> dict[str, np.ndarray]:
+        return _compute(model, part, "hidden", layer_idx, pooling, batch_size, side, pad, not quiet, "contexts")
+
+    if cache_dir is None:
+        vectors = compute(items, not show_progress)
+    else:
+        cache = ExtractionCache(cache_dir, {"kind": "contexts", "model": model_fingerprint(model),
+                                            "tokenizer": [type(tokenizer).__name__, len(tokenizer),
+                                                          tokenizer.name_or_path],
+                                            "pooling": pooling, "padding_side": side, "dtype": str(model.dtype)})
+        # A chunk is keyed by its contexts and occurrences; one chunk per 8 batches.
+        keys = [f"{c.start}:{len(c.word)}:{c.context}" for c in contexts]
+        size = batch_size * 8
+        chunks = [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
+        vectors = {}
+        for chunk in progress(chunks, desc="contexts") if show_progress else chunks:
+            part_keys = [keys[i] for i in chunk]
+            arrays = cache.load(part_keys, names)
+            if arrays is None:
+                arrays = compute([items[i] for i in chunk], True)
+                cache.save(part_keys, arrays)
+            for name in names:
+                vectors.setdefault(name, np.empty((len(items), arrays[name].shape[1]), dtype=np.float32))
+                vectors[name][chunk] = arrays[name]
+        if not chunks:
+            vectors = compute([], True)
+    meta = {"model": getattr(model.config, "_name_or_path", ""), "pooling": pooling, "padding_side": side,
+            "n_hidden_layers": n_layers, "n_contexts": len(contexts)}
+    return ContextualExtraction(contexts, names, {n: vectors[n] for n in names}, [len(it.positions) for it in items],
+                                meta)
+
+
+@dataclass
+class ContextsConfig:
+    """What to measure: the extraction (model, layers, pooling, batching, ...), contexts source, concept set,
+    nulls."""
+
+    extraction: ExtractionConfig = field(default_factory=lambda: ExtractionConfig(batch_size=32))
+    contexts: str = "builtin"
+    concepts: str = "builtin"
+    center: bool = True
+    min_per_sense: int = 3
+    permutations: int = 1000
+    bootstrap: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.contexts, str) and bool(self.contexts.strip()), "contexts", self.contexts,
+                CONTEXT_SOURCES)
+        require(isinstance(self.min_per_sense, int) and self.min_per_sense >= 1, "min_per_sense",
+                self.min_per_sense, "an integer >= 1")
+        require(isinstance(self.permutations, int) and self.permutations >= 1, "permutations", self.permutations,
+                "an integer >= 1 (>= 100 for p < 0.01 to be reachable)")
+        require(isinstance(self.bootstrap, int) and self.bootstrap >= 0, "bootstrap", self.bootstrap,
+                "an integer >= 0")
+
+
+def load_contexts(spec: str, cs: Any, *, min_per_sense: int = 3) -> tuple[ContextSet, list[str]]:
+    """(validated ContextSet named by ``spec``, (word/sense) pairs dropped for too few WordNet examples).
+
+    'builtin' and files must give every (word, sense) ``min_per_sense`` contexts (else ContextsError);
+    WordNet examples are what WordNet has, so short pairs are dropped and listed instead.
+    """
+    if spec == "builtin":
+        ctx = builtin_contexts()
+    elif spec == "wordnet":
+        ctx, dropped = drop_short(wordnet_contexts(cs, wordnet_reader()), min_per_sense)
+        if not ctx.contexts:
+            raise ContextsError(f"WordNet has no word sense with {min_per_sense} example sentences in {cs.name!r}; "
+                                "lower --min-per-sense")
+        check_contexts(ctx, cs, min_per_sense=min_per_sense)
+        return ctx, dropped
+    else:
+        ctx = load_contexts_file(spec)
+    check_contexts(ctx, cs, min_per_sense=min_per_sense)
+    return ctx, []
+
+
+@dataclass
+class ContextsResult:
+    """The contextual geometry of a model: polysemous and control statistics per layer, vectors, rows."""
+
+    polysemous: ContextStats
+    controls: ContextStats | None
+    extraction: ContextualExtraction
+    poly_rows: np.ndarray            # indices into extraction.contexts of the polysemous contexts
+    control_rows: np.ndarray         # ... and of the control contexts
+    base_vectors: dict[str, np.ndarray]  # layer -> (len(contexts), d): each context's word out of context
+    info: dict[str, Any]
+
+
+def _rows(ctx: ContextSet) -> tuple[list[int], list[int]]:
+    """Context indices of polysemous words (contexts in >= 2 senses) and of monosemous words (one sense)."""
+    n_senses = {w: len(ctx.senses(w)) for w in ctx.words}
+    poly = [i for i, c in enumerate(ctx.contexts) if n_senses[c.word] >= 2]
+    controls = [i for i, c in enumerate(ctx.contexts) if n_senses[c.word] == 1]
+    return poly, controls
+
+
+@dataclass
+class _Group:
+    """Contexts measured together (polysemous words, or controls): rows, candidates, scores per layer."""
+
+    name: str
+    rows: list[int]
+    poly: bool
+    candidates: np.ndarray   # (n, m) concept codes, -1 = none
+    labels: np.ndarray       # (n,) position of the tagged sense among the candidates
+    context_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    base_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, concept_set: Any = None,
+                     contexts: ContextSet | None = None, quiet: bool = False) -> ContextsResult:
+    """Extract and measure: sense accuracy, out-of-context baseline, shift and pair AUC per layer, controls.
+
+    ``concept_set`` and ``contexts``, when given, replace ``cfg.concepts`` and ``cfg.contexts``.
+    """
+    cs = concept_set if concept_set is not None else load_concept_set(cfg.concepts)
+    dropped: list[str] = []
+    if contexts is None:
+        contexts, dropped = load_contexts(cfg.contexts, cs, min_per_sense=cfg.min_per_sense)
+    else:
+        check_contexts(contexts, cs, min_per_sense=cfg.min_per_sense)
+    poly_idx, control_idx = _rows(contexts)
+    if not poly_idx:
+        raise ContextsError(f"contexts {contexts.name!r}: no word has contexts for two or more senses; "
+                            "nothing to measure")
+    ecfg = cfg.extraction
+    loaded = loaded if loaded is not None else load_for(ecfg)
+    ext = extract_contexts(loaded.model, loaded.tokenizer, contexts.contexts, layers=ecfg.layers,
+                           pooling=ecfg.pooling, batch_size=ecfg.batch_size, cache_dir=ecfg.cache_dir,
+                           show_progress=not quiet)
+    concept_words = list(dict.fromkeys(w for ws in cs.concepts.values() for w in ws))
+    alone = extract_words(list(dict.fromkeys(concept_words + contexts.words)), ecfg, loaded=loaded,
+                          show_progress=not quiet)
+    missing = [w for w in contexts.words if w not in set(alone.words)]
+    if missing:
+        raise ContextsError(f"word(s) {missing[:10]} cannot be represented by {loaded.ref.name}'s tokenizer")
+    index = {w: i for i, w in enumerate(alone.words)}
+    # A concept's centroid is the mean of all its words (in nested WordNet sets: its whole extension).
+    rows_of = {name: [index[w] for w in ws if w in index] for name, ws in cs.concepts.items()}
+    names = [n for n, r in rows_of.items() if r]
+    unusable = sorted({c.sense for c in contexts.contexts} - set(names))
+    if unusable:
+        raise ContextsError(f"sense concept(s) {unusable[:10]} have no word the tokenizer can represent, so no "
+                            "centroid")
+    concept_rows = [rows_of[n] for n in names]
+    code = {n: k for k, n in enumerate(names)}
+    word_rows = np.array([index[c.word] for c in contexts.contexts])
+    all_concepts = list(range(len(names)))
+    width = len(names)
+
+    def candidates(rows: list[int], poly: bool) -> tuple[np.ndarray, np.ndarray]:
+        cand = np.full((len(rows), width), -1)
+        labels = np.empty(len(rows), dtype=int)
+        for r, i in enumerate(rows):
+            c = contexts.contexts[i]
+            options = [code[s] for s in contexts.senses(c.word)] if poly else all_concepts
+            cand[r, :len(options)] = options
+            labels[r] = options.index(code[c.sense])
+        return cand[:, :max(1, int((cand >= 0).sum(axis=1).max()))], labels
+
+    groups = [_Group(name, rows, poly, *candidates(rows, poly))
+              for name, rows, poly in (("polysemous", poly_idx, True), ("controls", control_idx, False)) if rows]
+    base_vectors = {}
+    for layer in ext.layers:
+        words_mat = alone.vectors[layer].astype(np.float64)
+        concept_mean = words_mat[sorted({i for r in concept_rows for i in r})].mean(axis=0) if cfg.center else 0.0
+        centroids = np.stack([words_mat[r].mean(axis=0) for r in concept_rows]) - concept_mean
+        ctx_mat = ext.vectors[layer].astype(np.float64)
+        ctx_mat = ctx_mat - (ctx_mat.mean(axis=0) if cfg.center else 0.0)
+        base = words_mat[word_rows] - concept_mean
+        base_vectors[layer] = base.astype(np.float32)
+        for g in groups:
+            g.context_scores[layer] = cosine_scores(ctx_mat[g.rows], centroids, g.candidates)
+            g.base_scores[layer] = cosine_scores(base[g.rows], centroids, g.candidates)
+            g.vectors[layer] = ctx_mat[g.rows]
+    stats = {}
+    for g in groups:
+        words = [contexts.contexts[i].word for i in g.rows]
+        # Polysemous words: senses shuffled within each word; controls: concepts shuffled across control words.
+        stats[g.name] = context_statistics(g.context_scores, g.base_scores, g.labels, words,
+                                           words if g.poly else ["controls"] * len(words),
+                                           pair_vectors=g.vectors if g.poly else None,
+                                           n_permutations=cfg.permutations, n_bootstrap=cfg.bootstrap, seed=cfg.seed)
+    info = {"source": loaded.ref.name, "contexts": contexts.name, "concept_set": cs.name,
+            "n_contexts": len(contexts), "n_polysemous_words": len({contexts.contexts[i].word for i in poly_idx}),
+            "n_control_words": len({contexts.contexts[i].word for i in control_idx}),
+            "dropped_senses": dropped, "concepts": names, "center": cfg.center,
+            "words_left_out": {k: v for k, v in alone.report.items() if v},
+            "random_weights": bool(alone.meta.get("random_weights", False))}
+    return ContextsResult(stats["polysemous"], stats.get("controls"), ext, np.array(poly_idx),
+                          np.array(control_idx, dtype=int), base_vectors, info)
