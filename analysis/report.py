@@ -87,13 +87,18 @@ CAPTIONS: tuple[tuple[str, str, str], ...] = (
     ("dynamics", "Learning dynamics",
      "The synthetic transformer during training: logistic and 0-1 loss (train and test), the correct attention "
      "weight, the concept-specific / complement / noise products through W_K^T W_Q, and the MLP weights' "
-     "projections on the label features. Bands: spread over seeds."),
-    ("ood", "OOD scenarios over training",
-     "Test 0-1 loss (and correct attention) of each OOD scenario along training, evaluated on the same model. "
-     "Scenarios that stay near zero are carried out of distribution; unseen_concept is expected to fail."),
-    ("convergence", "Exponential convergence fit",
-     "Loss on a log scale against step with the fitted exponential on the decaying window: a straight line "
-     "means exponential convergence; its slope is the rate in the summary table."),
+     "projections on the label features, the noise product inside and off the feature span; one line per seed. "
+     "The title states the readout initialisation (aligned = warm start)."),
+    ("ood_overview", "Transformer beside baselines",
+     "Final test 0-1 error per condition: the transformer (dots: seeds) beside a context-blind query-only "
+     "classifier, nearest-demonstration and averaging rules, and the known generator's oracle."),
+    ("ood", "OOD scenarios over training (Figure 3 as a grid)",
+     "One row per condition, evaluated on the same model: losses with the baselines' final 0-1 error as "
+     "horizontal lines, correct attention, the attention-score gap on that condition's prompts and the readout "
+     "on the labels. A scenario the context-blind (query-only) baseline also solves is no test of ICL."),
+    ("convergence", "Convergence of the test error",
+     "Test 0-1 error per seed on a log scale with binomial fits on the tail window: exponential (solid) and "
+     "power law (dotted), compared by AIC; the logistic loss on log-log axes (a straight line is a power law)."),
     ("accuracy", "ICL accuracy vs number of demonstrations",
      "Attention-readout (or LM-scored) ICL accuracy against shots, one line per condition, with bootstrap 95% "
      "intervals; the dashed line is chance. Polysemous queries next to in-distribution queries show whether "
