@@ -239,7 +239,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
            save_figure(plot_decomposition(rows), folder, "decomposition"),
            save_figure(plot_convergence(rows, config.n_test), folder, "convergence")]
     if config.scenarios:
-        out.append(save_figure(plot_ood_grid(rows, config.scenarios, summary.get("baselines")), folder, "ood"))
+        # PNG only: the PDF of this many panels costs more time than the rest of the figures together.
+        out.append(save_figure(plot_ood_grid(rows, config.scenarios, summary.get("baselines")), folder, "ood",
+                               formats=("png",)))
         if "ood" in summary:
             out.append(save_figure(plot_ood_overview(summary, config.scenarios), folder, "ood_overview"))
     return out

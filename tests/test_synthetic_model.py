@@ -70,6 +70,37 @@ def test_golden_forward_pass(value: str) -> None:
     assert relu_off > 0  # some ReLUs are off, so a model without them would differ
 
 
+@pytest.mark.parametrize("value,readout", [("projected", "aligned"), ("label", "random")])
+def test_initialisation_is_pinned(value: str, readout: str) -> None:
+    # The init redrawn here from the docs: Gaussian sigma0 draws in the order W_Q, W_K, (W_V = [0 I] + noise),
+    # w_+, w_-, and the aligned readout adds / subtracts readout_align * sum_k d_k / |d_k|.
+    cfg = SyntheticConfig(K=2, K_irr=0, d=16, m=3, seeds=2, dtype="float64", value=value, readout_init=readout,
+                          sigma0=0.05, readout_align=0.2, scenarios=[])
+    dic = build_dictionary(cfg)
+    model = OneLayerTransformer(cfg, dic, torch.Generator().manual_seed(7))
+    torch.manual_seed(123)  # the global RNG plays no part
+    again = OneLayerTransformer(cfg, dic, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+
+    def gauss(*shape: int) -> torch.Tensor:
+        return 0.05 * torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    expect = {"W_Q": gauss(2, 16, 16), "W_K": gauss(2, 16, 16)}
+    if value == "projected":
+        expect["W_V"] = torch.cat([torch.zeros(16, 16), torch.eye(16)], 1).double() + gauss(2, 16, 32)
+    lean = sum(dic.dl[k].double() / dic.dl[k].double().norm() for k in range(2)) * (readout == "aligned") * 0.2
+    expect["w_plus"], expect["w_minus"] = gauss(2, 3, 16) + lean, gauss(2, 3, 16) - lean
+    got = dict(model.named_parameters())
+    assert set(got) == set(expect)
+    for name, tensor in expect.items():
+        assert got[name].dtype == torch.float64 and got[name].shape == tensor.shape, name
+        assert torch.allclose(got[name].detach(), tensor, rtol=1e-6, atol=1e-6), name
+        assert torch.equal(got[name], dict(again.named_parameters())[name]), name
+    p = sample_prompts(dic, train_spec(cfg), 2, 3, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model.run(p).f, model(p.x, p.y, p.xq).f)
+
+
 def test_losses_on_known_outputs() -> None:
     f = torch.tensor([2.0, -1.0, 0.0, float("nan"), float("inf"), -float("inf")])
     t = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, -1.0])
