@@ -33,8 +33,9 @@ from mcicl.analysis.matched import estimate_parameters, load_icl_summary, run_ma
 from mcicl.analysis.ood_map import MapPoint, ood_map_figure, read_sweep
 from mcicl.analysis.polysemy import polysemy_analysis
 from mcicl.synthetic.config import SyntheticConfig
-from mcicl.synthetic.export import DICTIONARY, FEATURES, POLYSEMY, learned_vectors
+from mcicl.synthetic.export import DICTIONARY, FEATURES, POLYSEMY, feature_sets, learned_vectors, through
 from mcicl.synthetic.sweep import run_sweep
+from mcicl.synthetic.train import TrainResult
 
 from mcicl.core.config import load_config
 from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
@@ -73,17 +74,21 @@ def _dictionary_polysemy(dictionary: LabelledVectors) -> LabelledVectors:
     return LabelledVectors(np.array(rows), words, labels, meta={"space": "dictionary sums"})
 
 
-def _learned(run_dir: Path, which: str, polysemy: bool, seed_index: int = 0
-             ) -> tuple[LabelledVectors, LabelledVectors | None]:
-    """Sampled words and (if exported) polysemous words through the trained W_Q or W_K."""
+def _spaces(dictionary: LabelledVectors, words: LabelledVectors, poly: LabelledVectors | None,
+            learned: dict[str, tuple[LabelledVectors, LabelledVectors | None]]) -> list[Space]:
+    """The synthetic spaces: dictionary, sampled words and each learned map of them."""
+    spaces = [Space("synthetic dictionary", dictionary, "synthetic", _dictionary_polysemy(dictionary)),
+              Space("synthetic words", words, "synthetic", poly)]
+    spaces += [Space(f"synthetic learned {label}", mapped, "synthetic", mapped_poly)
+               for label, (mapped, mapped_poly) in learned.items()]
+    return spaces
 
-    mapped = learned_vectors(run_dir, which, seed_index)
-    poly = learned_vectors(run_dir, which, seed_index, words=POLYSEMY) if polysemy else None
-    return mapped, poly
+
+LEARNED = (("query", "W_Q x"), ("key", "W_K x"))
 
 
 def synthetic_spaces(run_dir: str | Path, *, learned: bool = True) -> list[Space]:
-    """The synthetic run's spaces: dictionary, sampled words, and (``learned``) the W_Q and W_K spaces."""
+    """A synthetic train run folder's spaces: dictionary, sampled words, and (``learned``) the W_Q and W_K spaces."""
 
     run_dir = Path(run_dir)
     for name in (DICTIONARY, FEATURES):
@@ -93,13 +98,23 @@ def synthetic_spaces(run_dir: str | Path, *, learned: bool = True) -> list[Space
     dictionary = LabelledVectors.load(run_dir / DICTIONARY)
     words = LabelledVectors.load(run_dir / FEATURES)
     poly = LabelledVectors.load(run_dir / POLYSEMY) if (run_dir / POLYSEMY).is_file() else None
-    spaces = [Space("synthetic dictionary", dictionary, "synthetic", _dictionary_polysemy(dictionary)),
-              Space("synthetic words", words, "synthetic", poly)]
+    maps = {}
     if learned and (run_dir / "checkpoints").is_dir():
-        for which, label in (("query", "W_Q x"), ("key", "W_K x")):
-            mapped, mapped_poly = _learned(run_dir, which, polysemy=poly is not None)
-            spaces.append(Space(f"synthetic learned {label}", mapped, "synthetic", mapped_poly))
-    return spaces
+        maps = {label: (learned_vectors(run_dir, which), learned_vectors(run_dir, which, words=POLYSEMY)
+                        if poly is not None else None) for which, label in LEARNED}
+    return _spaces(dictionary, words, poly, maps)
+
+
+def synthetic_spaces_of(result: TrainResult, *, learned: bool = True, seed_index: int = 0) -> list[Space]:
+    """The same spaces as :func:`synthetic_spaces`, from a training result in memory (seed ``seed_index``)."""
+    sets = feature_sets(result.config, result.world.dictionary)
+    words, poly = sets["features"], sets.get("polysemy")
+    maps = {}
+    if learned:
+        for which, label in LEARNED:
+            W = (result.model.W_Q if which == "query" else result.model.W_K)[seed_index].detach().double().numpy()
+            maps[label] = (through(words, W, which), through(poly, W, which) if poly is not None else None)
+    return _spaces(sets["dictionary"], words, poly, maps)
 
 
 def _layer_key(path: Path) -> tuple[int, str]:

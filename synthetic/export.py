@@ -29,7 +29,13 @@ def _sign(s: int) -> str:
 
 def export_features(config: SyntheticConfig, dic: Dictionary, folder: str | Path) -> dict[str, Path]:
     """Write features.npz, features.polysemy.npz and dictionary.npz into ``folder``; return their paths."""
-    folder = Path(folder)
+    files = {"features": FEATURES, "polysemy": POLYSEMY, "dictionary": DICTIONARY}
+    return {name: lv.save(Path(folder) / files[name]) for name, lv in feature_sets(config, dic).items()}
+
+
+def feature_sets(config: SyntheticConfig, dic: Dictionary) -> dict[str, LabelledVectors]:
+    """The exported vector sets, in memory: sampled monosemous words ("features"), polysemous words
+    ("polysemy", when K >= 2) and the ground-truth dictionary mu_k^{+-} ("dictionary")."""
     gen = generator(config, 5)
     spec = train_spec(config)
     n, K = config.n_features, config.K
@@ -39,8 +45,7 @@ def export_features(config: SyntheticConfig, dic: Dictionary, folder: str | Path
     s = torch.tensor([1, -1]).repeat_interleave(n).repeat(K)
     words, _ = sample_words(dic, spec, k, s, gen)
     names = [f"c{int(ki)}{_sign(int(si))}_{i % n}" for i, (ki, si) in enumerate(zip(k, s, strict=True))]
-    out = {"features": LabelledVectors(words.numpy(), names, [f"c{int(ki)}" for ki in k], s.numpy(), meta)
-           .save(folder / FEATURES)}
+    out = {"features": LabelledVectors(words.numpy(), names, [f"c{int(ki)}" for ki in k], s.numpy(), meta)}
     # Polysemous words: each carries two task concepts k < k2 (senses), random signs.
     rows, wnames, wlabels, wsigns = [], [], [], []
     for k1 in range(K):
@@ -57,13 +62,13 @@ def export_features(config: SyntheticConfig, dic: Dictionary, folder: str | Path
             wsigns += s1.tolist()
     if rows:
         out["polysemy"] = LabelledVectors(torch.cat(rows).numpy(), wnames, wlabels, np.array(wsigns),
-                                          {**meta, "signs": "sign of the first sense"}).save(folder / POLYSEMY)
+                                          {**meta, "signs": "sign of the first sense"})
     # Ground truth: one row per mu_k^+ and mu_k^-.
     mus = torch.stack([dic.mu(k, s) for k in range(K) for s in (1, -1)])
     out["dictionary"] = LabelledVectors(
         mus.numpy(), [f"mu_c{k}{_sign(s)}" for k in range(K) for s in (1, -1)],
         [f"c{k}" for k in range(K) for _ in (1, -1)], np.array([s for _ in range(K) for s in (1, -1)]),
-        {**meta, "space": "dictionary"}).save(folder / DICTIONARY)
+        {**meta, "space": "dictionary"})
     return out
 
 
@@ -85,7 +90,13 @@ def learned_vectors(run_dir: str | Path, which: str = "query", seed_index: int =
 
     weights = load_file(str(found[1]))
     W = weights["W_Q" if which == "query" else "W_K"][seed_index].double().numpy()
-    feats = LabelledVectors.load(run_dir / words)
-    mapped = feats.vectors.astype(np.float64) @ W.T
-    meta = {**feats.meta, "space": f"learned_{which}", "step": found[0], "seed_index": seed_index}
-    return LabelledVectors(mapped.astype(np.float32), feats.words, feats.labels, feats.signs, meta)
+    mapped = through(LabelledVectors.load(run_dir / words), W, which)
+    mapped.meta.update({"step": found[0], "seed_index": seed_index})
+    return mapped
+
+
+def through(words: LabelledVectors, W: np.ndarray, which: str) -> LabelledVectors:
+    """``words`` mapped through a learned matrix (W_Q: "query", W_K: "key"): rows W x."""
+    mapped = words.vectors.astype(np.float64) @ np.asarray(W, dtype=np.float64).T
+    return LabelledVectors(mapped.astype(np.float32), words.words, words.labels, words.signs,
+                           {**words.meta, "space": f"learned_{which}"})

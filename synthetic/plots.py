@@ -17,7 +17,7 @@ from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.convergence import fit_tail, series
 
 from mcicl.core.config import load_config
-from mcicl.core.plotting import palette, save_figure, styled, subplots
+from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
 from mcicl.core.runs import read_json, read_jsonl
 
 BASELINE_LABELS = {"query_only": "query only (context-blind)", "nearest_demonstration": "nearest demonstration",
@@ -225,6 +225,44 @@ def plot_ood_overview(summary: dict, scenarios: list[str], ax: Axes | None = Non
     return fig
 
 
+CAPTIONS = {
+    "dynamics": Caption(
+        "Learning dynamics",
+        "The synthetic transformer during training: logistic and 0-1 loss (train and test), the correct attention "
+        "weight, the concept-specific / complement / noise products through W_K^T W_Q, and the MLP weights' "
+        "projections on the label features, the noise product inside and off the feature span; one line per "
+        "seed. The title states the readout initialisation (aligned = warm start)."),
+    "decomposition": Caption(
+        "Idempotent decomposition of W_K^T W_Q",
+        "The coefficients of the learned W_K^T W_Q on the projectors onto the concept-common directions a_k, the "
+        "semantic directions b_k and the noise subspace, over training: the theory's key coefficients."),
+    "convergence": Caption(
+        "Convergence of the test error",
+        "Test 0-1 error per seed on a log scale with binomial fits on the tail window: exponential (solid) and "
+        "power law (dotted), compared by AIC; the logistic loss on log-log axes (a straight line is a power law)."),
+    "ood": Caption(
+        "OOD scenarios over training (Figure 3 as a grid)",
+        "One row per condition, evaluated on the same model: losses with the baselines' final 0-1 error as "
+        "horizontal lines, correct attention, the attention-score gap on that condition's prompts and the "
+        "readout on the labels. A scenario the context-blind (query-only) baseline also solves is no test of ICL."),
+    "ood_overview": Caption(
+        "Transformer beside baselines",
+        "Final test 0-1 error per condition: the transformer (dots: seeds) beside a context-blind query-only "
+        "classifier, nearest-demonstration and averaging rules, and the known generator's oracle."),
+}
+
+
+def run_figures(rows: list[dict], config: SyntheticConfig, summary: dict) -> dict[str, Figure]:
+    """Every figure of a train run by file name, from its metrics rows, config and summary."""
+    figures = {"dynamics": plot_dynamics(rows, config), "decomposition": plot_decomposition(rows),
+               "convergence": plot_convergence(rows, config.n_test)}
+    if config.scenarios:
+        figures["ood"] = plot_ood_grid(rows, config.scenarios, summary.get("baselines"))
+        if "ood" in summary:
+            figures["ood_overview"] = plot_ood_overview(summary, config.scenarios)
+    return figures
+
+
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Make and save every figure of a train run from its metrics.jsonl (and summary.json); return the PNGs."""
     run_dir = Path(run_dir)
@@ -232,16 +270,8 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     if not metrics.is_file():
         raise FileNotFoundError(f"{metrics} not found: is {run_dir} a synthetic train run folder?")
     config = load_config(SyntheticConfig, run_dir / "config.yaml")
-    rows = read_jsonl(metrics)
     summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
-    folder = run_dir / "figures"
-    out = [save_figure(plot_dynamics(rows, config), folder, "dynamics"),
-           save_figure(plot_decomposition(rows), folder, "decomposition"),
-           save_figure(plot_convergence(rows, config.n_test), folder, "convergence")]
-    if config.scenarios:
-        # PNG only: the PDF of this many panels costs more time than the rest of the figures together.
-        out.append(save_figure(plot_ood_grid(rows, config.scenarios, summary.get("baselines")), folder, "ood",
-                               formats=("png",)))
-        if "ood" in summary:
-            out.append(save_figure(plot_ood_overview(summary, config.scenarios), folder, "ood_overview"))
-    return out
+    figures = run_figures(read_jsonl(metrics), config, summary)
+    # The OOD grid as PNG only: the PDF of this many panels costs more time than the rest of the figures together.
+    return [save_figure(fig, run_dir / "figures", name, formats=("png",) if name == "ood" else ("png", "pdf"),
+                        caption=CAPTIONS[name]) for name, fig in figures.items()]

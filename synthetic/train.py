@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from matplotlib.figure import Figure
 from mcicl.synthetic.baselines import BASELINES, QueryOnly, baseline_scores
 from mcicl.synthetic.checkpoints import latest_checkpoint, load_weights, save_checkpoint
 from mcicl.synthetic.config import SCENARIOS, SyntheticConfig
@@ -28,7 +29,7 @@ from mcicl.synthetic.data import (
 from mcicl.synthetic.export import export_features
 from mcicl.synthetic.metrics import prompt_metrics, weight_metrics
 from mcicl.synthetic.model import OneLayerTransformer, logistic_loss, zero_one_loss
-from mcicl.synthetic.plots import plot_run
+from mcicl.synthetic.plots import plot_run, run_figures
 
 from mcicl.core.config import from_dict, to_dict
 from mcicl.core.runs import RunFolder, progress, read_json, read_jsonl
@@ -112,12 +113,18 @@ class TrainingDiverged(ValueError):
 
 @dataclass
 class TrainResult:
-    """What ``train`` returns: the summary (summary.json), the metrics rows, the trained model and its world."""
+    """What ``train`` returns: the config, the summary (summary.json), the metrics rows, the trained model and
+    its world."""
 
+    config: SyntheticConfig
     summary: dict
     metrics: list[dict]
     model: OneLayerTransformer
     world: World
+
+    def figures(self) -> dict[str, Figure]:
+        """The run's figures by file name (dynamics, decomposition, convergence, ood, ood_overview)."""
+        return run_figures(self.metrics, self.config, self.summary)
 
 
 def evaluate_baselines(config: SyntheticConfig, world: World) -> dict:
@@ -219,4 +226,4 @@ def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures
         run.write_summary(summary)
         if figures:
             plot_run(run.path)
-    return TrainResult(summary, rows, model, world)
+    return TrainResult(config, summary, rows, model, world)

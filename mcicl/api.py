@@ -1,0 +1,112 @@
+"""mcicl's front door: the main jobs as functions, each returning a result object (nothing written to disk).
+
+    import mcicl
+    run = mcicl.train_synthetic(seeds=2, steps=200)        # the paper's one-layer transformer
+    model = mcicl.load_model("default")                      # all-MiniLM-L6-v2, embedded
+    vecs = mcicl.extract(["dog", "cat"], model, layers="-1")   # word vectors per layer
+    geo = mcicl.geometry(model, layers="0,-1")               # within/cross-concept geometry with nulls
+    icl = mcicl.icl(model, shots=[0, 4], episodes=10)        # in-context-learning probe
+    table = mcicl.compare(run, geo)                          # the same statistics on both worlds
+    mcicl.report(["runs/demo-..."], out="runs/report")       # HTML report of saved run folders
+
+Keyword arguments are the fields of each job's config dataclass (``SyntheticConfig``, ``ExtractionConfig``,
+``GeometryConfig``, ``IclConfig``), validated the same way as the command line's ``--config`` files. Every
+result has ``save(RunFolder)`` to write the run folder the command line would write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mcicl.analysis.compare import compare_spaces, synthetic_spaces_of
+from mcicl.analysis.report import report_runs
+from mcicl.core.config import from_dict, merge, to_dict
+from mcicl.core.runs import RunFolder
+from mcicl.core.vectors import Space
+from mcicl.probing.extract import Extraction, ExtractionConfig, extract_words
+from mcicl.probing.geometry import GeometryConfig, GeometryResult, measure_geometry
+from mcicl.probing.icl.run import IclConfig, IclResult, icl_probe
+from mcicl.probing.models import LoadedModel
+from mcicl.probing.models import load_model as _load_model
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.train import TrainResult, train
+
+__all__ = ["compare", "extract", "geometry", "icl", "load_model", "report", "train_synthetic"]
+
+ModelSpec = str | Path | LoadedModel
+
+
+def _config(cls: type, fields: dict[str, Any], base: Any = None) -> Any:
+    """``cls`` from ``base`` (a config or None) updated by ``fields``, validated like a --config file."""
+    return from_dict(cls, merge(to_dict(base) if base is not None else {}, fields))
+
+
+def _job(cls: type, model: ModelSpec, fields: dict[str, Any]) -> tuple[Any, LoadedModel | None]:
+    """(config of ``cls``, an already loaded model or None). Fields of ExtractionConfig that ``cls`` does not
+    have itself (model, layers, space, template, pooling, dtype, device, ...) go into its ``extraction``."""
+    own = {f.name for f in dataclasses.fields(cls)}
+    extraction_fields = {f.name for f in dataclasses.fields(ExtractionConfig)}
+    nested = {k: fields.pop(k) for k in list(fields) if k not in own and k in extraction_fields}
+    loaded = model if isinstance(model, LoadedModel) else None
+    nested["model"] = loaded.ref.spec if loaded is not None else str(model)
+    if cls is ExtractionConfig:
+        return _config(cls, {**fields, **nested}), loaded
+    return _config(cls, merge(fields, {"extraction": nested})), loaded
+
+
+def train_synthetic(config: SyntheticConfig | None = None, **fields: Any) -> TrainResult:
+    """Train the paper's one-layer transformer (``config`` and/or SyntheticConfig fields); returns a TrainResult."""
+    return train(_config(SyntheticConfig, fields, config))
+
+
+def load_model(spec: str | Path = "default", **kwargs: Any) -> LoadedModel:
+    """Load ``default`` (the embedded MiniLM), a local folder or a Hub id; see probing.models.load_model."""
+    return _load_model(spec, **kwargs)
+
+
+def extract(words: Iterable[str], model: ModelSpec = "default", **fields: Any) -> Extraction:
+    """Pooled vectors of ``words`` per layer (ExtractionConfig fields: space, layers, template, pooling, ...)."""
+    config, loaded = _job(ExtractionConfig, model, fields)
+    return extract_words(list(words), config, loaded=loaded, show_progress=True)
+
+
+def geometry(model: ModelSpec = "default", **fields: Any) -> GeometryResult:
+    """Concept geometry per layer with nulls (GeometryConfig fields: concepts, layers, space, permutations, ...)."""
+    config, loaded = _job(GeometryConfig, model, fields)
+    return measure_geometry(config, loaded=loaded)
+
+
+def icl(model: ModelSpec = "default", **fields: Any) -> IclResult:
+    """The concept-classification ICL probe (IclConfig fields: suite, shots, conditions, episodes, readout, ...)."""
+    config, loaded = _job(IclConfig, model, fields)
+    return icl_probe(config, loaded=loaded)
+
+
+def compare(*worlds: TrainResult | GeometryResult | Space, permutations: int = 100, bootstrap: int = 200,
+            seed: int = 0) -> list[dict[str, Any]]:
+    """The comparison table (one row per space, geometry and statistic) of synthetic runs, real-model geometry
+    results and single spaces, all measured by the same engine."""
+    spaces: list[Space] = []
+    for world in worlds:
+        if isinstance(world, TrainResult):
+            spaces += synthetic_spaces_of(world)
+        elif isinstance(world, GeometryResult):
+            spaces += [Space(f"{world.summary['source']} {s.name}", s.concepts, "real", s.polysemy)
+                       for s in world.spaces]
+        elif isinstance(world, Space):
+            spaces.append(world)
+        else:
+            raise TypeError(f"compare: got {type(world).__name__}; accepted: TrainResult (train_synthetic), "
+                            "GeometryResult (geometry) or Space")
+    if not spaces:
+        raise ValueError("compare: no spaces given; accepted: results of train_synthetic and geometry, or Spaces")
+    return compare_spaces(spaces, n_permutations=permutations, n_bootstrap=bootstrap, seed=seed)
+
+
+def report(run_dirs: Sequence[str | Path], out: str | Path, *, title: str = "mcicl report",
+           overwrite: bool = False) -> Path:
+    """Write one self-contained HTML report (+ report.md) of saved run folders into ``out``; return its path."""
+    return report_runs(run_dirs, RunFolder.create(out, "report", overwrite=overwrite), title=title)
