@@ -140,7 +140,7 @@ def test_resume_gives_the_uninterrupted_numbers(tmp_path) -> None:
     assert full.returncode == 0, full.stderr
 
     cfg = tiny(steps=10)
-    run = RunFolder.create(tmp_path / "part", "t")
+    run = RunFolder.create(tmp_path / "part", "synthetic train")
     train(cfg, run, figures=False)  # interrupted at step 10 (its last checkpoint)
     res = mcicl_cli("synthetic", "train", "--out", str(tmp_path / "part"), "--resume", "--steps", "20", "--quiet")
     assert res.returncode == 0, res.stderr
@@ -148,7 +148,7 @@ def test_resume_gives_the_uninterrupted_numbers(tmp_path) -> None:
     assert (tmp_path / "part" / "figures" / "dynamics.png").is_file()
     # A run is never rewound, and --resume cannot silently drop config changes.
     with pytest.raises(ValueError, match="below the checkpointed step 20"):
-        train(cfg, RunFolder.create(tmp_path / "part", "t", resume=True), resume=True)
+        train(cfg, RunFolder.create(tmp_path / "part", "synthetic train", resume=True), resume=True)
     res = mcicl_cli("synthetic", "train", "--out", str(tmp_path / "part"), "--resume", "--set", "lr=0.5",
                     "--seeds", "3", "--quiet")
     assert res.returncode == 2 and "only --steps may change" in res.stderr and "lr=0.5 (run: " in res.stderr
