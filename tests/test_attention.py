@@ -36,7 +36,8 @@ WORDS = {
 }
 CONCEPTS = ConceptSet("handset", WORDS)
 HIDDEN, HEADS, ALPHA = 16, 2, 1.0
-QUICK = {"n_permutations": 200, "n_boot": 200, "top_k": 2, "knockout_draws": 2, "device": "cpu"}
+QUICK = {"n_permutations": 200, "n_boot": 200, "top_k": 2, "knockout_draws": 2}
+ON_CPU = ExtractionConfig(device="cpu")
 
 
 # -- a one-layer GPT-2 whose head 0 attends to same-concept words, by hand ----------------------------------
@@ -105,7 +106,7 @@ def test_handset_head_recovered_with_its_value(handset):
     # query = the word itself, so the last prompt token (the causal query position) carries the concept
     template = PromptTemplate(query="{word}", label=" -> {label}")
     config = AttentionConfig(conditions=["in_distribution", "flipped_labels"], shots=[3, 6], episodes=8,
-                             template=template, **QUICK)
+                             template=template, extraction=ON_CPU, **QUICK)
     result = measure_attention(config, loaded, CONCEPTS, show_progress=False)
     assert result.top_heads[0] == (0, 0)
     names = list(WORDS)
@@ -135,7 +136,7 @@ def test_handset_head_fails_when_concepts_are_relabelled(handset):
                                          (("mix0", 0), ("mix1", 1), ("mix2", 2), ("mix3", 3), ("mix4", 4),
                                           ("mix5", 5), ("mix6", 6), ("mix7", 7))})
     config = AttentionConfig(conditions=["in_distribution"], shots=[4], episodes=8, template=template,
-                             queries_per_episode=2, **QUICK)
+                             queries_per_episode=2, extraction=ON_CPU, **QUICK)
     result = measure_attention(config, loaded, scrambled, show_progress=False)
     head0 = next(r for r in result.rows if (r["layer"], r["head"], r["kind"]) == (0, 0, "word"))
     assert head0["p_corrected"] > 0.05
@@ -269,7 +270,7 @@ def test_random_weights_causal_end_to_end(tmp_path):
     """A random-weight tiny GPT-2: no head beyond the null; the behaviour link and knockout are reported."""
     folder = build_tiny_model("gpt2", tmp_path / "tiny", layers=2, heads=4, hidden=32,
                               corpus=[w for ws in WORDS.values() for w in ws])
-    config = AttentionConfig(extraction=ExtractionConfig(model=str(folder)), conditions=["in_distribution", "skewed"],
+    config = AttentionConfig(extraction=ExtractionConfig(model=str(folder), device="cpu"), conditions=["in_distribution", "skewed"],
                              shots=[2, 4], episodes=5, **QUICK)
     run = RunFolder.create(tmp_path / "run", "probe attention")
     summary = run_attention(config, run, concept_set=CONCEPTS, show_progress=False)

@@ -120,7 +120,7 @@ def test_a_diverging_run_reports_no_error_rate(tmp_path) -> None:
         train(SyntheticConfig(lr=1e30, steps=5, n_test=100, scenarios=[]))
     res = mcicl_cli("synthetic", "train", "--steps", "1", "--seeds", "1000000000", "--out", str(tmp_path / "big"),
                     "--quiet")
-    assert res.returncode == 2 and "seeds=1000000000" in res.stderr and "GiB" in res.stderr
+    assert res.returncode == 2 and "--seeds 1000000000" in res.stderr and "GiB" in res.stderr
 
 
 def test_library_api_without_a_run_folder(tmp_path, monkeypatch) -> None:
