@@ -270,8 +270,8 @@ def test_random_weights_causal_end_to_end(tmp_path):
     """A random-weight tiny GPT-2: no head beyond the null; the behaviour link and knockout are reported."""
     folder = build_tiny_model("gpt2", tmp_path / "tiny", layers=2, heads=4, hidden=32,
                               corpus=[w for ws in WORDS.values() for w in ws])
-    config = AttentionConfig(extraction=ExtractionConfig(model=str(folder), device="cpu"), conditions=["in_distribution", "skewed"],
-                             shots=[2, 4], episodes=5, **QUICK)
+    config = AttentionConfig(extraction=ExtractionConfig(model=str(folder), device="cpu"),
+                             conditions=["in_distribution", "skewed"], shots=[2, 4], episodes=5, **QUICK)
     run = RunFolder.create(tmp_path / "run", "probe attention")
     summary = run_attention(config, run, concept_set=CONCEPTS, show_progress=False)
     rows = list(csv.DictReader(open(run.path / "attention.csv")))
