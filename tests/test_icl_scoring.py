@@ -61,5 +61,5 @@ def test_batched_equals_single(tiny_lm):
 
 def test_label_that_tokenizes_to_nothing_is_an_error(tiny_lm):
     _, tokenizer = tiny_lm
-    with pytest.raises(LabelTokenizationError, match="tokenizes to no tokens"):
+    with pytest.raises(LabelTokenizationError, match="adds no token of its own"):
         tokenize_prompts(tokenizer, [ScoringPrompt(DEMOS_A, "lion ->", (" animal", ""))])
