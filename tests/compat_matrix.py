@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tokenizers
 import torch
 import transformers
 from mcicl.probing.extract import extract, prepare_words
@@ -387,10 +388,12 @@ def table(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Build every family in a temporary folder and print the table."""
 
+    torch.set_num_threads(1)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for family in FAMILIES:
             results.append(check_family(family, build_family(family, Path(tmp) / family.name)))
+    sys.stdout.write(f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__}\n\n")
     sys.stdout.write(table(results))
 
 
