@@ -325,8 +325,27 @@ def _pool_rows(lookup: Any, device: Any, items: list[_Item], pooling: str) -> np
 
 
 def input_scale(model: Any) -> float:
-    """The factor the input-embedding module multiplies its rows by (Gemma: sqrt(hidden_size)), else 1."""
-    scale = getattr(model.get_input_embeddings(), "embed_scale", None)
+    """The factor between input-embedding rows and what the first layer reads (Gemma: sqrt(hidden_size)).
+
+    Measured: hidden state 0 of a one-token forward, when it is a pure rescaling of the token's row (the
+    model scales inside its embedding module, or in its forward as older transformers' Gemma 2 does); when
+    hidden state 0 adds more (position embeddings, a LayerNorm), the embedding module's own ``embed_scale``
+    or 1.
+    """
+    embedding = model.get_input_embeddings()
+    weight = embedding.weight
+    with torch.inference_mode():
+        token = int(weight[:4096].float().norm(dim=-1).argmax())  # a row far from zero
+        row = weight[token].float()
+        h0 = _body(model)(input_ids=torch.tensor([[token]], device=weight.device),
+                          output_hidden_states=True).hidden_states[0][0, 0].float().to(row.device)
+        # OPT with word_embed_proj_dim projects its rows to another width: not a rescaling
+        factor = float(h0 @ row / (row @ row)) if h0.shape == row.shape else 1.0
+        proportional = h0.shape == row.shape and torch.allclose(h0, factor * row, rtol=1e-3,
+                                                                 atol=1e-5 * float(row.abs().max()))
+    if proportional:
+        return factor
+    scale = getattr(embedding, "embed_scale", None)
     return float(scale) if scale is not None else 1.0
 
 
@@ -394,9 +413,9 @@ def _compute(model: Any, items: list[_Item], space: str, layer_idx: list[int], p
              ) -> dict[str, np.ndarray]:
     if space == "hidden":
         return _pool_hidden(model, items, layer_idx, pooling, batch_size, padding_side, pad_id, show_progress, desc)
-    if space == "input":  # what the first layer reads: the embedding module's output (Gemma scales its rows)
-        embedding = model.get_input_embeddings()
-        return {"input": _pool_rows(embedding, embedding.weight.device, items, pooling)}
+    if space == "input":  # what the first layer reads: the rows times the model's scale (Gemma: sqrt(d))
+        weight, scale = model.get_input_embeddings().weight, input_scale(model)
+        return {"input": _pool_rows(lambda ids: weight[ids] * scale, weight.device, items, pooling)}
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None or getattr(head, "weight", None) is None:
         raise ValueError(f"{type(model).__name__} has no LM head (get_output_embeddings() is None), so there are "

