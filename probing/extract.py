@@ -1,8 +1,9 @@
 """Word representations from any Hugging Face model: input rows, unembedding rows, or hidden states per layer.
 
 One rule, used everywhere: a word is put in its template (``"{word}"`` alone, or e.g. ``"A {word}."``),
-tokenized by the model's fast tokenizer, and its vector is pooled over the tokens whose character offsets
-overlap the word itself (template and special tokens excluded): ``mean`` of those tokens, or the ``last``
+tokenized by the model's tokenizer, and its vector is pooled over the tokens whose character offsets overlap
+the word itself (template, special and lone space tokens excluded; slow tokenizers, which have no offsets, by
+comparing tokenizations of the text cut before and after the word): ``mean`` of those tokens, or the ``last``
 one. Batches are padded (right for encoders, left for causal LMs) with an attention mask and explicit
 position ids, so a word in a padded batch gets the vectors it gets alone, and the hidden states are the
 model's own ``output_hidden_states`` (``"0"`` is the embedding output). Only pooled vectors are kept, batch by

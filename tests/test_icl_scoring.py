@@ -30,6 +30,15 @@ PROMPTS = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one torch thread (several threads on a shared 2-core machine are much slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
 def tiny_lm(request, tmp_path_factory):
     """A tiny random-weight causal LM whose weights are scaled up so its log-probs are far from uniform."""
