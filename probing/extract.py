@@ -1,8 +1,9 @@
 """Word representations from any Hugging Face model: input rows, unembedding rows, or hidden states per layer.
 
 One rule, used everywhere: a word is put in its template (``"{word}"`` alone, or e.g. ``"A {word}."``),
-tokenized by the model's fast tokenizer, and its vector is pooled over the tokens whose character offsets
-overlap the word itself (template and special tokens excluded): ``mean`` of those tokens, or the ``last``
+tokenized by the model's tokenizer, and its vector is pooled over the tokens whose character offsets overlap
+the word itself (template, special and lone space tokens excluded; slow tokenizers, which have no offsets, by
+comparing tokenizations of the text cut before and after the word): ``mean`` of those tokens, or the ``last``
 one. Batches are padded (right for encoders, left for causal LMs) with an attention mask and explicit
 position ids, so a word in a padded batch gets the vectors it gets alone, and the hidden states are the
 model's own ``output_hidden_states`` (``"0"`` is the embedding output). Only pooled vectors are kept, batch by
@@ -36,7 +37,8 @@ DTYPES = ("float32", "float16", "bfloat16")
 PADDING_SIDES = ("auto", "left", "right")
 WORD_SLOT = "{word}"
 POOLING_RULE = ("{pooling} over the tokens whose character offsets (fast tokenizer offset_mapping) overlap the "
-                "word inside its template; template and special tokens excluded")
+                "word inside its template (slow tokenizers: the tokens the text shares with the text cut after the "
+                "word and not with the text cut before it); template, special and lone space tokens excluded")
 LAYERS_ACCEPTED = "'all', 'last', or layer indices such as '0,3,-1' (0 = embedding output, -1 = last layer)"
 
 
@@ -156,9 +158,6 @@ def prepare_words(tokenizer: Any, words: Iterable[str], template: str = WORD_SLO
                   ) -> tuple[list[str], list[_Item], dict[str, list[str]]]:
     """(represented words, their tokenized items, report of empty / unrepresentable / duplicate words)."""
     check_template(template)
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"{type(tokenizer).__name__} is a slow tokenizer; extraction needs a fast tokenizer "
-                         "(its offset_mapping locates the word's tokens): load one with use_fast=True")
     report: dict[str, list[str]] = {"empty": [], "unrepresentable": [], "duplicates": [], "partially_unknown": []}
     candidates, seen = [], set()
     for word in words:
@@ -171,21 +170,13 @@ def prepare_words(tokenizer: Any, words: Iterable[str], template: str = WORD_SLO
         else:
             seen.add(word)
             candidates.append(word)
-    start = template.index(WORD_SLOT)
-    texts = [template.replace(WORD_SLOT, w) for w in candidates]
-    enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True,
-                    return_attention_mask=False) if texts else {"input_ids": [], "offset_mapping": [],
-                                                                 "special_tokens_mask": []}
+    locate = _positions_by_offsets if getattr(tokenizer, "is_fast", False) else _positions_by_prefixes
+    encoded = locate(tokenizer, candidates, template)
     unk = tokenizer.unk_token_id
     limit = getattr(tokenizer, "model_max_length", None)
     kept, items = [], []
-    for word, ids, offsets, special in zip(candidates, enc["input_ids"], enc["offset_mapping"],
-                                           enc["special_tokens_mask"], strict=True):
-        end = start + len(word)
-        # Tokens overlapping the word's characters: a leading-space token ("Ġdog", "▁dog") counts, a token
-        # that is only template text or a special token ([CLS], <s>, offsets (0, 0)) does not.
-        positions = [t for t, ((s, e), sp) in enumerate(zip(offsets, special, strict=True))
-                     if not sp and e > s and s < end and e > start]
+    for word, (ids, positions) in zip(candidates, encoded, strict=True):
+        positions = _drop_blank_ends(tokenizer, ids, positions)
         if not positions or (unk is not None and all(ids[p] == unk for p in positions)):
             report["unrepresentable"].append(word)
             continue
@@ -197,6 +188,76 @@ def prepare_words(tokenizer: Any, words: Iterable[str], template: str = WORD_SLO
         kept.append(word)
         items.append(_Item(list(ids), positions))
     return kept, items, report
+
+
+def _positions_by_offsets(tokenizer: Any, words: list[str], template: str) -> list[tuple[list[int], list[int]]]:
+    """(ids, positions of the tokens whose character offsets overlap the word) per word: fast tokenizers."""
+    start = template.index(WORD_SLOT)
+    texts = [template.replace(WORD_SLOT, w) for w in words]
+    if not texts:
+        return []
+    enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True,
+                    return_attention_mask=False)
+    out = []
+    for word, ids, offsets, special in zip(words, enc["input_ids"], enc["offset_mapping"],
+                                           enc["special_tokens_mask"], strict=True):
+        end = start + len(word)
+        # Tokens overlapping the word's characters: a leading-space token ("Ġdog", "▁dog") counts, a token
+        # that is only template text or a special token ([CLS], <s>, offsets (0, 0)) does not.
+        out.append((list(ids), [t for t, ((s, e), sp) in enumerate(zip(offsets, special, strict=True))
+                                if not sp and e > s and s < end and e > start]))
+    return out
+
+
+def _positions_by_prefixes(tokenizer: Any, words: list[str], template: str) -> list[tuple[list[int], list[int]]]:
+    """(ids, positions of the word's tokens) per word for tokenizers without offsets (slow tokenizers).
+
+    The word's tokens are those the whole text shares with the tokenization of the text cut after the word,
+    minus those it shares with the text cut before the word (special tokens excluded): a token merging the
+    word with the template text after it (none in ``{word}``) is left out.
+    """
+    before, after = template.split(WORD_SLOT)
+
+    def encode(text: str) -> tuple[list[int], list[int]]:
+        enc = tokenizer(text, add_special_tokens=True, return_special_tokens_mask=True, return_attention_mask=False)
+        return list(enc["input_ids"]), list(enc["special_tokens_mask"])
+
+    def shared(a: list[int], b: list[int]) -> int:
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return n
+
+    head_ids, head_special = encode(before) if before else ([], [])
+    head = head_ids[:max((i + 1 for i, s in enumerate(head_special) if not s), default=0)]
+    out = []
+    for word in words:
+        ids, special = encode(before + word + after)
+        upto_ids, upto_special = encode(before + word) if after else (ids, special)
+        upto = upto_ids[:max((i + 1 for i, s in enumerate(upto_special) if not s), default=0)]
+        first = shared(head, ids) if before else next((i for i, s in enumerate(special) if not s), len(ids))
+        last = shared(upto, ids)
+        out.append((ids, [t for t in range(first, last) if not special[t]]))
+    return out
+
+
+def _drop_blank_ends(tokenizer: Any, ids: list[int], positions: list[int]) -> list[int]:
+    """``positions`` without first or last tokens that add only whitespace to the word's decoded text.
+
+    A lone space token (the "▁" a dummy prefix puts before "2024", split from digits) is not the word's own;
+    a byte token of a multi-byte character, which decodes to nothing alone, changes the text and stays.
+    """
+    def text(ps: list[int]) -> str:
+        return tokenizer.decode([ids[p] for p in ps]).strip()
+
+    if len(positions) < 2:
+        return positions
+    whole = text(positions)
+    while len(positions) > 1 and text(positions[1:]) == whole:
+        positions = positions[1:]
+    while len(positions) > 1 and text(positions[:-1]) == whole:
+        positions = positions[:-1]
+    return positions
 
 
 def n_hidden_layers(model: Any) -> int:
@@ -248,20 +309,45 @@ def padding_for(model: Any, padding_side: str = "auto") -> str:
     return padding_side
 
 
-def _pool_rows(matrix: Any, items: list[_Item], pooling: str) -> np.ndarray:
-    """Pooled rows of an embedding matrix (vocab, d) over each item's word tokens -> (len(items), d)."""
+def _pool_rows(lookup: Any, device: Any, items: list[_Item], pooling: str) -> np.ndarray:
+    """Pooled vectors ``lookup(ids)`` (rows of an embedding) over each item's word tokens -> (len(items), d)."""
 
     with torch.inference_mode():
         if pooling == "last":
-            ids = torch.tensor([it.ids[it.positions[-1]] for it in items], dtype=torch.long, device=matrix.device)
-            return matrix[ids].float().cpu().numpy()
-        ids = torch.tensor([it.ids[p] for it in items for p in it.positions], dtype=torch.long, device=matrix.device)
-        seg = torch.tensor([i for i, it in enumerate(items) for _ in it.positions], dtype=torch.long,
-                           device=matrix.device)
-        counts = torch.tensor([len(it.positions) for it in items], dtype=torch.float32, device=matrix.device)
-        sums = torch.zeros(len(items), matrix.shape[1], dtype=torch.float32, device=matrix.device)
-        sums.index_add_(0, seg, matrix[ids].float())
+            ids = torch.tensor([it.ids[it.positions[-1]] for it in items], dtype=torch.long, device=device)
+            return lookup(ids).float().cpu().numpy()
+        ids = torch.tensor([it.ids[p] for it in items for p in it.positions], dtype=torch.long, device=device)
+        seg = torch.tensor([i for i, it in enumerate(items) for _ in it.positions], dtype=torch.long, device=device)
+        counts = torch.tensor([len(it.positions) for it in items], dtype=torch.float32, device=device)
+        rows = lookup(ids).float()
+        sums = torch.zeros(len(items), rows.shape[-1], dtype=torch.float32, device=device)
+        sums.index_add_(0, seg, rows)
         return (sums / counts[:, None]).cpu().numpy()
+
+
+def input_scale(model: Any) -> float:
+    """The factor between input-embedding rows and what the first layer reads (Gemma: sqrt(hidden_size)).
+
+    Measured: hidden state 0 of a one-token forward, when it is a pure rescaling of the token's row (the
+    model scales inside its embedding module, or in its forward as older transformers' Gemma 2 does); when
+    hidden state 0 adds more (position embeddings, a LayerNorm), the embedding module's own ``embed_scale``
+    or 1.
+    """
+    embedding = model.get_input_embeddings()
+    weight = embedding.weight
+    with torch.inference_mode():
+        token = int(weight[:4096].float().norm(dim=-1).argmax())  # a row far from zero
+        row = weight[token].float()
+        h0 = _body(model)(input_ids=torch.tensor([[token]], device=weight.device),
+                          output_hidden_states=True).hidden_states[0][0, 0].float().to(row.device)
+        # OPT with word_embed_proj_dim projects its rows to another width: not a rescaling
+        factor = float(h0 @ row / (row @ row)) if h0.shape == row.shape else 1.0
+        proportional = h0.shape == row.shape and torch.allclose(h0, factor * row, rtol=1e-3,
+                                                                 atol=1e-5 * float(row.abs().max()))
+    if proportional:
+        return factor
+    scale = getattr(embedding, "embed_scale", None)
+    return float(scale) if scale is not None else 1.0
 
 
 def _pool_hidden(model: Any, items: list[_Item], layer_idx: list[int], pooling: str, batch_size: int,
@@ -328,14 +414,15 @@ def _compute(model: Any, items: list[_Item], space: str, layer_idx: list[int], p
              ) -> dict[str, np.ndarray]:
     if space == "hidden":
         return _pool_hidden(model, items, layer_idx, pooling, batch_size, padding_side, pad_id, show_progress, desc)
-    if space == "input":
-        return {"input": _pool_rows(model.get_input_embeddings().weight, items, pooling)}
+    if space == "input":  # what the first layer reads: the rows times the model's scale (Gemma: sqrt(d))
+        weight, scale = model.get_input_embeddings().weight, input_scale(model)
+        return {"input": _pool_rows(lambda ids: weight[ids] * scale, weight.device, items, pooling)}
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None or getattr(head, "weight", None) is None:
         raise ValueError(f"{type(model).__name__} has no LM head (get_output_embeddings() is None), so there are "
                          "no unembedding rows; use --space input or hidden, or load a model with an LM head "
                          "(a causal LM)")
-    return {"unembed": _pool_rows(head.weight, items, pooling)}
+    return {"unembed": _pool_rows(lambda ids: head.weight[ids], head.weight.device, items, pooling)}
 
 
 def _meta(model: Any, tokenizer: Any, space: str, template: str, pooling: str, padding_side: str,
@@ -348,6 +435,7 @@ def _meta(model: Any, tokenizer: Any, space: str, template: str, pooling: str, p
         "dtype": str(getattr(model, "dtype", "")).replace("torch.", ""), "device": str(input_device(model)),
         "padding_side": padding_side, "n_hidden_layers": n_layers,
         "random_weights": is_random_weights(location),
+        **({"input_scale": input_scale(model)} if space == "input" else {}),
         "n_words": len(words), "n_tokens": [len(it.positions) for it in items],
     }
 

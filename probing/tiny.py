@@ -47,8 +47,10 @@ def build_tiny_tokenizer(corpus: Iterable[str] = (), vocab_size: int = 600):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<eos>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator([_BASE_CORPUS, *corpus], trainer=trainer)
+    # Like GPT-2's and Llama's tokenizers, no token_type_ids (GPT-2 would embed them; transformers < 5 returns them
+    # from a bare PreTrainedTokenizerFast by default).
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
-                                   bos_token="<eos>", unk_token=None)
+                                   bos_token="<eos>", unk_token=None, model_input_names=["input_ids", "attention_mask"])
 
 
 def build_tiny_model(arch: Arch, folder: str | Path, *, seed: int = 0, hidden: int = 64, layers: int = 2,

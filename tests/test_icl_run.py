@@ -47,6 +47,8 @@ def test_lm_readout_on_tiny_random_gpt2(tmp_path):
     run = RunFolder.create(tmp_path / "run", "probe icl")
     summary = run_icl(config, run, concept_set=small_concept_set())
     assert summary["readout"] == "lm" and summary["random_weights"] is True
+    assert summary["scoring"]["method"] == "cached" and summary["scoring"]["requested"] == "auto"
+    assert summary["scoring"]["check"]["max_abs_difference"] < 1e-4  # cached vs naive on the longest prompt
     assert set(summary["accuracy"]) == {"in_distribution", "arbitrary_labels", "zero_shot"}
     assert set(summary["accuracy"]["zero_shot"]) == {"0"} and set(summary["accuracy"]["in_distribution"]) == {"2"}
     rows = list(csv.DictReader(open(tmp_path / "run" / "results.csv")))

@@ -8,7 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from mcicl.probing.icl.scoring import LabelTokenizationError, ScoringPrompt, score_cached, score_naive, tokenize_prompts
+from mcicl.probing.icl.scoring import (
+    LabelTokenizationError,
+    ScoringPrompt,
+    score_cached,
+    score_naive,
+    score_prompts,
+    tokenize_prompts,
+)
 from mcicl.probing.models import load_model
 from mcicl.probing.tiny import build_tiny_model
 
@@ -21,6 +28,15 @@ PROMPTS = [
     ScoringPrompt(DEMOS_A + DEMOS_B, "horse ->", (" A", " B", " animal")),
     ScoringPrompt("", "tiger ->", (" animal", " tool")),  # zero-shot: no prefix
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one torch thread (several threads on a shared 2-core machine are much slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
@@ -61,5 +77,36 @@ def test_batched_equals_single(tiny_lm):
 
 def test_label_that_tokenizes_to_nothing_is_an_error(tiny_lm):
     _, tokenizer = tiny_lm
-    with pytest.raises(LabelTokenizationError, match="tokenizes to no tokens"):
+    with pytest.raises(LabelTokenizationError, match="adds no token of its own"):
         tokenize_prompts(tokenizer, [ScoringPrompt(DEMOS_A, "lion ->", (" animal", ""))])
+
+
+def test_whole_string_tokens_and_lead_tokens(tiny_lm):
+    """Scored ids are the whole string's tokenization; a label that merges with the query's last characters
+    makes the other labels carry the cut-off query token as a lead (read, not scored): still cached == naive."""
+    model, tokenizer = tiny_lm
+    prompts = [ScoringPrompt(DEMOS_A, "lion -", (">", "> animal", " tool")), *PROMPTS]
+    tokenized = tokenize_prompts(tokenizer, prompts)
+    for p, tp in zip(prompts, tokenized, strict=True):
+        for j, option in enumerate(p.options):
+            context, scored = tp.sequence(j)
+            whole = tokenizer(p.prefix + p.query + option)["input_ids"]
+            assert list(context + scored) == whole
+            assert tokenizer.decode(list(scored)).endswith(option.strip())
+    assert any(tp.leads[j] for tp in tokenized for j in range(len(tp.options))), "a lead must be covered"
+    naive = score_naive(model, tokenizer, prompts)
+    cached = score_cached(model, tokenizer, prompts, batch_size=2)
+    for n, c in zip(naive, cached, strict=True):
+        np.testing.assert_allclose(c, n, atol=1e-4, rtol=0)
+
+
+def test_score_prompts_records_its_method(tiny_lm):
+    model, tokenizer = tiny_lm
+    auto = score_prompts(model, tokenizer, PROMPTS)
+    assert auto.method == "cached" and auto.requested == "auto" and auto.check["max_abs_difference"] < 1e-4
+    naive = score_prompts(model, tokenizer, PROMPTS, method="naive")
+    assert naive.method == "naive" and naive.record()["reason"] == "requested"
+    for a, n in zip(auto.scores, naive.scores, strict=True):
+        np.testing.assert_allclose(a, n, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="unknown scoring method 'fast'; accepted: 'auto', 'cached', 'naive'"):
+        score_prompts(model, tokenizer, PROMPTS, method="fast")

@@ -98,8 +98,10 @@ def register(probe_sub: argparse._SubParsersAction) -> None:
                         "(default: 0,1,2,5,10,20,50,100)")
     g.add_argument("--layer", default=None, help="hidden layer of the word vectors (default: last)")
     g = p.add_argument_group("causal-LM scoring")
-    g.add_argument("--scoring", choices=["cached", "naive"], default=None,
-                   help="cached: each prefix once, its KV cache reused (default); naive: one forward per label")
+    g.add_argument("--scoring", choices=["auto", "cached", "naive"], default=None,
+                   help="auto (default): cached where it is exact for this model (checked against naive on the "
+                        "longest prompt), else naive; cached: each prefix once, its KV cache reused (refused where "
+                        "not exact: ALiBi, sliding window); naive: one forward per label. summary.json records it")
     g.add_argument("--batch-size", type=int, default=None, help="prefixes / rows per forward pass (default: 32)")
     add_run_options(p)
     p.set_defaults(func=run)

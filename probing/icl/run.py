@@ -31,7 +31,8 @@ from mcicl.probing.icl.readout import (
     readout_probabilities,
     readout_words,
 )
-from mcicl.probing.icl.scoring import ScoringPrompt, score_prompts
+from mcicl.probing.icl.scoring import METHODS as SCORING_METHODS
+from mcicl.probing.icl.scoring import ScoringPrompt, ScoringResult, score_prompts
 from mcicl.probing.icl.stats import bootstrap_accuracy
 from mcicl.probing.icl.tasks import (
     CONDITIONS,
@@ -85,7 +86,7 @@ class IclConfig:
     betas: list[float] = field(default_factory=lambda: list(DEFAULT_BETAS))
     tune_episodes: int = 25  # held-out in-distribution episodes per shots, for choosing beta
     # lm readout
-    scoring: str = "cached"
+    scoring: str = "auto"  # auto: cached where exact (checked), else naive; recorded in summary.json
     batch_size: int = 32
     # statistics
     n_boot: int = 1000
@@ -106,7 +107,7 @@ class IclConfig:
         require(len(self.betas) > 0 and all(b >= 0 for b in self.betas), "betas", self.betas,
                 "a non-empty list of non-negative inverse temperatures")
         require(self.tune_episodes >= 1, "tune_episodes", self.tune_episodes, "an integer >= 1")
-        require(self.scoring in ("cached", "naive"), "scoring", self.scoring, "'cached' or 'naive'")
+        require(self.scoring in SCORING_METHODS, "scoring", self.scoring, "one of " + ", ".join(SCORING_METHODS))
         require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         require(self.n_boot >= 100, "n_boot", self.n_boot, "an integer >= 100")
         fewest = min((len(set(labels.split())) for labels in self.arbitrary_labels), default=0)
@@ -227,7 +228,7 @@ def _cells(prompts: list[IclPrompt]) -> dict[tuple[str, int], list[int]]:
     return cells
 
 
-def _lm_scores(config: IclConfig, loaded: LoadedModel, prompts: list[IclPrompt]) -> list[np.ndarray]:
+def _lm_scores(config: IclConfig, loaded: LoadedModel, prompts: list[IclPrompt]) -> ScoringResult:
 
     model, tokenizer = loaded.model, loaded.tokenizer
     t = config.template
@@ -321,7 +322,8 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
                         ", ".join(dropped[:10]))
         extra["dropped_words"] = dropped
     else:
-        logprobs = _lm_scores(config, loaded, prompts)
+        scored = _lm_scores(config, loaded, prompts)
+        logprobs, extra["scoring"] = scored.scores, scored.record()
 
     rng = np.random.default_rng([config.seed, 11])
     rows = []

@@ -1,23 +1,31 @@
 """Label scoring on causal LMs: log p(label | prompt) for every candidate label, exact and fast.
 
-A prompt is three token segments: a *prefix* (header + demonstrations), a *query* (the query word in its
-template) and one *option* per candidate label. The score of an option is the sum of the log-probabilities
-of its tokens given prefix + query (multi-token labels included); the prediction is the argmax.
-
-Segments are tokenized separately and concatenated (as lm-eval-harness does with context/continuation), so
-the cached and the naive scorer see exactly the same token ids.
+A prompt is three text segments: a *prefix* (header + demonstrations), a *query* (the query word in its
+template) and one *option* per candidate label. The scored sequence of an option is the tokenization of the
+whole string ``prefix + query + option`` (as lm-eval-harness encodes context + continuation together): no
+token a real prompt would not contain. The option's tokens are those after the longest common prefix of that
+sequence with the tokenization of ``prefix + query``; the prefix's tokens are those it shares with the
+tokenization of ``prefix``. A token the boundary cuts through (rare: a label merging with the query's last
+characters) is a context token of that option only (its *lead*), read but not scored. The score of an option
+is the sum of the log-probabilities of its tokens; the prediction is the argmax.
 
 - :func:`score_naive`: one full forward per (prompt, option): the reference.
 - :func:`score_cached`: every distinct prefix is run once (prefixes batched, left-padded) and its key-value
   cache read by one packed continuation row holding its queries and all their candidate labels (a 4D
-  attention mask keeps the labels apart). Scores equal the naive ones to float rounding.
+  attention mask keeps the labels apart). Exact for position schemes read from position ids (rotary,
+  learned absolute) when every sequence fits in the attention window.
+- :func:`choose_method`: what ``method='auto'`` runs: ``naive`` for ALiBi models (BLOOM, MPT, Falcon with
+  ``alibi``), models whose forward takes no position ids, and sliding-window models whose longest sequence
+  exceeds the window; else ``cached``, after checking it against ``naive`` on the longest prompt.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +34,12 @@ from mcicl.probing.extract import padding_token_id
 from transformers import DynamicCache
 
 from mcicl.core.runs import progress
+
+log = logging.getLogger("mcicl")
+METHODS = ("auto", "cached", "naive")
+# Largest |cached - naive| accepted by the check 'auto' runs before trusting the cached scorer.
+CHECK_TOLERANCE = {"float32": 1e-3, "float64": 1e-6}
+CHECK_TOLERANCE_HALF = 0.1
 
 
 class LabelTokenizationError(ValueError):
@@ -43,71 +57,119 @@ class ScoringPrompt:
 
 @dataclass(frozen=True)
 class TokenizedPrompt:
-    """Token ids of one prompt's segments (prefix ids start with the tokenizer's BOS when it adds one)."""
+    """Token ids of one prompt: ``prefix + query + leads[j] + options[j]`` is the whole string's tokenization.
+
+    ``prefix`` starts with the tokenizer's BOS when it adds one; ``options[j]`` are the scored tokens of
+    option j; ``leads[j]`` (almost always empty) are context tokens that only option j's string has.
+    """
 
     prefix: tuple[int, ...]
     query: tuple[int, ...]
     options: tuple[tuple[int, ...], ...]
+    leads: tuple[tuple[int, ...], ...]
+
+    def sequence(self, j: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(context ids, scored ids) of option ``j``."""
+        return self.prefix + self.query + self.leads[j], self.options[j]
 
 
-def tokenize_prompts(tokenizer, prompts: Sequence[ScoringPrompt]) -> list[TokenizedPrompt]:
-    """Tokenize each prompt's segments separately; raise LabelTokenizationError for an empty label."""
-    cache: dict[tuple[str, bool], tuple[int, ...]] = {}
+@dataclass(frozen=True)
+class _Encoded:
+    ids: tuple[int, ...]  # trailing special tokens (an appended EOS) removed
+    n_leading_special: int
 
-    def ids(text: str, special: bool) -> tuple[int, ...]:
-        key = (text, special)
-        if key not in cache:
-            cache[key] = tuple(tokenizer(text, add_special_tokens=special)["input_ids"]) if text or special else ()
-        return cache[key]
 
-    out = []
-    for p in prompts:
-        if not p.options:
-            raise ValueError(f"prompt with query {p.query!r} has no candidate labels")
-        # Special tokens (BOS) belong to the start of the sequence: the prefix, or the query when there is none.
-        prefix = ids(p.prefix, True) if p.prefix else ()
-        query = ids(p.query, not p.prefix)
-        options = tuple(ids(o, False) for o in p.options)
-        for text, toks in zip(p.options, options, strict=True):
-            if not toks:
-                raise LabelTokenizationError(
-                    f"label continuation {text!r} tokenizes to no tokens with this tokenizer; accepted: labels "
-                    "with at least one token (check --labels / the label template)")
-        if not prefix and not query:
-            raise LabelTokenizationError(
-                f"prompt for labels {list(p.options)} has no context tokens (empty prefix and query {p.query!r})")
-        out.append(TokenizedPrompt(prefix, query, options))
+def _encode_all(tokenizer: Any, texts: list[str]) -> dict[str, _Encoded]:
+    """Each text's ids with the tokenizer's special tokens, without trailing ones (an EOS is never scored)."""
+    out: dict[str, _Encoded] = {}
+    for i in range(0, len(texts), 512):
+        chunk = texts[i:i + 512]
+        enc = tokenizer(chunk, add_special_tokens=True, return_special_tokens_mask=True,
+                        return_attention_mask=False)
+        for text, ids, special in zip(chunk, enc["input_ids"], enc["special_tokens_mask"], strict=True):
+            real = [k for k, s in enumerate(special) if not s]
+            end = real[-1] + 1 if real else len(ids)
+            out[text] = _Encoded(tuple(ids[:end]), real[0] if real else len(ids))
     return out
 
 
-def _forward_kwargs(model) -> tuple[str, bool]:
+def _common(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two id sequences."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def tokenize_prompts(tokenizer: Any, prompts: Sequence[ScoringPrompt]) -> list[TokenizedPrompt]:
+    """Split each option's whole-string tokenization into prefix, query, lead and scored tokens.
+
+    Raises LabelTokenizationError for a label that leaves no token of its own, or a prompt without context.
+    """
+    texts: dict[str, None] = {}
+    for p in prompts:
+        if not p.options:
+            raise ValueError(f"prompt with query {p.query!r} has no candidate labels")
+        if p.prefix:
+            texts[p.prefix] = None
+        texts[p.prefix + p.query] = None
+        for o in p.options:
+            texts[p.prefix + p.query + o] = None
+    enc = _encode_all(tokenizer, list(texts))
+    out = []
+    for p in prompts:
+        context = p.prefix + p.query
+        wholes = [enc[context + o].ids for o in p.options]
+        ctx = enc[context].ids
+        cuts = [_common(ctx, w) for w in wholes]
+        for text, whole, cut in zip(p.options, wholes, cuts, strict=True):
+            if cut >= len(whole):
+                raise LabelTokenizationError(
+                    f"label continuation {text!r} adds no token of its own to {context[-40:]!r} with this tokenizer; "
+                    "accepted: labels with at least one token (check --labels / the label template)")
+        shared = min(cuts)
+        if p.prefix:
+            start = min(min(_common(enc[p.prefix].ids, w) for w in wholes), shared)
+        else:  # no prefix: it holds only the special tokens the tokenizer puts first (BOS), if any
+            start = min(enc[context + p.options[0]].n_leading_special, shared)
+        first = wholes[0]
+        if shared == 0:
+            raise LabelTokenizationError(
+                f"prompt for labels {list(p.options)} has no context tokens (empty prefix and query {p.query!r}, "
+                "and no BOS token)")
+        out.append(TokenizedPrompt(
+            prefix=tuple(first[:start]), query=tuple(first[start:shared]),
+            options=tuple(tuple(w[c:]) for w, c in zip(wholes, cuts, strict=True)),
+            leads=tuple(tuple(w[shared:c]) for w, c in zip(wholes, cuts, strict=True))))
+    return out
+
+
+def _forward_kwargs(model: Any) -> tuple[str, bool]:
     """(name of the cache keyword of model.forward, whether it takes logits_to_keep)."""
     params = inspect.signature(model.forward).parameters
     return ("cache" if "cache" in params else "past_key_values"), "logits_to_keep" in params
 
 
-def _option_logprob(logprobs, positions, tokens) -> float:
-    """Sum of logprobs[pos, tok] over the option's tokens."""
-    return float(sum(logprobs[p, t] for p, t in zip(positions, tokens, strict=True)))
-
-
-def score_naive(model, tokenizer, prompts: Sequence[ScoringPrompt]) -> list[np.ndarray]:
+def score_naive(model: Any, tokenizer: Any, prompts: Sequence[ScoringPrompt], *,
+                tokenized: list[TokenizedPrompt] | None = None) -> list[np.ndarray]:
     """Per prompt, the summed log-prob of each option: one full forward per (prompt, option), no padding."""
 
-
     device = input_device(model)
+    tokenized = tokenize_prompts(tokenizer, prompts) if tokenized is None else tokenized
     scores = []
-    for tp in tokenize_prompts(tokenizer, prompts):
-        context = tp.prefix + tp.query
+    for tp in tokenized:
         row = []
-        for option in tp.options:
+        for j in range(len(tp.options)):
+            context, option = tp.sequence(j)
             ids = torch.tensor([context + option], device=device)
             with torch.no_grad():
                 logits = model(input_ids=ids).logits[0].float()
             logprobs = torch.log_softmax(logits, dim=-1)
             # token at position len(context)+j is predicted by the logits at len(context)+j-1
             positions = range(len(context) - 1, len(context) + len(option) - 1)
-            row.append(_option_logprob(logprobs, positions, option))
+            row.append(float(sum(logprobs[q, t] for q, t in zip(positions, option, strict=True))))
         scores.append(np.array(row))
     return scores
 
@@ -138,7 +200,8 @@ class _Packed:
     # (prompt, option, index of the token predicting the option's first token or -1 for the prefix, token indices)
     targets: list[tuple[int, int, int, list[int]]] = field(default_factory=list)
 
-    def add(self, prompt: int, query: tuple[int, ...], options: tuple[tuple[int, ...], ...]) -> None:
+    def add(self, prompt: int, query: tuple[int, ...], options: tuple[tuple[int, ...], ...],
+            leads: tuple[tuple[int, ...], ...]) -> None:
         q = max(self.query_id, default=-1) + 1
         start = len(self.tokens)
         self.tokens += query
@@ -146,13 +209,14 @@ class _Packed:
         self.query_id += [q] * len(query)
         self.option_id += [-1] * len(query)
         last_query = start + len(query) - 1 if query else -1
-        for j, option in enumerate(options):
+        for j, (lead, option) in enumerate(zip(leads, options, strict=True)):
             first = len(self.tokens)
-            self.tokens += option
-            self.positions += range(len(query), len(query) + len(option))
-            self.query_id += [q] * len(option)
-            self.option_id += [j] * len(option)
-            self.targets.append((prompt, j, last_query, list(range(first, first + len(option)))))
+            self.tokens += lead + option
+            self.positions += range(len(query), len(query) + len(lead) + len(option))
+            self.query_id += [q] * (len(lead) + len(option))
+            self.option_id += [j] * (len(lead) + len(option))
+            before = first + len(lead) - 1 if lead else last_query
+            self.targets.append((prompt, j, before, list(range(first + len(lead), first + len(lead) + len(option)))))
 
 
 def _continuation_mask(rows: list[_Packed], prefix_mask, dtype):
@@ -172,8 +236,9 @@ def _continuation_mask(rows: list[_Packed], prefix_mask, dtype):
     return mask[:, None]
 
 
-def score_cached(model, tokenizer, prompts: Sequence[ScoringPrompt], batch_size: int = 32,
-                 max_row_tokens: int = 1024, progress_desc: str | None = None) -> list[np.ndarray]:
+def score_cached(model: Any, tokenizer: Any, prompts: Sequence[ScoringPrompt], batch_size: int = 32,
+                 max_row_tokens: int = 1024, progress_desc: str | None = None, *,
+                 tokenized: list[TokenizedPrompt] | None = None) -> list[np.ndarray]:
     """Per prompt, the summed log-prob of each option, running every distinct prefix once.
 
     Prefixes are batched (left-padded, position ids from the attention mask) and cached. The queries of a
@@ -181,14 +246,14 @@ def score_cached(model, tokenizer, prompts: Sequence[ScoringPrompt], batch_size:
     that cache, with a 4D attention mask letting each label see only the prefix, its query and itself, and
     position ids restarting for each label: no token is computed twice and no cache is copied per label.
     ``batch_size`` bounds the prefixes per forward; ``max_row_tokens`` the length of a packed row.
+    Exact only where :func:`cached_unsupported` finds nothing; ``score_prompts(method='auto')`` checks that.
     """
-
 
     device = input_device(model)
     dtype = next(model.parameters()).dtype
     cache_kw, has_keep = _forward_kwargs(model)
     pad_id = padding_token_id(tokenizer)
-    tokenized = tokenize_prompts(tokenizer, prompts)
+    tokenized = tokenize_prompts(tokenizer, prompts) if tokenized is None else tokenized
     # A prompt without a prefix borrows its first query token as prefix: the cache needs at least one token.
     split = [(tp.prefix, tp.query) if tp.prefix else (tp.query[:1], tp.query[1:]) for tp in tokenized]
     prefix_ids = list(dict.fromkeys(p for p, _ in split))
@@ -215,11 +280,12 @@ def score_cached(model, tokenizer, prompts: Sequence[ScoringPrompt], batch_size:
         for b in range(len(block)):
             row = _Packed(b)
             for i in members[start + b]:
-                size = len(split[i][1]) + sum(len(o) for o in tokenized[i].options)
+                tp = tokenized[i]
+                size = len(split[i][1]) + sum(len(o) + len(le) for o, le in zip(tp.options, tp.leads, strict=True))
                 if row.tokens and len(row.tokens) + size > max_row_tokens:
                     rows.append(row)
                     row = _Packed(b)
-                row.add(i, split[i][1], tokenized[i].options)
+                row.add(i, split[i][1], tp.options, tp.leads)
             rows.append(row)
         for r0 in range(0, len(rows), batch_size):
             chunk = rows[r0:r0 + batch_size]
@@ -244,8 +310,8 @@ def score_cached(model, tokenizer, prompts: Sequence[ScoringPrompt], batch_size:
             logprobs = torch.log_softmax(logits, dim=-1).cpu()
             for k, r in enumerate(chunk):
                 for i, j, before, toks in r.targets:
-                    # the first label token is predicted by the last query token (or the prefix), the rest
-                    # by the label's own previous token
+                    # the first label token is predicted by the token before it (last query or lead token, or
+                    # the prefix), the rest by the label's own previous token
                     first = last_logprobs[r.prefix] if before < 0 else logprobs[k, before]
                     ids_ = [r.tokens[t] for t in toks]
                     total = first[ids_[0]] + logprobs[k, toks[:-1], ids_[1:]].sum()
@@ -253,11 +319,95 @@ def score_cached(model, tokenizer, prompts: Sequence[ScoringPrompt], batch_size:
     return scores
 
 
-def score_prompts(model, tokenizer, prompts: Sequence[ScoringPrompt], *, method: str = "cached",
-                  batch_size: int = 32) -> list[np.ndarray]:
-    """Per prompt, each option's summed log-prob; ``method`` 'cached' (default) or 'naive' (reference)."""
-    if method == "cached":
-        return score_cached(model, tokenizer, prompts, batch_size=batch_size)
+def _text_config(model: Any) -> Any:
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def attention_window(model: Any) -> int | None:
+    """The sliding attention window (tokens) some of the model's layers use, or None when all see everything."""
+    text = _text_config(model)
+    window = getattr(text, "sliding_window", None)
+    if not isinstance(window, int) or getattr(text, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(text, "layer_types", None)
+    if layer_types is not None and "sliding_attention" not in layer_types:
+        return None
+    return window
+
+
+def cached_unsupported(model: Any, longest: int) -> str | None:
+    """Why :func:`score_cached` would not be exact for ``model`` on sequences of ``longest`` tokens, or None.
+
+    The packed rows move label tokens next to each other and give them their true position ids; that is
+    exact when positions reach attention only through position ids and every token sees all earlier ones.
+    """
+    text = _text_config(model)
+    attn = getattr(text, "attn_config", None)
+    if (getattr(text, "model_type", "") == "bloom" or getattr(text, "alibi", False) is True
+            or getattr(attn, "alibi", False) is True or (isinstance(attn, dict) and attn.get("alibi"))):
+        return "ALiBi position biases (they depend on key-query distances inside the packed row)"
+    if "position_ids" not in inspect.signature(model.forward).parameters:
+        return f"{type(model).__name__}.forward takes no position_ids"
+    window = attention_window(model)
+    if window is not None and longest > window:
+        return f"sliding attention window of {window} tokens, shorter than the longest sequence ({longest})"
+    return None
+
+
+@dataclass
+class ScoringResult:
+    """Scores per prompt (one log-prob per option) and the method that produced them, with why."""
+
+    scores: list[np.ndarray]
+    method: str  # 'cached' | 'naive'
+    requested: str  # 'auto' | 'cached' | 'naive'
+    reason: str
+    check: dict[str, Any] | None = None  # auto: cached vs naive on the longest prompt
+
+    def record(self) -> dict[str, Any]:
+        """The method, what was asked, why, and the check, for summary.json."""
+        return {"method": self.method, "requested": self.requested, "reason": self.reason, "check": self.check}
+
+
+def _check_tolerance(model: Any) -> float:
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    return CHECK_TOLERANCE.get(dtype, CHECK_TOLERANCE_HALF)
+
+
+def score_prompts(model: Any, tokenizer: Any, prompts: Sequence[ScoringPrompt], *, method: str = "auto",
+                  batch_size: int = 32) -> ScoringResult:
+    """Each option's summed log-prob per prompt, with the method used: 'auto' (default), 'cached' or 'naive'.
+
+    'auto' runs 'naive' where :func:`cached_unsupported` names a reason; otherwise it scores the longest
+    prompt both ways and uses 'cached' if they agree (to 1e-3 nats in float32, 0.1 in 16-bit), else 'naive'.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown scoring method {method!r}; accepted: " + ", ".join(repr(m) for m in METHODS))
+    tokenized = tokenize_prompts(tokenizer, prompts)
     if method == "naive":
-        return score_naive(model, tokenizer, prompts)
-    raise ValueError(f"unknown scoring method {method!r}; accepted: 'cached', 'naive'")
+        return ScoringResult(score_naive(model, tokenizer, prompts, tokenized=tokenized), "naive", method,
+                             "requested")
+    longest = max((sum(map(len, tp.sequence(j))) for tp in tokenized for j in range(len(tp.options))), default=0)
+    why = cached_unsupported(model, longest)
+    if method == "cached":
+        if why is not None:
+            raise ValueError(f"scoring 'cached' is not exact for {type(model).__name__}: {why}; accepted: "
+                             "scoring 'auto' or 'naive'")
+        return ScoringResult(score_cached(model, tokenizer, prompts, batch_size=batch_size, tokenized=tokenized),
+                             "cached", method, "requested")
+    if why is not None:
+        log.info("scoring: naive (one forward per label), cached is not exact here: %s", why)
+        return ScoringResult(score_naive(model, tokenizer, prompts, tokenized=tokenized), "naive", method, why)
+    k = max(range(len(tokenized)), key=lambda i: sum(len(o) for o in tokenized[i].options) + len(tokenized[i].query)
+            + len(tokenized[i].prefix))
+    reference = score_naive(model, tokenizer, [prompts[k]], tokenized=[tokenized[k]])[0]
+    scores = score_cached(model, tokenizer, prompts, batch_size=batch_size, tokenized=tokenized)
+    diff, tol = float(np.abs(scores[k] - reference).max()), _check_tolerance(model)
+    check = {"prompt": k, "max_abs_difference": diff, "tolerance": tol}
+    if diff > tol:
+        log.warning("scoring: cached differs from naive by %.3g nats on the longest prompt (tolerance %.3g); "
+                    "scoring every prompt naively", diff, tol)
+        return ScoringResult(score_naive(model, tokenizer, prompts, tokenized=tokenized), "naive", method,
+                             f"cached failed its check against naive ({diff:.3g} > {tol:.3g} nats)", check)
+    return ScoringResult(scores, "cached", method, "position ids and full attention: cached is exact", check)
