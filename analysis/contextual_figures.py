@@ -16,7 +16,20 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
-from mcicl.core.plotting import palette, save_figure, styled, subplots
+from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
+
+LAYERS_CAPTION = Caption(
+    "Polysemous words in context, per layer",
+    "Left: sense accuracy (is a word's hidden state in a sense-tagged sentence nearer its tagged sense's concept "
+    "centroid than its other senses'?) in context, out of context (one prediction per word: at most its "
+    "majority sense), and for monosemous controls (nearest of all concepts); bands: null with senses shuffled "
+    "within each word. Middle: how far the context moves the word toward its tagged sense. Right: whether "
+    "same-sense contexts of a word are more alike than different-sense ones (AUC; 0.5 = no).")
+WORDS_CAPTION = Caption(
+    "Contextual vectors of single words",
+    "PCA of one word's hidden states across its sense-tagged sentences at the best layer, coloured by sense: "
+    "sentences of one sense should sit together. The words shown are those with the highest pair AUC, so the "
+    "panel is a best case; the per-layer figure has the averages.")
 
 PANELS = (("sense_accuracy", "Sense accuracy", "accuracy (bootstrap 95% CI over words)"),
           ("shift", "Shift toward the tagged sense", "margin in context - margin out of context"),
@@ -86,7 +99,7 @@ def context_layers_figure(rows: Sequence[dict[str, Any]], folder: str | Path | N
     if title:
         fig.suptitle(title, fontsize=11)
     if folder is not None:
-        save_figure(fig, folder, name)
+        save_figure(fig, folder, name, caption=LAYERS_CAPTION)
     return fig
 
 
@@ -132,5 +145,5 @@ def word_contexts_figure(vectors: np.ndarray, words: Sequence[str], senses: Sequ
     if title:
         fig.suptitle(title, fontsize=11)
     if folder is not None:
-        save_figure(fig, folder, name)
+        save_figure(fig, folder, name, caption=WORDS_CAPTION)
     return fig

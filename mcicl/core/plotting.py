@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,8 +93,11 @@ def save_figure(fig: Figure, folder: str | Path, name: str, formats: Sequence[st
 
 def read_caption(png: str | Path) -> Caption | None:
     """The caption :func:`save_figure` stored in a PNG, or None when it has none."""
-    with Image.open(png) as image:
-        text = getattr(image, "text", {}) or {}
+    try:
+        with Image.open(png) as image:
+            text = getattr(image, "text", {}) or {}
+    except (OSError, UnidentifiedImageError):  # not a readable PNG: the report shows it with a generic caption
+        return None
     if "Title" in text and "Description" in text:
         return Caption(text["Title"], text["Description"])
     return None
