@@ -553,7 +553,7 @@ def lm_correct(loaded: LoadedModel, prompts: Sequence[IclPrompt], template: Prom
     """Whether a causal LM's highest-scoring label is the gold one, per prompt (the ``probe icl`` scorer)."""
     scoring = [ScoringPrompt(template.prefix(p.demos), template.query_text(p.query),
                              tuple(template.option(lab) for lab in p.labels)) for p in prompts]
-    scores = score_prompts(loaded.model, loaded.tokenizer, scoring, batch_size=batch_size)
+    scores = score_prompts(loaded.model, loaded.tokenizer, scoring, batch_size=batch_size).scores
     return np.array([int(np.argmax(s)) == p.labels.index(p.gold) for s, p in zip(scores, prompts, strict=True)])
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from typing import Any
 
 import numpy as np
@@ -17,21 +16,11 @@ from mcicl.probing.contextual import ContextsConfig, ContextsResult, load_contex
 from mcicl.probing.datasets import load_concept_set
 
 from mcicl.core.cli import add_model_options, add_run_options, merge_config
-from mcicl.core.runs import RunFolder, seed_everything
+from mcicl.core.runs import RunFolder, seed_everything, strict_json
 from mcicl.core.vectors import LabelledVectors
 
 log = logging.getLogger("mcicl")
 PCA_WORDS = 6
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
 
 
 def layer_rows(result: ContextsResult) -> list[dict[str, Any]]:
@@ -119,7 +108,7 @@ def write_contexts_run(result: ContextsResult, cfg: ContextsConfig, run: RunFold
                       "controls": result.controls.to_dict() if result.controls is not None else None},
         **{k: v for k, v in info.items() if k != "concepts"},
     }
-    summary = _clean(summary)
+    summary = strict_json(summary)
     run.write_summary(summary)
     return summary
 

@@ -11,7 +11,6 @@ nulls), linear probes with a control task, and polysemy (sense cosines, sparse d
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from mcicl.probing.models import LoadedModel
 
 from mcicl.core.config import require
 from mcicl.core.plotting import save_figure
-from mcicl.core.runs import RunFolder, progress, seed_everything, write_json
+from mcicl.core.runs import RunFolder, progress, seed_everything, strict_json, write_json
 from mcicl.core.vectors import LabelledVectors, Space
 
 log = logging.getLogger("mcicl")
@@ -284,16 +283,6 @@ def _layer_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
 @dataclass
 class GeometryResult:
     """Every measurement of a geometry run, in memory: per-layer results, the tables and the summary."""
@@ -418,7 +407,7 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
         "random_weights": bool(spaces[0].meta.get("random_weights", False)),
     })
     return GeometryResult(cfg, spaces, results, layer_rows, probe_rows, poly_rows, concept_rows, concept_set,
-                          _clean(summary))
+                          strict_json(summary))
 
 
 def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: LoadedModel | None = None,

@@ -28,7 +28,7 @@ import numpy as np
 import tokenizers
 import torch
 import transformers
-from mcicl.probing.extract import extract, prepare_words
+from mcicl.probing.extract import ExtractionConfig, extract, prepare_words
 from mcicl.probing.icl.run import IclConfig, choose_readout
 from mcicl.probing.icl.scoring import (
     ScoringPrompt,
@@ -311,7 +311,8 @@ def check_family(family: Family, folder: Path) -> dict[str, Any]:
     loaded = load_model(folder)
     model, tokenizer = loaded.model, loaded.tokenizer
     out: dict[str, Any] = {"family": family.name, "loaded_class": type(model).__name__, "causal": loaded.causal,
-                           "readout": choose_readout(IclConfig(model=str(folder))), "positions": family.positions,
+                           "readout": choose_readout(IclConfig(extraction=ExtractionConfig(model=str(folder)))),
+                           "positions": family.positions,
                            "tokenizer": family.tokenizer, "fast_tokenizer": bool(tokenizer.is_fast)}
     kept, items, _ = prepare_words(tokenizer, WORDS)
     out["words_kept"] = kept

@@ -87,7 +87,7 @@ def test_lm_readout_reads_the_sentence(contexts, monkeypatch):
 
 
 def test_attention_readout_uses_the_contextual_vector(minilm, contexts):
-    config = IclConfig(model="default", readout="attention", shots=[4], episodes=3, tune_episodes=3,
+    config = IclConfig(readout="attention", shots=[4], episodes=3, tune_episodes=3,
                        conditions=["polysemous_in_context", "polysemous_in_context_adversarial"], n_boot=100)
     sampler = _sampler(contexts)
     prompts = sampler.sample("polysemous_in_context", 4, 3, seed=0)
@@ -114,7 +114,7 @@ def _ecfg() -> ExtractionConfig:
 
 
 def test_run_icl_writes_context_rows_and_the_paired_effect(minilm, tmp_path):
-    config = IclConfig(model="default", readout="attention", shots=[4], episodes=6, tune_episodes=3, n_boot=100,
+    config = IclConfig(readout="attention", shots=[4], episodes=6, tune_episodes=3, n_boot=100,
                        conditions=["polysemous_in_context", "polysemous_in_context_adversarial"])
     summary = run_icl(config, RunFolder.create(tmp_path / "run", "probe icl"), loaded=minilm)
     with open(tmp_path / "run" / "results.csv") as fh:

@@ -33,6 +33,36 @@ def canonical(rows: list[dict]) -> str:
     return json.dumps(json.loads(json.dumps(rows)), sort_keys=True)
 
 
+def leaves(rows: list[dict], path: str = "") -> dict[str, float]:
+    """Every number of the rows by its path, e.g. 'r3/ood/noise_x2/logistic_loss[0]'."""
+    out: dict[str, float] = {}
+    if isinstance(rows, dict):
+        for key, value in rows.items():
+            out.update(leaves(value, f"{path}/{key}"))
+    elif isinstance(rows, list):
+        for i, value in enumerate(rows):
+            out.update(leaves(value, f"{path}[{i}]"))
+    else:
+        out[path] = rows
+    return out
+
+
+def assert_rows_equal(batched: list[dict], single: list[dict], dtype: str) -> None:
+    """float64: identical to the last digit written. float32: the stacked evaluation sums in another order, so
+    a loss may differ in its last bit (seen: 6e-8 relative); 1e-6 relative still fails any wrong lr, slice or
+    minibatch, which move these numbers by 1e-3 or more."""
+    if dtype == "float64":
+        assert canonical(batched) == canonical(single)
+        return
+    a, b = leaves(batched), leaves(single)
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], float) and isinstance(b[key], float):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
+        else:
+            assert a[key] == b[key], key
+
+
 def alone(config: SyntheticConfig, tmp_path, name: str) -> list[dict]:
     """The metrics rows of ``config`` trained on its own by synthetic.train."""
     run = RunFolder.create(tmp_path / name, "synthetic train")
@@ -49,7 +79,7 @@ def test_batched_cells_equal_each_cell_trained_alone(tmp_path, dtype) -> None:
     results = train_cells(cells)
     for i, (config, result) in enumerate(zip(cells, results, strict=True)):
         assert len(result.rows) == TINY["steps"] // TINY["eval_every"] + 1
-        assert canonical(result.rows) == canonical(alone(config, tmp_path, f"alone{i}"))
+        assert_rows_equal(result.rows, alone(config, tmp_path, f"alone{i}"), dtype)
     # Control: the second cell with the first cell's learning rate trains to other numbers, so the equality
     # above needed that cell's own lr (a shared scalar lr would fail it).
     wrong_lr = alone(replace(cells[1], lr=cells[0].lr), tmp_path, "wrong_lr")

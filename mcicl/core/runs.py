@@ -105,18 +105,18 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _strict(obj: Any) -> Any:
+def strict_json(obj: Any) -> Any:
     """``obj`` with every non-finite float replaced by None, so the file is strict JSON (no bare NaN)."""
     if isinstance(obj, float | np.floating):
         return float(obj) if np.isfinite(obj) else None
     if isinstance(obj, Mapping):
-        return {k: _strict(v) for k, v in obj.items()}
+        return {k: strict_json(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_strict(v) for v in obj]
+        return [strict_json(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _strict(obj.tolist())
+        return strict_json(obj.tolist())
     if is_dataclass(obj) and not isinstance(obj, type):
-        return _strict(to_dict(obj))
+        return strict_json(to_dict(obj))
     return obj
 
 
@@ -127,7 +127,7 @@ def write_json(path: str | Path, data: Any) -> None:
     """
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_strict(data), indent=2, default=_json_default, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps(strict_json(data), indent=2, default=_json_default, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 
