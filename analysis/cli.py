@@ -65,7 +65,8 @@ def error_line(err: BaseException, options: set[str]) -> str:
         return (f"not enough memory for this run{size}; accepted: a smaller run (fewer --seeds, a smaller "
                 "--batch-size or config sizes)")
     if isinstance(err, ConfigError):
-        flag = "--" + err.field.replace("_", "-")
+        # A nested field (extraction.model) is set by the option named for its last part (--model).
+        flag = "--" + err.field.rsplit(".", 1)[-1].replace("_", "-")
         if flag in options:
             return f"{flag} {err.value!r}: accepted: {err.accepted}"
         return f"config field {err.field}={err.value!r} (from --set or --config): accepted: {err.accepted}"

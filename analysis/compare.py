@@ -30,7 +30,7 @@ from mcicl.analysis.embedding_plots import EMBEDDING_CAPTION, embedding_figure
 from mcicl.analysis.geometry import concept_directions, direction_abs_cos, geometry_summary, prepare
 from mcicl.analysis.geometry_figures import HEATMAP_CAPTION, direction_heatmap_figure
 from mcicl.analysis.matched import estimate_parameters, load_icl_summary, run_matched
-from mcicl.analysis.ood_map import MapPoint, ood_map_figure, read_sweep
+from mcicl.analysis.ood_map import OOD_MAP_CAPTION, MapPoint, ood_map_figure, read_sweep
 from mcicl.analysis.polysemy import polysemy_analysis
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.export import DICTIONARY, FEATURES, POLYSEMY, feature_sets, learned_vectors, through
@@ -93,7 +93,7 @@ def synthetic_spaces(run_dir: str | Path, *, learned: bool = True) -> list[Space
     run_dir = Path(run_dir)
     for name in (DICTIONARY, FEATURES):
         if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir / name} not found: --synthetic must be a `mcicl synthetic train` "
+            raise FileNotFoundError(f"{run_dir / name} not found: synthetic_dir must be a `mcicl synthetic train` "
                                     "run folder")
     dictionary = LabelledVectors.load(run_dir / DICTIONARY)
     words = LabelledVectors.load(run_dir / FEATURES)
@@ -134,7 +134,7 @@ def real_spaces(run_dir: str | Path, *, layers: Sequence[str] | None = None, mod
     files = sorted((p for p in folder.glob("*.npz") if "." not in p.name.removesuffix(".npz")), key=_layer_key) \
         if folder.is_dir() else []
     if not files:
-        raise FileNotFoundError(f"no vectors/<layer>.npz in {run_dir}: --real must be a `mcicl probe geometry` "
+        raise FileNotFoundError(f"no vectors/<layer>.npz in {run_dir}: real_dir must be a `mcicl probe geometry` "
                                 "run folder")
     if layers is not None:
         wanted = {str(x) for x in layers}
@@ -450,13 +450,13 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
         chosen = real if map_spaces is None else [real[i] for i in sorted(order[:map_spaces])]
         points, placed, estimates = place_on_map(chosen, base, seed=seed)
         run.write_csv("map_points.csv", placed)
-        ood_map_figure(sweep, run.figures, points)
+        save_figure(ood_map_figure(sweep, points), run.figures, "ood_map", caption=OOD_MAP_CAPTION)
         summary["ood_map"] = {"points": placed, "sweep": str(sweep_dir)}
     if matched:
 
         target = next((s for s in real if s.name == matched_space), None) if matched_space else real[-1]
         if target is None:
-            raise ValueError(f"--matched-space {matched_space!r} not found; accepted: "
+            raise ValueError(f"matched_space={matched_space!r} not found; accepted: "
                              + ", ".join(s.name for s in real))
         cfg = replace(base, **(matched_overrides or {}))
         # The map's estimate of the same space is reused (same base geometry, same seed: the same numbers).

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-from mcicl.core.plotting import SEQUENTIAL_CMAP, Caption, palette, save_figure, styled, subplots
+from mcicl.core.plotting import SEQUENTIAL_CMAP, Caption, palette, styled, subplots
 
 X_FIELD, Y_FIELD = "within_cosine", "cross_overlap"
 
@@ -150,10 +151,11 @@ def _masked(values: np.ndarray) -> np.ma.MaskedArray:
 
 
 @styled
-def ood_map_figure(rows: Sequence[Mapping[str, str]], folder: str | Path, points: Sequence[MapPoint] = (), *,
-                   name: str = "ood_map", title: str = "", panels: Sequence[Panel] | None = None) -> Path:
+def ood_map_figure(rows: Sequence[Mapping[str, str]], points: Sequence[MapPoint] = (), *, title: str = "",
+                   panels: Sequence[Panel] | None = None) -> Figure:
     """Heatmaps with contour lines over (within cosine x cross overlap), one per panel (default:
-    :func:`map_panels`), with real spaces as markers (and error bars where known); return the PNG."""
+    :func:`map_panels`), with real spaces as markers (and error bars where known). A grid of panels, so it draws
+    its own figure (no ``ax``)."""
 
     panels = list(panels) if panels is not None else map_panels(rows)
     if not panels:
@@ -210,4 +212,4 @@ def ood_map_figure(rows: Sequence[Mapping[str, str]], folder: str | Path, points
                    title="real model spaces at their estimated generator parameters (bars: uncertainty, where known)")
     fig.suptitle(title or "Geometry-to-OOD map: the synthetic transformer's error and learning speed vs concept "
                           "geometry")
-    return save_figure(fig, folder, name, caption=OOD_MAP_CAPTION)
+    return fig

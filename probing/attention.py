@@ -473,8 +473,8 @@ def measure_attention(config: AttentionConfig, loaded: LoadedModel, concept_set:
     cs = concept_set
     if "polysemous_query" in config.conditions and not cs.polysemy:
         raise ValueError(f"condition polysemous_query needs polysemous words, but concept set {cs.name!r} lists "
-                         "none; use --suite polysemy, add --polysemy FILE, or leave polysemous_query out of "
-                         "--conditions")
+                         "none; use suite='polysemy', add polysemy=FILE, or leave polysemous_query out of "
+                         "conditions")
     sampler = IclSampler(cs, ways=config.ways, queries_per_episode=config.queries_per_episode,
                          novel_fraction=config.novel_fraction, arbitrary_label_sets=tuple(config.arbitrary_labels),
                          split_seed=config.seed)

@@ -179,7 +179,7 @@ def load_contexts_file(path: str | Path) -> ContextSet:
     """A ContextSet read from a CSV (columns word, sense, context) or JSON ({word: {sense: [sentences]}}) file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--contexts {str(path)!r}: no such file; accepted: {CONTEXT_SOURCES}")
+        raise FileNotFoundError(f"contexts={str(path)!r}: no such file; accepted: {CONTEXT_SOURCES}")
     suffix = path.suffix.lower()
     if suffix == ".json":
         try:
@@ -230,7 +230,7 @@ def wordnet_contexts(cs: ConceptSet, wn: Any, *, words: Iterable[str] | None = N
     if not_synsets:
         raise ContextsError(f"contexts 'wordnet' need a WordNet concept set (concepts named by synsets such as "
                             f"'bird.n.01'); {cs.name!r} has concepts {sorted(not_synsets)[:5]}; use --concepts "
-                            "wordnet, or --contexts builtin or a file")
+                            "wordnet, or contexts='builtin' or a file")
     out = []
     for word, senses in inventory.items():
         for synset in wn.synsets(word, pos="n"):

@@ -175,7 +175,7 @@ def load_contexts(spec: str, cs: Any, *, min_per_sense: int = 3) -> tuple[Contex
         ctx, dropped = drop_short(wordnet_contexts(cs, wordnet_reader()), min_per_sense)
         if not ctx.contexts:
             raise ContextsError(f"WordNet has no word sense with {min_per_sense} example sentences in {cs.name!r}; "
-                                "lower --min-per-sense")
+                                "lower min_per_sense")
         check_contexts(ctx, cs, min_per_sense=min_per_sense)
         return ctx, dropped
     else:

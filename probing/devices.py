@@ -23,7 +23,7 @@ def resolve_device(spec: str) -> tuple[str, str | None]:
     text = str(spec).strip().lower()
     if text == "balanced":
         if importlib.util.find_spec("accelerate") is None:
-            raise ValueError("--device balanced (device_map='auto') needs the package accelerate: "
+            raise ValueError("device='balanced' (device_map='auto') needs the package accelerate: "
                              "pip install accelerate (or pip install 'mcicl[multi-gpu]')")
         return ("cuda" if torch.cuda.is_available() else "cpu"), "auto"
     if text == "auto":
@@ -34,17 +34,17 @@ def resolve_device(spec: str) -> tuple[str, str | None]:
             return "mps", None
         return "cpu", None
     if not _DEVICE.match(text):
-        raise ValueError(f"--device {spec!r} is not a device; accepted: {ACCEPTED}")
+        raise ValueError(f"device={spec!r} is not a device; accepted: {ACCEPTED}")
     if text.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {spec!r} asks for CUDA but no CUDA GPU is available; use 'auto' or 'cpu'")
+            raise ValueError(f"device={spec!r} asks for CUDA but no CUDA GPU is available; use 'auto' or 'cpu'")
         index = int(text.split(":")[1]) if ":" in text else 0
         if index >= torch.cuda.device_count():
-            raise ValueError(f"--device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+            raise ValueError(f"device={spec!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     if text == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ValueError("--device 'mps' asks for Apple Metal but it is not available; use 'auto' or 'cpu'")
+            raise ValueError("device='mps' asks for Apple Metal but it is not available; use 'auto' or 'cpu'")
     return text, None
 
 

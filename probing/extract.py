@@ -420,7 +420,7 @@ def _compute(model: Any, items: list[_Item], space: str, layer_idx: list[int], p
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None or getattr(head, "weight", None) is None:
         raise ValueError(f"{type(model).__name__} has no LM head (get_output_embeddings() is None), so there are "
-                         "no unembedding rows; use --space input or hidden, or load a model with an LM head "
+                         "no unembedding rows; use space='input' or 'hidden', or load a model with an LM head "
                          "(a causal LM)")
     return {"unembed": _pool_rows(lambda ids: head.weight[ids], head.weight.device, items, pooling)}
 

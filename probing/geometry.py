@@ -114,7 +114,7 @@ def spaces_from_file(cfg: GeometryConfig) -> tuple[list[Space], dict[str, Any]]:
     lv = LabelledVectors.load(path)
     poly_path = path.with_name(path.name[: -len(".npz")] + ".polysemy.npz") if path.name.endswith(".npz") else None
     if path.name.endswith(".polysemy.npz"):
-        raise ValueError(f"--vectors {path} is a polysemy file; pass the concept-word file next to it")
+        raise ValueError(f"vectors={str(path)!r} is a polysemy file; pass the concept-word file next to it")
     poly = LabelledVectors.load(poly_path) if poly_path is not None and poly_path.is_file() else None
     if lv.signs is not None and cfg.signs == "split":
         suffix = np.where(lv.signs > 0, "+", np.where(lv.signs < 0, "-", ""))
@@ -196,8 +196,8 @@ def spaces_from_model(cfg: GeometryConfig, *, loaded: LoadedModel | None = None,
     if cfg.whiten == "unembed" or (cfg.whiten == "vocab" and ecfg.space == "unembed"):
         head = _matrix(model.get_output_embeddings()) if hasattr(model, "get_output_embeddings") else None
         if head is None:  # checked before extraction so the error comes at once
-            raise ValueError(f"--whiten {cfg.whiten} needs an unembedding (LM head), and {ref.name} "
-                             f"({type(model).__name__}) has none; accepted here: --whiten none or vocab")
+            raise ValueError(f"whiten={cfg.whiten!r} needs an unembedding (LM head), and {ref.name} "
+                             f"({type(model).__name__}) has none; accepted here: whiten='none' or 'vocab'")
     ext = extract_words(all_words, ecfg, loaded=loaded, show_progress=not quiet)
 
     references: dict[str, np.ndarray | None] = {name: None for name in ext.layers}

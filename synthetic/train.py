@@ -165,7 +165,7 @@ def _check_finite(model: OneLayerTransformer, config: SyntheticConfig, step: int
     else:
         return
     raise TrainingDiverged(f"training diverged at step {step}: {what}; lower lr (now {config.lr:g}, e.g. "
-                           "--set lr=2.0) or sigma0")
+                           "lr=2.0) or sigma0")
 
 
 def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures: bool) -> TrainResult:
@@ -181,11 +181,11 @@ def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures
         if resume and (found := latest_checkpoint(ckpt_dir)) is not None:
             first, path = found
             if first > config.steps:
-                raise ValueError(f"--resume --steps {config.steps} is below the checkpointed step {first} in "
-                                 f"{ckpt_dir}; pass --steps >= {first} (a run is never rewound)")
+                raise ValueError(f"resume with steps={config.steps} is below the checkpointed step {first} in "
+                                 f"{ckpt_dir}; pass steps >= {first} (a run is never rewound)")
             saved = from_dict(SyntheticConfig, read_json(path.with_suffix(".json"))["config"])
             if {**to_dict(saved), "steps": 0} != {**to_dict(config), "steps": 0}:
-                raise ValueError(f"--resume: the config differs from the one checkpointed in {path}; "
+                raise ValueError(f"resume: the config differs from the one checkpointed in {path}; "
                                  "resume with the run's own config.yaml (only steps may change)")
             load_weights(model, path)
             rows = [r for r in read_jsonl(run.path / METRICS) if r["step"] < first] \

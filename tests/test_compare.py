@@ -18,6 +18,7 @@ from mcicl.probing.geometry import GeometryConfig, run_geometry
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.train import train
 
+from mcicl.core.plotting import save_figure
 from mcicl.core.runs import RunFolder
 from tests.conftest import mcicl_cli
 
@@ -145,5 +146,5 @@ def test_ood_grid_averages_cells_and_draws_the_map(tmp_path):
     assert ood_grid(rows, "test_zero_one").values[0, 0] == pytest.approx(0.005)
     with pytest.raises(ValueError, match="no column 'ood.c.test_zero_one'"):
         ood_grid(rows, "ood.c.test_zero_one")
-    png = ood_map_figure(rows, tmp_path, [MapPoint("model layer 6", 0.4, 0.1)])
+    png = save_figure(ood_map_figure(rows, [MapPoint("model layer 6", 0.4, 0.1)]), tmp_path, "ood_map")
     assert png.is_file() and (tmp_path / "ood_map.pdf").is_file()

@@ -225,7 +225,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         extract_words(["dog"], ExtractionConfig(model=str(tmp_path / "nope"), device="cpu"))
-    with pytest.raises(ValueError, match="--device 'tpu'"):
+    with pytest.raises(ValueError, match="device='tpu'"):
         extract_words(["dog"], ExtractionConfig(device="tpu"))
 
 

@@ -72,7 +72,7 @@ def test_minilm_last_layer_outputs_and_significance(tmp_path, minilm):
 
 
 def test_whiten_unembed_on_an_encoder_without_lm_head_is_a_clear_error(tmp_path, minilm):
-    with pytest.raises(ValueError, match="needs an unembedding.*accepted here: --whiten none or vocab"):
+    with pytest.raises(ValueError, match="needs an unembedding.*accepted here: whiten=.none. or .vocab."):
         _run(tmp_path, "bad", minilm, space="input", whiten="unembed")
 
 

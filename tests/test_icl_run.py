@@ -71,7 +71,7 @@ def test_attention_readout_with_only_zero_shots_tunes_beta_on_zero_shot_prompts(
 
 
 def test_bad_input_errors(tmp_path):
-    with pytest.raises(ValueError, match="--readout lm needs a causal language model.*encoder"):
+    with pytest.raises(ValueError, match="readout=.lm. needs a causal language model.*encoder"):
         choose_readout(IclConfig(readout="lm"))
     with pytest.raises(ValueError, match="accepted: shots <= 22"):
         run_icl(IclConfig(shots=[32], conditions=["in_distribution"]),

@@ -67,7 +67,7 @@ def test_unreachable_hub_id_suggests_local_folder(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ref = resolve_model("EleutherAI/pythia-160m")
     assert ref.source == "hub"
-    with pytest.raises(ModelNotFoundError, match=r"HF_HUB_OFFLINE.*--model ./that-folder"):
+    with pytest.raises(ModelNotFoundError, match=r"HF_HUB_OFFLINE.*model='./that-folder'"):
         load_model(ref)
 
 

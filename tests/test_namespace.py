@@ -4,6 +4,7 @@ matplotlib alone, and its wheel installs nothing but ``mcicl``."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -97,8 +98,12 @@ def test_matplotlib_backend_and_rcparams_untouched_by_import_and_training(tmp_pa
 
 @pytest.mark.slow
 def test_wheel_holds_only_the_mcicl_package(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
-                          capture_output=True, text=True, timeout=600)
+    # Built from a copy of the sources: an in-tree build would leave build/ and *.egg-info in the checkout.
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv*", "runs", "build", "*.egg-info",
+                                                                "__pycache__", ".pytest_cache", ".ruff_cache"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
+                           str(source)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     wheel = next(tmp_path.glob("mcicl-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()

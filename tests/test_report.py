@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mcicl.analysis.embedding_plots import EMBEDDING_CAPTION, embedding_figure
-from mcicl.analysis.ood_map import MapPoint, ood_map_figure
+from mcicl.analysis.ood_map import OOD_MAP_CAPTION, MapPoint, ood_map_figure
 from PIL import Image
 
 from mcicl.core.plotting import save_figure
@@ -98,7 +98,8 @@ def runs(tmp_path):
     rows = [{"within_cosine": str(w), "cross_overlap": str(c), "test_zero_one": "0.0",
              "ood.flipped_labels.test_zero_one": str(w * c)} for w in (0.1, 0.5) for c in (0.0, 0.2)]
     second.write_csv("sweep.csv", rows)
-    ood_map_figure(rows, second.figures, [MapPoint("toy layer 3", 0.3, 0.1)])
+    save_figure(ood_map_figure(rows, [MapPoint("toy layer 3", 0.3, 0.1)]), second.figures, "ood_map",
+                caption=OOD_MAP_CAPTION)
     return first.path, second.path
 
 

@@ -16,6 +16,7 @@ from mcicl.synthetic.sweep import run_sweep
 from mcicl.synthetic.train import train
 
 from mcicl.core.config import from_dict
+from mcicl.core.plotting import save_figure
 from mcicl.core.runs import RunFolder, read_jsonl
 from tests.conftest import mcicl_cli
 
@@ -190,5 +191,6 @@ def test_map_shows_learning_speed_and_leaves_never_reached_cells_blank(tmp_path)
     speed = ood_grid(rows, "steps_to_1pct")
     # A cell that never reached 1% error is missing (grey), not painted as 0 steps (the fastest colour).
     assert np.isnan(speed.values[:, 2]).all() and speed.values[1, 0] == pytest.approx(100 + 10 + 0.2)
-    png = ood_map_figure(rows, tmp_path, [MapPoint("space", 0.4, 0.1, (0.05, 0.1), (0.02, 0.02))])
+    png = save_figure(ood_map_figure(rows, [MapPoint("space", 0.4, 0.1, (0.05, 0.1), (0.02, 0.02))]), tmp_path,
+                      "ood_map")
     assert png.is_file()

@@ -129,7 +129,7 @@ def load_suite(suite: str, polysemy: str | None = None) -> ConceptSet:
         cs = builtin_concepts()
         return ConceptSet(cs.name, cs.concepts, {}, {}, dict(cs.parents), cs.min_words)
     if not Path(suite).is_file():
-        raise FileNotFoundError(f"--suite {suite!r}: accepted: 'polysemy', 'concepts', or a concept-set file "
+        raise FileNotFoundError(f"suite={suite!r}: accepted: 'polysemy', 'concepts', or a concept-set file "
                                 "(the JSON/CSV that `mcicl probe geometry --concepts` takes)")
     return load_concept_set(suite, polysemy=polysemy)
 
@@ -165,9 +165,9 @@ def choose_readout(config: IclConfig) -> str:
     causal = is_causal_config(model_config)
     if config.readout == "lm" and not causal:
         archs = ", ".join(getattr(model_config, "architectures", None) or [type(model_config).__name__])
-        raise ValueError(f"--readout lm needs a causal language model, but {ref.name} is an encoder ({archs}); "
-                         "accepted: --readout attention for this model, or a causal LM such as "
-                         "--model EleutherAI/pythia-160m")
+        raise ValueError(f"readout='lm' needs a causal language model, but {ref.name} is an encoder ({archs}); "
+                         "accepted: readout='attention' for this model, or a causal LM such as "
+                         "model='EleutherAI/pythia-160m'")
     if config.readout == "auto":
         return "lm" if causal else "attention"
     return config.readout
@@ -283,8 +283,8 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
     conditions = list(config.conditions)
     if "polysemous_query" in conditions and not cs.polysemy:
         raise ValueError(f"condition polysemous_query needs polysemous words, but concept set {cs.name!r} lists "
-                         "none; use --suite polysemy, add --polysemy FILE, or leave polysemous_query out of "
-                         "--conditions")
+                         "none; use suite='polysemy', add polysemy=FILE, or leave polysemous_query out of "
+                         "conditions")
     contexts = None
     if any(c in CONTEXT_CONDITIONS for c in conditions):
         if not cs.polysemy:
@@ -298,8 +298,8 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
     readout = choose_readout(config) if loaded is None else (
         "lm" if config.readout == "lm" or (config.readout == "auto" and loaded.causal) else "attention")
     if readout == "lm" and loaded is not None and not loaded.causal:
-        raise ValueError("--readout lm needs a causal language model; the loaded model is an encoder; accepted: "
-                         "--readout attention, or a causal LM")
+        raise ValueError("readout='lm' needs a causal language model; the loaded model is an encoder; accepted: "
+                         "readout='attention', or a causal LM")
     prompts = [p for cond, s in cells for p in sampler.sample(cond, s, config.episodes, config.seed)]
     log.info("ICL probe: %d prompts in %d (condition, shots) cells, %s readout", len(prompts), len(cells), readout)
     if loaded is None:

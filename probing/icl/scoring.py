@@ -128,7 +128,7 @@ def tokenize_prompts(tokenizer: Any, prompts: Sequence[ScoringPrompt]) -> list[T
             if cut >= len(whole):
                 raise LabelTokenizationError(
                     f"label continuation {text!r} adds no token of its own to {context[-40:]!r} with this tokenizer; "
-                    "accepted: labels with at least one token (check --labels / the label template)")
+                    "accepted: labels with at least one token (check the labels and the label template)")
         shared = min(cuts)
         if p.prefix:
             start = min(min(_common(enc[p.prefix].ids, w) for w in wholes), shared)

@@ -206,7 +206,7 @@ class IclSampler:
                 f"{shots} shots ({condition_name}) with queries_per_episode={self.queries_per_episode}: the "
                 f"{self.ways} smallest concepts have {sum(smallest)} monosemous words, leaving {left} for queries; "
                 f"accepted: shots <= {sum(smallest) - self.queries_per_episode} for this concept set, fewer "
-                "queries per episode (--queries-per-episode), or a concept set with more words")
+                "queries per episode (queries_per_episode), or a concept set with more words")
 
     def _max_shots(self, condition: Condition, n_words: int) -> int:
         best = 0
@@ -263,7 +263,7 @@ class IclSampler:
             words = sorted(self.concepts.polysemy)
             if not words:
                 raise ValueError(f"concept set {self.concepts.name!r} lists no polysemous words; the "
-                                 "polysemous_query condition needs --suite polysemy or a --polysemy FILE")
+                                 "polysemous_query condition needs suite='polysemy' or a polysemy=FILE")
             poly_word = words[int(rng.integers(len(words)))]
             senses = self.concepts.polysemy[poly_word]
             sense = senses[int(rng.integers(len(senses)))]
