@@ -140,7 +140,8 @@ def plot_convergence(rows: list[dict], n_test: int, axes=None) -> Figure:
     ax0.set(title=f"Test 0-1 error (0 drawn at 0.5/n_test); solid: exponential, dotted: power law\n"
                   f"binomial fits on the tail window; exponential has the lower AIC in {wins}/{err.shape[1]} seeds",
             xlabel="training step", ylabel="error rate (log)")
-    ax0.legend(fontsize=6, loc="lower left", bbox_to_anchor=(0.0, 0.08))
+    if ax0.get_legend_handles_labels()[0]:  # a run too short to reach the tail window has no fit to label
+        ax0.legend(fontsize=6, loc="lower left", bbox_to_anchor=(0.0, 0.08))
     ax1.set(title="Test logistic loss (log-log: a straight line is a power law)", xlabel="training step (log)",
             ylabel="loss (log)")
     fig.suptitle("Convergence of the test error: is the tail at least exponential?", fontsize=11)
