@@ -9,16 +9,19 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.extract import ExtractionConfig, extract_words, load_for
 
 from mcicl.core.cli import add_model_options, add_run_options, merge_config
 from mcicl.core.config import read_mapping, to_dict
-from mcicl.core.plotting import palette, save_figure, styled, subplots
+from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
 from mcicl.core.runs import RunFolder
 
 log = logging.getLogger("mcicl")
@@ -81,13 +84,23 @@ def _title(meta: dict[str, Any]) -> str:
     return f"{name}{tag}: {meta['space']} space, template {meta['template']!r}, {meta['pooling']} pooling"
 
 
+OVERVIEW_CAPTION = Caption(
+    "Extracted vectors per layer",
+    "Anisotropy (mean cosine between distinct words; 0 = isotropic) and mean vector norm per layer, and how many "
+    "of the word's own tokens each word has (multi-token words are mean- or last-pooled).")
+
+
 @styled
-def plot_overview(rows: list[dict[str, Any]], n_tokens: list[int], folder: str | Path, title: str = "") -> Path:
-    """Figure: anisotropy and mean norm per layer, and the number of tokens per word; returns the PNG path."""
-
-
+def overview_figure(rows: list[dict[str, Any]], n_tokens: list[int], *, title: str = "",
+                    axes: Sequence[Axes] | None = None) -> Figure:
+    """Anisotropy and mean norm per layer, and the number of tokens per word, on three Axes (new by default)."""
     colours = palette(3)
-    fig, (ax1, ax2, ax3) = subplots(1, 3, figsize=(12, 3.8))
+    if axes is None:
+        fig, axes = subplots(1, 3, figsize=(12, 3.8))
+    elif len(axes) != 3:
+        raise ValueError(f"axes: {len(axes)} given; accepted: three matplotlib Axes")
+    ax1, ax2, ax3 = axes
+    fig = ax1.figure
     layers = [str(r["layer"]) for r in rows]
     xs = np.arange(len(rows))
     xlabel = "layer (0 = embedding output)" if layers[0].isdigit() else "space"
@@ -107,7 +120,7 @@ def plot_overview(rows: list[dict[str, Any]], n_tokens: list[int], folder: str |
     ax3.margins(y=0.12)
     if title:
         fig.suptitle(title, fontsize=10)
-    return save_figure(fig, folder, "extraction_overview")
+    return fig
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
     run_folder.write_csv("words.csv", [{"word": w, "n_tokens": n} for w, n in zip(extraction.words, n_tokens,
                                                                                   strict=True)])
     summary["figures"] = [str(p.relative_to(run_folder.path))
-                          for p in [plot_overview(rows, n_tokens, run_folder.figures, title=_title(meta))]]
+                          for p in [save_figure(overview_figure(rows, n_tokens, title=_title(meta)), run_folder.figures,
+                                                 "extraction_overview", caption=OVERVIEW_CAPTION)]]
     run_folder.write_summary(summary)
     log.info("extracted %d words x %d layer(s) (%s space); left out: %s", len(extraction.words),
              len(extraction.layers), config.space, summary["dropped"])
