@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from mcicl.probing.models import default_model_path, load_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,3 +48,12 @@ def glove_dir() -> Path:
     if not (GLOVE_DIR / "glove.6B.50d.top2445.txt").is_file():
         pytest.skip(f"GloVe vectors not found in {GLOVE_DIR}")
     return GLOVE_DIR
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run on one torch thread: several threads on a shared 2-core machine made each op ~100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
