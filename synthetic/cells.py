@@ -14,7 +14,6 @@ exactly the gradient it gets when its cell trains alone; the metrics rows of a c
 
 from __future__ import annotations
 
-import copy
 import re
 import time
 from collections.abc import Sequence
@@ -24,9 +23,16 @@ import torch
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.convergence import summarize
 from mcicl.synthetic.data import Prompts, torch_dtype
-from mcicl.synthetic.metrics import prompt_metrics, weight_metrics
-from mcicl.synthetic.model import OneLayerTransformer
-from mcicl.synthetic.train import World, batch_indices, build_model, build_world, sgd_update
+from mcicl.synthetic.metrics import prompt_metrics
+from mcicl.synthetic.train import (
+    World,
+    batch_indices,
+    build_model,
+    build_world,
+    sgd_update,
+    stack_models,
+    world_weight_metrics,
+)
 
 from mcicl.core.config import to_dict
 from mcicl.core.runs import progress
@@ -75,11 +81,6 @@ def group_cells(configs: Sequence[SyntheticConfig], max_cells: int | None = None
     return out
 
 
-def stack_prompts(parts: Sequence[Prompts]) -> Prompts:
-    """Prompts of several cells concatenated along the instance axis S."""
-    return Prompts(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Prompts)))
-
-
 def _to(prompts: Prompts, device: torch.device) -> Prompts:
     return Prompts(*(getattr(prompts, f.name).to(device) for f in fields(Prompts)))
 
@@ -111,35 +112,26 @@ class CellBatch:
                              "with group_cells)")
         self.configs = list(configs)
         self.device = training_device(str(device))
-        worlds: list[World] = [build_world(c) for c in self.configs]
-        # Per cell, on the CPU, for the weight metrics: dictionary, training prompts, and a model built by the
-        # ordinary initialiser (its parameters are stacked below and copied back before each evaluation).
-        self.dictionaries = [w.dictionary for w in worlds]
-        self.cell_train = [w.train for w in worlds]
-        self.cell_models = [build_model(c, w.dictionary) for c, w in zip(self.configs, worlds, strict=True)]
+        # Per cell, on the CPU: its world (dictionaries and prompts, kept for the weight metrics) and a model built
+        # by the ordinary initialiser; the models are stacked into one and the prompts moved to the device.
+        self.worlds: list[World] = [build_world(c) for c in self.configs]
         bounds = [0]
         for c in self.configs:
             bounds.append(bounds[-1] + c.seeds)
         self.slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        self.model = self._stack_models().to(self.device)
+        self.model = stack_models([build_model(c, w) for c, w in zip(self.configs, self.worlds, strict=True)])
+        self.model = self.model.to(self.device)
         dt = torch_dtype(self.configs[0].dtype)
         self.lr = torch.cat([torch.full((c.seeds,), c.lr, dtype=dt) for c in self.configs]).to(self.device)
-        self.train = _to(stack_prompts([w.train for w in worlds]), self.device)
-        self.test = _to(stack_prompts([w.test for w in worlds]), self.device)
-        self.ood = {name: _to(stack_prompts([w.ood[name] for w in worlds]), self.device)
+        self.train = _to(Prompts.cat([w.train for w in self.worlds]), self.device)
+        self.test = _to(Prompts.cat([w.test for w in self.worlds]), self.device)
+        self.ood = {name: _to(Prompts.cat([w.ood[name] for w in self.worlds]), self.device)
                     for name in self.configs[0].scenarios}
 
     @property
     def instances(self) -> int:
         """Total instances S over all cells."""
         return self.slices[-1].stop
-
-    def _stack_models(self) -> OneLayerTransformer:
-        stacked = copy.deepcopy(self.cell_models[0])
-        for name, _ in self.cell_models[0].named_parameters():
-            value = torch.cat([getattr(m, name).detach() for m in self.cell_models]).clone()
-            setattr(stacked, name, torch.nn.Parameter(value))
-        return stacked
 
     def step(self, step: int) -> torch.Tensor:
         """One SGD step of every instance (its own minibatch and learning rate); per-instance losses (S,)."""
@@ -151,12 +143,6 @@ class CellBatch:
         # Only what the loss reads is gathered (Prompts.index would also copy the noise and bookkeeping).
         return sgd_update(self.model, t.x[rows, idx], t.y[rows, idx], t.xq[rows, idx], t.target[rows, idx], self.lr)
 
-    @torch.no_grad()
-    def _sync_cell_models(self) -> None:
-        for model, sl in zip(self.cell_models, self.slices, strict=True):
-            for name, p in model.named_parameters():
-                p.copy_(getattr(self.model, name)[sl].cpu())
-
     def evaluate(self, step: int, ood: bool = True) -> list[dict]:
         """One metrics row per cell, as ``synthetic.train.evaluate`` computes it for that cell alone."""
         K = self.configs[0].K
@@ -164,11 +150,10 @@ class CellBatch:
         test = _split(prompt_metrics(self.model, self.test, K), self.slices)
         scenarios = {name: _split(prompt_metrics(self.model, p, K), self.slices)
                      for name, p in self.ood.items()} if ood else {}
-        self._sync_cell_models()
         rows = []
-        for c, model in enumerate(self.cell_models):
+        for c, (world, sl) in enumerate(zip(self.worlds, self.slices, strict=True)):
             row = {"step": step, "train": train[c], "test": test[c],
-                   "weights": weight_metrics(model, self.dictionaries[c], self.cell_train[c])}
+                   "weights": world_weight_metrics(self.model, world, offset=sl.start)}
             if ood:
                 row["ood"] = {name: scenarios[name][c] for name in self.ood}
             rows.append(row)

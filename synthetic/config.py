@@ -72,6 +72,9 @@ class SyntheticConfig:
     readout_align: float = 0.2  # size of that aligned component
     # --- training ---
     seeds: int = 1  # independent models trained in one vectorized program (a batch dimension S)
+    dictionary: str = "shared"  # "shared": one dictionary drawn from `seed` for all seeds (seeds vary init,
+    #   prompts and minibatches); "per_seed": seed i draws its own dictionary, prompts and init from a seed
+    #   derived from (seed, i), so intervals across seeds include dictionary variation
     steps: int = 400
     lr: float = 2.0
     batch_size: int = 64  # 0 or >= n_train means full batch
@@ -122,6 +125,7 @@ class SyntheticConfig:
                 "'aligned' or 'random'")
         require(self.readout_align >= 0.0, "readout_align", self.readout_align, "a number >= 0")
         require(self.seeds >= 1, "seeds", self.seeds, "an integer >= 1")
+        require(self.dictionary in ("shared", "per_seed"), "dictionary", self.dictionary, "'shared' or 'per_seed'")
         require(self.steps >= 0, "steps", self.steps, "an integer >= 0")
         require(self.lr > 0.0, "lr", self.lr, "a number > 0")
         require(self.batch_size >= 0, "batch_size", self.batch_size, "an integer >= 0 (0 = full batch)")

@@ -14,7 +14,8 @@ the synthetic analogue of a real word's hidden state moving toward its sense's c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -72,8 +73,17 @@ def generator(config: SyntheticConfig, purpose: int) -> torch.Generator:
     return torch.Generator().manual_seed(config.seed * 1_000_003 + purpose)
 
 
+def seed_configs(config: SyntheticConfig) -> list[SyntheticConfig]:
+    """For ``dictionary: per_seed``: one single-seed config per seed i, whose ``seed`` numpy's SeedSequence derives
+    from (seed, i): independent streams, where seed + i would make runs with neighbouring seeds share seeds."""
+    return [replace(config, seeds=1, dictionary="shared",
+                    seed=int(np.random.SeedSequence(config.seed, spawn_key=(i,)).generate_state(1)[0]))
+            for i in range(config.seeds)]
+
+
 def build_dictionary(config: SyntheticConfig) -> Dictionary:
-    """The concept dictionary of ``config`` (fixed by ``config.seed``, shared by all seeds of a run)."""
+    """The concept dictionary of ``config``, fixed by ``config.seed`` (with ``dictionary: per_seed`` the run draws
+    one per seed, from ``seed_configs``)."""
     cfg = config
     rng = np.random.default_rng([cfg.seed, 7])
     n = cfg.directions_needed()
@@ -198,6 +208,15 @@ class Prompts:
         """The prompts at per-seed indices ``idx`` (S, B)."""
         rows = torch.arange(idx.shape[0])[:, None]
         return Prompts(*(getattr(self, f)[rows, idx] for f in ("x", "y", "xq", "target", "same", "concept", "xi")))
+
+    def seeds(self, sl: slice) -> Prompts:
+        """The prompts of the seeds in ``sl`` (a view, no copy)."""
+        return Prompts(*(getattr(self, f.name)[sl] for f in fields(Prompts)))
+
+    @staticmethod
+    def cat(parts: Sequence[Prompts]) -> Prompts:
+        """Prompt sets of several seed groups (same n, L and d) concatenated along the seed axis S."""
+        return Prompts(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Prompts)))
 
 
 def _allowed(C: int, K: int, rule: str) -> torch.Tensor:

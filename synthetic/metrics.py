@@ -71,9 +71,12 @@ def product_matrix(model: OneLayerTransformer) -> torch.Tensor:
 
 
 @torch.no_grad()
-def weight_metrics(model: OneLayerTransformer, dic: Dictionary, train: Prompts, n_noise: int = 256) -> dict:
-    """Products through W_K^T W_Q, MLP projections and the decomposition coefficients (per seed)."""
-    M = product_matrix(model)  # (S, d, d)
+def weight_metrics(model: OneLayerTransformer, dic: Dictionary, train: Prompts, n_noise: int = 256,
+                   seeds: slice = slice(None)) -> dict:
+    """Products through W_K^T W_Q, MLP projections and the decomposition coefficients (per seed), for the model's
+    seeds ``seeds`` (those whose dictionary is ``dic``; ``train`` holds their training prompts)."""
+    # On the dictionary's device: a model trained on a GPU is measured against the CPU dictionary and prompts.
+    M = product_matrix(model)[seeds].to(dic.a.device)  # (S, d, d)
     K = dic.K
     mus = torch.stack([torch.stack([dic.mu(k, s) for k in range(K)]) for s in (1, -1)])  # (2, K, d)
     # <W_Q u, W_K v> = v^T M u
@@ -87,8 +90,9 @@ def weight_metrics(model: OneLayerTransformer, dic: Dictionary, train: Prompts, 
     noise_out = torch.einsum("snld,sde,sne->snl", xi_out, M, xq).abs()
     noise_in = torch.einsum("snld,sde,sne->snl", xi - xi_out, M, xq).abs()
     qs = torch.stack([torch.stack([dic.q(k, s) for k in range(K)]) for s in (1, -1)])  # (2, K, d)
-    proj_plus = torch.einsum("smd,tkd->stkm", model.w_plus, qs).amax(-1)  # (S, 2, K): max_r <w_+, q_k^s>
-    proj_minus = torch.einsum("smd,tkd->stkm", model.w_minus, qs).amax(-1)
+    w_plus, w_minus = model.w_plus[seeds].to(dic.a.device), model.w_minus[seeds].to(dic.a.device)
+    proj_plus = torch.einsum("smd,tkd->stkm", w_plus, qs).amax(-1)  # (S, 2, K): max_r <w_+, q_k^s>
+    proj_minus = torch.einsum("smd,tkd->stkm", w_minus, qs).amax(-1)
     a_hat = dic.a[:K] / dic.a[:K].norm(dim=1, keepdim=True)
     b_hat = dic.b[:K] / dic.b[:K].norm(dim=1, keepdim=True)
     P = dic.noise_projector()

@@ -33,6 +33,13 @@ def readout_note(config: SyntheticConfig) -> str:
     return "readout_init=random"
 
 
+def seeds_note(config: SyntheticConfig) -> str:
+    """What varies across the seeds, for figure titles: with a shared dictionary intervals omit dictionary variation."""
+    n = config.seeds
+    what = "a fresh dictionary per seed" if config.dictionary == "per_seed" else "one dictionary shared by all seeds"
+    return f"{n} seed{'s' if n > 1 else ''}, {what}"
+
+
 def _seeds(ax: Axes, steps: np.ndarray, values: np.ndarray, label: str, color: str, ls: str = "-",
            lw: float = 1.2) -> None:
     """One line per seed (the label on the first only)."""
@@ -89,8 +96,7 @@ def plot_dynamics(rows: list[dict], config: SyntheticConfig, axes=None) -> Figur
     ax.set(title="(d) MLP readout projections (mean over concepts k)", xlabel="training step",
            ylabel="inner product")
     ax.legend(fontsize=8)
-    n = config.seeds
-    fig.suptitle(f"Learning dynamics of the one-layer transformer ({n} seed{'s' if n > 1 else ''}, one line each)\n"
+    fig.suptitle(f"Learning dynamics of the one-layer transformer ({seeds_note(config)}, one line each)\n"
                  + readout_note(config), fontsize=10)
     return fig
 
@@ -112,9 +118,9 @@ def plot_decomposition(rows: list[dict], ax: Axes | None = None) -> Figure:
 
 
 @styled
-def plot_convergence(rows: list[dict], n_test: int, axes=None) -> Figure:
+def plot_convergence(rows: list[dict], n_test: int, axes=None, note: str = "") -> Figure:
     """Test 0-1 error per seed (log scale) with the binomial exponential and power-law tail fits; the logistic
-    loss on log-log axes."""
+    loss on log-log axes. ``note`` (e.g. ``seeds_note(config)``) is added to the title."""
     steps, err = series(rows, "test", "zero_one")
     _, loss = series(rows, "test", "logistic_loss")
     colors = palette(err.shape[1])
@@ -144,7 +150,8 @@ def plot_convergence(rows: list[dict], n_test: int, axes=None) -> Figure:
         ax0.legend(fontsize=6, loc="lower left", bbox_to_anchor=(0.0, 0.08))
     ax1.set(title="Test logistic loss (log-log: a straight line is a power law)", xlabel="training step (log)",
             ylabel="loss (log)")
-    fig.suptitle("Convergence of the test error: is the tail at least exponential?", fontsize=11)
+    fig.suptitle("Convergence of the test error: is the tail at least exponential?" + (f" ({note})" if note else ""),
+                 fontsize=11)
     return fig
 
 
@@ -256,7 +263,7 @@ CAPTIONS = {
 def run_figures(rows: list[dict], config: SyntheticConfig, summary: dict) -> dict[str, Figure]:
     """Every figure of a train run by file name, from its metrics rows, config and summary."""
     figures = {"dynamics": plot_dynamics(rows, config), "decomposition": plot_decomposition(rows),
-               "convergence": plot_convergence(rows, config.n_test)}
+               "convergence": plot_convergence(rows, config.n_test, note=seeds_note(config))}
     if config.scenarios:
         figures["ood"] = plot_ood_grid(rows, config.scenarios, summary.get("baselines"))
         if "ood" in summary:

@@ -6,6 +6,7 @@ step (the minibatch), so a run resumed from a checkpoint gives the same numbers 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from mcicl.synthetic.data import (
     generator,
     sample_prompts,
     scenario_spec,
+    seed_configs,
     train_spec,
 )
 from mcicl.synthetic.export import export_features
@@ -40,16 +42,32 @@ METRICS = "metrics.jsonl"
 
 @dataclass
 class World:
-    """Everything a run samples before training: dictionary, training prompts and the test sets."""
+    """Everything a run samples before training: dictionary, training prompts and the test sets.
+
+    With ``dictionary: per_seed`` every seed has its own dictionary (``seed_dictionaries``); ``dictionary`` is
+    then seed 0's, which has the same geometry (what exports and comparisons read).
+    """
 
     dictionary: Dictionary
     train: Prompts
     test: Prompts
     ood: dict[str, Prompts]
+    seed_dictionaries: list[Dictionary] | None = None
+
+    def dictionary_groups(self) -> list[tuple[slice, Dictionary]]:
+        """(seeds, dictionary) pairs covering every seed: one pair when the dictionary is shared, else one per seed."""
+        if self.seed_dictionaries is None:
+            return [(slice(0, self.train.x.shape[0]), self.dictionary)]
+        return [(slice(i, i + 1), dic) for i, dic in enumerate(self.seed_dictionaries)]
 
 
 def build_world(config: SyntheticConfig) -> World:
     """The dictionary and all prompt sets of a run (deterministic in ``config``)."""
+    if config.dictionary == "per_seed":
+        parts = [build_world(c) for c in seed_configs(config)]
+        return World(parts[0].dictionary, Prompts.cat([w.train for w in parts]), Prompts.cat([w.test for w in parts]),
+                     {name: Prompts.cat([w.ood[name] for w in parts]) for name in config.scenarios},
+                     [w.dictionary for w in parts])
     dic = build_dictionary(config)
     S = config.seeds
     train = sample_prompts(dic, train_spec(config), S, config.n_train, generator(config, 2))
@@ -61,9 +79,34 @@ def build_world(config: SyntheticConfig) -> World:
     return World(dic, train, test, ood)
 
 
-def build_model(config: SyntheticConfig, dic: Dictionary) -> OneLayerTransformer:
-    """A freshly initialised model (S seeds)."""
-    return OneLayerTransformer(config, dic, generator(config, 1))
+def stack_models(models: list[OneLayerTransformer]) -> OneLayerTransformer:
+    """Models concatenated along the seed axis S into one model (parameters copied)."""
+    stacked = copy.deepcopy(models[0])
+    for name, _ in models[0].named_parameters():
+        setattr(stacked, name, torch.nn.Parameter(torch.cat([getattr(m, name).detach() for m in models]).clone()))
+    return stacked
+
+
+def build_model(config: SyntheticConfig, world: World) -> OneLayerTransformer:
+    """A freshly initialised model (S seeds); with ``dictionary: per_seed`` each seed is initialised as the
+    single-seed run of its own config and dictionary."""
+    if config.dictionary == "per_seed":
+        return stack_models([OneLayerTransformer(c, dic, generator(c, 1))
+                             for c, dic in zip(seed_configs(config), world.seed_dictionaries, strict=True)])
+    return OneLayerTransformer(config, world.dictionary, generator(config, 1))
+
+
+def _concat(parts: list[dict]) -> dict:
+    """Per-seed metric dicts of consecutive seed groups joined into one (lists concatenated, dicts recursively)."""
+    return {k: _concat([p[k] for p in parts]) if isinstance(v, dict) else [x for p in parts for x in p[k]]
+            for k, v in parts[0].items()}
+
+
+def world_weight_metrics(model: OneLayerTransformer, world: World, offset: int = 0) -> dict:
+    """``weight_metrics`` of every seed against its own dictionary; the world's seeds are the model's seeds
+    ``offset`` onwards (a cell in a stacked batch)."""
+    return _concat([weight_metrics(model, dic, world.train.seeds(sl), seeds=slice(offset + sl.start, offset + sl.stop))
+                    for sl, dic in world.dictionary_groups()])
 
 
 def evaluate(model: OneLayerTransformer, world: World, step: int, ood: bool = True) -> dict:
@@ -73,7 +116,7 @@ def evaluate(model: OneLayerTransformer, world: World, step: int, ood: bool = Tr
         "step": step,
         "train": prompt_metrics(model, world.train, K),
         "test": prompt_metrics(model, world.test, K),
-        "weights": weight_metrics(model, world.dictionary, world.train),
+        "weights": world_weight_metrics(model, world),
     }
     if ood:
         row["ood"] = {name: prompt_metrics(model, prompts, K) for name, prompts in world.ood.items()}
@@ -82,6 +125,8 @@ def evaluate(model: OneLayerTransformer, world: World, step: int, ood: bool = Tr
 
 def batch_indices(config: SyntheticConfig, step: int) -> torch.Tensor:
     """The minibatch of ``step`` for every seed (S, B): a pure function of (seed, step), for exact resume."""
+    if config.dictionary == "per_seed":
+        return torch.cat([batch_indices(c, step) for c in seed_configs(config)])
     gen = torch.Generator().manual_seed((config.seed * 10_000_019 + step * 7919 + 5) % 2**62)
     return torch.randint(config.n_train, (config.seeds, config.batch_size), generator=gen)
 
@@ -129,15 +174,20 @@ class TrainResult:
 
 def evaluate_baselines(config: SyntheticConfig, world: World) -> dict:
     """0-1 error per seed of every baseline (synthetic/baselines.py) on the test set and every OOD scenario."""
-    query_only = QueryOnly.fit(world.train)
-    dic = world.dictionary
 
-    def errors(spec, prompts: Prompts) -> dict:
-        scores = baseline_scores(dic, spec, prompts, query_only)
-        return {name: [float(v) for v in zero_one_loss(scores[name], prompts.target).mean(1)] for name in BASELINES}
+    def group(sl: slice, dic: Dictionary) -> dict:
+        query_only = QueryOnly.fit(world.train.seeds(sl))
 
-    return {"test": errors(train_spec(config), world.test),
-            "ood": {name: errors(scenario_spec(config, name), prompts) for name, prompts in world.ood.items()}}
+        def errors(spec, prompts: Prompts) -> dict:
+            scores = baseline_scores(dic, spec, prompts, query_only)
+            return {name: [float(v) for v in zero_one_loss(scores[name], prompts.target).mean(1)]
+                    for name in BASELINES}
+
+        return {"test": errors(train_spec(config), world.test.seeds(sl)),
+                "ood": {name: errors(scenario_spec(config, name), prompts.seeds(sl))
+                        for name, prompts in world.ood.items()}}
+
+    return _concat([group(sl, dic) for sl, dic in world.dictionary_groups()])
 
 
 def train(config: SyntheticConfig, run: RunFolder | None = None, *, resume: bool = False,
@@ -173,7 +223,7 @@ def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures
     torch.set_grad_enabled(True)
     start = time.perf_counter()
     world = build_world(config)
-    model = build_model(config, world.dictionary)
+    model = build_model(config, world)
     rows: list[dict] = []
     first = 0
     if run is not None:
@@ -197,7 +247,9 @@ def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures
             (run.path / METRICS).unlink(missing_ok=True)
         run.save_config(config)
         if not resume or first == 0:
-            export_features(config, world.dictionary, run.path)
+            # Per-seed dictionaries share one geometry: seed 0's words stand for the run.
+            export_features(seed_configs(config)[0] if config.dictionary == "per_seed" else config,
+                            world.dictionary, run.path)
 
     def record(row: dict) -> None:
         rows.append(row)
