@@ -26,7 +26,7 @@ from mcicl.core.runs import RunFolder
 def time_loop(config: SyntheticConfig, steps: int) -> float:
     """Seconds for ``steps`` SGD steps (world and model built beforehand, not timed)."""
     world = build_world(config)
-    model = build_model(config, world.dictionary)
+    model = build_model(config, world)
     sgd_step(model, config, world.train, 0)  # warm-up
     start = time.perf_counter()
     for step in range(1, steps + 1):
