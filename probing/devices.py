@@ -8,12 +8,12 @@ embedding. Tested on CPU only (equal vectors and scores to a plain load); not ye
 from __future__ import annotations
 
 import importlib.util
-import re
 from typing import Any
 
 import torch
 
-_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+from mcicl.core.devices import check_device
+
 ACCEPTED = "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'balanced'"
 
 
@@ -33,19 +33,7 @@ def resolve_device(spec: str) -> tuple[str, str | None]:
         if mps is not None and mps.is_available():
             return "mps", None
         return "cpu", None
-    if not _DEVICE.match(text):
-        raise ValueError(f"device={spec!r} is not a device; accepted: {ACCEPTED}")
-    if text.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={spec!r} asks for CUDA but no CUDA GPU is available; use 'auto' or 'cpu'")
-        index = int(text.split(":")[1]) if ":" in text else 0
-        if index >= torch.cuda.device_count():
-            raise ValueError(f"device={spec!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-    if text == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ValueError("device='mps' asks for Apple Metal but it is not available; use 'auto' or 'cpu'")
-    return text, None
+    return check_device(text, ACCEPTED), None
 
 
 def input_device(model: Any) -> Any:

@@ -14,10 +14,9 @@ exactly the gradient it gets when its cell trains alone; the metrics rows of a c
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from mcicl.synthetic.config import SyntheticConfig
@@ -31,6 +30,7 @@ from mcicl.synthetic.train import (
     build_world,
     sgd_update,
     stack_models,
+    training_device,
     world_weight_metrics,
 )
 
@@ -43,23 +43,6 @@ BATCHED_FIELDS = frozenset({
     "sigma", "both_signs", "label_noise", "demo_label_noise", "train_skew", "sigma0", "readout_init",
     "readout_align", "seeds", "lr", "seed", "n_features",
 })
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
-
-
-def training_device(spec: str) -> torch.device:
-    """The torch device of a ``--device`` value for synthetic training: 'cpu' (default), 'cuda' or 'cuda:N'."""
-    text = str(spec).strip().lower()
-    if not _DEVICE.match(text):
-        raise ValueError(f"device {spec!r} is not a training device; accepted: 'cpu', 'cuda' or 'cuda:N'")
-    if text.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {spec!r} asks for CUDA but no CUDA GPU is available to torch "
-                             f"{torch.__version__}; accepted here: 'cpu'")
-        index = int(text.split(":")[1]) if ":" in text else 0
-        if index >= torch.cuda.device_count():
-            raise ValueError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) are visible; "
-                             f"accepted: 'cuda:0' to 'cuda:{torch.cuda.device_count() - 1}' or 'cpu'")
-    return torch.device(text)
 
 
 def shape_key(config: SyntheticConfig) -> tuple:
@@ -79,10 +62,6 @@ def group_cells(configs: Sequence[SyntheticConfig], max_cells: int | None = None
         step = max_cells or len(members)
         out += [members[j:j + step] for j in range(0, len(members), step)]
     return out
-
-
-def _to(prompts: Prompts, device: torch.device) -> Prompts:
-    return Prompts(*(getattr(prompts, f.name).to(device) for f in fields(Prompts)))
 
 
 def _split(values: dict, slices: Sequence[slice]) -> list[dict]:
@@ -123,9 +102,9 @@ class CellBatch:
         self.model = self.model.to(self.device)
         dt = torch_dtype(self.configs[0].dtype)
         self.lr = torch.cat([torch.full((c.seeds,), c.lr, dtype=dt) for c in self.configs]).to(self.device)
-        self.train = _to(Prompts.cat([w.train for w in self.worlds]), self.device)
-        self.test = _to(Prompts.cat([w.test for w in self.worlds]), self.device)
-        self.ood = {name: _to(Prompts.cat([w.ood[name] for w in self.worlds]), self.device)
+        self.train = Prompts.cat([w.train for w in self.worlds]).to(self.device)
+        self.test = Prompts.cat([w.test for w in self.worlds]).to(self.device)
+        self.ood = {name: Prompts.cat([w.ood[name] for w in self.worlds]).to(self.device)
                     for name in self.configs[0].scenarios}
 
     @property

@@ -16,7 +16,7 @@ def save_checkpoint(model: OneLayerTransformer, folder: Path, step: int, config:
     """Write ``folder/step_XXXXXXX.safetensors`` (weights) + ``.json`` (step, config); return the weights path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:07d}.safetensors"
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
     write_json(path.with_suffix(".json"), {"step": step, "config": to_dict(config)})
     return path
 

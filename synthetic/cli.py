@@ -10,7 +10,7 @@ from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.launchers import LAUNCHERS
 from mcicl.synthetic.plots import plot_run
 from mcicl.synthetic.sweep import CELLS_PER_BLOCK, run_sweep
-from mcicl.synthetic.train import train
+from mcicl.synthetic.train import train, training_device
 
 from mcicl.core.cli import add_run_options, merge_config
 from mcicl.core.config import load_config, read_mapping, to_dict
@@ -82,10 +82,11 @@ def run_train(args: argparse.Namespace) -> int:
         config = _resume_config(args)
     else:
         config = _config(args)
+    training_device(args.device)  # a bad --device fails before the run folder is touched
     seed_everything(config.seed)
     run = RunFolder.create(args.out, "synthetic train", overwrite=args.overwrite, resume=args.resume,
                            resumable=True, inputs={"--config": args.config})
-    summary = train(config, run, resume=args.resume).summary
+    summary = train(config, run, resume=args.resume, device=args.device).summary
     final, conv = summary["final"], summary["convergence"]
     log.info("test 0-1 %.4f, correct attention %.3f, convergence rate %s/step (readout_init=%s)",
              final["test_zero_one"], final["correct_attention"],
@@ -114,6 +115,7 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
             raise ValueError("--grid is required (unless --resume); accepted: FIELD=V1,V2,... joined by ';'")
         config = _config(args)
         grid = parse_grid(args.grid)
+    training_device(args.device)  # a bad --device fails before the run folder is touched
     seed_everything(config.seed)
     run = RunFolder.create(args.out, "synthetic sweep", overwrite=args.overwrite, resume=args.resume)
     run_sweep(config, grid, run, resume=args.resume, launcher=args.launcher, address=args.address,
@@ -139,6 +141,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override any config field, e.g. --set within_cosine=0.7 --set scenarios=noise_x2,"
                         "flipped_labels (repeatable)")
+    p.add_argument("--device", default="cpu",
+                   help="where the model trains: 'cpu' (default), 'cuda' or 'cuda:N' (data are sampled on the CPU)")
     add_run_options(p)
 
 
@@ -170,7 +174,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--address", default=None,
                    help="with --launcher ray: the cluster to join (e.g. ray://head:10001 or auto); default: start "
                         "a local Ray instance")
-    w.add_argument("--device", default="cpu", help="'cpu' (default), 'cuda' or 'cuda:N'")
     w.add_argument("--cells-per-block", type=int, default=CELLS_PER_BLOCK,
                    help="cells trained as one batched model; also the unit of resume and of a Ray task "
                         f"(default: {CELLS_PER_BLOCK})")

@@ -213,6 +213,10 @@ class Prompts:
         """The prompts of the seeds in ``sl`` (a view, no copy)."""
         return Prompts(*(getattr(self, f.name)[sl] for f in fields(Prompts)))
 
+    def to(self, device: torch.device | str) -> Prompts:
+        """The prompts on ``device``."""
+        return Prompts(*(getattr(self, f.name).to(device) for f in fields(Prompts)))
+
     @staticmethod
     def cat(parts: Sequence[Prompts]) -> Prompts:
         """Prompt sets of several seed groups (same n, L and d) concatenated along the seed axis S."""

@@ -83,7 +83,7 @@ def weight_metrics(model: OneLayerTransformer, dic: Dictionary, train: Prompts, 
     same = torch.einsum("tkd,sde,tke->stk", mus, M, mus)  # v = u = mu_k^s
     comp = torch.einsum("tkd,sde,tke->stk", mus.flip(0), M, mus)  # v = mu_k^{-s}, u = mu_k^s
     sub = slice(0, min(n_noise, train.xq.shape[1]))
-    xi, xq = train.xi[:, sub], train.xq[:, sub]
+    xi, xq = train.xi[:, sub].to(dic.a.device), train.xq[:, sub].to(dic.a.device)
     noise = torch.einsum("snld,sde,sne->snl", xi, M, xq).abs()
     # The noise split into its part inside the dictionary span (which aliases the features) and outside it.
     xi_out = xi @ dic.noise_projector()

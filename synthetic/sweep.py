@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from mcicl.synthetic.cells import CellResult, group_cells, training_device
+from mcicl.synthetic.cells import CellResult, group_cells
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.launchers import check_launcher, run_blocks
-from mcicl.synthetic.train import METRICS
+from mcicl.synthetic.train import METRICS, training_device
 
 from mcicl.core.config import from_dict, to_dict
 from mcicl.core.plotting import SEQUENTIAL_CMAP, Caption, save_figure, styled, subplots

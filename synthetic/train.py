@@ -34,6 +34,7 @@ from mcicl.synthetic.model import OneLayerTransformer, logistic_loss, zero_one_l
 from mcicl.synthetic.plots import plot_run, run_figures
 
 from mcicl.core.config import from_dict, to_dict
+from mcicl.core.devices import check_device
 from mcicl.core.runs import RunFolder, progress, read_json, read_jsonl
 
 log = logging.getLogger("mcicl")
@@ -53,6 +54,11 @@ class World:
     test: Prompts
     ood: dict[str, Prompts]
     seed_dictionaries: list[Dictionary] | None = None
+
+    def to(self, device: torch.device | str) -> World:
+        """The world with its prompts on ``device`` (dictionaries stay on the CPU, where the weight metrics run)."""
+        return World(self.dictionary, self.train.to(device), self.test.to(device),
+                     {name: p.to(device) for name, p in self.ood.items()}, self.seed_dictionaries)
 
     def dictionary_groups(self) -> list[tuple[slice, Dictionary]]:
         """(seeds, dictionary) pairs covering every seed: one pair when the dictionary is shared, else one per seed."""
@@ -123,6 +129,11 @@ def evaluate(model: OneLayerTransformer, world: World, step: int, ood: bool = Tr
     return row
 
 
+def training_device(spec: str) -> torch.device:
+    """The torch device of a ``--device`` value for synthetic training: 'cpu' (default), 'cuda' or 'cuda:N'."""
+    return torch.device(check_device(spec, "'cpu', 'cuda' or 'cuda:N'", kinds=("cpu", "cuda")))
+
+
 def batch_indices(config: SyntheticConfig, step: int) -> torch.Tensor:
     """The minibatch of ``step`` for every seed (S, B): a pure function of (seed, step), for exact resume."""
     if config.dictionary == "per_seed":
@@ -133,7 +144,7 @@ def batch_indices(config: SyntheticConfig, step: int) -> torch.Tensor:
 
 def sgd_step(model: OneLayerTransformer, config: SyntheticConfig, train: Prompts, step: int) -> float:
     """One SGD step on every seed at once; returns the mean minibatch loss."""
-    batch = train if config.full_batch else train.index(batch_indices(config, step))
+    batch = train if config.full_batch else train.index(batch_indices(config, step).to(train.x.device))
     return float(sgd_update(model, batch.x, batch.y, batch.xq, batch.target, config.lr).sum()) / config.seeds
 
 
@@ -191,9 +202,12 @@ def evaluate_baselines(config: SyntheticConfig, world: World) -> dict:
 
 
 def train(config: SyntheticConfig, run: RunFolder | None = None, *, resume: bool = False,
-          figures: bool = True) -> TrainResult:
+          figures: bool = True, device: str = "cpu") -> TrainResult:
     """Train and evaluate along the way; return a TrainResult. With a RunFolder ``run``, also write metrics,
-    checkpoints, exports, summary and (if ``figures``) figures there; ``resume`` continues ``run``."""
+    checkpoints, exports, summary and (if ``figures``) figures there; ``resume`` continues ``run``.
+    ``device``: 'cpu' (default), 'cuda' or 'cuda:N' for the model and prompts (the world is sampled on the CPU,
+    so a seed gives the same data on every device; the trained numbers agree to float rounding)."""
+    dev = training_device(device)
     if resume and run is None:
         raise ValueError("resume=True needs run=RunFolder(...), the run folder to continue")
     threads = torch.get_num_threads()
@@ -201,7 +215,7 @@ def train(config: SyntheticConfig, run: RunFolder | None = None, *, resume: bool
         # Small tensors: thread start-up and barriers cost more than they save, badly so on a loaded machine.
         torch.set_num_threads(config.threads)
     try:
-        return _train(config, run, resume, figures)
+        return _train(config, run, resume, figures, dev)
     finally:
         torch.set_num_threads(threads)
 
@@ -218,12 +232,14 @@ def _check_finite(model: OneLayerTransformer, config: SyntheticConfig, step: int
                            "lr=2.0) or sigma0")
 
 
-def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures: bool) -> TrainResult:
+def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures: bool,
+           device: torch.device) -> TrainResult:
 
     torch.set_grad_enabled(True)
     start = time.perf_counter()
     world = build_world(config)
-    model = build_model(config, world)
+    model = build_model(config, world).to(device)
+    on_device = world.to(device)  # what training and the prompt metrics read
     rows: list[dict] = []
     first = 0
     if run is not None:
@@ -259,10 +275,10 @@ def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures
     for step in progress(range(first, config.steps), desc="synthetic train", total=config.steps - first):
         if step % config.eval_every == 0:
             _check_finite(model, config, step)
-            record(evaluate(model, world, step, ood=step % config.ood_every == 0))
+            record(evaluate(model, on_device, step, ood=step % config.ood_every == 0))
         if run is not None and step % config.checkpoint_every == 0 and step > first:
             save_checkpoint(model, run.path / "checkpoints", step, config)
-        loss = sgd_step(model, config, world.train, step)
+        loss = sgd_step(model, config, on_device.train, step)
         if not math.isfinite(loss):
             _check_finite(model, config, step, loss)
     _check_finite(model, config, config.steps)
@@ -270,10 +286,11 @@ def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures
         ckpt_dir = run.path / "checkpoints"
         if latest_checkpoint(ckpt_dir) is None or latest_checkpoint(ckpt_dir)[0] != config.steps:
             save_checkpoint(model, ckpt_dir, config.steps, config)
-    record(evaluate(model, world, config.steps))
+    record(evaluate(model, on_device, config.steps))
     summary = summarize(rows, config)
     summary["baselines"] = finite_or_none(evaluate_baselines(config, world))
     summary["seconds"] = round(time.perf_counter() - start, 2)
+    summary["device"] = str(device)
     if run is not None:
         run.write_summary(summary)
         if figures:

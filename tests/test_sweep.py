@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 from mcicl.analysis.ood_map import MapPoint, map_panels, ood_grid, ood_map_figure
-from mcicl.synthetic.cells import CellBatch, group_cells, train_cells, training_device
+from mcicl.synthetic.cells import CellBatch, group_cells, train_cells
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.sweep import run_sweep
-from mcicl.synthetic.train import train
+from mcicl.synthetic.train import train, training_device
 
 from mcicl.core.config import from_dict
 from mcicl.core.plotting import save_figure
@@ -163,10 +163,23 @@ def test_cuda_device_is_refused_clearly_without_a_gpu(tmp_path) -> None:
         training_device("cuda")
     with pytest.raises(ValueError, match="no CUDA GPU"):
         run_sweep(tiny(), GRID, RunFolder.create(tmp_path / "gpu", "synthetic sweep"), device="cuda")
-    cli = mcicl_cli("synthetic", "sweep", "--grid", "within_cosine=0.2,0.8", "--device", "cuda", "--steps", "5",
-                    "--out", str(tmp_path / "gpu_cli"), "--quiet")
-    assert cli.returncode != 0 and "no CUDA GPU is available" in cli.stderr
-    assert "Traceback" not in cli.stderr
+    for command in (["sweep", "--grid", "within_cosine=0.2,0.8"], ["train"]):
+        out = tmp_path / f"gpu_cli_{command[0]}"
+        cli = mcicl_cli("synthetic", *command, "--device", "cuda", "--steps", "5", "--out", str(out), "--quiet")
+        assert cli.returncode != 0 and "no CUDA GPU is available" in cli.stderr
+        assert "Traceback" not in cli.stderr and not out.exists()
+    with pytest.raises(ValueError, match="device='tpu'.*accepted: 'cpu', 'cuda' or 'cuda:N'"):
+        train(tiny(), device="tpu")
+
+
+def test_train_on_an_explicit_cpu_device_gives_the_default_numbers() -> None:
+    default, explicit = train(tiny()), train(tiny(), device="cpu")
+    assert explicit.summary["device"] == "cpu" and explicit.model.W_Q.device.type == "cpu"
+    assert canonical(default.metrics) == canonical(explicit.metrics)
+    if torch.cuda.is_available():  # on a GPU machine: the same run on CUDA agrees to float rounding
+        cuda = train(tiny(dtype="float64"), device="cuda")
+        assert cuda.model.W_Q.device.type == "cuda"
+        assert_rows_equal(cuda.metrics, train(tiny(dtype="float64")).metrics, "float32")
 
 
 def test_ray_launcher_gives_the_local_numbers_and_resumes(tmp_path) -> None:
