@@ -57,9 +57,10 @@ def _job(cls: type, model: ModelSpec, fields: dict[str, Any]) -> tuple[Any, Load
     return _config(cls, merge(fields, {"extraction": nested})), loaded
 
 
-def train_synthetic(config: SyntheticConfig | None = None, **fields: Any) -> TrainResult:
-    """Train the paper's one-layer transformer (``config`` and/or SyntheticConfig fields); returns a TrainResult."""
-    return train(_config(SyntheticConfig, fields, config))
+def train_synthetic(config: SyntheticConfig | None = None, *, device: str = "cpu", **fields: Any) -> TrainResult:
+    """Train the paper's one-layer transformer (``config`` and/or SyntheticConfig fields) on ``device`` ('cpu',
+    'cuda', 'cuda:N'); returns a TrainResult."""
+    return train(_config(SyntheticConfig, fields, config), device=device)
 
 
 def load_model(spec: str | Path = "default", **kwargs: Any) -> LoadedModel:
