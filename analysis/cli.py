@@ -41,15 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(parser: argparse.ArgumentParser) -> set[str]:
-    """Every option string of ``parser`` and its sub-commands."""
-    out = set()
+def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """Config field -> option of the sub-command that ran: each option names the field it sets (--batch-size:
+    batch_size), and a sub-command's ``option_aliases`` default maps a field to an option of another name
+    (probe icl: layers -> --layer)."""
+    out: dict[str, str] = {}
     for action in parser._actions:
-        out.update(action.option_strings)
-        for sub in (getattr(action, "choices", None) or {}).values() if isinstance(action, argparse._SubParsersAction) \
-                else ():
-            out |= _options(sub)
-    return out
+        for flag in action.option_strings:
+            if flag.startswith("--"):
+                out[flag[2:].replace("-", "_")] = flag
+        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
+            out.update(_options(action.choices[getattr(args, action.dest)], args))
+    return {**out, **(getattr(args, "option_aliases", None) or {})}
 
 
 def _out_of_memory(err: BaseException) -> bool:
@@ -57,7 +60,7 @@ def _out_of_memory(err: BaseException) -> bool:
     return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
 
 
-def error_line(err: BaseException, options: set[str]) -> str:
+def error_line(err: BaseException, options: dict[str, str]) -> str:
     """One line for a user-facing error; a ConfigError's field is named as its option where there is one."""
     if _out_of_memory(err):
         wanted = re.search(r"allocate (\d+) bytes", str(err))
@@ -66,8 +69,8 @@ def error_line(err: BaseException, options: set[str]) -> str:
                 "--batch-size or config sizes)")
     if isinstance(err, ConfigError):
         # A nested field (extraction.model) is set by the option named for its last part (--model).
-        flag = "--" + err.field.rsplit(".", 1)[-1].replace("_", "-")
-        if flag in options:
+        flag = options.get(err.field.rsplit(".", 1)[-1])
+        if flag:
             return f"{flag} {err.value!r}: accepted: {err.accepted}"
         return f"config field {err.field}={err.value!r} (from --set or --config): accepted: {err.accepted}"
     return str(err)
@@ -105,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # User-facing errors (bad config, missing model or file, unknown word) print one clear line.
         if getattr(args, "verbose", False) or (isinstance(err, RuntimeError) and not _out_of_memory(err)):
             raise
-        log.error("%s", error_line(err, _options(parser)))
+        log.error("%s", error_line(err, _options(parser, args)))
         return 2
     return code
 

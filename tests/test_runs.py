@@ -283,6 +283,12 @@ def test_summary_json_is_strict_json(tmp_path):
     assert data == {"nan": None, "inf": [None, 1.0], "np": None, "ok": 2.0}
 
 
+def words_file(tmp_path):
+    path = tmp_path / "words.txt"
+    path.write_text("cat\ndog\n")
+    return path
+
+
 def test_config_errors_name_the_option(tmp_path, capsys):
     assert main(["synthetic", "train", "--seeds", "0", "--out", str(tmp_path / "a"), "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -291,6 +297,12 @@ def test_config_errors_name_the_option(tmp_path, capsys):
     assert "config field lr=-1.0 (from --set or --config): accepted:" in capsys.readouterr().err
     assert main(["probe", "icl", "--ways", "100", "--out", str(tmp_path / "c"), "--quiet"]) == 2
     assert "--ways 100: accepted: an integer from 2 to" in capsys.readouterr().err
+    # An option of another sub-command is not named: probe icl sets extraction.layers with --layer (no --layers).
+    assert main(["probe", "icl", "--layer", "99", "--out", str(tmp_path / "d"), "--quiet"]) == 2
+    assert "--layer '99': accepted: indices from 0 to 6" in capsys.readouterr().err
+    assert main(["probe", "extract", "--layers", "99", "--out", str(tmp_path / "e"), "--quiet", "--words",
+                 str(words_file(tmp_path))]) == 2
+    assert "--layers '99': accepted: indices from 0 to 6" in capsys.readouterr().err
 
 
 def test_busy_error_in_one_process(tmp_path):

@@ -104,4 +104,4 @@ def register(probe_sub: argparse._SubParsersAction) -> None:
                         "not exact: ALiBi, sliding window); naive: one forward per label. summary.json records it")
     g.add_argument("--batch-size", type=int, default=None, help="prefixes / rows per forward pass (default: 32)")
     add_run_options(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, option_aliases={"layers": "--layer"})  # errors about extraction.layers name --layer
