@@ -84,18 +84,19 @@ def weight_metrics(model: OneLayerTransformer, dic: Dictionary, train: Prompts, 
     comp = torch.einsum("tkd,sde,tke->stk", mus.flip(0), M, mus)  # v = mu_k^{-s}, u = mu_k^s
     sub = slice(0, min(n_noise, train.xq.shape[1]))
     xi, xq = train.xi[:, sub].to(dic.a.device), train.xq[:, sub].to(dic.a.device)
-    noise = torch.einsum("snld,sde,sne->snl", xi, M, xq).abs()
-    # The noise split into its part inside the dictionary span (which aliases the features) and outside it.
-    xi_out = xi @ dic.noise_projector()
-    noise_out = torch.einsum("snld,sde,sne->snl", xi_out, M, xq).abs()
-    noise_in = torch.einsum("snld,sde,sne->snl", xi - xi_out, M, xq).abs()
+    P = dic.noise_projector()
+    pulled = torch.einsum("sde,sne->snd", M, xq)  # M x_q, once for the three products below
+    signed = torch.einsum("snld,snd->snl", xi, pulled)
+    # The noise split into its part inside the dictionary span (which aliases the features) and outside it:
+    # <P_perp xi, M x_q> = <xi, P_perp M x_q> (P_perp symmetric), and the in-span part is the rest.
+    signed_out = torch.einsum("snld,snd->snl", xi, pulled @ P)
+    noise, noise_out, noise_in = signed.abs(), signed_out.abs(), (signed - signed_out).abs()
     qs = torch.stack([torch.stack([dic.q(k, s) for k in range(K)]) for s in (1, -1)])  # (2, K, d)
     w_plus, w_minus = model.w_plus[seeds].to(dic.a.device), model.w_minus[seeds].to(dic.a.device)
     proj_plus = torch.einsum("smd,tkd->stkm", w_plus, qs).amax(-1)  # (S, 2, K): max_r <w_+, q_k^s>
     proj_minus = torch.einsum("smd,tkd->stkm", w_minus, qs).amax(-1)
     a_hat = dic.a[:K] / dic.a[:K].norm(dim=1, keepdim=True)
     b_hat = dic.b[:K] / dic.b[:K].norm(dim=1, keepdim=True)
-    P = dic.noise_projector()
     return {
         "concept_product": _seedwise(same.flatten(1).amax(1)),
         "complement_product": _seedwise(comp.flatten(1).amax(1)),
