@@ -5,8 +5,9 @@ Run ``python benchmarks/mutation_synthetic.py [--max-children N]`` (needs the ``
 mutmut names mutants after the file path, so it needs the import path to equal the file path; mcicl maps its
 root folders into one ``mcicl`` namespace (setuptools package-dir), so this script lays out a staging copy
 ``<tmp>/mcicl/{core,synthetic,probing,analysis}`` plus ``tests/``, mutates ``mcicl/synthetic/{model,metrics,
-data}.py`` there with the fast pinning tests (``tests/test_synthetic_model.py`` and the no-training tests of
-``tests/test_synthetic.py``), and prints the killed share and every surviving mutant with its diff.
+data}.py`` there with the fast pinning tests (``tests/test_synthetic_model.py``, ``tests/test_synthetic_data.py``,
+the no-training tests of ``tests/test_synthetic.py`` and the context-feature test), and prints the killed share and
+every surviving mutant with its diff.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MUTATED = ["mcicl/synthetic/model.py", "mcicl/synthetic/metrics.py", "mcicl/synthetic/data.py"]
-FAST_TESTS = ["tests/test_synthetic_model.py", "tests/test_synthetic.py::test_sampled_words_have_configured_geometry",
+FAST_TESTS = ["tests/test_synthetic_model.py", "tests/test_synthetic_data.py",
+              "tests/test_contexts_synthetic.py::test_context_feature_adds_gamma_along_the_selected_concept",
+              "tests/test_synthetic.py::test_sampled_words_have_configured_geometry",
               "tests/test_synthetic.py::test_prompts_follow_the_spec",
               "tests/test_synthetic.py::test_gradients_match_finite_differences",
               "tests/test_synthetic.py::test_zero_query_matrix_gives_uniform_attention",
-              "tests/test_synthetic.py::test_polysemous_query_carries_each_concept_once",
               "tests/test_synthetic.py::test_bad_configs_are_clear_errors"]
 
 

@@ -163,15 +163,6 @@ def test_dictionary_and_scenario_sets_do_not_depend_on_the_scenario_list() -> No
     assert torch.equal(every.ood["noise_x2"].xq, few.ood["noise_x2"].xq)
 
 
-def test_polysemous_query_carries_each_concept_once() -> None:
-    # Noise-free words with every co-occurring feature switched on: the query's coefficient on any a_j is 0 or 1.
-    cfg = tiny(K=4, K_irr=0, d=40, sigma=0.0, polysemy_rate=1.0, cooccurrence="random", seeds=1)
-    dic = build_dictionary(cfg)
-    p = sample_prompts(dic, scenario_spec(cfg, "polysemous_query"), 1, 400, torch.Generator().manual_seed(3))
-    coef = p.xq[0] @ (dic.a / dic.a.norm(dim=1, keepdim=True) ** 2).T  # (n, K): weight of each a_j
-    assert torch.allclose(coef, coef.round(), atol=1e-4) and coef.round().max() == 1
-
-
 def test_crossing_step_stays_between_evaluations() -> None:
 
     steps, err = np.array([0, 50, 100]), np.array([0.3, 0.005, 0.0])
