@@ -44,6 +44,7 @@ class Dictionary:
     b_switched: torch.Tensor | None  # (K, d) fresh semantic directions for the switched_features scenario
     basis: torch.Tensor  # (n_directions, d) orthonormal rows spanning every direction above but b_switched
     K: int
+    shared_labels: bool = False  # one label pair for every concept (c and dl have one row); else row k is concept k
 
     @property
     def C(self) -> int:
@@ -56,7 +57,7 @@ class Dictionary:
 
     def q(self, k: int, s: int) -> torch.Tensor:
         """Label feature q_k^s."""
-        i = min(k, self.c.shape[0] - 1)
+        i = 0 if self.shared_labels else k
         return self.c[i] + s * self.dl[i]
 
     def noise_projector(self) -> torch.Tensor:
@@ -122,7 +123,7 @@ def build_dictionary(config: SyntheticConfig) -> Dictionary:
         return None if x is None else torch.as_tensor(np.asarray(x), dtype=dt)
 
     return Dictionary(t(a), t(b), t(c_norm * e_c), t(d_norm * e_d), *(t(x) for x in unseen), t(switched), t(q.T),
-                      cfg.K)
+                      cfg.K, cfg.shared_labels)
 
 
 @dataclass(frozen=True)
@@ -287,9 +288,11 @@ def sample_words(dic: Dictionary, spec: PromptSpec, k: torch.Tensor, s: torch.Te
 def labels(dic: Dictionary, k: torch.Tensor, s: torch.Tensor, unseen: bool = False) -> torch.Tensor:
     """Label features q_k^s (shape (*k.shape, d))."""
     sf = s[..., None].to(dic.a.dtype)
-    if unseen and dic.c.shape[0] > 1:
+    # Shared labels: every concept, the unseen one included, uses the one pair. Per-concept labels (also for K = 1,
+    # where the table has one row too): the unseen concept has its own fresh pair.
+    if unseen and not dic.shared_labels:
         return dic.c_unseen + sf * dic.d_unseen
-    i = k.clamp(max=dic.c.shape[0] - 1) if dic.c.shape[0] > 1 else torch.zeros_like(k)
+    i = torch.zeros_like(k) if dic.shared_labels else k
     return dic.c[i] + sf * dic.dl[i]
 
 

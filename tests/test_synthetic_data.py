@@ -122,7 +122,8 @@ def test_dictionary_is_the_documented_draw_and_depends_on_seed_only() -> None:
     assert torch.allclose(torch.stack([dic.a_unseen, dic.b_unseen, dic.c_unseen, dic.d_unseen]),
                           torch.tensor([A2, B2, C2, D2]).sqrt()[:, None].double() * e[14:18], atol=1e-12)
     again = build_dictionary(world(seed=3))
-    assert all(torch.equal(getattr(dic, f.name), getattr(again, f.name)) for f in fields(Dictionary) if f.name != "K")
+    tensors = [f.name for f in fields(Dictionary) if f.name not in ("K", "shared_labels")]
+    assert all(torch.equal(getattr(dic, name), getattr(again, name)) for name in tensors)
     other = build_dictionary(world(seed=4))
     assert not torch.allclose(dic.a, other.a)
     # The scenario list does not move the dictionary; without the scenarios there are no extra directions.
@@ -392,6 +393,13 @@ def test_labels_read_the_label_table() -> None:
     want = shared.c[0] + s[..., None] * shared.dl[0]
     assert torch.equal(labels(shared, k, s), want)
     assert torch.equal(labels(shared, torch.full((2, 3), 2), s, unseen=True), want)
+    # K = 1 with per-concept labels: the table has one row, as with shared labels, but the unseen concept still
+    # gets its own fresh pair (a row count cannot tell the two apart).
+    single = build_dictionary(world(K=1, K_irr=2, scenarios=["unseen_concept"]))
+    assert single.c.shape[0] == 1 and not single.shared_labels
+    fresh = labels(single, torch.full((2, 3), 1), s, unseen=True)
+    assert torch.equal(fresh, single.c_unseen + s[..., None] * single.d_unseen)
+    assert not torch.allclose(fresh, labels(single, torch.zeros_like(k), s))
 
 
 # --- prompts ------------------------------------------------------------------------------------------------------
