@@ -575,3 +575,8 @@ def test_prompts_index_seeds_and_cat() -> None:
     for f in fields(Prompts):
         full = getattr(p, f.name)
         assert torch.equal(getattr(joined, f.name), torch.cat([full, full[1:2]])), f.name
+    # .to moves every field (the meta device: no GPU needed to see that nothing stays behind on the CPU).
+    moved = p.to("meta")
+    for f in fields(Prompts):
+        assert getattr(moved, f.name).device.type == "meta" and getattr(moved, f.name).shape == getattr(p, f.name).shape
+    assert all(getattr(p.to("cpu"), f.name) is getattr(p, f.name) for f in fields(Prompts))
