@@ -15,7 +15,7 @@ from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.convergence import finite_or_none, fit_binomial, fit_tail, tail_window
 from mcicl.synthetic.data import Prompts, build_dictionary, sample_prompts, scenario_spec, train_spec
 from mcicl.synthetic.metrics import prompt_metrics, weight_metrics
-from mcicl.synthetic.model import OneLayerTransformer, logistic_loss, zero_one_loss
+from mcicl.synthetic.model import Attention, OneLayerTransformer, logistic_loss, zero_one_loss
 from scipy import stats
 
 from mcicl.core.config import ConfigError, from_dict
@@ -99,6 +99,31 @@ def test_initialisation_is_pinned(value: str, readout: str) -> None:
     p = sample_prompts(dic, train_spec(cfg), 2, 3, torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(model.run(p).f, model(p.x, p.y, p.xq).f)
+
+
+@pytest.mark.parametrize("value", ["label", "projected"])
+def test_attention_backward_matches_finite_differences(value: str) -> None:
+    # The hand-written backward of the attention block, then the whole model's gradient, against float64
+    # finite differences. With value: label only the pulled query needs a gradient; projected adds v.
+    torch.manual_seed(0)
+    S, n, L, d = 2, 3, 4, 5
+    x = torch.randn(S, n, L, d, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(S, n, L, d, dtype=torch.float64, requires_grad=value == "projected")
+    p = torch.randn(S, n, d, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: Attention.apply(*a)[0], (x, v, p))
+    assert torch.autograd.gradcheck(lambda p: Attention.apply(x.detach(), v.detach(), p)[0], (p,))
+
+    cfg = SyntheticConfig(K=1, K_irr=0, d=8, L=3, m=3, seeds=2, dtype="float64", value=value, scenarios=[])
+    model = _model(cfg)
+    names = [name for name, _ in model.named_parameters()]
+    data = [torch.randn(2, 4, 3, 8, dtype=torch.float64), torch.randn(2, 4, 3, 8, dtype=torch.float64),
+            torch.randn(2, 4, 8, dtype=torch.float64)]
+
+    def f(*params: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(model, dict(zip(names, params, strict=True)), tuple(data)).f
+
+    params = tuple(p.detach().clone().mul_(10).requires_grad_() for p in model.parameters())  # scores of O(1)
+    assert torch.autograd.gradcheck(f, params, fast_mode=True)
 
 
 def test_losses_on_known_outputs() -> None:
