@@ -147,9 +147,9 @@ class CellBatch:
         if self.configs[0].full_batch:
             return sgd_update(self.model, t.x, t.y, t.xq, t.target, self.lr)
         idx = torch.cat([batch_indices(c, step) for c in self.configs]).to(self.device)  # (S, B)
-        rows = torch.arange(idx.shape[0], device=self.device)[:, None]
         # Only what the loss reads is gathered (Prompts.index would also copy the noise and bookkeeping).
-        return sgd_update(self.model, t.x[rows, idx], t.y[rows, idx], t.xq[rows, idx], t.target[rows, idx], self.lr)
+        x, y, xq, target = (Prompts.gather(v, idx) for v in (t.x, t.y, t.xq, t.target))
+        return sgd_update(self.model, x, y, xq, target, self.lr)
 
     @torch.no_grad()
     def _sync_cell_models(self) -> None:
