@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -172,6 +173,33 @@ def test_prompt_metrics_on_constructed_weights() -> None:
     f = 0.5 * (np.maximum(2 * h[:, 1], 0) + np.maximum(-h[:, 1], 0) - np.maximum(3 * h[:, 2], 0) - h[:, 1])
     assert got["logistic_loss"][0] == pytest.approx(np.mean(np.log1p(np.exp(-target[0] * f))), rel=1e-12)
     assert got["zero_one"][0] == pytest.approx(np.mean(target[0] * f <= 0), abs=1e-12)
+
+
+@pytest.mark.parametrize("value", ["label", "projected"])
+def test_prompt_metrics_do_not_depend_on_blocking(value: str) -> None:
+    # The batched sweep evaluates 100+ instances in blocks, a cell alone in one piece, and an instance's prompts
+    # are cut into blocks by its own size only: both give the cell's numbers (float64). Only the logistic loss
+    # may move in its last bit: softplus has a vectorised and a scalar code path, and which elements get the
+    # scalar tail depends on the tensor's length (as it did before blocking, between a batch and a cell alone).
+    cfg = SyntheticConfig(K=2, K_irr=1, d=16, L=4, seeds=5, dtype="float64", value=value, scenarios=[])
+    dic = build_dictionary(cfg)
+    model = OneLayerTransformer(cfg, dic, torch.Generator().manual_seed(3))
+    prompts = sample_prompts(dic, train_spec(cfg), 5, 30, torch.Generator().manual_seed(4))
+
+    def assert_same(got: dict, want: dict) -> None:
+        assert got.keys() == want.keys()
+        for key in want:
+            if key == "logistic_loss":
+                assert got[key] == pytest.approx(want[key], rel=1e-15), key
+            else:
+                assert got[key] == want[key], key
+
+    assert_same(prompt_metrics(model, prompts, K=2, max_demos=2 * 30 * 4), prompt_metrics(model, prompts, K=2))
+    cut = prompt_metrics(model, prompts, K=2, max_demos=7 * 4)  # one instance at a time, 7 prompts a block
+    alone = prompt_metrics(model.instances(slice(3, 4)), replace(prompts, **{
+        f: getattr(prompts, f)[3:4] for f in ("x", "y", "xq", "target", "same", "concept", "xi")}), K=2,
+        max_demos=7 * 4)
+    assert_same(alone, {key: value[3:4] for key, value in cut.items()})
 
 
 def test_weight_metrics_on_constructed_weights() -> None:
