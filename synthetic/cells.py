@@ -183,6 +183,9 @@ def train_cells(configs: Sequence[SyntheticConfig], device: str = "cpu") -> list
     """
     config = configs[0]
     threads = torch.get_num_threads()
+    # config.threads (1 by default) whatever the batch size: on the shared 2-core machine (bench_sweep.py part 4)
+    # 2 threads made a 108-instance batch's step 14-20x and its evaluation 6-18x slower (each op torch splits
+    # over threads waited ~8 ms); threads: 0 leaves torch's own setting, for machines where more threads pay.
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
