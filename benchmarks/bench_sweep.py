@@ -2,20 +2,25 @@
 
 Measured in one run and printed as ratios:
 1. a 6 x 6 grid (within_cosine x cross_overlap) x 3 seeds: all 36 cells as one batched model vs cell by cell
-   (the same ``train_cells`` code given one cell at a time), whole cost (worlds, training, evaluation), and
-   the training steps alone;
+   (the same ``train_cells`` code given one cell at a time), whole cost (worlds, training, evaluation), then
+   each part alone: building (worlds, models, stacking), one training step, one evaluation (train and test
+   prompt metrics and weight metrics, no OOD);
 2. cost per cell as the grid grows (4, 16, 64, 256 cells, 1 seed each, batched);
 3. FLOP/s of a training step (analytic count, as in bench_synthetic.py) as a share of a same-dtype matmul
-   measured here, at 1, 8, 64 and 256 stacked instances.
+   measured here, at 1, 8, 64 and 256 stacked instances;
+4. threads: wall time of a training step and of an evaluation of the 108-instance grid batch on 1 and 2 threads
+   (the rule ``train_cells`` follows).
 
 Times are CPU seconds of this process (``time.process_time``): training runs on one thread, so on an idle
-machine they equal wall time, and on a shared machine they are not inflated by other people's work.
+machine they equal wall time, and on a shared machine they are not inflated by other people's work; per-step
+and per-evaluation times are the best of a few runs. Part 4 compares thread counts, so it reports wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -35,25 +40,41 @@ def grid(base: SyntheticConfig, n: int) -> list[SyntheticConfig]:
     return [replace(base, within_cosine=float(w), cross_overlap=float(c)) for w, c in pts]
 
 
-def timed(fn) -> float:
-    """CPU seconds of ``fn()``."""
-    start = time.process_time()
+def timed(fn: Callable[[], object], clock: Callable[[], float] = time.process_time) -> float:
+    """Seconds of ``fn()`` (CPU seconds unless another clock is given)."""
+    start = clock()
     fn()
-    return time.process_time() - start
+    return clock() - start
 
 
-def matmul_flops_per_s(n: int = 1024, repeats: int = 10) -> float:
-    """FLOP/s of an n x n float32 matmul (CPU time, the threads set above)."""
+def matmul_flops_per_s(n: int = 1024, repeats: int = 10, best_of: int = 3) -> float:
+    """FLOP/s of an n x n float32 matmul (CPU time, the threads set above; the best of ``best_of`` runs)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    return 2 * n**3 * repeats / timed(lambda: [a @ b for _ in range(repeats)])
+    return 2 * n**3 * repeats / min(timed(lambda: [a @ b for _ in range(repeats)]) for _ in range(best_of))
 
 
-def step_seconds(configs: list[SyntheticConfig], steps: int) -> float:
-    """Seconds per SGD step of the stacked cells (world and model built beforehand, not timed)."""
-    batch = CellBatch(configs)
-    batch.step(0)  # warm-up
-    return timed(lambda: [batch.step(step) for step in range(1, steps + 1)]) / steps
+def step_seconds(batch: CellBatch, steps: int, clock: Callable[[], float] = time.process_time,
+                 best_of: int = 3) -> float:
+    """Seconds per SGD step of a built batch: the best of ``best_of`` runs of ``steps`` steps, after a warm-up
+    step (on a shared machine the fastest run is the one least disturbed by other work)."""
+    batch.step(0)
+    return min(timed(lambda r=r: [batch.step(r * steps + s) for s in range(1, steps + 1)], clock)
+               for r in range(best_of)) / steps
+
+
+def eval_seconds(batch: CellBatch, clock: Callable[[], float] = time.process_time, best_of: int = 2) -> float:
+    """Seconds per evaluation without OOD scenarios (what runs every eval_every steps): the best of ``best_of``,
+    after a warm-up."""
+    batch.evaluate(0, ood=False)
+    return min(timed(lambda: batch.evaluate(0, ood=False), clock) for _ in range(best_of))
+
+
+def parts(configs: list[SyntheticConfig], steps: int) -> tuple[float, float, float]:
+    """(build, step, evaluation) CPU seconds of the cells as one batch."""
+    batch: list[CellBatch] = []
+    build = timed(lambda: batch.append(CellBatch(configs)))
+    return build, step_seconds(batch[0], steps), eval_seconds(batch[0])
 
 
 def main() -> None:
@@ -73,10 +94,16 @@ def main() -> None:
     single = timed(lambda: [train_cells([c]) for c in cells])
     print(f"1. 6x6 grid x 3 seeds: batched {batched:.1f} s, cell by cell {single:.1f} s, "
           f"speed-up {single / batched:.1f}x (target >= 5x)")
-    loop_batched = step_seconds(cells, args.flop_steps)
-    loop_single = sum(step_seconds([c], args.flop_steps) for c in cells)
-    print(f"   training steps alone (no world building, no evaluation): batched {1e3 * loop_batched:.1f} ms/step, "
-          f"cell by cell {1e3 * loop_single:.1f} ms/step, speed-up {loop_single / loop_batched:.1f}x")
+    b_build, b_step, b_eval = parts(cells, args.flop_steps)
+    s_build, s_step, s_eval = (sum(v) for v in zip(*(parts([c], args.flop_steps) for c in cells), strict=True))
+    evals = args.steps // base.eval_every + 1
+    print(f"   building (worlds, models, stacking): batched {b_build:.1f} s, cell by cell {s_build:.1f} s, "
+          f"{s_build / b_build:.1f}x\n"
+          f"   training steps alone: batched {1e3 * b_step:.1f} ms/step, cell by cell {1e3 * s_step:.1f} ms/step, "
+          f"{s_step / b_step:.1f}x ({args.steps} steps: {args.steps * b_step:.1f} vs {args.steps * s_step:.1f} s)\n"
+          f"   one evaluation (train + test prompt metrics, weight metrics): batched {1e3 * b_eval:.0f} ms, "
+          f"cell by cell {1e3 * s_eval:.0f} ms, {s_eval / b_eval:.1f}x ({evals} evaluations: "
+          f"{evals * b_eval:.1f} vs {evals * s_eval:.1f} s)")
 
     per_cell = {}
     for n in (4, 16, 64, 256):
@@ -87,12 +114,23 @@ def main() -> None:
     peak = matmul_flops_per_s()
     shares = []
     for s in (1, 8, 64, 256):
-        configs = grid(replace(base, seeds=1), s)
-        sec = step_seconds(configs, args.flop_steps)
+        sec = step_seconds(CellBatch(grid(replace(base, seeds=1), s)), args.flop_steps)
         flops = step_flops(replace(base, seeds=s))
-        shares.append(f"{s} instances {flops / sec / 1e9:.2f} GFLOP/s = {100 * flops / sec / peak:.1f}%")
+        shares.append(f"{s} instances {1e3 * sec:.1f} ms/step {flops / sec / 1e9:.2f} GFLOP/s = "
+                      f"{100 * flops / sec / peak:.1f}%")
     print(f"3. training step FLOP/s as a share of a float32 1024^2 matmul ({peak / 1e9:.1f} GFLOP/s): "
           + ", ".join(shares) + " (target >= 20% at 256)")
+
+    batch = CellBatch(cells)
+    walls = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        walls.append((step_seconds(batch, 5, time.perf_counter), eval_seconds(batch, time.perf_counter)))
+    torch.set_num_threads(base.threads)
+    (s1, e1), (s2, e2) = walls
+    print(f"4. threads, {batch.instances} instances, wall time: 1 thread {1e3 * s1:.1f} ms/step and {1e3 * e1:.0f} ms "
+          f"per evaluation, 2 threads {1e3 * s2:.1f} ms/step and {1e3 * e2:.0f} ms (2 vs 1: {s1 / s2:.2f}x, "
+          f"{e1 / e2:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -118,9 +118,9 @@ class CellBatch:
         if self.configs[0].full_batch:
             return sgd_update(self.model, t.x, t.y, t.xq, t.target, self.lr)
         idx = torch.cat([batch_indices(c, step) for c in self.configs]).to(self.device)  # (S, B)
-        rows = torch.arange(idx.shape[0], device=self.device)[:, None]
         # Only what the loss reads is gathered (Prompts.index would also copy the noise and bookkeeping).
-        return sgd_update(self.model, t.x[rows, idx], t.y[rows, idx], t.xq[rows, idx], t.target[rows, idx], self.lr)
+        x, y, xq, target = (Prompts.gather(v, idx) for v in (t.x, t.y, t.xq, t.target))
+        return sgd_update(self.model, x, y, xq, target, self.lr)
 
     def evaluate(self, step: int, ood: bool = True) -> list[dict]:
         """One metrics row per cell, as ``synthetic.train.evaluate`` computes it for that cell alone."""
@@ -147,6 +147,9 @@ def train_cells(configs: Sequence[SyntheticConfig], device: str = "cpu") -> list
     """
     config = configs[0]
     threads = torch.get_num_threads()
+    # config.threads (1 by default) whatever the batch size: on the shared 2-core machine (bench_sweep.py part 4)
+    # 2 threads made a 108-instance batch's step 14-20x and its evaluation 6-18x slower (each op torch splits
+    # over threads waited ~8 ms); threads: 0 leaves torch's own setting, for machines where more threads pay.
     if config.threads:
         torch.set_num_threads(config.threads)
     try:

@@ -25,26 +25,23 @@ def _seedwise(t: torch.Tensor) -> list[float]:
 
 
 @torch.no_grad()
-def prompt_metrics(model: OneLayerTransformer, prompts: Prompts, K: int, chunk: int = 4096) -> dict:
-    """Losses, correct attention and per-concept polarisation on ``prompts`` (per seed)."""
-    n = prompts.target.shape[1]
-    parts = []
-    for i in range(0, n, chunk):
-        sl = slice(i, i + chunk)
-        out = model(prompts.x[:, sl], prompts.y[:, sl], prompts.xq[:, sl])
-        target = prompts.target[:, sl]
-        same = prompts.same[:, sl].to(out.alpha.dtype)  # (S, b, L)
-        correct = (out.alpha * same).sum(-1)  # (S, b)
-        # Attention score x_l^T W_K^T W_Q x_q: mean over same-sign demonstrations minus over the others.
-        n_same, n_other = same.sum(-1).clamp(min=1), (1 - same).sum(-1).clamp(min=1)
-        gap = (out.scores * same).sum(-1) / n_same - (out.scores * (1 - same)).sum(-1) / n_other
-        # The readout on each demonstration's label, signed by the answer: same-sign demonstrations carry the
-        # answer's label (also under flipped labels), the others the other label.
-        label_margin = target[..., None] * model.readout(prompts.y[:, sl])  # (S, b, L)
-        answer = (label_margin * same).sum(-1) / n_same
-        other = (label_margin * (1 - same)).sum(-1) / n_other
-        parts.append((logistic_loss(out.f, target), zero_one_loss(out.f, target), correct, gap, answer, other))
-    loss, err, correct, gap, answer, other = (torch.cat(p, 1) for p in zip(*parts, strict=True))
+def prompt_metrics(model: OneLayerTransformer, prompts: Prompts, K: int, max_demos: int = 2**19) -> dict:
+    """Losses, correct attention and per-concept polarisation on ``prompts`` (per seed).
+
+    Computed in blocks of whole instances holding at most ``max_demos`` demonstrations (an instance with more is
+    cut into blocks of prompts, by its own size only), so intermediates stay cache-sized and every slice is a
+    view. A cell evaluated inside a batch or alone thus runs the same per-instance operations.
+    """
+    S, n, L = prompts.same.shape
+    per_block = max(1, max_demos // (n * L))  # instances per block
+    chunk = n if n * L <= max_demos else max(1, max_demos // L)  # prompts per block (only when per_block is 1)
+    values = []
+    for a in range(0, S, per_block):
+        rows = slice(a, a + per_block)
+        part = model if per_block >= S else model.instances(rows)
+        pieces = [_per_prompt(part, prompts, rows, slice(i, i + chunk)) for i in range(0, n, chunk)]
+        values.append([torch.cat(v, 1) for v in zip(*pieces, strict=True)])  # (S', n) each
+    loss, err, correct, gap, answer, other = (torch.cat(v, 0) for v in zip(*values, strict=True))
     concept = prompts.concept
     polar = []
     for k in range(K):
@@ -62,6 +59,23 @@ def prompt_metrics(model: OneLayerTransformer, prompts: Prompts, K: int, chunk: 
         "readout_answer_label": _seedwise(answer.mean(1)),
         "readout_other_label": _seedwise(other.mean(1)),
     }
+
+
+def _per_prompt(model: OneLayerTransformer, prompts: Prompts, rows: slice, sl: slice) -> tuple[torch.Tensor, ...]:
+    """Per-prompt losses, correct attention, score gap and label readouts (S', b each) of prompts [rows, sl]."""
+    x, y, xq, target = (t[rows, sl] for t in (prompts.x, prompts.y, prompts.xq, prompts.target))
+    out = model(x, y, xq)
+    same = prompts.same[rows, sl].to(out.alpha.dtype)  # (S', b, L)
+    correct = (out.alpha * same).sum(-1)  # (S', b)
+    # Attention score x_l^T W_K^T W_Q x_q: mean over same-sign demonstrations minus over the others.
+    n_same, n_other = same.sum(-1).clamp(min=1), (1 - same).sum(-1).clamp(min=1)
+    gap = (out.scores * same).sum(-1) / n_same - (out.scores * (1 - same)).sum(-1) / n_other
+    # The readout on each demonstration's label, signed by the answer: same-sign demonstrations carry the
+    # answer's label (also under flipped labels), the others the other label.
+    label_margin = target[..., None] * model.readout(y)  # (S', b, L)
+    answer = (label_margin * same).sum(-1) / n_same
+    other = (label_margin * (1 - same)).sum(-1) / n_other
+    return logistic_loss(out.f, target), zero_one_loss(out.f, target), correct, gap, answer, other
 
 
 @torch.no_grad()

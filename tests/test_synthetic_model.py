@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.convergence import finite_or_none, fit_binomial, fit_tail, tail_window
 from mcicl.synthetic.data import Prompts, build_dictionary, sample_prompts, scenario_spec, train_spec
 from mcicl.synthetic.metrics import prompt_metrics, weight_metrics
-from mcicl.synthetic.model import OneLayerTransformer, logistic_loss, zero_one_loss
+from mcicl.synthetic.model import Attention, OneLayerTransformer, logistic_loss, zero_one_loss
 from scipy import stats
 
 from mcicl.core.config import ConfigError, from_dict
@@ -101,6 +102,31 @@ def test_initialisation_is_pinned(value: str, readout: str) -> None:
         assert torch.equal(model.run(p).f, model(p.x, p.y, p.xq).f)
 
 
+@pytest.mark.parametrize("value", ["label", "projected"])
+def test_attention_backward_matches_finite_differences(value: str) -> None:
+    # The hand-written backward of the attention block, then the whole model's gradient, against float64
+    # finite differences. With value: label only the pulled query needs a gradient; projected adds v.
+    torch.manual_seed(0)
+    S, n, L, d = 2, 3, 4, 5
+    x = torch.randn(S, n, L, d, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(S, n, L, d, dtype=torch.float64, requires_grad=value == "projected")
+    p = torch.randn(S, n, d, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: Attention.apply(*a)[0], (x, v, p))
+    assert torch.autograd.gradcheck(lambda p: Attention.apply(x.detach(), v.detach(), p)[0], (p,))
+
+    cfg = SyntheticConfig(K=1, K_irr=0, d=8, L=3, m=3, seeds=2, dtype="float64", value=value, scenarios=[])
+    model = _model(cfg)
+    names = [name for name, _ in model.named_parameters()]
+    data = [torch.randn(2, 4, 3, 8, dtype=torch.float64), torch.randn(2, 4, 3, 8, dtype=torch.float64),
+            torch.randn(2, 4, 8, dtype=torch.float64)]
+
+    def f(*params: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(model, dict(zip(names, params, strict=True)), tuple(data)).f
+
+    params = tuple(p.detach().clone().mul_(10).requires_grad_() for p in model.parameters())  # scores of O(1)
+    assert torch.autograd.gradcheck(f, params, fast_mode=True)
+
+
 def test_losses_on_known_outputs() -> None:
     f = torch.tensor([2.0, -1.0, 0.0, float("nan"), float("inf"), -float("inf")])
     t = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, -1.0])
@@ -147,6 +173,33 @@ def test_prompt_metrics_on_constructed_weights() -> None:
     f = 0.5 * (np.maximum(2 * h[:, 1], 0) + np.maximum(-h[:, 1], 0) - np.maximum(3 * h[:, 2], 0) - h[:, 1])
     assert got["logistic_loss"][0] == pytest.approx(np.mean(np.log1p(np.exp(-target[0] * f))), rel=1e-12)
     assert got["zero_one"][0] == pytest.approx(np.mean(target[0] * f <= 0), abs=1e-12)
+
+
+@pytest.mark.parametrize("value", ["label", "projected"])
+def test_prompt_metrics_do_not_depend_on_blocking(value: str) -> None:
+    # The batched sweep evaluates 100+ instances in blocks, a cell alone in one piece, and an instance's prompts
+    # are cut into blocks by its own size only: both give the cell's numbers (float64). Only the logistic loss
+    # may move in its last bit: softplus has a vectorised and a scalar code path, and which elements get the
+    # scalar tail depends on the tensor's length (as it did before blocking, between a batch and a cell alone).
+    cfg = SyntheticConfig(K=2, K_irr=1, d=16, L=4, seeds=5, dtype="float64", value=value, scenarios=[])
+    dic = build_dictionary(cfg)
+    model = OneLayerTransformer(cfg, dic, torch.Generator().manual_seed(3))
+    prompts = sample_prompts(dic, train_spec(cfg), 5, 30, torch.Generator().manual_seed(4))
+
+    def assert_same(got: dict, want: dict) -> None:
+        assert got.keys() == want.keys()
+        for key in want:
+            if key == "logistic_loss":
+                assert got[key] == pytest.approx(want[key], rel=1e-15), key
+            else:
+                assert got[key] == want[key], key
+
+    assert_same(prompt_metrics(model, prompts, K=2, max_demos=2 * 30 * 4), prompt_metrics(model, prompts, K=2))
+    cut = prompt_metrics(model, prompts, K=2, max_demos=7 * 4)  # one instance at a time, 7 prompts a block
+    alone = prompt_metrics(model.instances(slice(3, 4)), replace(prompts, **{
+        f: getattr(prompts, f)[3:4] for f in ("x", "y", "xq", "target", "same", "concept", "xi")}), K=2,
+        max_demos=7 * 4)
+    assert_same(alone, {key: value[3:4] for key, value in cut.items()})
 
 
 def test_weight_metrics_on_constructed_weights() -> None:
