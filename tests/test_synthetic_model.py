@@ -153,18 +153,19 @@ def test_prompt_metrics_on_constructed_weights() -> None:
     wp = np.stack([2 * e[1], -e[1]])[None]  # ReLU(2 y_1) - on the +e1 side ...
     wm = np.stack([3 * e[2], e[1]])[None]  # ... and ReLU(3 y_2), ReLU(y_1) on the other
     _set(model, W_Q=WQ, W_K=np.eye(d)[None], w_plus=wp, w_minus=wm)
-    # Two prompts. Same-sign demonstrations have x_l = e0 (score c), the others x_l = 0 (score 0); x_q = e0.
+    # Two prompts. Same-sign demonstrations have x_l = e0 (score c), the others x_l = -e0/2 (score -c/2); x_q = e0.
     same = np.array([[[True, False, False], [True, True, False]]])
-    x = np.where(same[..., None], e[0], 0.0)
+    x = np.where(same[..., None], e[0], -0.5 * e[0])
     y = np.where(same[..., None], e[1], e[2])  # answer's label e1, other label e2
     xq = np.tile(e[0], (1, 2, 1))
-    target = np.array([[1.0, -1.0]])
+    target = np.array([[1.0, 1.0]])  # one sign: a mean over prompts of +-r would be 0 and hide r's own errors
     got = prompt_metrics(model, _prompts(x, y, xq, target, same), K=1)
     ns = same.sum(-1)[0]  # (1, 2) same-sign counts
-    mass = ns * math.exp(c) / (ns * math.exp(c) + (3 - ns))  # softmax mass on same-sign demonstrations
+    # softmax mass on same-sign demonstrations
+    mass = ns * math.exp(c) / (ns * math.exp(c) + (3 - ns) * math.exp(-c / 2))
     assert got["correct_attention"][0] == pytest.approx(mass.mean(), rel=1e-12)
     assert got["polarisation"][0] == pytest.approx(abs(2 * mass.mean() - 1), rel=1e-12)
-    assert got["score_gap"][0] == pytest.approx(c, rel=1e-12)
+    assert got["score_gap"][0] == pytest.approx(1.5 * c, rel=1e-12)  # c - (-c/2): both means count
     # readout r(y) = (1/2)[ReLU(2y1) + ReLU(-y1) - ReLU(3y2) - ReLU(y1)]: r(e1) = (2 - 1)/2, r(e2) = -3/2.
     r1, r2 = 0.5, -1.5
     assert got["readout_answer_label"][0] == pytest.approx(np.mean(target[0] * r1), abs=1e-12)
