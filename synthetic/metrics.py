@@ -79,9 +79,9 @@ def _per_prompt(model: OneLayerTransformer, prompts: Prompts, rows: slice, sl: s
 
 
 @torch.no_grad()
-def product_matrix(model: OneLayerTransformer) -> torch.Tensor:
-    """M = W_K^T W_Q per seed (S, d, d): the score is x_l^T M x_q."""
-    return torch.einsum("sji,sjk->sik", model.W_K, model.W_Q)
+def product_matrix(model: OneLayerTransformer, seeds: slice = slice(None)) -> torch.Tensor:
+    """M = W_K^T W_Q for the model's seeds ``seeds`` (S, d, d): the score is x_l^T M x_q."""
+    return torch.einsum("sji,sjk->sik", model.W_K[seeds], model.W_Q[seeds])
 
 
 @torch.no_grad()
@@ -90,7 +90,7 @@ def weight_metrics(model: OneLayerTransformer, dic: Dictionary, train: Prompts, 
     """Products through W_K^T W_Q, MLP projections and the decomposition coefficients (per seed), for the model's
     seeds ``seeds`` (those whose dictionary is ``dic``; ``train`` holds their training prompts)."""
     # On the dictionary's device: a model trained on a GPU is measured against the CPU dictionary and prompts.
-    M = product_matrix(model)[seeds].to(dic.a.device)  # (S, d, d)
+    M = product_matrix(model, seeds).to(dic.a.device)  # (S, d, d): only these seeds (a cell of a stacked batch)
     K = dic.K
     mus = torch.stack([torch.stack([dic.mu(k, s) for k in range(K)]) for s in (1, -1)])  # (2, K, d)
     # <W_Q u, W_K v> = v^T M u
