@@ -13,6 +13,7 @@ the synthetic analogue of a real word's hidden state moving toward its sense's c
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
@@ -74,12 +75,17 @@ def generator(config: SyntheticConfig, purpose: int) -> torch.Generator:
     return torch.Generator().manual_seed(config.seed * 1_000_003 + purpose)
 
 
+@functools.lru_cache(maxsize=64)
+def derived_seeds(seed: int, seeds: int) -> tuple[int, ...]:
+    """The seeds of ``dictionary: per_seed`` runs: numpy's SeedSequence derives seed i's from (seed, i), so the
+    streams are independent, where seed + i would make runs with neighbouring seeds share seeds. Cached: the
+    minibatch of every step needs them."""
+    return tuple(int(np.random.SeedSequence(seed, spawn_key=(i,)).generate_state(1)[0]) for i in range(seeds))
+
+
 def seed_configs(config: SyntheticConfig) -> list[SyntheticConfig]:
-    """For ``dictionary: per_seed``: one single-seed config per seed i, whose ``seed`` numpy's SeedSequence derives
-    from (seed, i): independent streams, where seed + i would make runs with neighbouring seeds share seeds."""
-    return [replace(config, seeds=1, dictionary="shared",
-                    seed=int(np.random.SeedSequence(config.seed, spawn_key=(i,)).generate_state(1)[0]))
-            for i in range(config.seeds)]
+    """For ``dictionary: per_seed``: one single-seed config per seed i, with seed ``derived_seeds(seed, seeds)[i]``."""
+    return [replace(config, seeds=1, dictionary="shared", seed=s) for s in derived_seeds(config.seed, config.seeds)]
 
 
 def build_dictionary(config: SyntheticConfig) -> Dictionary:

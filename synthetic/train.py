@@ -22,6 +22,7 @@ from mcicl.synthetic.data import (
     Dictionary,
     Prompts,
     build_dictionary,
+    derived_seeds,
     generator,
     sample_prompts,
     scenario_spec,
@@ -136,10 +137,14 @@ def training_device(spec: str) -> torch.device:
 
 def batch_indices(config: SyntheticConfig, step: int) -> torch.Tensor:
     """The minibatch of ``step`` for every seed (S, B): a pure function of (seed, step), for exact resume."""
-    if config.dictionary == "per_seed":
-        return torch.cat([batch_indices(c, step) for c in seed_configs(config)])
-    gen = torch.Generator().manual_seed((config.seed * 10_000_019 + step * 7919 + 5) % 2**62)
-    return torch.randint(config.n_train, (config.seeds, config.batch_size), generator=gen)
+    if config.dictionary == "per_seed":  # each seed's own single-seed stream (no config built per step)
+        return torch.cat([_minibatch(seed, 1, config, step) for seed in derived_seeds(config.seed, config.seeds)])
+    return _minibatch(config.seed, config.seeds, config, step)
+
+
+def _minibatch(seed: int, S: int, config: SyntheticConfig, step: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed((seed * 10_000_019 + step * 7919 + 5) % 2**62)
+    return torch.randint(config.n_train, (S, config.batch_size), generator=gen)
 
 
 def sgd_step(model: OneLayerTransformer, config: SyntheticConfig, train: Prompts, step: int) -> float:
