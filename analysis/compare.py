@@ -26,21 +26,23 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from mcicl.analysis.embedding_plots import EMBEDDING_CAPTION, embedding_figure
-from mcicl.analysis.geometry import concept_directions, direction_abs_cos, geometry_summary, prepare
-from mcicl.analysis.geometry_figures import HEATMAP_CAPTION, direction_heatmap_figure
+
+from mcicl.analysis.engine.embedding_plots import EMBEDDING_CAPTION, embedding_figure
+from mcicl.analysis.engine.geometry_figures import HEATMAP_CAPTION, direction_heatmap_figure
+from mcicl.analysis.engine.measures import concept_directions, direction_abs_cos, geometry_summary, prepare
+from mcicl.analysis.engine.polysemy import polysemy_analysis
 from mcicl.analysis.matched import estimate_parameters, load_icl_summary, run_matched
 from mcicl.analysis.ood_map import OOD_MAP_CAPTION, MapPoint, ood_map_figure, read_sweep
-from mcicl.analysis.polysemy import polysemy_analysis
+from mcicl.core.configuration import load_config
+from mcicl.core.io import read_json
+from mcicl.core.logs import progress
+from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
+from mcicl.core.runs import RunFolder
+from mcicl.core.vectors import LabelledVectors, Space
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.export import DICTIONARY, FEATURES, POLYSEMY, feature_sets, learned_vectors, through
 from mcicl.synthetic.sweep import run_sweep
 from mcicl.synthetic.train import TrainResult
-
-from mcicl.core.config import load_config
-from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
-from mcicl.core.runs import RunFolder, progress, read_json
-from mcicl.core.vectors import LabelledVectors, Space
 
 log = logging.getLogger("mcicl")
 

@@ -7,9 +7,9 @@ import argparse
 from mcicl.analysis.compare import load_attention_summary, real_spaces, run_compare, synthetic_spaces
 from mcicl.analysis.matched import load_icl_summary
 from mcicl.analysis.ood_map import read_sweep
-
 from mcicl.core.cli import add_run_options
-from mcicl.core.runs import RunFolder, require_run, seed_everything
+from mcicl.core.runs import RunFolder, require_run
+from mcicl.core.seeding import seed_everything
 
 
 def run(args: argparse.Namespace) -> int:

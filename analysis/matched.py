@@ -30,15 +30,16 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from mcicl.analysis.geometry import concept_cosines, encode_labels, unit_rows
-from mcicl.synthetic.data import build_dictionary, sample_words, train_spec
-from mcicl.synthetic.train import train
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
+from mcicl.analysis.engine.measures import concept_cosines, encode_labels, unit_rows
+from mcicl.core.io import read_json
 from mcicl.core.plotting import Caption, on_axes, palette, save_figure, styled
-from mcicl.core.runs import RunFolder, read_json
+from mcicl.core.runs import RunFolder
 from mcicl.core.vectors import LabelledVectors
+from mcicl.synthetic.data import build_dictionary, sample_words, train_spec
+from mcicl.synthetic.train import train
 
 log = logging.getLogger("mcicl")
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcicl.core.io import read_json, versions
 from mcicl.core.plotting import read_caption
-from mcicl.core.runs import RUN_MARKER, RunFolder, read_json, versions
+from mcicl.core.runs import RUN_MARKER, RunFolder
 
 log = logging.getLogger("mcicl")
 

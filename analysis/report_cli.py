@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from mcicl.analysis.report import report_runs
-
 from mcicl.core.cli import add_run_options
 from mcicl.core.runs import RunFolder, require_run
 

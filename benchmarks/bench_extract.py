@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 import torch
+from nnsight import NNsight
+
 from mcicl.probing.extract import extract
 from mcicl.probing.models import load_model
-from nnsight import NNsight
 
 REPO = Path(__file__).resolve().parents[1]
 GLOVE = REPO.parent / "shared" / "data" / "glove" / "glove.6B.50d.top2445.txt"

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import torch
+
 from mcicl.probing.icl.scoring import ScoringPrompt, score_cached, score_naive
 from mcicl.probing.models import load_model
 from mcicl.probing.tiny import build_tiny_model

@@ -26,6 +26,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 from bench_synthetic import step_flops
+
 from mcicl.synthetic.cells import CellBatch, train_cells
 from mcicl.synthetic.config import SyntheticConfig
 

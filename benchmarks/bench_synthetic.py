@@ -20,10 +20,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from mcicl.synthetic.config import SyntheticConfig
-from mcicl.synthetic.train import build_model, build_world, sgd_step, train
 
 from mcicl.core.runs import RunFolder
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.train import build_model, build_world, sgd_step, train
 
 
 def time_loop(config: SyntheticConfig, steps: int, best_of: int = 3) -> float:

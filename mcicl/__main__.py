@@ -2,6 +2,6 @@
 
 import sys
 
-from mcicl.analysis.cli import main
+from mcicl.app.cli import main
 
 sys.exit(main())

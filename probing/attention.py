@@ -41,18 +41,19 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from mcicl.core.configuration import require, to_dict
+from mcicl.core.logs import progress
+from mcicl.core.runs import RunFolder
 from mcicl.probing.attention_figures import save_attention_figures
 from mcicl.probing.concepts import ConceptSet
-from mcicl.probing.devices import input_device, resolve_device
-from mcicl.probing.extract import ExtractionConfig, _body, padding_for, padding_token_id
+from mcicl.probing.extract import ExtractionConfig, model_body, padding_for, padding_token_id
 from mcicl.probing.icl.run import load_suite
 from mcicl.probing.icl.scoring import ScoringPrompt, score_prompts
 from mcicl.probing.icl.tasks import CONDITIONS, DEFAULT_ARBITRARY_LABELS, IclPrompt, IclSampler, PromptTemplate
 from mcicl.probing.models import LoadedModel, load_model
+from mcicl.probing.placement import input_device, resolve_device
 from mcicl.probing.tiny import is_random_weights
-
-from mcicl.core.config import require, to_dict
-from mcicl.core.runs import RunFolder, progress
 
 log = logging.getLogger("mcicl")
 
@@ -157,7 +158,7 @@ def query_attention(model: Any, tokenizer: Any, layouts: Sequence[PromptLayout],
     prompt in a batch gets the rows it gets alone.
     """
     require(batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
-    body = _body(model)
+    body = model_body(model)
     side = padding_for(model)
     params = inspect.signature(body.forward).parameters
     pad_id = padding_token_id(tokenizer)

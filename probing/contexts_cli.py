@@ -11,13 +11,15 @@ import logging
 from typing import Any
 
 import numpy as np
-from mcicl.analysis.contextual_figures import context_layers_figure, word_contexts_figure
+
+from mcicl.analysis.engine.context_figures import context_layers_figure, word_contexts_figure
+from mcicl.core.cli import add_model_options, add_run_options, merge_config
+from mcicl.core.io import strict_json
+from mcicl.core.runs import RunFolder
+from mcicl.core.seeding import seed_everything
+from mcicl.core.vectors import LabelledVectors
 from mcicl.probing.contextual import ContextsConfig, ContextsResult, load_contexts, measure_contexts
 from mcicl.probing.datasets import load_concept_set
-
-from mcicl.core.cli import add_model_options, add_run_options, merge_config
-from mcicl.core.runs import RunFolder, seed_everything, strict_json
-from mcicl.core.vectors import LabelledVectors
 
 log = logging.getLogger("mcicl")
 PCA_WORDS = 6

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from mcicl.core.runs import RunFolder
 from mcicl.probing.contexts_cli import write_contexts_run
 from mcicl.probing.contextual import ContextsConfig, measure_contexts
 from mcicl.probing.extract import ExtractionConfig
-
-from mcicl.core.runs import RunFolder
 
 
 def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict[str, Any]:

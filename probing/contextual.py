@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from mcicl.analysis.contextual import ContextStats, context_statistics, cosine_scores
+
+from mcicl.analysis.engine.context_measures import ContextStats, context_statistics, cosine_scores
+from mcicl.core.configuration import require
+from mcicl.core.logs import progress
 from mcicl.probing.cache import ExtractionCache, model_fingerprint
 from mcicl.probing.contexts import (
     CONTEXT_SOURCES,
@@ -38,19 +41,16 @@ from mcicl.probing.datasets import load_concept_set, wordnet_reader
 from mcicl.probing.extract import (
     POOLINGS,
     ExtractionConfig,
-    _compute,
-    _Item,
+    PoolItem,
     extract_words,
     load_for,
     n_hidden_layers,
     padding_for,
     padding_token_id,
+    pool_vectors,
     resolve_layers,
 )
 from mcicl.probing.models import LoadedModel
-
-from mcicl.core.config import require
-from mcicl.core.runs import progress
 
 log = logging.getLogger("mcicl")
 
@@ -66,7 +66,7 @@ class ContextualExtraction:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare_contexts(tokenizer: Any, contexts: Sequence[SenseContext]) -> list[_Item]:
+def prepare_contexts(tokenizer: Any, contexts: Sequence[SenseContext]) -> list[PoolItem]:
     """Each context tokenized whole, with the positions of the tokens overlapping its word's occurrence."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{type(tokenizer).__name__} is a slow tokenizer; contextual extraction needs a fast "
@@ -87,7 +87,7 @@ def prepare_contexts(tokenizer: Any, contexts: Sequence[SenseContext]) -> list[_
         if limit and limit < 10**7 and len(ids) > limit:
             raise ValueError(f"context {c.context[:60]!r}... is {len(ids)} tokens, more than the model's maximum of "
                              f"{limit}; shorten it")
-        items.append(_Item(list(ids), positions))
+        items.append(PoolItem(list(ids), positions))
     return items
 
 
@@ -106,8 +106,8 @@ def extract_contexts(model: Any, tokenizer: Any, contexts: Sequence[SenseContext
     side = padding_for(model, padding_side)
     pad = padding_token_id(tokenizer)
 
-    def compute(part: list[_Item], quiet: bool) -> dict[str, np.ndarray]:
-        return _compute(model, part, "hidden", layer_idx, pooling, batch_size, side, pad, not quiet, "contexts")
+    def compute(part: list[PoolItem], quiet: bool) -> dict[str, np.ndarray]:
+        return pool_vectors(model, part, "hidden", layer_idx, pooling, batch_size, side, pad, not quiet, "contexts")
 
     if cache_dir is None:
         vectors = compute(items, not show_progress)

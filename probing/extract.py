@@ -20,14 +20,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from mcicl.probing.cache import ExtractionCache, model_fingerprint
-from mcicl.probing.devices import input_device, resolve_device
-from mcicl.probing.models import LoadedModel, is_causal_model, load_model
-from mcicl.probing.tiny import is_random_weights
 
-from mcicl.core.config import ConfigError, require
-from mcicl.core.runs import progress
+from mcicl.core.configuration import ConfigError, require
+from mcicl.core.logs import progress
 from mcicl.core.vectors import LabelledVectors
+from mcicl.probing.cache import ExtractionCache, model_fingerprint
+from mcicl.probing.models import LoadedModel, is_causal_model, load_model
+from mcicl.probing.placement import input_device, resolve_device
+from mcicl.probing.tiny import is_random_weights
 
 log = logging.getLogger("mcicl")
 
@@ -147,7 +147,7 @@ class Extraction:
 
 
 @dataclass
-class _Item:
+class PoolItem:
     """One word ready for the model: its token ids and the positions of the word's own tokens."""
 
     ids: list[int]
@@ -155,7 +155,7 @@ class _Item:
 
 
 def prepare_words(tokenizer: Any, words: Iterable[str], template: str = WORD_SLOT
-                  ) -> tuple[list[str], list[_Item], dict[str, list[str]]]:
+                  ) -> tuple[list[str], list[PoolItem], dict[str, list[str]]]:
     """(represented words, their tokenized items, report of empty / unrepresentable / duplicate words)."""
     check_template(template)
     report: dict[str, list[str]] = {"empty": [], "unrepresentable": [], "duplicates": [], "partially_unknown": []}
@@ -186,7 +186,7 @@ def prepare_words(tokenizer: Any, words: Iterable[str], template: str = WORD_SLO
             raise ValueError(f"word {word!r} in template {template!r} is {len(ids)} tokens, more than the "
                              f"model's maximum of {limit}; use a shorter template")
         kept.append(word)
-        items.append(_Item(list(ids), positions))
+        items.append(PoolItem(list(ids), positions))
     return kept, items, report
 
 
@@ -275,12 +275,12 @@ def n_hidden_layers(model: Any) -> int:
 
 
     with torch.inference_mode():
-        out = _body(model)(input_ids=torch.zeros(1, 1, dtype=torch.long, device=input_device(model)),
+        out = model_body(model)(input_ids=torch.zeros(1, 1, dtype=torch.long, device=input_device(model)),
                            output_hidden_states=True)
     return len(out.hidden_states) - 1
 
 
-def _body(model: Any) -> Any:
+def model_body(model: Any) -> Any:
     """The module whose forward returns hidden states: the encoder of an encoder-decoder, else the base model
     (a causal LM's body, skipping the vocabulary projection, whose logits extraction never needs)."""
     if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
@@ -299,7 +299,7 @@ def layer_names(model: Any, space: str, layers: str | Sequence[int] = "all") -> 
 def padding_for(model: Any, padding_side: str = "auto") -> str:
     """'left' or 'right': left for causal LMs (their convention), right for encoders, unless asked."""
     require(padding_side in PADDING_SIDES, "padding_side", padding_side, "one of " + ", ".join(PADDING_SIDES))
-    accepts_positions = "position_ids" in inspect.signature(_body(model).forward).parameters
+    accepts_positions = "position_ids" in inspect.signature(model_body(model).forward).parameters
     if padding_side == "auto":
 
         return "left" if is_causal_model(model) and accepts_positions else "right"
@@ -309,7 +309,7 @@ def padding_for(model: Any, padding_side: str = "auto") -> str:
     return padding_side
 
 
-def _pool_rows(lookup: Any, device: Any, items: list[_Item], pooling: str) -> np.ndarray:
+def _pool_rows(lookup: Any, device: Any, items: list[PoolItem], pooling: str) -> np.ndarray:
     """Pooled vectors ``lookup(ids)`` (rows of an embedding) over each item's word tokens -> (len(items), d)."""
 
     with torch.inference_mode():
@@ -338,7 +338,7 @@ def input_scale(model: Any) -> float:
     with torch.inference_mode():
         token = int(weight[:4096].float().norm(dim=-1).argmax())  # a row far from zero
         row = weight[token].float()
-        h0 = _body(model)(input_ids=torch.tensor([[token]], device=weight.device),
+        h0 = model_body(model)(input_ids=torch.tensor([[token]], device=weight.device),
                           output_hidden_states=True).hidden_states[0][0, 0].float().to(row.device)
         # OPT with word_embed_proj_dim projects its rows to another width: not a rescaling
         factor = float(h0 @ row / (row @ row)) if h0.shape == row.shape else 1.0
@@ -350,13 +350,13 @@ def input_scale(model: Any) -> float:
     return float(scale) if scale is not None else 1.0
 
 
-def _pool_hidden(model: Any, items: list[_Item], layer_idx: list[int], pooling: str, batch_size: int,
+def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], pooling: str, batch_size: int,
                  padding_side: str, pad_id: int, show_progress: bool = True, desc: str = "extract"
                  ) -> dict[str, np.ndarray]:
     """Pooled hidden states of the selected layers for every item (in the items' order)."""
 
 
-    body = _body(model)
+    body = model_body(model)
     params = inspect.signature(body.forward).parameters
     extra = {k: v for k, v in (("use_cache", False), ("return_dict", True)) if k in params}
     # Left padding shifts the real tokens, so they get explicit positions 0..len-1. With right padding the model
@@ -409,9 +409,11 @@ def _pool_hidden(model: Any, items: list[_Item], layer_idx: list[int], pooling: 
     return out
 
 
-def _compute(model: Any, items: list[_Item], space: str, layer_idx: list[int], pooling: str, batch_size: int,
-             padding_side: str, pad_id: int, show_progress: bool = True, desc: str = "extract"
-             ) -> dict[str, np.ndarray]:
+def pool_vectors(model: Any, items: list[PoolItem], space: str, layer_idx: list[int], pooling: str, batch_size: int,
+                 padding_side: str, pad_id: int, show_progress: bool = True, desc: str = "extract"
+                 ) -> dict[str, np.ndarray]:
+    """Layer name -> (len(items), d) pooled vectors of ``items``: the public forward-and-pool seam that word
+    extraction, contextual extraction and the probes share (padding handled here, once)."""
     if space == "hidden":
         return _pool_hidden(model, items, layer_idx, pooling, batch_size, padding_side, pad_id, show_progress, desc)
     if space == "input":  # what the first layer reads: the rows times the model's scale (Gemma: sqrt(d))
@@ -426,7 +428,7 @@ def _compute(model: Any, items: list[_Item], space: str, layer_idx: list[int], p
 
 
 def _meta(model: Any, tokenizer: Any, space: str, template: str, pooling: str, padding_side: str,
-          n_layers: int | None, words: list[str], items: list[_Item]) -> dict[str, Any]:
+          n_layers: int | None, words: list[str], items: list[PoolItem]) -> dict[str, Any]:
 
     location = getattr(model.config, "_name_or_path", "")
     return {
@@ -459,7 +461,7 @@ def extract(model: Any, tokenizer: Any, words: Iterable[str], *, space: str = "h
     n_layers = n_hidden_layers(model) if space == "hidden" else None
     layer_idx = resolve_layers(layers, n_layers) if space == "hidden" else []
     side = padding_for(model, padding_side) if space == "hidden" else "none"
-    vectors = _compute(model, items, space, layer_idx, pooling, batch_size, side, padding_token_id(tokenizer),
+    vectors = pool_vectors(model, items, space, layer_idx, pooling, batch_size, side, padding_token_id(tokenizer),
                        show_progress)
     names = list(vectors)
     return Extraction(kept, names, vectors, report,
@@ -490,10 +492,10 @@ def extract_words(words: Iterable[str], config: ExtractionConfig, *, loaded: Loa
             log.warning("%d %s word(s) left out: %s", len(report[kind]), what,
                         ", ".join(repr(w) for w in report[kind][:10]) + (" ..." if len(report[kind]) > 10 else ""))
     if config.cache_dir is None:
-        vectors = _compute(model, items, config.space, layer_idx, config.pooling, config.batch_size, side, pad,
+        vectors = pool_vectors(model, items, config.space, layer_idx, config.pooling, config.batch_size, side, pad,
                            show_progress)
     else:
-        vectors = _cached_compute(model, tokenizer, ref, kept, items, config, layer_idx, names, side, pad,
+        vectors = _cached_pool(model, tokenizer, ref, kept, items, config, layer_idx, names, side, pad,
                                   show_progress)
     meta = _meta(model, tokenizer, config.space, config.template, config.pooling, side, n_layers, kept, items)
     meta["model"] = getattr(ref, "spec", meta["model"])
@@ -502,7 +504,7 @@ def extract_words(words: Iterable[str], config: ExtractionConfig, *, loaded: Loa
     return Extraction(kept, names, {n: vectors[n] for n in names}, report, meta)
 
 
-def _cached_compute(model: Any, tokenizer: Any, ref: Any, kept: list[str], items: list[_Item],
+def _cached_pool(model: Any, tokenizer: Any, ref: Any, kept: list[str], items: list[PoolItem],
                     config: ExtractionConfig, layer_idx: list[int], names: list[str], side: str, pad: int,
                     show_progress: bool) -> dict[str, np.ndarray]:
     """Compute chunk by chunk, reading chunks the cache holds and storing the others as they finish."""
@@ -522,7 +524,7 @@ def _cached_compute(model: Any, tokenizer: Any, ref: Any, kept: list[str], items
         chunk_words = [kept[i] for i in chunk]
         arrays = cache.load(chunk_words, names)
         if arrays is None:
-            arrays = _compute(model, [items[i] for i in chunk], config.space, layer_idx, config.pooling,
+            arrays = pool_vectors(model, [items[i] for i in chunk], config.space, layer_idx, config.pooling,
                               config.batch_size, side, pad, show_progress=False)
             cache.save(chunk_words, arrays)
         else:
@@ -534,5 +536,5 @@ def _cached_compute(model: Any, tokenizer: Any, ref: Any, kept: list[str], items
     log.info("cache %s: %d of %d chunk(s) read back, %d computed", cache.folder, hits, len(chunks),
              len(chunks) - hits)
     if not chunks:
-        out = _compute(model, [], config.space, layer_idx, config.pooling, config.batch_size, side, pad, False)
+        out = pool_vectors(model, [], config.space, layer_idx, config.pooling, config.batch_size, side, pad, False)
     return out

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from mcicl.probing.datasets import load_concept_set
-from mcicl.probing.extract import ExtractionConfig, extract_words, load_for
 
 from mcicl.core.cli import add_model_options, add_run_options, merge_config
-from mcicl.core.config import read_mapping, to_dict
+from mcicl.core.configuration import read_mapping, to_dict
 from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
 from mcicl.core.runs import RunFolder
+from mcicl.probing.datasets import load_concept_set
+from mcicl.probing.extract import ExtractionConfig, extract_words, load_for
 
 log = logging.getLogger("mcicl")
 

@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from mcicl.analysis.geometry import (
+
+from mcicl.analysis.engine.geometry_figures import (
+    HEATMAP_CAPTION,
+    LAYERS_CAPTION,
+    direction_heatmap_figure,
+    layer_curves_figure,
+)
+from mcicl.analysis.engine.measures import (
     concept_directions,
     direction_abs_cos,
     geometry_summary,
@@ -25,22 +32,18 @@ from mcicl.analysis.geometry import (
     prepare,
     single_threaded_blas,
 )
-from mcicl.analysis.geometry_figures import (
-    HEATMAP_CAPTION,
-    LAYERS_CAPTION,
-    direction_heatmap_figure,
-    layer_curves_figure,
-)
-from mcicl.analysis.polysemy import polysemy_analysis
-from mcicl.analysis.probes import linear_probe
+from mcicl.analysis.engine.polysemy import polysemy_analysis
+from mcicl.analysis.engine.probes import linear_probe
+from mcicl.core.configuration import require
+from mcicl.core.io import strict_json, write_json
+from mcicl.core.logs import progress
+from mcicl.core.plotting import save_figure
+from mcicl.core.runs import RunFolder
+from mcicl.core.seeding import seed_everything
+from mcicl.core.vectors import LabelledVectors, Space
 from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.extract import ExtractionConfig, extract_words, load_for
 from mcicl.probing.models import LoadedModel
-
-from mcicl.core.config import require
-from mcicl.core.plotting import save_figure
-from mcicl.core.runs import RunFolder, progress, seed_everything, strict_json, write_json
-from mcicl.core.vectors import LabelledVectors, Space
 
 log = logging.getLogger("mcicl")
 

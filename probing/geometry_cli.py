@@ -6,11 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from mcicl.probing.extract import SPACES
-from mcicl.probing.geometry import SIGNS, WHITEN, GeometryConfig, load_concepts, run_geometry
-
 from mcicl.core.cli import add_model_options, add_run_options, merge_config
 from mcicl.core.runs import RunFolder
+from mcicl.probing.extract import SPACES
+from mcicl.probing.geometry import SIGNS, WHITEN, GeometryConfig, load_concepts, run_geometry
 
 log = logging.getLogger("mcicl")
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from mcicl.core.runs import RunFolder
 from mcicl.probing.extract import ExtractionConfig
 from mcicl.probing.geometry import GeometryConfig, run_geometry
-
-from mcicl.core.runs import RunFolder
 
 
 def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict[str, Any]:

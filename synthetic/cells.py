@@ -19,6 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from mcicl.core.configuration import to_dict
+from mcicl.core.logs import progress
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.convergence import summarize
 from mcicl.synthetic.data import Prompts, torch_dtype
@@ -33,9 +36,6 @@ from mcicl.synthetic.train import (
     training_device,
     world_weight_metrics,
 )
-
-from mcicl.core.config import to_dict
-from mcicl.core.runs import progress
 
 # Fields that may differ between the cells of one batch: they change values, never shapes or the loop.
 BATCHED_FIELDS = frozenset({

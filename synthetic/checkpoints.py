@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mcicl.synthetic.config import SyntheticConfig
-from mcicl.synthetic.model import OneLayerTransformer
 from safetensors.torch import load_file, save_file
 
-from mcicl.core.config import to_dict
-from mcicl.core.runs import write_json
+from mcicl.core.configuration import to_dict
+from mcicl.core.io import write_json
+from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.model import OneLayerTransformer
 
 
 def save_checkpoint(model: OneLayerTransformer, folder: Path, step: int, config: SyntheticConfig) -> Path:

@@ -6,15 +6,15 @@ import argparse
 import logging
 from pathlib import Path
 
+from mcicl.core.cli import add_run_options, merge_config
+from mcicl.core.configuration import load_config, read_mapping, to_dict
+from mcicl.core.runs import RunFolder, require_run
+from mcicl.core.seeding import seed_everything
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.launchers import LAUNCHERS
 from mcicl.synthetic.plots import plot_run
 from mcicl.synthetic.sweep import CELLS_PER_BLOCK, run_sweep
 from mcicl.synthetic.train import train, training_device
-
-from mcicl.core.cli import add_run_options, merge_config
-from mcicl.core.config import load_config, read_mapping, to_dict
-from mcicl.core.runs import RunFolder, require_run, seed_everything
 
 log = logging.getLogger("mcicl")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mcicl.core.config import require
+from mcicl.core.configuration import require
 
 MAX_PROMPT_GIB = 8.0  # the prompt sets of one run must fit in this (a config error otherwise, not an allocation)
 

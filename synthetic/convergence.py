@@ -24,8 +24,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from mcicl.synthetic.config import SyntheticConfig
 from scipy import stats
+
+from mcicl.synthetic.config import SyntheticConfig
 
 TAIL_START = 0.1
 

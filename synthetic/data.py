@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
+
 from mcicl.synthetic.config import SyntheticConfig
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}

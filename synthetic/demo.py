@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from mcicl.core.runs import RunFolder
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.train import train
-
-from mcicl.core.runs import RunFolder
 
 
 def demo_config(small: bool, seed: int = 0) -> SyntheticConfig:

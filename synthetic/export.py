@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
+
+from mcicl.core.configuration import load_config, to_dict
+from mcicl.core.vectors import LabelledVectors
 from mcicl.synthetic.checkpoints import latest_checkpoint
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.data import Dictionary, generator, sample_words, train_spec
-from safetensors.torch import load_file
-
-from mcicl.core.config import load_config, to_dict
-from mcicl.core.vectors import LabelledVectors
 
 FEATURES = "features.npz"
 POLYSEMY = "features.polysemy.npz"

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import torch
+
 from mcicl.synthetic.data import Dictionary, Prompts
 from mcicl.synthetic.model import OneLayerTransformer, logistic_loss, zero_one_loss
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.data import Dictionary, Prompts, torch_dtype
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from mcicl.core.configuration import load_config
+from mcicl.core.io import read_json, read_jsonl
+from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
 from mcicl.synthetic.baselines import BASELINES
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.convergence import fit_tail, series
-
-from mcicl.core.config import load_config
-from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
-from mcicl.core.runs import read_json, read_jsonl
 
 BASELINE_LABELS = {"query_only": "query only (context-blind)", "nearest_demonstration": "nearest demonstration",
                    "averaging": "averaging rule", "oracle": "oracle (known generator)"}

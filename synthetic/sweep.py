@@ -15,14 +15,16 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from mcicl.core.configuration import from_dict, to_dict
+from mcicl.core.io import read_json
+from mcicl.core.logs import progress
+from mcicl.core.plotting import SEQUENTIAL_CMAP, Caption, save_figure, styled, subplots
+from mcicl.core.runs import RunFolder
 from mcicl.synthetic.cells import CellResult, group_cells
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.launchers import check_launcher, run_blocks
 from mcicl.synthetic.train import METRICS, training_device
-
-from mcicl.core.config import from_dict, to_dict
-from mcicl.core.plotting import SEQUENTIAL_CMAP, Caption, save_figure, styled, subplots
-from mcicl.core.runs import RunFolder, progress, read_json
 
 log = logging.getLogger("mcicl")
 SWEEP_CSV = "sweep.csv"

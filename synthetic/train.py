@@ -14,6 +14,12 @@ from dataclasses import dataclass
 
 import torch
 from matplotlib.figure import Figure
+
+from mcicl.core.configuration import from_dict, to_dict
+from mcicl.core.devices import check_device
+from mcicl.core.io import read_json, read_jsonl
+from mcicl.core.logs import progress
+from mcicl.core.runs import RunFolder
 from mcicl.synthetic.baselines import BASELINES, QueryOnly, baseline_scores
 from mcicl.synthetic.checkpoints import latest_checkpoint, load_weights, save_checkpoint
 from mcicl.synthetic.config import SCENARIOS, SyntheticConfig
@@ -33,10 +39,6 @@ from mcicl.synthetic.export import export_features
 from mcicl.synthetic.metrics import prompt_metrics, weight_metrics
 from mcicl.synthetic.model import OneLayerTransformer, logistic_loss, zero_one_loss
 from mcicl.synthetic.plots import plot_run, run_figures
-
-from mcicl.core.config import from_dict, to_dict
-from mcicl.core.devices import check_device
-from mcicl.core.runs import RunFolder, progress, read_json, read_jsonl
 
 log = logging.getLogger("mcicl")
 METRICS = "metrics.jsonl"

@@ -28,6 +28,9 @@ import numpy as np
 import tokenizers
 import torch
 import transformers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import ByT5Tokenizer, PreTrainedTokenizerFast
+
 from mcicl.probing.extract import ExtractionConfig, extract, prepare_words
 from mcicl.probing.icl.run import IclConfig, choose_readout
 from mcicl.probing.icl.scoring import (
@@ -40,8 +43,6 @@ from mcicl.probing.icl.scoring import (
 )
 from mcicl.probing.models import default_model_path, load_model
 from mcicl.probing.tiny import RANDOM_WEIGHTS_MARKER
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import ByT5Tokenizer, PreTrainedTokenizerFast
 
 CORPUS = ("the dog is an animal . a cat and a lion are animals ; hammer saw drill -> tool\n"
           "red blue green -> colour\n apple orange -> fruit\n car bus train -> vehicle\n France Spain -> country\n"

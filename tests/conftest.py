@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mcicl.probing.models import default_model_path, load_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

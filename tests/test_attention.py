@@ -9,6 +9,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from mcicl.core.runs import RunFolder
 from mcicl.probing.attention import (
     AttentionConfig,
     cell_statistics,
@@ -24,9 +27,6 @@ from mcicl.probing.extract import ExtractionConfig
 from mcicl.probing.icl.tasks import IclSampler, PromptTemplate
 from mcicl.probing.models import LoadedModel, ModelRef, load_model
 from mcicl.probing.tiny import build_tiny_model, build_tiny_tokenizer
-from transformers import GPT2Config, GPT2LMHeadModel
-
-from mcicl.core.runs import RunFolder
 from tests.conftest import mcicl_cli
 
 WORDS = {

@@ -9,17 +9,17 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
 from mcicl.analysis.compare import STATISTICS
 from mcicl.analysis.matched import estimate_parameters, matched_rows, measure_moments, simulate_words
 from mcicl.analysis.ood_map import MapPoint, ood_grid, ood_map_figure
+from mcicl.core.plotting import save_figure
+from mcicl.core.runs import RunFolder
 from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.extract import ExtractionConfig
 from mcicl.probing.geometry import GeometryConfig, run_geometry
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.train import train
-
-from mcicl.core.plotting import save_figure
-from mcicl.core.runs import RunFolder
 from tests.conftest import mcicl_cli
 
 # A small concept set: 6 concepts of the built-in set plus polysemous words with senses among them.

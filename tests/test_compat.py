@@ -11,10 +11,10 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from mcicl.probing.extract import extract, input_scale
 from mcicl.probing.icl.scoring import cached_unsupported, score_prompts
 from mcicl.probing.models import load_model
-
 from tests.compat_matrix import BY_NAME, FAMILIES, PROMPTS, REAL_MINILM, WINDOW, build_family, check_family
 
 TOL_EXTRACT = 1e-5

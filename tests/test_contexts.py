@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from mcicl.probing.concepts import ConceptSet
 from mcicl.probing.contexts import (
     ContextsError,

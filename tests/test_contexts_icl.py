@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+from mcicl.core.runs import RunFolder
 from mcicl.probing.contexts import ContextSet, make_context
 from mcicl.probing.contextual import extract_contexts
 from mcicl.probing.extract import ExtractionConfig, extract_words
@@ -14,8 +16,6 @@ from mcicl.probing.icl import run as icl_run
 from mcicl.probing.icl.readout import attention_readout
 from mcicl.probing.icl.run import IclConfig, run_icl, summarise
 from mcicl.probing.icl.tasks import CONDITIONS, DEFAULT_CONDITIONS, IclSampler, PromptTemplate
-
-from mcicl.core.runs import RunFolder
 from tests.icl_fixtures import small_concept_set
 
 SENTENCES = {

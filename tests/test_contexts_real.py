@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from mcicl.analysis.cli import main
+
+from mcicl.app.cli import main
 from mcicl.probing import contextual
 from mcicl.probing.contexts import ContextSet, builtin_contexts, make_context
 from mcicl.probing.contextual import ContextsConfig, extract_contexts, measure_contexts
@@ -60,7 +61,7 @@ def test_cache_reads_back_without_computing(minilm, contexts, tmp_path, monkeypa
     def refuse(*args, **kwargs):
         raise AssertionError("computed although cached")
 
-    monkeypatch.setattr(contextual, "_compute", refuse)
+    monkeypatch.setattr(contextual, "pool_vectors", refuse)
     b = extract_contexts(minilm.model, minilm.tokenizer, contexts, layers="0,6", cache_dir=str(tmp_path),
                          show_progress=False)
     for layer in ("0", "6"):

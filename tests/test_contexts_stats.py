@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mcicl.analysis.contextual import (
+from sklearn.metrics import roc_auc_score
+
+from mcicl.analysis.engine.context_measures import (
     context_statistics,
     cosine_scores,
     group_permutations,
@@ -12,7 +14,6 @@ from mcicl.analysis.contextual import (
     pair_auc_units,
     predictions,
 )
-from sklearn.metrics import roc_auc_score
 
 
 def test_scores_margins_and_predictions_match_the_formulas():

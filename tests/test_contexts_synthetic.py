@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from mcicl.analysis.matched import matched_rows
+from mcicl.core.configuration import ConfigError
 from mcicl.synthetic.config import CONTEXT_SCENARIOS, SyntheticConfig, default_scenarios
 from mcicl.synthetic.data import build_dictionary, sample_prompts, scenario_spec
-
-from mcicl.core.config import ConfigError
 
 
 @pytest.mark.parametrize("name,selects_task", [("polysemous_in_context", True),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from mcicl.probing.concepts import ConceptSet, ConceptSetError
 from mcicl.probing.datasets import (
     ConceptFileError,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from mcicl.probing.datasets import WordNetNotFoundError, builtin_concepts, wordnet_concepts, wordnet_reader
 from mcicl.probing.datasets.wordnet import LEXNAMES
 

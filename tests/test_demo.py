@@ -5,8 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
-from mcicl.analysis.demo import STAGES
-
+from mcicl.app.demo import STAGES
 from tests.conftest import mcicl_cli
 from tests.test_report import check_report
 

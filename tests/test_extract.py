@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 
-import mcicl.probing.extract as extract_module
 import numpy as np
 import pytest
 import torch
-from mcicl.analysis.cli import main
+from transformers import RobertaConfig, RobertaModel, T5Config, T5Model
+
+import mcicl.probing.extract as extract_module
+from mcicl.app.cli import main
+from mcicl.core.configuration import ConfigError, from_dict
+from mcicl.core.io import read_json
+from mcicl.core.vectors import LabelledVectors
 from mcicl.probing.extract import (
     Extraction,
     ExtractionConfig,
@@ -21,11 +26,6 @@ from mcicl.probing.extract import (
 from mcicl.probing.extract_cli import read_words_file
 from mcicl.probing.models import ModelNotFoundError, load_model
 from mcicl.probing.tiny import build_tiny_model, build_tiny_tokenizer
-from transformers import RobertaConfig, RobertaModel, T5Config, T5Model
-
-from mcicl.core.config import ConfigError, from_dict
-from mcicl.core.runs import read_json
-from mcicl.core.vectors import LabelledVectors
 from tests.conftest import mcicl_cli
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -194,8 +194,8 @@ def test_cache_second_run_reads_back_and_interrupted_run_resumes(tiny_models, tm
 
     loaded = tiny_models["gpt2"]
     calls = []
-    real = extract_module._compute
-    monkeypatch.setattr(extract_module, "_compute", lambda m, items, *a, **k: calls.append(len(items)) or
+    real = extract_module.pool_vectors
+    monkeypatch.setattr(extract_module, "pool_vectors", lambda m, items, *a, **k: calls.append(len(items)) or
                         real(m, items, *a, **k))
     words = [f"{w}{i}" for i in range(12) for w in ("dog", "cat")]  # 24 words, 3 chunks of 8 at batch size 1
     config = ExtractionConfig(model="unused", layers="all", batch_size=1, cache_dir=str(tmp_path / "cache"))
@@ -336,8 +336,8 @@ def test_cache_misses_when_a_deep_weight_changes_in_memory(tmp_path, monkeypatch
 
     loaded = load_model(str(build_tiny_model("bert", tmp_path / "bert", hidden=32, heads=2)))
     calls = []
-    real = extract_module._compute
-    monkeypatch.setattr(extract_module, "_compute", lambda m, items, *a, **k: calls.append(len(items)) or
+    real = extract_module.pool_vectors
+    monkeypatch.setattr(extract_module, "pool_vectors", lambda m, items, *a, **k: calls.append(len(items)) or
                         real(m, items, *a, **k))
     config = ExtractionConfig(model="unused", layers="last", cache_dir=str(tmp_path / "cache"))
     first = extract_words(["dog", "cat"], config, loaded=loaded, show_progress=False)

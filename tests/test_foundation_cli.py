@@ -11,8 +11,9 @@ import torch
 import yaml
 
 from mcicl import __version__
-from mcicl.core.config import ConfigError, from_dict, load_config, require
-from mcicl.core.runs import RunExistsError, RunFolder, seed_everything
+from mcicl.core.configuration import ConfigError, from_dict, load_config, require
+from mcicl.core.runs import RunExistsError, RunFolder
+from mcicl.core.seeding import seed_everything
 from tests.conftest import mcicl_cli
 
 

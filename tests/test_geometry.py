@@ -6,16 +6,17 @@ import math
 
 import numpy as np
 import pytest
-from mcicl.analysis import geometry as g
-from mcicl.analysis.nulls import (
+
+from mcicl.analysis.engine import measures as g
+from mcicl.analysis.engine.nulls import (
     bootstrap_units,
     isotropic_abs_cos,
     isotropic_abs_cos_asymptotic,
     permutation_p_value,
     shuffle_coordinates,
 )
-from mcicl.analysis.polysemy import parse_senses, polysemy_analysis, sparse_senses
-from mcicl.analysis.probes import control_labels, linear_probe
+from mcicl.analysis.engine.polysemy import parse_senses, polysemy_analysis, sparse_senses
+from mcicl.analysis.engine.probes import control_labels, linear_probe
 
 
 def planted(k: int = 6, m: int = 40, d: int = 128, sigma: float = 1.0, seed: int = 0, means: np.ndarray | None = None):

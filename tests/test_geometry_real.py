@@ -8,17 +8,18 @@ import math
 
 import numpy as np
 import pytest
-from mcicl.analysis.cli import main  # in-process: the same handler, without another interpreter start
-from mcicl.analysis.geometry import geometry_summary
+
+from mcicl.analysis.engine.measures import geometry_summary
+from mcicl.app.cli import main  # in-process: the same handler, without another interpreter start
+from mcicl.core.configuration import ConfigError
+from mcicl.core.io import read_json
+from mcicl.core.runs import RunFolder
+from mcicl.core.vectors import LabelledVectors
 from mcicl.probing.concepts import ConceptSet
 from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.extract import ExtractionConfig
 from mcicl.probing.geometry import GeometryConfig, _vocab_words, concept_pairs, run_geometry
 from mcicl.probing.tiny import build_tiny_tokenizer
-
-from mcicl.core.config import ConfigError
-from mcicl.core.runs import RunFolder, read_json
-from mcicl.core.vectors import LabelledVectors
 from tests.conftest import mcicl_cli
 
 FAST = {"permutations": 100, "bootstrap": 200, "shuffles": 2}

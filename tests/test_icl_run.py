@@ -7,11 +7,12 @@ import json
 import math
 
 import pytest
+
+from mcicl.core.io import read_json
+from mcicl.core.runs import RunFolder
 from mcicl.probing.extract import ExtractionConfig
 from mcicl.probing.icl.run import IclConfig, choose_readout, run_icl
 from mcicl.probing.tiny import build_tiny_model
-
-from mcicl.core.runs import RunFolder, read_json
 from tests.conftest import mcicl_cli
 from tests.icl_fixtures import small_concept_set
 

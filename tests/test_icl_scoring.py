@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from mcicl.probing.icl.scoring import (
     LabelTokenizationError,
     ScoringPrompt,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from mcicl.probing.concepts import ConceptSet
 from mcicl.probing.datasets import builtin_concepts
 from mcicl.probing.datasets.sets import descendants
 from mcicl.probing.icl.readout import attention_readout
 from mcicl.probing.icl.stats import bootstrap_accuracy
 from mcicl.probing.icl.tasks import CONDITIONS, DEFAULT_CONDITIONS, IclSampler, concept_label
-
 from tests.icl_fixtures import small_concept_set
 
 

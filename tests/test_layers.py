@@ -1,11 +1,13 @@
 """mcicl's import structure: one-way layers, no cycles, imports at the top of each file.
 
-Layers, bottom to top:
-  0 core     mcicl, mcicl.core.*                       (configs, run folders, vector format, plot style, options)
-  1 engine   mcicl.analysis.{geometry, nulls, ...}     (the geometry engine and its figures)
-  2 worlds   mcicl.synthetic.*, mcicl.probing.*        (independent of each other)
-  3 top      comparison, matched world, maps, report, demo, CLI, the front door
-A module may import its own layer or below, never above; the two worlds never import each other.
+Layers, bottom to top, read from the folder a module sits in (no module lists):
+  0 core     mcicl/core/ (and mcicl/__init__)   configs, run folders, I/O, logging, vector format, job protocol
+  1 engine   analysis/engine/                   the geometry engine and its figures
+  2 worlds   synthetic/, probing/               independent of each other
+  3 analysis analysis/                          comparison, matched world, maps, report
+  4 app      mcicl/app/ (and mcicl/__main__)    job registry, command line, demo, Python front door
+A module may import its own layer or below, never above; the two worlds never import each other; no package
+(folder) imports another in a circle.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"mcicl": REPO / "mcicl", "mcicl.synthetic": REPO / "synthetic", "mcicl.probing": REPO / "probing",
            "mcicl.analysis": REPO / "analysis"}
-ENGINE = {"geometry", "nulls", "polysemy", "probes", "geometry_figures", "embedding_plots", "contextual",
-          "contextual_figures"}
+# Folder (package) -> layer; a module's layer is that of the longest package prefix of its name.
+LAYERS = {"mcicl": 0, "mcicl.core": 0, "mcicl.analysis.engine": 1, "mcicl.synthetic": 2, "mcicl.probing": 2,
+          "mcicl.analysis": 3, "mcicl.app": 4, "mcicl.__main__": 4}
+WORLDS = ("mcicl.synthetic", "mcicl.probing")
 
 
 def module_files() -> dict[str, Path]:
@@ -35,18 +39,17 @@ def module_files() -> dict[str, Path]:
 
 
 def layer(module: str) -> tuple[int, str]:
-    """(layer number, world name for layer 2) of an mcicl module."""
-    if module == "mcicl" or module.startswith("mcicl.core"):
-        return 0, ""
-    if module.startswith("mcicl.synthetic"):
-        return 2, "synthetic"
-    if module.startswith("mcicl.probing"):
-        return 2, "probing"
-    if module.startswith("mcicl.analysis."):
-        return (1, "") if module.split(".")[2] in ENGINE else (3, "")
-    if module == "mcicl.analysis":
-        return 1, ""  # the package __init__ is a docstring only
-    return 3, ""  # mcicl.api, mcicl.__main__
+    """(layer number, world name for layer 2) of an mcicl module, from the folder it sits in."""
+    prefix = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
+    world = next((w.rsplit(".", 1)[1] for w in WORLDS if module == w or module.startswith(w + ".")), "")
+    return LAYERS[prefix], world
+
+
+def package(module: str) -> str:
+    """The folder (package) a module belongs to: itself for a package's __init__, else its parent."""
+    if module == "mcicl.__main__":  # `python -m mcicl` must sit at the root, but it is the app's entry point
+        return "mcicl.app"
+    return module if MODULES[module].name == "__init__.py" else module.rsplit(".", 1)[0]
 
 
 def imports(path: Path, modules: dict[str, Path]) -> list[tuple[str, ast.stmt, bool]]:
@@ -72,7 +75,7 @@ MODULES = module_files()
 
 
 def test_every_mcicl_folder_is_mapped():
-    assert {"mcicl.core.runs", "mcicl.synthetic.model", "mcicl.probing.extract", "mcicl.analysis.cli"} <= set(MODULES)
+    assert {"mcicl.core.runs", "mcicl.synthetic.model", "mcicl.probing.extract", "mcicl.app.cli"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -105,8 +108,19 @@ def test_imports_at_top(module):
                                        "saying why (a '# deferred: ...' comment)")
 
 
-def test_no_module_cycles():
-    graph = {m: {t for t, _, _ in imports(p, MODULES) if t in MODULES and t != m} for m, p in MODULES.items()}
+def _module_graph() -> dict[str, set[str]]:
+    return {m: {t for t, _, _ in imports(p, MODULES) if t in MODULES and t != m} for m, p in MODULES.items()}
+
+
+def _package_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {package(m): set() for m in MODULES}
+    for m, targets in _module_graph().items():
+        graph[package(m)] |= {package(t) for t in targets} - {package(m)}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (as a path that ends where it starts), or None."""
     # A package imports its parent implicitly; only explicit edges count.
     state: dict[str, int] = {}
     stack: list[str] = []
@@ -116,22 +130,57 @@ def test_no_module_cycles():
         stack.append(m)
         for t in sorted(graph[m]):
             if state.get(t) == 1:
-                cycle = stack[stack.index(t):] + [t]
-                raise AssertionError("import cycle: " + " -> ".join(cycle))
+                raise _Cycle(stack[stack.index(t):] + [t])
             if t not in state:
                 visit(t)
         stack.pop()
         state[m] = 2
 
-    for m in sorted(graph):
-        if m not in state:
-            visit(m)
+    try:
+        for m in sorted(graph):
+            if m not in state:
+                visit(m)
+    except _Cycle as cycle:
+        return cycle.path
+    return None
+
+
+class _Cycle(Exception):
+    def __init__(self, path: list[str]):
+        self.path = path
+
+
+def test_no_module_cycles():
+    cycle = find_cycle(_module_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_no_package_cycles():
+    """Folders as a whole: probing may use the engine and analysis may use probing, but no circle of folders."""
+    cycle = find_cycle(_package_graph())
+    assert cycle is None, "package import cycle: " + " -> ".join(cycle or [])
+
+
+def test_cycle_check_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_module_name_repeats_across_layers():
+    """One name per idea: a module's last name part (geometry, contextual, ...) lives in one layer only."""
+    seen: dict[str, set[int]] = {}
+    for m in MODULES:
+        leaf = m.rsplit(".", 1)[-1]
+        if MODULES[m].name != "__init__.py":
+            seen.setdefault(leaf, set()).add(layer(m)[0])
+    repeated = {name: sorted(layers) for name, layers in seen.items() if len(layers) > 1}
+    assert not repeated, f"module names in several layers: {repeated}"
 
 
 def test_layer_check_catches_an_upward_import(tmp_path):
     """The check itself: a probing module importing the CLI is flagged (mutation of the rule's input)."""
     bad = tmp_path / "bad.py"
-    bad.write_text("from mcicl.analysis.cli import main\n")
+    bad.write_text("from mcicl.app.cli import main\n")
     targets = [t for t, _, _ in imports(bad, MODULES)]
-    assert targets == ["mcicl.analysis.cli"]
-    assert layer("mcicl.analysis.cli")[0] > layer("mcicl.probing.extract")[0]
+    assert targets == ["mcicl.app.cli"]
+    assert layer("mcicl.app.cli")[0] > layer("mcicl.probing.extract")[0]

@@ -5,19 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from mcicl.probing.devices import resolve_device
-from mcicl.probing.extract import ExtractionConfig, extract, load_for
-from mcicl.probing.icl.scoring import ScoringPrompt, score_prompts
-from mcicl.probing.models import (
-    ModelNotFoundError,
-    ModelRef,
-    check_loadable,
-    is_causal_config,
-    is_causal_model,
-    load_model,
-    resolve_model,
-)
-from mcicl.probing.tiny import build_tiny_model, is_random_weights
 from transformers import (
     AutoModel,
     AutoModelForCausalLM,
@@ -31,6 +18,20 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
 )
+
+from mcicl.probing.extract import ExtractionConfig, extract, load_for
+from mcicl.probing.icl.scoring import ScoringPrompt, score_prompts
+from mcicl.probing.models import (
+    ModelNotFoundError,
+    ModelRef,
+    check_loadable,
+    is_causal_config,
+    is_causal_model,
+    load_model,
+    resolve_model,
+)
+from mcicl.probing.placement import resolve_device
+from mcicl.probing.tiny import build_tiny_model, is_random_weights
 
 
 def test_default_resolves_to_a_real_loadable_minilm(default_model_dir):

@@ -78,7 +78,7 @@ def test_matplotlib_backend_and_rcparams_untouched_by_import_and_training(tmp_pa
         before_backend = matplotlib.get_backend()
         before = dict(matplotlib.rcParams)
         import mcicl
-        from mcicl.analysis.cli import main
+        from mcicl.app.cli import main
         rc = main(["synthetic", "train", "--seeds", "1", "--steps", "30", "--quiet", "--out", {str(out)!r},
                    "--set", "n_test=200", "--set", "n_test_ood=100", "--set", "eval_every=10",
                    "--set", "ood_every=30"])
@@ -109,6 +109,6 @@ def test_wheel_holds_only_the_mcicl_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/", 1)[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"mcicl"}, top
-    for expected in ("mcicl/synthetic/model.py", "mcicl/probing/extract.py", "mcicl/analysis/cli.py",
+    for expected in ("mcicl/synthetic/model.py", "mcicl/probing/extract.py", "mcicl/app/cli.py",
                      "mcicl/core/runs.py", "mcicl/probing/datasets/data/concepts.json", "mcicl/__main__.py"):
         assert expected in names, expected

@@ -8,15 +8,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+
+from mcicl.core.configuration import ConfigError, from_dict
+from mcicl.core.io import read_jsonl
+from mcicl.core.runs import RunFolder
+from mcicl.core.vectors import LabelledVectors
 from mcicl.synthetic.cells import train_cells
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.data import seed_configs
 from mcicl.synthetic.metrics import weight_metrics
 from mcicl.synthetic.train import build_world, train
-
-from mcicl.core.config import ConfigError, from_dict
-from mcicl.core.runs import RunFolder, read_jsonl
-from mcicl.core.vectors import LabelledVectors
 from tests.test_sweep import assert_rows_equal, canonical
 
 TINY = dict(K=2, K_irr=1, d=16, L=4, n_train=48, batch_size=16, n_test=120, n_test_ood=40, steps=20, eval_every=5,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mcicl.analysis.embedding_plots import EMBEDDING_CAPTION, embedding_figure
-from mcicl.analysis.ood_map import OOD_MAP_CAPTION, MapPoint, ood_map_figure
 from PIL import Image
 
+from mcicl.analysis.engine.embedding_plots import EMBEDDING_CAPTION, embedding_figure
+from mcicl.analysis.ood_map import OOD_MAP_CAPTION, MapPoint, ood_map_figure
 from mcicl.core.plotting import save_figure
 from mcicl.core.runs import RunFolder
 from mcicl.core.vectors import LabelledVectors

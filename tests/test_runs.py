@@ -2,7 +2,7 @@
 
 Issue 15's "must hold" list: after any failed command every folder that existed before is byte-identical
 (with --overwrite, and when --out names an input); two commands writing one --out: exactly one succeeds.
-Commands run in-process through ``mcicl.analysis.cli.main`` except where a second process is the point.
+Commands run in-process through ``mcicl.app.cli.main`` except where a second process is the point.
 """
 
 from __future__ import annotations
@@ -16,21 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mcicl.analysis.cli import main
+
+from mcicl.app.cli import main
+from mcicl.core.cli import merge_config
+from mcicl.core.io import read_json
+from mcicl.core.runs import RunBusyError, RunExistsError, RunFolder, RunStateError, require_run, run_state
 from mcicl.probing.tiny import build_tiny_model
 from mcicl.synthetic.cli import _config
 from mcicl.synthetic.config import SyntheticConfig
-
-from mcicl.core.cli import merge_config
-from mcicl.core.runs import (
-    RunBusyError,
-    RunExistsError,
-    RunFolder,
-    RunStateError,
-    read_json,
-    require_run,
-    run_state,
-)
 
 TINY_SETS = dict(K=2, K_irr=1, d=16, L=4, n_train=64, n_test=200, n_test_ood=50, eval_every=5, ood_every=10,
                  checkpoint_every=5, scenarios="noise_x2", n_features=5)

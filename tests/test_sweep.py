@@ -9,15 +9,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+
 from mcicl.analysis.ood_map import MapPoint, map_panels, ood_grid, ood_map_figure
+from mcicl.core.configuration import from_dict
+from mcicl.core.io import read_jsonl
+from mcicl.core.plotting import save_figure
+from mcicl.core.runs import RunFolder
 from mcicl.synthetic.cells import CellBatch, group_cells, train_cells
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.sweep import run_sweep
 from mcicl.synthetic.train import train, training_device
-
-from mcicl.core.config import from_dict
-from mcicl.core.plotting import save_figure
-from mcicl.core.runs import RunFolder, read_jsonl
 from tests.conftest import mcicl_cli
 
 TINY = dict(K=2, K_irr=1, d=16, L=4, n_train=48, batch_size=16, n_test=120, n_test_ood=40, steps=20, eval_every=5,

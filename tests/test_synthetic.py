@@ -10,6 +10,11 @@ import time
 import numpy as np
 import pytest
 import torch
+
+from mcicl.core.configuration import ConfigError, from_dict
+from mcicl.core.io import read_jsonl
+from mcicl.core.runs import RunFolder
+from mcicl.core.vectors import LabelledVectors
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.convergence import crossing_step
 from mcicl.synthetic.data import build_dictionary, sample_prompts, sample_words, scenario_spec, train_spec
@@ -18,10 +23,6 @@ from mcicl.synthetic.export import learned_vectors
 from mcicl.synthetic.model import OneLayerTransformer, logistic_loss
 from mcicl.synthetic.sweep import run_sweep
 from mcicl.synthetic.train import build_world, train
-
-from mcicl.core.config import ConfigError, from_dict
-from mcicl.core.runs import RunFolder, read_jsonl
-from mcicl.core.vectors import LabelledVectors
 from tests.conftest import mcicl_cli
 
 TINY = dict(K=2, K_irr=1, d=16, L=4, n_train=64, n_test=200, n_test_ood=50, steps=20, eval_every=5, ood_every=10,

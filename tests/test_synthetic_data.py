@@ -14,6 +14,7 @@ from dataclasses import fields, replace
 import numpy as np
 import pytest
 import torch
+
 from mcicl.synthetic.config import SCENARIOS, SyntheticConfig
 from mcicl.synthetic.data import (
     Dictionary,

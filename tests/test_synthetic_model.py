@@ -11,15 +11,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from scipy import stats
+
+from mcicl.core.configuration import ConfigError, from_dict
 from mcicl.synthetic.baselines import QueryOnly, averaging, label_signs, nearest_demonstration, oracle
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.convergence import finite_or_none, fit_binomial, fit_tail, tail_window
 from mcicl.synthetic.data import Prompts, build_dictionary, sample_prompts, scenario_spec, train_spec
 from mcicl.synthetic.metrics import prompt_metrics, weight_metrics
 from mcicl.synthetic.model import Attention, OneLayerTransformer, logistic_loss, zero_one_loss
-from scipy import stats
-
-from mcicl.core.config import ConfigError, from_dict
 
 
 def _set(model: OneLayerTransformer, **weights: np.ndarray) -> None:

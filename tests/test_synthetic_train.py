@@ -9,12 +9,13 @@ import time
 import matplotlib
 import pytest
 from matplotlib.figure import Figure
+
+from mcicl.core.io import read_json
+from mcicl.core.plotting import subplots
+from mcicl.core.runs import RunFolder
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.plots import plot_convergence, plot_dynamics, plot_ood_grid, plot_ood_overview
 from mcicl.synthetic.train import TrainingDiverged, train
-
-from mcicl.core.plotting import subplots
-from mcicl.core.runs import RunFolder, read_json
 from tests.conftest import mcicl_cli
 
 pytestmark = pytest.mark.slow

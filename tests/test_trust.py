@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from mcicl.analysis.cli import main
+
+from mcicl.app.cli import main
+from mcicl.core.configuration import ConfigError, load_config
+from mcicl.core.io import read_json
+from mcicl.core.vectors import LabelledVectors
 from mcicl.probing.concepts import ConceptSetError
 from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.extract_cli import read_words_file
 from mcicl.probing.tiny import build_tiny_model
 from mcicl.synthetic.config import SyntheticConfig
-
-from mcicl.core.config import ConfigError, load_config
-from mcicl.core.runs import read_json
-from mcicl.core.vectors import LabelledVectors
 
 CORPUS = "cat dog horse cow bread rice milk tea red blue green car bus"
 WORDS = st.sampled_from(CORPUS.split() + ["", " ", "zq", "Cat ", "xylophonic"])

@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-from mcicl.core.config import from_dict, merge, read_mapping
+from mcicl.core.configuration import from_dict, merge, read_mapping
 
 T = TypeVar("T")
 

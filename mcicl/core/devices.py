@@ -1,14 +1,12 @@
 """Explicit torch devices named on the command line or in a config: parsed and checked against this machine.
 
 Both worlds use it: synthetic training (``cpu``, ``cuda``, ``cuda:N``) and the probes, whose own ``auto`` and
-``balanced`` choices resolve to one of these first (probing/devices.py).
+``balanced`` choices resolve to one of these first (probing/placement.py).
 """
 
 from __future__ import annotations
 
 import re
-
-import torch
 
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
@@ -17,6 +15,8 @@ def check_device(spec: str, accepted: str = "'cpu', 'cuda', 'cuda:N' or 'mps'", 
                  ("cpu", "cuda", "mps")) -> str:
     """The normalised device string of ``spec`` (e.g. 'cuda:1'), or a ValueError naming it and ``accepted``: an
     unknown name, a kind outside ``kinds``, CUDA without a visible GPU or that index, MPS where Metal is absent."""
+    import torch  # deferred: importing mcicl.core needs no torch (mcicl --help answers at once)
+
     text = str(spec).strip().lower()
     if not _DEVICE.match(text) or text.split(":")[0] not in kinds:
         raise ValueError(f"device={spec!r} is not a device here; accepted: {accepted}")

@@ -1,4 +1,4 @@
-"""Run folders, seeding, progress bars and logging: the conventions every command shares.
+"""Run folders: the transaction every command's output goes through.
 
 A run folder holds ``config.yaml`` (the resolved config), ``summary.json`` (headline numbers), metrics as
 JSONL/CSV, ``figures/`` and ``run.json`` (command, start time, versions, status and, once finished, the list
@@ -22,65 +22,22 @@ import fcntl
 import json
 import logging
 import os
-import platform
-import random
 import shutil
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
-import torch
-from tqdm.auto import tqdm
-
-from mcicl import __version__
-from mcicl.core.config import save_config, to_dict
+from mcicl.core.configuration import save_config
+from mcicl.core.io import json_default, read_json, versions, write_json
 
 log = logging.getLogger("mcicl")
-T = TypeVar("T")
-_QUIET = False
 RUN_MARKER = "run.json"
 
 
 class RunExistsError(FileExistsError):
     """The output folder cannot be used: it exists and holds files, is an input, or is being written."""
-
-
-def set_quiet(quiet: bool) -> None:
-    """Silence progress bars (and info logging) for the rest of the process."""
-    global _QUIET
-    _QUIET = quiet
-
-
-def progress_enabled() -> bool:
-    """Whether progress bars are shown: not under --quiet, and only where someone watches (a terminal or Jupyter)."""
-    return not _QUIET and (sys.stderr.isatty() or "ipykernel" in sys.modules)
-
-
-def progress(iterable: Iterable[T], desc: str | None = None, total: int | None = None, **kw: Any) -> Iterator[T]:
-    """A tqdm bar over ``iterable``; silent under --quiet or when stderr is not a terminal."""
-
-    return iter(tqdm(iterable, desc=desc, total=total, disable=not progress_enabled(), leave=False, **kw))
-
-
-def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
-    """Configure the 'mcicl' logger: INFO by default, WARNING with --quiet, DEBUG with --verbose."""
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s: %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(level)
-    log.propagate = False
-
-
-def seed_everything(seed: int) -> np.random.Generator:
-    """Seed Python, NumPy and torch; return a NumPy Generator for explicit use."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return np.random.default_rng(seed)
 
 
 def default_out(command: str, root: str | Path = "runs") -> Path:
@@ -90,66 +47,6 @@ def default_out(command: str, root: str | Path = "runs") -> Path:
     out, i = base, 1
     while out.exists():
         out, i = Path(f"{base}-{i}"), i + 1
-    return out
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if is_dataclass(obj):
-        return to_dict(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def strict_json(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by None, so the file is strict JSON (no bare NaN)."""
-    if isinstance(obj, float | np.floating):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {k: strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [strict_json(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return strict_json(obj.tolist())
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return strict_json(to_dict(obj))
-    return obj
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Write strict JSON atomically; NaN and infinities become null (not measured), never a bare NaN.
-
-    NumPy scalars/arrays, Paths and dataclasses are allowed.
-    """
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(strict_json(data), indent=2, default=_json_default, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text())
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSON-lines file into a list of dicts."""
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python, mcicl and the main libraries, for run records and reports."""
-    out = {"python": platform.python_version(), "mcicl": __version__, "platform": platform.platform()}
-    for name in ("torch", "transformers", "numpy", "scipy", "sklearn", "umap"):
-        try:
-            out[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 - a missing optional library is just not listed
-            continue
     return out
 
 
@@ -480,7 +377,7 @@ class RunFolder:
         path = self.path / name
         with open(path, "a") as fh:
             for row in rows:
-                fh.write(json.dumps(row, default=_json_default) + "\n")
+                fh.write(json.dumps(row, default=json_default) + "\n")
         return path
 
     def write_csv(self, name: str, rows: list[Mapping[str, Any]], fieldnames: list[str] | None = None) -> Path:

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import nltk
-from mcicl.probing.concepts import ConceptSet
 from nltk.corpus import wordnet
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+from mcicl.probing.concepts import ConceptSet
 
 log = logging.getLogger("mcicl")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from mcicl.core.cli import add_model_options, add_run_options, merge_config
+from mcicl.core.runs import RunFolder
+from mcicl.core.seeding import seed_everything
 from mcicl.probing.icl.run import IclConfig, run_icl
 from mcicl.probing.icl.tasks import CONDITIONS
-
-from mcicl.core.cli import add_model_options, add_run_options, merge_config
-from mcicl.core.runs import RunFolder, seed_everything
 
 
 def _csv(text: str) -> list[str]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from mcicl.core.runs import RunFolder
 from mcicl.probing.extract import ExtractionConfig
 from mcicl.probing.icl.run import IclConfig, run_icl
-
-from mcicl.core.runs import RunFolder
 
 
 def demo_config(args: argparse.Namespace):

@@ -10,9 +10,9 @@ from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from mcicl.probing.icl.tasks import CONDITIONS
 
 from mcicl.core.plotting import Caption, on_axes, palette, styled
+from mcicl.probing.icl.tasks import CONDITIONS
 
 
 def _colours(n: int) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from mcicl.probing.contexts import SenseContext
 from mcicl.probing.icl.tasks import IclPrompt
 

@@ -16,10 +16,14 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from transformers import AutoConfig
+
+from mcicl.core.configuration import require, to_dict
+from mcicl.core.plotting import save_figure
+from mcicl.core.runs import RunFolder
 from mcicl.probing.concepts import ConceptSet
 from mcicl.probing.contextual import extract_contexts, load_contexts
 from mcicl.probing.datasets import builtin_concepts, load_concept_set
-from mcicl.probing.devices import resolve_device
 from mcicl.probing.extract import ExtractionConfig, extract_words
 from mcicl.probing.icl.figures import ACCURACY_CAPTION, BETA_CAPTION, accuracy_figure, beta_sweep_figure
 from mcicl.probing.icl.readout import (
@@ -53,12 +57,8 @@ from mcicl.probing.models import (
     pretrained_kwargs,
     resolve_model,
 )
+from mcicl.probing.placement import resolve_device
 from mcicl.probing.tiny import is_random_weights
-from transformers import AutoConfig
-
-from mcicl.core.config import require, to_dict
-from mcicl.core.plotting import save_figure
-from mcicl.core.runs import RunFolder
 
 log = logging.getLogger("mcicl")
 READOUTS = ("auto", "lm", "attention")

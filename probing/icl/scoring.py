@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from mcicl.probing.devices import input_device
-from mcicl.probing.extract import padding_token_id
 from transformers import DynamicCache
 
-from mcicl.core.runs import progress
+from mcicl.core.logs import progress
+from mcicl.probing.extract import padding_token_id
+from mcicl.probing.placement import input_device
 
 log = logging.getLogger("mcicl")
 METHODS = ("auto", "cached", "naive")

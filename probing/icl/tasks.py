@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+
+from mcicl.core.configuration import require
 from mcicl.probing.concepts import ConceptSet
 from mcicl.probing.contexts import ContextSet, builtin_contexts
 from mcicl.probing.datasets.sets import descendants
-
-from mcicl.core.config import require
 
 
 @dataclass(frozen=True)

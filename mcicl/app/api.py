@@ -23,7 +23,7 @@ from typing import Any
 
 from mcicl.analysis.compare import compare_spaces, synthetic_spaces_of
 from mcicl.analysis.report import report_runs
-from mcicl.core.config import from_dict, merge, to_dict
+from mcicl.core.configuration import from_dict, merge, to_dict
 from mcicl.core.runs import RunFolder
 from mcicl.core.vectors import Space
 from mcicl.probing.extract import Extraction, ExtractionConfig, extract_words

@@ -12,13 +12,14 @@ import re
 import sys
 from collections.abc import Sequence
 
-from mcicl.analysis import compare_cli, demo, report_cli
+from mcicl import __version__
+from mcicl.analysis import compare_cli, report_cli
+from mcicl.app import demo
+from mcicl.core.configuration import ConfigError
+from mcicl.core.logs import set_quiet, setup_logging
+from mcicl.core.runs import atomic_runs
 from mcicl.probing import cli as probing_cli
 from mcicl.synthetic import cli as synthetic_cli
-
-from mcicl import __version__
-from mcicl.core.config import ConfigError
-from mcicl.core.runs import atomic_runs, set_quiet, setup_logging
 
 log = logging.getLogger("mcicl")
 

@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from mcicl.analysis.geometry import Whitener, check_inputs, encode_labels, space_transform, unit_rows
 from sklearn.linear_model import Lasso, OrthogonalMatchingPursuit
+
+from mcicl.analysis.engine.measures import Whitener, check_inputs, encode_labels, space_transform, unit_rows
 
 METHODS = ("lasso", "omp")
 

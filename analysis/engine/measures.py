@@ -18,11 +18,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from mcicl.analysis.nulls import Stat, isotropic_abs_cos, make_stat, permute_labels, shuffle_coordinates, unit_mean
 from scipy.linalg import cho_factor, cho_solve, subspace_angles
 from scipy.sparse import csr_matrix
 from sklearn.covariance import ledoit_wolf
 from threadpoolctl import threadpool_limits
+
+from mcicl.analysis.engine.nulls import (
+    Stat,
+    isotropic_abs_cos,
+    make_stat,
+    permute_labels,
+    shuffle_coordinates,
+    unit_mean,
+)
 
 DIRECTION_METHODS = ("mean", "diff", "lda")
 BATCHED_SUBSPACE_LIMIT = 2e7  # padded (k, m, d) entries above which concept subspaces are computed one by one

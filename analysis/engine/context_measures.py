@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from mcicl.analysis.nulls import Stat, make_stat
+
+from mcicl.analysis.engine.nulls import Stat, make_stat
 
 
 def cosine_scores(vectors: np.ndarray, centroids: np.ndarray, candidates: np.ndarray) -> np.ndarray:

@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from mcicl.analysis.geometry import check_inputs, encode_labels
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
+
+from mcicl.analysis.engine.measures import check_inputs, encode_labels
 
 
 @dataclass
