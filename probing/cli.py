@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mcicl.probing import attention_cli, contexts_cli, extract_cli, geometry_cli
+from mcicl.probing import contexts_cli, extract_cli, geometry_cli
+from mcicl.probing.icl import attention_cli
 from mcicl.probing.icl import cli as icl_cli
 
 # Each module defines register(probe_subparsers).

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcicl.probing.concepts import ConceptSet, ConceptSetError
 from mcicl.probing.datasets.builtin import DATA
+from mcicl.probing.datasets.concepts import ConceptSet, ConceptSetError
 
 BUILTIN_CONTEXTS = DATA / "contexts.json"
 MARK = re.compile(r"\[([^\[\]]+)\]")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mcicl.probing.concepts import ConceptSet
+from mcicl.probing.datasets.concepts import ConceptSet
 
 SMALL_CONCEPTS = {
     "animal": ["dog", "cat", "horse", "lion", "tiger", "cow", "sheep", "wolf", "rabbit", "goat", "deer", "zebra"],

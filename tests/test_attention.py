@@ -12,7 +12,9 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from mcicl.core.runs import RunFolder
-from mcicl.probing.attention import (
+from mcicl.probing.datasets.concepts import ConceptSet
+from mcicl.probing.extract import ExtractionConfig
+from mcicl.probing.icl.attention import (
     AttentionConfig,
     cell_statistics,
     head_statistics,
@@ -22,8 +24,6 @@ from mcicl.probing.attention import (
     query_attention,
     run_attention,
 )
-from mcicl.probing.concepts import ConceptSet
-from mcicl.probing.extract import ExtractionConfig
 from mcicl.probing.icl.tasks import IclSampler, PromptTemplate
 from mcicl.probing.models import LoadedModel, ModelRef, load_model
 from mcicl.probing.tiny import build_tiny_model, build_tiny_tokenizer

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from mcicl.probing.concepts import ConceptSet
 from mcicl.probing.contexts import (
     ContextsError,
     ContextSet,
@@ -19,6 +18,7 @@ from mcicl.probing.contexts import (
     wordnet_contexts,
 )
 from mcicl.probing.datasets import WordNetNotFoundError, builtin_concepts, wordnet_reader
+from mcicl.probing.datasets.concepts import ConceptSet
 
 CS = ConceptSet("tiny", {"animals": ["dog", "cat"], "sports_equipment": ["racket", "ball"], "tools": ["saw", "drill"]},
                 polysemy={"bat": ["animals", "sports_equipment"]}, controls={"hammer": "tools"})

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from mcicl.probing.concepts import ConceptSet, ConceptSetError
 from mcicl.probing.datasets import (
     ConceptFileError,
     builtin_concepts,
@@ -18,6 +17,7 @@ from mcicl.probing.datasets import (
     proper_noun_concepts,
     vocabulary_problems,
 )
+from mcicl.probing.datasets.concepts import ConceptSet, ConceptSetError
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from mcicl.core.configuration import ConfigError
 from mcicl.core.io import read_json
 from mcicl.core.runs import RunFolder
 from mcicl.core.vectors import LabelledVectors
-from mcicl.probing.concepts import ConceptSet
 from mcicl.probing.datasets import load_concept_set
+from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.extract import ExtractionConfig
 from mcicl.probing.geometry import GeometryConfig, _vocab_words, concept_pairs, run_geometry
 from mcicl.probing.tiny import build_tiny_tokenizer

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mcicl.probing.concepts import ConceptSet
 from mcicl.probing.datasets import builtin_concepts
+from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.datasets.sets import descendants
 from mcicl.probing.icl.readout import attention_readout
 from mcicl.probing.icl.stats import bootstrap_accuracy

@@ -20,8 +20,8 @@ from mcicl.app.cli import main
 from mcicl.core.configuration import ConfigError, load_config
 from mcicl.core.io import read_json
 from mcicl.core.vectors import LabelledVectors
-from mcicl.probing.concepts import ConceptSetError
 from mcicl.probing.datasets import load_concept_set
+from mcicl.probing.datasets.concepts import ConceptSetError
 from mcicl.probing.extract_cli import read_words_file
 from mcicl.probing.tiny import build_tiny_model
 from mcicl.synthetic.config import SyntheticConfig

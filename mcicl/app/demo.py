@@ -17,7 +17,8 @@ from mcicl.analysis import compare, report
 from mcicl.core.cli import add_run_options
 from mcicl.core.runs import RunFolder
 from mcicl.core.seeding import seed_everything
-from mcicl.probing import attention, contexts_demo, geometry_demo
+from mcicl.probing import contexts_demo, geometry_demo
+from mcicl.probing.icl import attention
 from mcicl.probing.icl import demo as icl_demo
 from mcicl.synthetic import demo as synthetic_demo
 

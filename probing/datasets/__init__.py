@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mcicl.probing.concepts import ConceptSet, ConceptSetError
 from mcicl.probing.datasets.builtin import builtin_concepts, proper_noun_concepts
+from mcicl.probing.datasets.concepts import ConceptSet, ConceptSetError
 from mcicl.probing.datasets.files import ConceptFileError, from_hf_dataset, load_concept_file, load_polysemy
 from mcicl.probing.datasets.sets import descendants, extension, polysemous_task_pairs, vocabulary_problems
 from mcicl.probing.datasets.wordnet import WordNetNotFoundError, single_token_vocab, wordnet_concepts, wordnet_reader

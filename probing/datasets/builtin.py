@@ -11,7 +11,7 @@ import functools
 import json
 from pathlib import Path
 
-from mcicl.probing.concepts import ConceptSet
+from mcicl.probing.datasets.concepts import ConceptSet
 
 DATA = Path(__file__).with_name("data")
 

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mcicl.probing.concepts import ConceptSet, ConceptSetError
+from mcicl.probing.datasets.concepts import ConceptSet, ConceptSetError
 
 log = logging.getLogger("mcicl")
 

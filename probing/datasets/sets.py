@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from mcicl.probing.concepts import ConceptSet
+from mcicl.probing.datasets.concepts import ConceptSet
 
 _LOWER = re.compile(r"^[a-z]+$")
 _PROPER = re.compile(r"^[A-Z][A-Za-z]*$")

@@ -30,7 +30,7 @@ import nltk
 from nltk.corpus import wordnet
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-from mcicl.probing.concepts import ConceptSet
+from mcicl.probing.datasets.concepts import ConceptSet
 
 log = logging.getLogger("mcicl")
 

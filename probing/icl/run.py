@@ -21,9 +21,9 @@ from transformers import AutoConfig
 from mcicl.core.configuration import require, to_dict
 from mcicl.core.plotting import save_figure
 from mcicl.core.runs import RunFolder
-from mcicl.probing.concepts import ConceptSet
 from mcicl.probing.contextual import extract_contexts, load_contexts
 from mcicl.probing.datasets import builtin_concepts, load_concept_set
+from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.extract import ExtractionConfig, extract_words
 from mcicl.probing.icl.figures import ACCURACY_CAPTION, BETA_CAPTION, accuracy_figure, beta_sweep_figure
 from mcicl.probing.icl.readout import (

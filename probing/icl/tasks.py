@@ -29,8 +29,8 @@ from typing import Literal
 import numpy as np
 
 from mcicl.core.configuration import require
-from mcicl.probing.concepts import ConceptSet
 from mcicl.probing.contexts import ContextSet, builtin_contexts
+from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.datasets.sets import descendants
 
 

@@ -7,7 +7,7 @@ import argparse
 from mcicl.core.cli import add_model_options, add_run_options, merge_config
 from mcicl.core.runs import RunFolder
 from mcicl.core.seeding import seed_everything
-from mcicl.probing.attention import ATTENTION_CONDITIONS, QUERY_POSITIONS, AttentionConfig, run_attention
+from mcicl.probing.icl.attention import ATTENTION_CONDITIONS, QUERY_POSITIONS, AttentionConfig, run_attention
 from mcicl.probing.icl.cli import _csv, _ints
 
 

@@ -45,9 +45,9 @@ import torch
 from mcicl.core.configuration import require, to_dict
 from mcicl.core.logs import progress
 from mcicl.core.runs import RunFolder
-from mcicl.probing.attention_figures import save_attention_figures
-from mcicl.probing.concepts import ConceptSet
+from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.extract import ExtractionConfig, model_body, padding_for, padding_token_id
+from mcicl.probing.icl.attention_figures import save_attention_figures
 from mcicl.probing.icl.run import load_suite
 from mcicl.probing.icl.scoring import ScoringPrompt, score_prompts
 from mcicl.probing.icl.tasks import CONDITIONS, DEFAULT_ARBITRARY_LABELS, IclPrompt, IclSampler, PromptTemplate
