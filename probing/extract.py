@@ -16,105 +16,30 @@ import inspect
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from mcicl.core.configuration import ConfigError, require
+from mcicl.core.configuration import require
 from mcicl.core.logs import progress
 from mcicl.core.vectors import LabelledVectors
 from mcicl.probing.cache import ExtractionCache, model_fingerprint
+from mcicl.probing.extract_config import (
+    PADDING_SIDES,
+    POOLING_RULE,
+    POOLINGS,
+    SPACES,
+    WORD_SLOT,
+    ExtractionConfig,
+    check_template,
+    resolve_layers,
+)
 from mcicl.probing.models import LoadedModel, is_causal_model, load_model
 from mcicl.probing.placement import input_device, resolve_device
 from mcicl.probing.tiny import is_random_weights
 
 log = logging.getLogger("mcicl")
-
-SPACES = ("hidden", "input", "unembed")
-POOLINGS = ("mean", "last")
-DTYPES = ("float32", "float16", "bfloat16")
-PADDING_SIDES = ("auto", "left", "right")
-WORD_SLOT = "{word}"
-POOLING_RULE = ("{pooling} over the tokens whose character offsets (fast tokenizer offset_mapping) overlap the "
-                "word inside its template (slow tokenizers: the tokens the text shares with the text cut after the "
-                "word and not with the text cut before it); template, special and lone space tokens excluded")
-LAYERS_ACCEPTED = "'all', 'last', or layer indices such as '0,3,-1' (0 = embedding output, -1 = last layer)"
-
-
-def check_template(template: Any) -> str:
-    """The template, if it is a string holding ``{word}`` exactly once; else ConfigError."""
-    require(isinstance(template, str) and template.count(WORD_SLOT) == 1, "template", template,
-            "a string containing '{word}' exactly once, e.g. '{word}' or 'A {word}.'")
-    return template
-
-
-def parse_layers(spec: str | Sequence[int]) -> str | list[int]:
-    """'all', 'last', or a list of layer indices, from a layers spec (a string such as '0,3,-1' or a list)."""
-    if isinstance(spec, str):
-        text = spec.strip().lower()
-        if text in ("all", "last"):
-            return text
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-        try:
-            out = [int(p) for p in parts]
-        except ValueError:
-            raise ConfigError("layers", spec, LAYERS_ACCEPTED) from None
-    elif isinstance(spec, Iterable):
-        out = list(spec)
-        require(all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in out), "layers", spec,
-                LAYERS_ACCEPTED)
-        out = [int(i) for i in out]
-    else:
-        raise ConfigError("layers", spec, LAYERS_ACCEPTED)
-    require(len(out) > 0, "layers", spec, LAYERS_ACCEPTED)
-    return out
-
-
-def resolve_layers(spec: str | Sequence[int], n_layers: int) -> list[int]:
-    """Hidden-state indices 0..n_layers (0 = embedding output) named by ``spec``, in order, no repeats."""
-    parsed = parse_layers(spec)
-    if parsed == "all":
-        return list(range(n_layers + 1))
-    if parsed == "last":
-        return [n_layers]
-    out = []
-    for i in parsed:
-        require(-(n_layers + 1) <= i <= n_layers, "layers", spec,
-                f"indices from 0 to {n_layers} (or -1 to -{n_layers + 1}); this model has {n_layers} layers "
-                "and hidden state 0 is the embedding output")
-        out.append(i % (n_layers + 1))
-    return list(dict.fromkeys(out))
-
-
-@dataclass
-class ExtractionConfig:
-    """What to extract and how: model, space, layers, template, pooling, batching, dtype, device, cache."""
-
-    model: str = "default"
-    space: Literal["hidden", "input", "unembed"] = "hidden"
-    layers: str | list[int] = "all"
-    template: str = WORD_SLOT
-    pooling: Literal["mean", "last"] = "mean"
-    batch_size: int = 64
-    dtype: str = "float32"
-    device: str = "auto"
-    trust_remote_code: bool = False
-    cache_dir: str | None = None  # None = no cache
-
-    def __post_init__(self) -> None:
-        require(isinstance(self.model, str) and bool(self.model.strip()), "model", self.model,
-                "'default', a local model folder, or a Hub id")
-        require(self.space in SPACES, "space", self.space, "one of " + ", ".join(SPACES))
-        require(self.pooling in POOLINGS, "pooling", self.pooling, "one of " + ", ".join(POOLINGS))
-        require(isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size >= 1,
-                "batch_size", self.batch_size, "an integer >= 1")
-        require(self.dtype in DTYPES, "dtype", self.dtype, "one of " + ", ".join(DTYPES))
-        require(isinstance(self.device, str) and bool(self.device.strip()), "device", self.device,
-                "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'balanced'")
-        check_template(self.template)
-        parse_layers(self.layers)
-
 
 @dataclass
 class Extraction:

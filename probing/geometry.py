@@ -11,7 +11,7 @@ nulls), linear probes with a control task, and polysemy (sense cosines, sparse d
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,8 @@ from mcicl.analysis.engine.measures import (
 )
 from mcicl.analysis.engine.polysemy import polysemy_analysis
 from mcicl.analysis.engine.probes import linear_probe
-from mcicl.core.configuration import require
 from mcicl.core.io import strict_json, write_json
+from mcicl.core.jobs import DemoContext, JobContext
 from mcicl.core.logs import progress
 from mcicl.core.plotting import save_figure
 from mcicl.core.runs import RunFolder
@@ -43,45 +43,13 @@ from mcicl.core.seeding import seed_everything
 from mcicl.core.vectors import LabelledVectors, Space
 from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.extract import ExtractionConfig, extract_words, load_for
+from mcicl.probing.geometry_config import GeometryConfig
 from mcicl.probing.models import LoadedModel
 
 log = logging.getLogger("mcicl")
 
-WHITEN = ("none", "vocab", "unembed")
-SIGNS = ("align", "ignore", "split")
 MAX_PROBE_CLASSES = 100  # a multinomial probe over hundreds of WordNet synsets takes minutes per layer
 MANY_CONCEPTS = 100  # above this, subspace/held-out/LDA nulls use 20 permutations (they scale with k)
-
-
-@dataclass
-class GeometryConfig:
-    """What to measure and how: the extraction (model, space, layers, ...) or saved vectors, concept set,
-    whitening, nulls."""
-
-    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
-    vectors: str | None = None
-    concepts: str = "builtin"
-    polysemy: str | None = None
-    whiten: str = "none"
-    whiten_sample: int = 2000
-    center: bool = True
-    signs: str = "align"
-    permutations: int = 200
-    bootstrap: int = 1000
-    shuffles: int = 20
-    probes: bool = True
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        require(self.whiten in WHITEN, "whiten", self.whiten, "one of " + ", ".join(WHITEN))
-        require(self.signs in SIGNS, "signs", self.signs, "one of " + ", ".join(SIGNS))
-        require(isinstance(self.permutations, int) and self.permutations >= 1, "permutations", self.permutations,
-                "an integer >= 1 (>= 100 for p < 0.01 to be reachable)")
-        for name in ("bootstrap", "shuffles"):
-            value = getattr(self, name)
-            require(isinstance(value, int) and value >= 0, name, value, "an integer >= 0")
-        require(isinstance(self.whiten_sample, int) and self.whiten_sample >= 2, "whiten_sample",
-                self.whiten_sample, "an integer >= 2")
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -419,3 +387,45 @@ def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: LoadedModel | N
     result = measure_geometry(cfg, loaded=loaded, quiet=quiet, concept_set=concept_set)
     result.save(run)
     return result.summary
+
+
+def execute(cfg: GeometryConfig, ctx: JobContext) -> int:
+    """``mcicl probe geometry``: check the inputs, open the run folder, measure, save, print the headline."""
+    concept_set = None
+    if cfg.vectors:
+        if not Path(cfg.vectors).is_file():
+            raise FileNotFoundError(f"--vectors {cfg.vectors}: no such file; accepted: a .npz written by "
+                                    "mcicl probe extract/geometry or mcicl synthetic (LabelledVectors)")
+    else:
+        concept_set = load_concepts(cfg)  # a typo in --concepts fails before the output folder exists
+    folder = ctx.create_run(inputs={"--model": cfg.extraction.model, "--vectors": cfg.vectors,
+                                    "--concepts": cfg.concepts, "--polysemy": cfg.polysemy,
+                                    "--cache-dir": cfg.extraction.cache_dir})
+    summary = run_geometry(cfg, folder, quiet=ctx.quiet, concept_set=concept_set)
+    w, c = summary["within_concept_cosine"], summary["cross_concept_cosine"]
+    log.info("layer %s: within-concept cosine %.3f (null %.3f, p=%.3g), cross-concept %.3f (null %.3f, p=%.3g)",
+             summary["layer"], w["value"], w["null"], w["p_value"], c["value"], c["null"], c["p_value"])
+    print(f"output is in {folder.path}")
+    return 0
+
+
+def demo_stage(ctx: DemoContext) -> dict[str, Any]:
+    """Demo stage "real geometry": every layer (``small``: input embeddings and the last layer, fewer nulls)."""
+    # 100 permutations keep p < 0.01 reachable (the smallest p is 1/101); full runs use 200.
+    extraction = ExtractionConfig(model=ctx.model, layers="0,-1" if ctx.small else "all")
+    cfg = GeometryConfig(extraction=extraction, permutations=100 if ctx.small else 200,
+                         bootstrap=200 if ctx.small else 1000, shuffles=2 if ctx.small else 10, seed=ctx.seed)
+    folder = ctx.stage_run("geometry", "probe geometry")
+    summary = run_geometry(cfg, folder, quiet=ctx.quiet)
+    w, c, d = (summary[k] for k in ("within_concept_cosine", "cross_concept_cosine", "concept_direction_abs_cos"))
+    return {
+        "folder": str(folder.path), "layer": summary["layer"], "n_words": summary["n_words"],
+        "n_concepts": summary["n_concepts"],
+        "within_concept_cosine": w["value"], "within_null": w["null"], "within_p": w["p_value"],
+        "cross_concept_cosine": c["value"], "cross_null": c["null"], "cross_p": c["p_value"],
+        "within_minus_cross_p": summary["within_minus_cross"]["p_value"],
+        "concept_direction_abs_cos": d["value"], "direction_null": d["null"], "direction_isotropic": d["isotropic"],
+        "probe_accuracy": (summary.get("probe") or {}).get("accuracy"),
+        "polysemy_top_k_recall": (summary.get("polysemy") or {}).get("mean_top_k_recall"),
+        "vectors": str(folder.path / "vectors"),
+    }

@@ -1,7 +1,10 @@
-"""The ``mcicl`` command line: one parser, sub-commands registered by the packages that own them.
+"""The ``mcicl`` command line, made from the job registry: one sub-command per job, its options from its config.
 
-Each command module exposes ``register(subparsers)``, adding its parser with ``mcicl.core.cli.add_run_options``
-and ``set_defaults(func=...)``; ``func(args)`` returns an exit code.
+``mcicl --help`` and ``mcicl <command> --help`` import no torch: the parser comes from torch-free config
+modules, and a job's code is imported only when its command runs. Precedence, for every command and field:
+an option typed on the command line > ``--set FIELD=VALUE`` > the ``--config`` file > the default; an option not
+typed is absent, never a default that overrides the file. ``--print-config`` shows the resolved config with
+where each value came from, and runs nothing.
 """
 
 from __future__ import annotations
@@ -11,24 +14,76 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+import yaml
 
 from mcicl import __version__
-from mcicl.analysis import compare_cli, report_cli
-from mcicl.app import demo
-from mcicl.core.configuration import ConfigError
+from mcicl.app import registry
+from mcicl.core.configuration import ConfigError, annotate_yaml, to_dict
+from mcicl.core.jobs import Job, JobContext, load
 from mcicl.core.logs import set_quiet, setup_logging
+from mcicl.core.options import add_config_options, resolve_config
 from mcicl.core.runs import atomic_runs
-from mcicl.probing import cli as probing_cli
-from mcicl.synthetic import cli as synthetic_cli
 
 log = logging.getLogger("mcicl")
 
-# Command modules, in --help order; each defines register(subparsers).
-COMMAND_MODULES = (demo, synthetic_cli, probing_cli, compare_cli, report_cli)
+# Commands not yet declared as jobs register their own parsers: (group or "", module with register(subparsers)).
+LEGACY: list[tuple[str, str]] = [
+    ("", "mcicl.synthetic.cli"), ("probe", "mcicl.probing.extract_cli"),
+    ("probe", "mcicl.probing.contexts_cli"), ("probe", "mcicl.probing.icl.cli"),
+    ("probe", "mcicl.probing.icl.attention_cli"), ("", "mcicl.analysis.compare_cli"),
+    ("", "mcicl.analysis.report_cli"),
+]
+
+SEED_HELP = "random seed; the same config and seed give the same numbers"
+
+
+def parse_sets(items: Sequence[str] | None) -> dict[str, str]:
+    """``--set FIELD=VALUE`` pairs as {field path: text}; a key given twice is refused."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}; accepted: FIELD=VALUE, e.g. --set within_cosine=0.7")
+        key, value = (part.strip() for part in item.split("=", 1))
+        if key in out:
+            raise ValueError(f"--set {key} is given twice ({out[key]!r} and {value!r}); accepted: each field once")
+        out[key] = value
+    return out
+
+
+def add_job_options(p: argparse.ArgumentParser, job: Job) -> None:
+    """The options of ``job``: its config fields by group, its own options, then the run-folder options."""
+    for title, paths in job.fields.items():
+        add_config_options(p.add_argument_group(title), job.config, paths, job.flags)
+    for option in job.options:
+        kwargs = dict(option.kwargs)
+        if option.flags[0].startswith("-"):
+            kwargs.setdefault("dest", option.dest)
+        p.add_argument(*option.flags, help=option.help, **kwargs)
+    g = p.add_argument_group("run folder and reproducibility")
+    if job.run_folder:
+        g.add_argument("--out", metavar="DIR", default=None,
+                       help="output run folder (default: runs/<command>-<timestamp>); an existing non-empty "
+                            "folder is refused unless --overwrite")
+        g.add_argument("--overwrite", action="store_true", help="replace an existing mcicl run folder given as --out")
+    if job.seed and job.config is not None:
+        g.add_argument("--seed", dest="seed", default=argparse.SUPPRESS, help=SEED_HELP + " (default: 0)")
+    if job.config_file and job.config is not None:
+        g.add_argument("--config", metavar="FILE", default=None,
+                       help="YAML or JSON file of config fields; options typed on the command line override it")
+    if job.sets:
+        g.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                       help="override any config field, e.g. --set within_cosine=0.7 (repeatable)")
+    if job.config is not None:
+        g.add_argument("--print-config", action="store_true",
+                       help="print the resolved config, each value with where it came from, and run nothing")
+    g.add_argument("--quiet", action="store_true", help="no progress bars, warnings and errors only")
+    g.add_argument("--verbose", action="store_true", help="debug logging")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full ``mcicl`` parser."""
+    """The full ``mcicl`` parser, from the registry."""
     parser = argparse.ArgumentParser(
         prog="mcicl",
         description="Multi-concept in-context learning: train the Bu et al. (NeurIPS 2024) one-layer "
@@ -37,9 +92,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mcicl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMAND_MODULES:
-        module.register(sub)
+    groups: dict[str, argparse._SubParsersAction] = {}
+
+    def group(name: str) -> argparse._SubParsersAction:
+        if name not in groups:
+            help_text, description = registry.GROUPS[name]
+            g = sub.add_parser(name, help=help_text, description=description)
+            groups[name] = g.add_subparsers(dest=f"{name}_command", metavar=f"{name.upper()}_COMMAND",
+                                            required=True)
+        return groups[name]
+
+    legacy = {module: where for where, module in LEGACY}
+    for item in _ordered(registry.jobs(), legacy):
+        if isinstance(item, Job):
+            words = item.words
+            target = group(words[0]) if len(words) > 1 else sub
+            p = target.add_parser(words[-1], help=item.help, description=item.description)
+            add_job_options(p, item)
+            p.set_defaults(_job=item.command)
+        else:
+            where = legacy[item]
+            load(f"{item}:register")(group(where) if where else sub)
     return parser
+
+
+def _ordered(jobs: Sequence[Job], legacy: dict[str, str]) -> list[Any]:
+    """Jobs and legacy command modules in --help order: demo, synthetic, probe, compare, report, then others."""
+    order = ["demo", "synthetic", "probe", "compare", "report"]
+
+    def key(item: Any) -> int:
+        head = item.words[0] if isinstance(item, Job) else (legacy[item] or item.rsplit(".", 1)[-1].split("_")[0])
+        head = {"mcicl.synthetic.cli": "synthetic"}.get(item, head) if not isinstance(item, Job) else head
+        return order.index(head) if head in order else len(order)
+
+    return sorted([*jobs, *legacy], key=key)
 
 
 def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
@@ -62,15 +148,20 @@ def _out_of_memory(err: BaseException) -> bool:
 
 
 def error_line(err: BaseException, options: dict[str, str]) -> str:
-    """One line for a user-facing error; a ConfigError's field is named as its option where there is one."""
+    """One line for a user-facing error; a ConfigError names the option or file its bad value came from."""
     if _out_of_memory(err):
         wanted = re.search(r"allocate (\d+) bytes", str(err))
         size = f" ({int(wanted.group(1)) / 2**30:,.1f} GiB in one allocation)" if wanted else ""
         return (f"not enough memory for this run{size}; accepted: a smaller run (fewer --seeds, a smaller "
                 "--batch-size or config sizes)")
     if isinstance(err, ConfigError):
-        # A nested field (extraction.model) is set by the option named for its last part (--model).
-        flag = options.get(err.field.rsplit(".", 1)[-1])
+        source = err.source
+        if source and source.startswith("--") and source != "--set":
+            return f"{source} {err.value!r}: accepted: {err.accepted}"
+        if source:
+            return f"{source}: {err.field}={err.value!r}; accepted: {err.accepted}"
+        # legacy commands: a nested field (extraction.model) is set by the option named for its last part
+        flag = options.get(err.field) or options.get(err.field.rsplit(".", 1)[-1])
         if flag:
             return f"{flag} {err.value!r}: accepted: {err.accepted}"
         return f"config field {err.field}={err.value!r} (from --set or --config): accepted: {err.accepted}"
@@ -85,6 +176,38 @@ class _Failed(Exception):
         self.code = code
 
 
+def job_context(job: Job, args: argparse.Namespace, sources: dict[str, str]) -> JobContext:
+    """The typed context of a parsed command line (no argparse past this point)."""
+    return JobContext(command=job.command, out=getattr(args, "out", None),
+                      overwrite=bool(getattr(args, "overwrite", False)), resume=bool(getattr(args, "resume", False)),
+                      quiet=bool(getattr(args, "quiet", False)), config_file=getattr(args, "config", None),
+                      options={o.dest: getattr(args, o.dest, None) for o in job.options}, sources=sources)
+
+
+def resolve(job: Job, args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
+    """(config, sources) of a parsed command line: defaults < --config file < --set < options typed."""
+    if job.config is None:
+        return None, {}
+    flags = job.flag_of()
+    given = {path: getattr(args, path) for path in flags if hasattr(args, path)}
+    return resolve_config(job.config, file=getattr(args, "config", None), sets=parse_sets(getattr(args, "set", None)),
+                          given=given, flags={**flags, "seed": "--seed"})
+
+
+def print_config(config: Any, sources: dict[str, str]) -> str:
+    """The resolved config as YAML, each value the user set followed by where it came from."""
+    return annotate_yaml(yaml.safe_dump(to_dict(config), sort_keys=False), sources)
+
+
+def run_job(job: Job, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Resolve the config, then run the job (its code imported now) inside a run-folder transaction."""
+    config, sources = resolve(job, args)
+    if getattr(args, "print_config", False):
+        print(print_config(config, sources), end="")
+        return 0
+    return int(load(job.execute)(config, job_context(job, args, sources)) or 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mcicl`` console script.
 
@@ -95,9 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
     set_quiet(getattr(args, "quiet", False))
+    job = registry.job(args._job) if hasattr(args, "_job") else None
     try:
         with atomic_runs(None if argv is None else ["mcicl", *argv]):
-            code = int(args.func(args) or 0)
+            code = run_job(job, args, parser) if job is not None else int(args.func(args) or 0)
             if code != 0:
                 raise _Failed(code)
     except _Failed as failed:
@@ -109,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # User-facing errors (bad config, missing model or file, unknown word) print one clear line.
         if getattr(args, "verbose", False) or (isinstance(err, RuntimeError) and not _out_of_memory(err)):
             raise
-        log.error("%s", error_line(err, _options(parser, args)))
+        options = job.flag_of() if job is not None else _options(parser, args)
+        log.error("%s", error_line(err, options))
         return 2
     return code
 

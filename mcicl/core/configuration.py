@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,11 +24,18 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A config value is invalid; the message names the field, the value and what is accepted."""
+    """A config value is invalid; the message names the field, the value, what is accepted and, where known, where
+    the value came from (``source``: a command-line option, ``--set``, or a config file)."""
 
-    def __init__(self, field: str, value: Any, accepted: str):
-        self.field, self.value, self.accepted = field, value, accepted
-        super().__init__(f"invalid config: {field}={value!r}; accepted: {accepted}")
+    def __init__(self, field: str, value: Any, accepted: str, source: str | None = None):
+        self.field, self.value, self.accepted, self.source = field, value, accepted, source
+        where = f" (from {source})" if source else ""
+        super().__init__(f"invalid config: {field}={value!r}{where}; accepted: {accepted}")
+
+
+# A config class may rename fields without breaking users' files: ``RENAMED = {"old_key": "new.path"}`` (a
+# ClassVar). from_dict moves an old key to its new place with a DeprecationWarning that names the new key.
+RENAMED_ATTR = "RENAMED"
 
 
 def require(ok: bool, field: str, value: Any, accepted: str) -> None:
@@ -110,10 +119,61 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
     return value
 
 
+def renamed_keys(cls: type, data: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
+    """``data`` with ``cls``'s renamed (deprecated) keys moved to their new dotted paths, each with a
+    DeprecationWarning naming the new key; the old and the new key together are refused."""
+    renamed: Mapping[str, str] = getattr(cls, RENAMED_ATTR, {}) or {}
+    out = dict(data)
+    for old, new in renamed.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        *parents, leaf = new.split(".")
+        node = out
+        for name in parents:
+            child = node.get(name)
+            if child is None:
+                child = {}
+            elif not isinstance(child, Mapping):
+                raise ConfigError(prefix + name, child, f"a mapping (it holds {new}, the new name of {old})")
+            node[name] = child = dict(child)
+            node = child
+        if leaf in node:
+            raise ConfigError(prefix + old, value, f"only one of {prefix + old} (deprecated) and {prefix + new}")
+        node[leaf] = value
+        warnings.warn(f"config key {prefix + old!r} is deprecated; use {prefix + new!r}", DeprecationWarning,
+                      stacklevel=3)
+        logging.getLogger("mcicl").warning("config key %r is deprecated; use %r", prefix + old, prefix + new)
+    return out
+
+
+def check_fields(cls: type, data: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
+    """``data`` (one source of config values: a file, ``--set`` pairs, options) with every value converted to its
+    field's type; unknown keys, wrong types and non-mappings for nested sections raise ConfigError. Values are
+    not range-checked here (``__post_init__`` does that once every source is merged)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(prefix.rstrip(".") or "config", data, f"a mapping of {cls.__name__} fields")
+    data = renamed_keys(cls, data, prefix=prefix)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(prefix + unknown[0], data[unknown[0]], "one of the fields " + ", ".join(fields))
+    out = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
+            out[name] = check_fields(tp, value, prefix=f"{prefix}{name}.")
+        else:
+            out[name] = _coerce(value, tp, prefix + name)
+    return out
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "") -> T:
     """Build a ``cls`` instance from a mapping, rejecting unknown fields and coercing types."""
     if not isinstance(data, Mapping):
         raise ConfigError(prefix.rstrip(".") or "config", data, f"a mapping of {cls.__name__} fields")
+    data = renamed_keys(cls, data, prefix=prefix)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
@@ -183,7 +243,30 @@ def to_dict(config: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(config))
 
 
-def save_config(config: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
+def save_config(config: Any, path: str | Path, sources: Mapping[str, str] | None = None) -> None:
+    """Write the resolved config as YAML; with ``sources`` ({field path: origin}), each value set by the user ends
+    in a ``# from ...`` comment (every other value is a default). The file loads back as the same config."""
     data = to_dict(config) if dataclasses.is_dataclass(config) else dict(config)
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    text = yaml.safe_dump(data, sort_keys=False)
+    if sources:
+        text = annotate_yaml(text, sources)
+    Path(path).write_text(text)
+
+
+def annotate_yaml(text: str, sources: Mapping[str, str]) -> str:
+    """Append ``# from SOURCE`` to the YAML lines of block-style keys whose dotted path is in ``sources``."""
+    out, stack = [], []  # stack: (indent, key) of the mappings the current line sits in
+    for line in text.splitlines():
+        stripped = line.lstrip(" ")
+        indent = len(line) - len(stripped)
+        key = stripped.split(":", 1)[0] if ":" in stripped and not stripped.startswith(("- ", "#")) else None
+        if key is not None and " " not in key:
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            path = ".".join([k for _, k in stack] + [key])
+            value = stripped.split(":", 1)[1].strip()
+            if path in sources and value:
+                line = f"{line}  # from {sources[path]}"
+            stack.append((indent, key))
+        out.append(line)
+    return "\n".join(out) + "\n"

@@ -174,6 +174,7 @@ class RunFolder:
     command: str = ""
     resume: bool = False
     resumable: bool = False
+    sources: dict[str, str] = field(default_factory=dict)  # config field path -> where its value came from
     _lock: int | None = field(default=None, repr=False)
     _aside: Path | None = field(default=None, repr=False)
     _created: list[Path] = field(default_factory=list, repr=False)  # folders that did not exist before
@@ -190,6 +191,7 @@ class RunFolder:
         inputs: Mapping[str, str | Path | None] | None = None,
         atomic: bool | None = None,
         root: str | Path = "runs",
+        sources: Mapping[str, str] | None = None,
     ) -> RunFolder:
         """Open the output folder ``out``; refuse a non-empty one unless ``overwrite`` or ``resume``.
 
@@ -201,6 +203,9 @@ class RunFolder:
         ``atomic`` (default: True inside :func:`atomic_runs`, as every ``mcicl`` command is; False for plain
         library calls) locks the folder and keeps a replaced run aside until :meth:`commit`; use the run as a
         context manager then. A non-atomic run is written in place and never needs a commit.
+
+        ``sources`` ({config field path: where its value came from}) is recorded in run.json and as comments in
+        config.yaml, so a reader sees which values the user set and which are defaults.
         """
         path = Path(out) if out else default_out(command, root)
         if path.exists() and not path.is_dir():
@@ -214,9 +219,11 @@ class RunFolder:
                                      "an output folder apart from every input")
         parent = _open_parent(path)
         if parent is not None:  # a stage of an open run: the outer run's lock and swap protect it
-            return cls._create_nested(path, command, overwrite=overwrite, resume=resume)
+            nested = cls._create_nested(path, command, overwrite=overwrite, resume=resume)
+            nested.sources = dict(sources or {})
+            return nested
         if not (_ATOMIC if atomic is None else atomic):
-            run = cls(path, command, resume=resume)
+            run = cls(path, command, resume=resume, sources=dict(sources or {}))
             run._prepare(overwrite, atomic=False)
             return run
         if any(run.path.resolve() == path.resolve() for run in _OPEN):
@@ -224,7 +231,8 @@ class RunFolder:
                                "the earlier RunFolder first (or use it with `with`)")
         created = [p for p in [path, *path.parents] if not p.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
-        run = cls(path, command, resume=resume, resumable=resumable, _created=created[::-1])
+        run = cls(path, command, resume=resume, resumable=resumable, sources=dict(sources or {}),
+                  _created=created[::-1])
         run._lock = _acquire_lock(path)
         try:
             _recover(path)
@@ -291,6 +299,8 @@ class RunFolder:
         data = dict(previous) if previous else {
             "command": self.command, "started": _dt.datetime.now().isoformat(timespec="seconds"),
             "argv": _ARGV if _ARGV is not None else sys.argv, "versions": versions()}
+        if self.sources:
+            data["sources"] = dict(self.sources)
         if status is not None:
             data.update(status=status, pid=os.getpid(), **extra)
         write_json(self.path / RUN_MARKER, data)
@@ -364,8 +374,8 @@ class RunFolder:
         return self.path / "figures"
 
     def save_config(self, config: Any) -> None:
-        """Write config.yaml (the resolved config)."""
-        save_config(config, self.path / "config.yaml")
+        """Write config.yaml (the resolved config); a value the user set carries a comment saying where from."""
+        save_config(config, self.path / "config.yaml", sources=self.sources)
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
         """Write summary.json (headline numbers; strict JSON, NaN written as null)."""

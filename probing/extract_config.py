@@ -1,0 +1,106 @@
+"""What an extraction reads and how (torch-free): :class:`ExtractionConfig`, layer specs, word templates.
+
+Every probe nests an ``ExtractionConfig`` (its ``extraction:`` section); the command line offers its fields as
+options (``--model``, ``--layers``, ...), generated from the field docs below.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mcicl.core.configuration import ConfigError, require
+from mcicl.core.options import doc
+
+SPACES = ("hidden", "input", "unembed")
+POOLINGS = ("mean", "last")
+DTYPES = ("float32", "float16", "bfloat16")
+PADDING_SIDES = ("auto", "left", "right")
+WORD_SLOT = "{word}"
+POOLING_RULE = ("{pooling} over the tokens whose character offsets (fast tokenizer offset_mapping) overlap the "
+                "word inside its template (slow tokenizers: the tokens the text shares with the text cut after the "
+                "word and not with the text cut before it); template, special and lone space tokens excluded")
+LAYERS_ACCEPTED = "'all', 'last', or layer indices such as '0,3,-1' (0 = embedding output, -1 = last layer)"
+
+
+def check_template(template: Any) -> str:
+    """The template, if it is a string holding ``{word}`` exactly once; else ConfigError."""
+    require(isinstance(template, str) and template.count(WORD_SLOT) == 1, "template", template,
+            "a string containing '{word}' exactly once, e.g. '{word}' or 'A {word}.'")
+    return template
+
+
+def parse_layers(spec: str | Sequence[int]) -> str | list[int]:
+    """'all', 'last', or a list of layer indices, from a layers spec (a string such as '0,3,-1' or a list)."""
+    if isinstance(spec, str):
+        text = spec.strip().lower()
+        if text in ("all", "last"):
+            return text
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        try:
+            out = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError("layers", spec, LAYERS_ACCEPTED) from None
+    elif isinstance(spec, Iterable):
+        out = list(spec)
+        require(all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in out), "layers", spec,
+                LAYERS_ACCEPTED)
+        out = [int(i) for i in out]
+    else:
+        raise ConfigError("layers", spec, LAYERS_ACCEPTED)
+    require(len(out) > 0, "layers", spec, LAYERS_ACCEPTED)
+    return out
+
+
+def resolve_layers(spec: str | Sequence[int], n_layers: int) -> list[int]:
+    """Hidden-state indices 0..n_layers (0 = embedding output) named by ``spec``, in order, no repeats."""
+    parsed = parse_layers(spec)
+    if parsed == "all":
+        return list(range(n_layers + 1))
+    if parsed == "last":
+        return [n_layers]
+    out = []
+    for i in parsed:
+        require(-(n_layers + 1) <= i <= n_layers, "layers", spec,
+                f"indices from 0 to {n_layers} (or -1 to -{n_layers + 1}); this model has {n_layers} layers "
+                "and hidden state 0 is the embedding output")
+        out.append(i % (n_layers + 1))
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class ExtractionConfig:
+    """What to extract and how: model, space, layers, template, pooling, batching, dtype, device, cache."""
+
+    model: str = field(default="default", metadata=doc(
+        "'default' (the embedded all-MiniLM-L6-v2), a local model folder, or a Hugging Face Hub id such as "
+        "EleutherAI/pythia-160m"))
+    space: Literal["hidden", "input", "unembed"] = field(default="hidden", metadata=doc(
+        "hidden states of every layer, input-embedding rows, or unembedding rows"))
+    layers: str | list[int] = field(default="all", metadata=doc(
+        "'all', 'last' or a comma list such as 0,3,-1 (0 = embedding output)"))
+    template: str = field(default=WORD_SLOT, metadata=doc("context template with {word}, e.g. 'A {word}.'"))
+    pooling: Literal["mean", "last"] = field(default="mean", metadata=doc("multi-token words: mean or last token"))
+    batch_size: int = field(default=64, metadata=doc("words per forward pass"))
+    dtype: Literal["float32", "float16", "bfloat16"] = field(default="float32", metadata=doc("weights dtype"))
+    device: str = field(default="auto", metadata=doc(
+        "'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps', or 'balanced' for device_map='auto' "
+        "across GPUs for models larger than one"))
+    trust_remote_code: bool = field(default=False, metadata=doc(
+        "allow model repositories to run their own code (off unless you ask)"))
+    cache_dir: str | None = field(default=None, metadata=doc("extraction cache folder (none: no cache)"))
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.model, str) and bool(self.model.strip()), "model", self.model,
+                "'default', a local model folder, or a Hub id")
+        require(self.space in SPACES, "space", self.space, "one of " + ", ".join(SPACES))
+        require(self.pooling in POOLINGS, "pooling", self.pooling, "one of " + ", ".join(POOLINGS))
+        require(isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size >= 1,
+                "batch_size", self.batch_size, "an integer >= 1")
+        require(self.dtype in DTYPES, "dtype", self.dtype, "one of " + ", ".join(DTYPES))
+        require(isinstance(self.device, str) and bool(self.device.strip()), "device", self.device,
+                "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'balanced'")
+        check_template(self.template)
+        parse_layers(self.layers)

@@ -1,0 +1,85 @@
+"""``mcicl probe geometry``'s config and job declaration (torch-free: the command line is built from it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mcicl.core.configuration import require
+from mcicl.core.jobs import CsvTable, DemoStage, Job, ReportSection
+from mcicl.core.options import doc
+from mcicl.probing.extract_config import ExtractionConfig
+
+WHITEN = ("none", "vocab", "unembed")
+SIGNS = ("align", "ignore", "split")
+
+
+@dataclass
+class GeometryConfig:
+    """What to measure and how: the extraction (model, space, layers, ...) or saved vectors, concept set,
+    whitening, nulls."""
+
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    vectors: str | None = field(default=None, metadata=doc(
+        "measure a saved LabelledVectors file instead of a model (e.g. synthetic features.npz; a sibling "
+        "FILE.polysemy.npz is used for polysemy)", metavar="FILE.npz"))
+    concepts: str = field(default="builtin", metadata=doc("builtin | wordnet | FILE (.json or .csv)"))
+    polysemy: str | None = field(default=None, metadata=doc(
+        'JSON {"word": ["concept_a", "concept_b"]} merged over the set\'s own polysemy inventory', metavar="FILE"))
+    whiten: Literal["none", "vocab", "unembed"] = field(default="none", metadata=doc(
+        "inner product: none (centred), vocab (covariance of a vocabulary sample in the same space), unembed "
+        "(covariance of the unembedding rows, Park et al.)"))
+    whiten_sample: int = field(default=2000, metadata=doc("vocabulary words for --whiten vocab on hidden layers"))
+    center: bool = field(default=True, metadata=doc("do not subtract the mean vector (raw cosines)",
+                                                     flag="--no-center"))
+    signs: Literal["align", "ignore", "split"] = field(default="align", metadata=doc(
+        "saved vectors with signs (synthetic): align +/- words, ignore signs, or split each concept into "
+        "concept+ and concept-"))
+    permutations: int = field(default=200, metadata=doc(
+        "label permutations per statistic (the smallest p is 1/(permutations+1))"))
+    bootstrap: int = field(default=1000, metadata=doc("bootstrap resamples for 95% CIs"))
+    shuffles: int = field(default=20, metadata=doc("shuffled-embedding null draws"))
+    probes: bool = field(default=True, metadata=doc("skip the per-layer logistic-regression probes",
+                                                    flag="--no-probes"))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.whiten in WHITEN, "whiten", self.whiten, "one of " + ", ".join(WHITEN))
+        require(self.signs in SIGNS, "signs", self.signs, "one of " + ", ".join(SIGNS))
+        require(isinstance(self.permutations, int) and self.permutations >= 1, "permutations", self.permutations,
+                "an integer >= 1 (>= 100 for p < 0.01 to be reachable)")
+        for name in ("bootstrap", "shuffles"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 0, name, value, "an integer >= 0")
+        require(isinstance(self.whiten_sample, int) and self.whiten_sample >= 2, "whiten_sample",
+                self.whiten_sample, "an integer >= 2")
+        require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+
+
+MODEL_FIELDS = ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code")
+
+GEOMETRY_JOB = Job(
+    command="probe geometry",
+    help="concept geometry per layer with nulls: within/cross cosines, directions, polysemy",
+    description="Measure whether words of one concept are correlated and concepts near-orthogonal, per layer of a "
+                "model (or on a saved vectors .npz such as synthetic features.npz), with permutation and "
+                "shuffled-embedding nulls, bootstrap CIs, probes and polysemy.",
+    execute="mcicl.probing.geometry:execute",
+    config=GeometryConfig,
+    fields={
+        "model": MODEL_FIELDS,
+        "what to measure": ("vectors", "concepts", "polysemy", "extraction.space", "extraction.layers",
+                            "extraction.pooling", "extraction.template", "extraction.batch_size",
+                            "extraction.cache_dir"),
+        "statistics": ("whiten", "whiten_sample", "center", "signs", "permutations", "bootstrap", "shuffles",
+                       "probes"),
+    },
+    report=ReportSection(
+        title="Real model: concept geometry",
+        text="The real model's concept geometry, measured by the geometry engine with permutation nulls.",
+        csv_tables=(CsvTable("layers.csv", "Statistics per layer", "Every statistic with its null, CI and p-value."),
+                    CsvTable("polysemy.csv", "Polysemous words",
+                             "Cosine with each sense centroid against the null.")),
+        skip=("per_layer",)),
+    demo=DemoStage("real geometry", "mcicl.probing.geometry:demo_stage", order=20),
+)
