@@ -33,5 +33,4 @@ DEMO_JOB = Job(
     execute="mcicl.app.demo:execute",
     config=DemoConfig,
     fields={"demo": ("model", "small")},
-    config_file=False,
 )

@@ -7,8 +7,6 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-from tqdm.auto import tqdm
-
 log = logging.getLogger("mcicl")
 T = TypeVar("T")
 _QUIET = False
@@ -27,6 +25,8 @@ def progress_enabled() -> bool:
 
 def progress(iterable: Iterable[T], desc: str | None = None, total: int | None = None, **kw: Any) -> Iterator[T]:
     """A tqdm bar over ``iterable``; silent under --quiet or when stderr is not a terminal."""
+
+    from tqdm.auto import tqdm  # deferred: the command line's --help never draws a bar
 
     return iter(tqdm(iterable, desc=desc, total=total, disable=not progress_enabled(), leave=False, **kw))
 
