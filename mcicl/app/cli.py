@@ -24,7 +24,7 @@ from mcicl.core.configuration import ConfigError, annotate_yaml, to_dict
 from mcicl.core.jobs import Job, JobContext, load
 from mcicl.core.logs import set_quiet, setup_logging
 from mcicl.core.options import add_config_options, resolve_config
-from mcicl.core.runs import atomic_runs
+from mcicl.core.runs import run_transaction
 
 log = logging.getLogger("mcicl")
 
@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_quiet(getattr(args, "quiet", False))
     job = registry.job(args._job) if hasattr(args, "_job") else None
     try:
-        with atomic_runs(None if argv is None else ["mcicl", *argv]):
+        with run_transaction(None if argv is None else ["mcicl", *argv]):
             code = run_job(job, args, parser) if job is not None else int(args.func(args) or 0)
             if code != 0:
                 raise _Failed(code)

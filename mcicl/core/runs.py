@@ -59,19 +59,20 @@ class RunStateError(ValueError):
 
 
 _OPEN: list[RunFolder] = []  # run folders of this process not yet committed or aborted, oldest first
-_ATOMIC = False  # the default of RunFolder.create(atomic=None); True inside atomic_runs() (the mcicl CLI)
 _ARGV: list[str] | None = None  # the command line recorded in run.json (None: sys.argv)
 
 
 @contextlib.contextmanager
-def atomic_runs(argv: Sequence[str] | None = None) -> Iterator[None]:
-    """Within this block every run folder is atomic; leaving it commits them on success, aborts them on error.
+def run_transaction(argv: Sequence[str] | None = None) -> Iterator[None]:
+    """Leaving this block commits every run folder opened atomically inside it on success, and aborts them (every
+    folder put back as it was) on an error or Ctrl-C.
 
-    ``mcicl``'s ``main`` runs each command inside it, so every command is atomic without code of its own.
-    ``argv`` is the command line run.json records (default: ``sys.argv``).
+    ``mcicl``'s ``main`` runs each command inside it; the command's folders are atomic because the command opens
+    them with ``atomic=True`` (``JobContext.create_run``), not because of this block. ``argv`` is the command line
+    run.json records (default: ``sys.argv``).
     """
-    global _ATOMIC, _ARGV
-    before, _ATOMIC, _ARGV = (_ATOMIC, _ARGV), True, (list(argv) if argv is not None else None)
+    global _ARGV
+    before, _ARGV = _ARGV, (list(argv) if argv is not None else None)
     try:
         yield
     except KeyboardInterrupt:
@@ -83,7 +84,7 @@ def atomic_runs(argv: Sequence[str] | None = None) -> Iterator[None]:
     else:
         commit_open_runs()
     finally:
-        _ATOMIC, _ARGV = before
+        _ARGV = before
 
 
 def _lock_path(path: Path) -> Path:
@@ -189,7 +190,7 @@ class RunFolder:
         resume: bool = False,
         resumable: bool = False,
         inputs: Mapping[str, str | Path | None] | None = None,
-        atomic: bool | None = None,
+        atomic: bool = False,
         root: str | Path = "runs",
         sources: Mapping[str, str] | None = None,
     ) -> RunFolder:
@@ -200,8 +201,8 @@ class RunFolder:
         new folder interrupted by the user (Ctrl-C), marked unfinished, so ``resume`` can continue it; other
         failed runs vanish.
 
-        ``atomic`` (default: True inside :func:`atomic_runs`, as every ``mcicl`` command is; False for plain
-        library calls) locks the folder and keeps a replaced run aside until :meth:`commit`; use the run as a
+        ``atomic`` (True for every ``mcicl`` command, through ``JobContext.create_run``; False by default, for
+        plain library calls) locks the folder and keeps a replaced run aside until :meth:`commit`; use the run as a
         context manager then. A non-atomic run is written in place and never needs a commit.
 
         ``sources`` ({config field path: where its value came from}) is recorded in run.json and as comments in
@@ -222,7 +223,7 @@ class RunFolder:
             nested = cls._create_nested(path, command, overwrite=overwrite, resume=resume)
             nested.sources = dict(sources or {})
             return nested
-        if not (_ATOMIC if atomic is None else atomic):
+        if not atomic:
             run = cls(path, command, resume=resume, sources=dict(sources or {}))
             run._prepare(overwrite, atomic=False)
             return run
