@@ -65,6 +65,7 @@ GEOMETRY_JOB = Job(
                 "model (or on a saved vectors .npz such as synthetic features.npz), with permutation and "
                 "shuffled-embedding nulls, bootstrap CIs, probes and polysemy.",
     execute="mcicl.probing.geometry:execute",
+    result="mcicl.probing.geometry:GeometryResult",
     config=GeometryConfig,
     fields={
         "model": MODEL_FIELDS,

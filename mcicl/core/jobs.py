@@ -94,6 +94,7 @@ class Job:
     help: str  # one line for the command list
     description: str  # the command's own --help text
     execute: str  # "module:function", (config, JobContext) -> exit code
+    result: str | None = None  # "module:Class" of the result it returns (.summary, .figures(), .save(run))
     config: type | None = None  # a dataclass from a torch-free module; its fields give the options
     fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # option group title -> field paths
     flags: Mapping[str, str] = field(default_factory=dict)  # field path -> flag, where not --<leaf>
