@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from mcicl.app import registry
 from mcicl.app.demo_config import DemoConfig
+from mcicl.core.configuration import to_dict
 from mcicl.core.jobs import DemoContext, DemoStage, JobContext, load
+from mcicl.core.runs import RunFolder
 from mcicl.core.seeding import seed_everything
 
 log = logging.getLogger("mcicl")
@@ -29,6 +32,22 @@ LEGACY_STAGES: tuple[tuple[int, str, str], ...] = (
     (60, "comparison", "mcicl.analysis.compare:run_demo_stage"),
     (70, "report", "mcicl.analysis.report:run_demo_stage"),
 )
+
+
+@dataclass
+class DemoResult:
+    """The demo's own record: each stage's headline numbers and time. Its figures are its stages' (each stage
+    folder is a full run of its job), so ``figures()`` has none of its own."""
+
+    config: DemoConfig
+    summary: dict[str, Any]
+
+    def figures(self) -> dict[str, Any]:
+        return {}
+
+    def save(self, run: RunFolder) -> None:
+        run.save_config({**to_dict(self.config), "stages": list(self.summary.get("stages", {}))})
+        run.write_summary(self.summary)
 
 
 def stages() -> list[DemoStage]:
@@ -49,8 +68,6 @@ def execute(config: DemoConfig, ctx: JobContext) -> int:
     seed_everything(config.seed)
     out = ctx.create_run()
     plan = stages()
-    out.save_config({"model": config.model, "seed": config.seed, "small": config.small,
-                     "stages": [s.title for s in plan]})
     demo = DemoContext(run=out, model=config.model, seed=config.seed, small=config.small, quiet=ctx.quiet)
     start_all = time.perf_counter()
     legacy = {t for _, t, _ in LEGACY_STAGES}
@@ -61,7 +78,7 @@ def execute(config: DemoConfig, ctx: JobContext) -> int:
             else load(stage.run)(demo)
         demo.results[stage.title] = {**numbers, "seconds": round(time.perf_counter() - start, 2)}
         log.info("demo stage %s done in %.1f s", stage.title, time.perf_counter() - start)
-    out.write_summary({"stages": demo.results, "seconds": round(time.perf_counter() - start_all, 2)})
+    DemoResult(config, {"stages": demo.results, "seconds": round(time.perf_counter() - start_all, 2)}).save(out)
     print(f"report: {demo.results['report']['report']}")
     print(f"output is in {out.path}")
     return 0

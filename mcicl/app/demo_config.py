@@ -31,6 +31,7 @@ DEMO_JOB = Job(
                 "synthetic-vs-real comparison (geometry-to-OOD map, geometry-matched world) and an HTML report, "
                 "on the embedded default model.",
     execute="mcicl.app.demo:execute",
+    result="mcicl.app.demo:DemoResult",
     config=DemoConfig,
     fields={"demo": ("model", "small")},
 )
