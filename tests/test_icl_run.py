@@ -125,7 +125,7 @@ def test_old_flat_keys_load_with_a_warning_naming_the_new_key():
 
 def test_cli_config_file_option_precedence_and_type_errors(tmp_path):
     cfg = tmp_path / "icl.yaml"
-    cfg.write_text("prompts:\n  episodes: 9\n  template:\n    query: 'Q {word}:'\nextraction:\n  layers: 2\n")
+    cfg.write_text("prompts:\n  episodes: 9\n  template:\n    query: 'Q {word}:'\nextraction:\n  layers: '2'\n")
     res = mcicl_cli("probe", "icl", "--config", str(cfg), "--layer", "3", "--print-config")
     assert res.returncode == 0, res.stderr
     assert "episodes: 9  # from config file" in res.stdout and "query: 'Q {word}:'  # from config file" in res.stdout
@@ -135,7 +135,7 @@ def test_cli_config_file_option_precedence_and_type_errors(tmp_path):
     assert "episodes: 4  # from --episodes" in res.stdout and "query: '{word} =>'  # from --query-template" \
         in res.stdout
     res = mcicl_cli("probe", "icl", "--shots", "0,two", "--print-config")
-    assert res.returncode == 2 and "--shots '0,two': accepted: an integer" in res.stderr
+    assert res.returncode == 2 and "--shots 'two': accepted: an integer" in res.stderr
     res = mcicl_cli("probe", "icl", "--query-template", "no slot", "--print-config")
     assert res.returncode == 2 and "--query-template 'no slot': accepted: a string containing {word}" in res.stderr
     cfg.write_text("prompts:\n  ways: two\n")
