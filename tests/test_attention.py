@@ -5,12 +5,15 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from mcicl.core.configuration import from_dict
 from mcicl.core.runs import RunFolder
 from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.extract import ExtractionConfig
@@ -24,6 +27,7 @@ from mcicl.probing.icl.attention import (
     query_attention,
     run_attention,
 )
+from mcicl.probing.icl.episodes import EpisodeConfig
 from mcicl.probing.icl.tasks import IclSampler, PromptTemplate
 from mcicl.probing.models import LoadedModel, ModelRef, load_model
 from mcicl.probing.tiny import build_tiny_model, build_tiny_tokenizer
@@ -36,7 +40,12 @@ WORDS = {
 }
 CONCEPTS = ConceptSet("handset", WORDS)
 HIDDEN, HEADS, ALPHA = 16, 2, 1.0
-QUICK = {"n_permutations": 200, "n_boot": 200, "top_k": 2, "knockout_draws": 2}
+QUICK = {"permutations": 200, "bootstrap": 200, "top_k": 2, "knockout_draws": 2}
+
+
+def attention_prompts(**fields) -> EpisodeConfig:
+    """The attention probe's default prompts section with ``fields`` changed."""
+    return replace(AttentionConfig().prompts, **fields)
 ON_CPU = ExtractionConfig(device="cpu")
 
 
@@ -105,8 +114,9 @@ def test_handset_head_recovered_with_its_value(handset):
     loaded, word_ids = handset
     # query = the word itself, so the last prompt token (the causal query position) carries the concept
     template = PromptTemplate(query="{word}", label=" -> {label}")
-    config = AttentionConfig(conditions=["in_distribution", "flipped_labels"], shots=[3, 6], episodes=8,
-                             template=template, extraction=ON_CPU, **QUICK)
+    prompts = attention_prompts(conditions=["in_distribution", "flipped_labels"], shots=[3, 6], episodes=8,
+                                template=template)
+    config = AttentionConfig(prompts=prompts, extraction=ON_CPU, **QUICK)
     result = measure_attention(config, loaded, CONCEPTS, show_progress=False)
     assert result.top_heads[0] == (0, 0)
     names = list(WORDS)
@@ -135,8 +145,9 @@ def test_handset_head_fails_when_concepts_are_relabelled(handset):
     scrambled = ConceptSet("scrambled", {c: [ws[i] for ws in WORDS.values()] for c, i in
                                          (("mix0", 0), ("mix1", 1), ("mix2", 2), ("mix3", 3), ("mix4", 4),
                                           ("mix5", 5), ("mix6", 6), ("mix7", 7))})
-    config = AttentionConfig(conditions=["in_distribution"], shots=[4], episodes=8, template=template,
-                             queries_per_episode=2, extraction=ON_CPU, **QUICK)
+    prompts = attention_prompts(conditions=["in_distribution"], shots=[4], episodes=8, template=template,
+                                queries_per_episode=2)
+    config = AttentionConfig(prompts=prompts, extraction=ON_CPU, **QUICK)
     result = measure_attention(config, loaded, scrambled, show_progress=False)
     head0 = next(r for r in result.rows if (r["layer"], r["head"], r["kind"]) == (0, 0, "word"))
     assert head0["p_corrected"] > 0.05
@@ -271,7 +282,8 @@ def test_random_weights_causal_end_to_end(tmp_path):
     folder = build_tiny_model("gpt2", tmp_path / "tiny", layers=2, heads=4, hidden=32,
                               corpus=[w for ws in WORDS.values() for w in ws])
     config = AttentionConfig(extraction=ExtractionConfig(model=str(folder), device="cpu"),
-                             conditions=["in_distribution", "skewed"], shots=[2, 4], episodes=5, **QUICK)
+                             prompts=attention_prompts(conditions=["in_distribution", "skewed"], shots=[2, 4],
+                                                       episodes=5), **QUICK)
     run = RunFolder.create(tmp_path / "run", "probe attention")
     summary = run_attention(config, run, concept_set=CONCEPTS, show_progress=False)
     rows = list(csv.DictReader(open(run.path / "attention.csv")))
@@ -302,9 +314,9 @@ def test_cli_minilm_end_to_end(tmp_path):
 
 def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match="conditions"):
-        AttentionConfig(conditions=["zero_shot"])
-    with pytest.raises(ValueError, match="shots"):
-        AttentionConfig(shots=[0, 2])
+        AttentionConfig(prompts=attention_prompts(conditions=["zero_shot"]))
+    with pytest.raises(ValueError, match="prompts.shots"):
+        AttentionConfig(prompts=attention_prompts(shots=[0, 2]))
     with pytest.raises(ValueError, match="query_position"):
         AttentionConfig(query_position="first")
 
@@ -317,3 +329,38 @@ def test_cell_statistics_rejects_mixed_shots(handset):
     rows = query_attention(loaded.model, loaded.tokenizer, lays, show_progress=False)
     with pytest.raises(ValueError, match="same number of demonstrations"):
         cell_statistics(rows, lays, prompts, "word")
+
+
+# -- config: one prompts section, old flat keys, the command line -------------------------------------------
+
+def test_old_flat_keys_load_with_a_warning_naming_the_new_key():
+    old = {"shots": [4, 2], "episodes": 6, "n_permutations": 300, "n_boot": 200, "template": {"header": "Q:\n"}}
+    with pytest.warns(DeprecationWarning) as caught:
+        config = from_dict(AttentionConfig, old)
+    said = " ".join(str(w.message) for w in caught)
+    for new in ("'prompts.shots'", "'prompts.episodes'", "'permutations'", "'bootstrap'", "'prompts.template'"):
+        assert new in said
+    nested = {"prompts": {"shots": [4, 2], "episodes": 6, "template": {"header": "Q:\n"}}, "permutations": 300,
+              "bootstrap": 200}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert from_dict(AttentionConfig, nested) == config
+    # a partial prompts section keeps the attention probe's own defaults, not the ICL probe's
+    assert config.prompts.conditions == list(AttentionConfig().prompts.conditions)
+    assert from_dict(AttentionConfig, {"prompts": {"ways": 3}}).prompts.shots == [2, 4, 8]
+
+
+def test_cli_config_file_option_precedence_and_type_errors(tmp_path):
+    cfg = tmp_path / "attention.yaml"
+    cfg.write_text("prompts:\n  episodes: 7\n  ways: 3\npermutations: 300\n")
+    res = mcicl_cli("probe", "attention", "--config", str(cfg), "--ways", "4", "--print-config")
+    assert res.returncode == 0, res.stderr
+    assert "episodes: 7  # from config file" in res.stdout and "permutations: 300  # from config file" in res.stdout
+    assert "ways: 4  # from --ways" in res.stdout
+    assert "- 2\n  - 4\n  - 8" in res.stdout  # the attention default shots survive a partial prompts section
+    res = mcicl_cli("probe", "attention", "--permutations", "many", "--print-config")
+    assert res.returncode == 2 and "--permutations 'many': accepted: an integer" in res.stderr
+    cfg.write_text("prompts:\n  episodes: lots\n")
+    res = mcicl_cli("probe", "attention", "--config", str(cfg), "--print-config")
+    assert res.returncode == 2 and "prompts.episodes='lots'; accepted: an integer" in res.stderr
+    assert "config file" in res.stderr

@@ -13,6 +13,7 @@ from mcicl.probing.contexts import ContextSet, make_context
 from mcicl.probing.contextual import extract_contexts
 from mcicl.probing.extract import ExtractionConfig, extract_words
 from mcicl.probing.icl import run as icl_run
+from mcicl.probing.icl.episodes import EpisodeConfig
 from mcicl.probing.icl.readout import attention_readout
 from mcicl.probing.icl.run import IclConfig, run_icl, summarise
 from mcicl.probing.icl.tasks import CONDITIONS, DEFAULT_CONDITIONS, IclSampler, PromptTemplate
@@ -64,7 +65,7 @@ def test_twins_share_episodes_and_differ_only_in_the_sentence(contexts):
 
 def test_in_context_conditions_are_opt_in_and_need_contexts_of_the_set(contexts):
     assert "polysemous_in_context" in CONDITIONS and "polysemous_in_context" not in DEFAULT_CONDITIONS
-    assert IclConfig().conditions == list(DEFAULT_CONDITIONS)
+    assert IclConfig().prompts.conditions == list(DEFAULT_CONDITIONS)
     # Without contexts the sampler uses the built-in ones, whose senses are not this small set's concepts.
     with pytest.raises(ValueError, match="hold no polysemous word of 'icl-test' in two of its senses"):
         IclSampler(small_concept_set()).sample("polysemous_in_context", 2, 1, seed=0)
@@ -87,8 +88,8 @@ def test_lm_readout_reads_the_sentence(contexts, monkeypatch):
 
 
 def test_attention_readout_uses_the_contextual_vector(minilm, contexts):
-    config = IclConfig(readout="attention", shots=[4], episodes=3, tune_episodes=3,
-                       conditions=["polysemous_in_context", "polysemous_in_context_adversarial"], n_boot=100)
+    config = IclConfig(readout="attention", tune_episodes=3, bootstrap=100, prompts=EpisodeConfig(
+        shots=[4], episodes=3, conditions=["polysemous_in_context", "polysemous_in_context_adversarial"]))
     sampler = _sampler(contexts)
     prompts = sampler.sample("polysemous_in_context", 4, 3, seed=0)
     scored, logprobs, record, dropped, _ = icl_run._attention_scores(config, minilm, prompts, prompts)
@@ -114,12 +115,12 @@ def _ecfg() -> ExtractionConfig:
 
 
 def test_run_icl_writes_context_rows_and_the_paired_effect(minilm, tmp_path):
-    config = IclConfig(readout="attention", shots=[4], episodes=6, tune_episodes=3, n_boot=100,
-                       conditions=["polysemous_in_context", "polysemous_in_context_adversarial"])
+    config = IclConfig(readout="attention", tune_episodes=3, bootstrap=100, prompts=EpisodeConfig(
+        shots=[4], episodes=6, conditions=["polysemous_in_context", "polysemous_in_context_adversarial"]))
     summary = run_icl(config, RunFolder.create(tmp_path / "run", "probe icl"), loaded=minilm)
     with open(tmp_path / "run" / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert {r["condition"] for r in rows} == set(config.conditions)
+    assert {r["condition"] for r in rows} == set(config.prompts.conditions)
     assert all(r["query"] in r["query_context"].lower() for r in rows)
     effect = summary["context_effect"]["4"]
     acc = summary["accuracy"]

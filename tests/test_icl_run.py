@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 
 import pytest
 
+from mcicl.core.configuration import from_dict
 from mcicl.core.io import read_json
 from mcicl.core.runs import RunFolder
 from mcicl.probing.extract import ExtractionConfig
+from mcicl.probing.icl.episodes import EpisodeConfig
 from mcicl.probing.icl.run import IclConfig, choose_readout, run_icl
 from mcicl.probing.tiny import build_tiny_model
 from tests.conftest import mcicl_cli
@@ -19,9 +22,10 @@ from tests.icl_fixtures import small_concept_set
 
 def test_minilm_attention_readout_learns_in_context_on_builtin_sets(minilm, tmp_path):
     """8-shot in-distribution accuracy beats chance with a bootstrap interval excluding it (real weights)."""
-    config = IclConfig(extraction=ExtractionConfig(layers="last", device="cpu"), suite="polysemy",
-                       readout="attention", shots=[8], conditions=["in_distribution", "polysemous_query"],
-                       episodes=20, tune_episodes=10, seed=0)
+    prompts = EpisodeConfig(suite="polysemy", shots=[8], conditions=["in_distribution", "polysemous_query"],
+                            episodes=20)
+    config = IclConfig(extraction=ExtractionConfig(layers="last", device="cpu"), prompts=prompts,
+                       readout="attention", tune_episodes=10, seed=0)
     summary = run_icl(config, RunFolder.create(tmp_path / "run", "probe icl"), loaded=minilm)
     ind = summary["accuracy"]["in_distribution"]["8"]
     poly = summary["accuracy"]["polysemous_query"]["8"]
@@ -42,9 +46,9 @@ def test_lm_readout_on_tiny_random_gpt2(tmp_path):
     """The causal-LM path end to end (random weights: mechanics only, and the outputs say so)."""
 
     folder = build_tiny_model("gpt2", tmp_path / "tiny-gpt2")
-    config = IclConfig(extraction=ExtractionConfig(model=str(folder), layers="last", device="cpu"), shots=[0, 2],
-                       episodes=2, queries_per_episode=2,
-                       conditions=["in_distribution", "arbitrary_labels", "zero_shot"])
+    config = IclConfig(extraction=ExtractionConfig(model=str(folder), layers="last", device="cpu"),
+                       prompts=EpisodeConfig(shots=[0, 2], episodes=2, queries_per_episode=2,
+                                             conditions=["in_distribution", "arbitrary_labels", "zero_shot"]))
     run = RunFolder.create(tmp_path / "run", "probe icl")
     summary = run_icl(config, run, concept_set=small_concept_set())
     assert summary["readout"] == "lm" and summary["random_weights"] is True
@@ -63,8 +67,9 @@ def test_lm_readout_on_tiny_random_gpt2(tmp_path):
 
 
 def test_attention_readout_with_only_zero_shots_tunes_beta_on_zero_shot_prompts(minilm, tmp_path):
-    config = IclConfig(extraction=ExtractionConfig(layers="last", device="cpu"), readout="attention", shots=[0],
-                       conditions=["zero_shot"], episodes=2, tune_episodes=2, queries_per_episode=2, n_boot=100)
+    config = IclConfig(extraction=ExtractionConfig(layers="last", device="cpu"), readout="attention",
+                       prompts=EpisodeConfig(shots=[0], conditions=["zero_shot"], episodes=2, queries_per_episode=2),
+                       tune_episodes=2, bootstrap=100)
     summary = run_icl(config, RunFolder.create(tmp_path / "run", "probe icl"), loaded=minilm,
                       concept_set=small_concept_set())
     assert summary["beta"]["tuning_prompts"] == 4 and summary["beta"]["best"] in config.betas
@@ -75,10 +80,10 @@ def test_bad_input_errors(tmp_path):
     with pytest.raises(ValueError, match="readout=.lm. needs a causal language model.*encoder"):
         choose_readout(IclConfig(readout="lm"))
     with pytest.raises(ValueError, match="accepted: shots <= 22"):
-        run_icl(IclConfig(shots=[32], conditions=["in_distribution"]),
+        run_icl(IclConfig(prompts=EpisodeConfig(shots=[32], conditions=["in_distribution"])),
                 RunFolder.create(tmp_path / "a", "probe icl"), concept_set=small_concept_set())
     with pytest.raises(ValueError, match="conditions"):
-        IclConfig(conditions=["in_distribution", "sideways"])
+        IclConfig(prompts=EpisodeConfig(conditions=["in_distribution", "sideways"]))
 
 
 def test_cli_writes_results_summary_and_figure(tmp_path):
@@ -98,3 +103,41 @@ def test_cli_writes_results_summary_and_figure(tmp_path):
     assert (out / "figures" / "accuracy_vs_shots.png").is_file() and (out / "config.yaml").is_file()
     bad = mcicl_cli("probe", "icl", "--model", "default", "--readout", "lm", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "needs a causal language model" in bad.stderr
+
+
+def test_old_flat_keys_load_with_a_warning_naming_the_new_key():
+    old = {"shots": [0, 2], "conditions": ["in_distribution", "zero_shot"], "episodes": 5, "ways": 3,
+           "queries_per_episode": 2, "template": {"query": "{word} =", "label": " {label}"}, "n_boot": 200}
+    with pytest.warns(DeprecationWarning) as caught:
+        config = from_dict(IclConfig, old)
+    said = " ".join(str(w.message) for w in caught)
+    for key in ("shots", "conditions", "episodes", "ways", "queries_per_episode", "template"):
+        assert f"config key '{key}' is deprecated; use 'prompts.{key}'" in said
+    assert "use 'bootstrap'" in said
+    nested = {"prompts": {k: v for k, v in old.items() if k != "n_boot"}, "bootstrap": 200}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert from_dict(IclConfig, nested) == config
+    assert config.prompts.template.query == "{word} =" and config.extraction.layers == "last"
+    with pytest.raises(ValueError, match="only one of shots .deprecated. and prompts.shots"):
+        from_dict(IclConfig, {"shots": [2], "prompts": {"shots": [4]}})
+
+
+def test_cli_config_file_option_precedence_and_type_errors(tmp_path):
+    cfg = tmp_path / "icl.yaml"
+    cfg.write_text("prompts:\n  episodes: 9\n  template:\n    query: 'Q {word}:'\nextraction:\n  layers: '2'\n")
+    res = mcicl_cli("probe", "icl", "--config", str(cfg), "--layer", "3", "--print-config")
+    assert res.returncode == 0, res.stderr
+    assert "episodes: 9  # from config file" in res.stdout and "query: 'Q {word}:'  # from config file" in res.stdout
+    assert "layers: '3'  # from --layer" in res.stdout
+    res = mcicl_cli("probe", "icl", "--config", str(cfg), "--episodes", "4", "--query-template", "{word} =>",
+                    "--print-config")
+    assert "episodes: 4  # from --episodes" in res.stdout and "query: '{word} =>'  # from --query-template" \
+        in res.stdout
+    res = mcicl_cli("probe", "icl", "--shots", "0,two", "--print-config")
+    assert res.returncode == 2 and "--shots 'two': accepted: an integer" in res.stderr
+    res = mcicl_cli("probe", "icl", "--query-template", "no slot", "--print-config")
+    assert res.returncode == 2 and "--query-template 'no slot': accepted: a string containing {word}" in res.stderr
+    cfg.write_text("prompts:\n  ways: two\n")
+    res = mcicl_cli("probe", "icl", "--config", str(cfg), "--print-config")
+    assert res.returncode == 2 and f"config file {cfg}: prompts.ways='two'; accepted: an integer" in res.stderr

@@ -28,6 +28,7 @@ from mcicl.core.runs import RunFolder
 from mcicl.core.vectors import Space
 from mcicl.probing.extract import Extraction, ExtractionConfig, extract_words
 from mcicl.probing.geometry import GeometryConfig, GeometryResult, measure_geometry
+from mcicl.probing.icl.episodes import EPISODE_KEYS
 from mcicl.probing.icl.run import IclConfig, IclResult, icl_probe
 from mcicl.probing.models import LoadedModel
 from mcicl.probing.models import load_model as _load_model
@@ -81,7 +82,11 @@ def geometry(model: ModelSpec = "default", **fields: Any) -> GeometryResult:
 
 
 def icl(model: ModelSpec = "default", **fields: Any) -> IclResult:
-    """The concept-classification ICL probe (IclConfig fields: suite, shots, conditions, episodes, readout, ...)."""
+    """The concept-classification ICL probe (IclConfig fields: readout, betas, ...; its prompts section's fields
+    suite, shots, conditions, episodes, ... may be given flat, as here they are not deprecated)."""
+    prompts = {k: fields.pop(k) for k in list(fields) if k in EPISODE_KEYS}
+    if prompts:
+        fields = merge(fields, {"prompts": prompts})
     config, loaded = _job(IclConfig, model, fields)
     return icl_probe(config, loaded=loaded)
 

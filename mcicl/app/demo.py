@@ -27,8 +27,6 @@ log = logging.getLogger("mcicl")
 LEGACY_STAGES: tuple[tuple[int, str, str], ...] = (
     (10, "synthetic training + OOD", "mcicl.synthetic.demo:run_demo_stage"),
     (30, "polysemous words in context", "mcicl.probing.contexts_demo:run_demo_stage"),
-    (40, "ICL probes (attention readout)", "mcicl.probing.icl.demo:run_demo_stage"),
-    (50, "attention on same-concept demonstrations", "mcicl.probing.icl.attention:run_demo_stage"),
     (60, "comparison", "mcicl.analysis.compare:run_demo_stage"),
     (70, "report", "mcicl.analysis.report:run_demo_stage"),
 )

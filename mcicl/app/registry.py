@@ -10,6 +10,8 @@ from __future__ import annotations
 from mcicl.app.demo_config import DEMO_JOB
 from mcicl.core.jobs import Job
 from mcicl.probing.geometry_config import GEOMETRY_JOB
+from mcicl.probing.icl.attention_config import ATTENTION_JOB
+from mcicl.probing.icl.icl_config import ICL_JOB
 
 # Command groups: the first word of a two-word command -> (help, description).
 GROUPS: dict[str, tuple[str, str]] = {
@@ -23,6 +25,8 @@ GROUPS: dict[str, tuple[str, str]] = {
 _JOBS: list[Job] = [
     DEMO_JOB,
     GEOMETRY_JOB,
+    ICL_JOB,
+    ATTENTION_JOB,
 ]
 
 

@@ -179,13 +179,30 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "") -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(prefix + unknown[0], data[unknown[0]], "one of the fields " + ", ".join(fields))
-    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    kwargs = {name: _coerce(_over_default(fields[name], hints[name], value), hints[name], prefix + name)
+              for name, value in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError as err:
         if prefix and not err.field.startswith(prefix):
             raise ConfigError(prefix + err.field, err.value, err.accepted) from None
         raise
+
+
+def _over_default(f: dataclasses.Field, tp: Any, value: Any) -> Any:
+    """A nested section given as a mapping, laid over the section's default in its owner (which may differ from
+    its class's own defaults: probe attention's prompts default to shots 2,4,8), so a partial section keeps the
+    owner's defaults for the keys it does not give."""
+    if not (dataclasses.is_dataclass(tp) and isinstance(value, Mapping)) or f.default_factory is dataclasses.MISSING:
+        return value
+    base = f.default_factory()
+    try:
+        own = tp()
+    except (TypeError, ValueError):  # a section with required fields has no class defaults to differ from
+        own = None
+    if not isinstance(base, tp) or base == own:
+        return value  # the class's own defaults: nothing to lay the mapping over
+    return merge(to_dict(base), renamed_keys(tp, value))
 
 
 def read_mapping(path: str | Path) -> dict[str, Any]:

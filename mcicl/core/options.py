@@ -191,7 +191,8 @@ def resolve_config(cls: type, *, file: str | Path | None = None, file_data: Mapp
         try:
             checked = check_fields(cls, values)
         except ConfigError as err:
-            where = flags.get(err.field) if source == "options" else source
+            # A list item's error names the item (prompts.shots[1]); the option is the list's (--shots).
+            where = flags.get(err.field.split("[", 1)[0]) if source == "options" else source
             raise ConfigError(err.field, err.value, err.accepted, source=where) from None
         for path in flatten(checked):
             sources[path] = flags.get(path, path) if source == "options" else source

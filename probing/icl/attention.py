@@ -30,27 +30,35 @@ bootstrap over episodes.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import inspect
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from mcicl.core.configuration import require, to_dict
+from mcicl.core.jobs import DemoContext, JobContext
 from mcicl.core.logs import progress
 from mcicl.core.runs import RunFolder
+from mcicl.core.seeding import seed_everything
 from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.extract import ExtractionConfig, model_body, padding_for, padding_token_id
-from mcicl.probing.icl.attention_figures import save_attention_figures
+from mcicl.probing.icl.attention_config import (  # noqa: F401  (imported from here)
+    ATTENTION_CONDITIONS,
+    QUERY_POSITIONS,
+    AttentionConfig,
+)
+from mcicl.probing.icl.attention_figures import attention_figures, save_attention_figures
+from mcicl.probing.icl.episodes import EpisodeConfig
 from mcicl.probing.icl.run import load_suite
 from mcicl.probing.icl.scoring import ScoringPrompt, score_prompts
-from mcicl.probing.icl.tasks import CONDITIONS, DEFAULT_ARBITRARY_LABELS, IclPrompt, IclSampler, PromptTemplate
+from mcicl.probing.icl.tasks import IclPrompt, IclSampler, PromptTemplate
 from mcicl.probing.models import LoadedModel, load_model
 from mcicl.probing.placement import input_device, resolve_device
 from mcicl.probing.tiny import is_random_weights
@@ -58,7 +66,6 @@ from mcicl.probing.tiny import is_random_weights
 log = logging.getLogger("mcicl")
 
 KINDS = ("demo", "word", "label")
-QUERY_POSITIONS = ("auto", "last", "word")
 
 
 @dataclass(frozen=True)
@@ -388,57 +395,6 @@ def knockout(model: Any, heads: Sequence[tuple[int, int]]) -> Iterator[None]:
             handle.remove()
 
 
-ATTENTION_CONDITIONS = ("in_distribution", "polysemous_query", "flipped_labels", "arbitrary_labels", "skewed")
-
-
-@dataclass
-class AttentionConfig:
-    """Everything that defines an attention probe run (recorded as config.yaml); prompts as in ``probe icl``.
-    ``extraction`` says which model to load and how (model, dtype, device, remote code)."""
-
-    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
-    suite: str = "polysemy"  # 'polysemy' | 'concepts' | a concept-set file
-    polysemy: str | None = None
-    conditions: list[str] = field(default_factory=lambda: list(ATTENTION_CONDITIONS))
-    shots: list[int] = field(default_factory=lambda: [2, 4, 8])
-    ways: int = 2
-    episodes: int = 20  # per (condition, shots)
-    queries_per_episode: int = 4
-    novel_fraction: float = 0.25
-    template: PromptTemplate = field(default_factory=PromptTemplate)
-    arbitrary_labels: list[str] = field(default_factory=lambda: list(DEFAULT_ARBITRARY_LABELS))
-    query_position: str = "auto"  # auto: 'last' for a causal LM, 'word' (the query word's tokens) for an encoder
-    n_permutations: int = 1000
-    n_boot: int = 1000
-    alpha: float = 0.05  # family-wise level over heads (max-T corrected p-values)
-    top_k: int = 3  # heads chosen on held-out in-distribution episodes
-    knockout_draws: int = 5  # random k-head sets knocked out for comparison (causal LMs)
-    batch_size: int = 16
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        bad = [c for c in self.conditions if c not in CONDITIONS or CONDITIONS[c].zero_shot]
-        require(not bad and len(self.conditions) > 0, "conditions", bad or self.conditions,
-                "a non-empty list of: " + ", ".join(c for c in CONDITIONS if not CONDITIONS[c].zero_shot)
-                + " (zero_shot has no demonstrations to attend to)")
-        require(len(self.shots) > 0 and all(isinstance(s, int) and s >= 1 for s in self.shots), "shots",
-                self.shots, "a non-empty list of numbers of demonstrations >= 1, e.g. 2,4,8")
-        self.shots = sorted(set(self.shots))
-        require(self.ways >= 2, "ways", self.ways, "an integer >= 2 (concepts per task)")
-        require(self.episodes >= 2, "episodes", self.episodes,
-                "an integer >= 2 (the position-matched null pairs prompts of different episodes)")
-        require(self.queries_per_episode >= 1, "queries_per_episode", self.queries_per_episode, "an integer >= 1")
-        require(0 < self.novel_fraction < 1, "novel_fraction", self.novel_fraction, "a number in (0, 1)")
-        require(self.query_position in QUERY_POSITIONS, "query_position", self.query_position,
-                "one of " + ", ".join(QUERY_POSITIONS))
-        require(self.n_permutations >= 100, "n_permutations", self.n_permutations, "an integer >= 100")
-        require(self.n_boot >= 100, "n_boot", self.n_boot, "an integer >= 100")
-        require(0 < self.alpha < 1, "alpha", self.alpha, "a number in (0, 1)")
-        require(self.top_k >= 1, "top_k", self.top_k, "an integer >= 1")
-        require(self.knockout_draws >= 1, "knockout_draws", self.knockout_draws, "an integer >= 1")
-        require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-
-
 @dataclass
 class AttentionResult:
     """What :func:`measure_attention` returns: CSV rows, the chosen heads, per-prompt records, the summary."""
@@ -448,6 +404,20 @@ class AttentionResult:
     prompts: list[IclPrompt]  # the measured prompts, cell by cell
     prompt_rows: list[dict[str, Any]]  # prompts.csv: one row per measured prompt, in ``prompts`` order
     summary: dict[str, Any]
+    config: AttentionConfig | None = None  # what was measured (config.yaml); None: not recorded
+
+    def figures(self) -> dict[str, Figure]:
+        """The heatmap of correct attention minus null per head, and the top heads over shots."""
+        return attention_figures(self.rows, self.summary)
+
+    def save(self, run: RunFolder) -> None:
+        """Write config.yaml, attention.csv, prompts.csv, summary.json and the figures into ``run``."""
+        if self.config is not None:
+            run.save_config(to_dict(self.config))
+        run.write_csv("attention.csv", self.rows)
+        run.write_csv("prompts.csv", self.prompt_rows)
+        run.write_summary(self.summary)
+        save_attention_figures(self.rows, self.summary, run.figures)
 
 
 def _head_rows(stats: HeadStats, condition: str, shots: int, kind: str) -> list[dict[str, Any]]:
@@ -472,34 +442,35 @@ def measure_attention(config: AttentionConfig, loaded: LoadedModel, concept_set:
                       *, show_progress: bool = True) -> AttentionResult:
     """Measure correct attention per layer and head on every (condition, shots) cell (no files written)."""
     cs = concept_set
-    if "polysemous_query" in config.conditions and not cs.polysemy:
+    if "polysemous_query" in config.prompts.conditions and not cs.polysemy:
         raise ValueError(f"condition polysemous_query needs polysemous words, but concept set {cs.name!r} lists "
                          "none; use suite='polysemy', add polysemy=FILE, or leave polysemous_query out of "
                          "conditions")
-    sampler = IclSampler(cs, ways=config.ways, queries_per_episode=config.queries_per_episode,
-                         novel_fraction=config.novel_fraction, arbitrary_label_sets=tuple(config.arbitrary_labels),
+    episodes = config.prompts
+    sampler = IclSampler(cs, ways=episodes.ways, queries_per_episode=episodes.queries_per_episode,
+                         novel_fraction=episodes.novel_fraction, arbitrary_label_sets=tuple(episodes.arbitrary_labels),
                          split_seed=config.seed)
-    cells = [(c, s) for c in config.conditions for s in config.shots]
+    cells = [(c, s) for c in config.prompts.conditions for s in config.prompts.shots]
     for c, s in cells:
         sampler.check_shots(c, s)
     query_position = config.query_position
     if query_position == "auto":
         query_position = "last" if loaded.causal else "word"
     model, tokenizer = loaded.model, loaded.tokenizer
-    top_shots = max(config.shots)
+    top_shots = max(config.prompts.shots)
     # The top heads are chosen on held-out in-distribution episodes (seed + 1), so the values reported for
     # them on the measured prompts are not inflated by the choice.
-    held_out = sampler.sample("in_distribution", top_shots, config.episodes, config.seed + 1)
-    prompts = {cell: sampler.sample(*cell, config.episodes, config.seed) for cell in cells}
+    held_out = sampler.sample("in_distribution", top_shots, config.prompts.episodes, config.seed + 1)
+    prompts = {cell: sampler.sample(*cell, config.prompts.episodes, config.seed) for cell in cells}
     every = held_out + [p for ps in prompts.values() for p in ps]
-    layouts = layout_prompts(tokenizer, every, config.template, query_position)
+    layouts = layout_prompts(tokenizer, every, config.prompts.template, query_position)
     rows_all = query_attention(model, tokenizer, layouts, batch_size=config.batch_size, show_progress=show_progress)
     log.info("attention probe: %d prompts in %d cells (+%d held out), query position %s", len(every) - len(held_out),
              len(cells), len(held_out), query_position)
 
     n = len(held_out)
-    chooser = cell_statistics(rows_all[:n], layouts[:n], held_out, "demo", n_permutations=config.n_permutations,
-                              n_boot=config.n_boot, seed=config.seed)
+    chooser = cell_statistics(rows_all[:n], layouts[:n], held_out, "demo", n_permutations=config.permutations,
+                              n_boot=config.bootstrap, seed=config.seed)
     score = excess(chooser)
     flat = np.argsort(-score, axis=None, kind="stable")[:config.top_k]
     top_heads = [tuple(int(i) for i in np.unravel_index(f, score.shape)) for f in flat]
@@ -513,8 +484,8 @@ def measure_attention(config: AttentionConfig, loaded: LoadedModel, concept_set:
         rows, lays = rows_all[start:start + len(ps)], layouts[start:start + len(ps)]
         start += len(ps)
         for kind in KINDS:
-            stats = cell_statistics(rows, lays, ps, kind, n_permutations=config.n_permutations,
-                                    n_boot=config.n_boot, seed=config.seed)
+            stats = cell_statistics(rows, lays, ps, kind, n_permutations=config.permutations,
+                                    n_boot=config.bootstrap, seed=config.seed)
             csv_rows += _head_rows(stats, cond, s, kind)
             if kind == "demo":
                 best = np.unravel_index(int(np.argmax(excess(stats))), stats.value.shape)
@@ -538,15 +509,16 @@ def measure_attention(config: AttentionConfig, loaded: LoadedModel, concept_set:
     n_layers, n_h = chooser.value.shape
     summary = {
         "model": loaded.ref.name, "causal": loaded.causal, "random_weights": is_random_weights(loaded.ref.location),
-        "query_position": query_position, "layers": n_layers, "heads": n_h, "suite": config.suite,
-        "concept_set": cs.name, "ways": config.ways, "alpha": config.alpha,
+        "query_position": query_position, "layers": n_layers, "heads": n_h, "suite": config.prompts.suite,
+        "concept_set": cs.name, "ways": config.prompts.ways, "alpha": config.alpha,
         "top_heads": [{"layer": layer, "head": head, "held_out_value": float(chooser.value[layer, head]),
                        "held_out_null": float(chooser.null_max[layer, head]),
                        "held_out_p_corrected": float(chooser.p_corrected[layer, head])}
                       for layer, head in top_heads],
         "cells": cell_summary, "prompts": len(every) - len(held_out), "held_out_prompts": len(held_out),
     }
-    return AttentionResult(csv_rows, top_heads, [p for ps in prompts.values() for p in ps], prompt_rows, summary)
+    return AttentionResult(csv_rows, top_heads, [p for ps in prompts.values() for p in ps], prompt_rows, summary,
+                           config)
 
 
 def lm_correct(loaded: LoadedModel, prompts: Sequence[IclPrompt], template: PromptTemplate,
@@ -565,7 +537,8 @@ def behaviour(config: AttentionConfig, loaded: LoadedModel, result: AttentionRes
     The knockout runs on the prompts of ``cell``; a ``correct`` column is added to ``result.prompt_rows``.
     """
     prompts = result.prompts
-    correct = lm_correct(loaded, prompts, config.template, config.batch_size)
+    template = config.prompts.template
+    correct = lm_correct(loaded, prompts, template, config.batch_size)
     for row, ok in zip(result.prompt_rows, correct, strict=True):
         row["correct"] = int(ok)
     value = np.array([r["top_heads_value"] for r in result.prompt_rows])
@@ -578,7 +551,7 @@ def behaviour(config: AttentionConfig, loaded: LoadedModel, result: AttentionRes
     cell_prompts = [prompts[i] for i in sel]
     base = float(correct[sel].mean())
     with knockout(loaded.model, result.top_heads):
-        top = float(lm_correct(loaded, cell_prompts, config.template, config.batch_size).mean())
+        top = float(lm_correct(loaded, cell_prompts, template, config.batch_size).mean())
     rng = np.random.default_rng([config.seed, 13])
     n_layers, n_h = result.summary["layers"], result.summary["heads"]
     others = [(layer, h) for layer in range(n_layers) for h in range(n_h) if (layer, h) not in result.top_heads]
@@ -587,7 +560,7 @@ def behaviour(config: AttentionConfig, loaded: LoadedModel, result: AttentionRes
     for _ in range(config.knockout_draws):
         heads = [others[i] for i in rng.choice(len(others), size=k, replace=False)]
         with knockout(loaded.model, heads):
-            random_acc.append(float(lm_correct(loaded, cell_prompts, config.template, config.batch_size).mean()))
+            random_acc.append(float(lm_correct(loaded, cell_prompts, template, config.batch_size).mean()))
     return {"attention_vs_correct": link,
             "knockout": {"condition": cell[0], "shots": cell[1], "n_prompts": len(sel), "k": k,
                          "accuracy": base, "top_k_knocked_out": top, "random_k_knocked_out": random_acc,
@@ -595,40 +568,65 @@ def behaviour(config: AttentionConfig, loaded: LoadedModel, result: AttentionRes
                          "top_k_drop": base - top, "random_k_drop": base - float(np.mean(random_acc))}}
 
 
-def run_attention(config: AttentionConfig, run: RunFolder, *, loaded: LoadedModel | None = None,
-                  concept_set: ConceptSet | None = None, show_progress: bool = True) -> dict[str, Any]:
-    """Run the probe into ``run``: attention.csv, prompts.csv, summary.json, figures; return the summary."""
-    cs = concept_set if concept_set is not None else load_suite(config.suite, config.polysemy)
-    run.save_config(to_dict(config))
+def attention_probe(config: AttentionConfig, *, loaded: LoadedModel | None = None,
+                    concept_set: ConceptSet | None = None, show_progress: bool = True) -> AttentionResult:
+    """Measure correct attention (:func:`measure_attention`) and, for a causal LM, its link to behaviour; returns
+    the :class:`AttentionResult` (nothing written to disk)."""
+    cs = concept_set if concept_set is not None else load_suite(config.prompts.suite, config.prompts.polysemy)
     if loaded is None:
         ext = config.extraction
         device, device_map = resolve_device(ext.device)
         loaded = load_model(ext.model, dtype=ext.dtype, device=device, device_map=device_map,
                             trust_remote_code=ext.trust_remote_code)
     result = measure_attention(config, loaded, cs, show_progress=show_progress)
-    summary = result.summary
     if loaded.causal:
-        cond = "in_distribution" if "in_distribution" in config.conditions else config.conditions[0]
-        summary["behaviour"] = behaviour(config, loaded, result, (cond, max(config.shots)))
-    run.write_csv("attention.csv", result.rows)
-    run.write_csv("prompts.csv", result.prompt_rows)
-    run.write_summary(summary)
-    save_attention_figures(result.rows, summary, run.figures)
-    return summary
+        conditions = config.prompts.conditions
+        cond = "in_distribution" if "in_distribution" in conditions else conditions[0]
+        result.summary["behaviour"] = behaviour(config, loaded, result, (cond, max(config.prompts.shots)))
+    return result
 
 
-def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict[str, Any]:
-    """Demo stage: the probe on the default model into ``run.path / 'attention'``; return headline numbers."""
-    small = bool(getattr(args, "small", False))
+def run_attention(config: AttentionConfig, run: RunFolder, *, loaded: LoadedModel | None = None,
+                  concept_set: ConceptSet | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Run the probe into ``run``: config.yaml, attention.csv, prompts.csv, summary.json, figures; return the
+    summary."""
+    result = attention_probe(config, loaded=loaded, concept_set=concept_set, show_progress=show_progress)
+    result.save(run)
+    return result.summary
+
+
+def execute(config: AttentionConfig, ctx: JobContext) -> int:
+    """``mcicl probe attention``: check the inputs, open the run folder, measure, save, print the top heads."""
+    seed_everything(config.seed)
+    # A typo in --suite / --polysemy fails before the output folder exists.
+    concept_set = load_suite(config.prompts.suite, config.prompts.polysemy)
+    folder = ctx.create_run(inputs={"--model": config.extraction.model, "--suite": config.prompts.suite,
+                                    "--polysemy": config.prompts.polysemy})
+    summary = run_attention(config, folder, concept_set=concept_set, show_progress=not ctx.quiet)
+    for h in summary["top_heads"]:
+        print(f"top head layer {h['layer']} head {h['head']}: correct attention {h['held_out_value']:.3f} "
+              f"(null {h['held_out_null']:.3f}, corrected p {h['held_out_p_corrected']:.3g}; held-out episodes)")
+    knock = summary.get("behaviour", {}).get("knockout")
+    if knock:
+        print(f"knockout of the top {knock['k']} heads: accuracy {knock['accuracy']:.3f} -> "
+              f"{knock['top_k_knocked_out']:.3f} (random {knock['k']} heads: {knock['random_k_mean']:.3f})")
+    print(f"output is in {folder.path}")
+    return 0
+
+
+def demo_stage(ctx: DemoContext) -> dict[str, Any]:
+    """Demo stage "attention on same-concept demonstrations": the probe on the demo's model into
+    ``run/attention``; returns the headline numbers."""
+    small = ctx.small
     conditions = ["in_distribution", "polysemous_query", "flipped_labels"] + ([] if small else ["arbitrary_labels"])
     # --small: 8 episodes; with 5, the query-swap null had too few distinct swaps for any head to reach p < 0.05
-    config = AttentionConfig(extraction=ExtractionConfig(model=getattr(args, "model", "default"), device="cpu"),
-                             conditions=conditions, shots=[4] if small else [2, 4, 8], episodes=8 if small else 12,
-                             n_permutations=200 if small else 500, n_boot=200 if small else 1000,
-                             seed=getattr(args, "seed", None) or 0)
-    folder = RunFolder.create(run.path / "attention", "probe attention", overwrite=True)
-    summary = run_attention(config, folder, show_progress=not getattr(args, "quiet", False))
-    top = str(max(config.shots))
+    prompts = EpisodeConfig(conditions=conditions, shots=[4] if small else [2, 4, 8], episodes=8 if small else 12)
+    config = AttentionConfig(extraction=ExtractionConfig(model=ctx.model, device="cpu"), prompts=prompts,
+                             permutations=200 if small else 500, bootstrap=200 if small else 1000,
+                             seed=ctx.seed or 0)
+    folder = ctx.stage_run("attention", "probe attention")
+    summary = run_attention(config, folder, show_progress=not ctx.quiet)
+    top = str(max(config.prompts.shots))
     return {"folder": str(folder.path), "query_position": summary["query_position"],
             "top_heads": [[h["layer"], h["head"]] for h in summary["top_heads"]],
             **{f"{cond}_{top}_shots": {k: cells[top][k] for k in ("top_heads_value", "top_heads_null", "chance",

@@ -137,19 +137,26 @@ TOP_HEADS_CAPTION = Caption(
     "bootstrap 95% bands; dotted: each head's null, dashed: chance (uniform over demonstration tokens).")
 
 
-def save_attention_figures(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
-                           folder: str | Path) -> list[Path]:
-    """attention_heatmap.png and attention_top_heads.png from attention.csv rows and summary.json."""
+def attention_figures(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> dict[str, Any]:
+    """{"attention_heatmap": Figure, "attention_top_heads": Figure} from attention.csv rows and summary.json."""
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
     shots = max(int(r["shots"]) for r in rows)
     heads = [(int(h["layer"]), int(h["head"])) for h in summary["top_heads"]]
     who = summary.get("model", "?") + (" (random weights)" if summary.get("random_weights") else "")
-    paths = [save_figure(heatmap_figure(rows, shots, conditions, alpha=float(summary.get("alpha", 0.05)),
-                                        title=f"{who}: correct attention minus null, query position "
-                                              f"{summary.get('query_position', '?')}"),
-                         folder, "attention_heatmap", caption=HEATMAP_CAPTION)]
     cond = "in_distribution" if "in_distribution" in conditions else conditions[0]
-    paths.append(save_figure(plot_top_heads_over_shots(rows, heads, condition=cond,
-                                                       title=f"{who}: top heads (chosen on held-out episodes)"),
-                             folder, "attention_top_heads", caption=TOP_HEADS_CAPTION))
-    return paths
+    return {"attention_heatmap": heatmap_figure(rows, shots, conditions, alpha=float(summary.get("alpha", 0.05)),
+                                                title=f"{who}: correct attention minus null, query position "
+                                                      f"{summary.get('query_position', '?')}"),
+            "attention_top_heads": plot_top_heads_over_shots(rows, heads, condition=cond,
+                                                             title=f"{who}: top heads (chosen on held-out "
+                                                                   "episodes)")}
+
+
+CAPTIONS = {"attention_heatmap": HEATMAP_CAPTION, "attention_top_heads": TOP_HEADS_CAPTION}
+
+
+def save_attention_figures(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
+                           folder: str | Path) -> list[Path]:
+    """attention_heatmap.png and attention_top_heads.png from attention.csv rows and summary.json."""
+    return [save_figure(fig, folder, name, caption=CAPTIONS[name])
+            for name, fig in attention_figures(rows, summary).items()]

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mcicl.probing.contexts import SenseContext
+from mcicl.probing.icl.icl_config import DEFAULT_BETAS  # noqa: F401  (imported from here)
 from mcicl.probing.icl.tasks import IclPrompt
 
-DEFAULT_BETAS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 LOG_FLOOR = 1e-12  # log of a label with no attention mass is reported as log(1e-12), not -inf
 
 

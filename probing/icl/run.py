@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,19 @@ import numpy as np
 from matplotlib.figure import Figure
 from transformers import AutoConfig
 
-from mcicl.core.configuration import require, to_dict
+from mcicl.core.configuration import to_dict
+from mcicl.core.jobs import DemoContext, JobContext
 from mcicl.core.plotting import save_figure
 from mcicl.core.runs import RunFolder
+from mcicl.core.seeding import seed_everything
 from mcicl.probing.contextual import extract_contexts, load_contexts
 from mcicl.probing.datasets import builtin_concepts, load_concept_set
 from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.extract import ExtractionConfig, extract_words
+from mcicl.probing.icl.episodes import EpisodeConfig
 from mcicl.probing.icl.figures import ACCURACY_CAPTION, BETA_CAPTION, accuracy_figure, beta_sweep_figure
+from mcicl.probing.icl.icl_config import READOUTS, SCORING_METHODS, IclConfig  # noqa: F401  (imported from here)
 from mcicl.probing.icl.readout import (
-    DEFAULT_BETAS,
     LOG_FLOOR,
     WordVectors,
     predict,
@@ -35,17 +38,13 @@ from mcicl.probing.icl.readout import (
     readout_probabilities,
     readout_words,
 )
-from mcicl.probing.icl.scoring import METHODS as SCORING_METHODS
 from mcicl.probing.icl.scoring import ScoringPrompt, ScoringResult, score_prompts
 from mcicl.probing.icl.stats import bootstrap_accuracy
 from mcicl.probing.icl.tasks import (
     CONDITIONS,
     CONTEXT_CONDITIONS,
-    DEFAULT_ARBITRARY_LABELS,
-    DEFAULT_CONDITIONS,
     IclPrompt,
     IclSampler,
-    PromptTemplate,
     majority_label,
 )
 from mcicl.probing.models import (
@@ -61,62 +60,6 @@ from mcicl.probing.placement import resolve_device
 from mcicl.probing.tiny import is_random_weights
 
 log = logging.getLogger("mcicl")
-READOUTS = ("auto", "lm", "attention")
-
-
-@dataclass
-class IclConfig:
-    """Everything that defines an ICL probe run (recorded as config.yaml); ``extraction`` says which model to
-    load and, for the attention readout, how word vectors are extracted (layer, word template, pooling)."""
-
-    extraction: ExtractionConfig = field(default_factory=lambda: ExtractionConfig(layers="last"))
-    suite: str = "polysemy"  # 'polysemy' | 'concepts' | a concept-set file
-    polysemy: str | None = None  # polysemy JSON for a --suite FILE
-    readout: str = "auto"  # auto: lm for a causal LM, attention otherwise
-    shots: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8, 16])
-    conditions: list[str] = field(default_factory=lambda: list(DEFAULT_CONDITIONS))
-    contexts: str = "builtin"  # sense-tagged sentences for the in_context conditions: 'builtin' or a file
-    ways: int = 2
-    episodes: int = 25  # per (condition, shots)
-    queries_per_episode: int = 4
-    novel_fraction: float = 0.25
-    template: PromptTemplate = field(default_factory=PromptTemplate)
-    arbitrary_labels: list[str] = field(default_factory=lambda: list(DEFAULT_ARBITRARY_LABELS))
-    # attention readout
-    betas: list[float] = field(default_factory=lambda: list(DEFAULT_BETAS))
-    tune_episodes: int = 25  # held-out in-distribution episodes per shots, for choosing beta
-    # lm readout
-    scoring: str = "auto"  # auto: cached where exact (checked), else naive; recorded in summary.json
-    batch_size: int = 32
-    # statistics
-    n_boot: int = 1000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        require(self.readout in READOUTS, "readout", self.readout, "one of " + ", ".join(READOUTS))
-        require(len(self.shots) > 0 and all(s >= 0 for s in self.shots), "shots", self.shots,
-                "a non-empty list of non-negative numbers of demonstrations, e.g. 0,1,2,4,8,16")
-        self.shots = sorted(set(self.shots))
-        bad = [c for c in self.conditions if c not in CONDITIONS]
-        require(not bad and len(self.conditions) > 0, "conditions", bad or self.conditions,
-                "a non-empty list of: " + ", ".join(CONDITIONS))
-        require(self.ways >= 2, "ways", self.ways, "an integer >= 2 (concepts per task)")
-        require(self.episodes >= 1, "episodes", self.episodes, "an integer >= 1")
-        require(self.queries_per_episode >= 1, "queries_per_episode", self.queries_per_episode, "an integer >= 1")
-        require(0 < self.novel_fraction < 1, "novel_fraction", self.novel_fraction, "a number in (0, 1)")
-        require(len(self.betas) > 0 and all(b >= 0 for b in self.betas), "betas", self.betas,
-                "a non-empty list of non-negative inverse temperatures")
-        require(self.tune_episodes >= 1, "tune_episodes", self.tune_episodes, "an integer >= 1")
-        require(self.scoring in SCORING_METHODS, "scoring", self.scoring, "one of " + ", ".join(SCORING_METHODS))
-        require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        require(self.n_boot >= 100, "n_boot", self.n_boot, "an integer >= 100")
-        fewest = min((len(set(labels.split())) for labels in self.arbitrary_labels), default=0)
-        if "arbitrary_labels" in self.conditions:  # the ways must fit the arbitrary label sets, or say which is short
-            require(self.ways <= fewest or fewest == 0, "ways", self.ways,
-                    f"an integer from 2 to {fewest} (the size of the smallest arbitrary_labels set)")
-        for labels in self.arbitrary_labels:
-            require(len(set(labels.split())) >= 2, "arbitrary_labels", labels,
-                    "space-separated label sets with at least 2 distinct non-empty labels each")
 
 
 def load_suite(suite: str, polysemy: str | None = None) -> ConceptSet:
@@ -137,15 +80,16 @@ def load_suite(suite: str, polysemy: str | None = None) -> ConceptSet:
 def plan(config: IclConfig, sampler: IclSampler) -> list[tuple[str, int]]:
     """The (condition, shots) cells to run: zero_shot at 0 shots only, every other condition at shots >= 1."""
     cells = []
-    for cond in config.conditions:
+    for cond in config.prompts.conditions:
         if CONDITIONS[cond].zero_shot:
             cells.append((cond, 0))
             continue
-        cells += [(cond, s) for s in config.shots if s > 0]
+        cells += [(cond, s) for s in config.prompts.shots if s > 0]
     for cond, s in cells:
         sampler.check_shots(cond, s)
     if not cells:
-        raise ValueError(f"conditions {config.conditions} with shots {config.shots} leave nothing to run; only "
+        raise ValueError(f"conditions {config.prompts.conditions} with shots {config.prompts.shots} leave nothing "
+                         "to run; only "
                          "zero_shot runs at 0 shots, every other condition needs shots >= 1")
     return cells
 
@@ -231,7 +175,7 @@ def _cells(prompts: list[IclPrompt]) -> dict[tuple[str, int], list[int]]:
 def _lm_scores(config: IclConfig, loaded: LoadedModel, prompts: list[IclPrompt]) -> ScoringResult:
 
     model, tokenizer = loaded.model, loaded.tokenizer
-    t = config.template
+    t = config.prompts.template
     scoring = [ScoringPrompt(t.prefix(p.demos), t.query_in_context(p.query_context, p.query) if p.query_context
                              else t.query_text(p.query), tuple(t.option(lab) for lab in p.labels))
                for p in prompts]
@@ -279,8 +223,8 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
               concept_set: ConceptSet | None = None) -> IclResult:
     """Sample the ICL prompts, score them with the chosen readout and summarise; nothing is written to disk."""
 
-    cs = concept_set if concept_set is not None else load_suite(config.suite, config.polysemy)
-    conditions = list(config.conditions)
+    cs = concept_set if concept_set is not None else load_suite(config.prompts.suite, config.prompts.polysemy)
+    conditions = list(config.prompts.conditions)
     if "polysemous_query" in conditions and not cs.polysemy:
         raise ValueError(f"condition polysemous_query needs polysemous words, but concept set {cs.name!r} lists "
                          "none; use suite='polysemy', add polysemy=FILE, or leave polysemous_query out of "
@@ -291,8 +235,9 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
             raise ValueError(f"conditions {', '.join(CONTEXT_CONDITIONS)} need polysemous words, but concept set "
                              f"{cs.name!r} lists none; use --suite polysemy or add --polysemy FILE")
         contexts, _ = load_contexts(config.contexts, cs, min_per_sense=1)
-    sampler = IclSampler(cs, ways=config.ways, queries_per_episode=config.queries_per_episode,
-                         novel_fraction=config.novel_fraction, arbitrary_label_sets=tuple(config.arbitrary_labels),
+    episodes = config.prompts
+    sampler = IclSampler(cs, ways=episodes.ways, queries_per_episode=episodes.queries_per_episode,
+                         novel_fraction=episodes.novel_fraction, arbitrary_label_sets=tuple(episodes.arbitrary_labels),
                          split_seed=config.seed, contexts=contexts)
     cells = plan(config, sampler)
     readout = choose_readout(config) if loaded is None else (
@@ -300,7 +245,7 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
     if readout == "lm" and loaded is not None and not loaded.causal:
         raise ValueError("readout='lm' needs a causal language model; the loaded model is an encoder; accepted: "
                          "readout='attention', or a causal LM")
-    prompts = [p for cond, s in cells for p in sampler.sample(cond, s, config.episodes, config.seed)]
+    prompts = [p for cond, s in cells for p in sampler.sample(cond, s, config.prompts.episodes, config.seed)]
     log.info("ICL probe: %d prompts in %d (condition, shots) cells, %s readout", len(prompts), len(cells), readout)
     if loaded is None:
 
@@ -313,7 +258,7 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
     sweep: list[dict] = []
     if readout == "attention":
         # Tune beta on the runs' shot counts; with --shots 0 alone, on 0-shot prompts (then beta barely matters).
-        tune_shots = [s for s in config.shots if s > 0] or [0]
+        tune_shots = [s for s in config.prompts.shots if s > 0] or [0]
         tune = [p for s in tune_shots for p in sampler.sample("in_distribution", s, config.tune_episodes,
                                                               config.seed + 1)]
         prompts, logprobs, extra["beta"], dropped, sweep = _attention_scores(config, loaded, prompts, tune)
@@ -339,10 +284,10 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
             "demonstrations": " | ".join(f"{w}:{lab}" for w, lab in p.demos),
             **({"query_context": p.query_context, "context_sense": p.context_sense} if p.query_context else {}),
         })
-    summary = summarise(rows, ways=config.ways, n_boot=config.n_boot, seed=config.seed)
+    summary = summarise(rows, ways=config.prompts.ways, n_boot=config.bootstrap, seed=config.seed)
     is_tiny = is_random_weights(ref.location)
-    summary.update({"model": ref.name, "readout": readout, "suite": config.suite, "concept_set": cs.name,
-                    "ways": config.ways, "template": _plain(config.template), "random_weights": is_tiny,
+    summary.update({"model": ref.name, "readout": readout, "suite": episodes.suite, "concept_set": cs.name,
+                    "ways": episodes.ways, "template": _plain(episodes.template), "random_weights": is_tiny,
                     "prompts": len(rows), **extra})
     return IclResult(config, readout, rows, sweep, summary)
 
@@ -389,3 +334,49 @@ def context_effect(selecting: list[dict[str, Any]], adversarial: list[dict[str, 
 def _plain(obj: Any) -> Any:
 
     return to_dict(obj)
+
+
+def execute(config: IclConfig, ctx: JobContext) -> int:
+    """``mcicl probe icl``: check the inputs, open the run folder, probe, save, print the headline accuracy."""
+    seed_everything(config.seed)
+    # A typo in --suite / --polysemy fails before the output folder exists.
+    concept_set = load_suite(config.prompts.suite, config.prompts.polysemy)
+    folder = ctx.create_run(inputs={"--model": config.extraction.model, "--suite": config.prompts.suite,
+                                    "--polysemy": config.prompts.polysemy})
+    summary = run_icl(config, folder, concept_set=concept_set)
+    acc = summary["accuracy"]
+    best = max((int(s) for s in acc.get("in_distribution", {})), default=None)
+    if best is not None:
+        cell = acc["in_distribution"][str(best)]
+        print(f"in-distribution accuracy at {best} shots: {cell['mean']:.3f} "
+              f"[{cell['ci_low']:.3f}, {cell['ci_high']:.3f}] (chance {summary['chance']:.2f})")
+    print(f"output is in {folder.path}")
+    return 0
+
+
+def demo_config(ctx: DemoContext) -> IclConfig:
+    """The ICL config of the demo stage: the attention readout on the built-in polysemy suite (smaller with
+    ``ctx.small``)."""
+    small = ctx.small
+    prompts = EpisodeConfig(suite="polysemy", shots=[0, 2, 8] if small else [0, 1, 2, 4, 8, 16],
+                            episodes=12 if small else 25)
+    return IclConfig(extraction=ExtractionConfig(model=ctx.model, layers="last", device="cpu"), prompts=prompts,
+                     readout="attention", tune_episodes=8 if small else 25, seed=ctx.seed or 0)
+
+
+def demo_stage(ctx: DemoContext) -> dict[str, Any]:
+    """Demo stage "ICL probes (attention readout)": the probe into ``run/icl`` (run.json: "demo icl"); returns
+    the headline accuracies."""
+    config = demo_config(ctx)
+    folder = ctx.stage_run("icl", "demo icl")
+    summary = run_icl(config, folder)
+    acc = summary["accuracy"]
+    top = str(max(s for s in config.prompts.shots if s > 0))
+    return {
+        "folder": str(folder.path), "readout": summary["readout"], "beta": summary["beta"]["best"],
+        "chance": summary["chance"],
+        f"in_distribution_{top}_shots": acc["in_distribution"][top],
+        f"polysemous_query_{top}_shots": acc["polysemous_query"][top],
+        "zero_shot": acc["zero_shot"]["0"],
+        "figure": str(folder.figures / "accuracy_vs_shots.png"),
+    }

@@ -33,10 +33,10 @@ from transformers import DynamicCache
 
 from mcicl.core.logs import progress
 from mcicl.probing.extract import padding_token_id
+from mcicl.probing.icl.icl_config import SCORING_METHODS as METHODS
 from mcicl.probing.placement import input_device
 
 log = logging.getLogger("mcicl")
-METHODS = ("auto", "cached", "naive")
 # Largest |cached - naive| accepted by the check 'auto' runs before trusting the cached scorer.
 CHECK_TOLERANCE = {"float32": 1e-3, "float64": 1e-6}
 CHECK_TOLERANCE_HALF = 0.1

@@ -24,87 +24,21 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
-from mcicl.core.configuration import require
 from mcicl.probing.contexts import ContextSet, builtin_contexts
 from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.datasets.sets import descendants
-
-
-@dataclass(frozen=True)
-class Condition:
-    """How an episode is drawn: which concept combinations, which labels, which demonstrations and query."""
-
-    combos: Literal["seen", "novel", "any"] = "seen"
-    labels: Literal["semantic", "arbitrary", "flipped"] = "semantic"
-    majority_fraction: float | None = None  # share of demonstrations with one label; None: balanced
-    shuffle_labels: bool = False
-    query: Literal["monosemous", "polysemous", "in_context"] = "monosemous"
-    zero_shot: bool = False
-    context_sense: Literal["task", "other"] = "task"  # in_context queries: the sense their sentence selects
-
-
-CONDITIONS: dict[str, Condition] = {
-    "in_distribution": Condition(),
-    "polysemous_query": Condition(combos="any", query="polysemous"),
-    "skewed": Condition(majority_fraction=0.8),
-    "flipped_labels": Condition(labels="flipped"),
-    "arbitrary_labels": Condition(labels="arbitrary"),
-    "novel_pair": Condition(combos="novel"),
-    "zero_shot": Condition(zero_shot=True),
-    "shuffled_labels": Condition(shuffle_labels=True),
-    "polysemous_in_context": Condition(combos="any", query="in_context"),
-    "polysemous_in_context_adversarial": Condition(combos="any", query="in_context", context_sense="other"),
-}
-# Conditions that need sense-tagged contexts; opt-in (--conditions), so default runs are unchanged.
-CONTEXT_CONDITIONS = ("polysemous_in_context", "polysemous_in_context_adversarial")
-DEFAULT_CONDITIONS = tuple(c for c in CONDITIONS if c not in CONTEXT_CONDITIONS)
-# A twin draws its episodes from its twin's random stream, so the two differ only in the query sentences.
-STREAM_OF = {"polysemous_in_context_adversarial": "polysemous_in_context"}
-DEFAULT_ARBITRARY_LABELS = ("A B C D E F", "foo bar baz qux quux corge", "X Y Z W V U")
-
-
-@dataclass(frozen=True)
-class PromptTemplate:
-    """How a prompt is written: ``header`` + demonstrations + query; each label is scored as a continuation.
-
-    A demonstration is ``query.format(word=w) + label.format(label=l) + separator``; the prompt ends with
-    ``query.format(word=q)`` (a query in a sentence: ``context_query.format(context=s, word=q)``); candidate
-    continuations are ``label.format(label=l)``.
-    """
-
-    header: str = ""
-    query: str = "{word} ->"
-    label: str = " {label}"
-    separator: str = "\n"
-    context_query: str = "{context} {word} ->"
-
-    def __post_init__(self) -> None:
-
-        require("{word}" in self.query, "template.query", self.query, "a string containing {word}")
-        require("{word}" in self.context_query and "{context}" in self.context_query, "template.context_query",
-                self.context_query, "a string containing {context} and {word}")
-        require("{label}" in self.label, "template.label", self.label, "a string containing {label}")
-
-    def prefix(self, demos: tuple[tuple[str, str], ...]) -> str:
-        """Header plus the demonstrations."""
-        return self.header + "".join(self.query.format(word=w) + self.label.format(label=lab) + self.separator
-                                     for w, lab in demos)
-
-    def query_text(self, word: str) -> str:
-        """The query line, ending where the label starts."""
-        return self.query.format(word=word)
-
-    def query_in_context(self, context: str, word: str) -> str:
-        """The query line of a word inside a sentence, ending where the label starts."""
-        return self.context_query.format(context=context, word=word)
-
-    def option(self, label: str) -> str:
-        """The continuation scored for ``label``."""
-        return self.label.format(label=label)
+from mcicl.probing.icl.episodes import (  # noqa: F401  (re-exported: the vocabulary lived here)
+    CONDITIONS,
+    CONTEXT_CONDITIONS,
+    DEFAULT_ARBITRARY_LABELS,
+    DEFAULT_CONDITIONS,
+    STREAM_OF,
+    Condition,
+    PromptTemplate,
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,90 @@
+"""``mcicl probe icl``'s config and job declaration (torch-free: the command line is built from it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from mcicl.core.configuration import require
+from mcicl.core.jobs import DemoStage, Job, ReportSection
+from mcicl.core.options import doc
+from mcicl.probing.extract_config import ExtractionConfig
+from mcicl.probing.icl.episodes import RENAMED_TO_PROMPTS, EpisodeConfig
+
+READOUTS = ("auto", "lm", "attention")
+SCORING_METHODS = ("auto", "cached", "naive")  # probing.icl.scoring's methods, named here without torch
+DEFAULT_BETAS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+
+
+@dataclass
+class IclConfig:
+    """Everything that defines an ICL probe run (recorded as config.yaml); ``extraction`` says which model to
+    load and, for the attention readout, how word vectors are extracted (layer, word template, pooling);
+    ``prompts`` how the episodes are sampled (shared with ``probe attention``)."""
+
+    # Files written before the prompts section (flat shots:, episodes:, ...; n_boot:) still load, with a warning.
+    RENAMED: ClassVar[dict[str, str]] = {**RENAMED_TO_PROMPTS, "n_boot": "bootstrap"}
+
+    extraction: ExtractionConfig = field(default_factory=lambda: ExtractionConfig(layers="last"))
+    prompts: EpisodeConfig = field(default_factory=lambda: EpisodeConfig(shots=[0, 1, 2, 4, 8, 16], episodes=25))
+    readout: Literal["auto", "lm", "attention"] = field(default="auto", metadata=doc(
+        "lm: label log-probs of a causal LM; attention: softmax(beta*cos) readout over word vectors; auto: lm "
+        "for a causal LM, attention otherwise"))
+    contexts: str = field(default="builtin", metadata=doc(
+        "sense-tagged sentences for polysemous_in_context(_adversarial): builtin or a .csv/.json contexts file "
+        "(see mcicl probe contexts)"))
+    # attention readout
+    betas: list[float] = field(default_factory=lambda: list(DEFAULT_BETAS), metadata=doc(
+        "inverse temperatures swept; the best on held-out episodes is used"))
+    tune_episodes: int = 25  # held-out in-distribution episodes per shots, for choosing beta
+    # lm readout
+    scoring: Literal["auto", "cached", "naive"] = field(default="auto", metadata=doc(
+        "auto: cached where it is exact for this model (checked against naive on the longest prompt), else "
+        "naive; cached: each prefix once, its KV cache reused (refused where not exact: ALiBi, sliding window); "
+        "naive: one forward per label. summary.json records it"))
+    batch_size: int = field(default=32, metadata=doc("prefixes / rows per forward pass"))
+    # statistics
+    bootstrap: int = 1000  # bootstrap resamples (over episodes) for the 95% intervals
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.readout in READOUTS, "readout", self.readout, "one of " + ", ".join(READOUTS))
+        require(len(self.betas) > 0 and all(b >= 0 for b in self.betas), "betas", self.betas,
+                "a non-empty list of non-negative inverse temperatures")
+        require(self.tune_episodes >= 1, "tune_episodes", self.tune_episodes, "an integer >= 1")
+        require(self.scoring in SCORING_METHODS, "scoring", self.scoring, "one of " + ", ".join(SCORING_METHODS))
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        require(self.bootstrap >= 100, "bootstrap", self.bootstrap, "an integer >= 100")
+
+
+MODEL_FIELDS = ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code")
+TEMPLATE_FIELDS = ("prompts.template.header", "prompts.template.query", "prompts.template.context_query",
+                   "prompts.template.label", "prompts.template.separator")
+
+ICL_JOB = Job(
+    command="probe icl",
+    help="in-context concept classification: in-distribution vs OOD, polysemous queries",
+    description="Concept-classification ICL probes. A causal LM is scored by the log-probability of each "
+                "candidate label (--readout lm, cached prefixes); any model, including the default encoder, "
+                "can be probed with the attention readout softmax(beta*cos(query, demo)) (--readout "
+                "attention). Writes results.csv, summary.json and figures/accuracy_vs_shots.png.",
+    execute="mcicl.probing.icl.run:execute",
+    config=IclConfig,
+    fields={
+        "model": MODEL_FIELDS,
+        "ICL task": ("prompts.suite", "prompts.polysemy", "readout", "prompts.shots", "prompts.conditions",
+                     "contexts", "prompts.ways", "prompts.episodes", "prompts.queries_per_episode",
+                     *TEMPLATE_FIELDS),
+        "attention readout": ("betas", "extraction.layers"),
+        "causal-LM scoring": ("scoring", "batch_size"),
+    },
+    flags={"extraction.layers": "--layer"},
+    # The accuracy trees ({condition: {shots: {mean, ci_low, ci_high}}}) are shown by the report as wide tables;
+    # that table builder (analysis.report) is a higher layer than this module, so ``tables`` is left unset.
+    report=ReportSection(
+        title="Real model: in-context learning probes",
+        text="In-context learning probes on the real model: accuracy per condition and number of shots.",
+        skip=("accuracy", "majority_label", "follows_majority")),
+    reports=("probe icl", "demo icl"),
+    demo=DemoStage("ICL probes (attention readout)", "mcicl.probing.icl.run:demo_stage", order=40),
+)
