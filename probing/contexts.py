@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import re
 from collections import Counter
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcicl.core.textfiles import read_user_text
 from mcicl.probing.datasets.builtin import DATA
 from mcicl.probing.datasets.concepts import ConceptSet, ConceptSetError
 
@@ -56,6 +58,28 @@ class SenseContext:
         return self.start + len(self.word)
 
 
+def check_brackets(word: str, context: str) -> None:
+    """Refuse mark-up that is not one well-formed ``[span]``: unclosed, closed without opening, empty, nested."""
+    depth, opened = 0, -1
+    for i, ch in enumerate(context):
+        if ch == "[":
+            if depth:
+                raise ContextsError(f"word {word!r}: context {context!r} nests brackets at character {i}; accepted: "
+                                    f"one mark like [{word}], not nested")
+            depth, opened = 1, i
+        elif ch == "]":
+            if not depth:
+                raise ContextsError(f"word {word!r}: context {context!r} closes a bracket at character {i} that "
+                                    f"was not opened; accepted: one mark like [{word}]")
+            if not context[opened + 1:i].strip():
+                raise ContextsError(f"word {word!r}: context {context!r} marks an empty span []; accepted: one "
+                                    f"mark like [{word}]")
+            depth = 0
+    if depth:
+        raise ContextsError(f"word {word!r}: context {context!r} opens a bracket at character {opened} that is "
+                            f"never closed; accepted: one mark like [{word}]")
+
+
 def locate(word: str, context: str) -> tuple[str, int]:
     """(sentence without brackets, start of the occurrence): the bracketed one, else the first whole word.
 
@@ -65,6 +89,7 @@ def locate(word: str, context: str) -> tuple[str, int]:
         raise ContextsError(f"word {word!r}: words must be non-empty strings")
     if not isinstance(context, str) or not context.strip():
         raise ContextsError(f"word {word!r}: context {context!r} must be a non-empty string")
+    check_brackets(word, context)
     marks = list(MARK.finditer(context))
     if len(marks) > 1:
         raise ContextsError(f"word {word!r}: context {context!r} marks {len(marks)} occurrences; mark at most one "
@@ -183,12 +208,12 @@ def load_contexts_file(path: str | Path) -> ContextSet:
     suffix = path.suffix.lower()
     if suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_user_text(path, "contexts file"))
         except json.JSONDecodeError as err:
             raise ContextsError(f"{path}: line {err.lineno}, column {err.colno}: invalid JSON ({err.msg})") from None
         return _from_nested(str(path), data, path.name)
     if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
+        with io.StringIO(read_user_text(path, "contexts file"), newline="") as fh:
             reader = csv.DictReader(fh)
             missing = [c for c in ("word", "sense", "context") if c not in (reader.fieldnames or [])]
             if missing:

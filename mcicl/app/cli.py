@@ -20,7 +20,7 @@ import yaml
 
 from mcicl import __version__
 from mcicl.app import registry
-from mcicl.core.configuration import ConfigError, annotate_yaml, to_dict
+from mcicl.core.configuration import ConfigError, ConfigFileError, annotate_yaml, to_dict
 from mcicl.core.jobs import Job, JobContext, load
 from mcicl.core.logs import set_quiet, setup_logging
 from mcicl.core.options import add_config_options, resolve_config
@@ -153,6 +153,8 @@ def error_line(err: BaseException, options: dict[str, str]) -> str:
         size = f" ({int(wanted.group(1)) / 2**30:,.1f} GiB in one allocation)" if wanted else ""
         return (f"not enough memory for this run{size}; accepted: a smaller run (fewer --seeds, a smaller "
                 "--batch-size or config sizes)")
+    if isinstance(err, ConfigFileError):
+        return str(err)
     if isinstance(err, ConfigError):
         source = err.source
         if source and source.startswith("--") and source != "--set":

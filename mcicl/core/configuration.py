@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from mcicl.core.textfiles import read_user_text
+
 T = TypeVar("T")
 
 
@@ -31,6 +33,17 @@ class ConfigError(ValueError):
         self.field, self.value, self.accepted, self.source = field, value, accepted, source
         where = f" (from {source})" if source else ""
         super().__init__(f"invalid config: {field}={value!r}{where}; accepted: {accepted}")
+
+
+class ConfigFileError(ConfigError):
+    """A config file as a whole cannot be read (not YAML/JSON, not a mapping, a key given twice)."""
+
+    def __init__(self, path: str | Path, problem: str, accepted: str):
+        ConfigError.__init__(self, str(path), problem, accepted)
+        self.args = (f"config file {path}: {problem}; accepted: {accepted}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 # A config class may rename fields without breaking users' files: ``RENAMED = {"old_key": "new.path"}`` (a
@@ -206,19 +219,50 @@ def _over_default(f: dataclasses.Field, tp: Any, value: Any) -> Any:
 
 
 def read_mapping(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON file holding a mapping."""
+    """Read a YAML or JSON file holding a mapping; a key given twice (at any depth) is refused, not overwritten."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
+    text = read_user_text(path, "config file")
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text, object_pairs_hook=_unique_json_pairs) if path.suffix == ".json" else \
+            yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(str(path), "<file>", f"valid YAML or JSON ({err})") from None
+        kind, detail = ("JSON" if path.suffix == ".json" else "YAML"), " ".join(str(err).split())
+        raise ConfigFileError(path, f"not valid {kind} ({detail})", "a YAML or JSON mapping of field: value") from None
+    except _DuplicateKey as dup:
+        raise ConfigFileError(path, f"key {dup.key!r} is given twice", "each key once per section") from None
     data = {} if data is None else data
     if not isinstance(data, Mapping):
-        raise ConfigError(str(path), type(data).__name__, "a mapping of field: value")
+        raise ConfigFileError(path, f"holds a {type(data).__name__}, not a mapping", "a mapping of field: value")
     return dict(data)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any):
+        self.key = key
+
+
+def _unique_json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping key given twice (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def _warn_repeats(path: Path, concept: str, words: list[str]) -> None:
 
 def _read_json(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM is not part of the first word
     except FileNotFoundError:
         raise FileNotFoundError(f"concept file {str(path)!r} does not exist") from None
     except UnicodeDecodeError as err:
@@ -104,7 +104,7 @@ def load_concept_file(path: str | Path, *, min_words: int = 2) -> ConceptSet:
 
 def _read_csv(path: Path) -> dict[str, list[str]]:
     try:
-        handle = path.open(encoding="utf-8", newline="")
+        handle = path.open(encoding="utf-8-sig", newline="")  # a BOM is not part of the first word
     except FileNotFoundError:
         raise FileNotFoundError(f"concept file {str(path)!r} does not exist") from None
     concepts: dict[str, list[str]] = {}
