@@ -325,11 +325,16 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
     results: dict[str, dict[str, Any]] = {}
     dropped_concepts: dict[str, list[str]] = {}
     dropped_poly: list[str] = []
+    # concepts of the set none of whose words reach the space (every word unrepresentable) are dropped too, and say so
+    listed = set((info.get("concept_set") or {}).get("concepts") or {})
     for space in progress(spaces, desc="geometry per layer"):
+        absent = listed - set(space.concepts.labels.tolist())
         space.concepts, dropped = _keep_concepts(space.concepts)
-        dropped = sorted({*dropped, *info.get("concepts_without_own_words", [])})
+        dropped = sorted({*dropped, *absent, *info.get("concepts_without_own_words", [])})
         if dropped:
             dropped_concepts[space.name] = dropped
+            if space is spaces[0]:
+                log.warning("concepts left out (fewer than 2 words the model represents): %s", ", ".join(dropped))
         if len(set(space.concepts.labels.tolist())) < 2:
             raise ValueError(f"layer {space.name}: fewer than 2 concepts have >= 2 represented words "
                              f"(dropped: {dropped}); check the concept set and the model's tokenizer")

@@ -11,6 +11,7 @@ and the model is not cached) the error says so and suggests a local folder. Whic
 from __future__ import annotations
 
 import importlib.resources
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -177,6 +178,18 @@ def load_model(
         torch_dtype = getattr(torch, dtype)
         model = cls.from_pretrained(ref.location, config=config, dtype=torch_dtype, device_map=device_map, **kw)
         tokenizer = load_tokenizer(ref, trust_remote_code)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # a corrupt config.json / tokenizer*.json
+        bad = _unreadable_json(ref.location)
+        raise ModelNotFoundError(f"could not load model from {ref.location!r}: "
+                                 + (f"{bad} is not valid JSON" if bad else f"one of its files is not valid JSON ({err})")
+                                 + "; accepted: a complete model folder (re-download it)") from None
+    except RuntimeError as err:
+        if "size mismatch" not in str(err) and "ignore_mismatched_sizes" not in str(err):
+            raise
+        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)[:200])
+        raise ModelNotFoundError(f"could not load model from {ref.location!r}: its weights do not fit its "
+                                 f"config.json ({first}); accepted: a folder whose config.json and weights belong "
+                                 "together") from None
     except SafetensorError as err:  # a truncated or corrupt weights file
         raise ModelNotFoundError(f"could not load model from {ref.location!r}: its safetensors weights are "
                                  f"unreadable ({err}); accepted: a complete model folder (re-download it)") from None
@@ -188,6 +201,19 @@ def load_model(
         model = model.to(device)
     model.eval()
     return LoadedModel(model, tokenizer, ref)
+
+
+def _unreadable_json(location: str | Path) -> str | None:
+    """The name of the first JSON file of a local model folder that does not parse, or None."""
+    folder = Path(location)
+    if not folder.is_dir():
+        return None
+    for path in sorted(folder.glob("*.json")):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return path.name
+    return None
 
 
 def _class_names(values: Any) -> set[str]:

@@ -80,3 +80,61 @@ def test_negative_seed_names_the_option(argv, capsys):
     assert main([*argv, "--seed", "-1", "--print-config"]) == 2
     err = capsys.readouterr().err
     assert "--seed" in err and "accepted" in err
+
+
+@pytest.mark.slow
+def test_a_concept_the_model_cannot_represent_is_named_not_silently_dropped(tmp_path: Path, capsys):
+    import json
+
+    concepts = tmp_path / "cs.json"
+    concepts.write_text(json.dumps({"animals": ["dog", "cat", "horse", "cow"], "fruits": ["apple", "pear", "plum"],
+                                    "ghosts": ["\u2603\u2603", "\u2604\u2604\u2604"]}))
+    out = tmp_path / "g"
+    assert main(["probe", "geometry", "--concepts", str(concepts), "--layers", "0", "--permutations", "10",
+                 "--bootstrap", "5", "--shuffles", "1", "--no-probes", "--out", str(out)]) == 0
+    assert "ghosts" in capsys.readouterr().err  # a named warning
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dropped_concepts"] == {"0": ["ghosts"]}
+    assert summary["n_concepts"] == 2
+
+
+def _model_copy(tmp_path: Path) -> Path:
+    """The embedded MiniLM's files, weights linked, JSON files copied (so a test can corrupt one)."""
+    import shutil
+
+    from mcicl.probing.models import resolve_model
+
+    source = Path(resolve_model("default").location)
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for path in source.iterdir():
+        if path.suffix == ".json" or path.name == "vocab.txt":
+            shutil.copy(path, copy / path.name)
+        else:
+            (copy / path.name).symlink_to(path)
+    return copy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json", "config.json"])
+def test_a_corrupt_model_json_file_is_named(name, tmp_path: Path, capsys):
+    model = _model_copy(tmp_path)
+    (model / name).write_text("{not json")
+    out = tmp_path / "out"
+    assert main(["probe", "geometry", "--model", str(model), "--layers", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert name in err and "valid JSON" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_weights_that_do_not_fit_the_config_are_one_clear_line(tmp_path: Path, capsys):
+    import json
+
+    model = _model_copy(tmp_path)
+    config = json.loads((model / "config.json").read_text())
+    config["hidden_size"], config["intermediate_size"] = 48, 128  # 12 heads of 4: loadable shape, wrong weights
+    (model / "config.json").write_text(json.dumps(config))
+    assert main(["probe", "geometry", "--model", str(model), "--layers", "0", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "do not fit its config.json" in err and "Traceback" not in err, err
