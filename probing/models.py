@@ -180,9 +180,9 @@ def load_model(
         tokenizer = load_tokenizer(ref, trust_remote_code)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:  # a corrupt config.json / tokenizer*.json
         bad = _unreadable_json(ref.location)
-        raise ModelNotFoundError(f"could not load model from {ref.location!r}: "
-                                 + (f"{bad} is not valid JSON" if bad else f"one of its files is not valid JSON ({err})")
-                                 + "; accepted: a complete model folder (re-download it)") from None
+        what = f"{bad} is not valid JSON" if bad else f"one of its files is not valid JSON ({err})"
+        raise ModelNotFoundError(f"could not load model from {ref.location!r}: {what}; accepted: a complete model "
+                                 "folder (re-download it)") from None
     except RuntimeError as err:
         if "size mismatch" not in str(err) and "ignore_mismatched_sizes" not in str(err):
             raise
