@@ -138,3 +138,12 @@ def test_weights_that_do_not_fit_the_config_are_one_clear_line(tmp_path: Path, c
     assert main(["probe", "geometry", "--model", str(model), "--layers", "0", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "do not fit its config.json" in err and "Traceback" not in err, err
+
+
+def test_out_inside_a_file_is_refused_naming_the_file(tmp_path: Path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    assert main(["demo", "--small", "--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert str(blocker) in err and "is a file" in err and "Traceback" not in err
+    assert blocker.read_text() == "mine"

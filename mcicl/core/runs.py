@@ -211,6 +211,10 @@ class RunFolder:
         path = Path(out) if out else default_out(command, root)
         if path.exists() and not path.is_dir():
             raise RunExistsError(f"output folder {path} is a file; accepted: a folder path")
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise RunExistsError(f"output folder {path}: {blocking} is a file, so no folder can be made inside it; "
+                                 "accepted: a folder path whose parents are folders")
         for name, given in (inputs or {}).items():
             if given is None or not Path(given).exists():
                 continue
