@@ -10,10 +10,13 @@ where each value came from, and runs nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import yaml
@@ -169,6 +172,34 @@ def error_line(err: BaseException, options: dict[str, str]) -> str:
     return str(err)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: handled like Ctrl-C, so the run folders are put back before the process exits."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """Within this block SIGTERM and SIGHUP raise :class:`Terminated` (the main thread only: elsewhere Python
+    cannot install handlers, and the caller's own handlers are left alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kinds = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    before = {s: signal.signal(s, _terminate) for s in kinds}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 class _Failed(Exception):
     """A command returned a non-zero exit code: its run folders are aborted like after an error."""
 
@@ -221,12 +252,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_quiet(getattr(args, "quiet", False))
     job = registry.job(args._job) if hasattr(args, "_job") else None
     try:
-        with run_transaction(None if argv is None else ["mcicl", *argv]):
+        with signals_as_interrupts(), run_transaction(None if argv is None else ["mcicl", *argv]):
             code = run_job(job, args, parser) if job is not None else int(args.func(args) or 0)
             if code != 0:
                 raise _Failed(code)
     except _Failed as failed:
         return failed.code
+    except Terminated as term:
+        log.error("terminated by signal %d; every run folder was put back as it was", term.signum)
+        return 128 + term.signum
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130

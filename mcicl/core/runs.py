@@ -419,6 +419,24 @@ def abort_open_runs(status: str = "failed") -> None:
         run.abort(status)
 
 
+def recover_overwrite(path: str | Path) -> bool:
+    """Put back the run an interrupted ``--overwrite`` of ``path`` moved aside (its writer was killed before it
+    could, by SIGKILL or a power cut); True if there was one. Every reader of a run folder does this first, so
+    an interrupted overwrite is restored automatically, with a warning."""
+    path = Path(path)
+    if not any(path.parent.glob(_aside_prefix(path) + "*")):
+        return False
+    try:
+        fd = _acquire_lock(path)
+    except RunBusyError:
+        return False  # its writer is alive and will restore or commit it
+    try:
+        _recover(path)
+    finally:
+        _release_lock(path, fd)
+    return True
+
+
 def run_state(path: str | Path) -> str:
     """'complete', 'legacy' (a run.json without status), 'open here', 'running', or 'failed'/'interrupted'/...
 
@@ -464,6 +482,8 @@ def require_run(path: str | Path | None, param: str, commands: Iterable[str] | N
     if marker is None:
         raise RunStateError(f"{param}={path} is not an mcicl run folder (no {RUN_MARKER}); accepted: {accepted}")
     state = run_state(path)
+    if state == "unfinished" and recover_overwrite(path):
+        marker, state = _read_marker(path), run_state(path)
     if state not in ("complete", "legacy", "open here") and (finished or state == "running"):
         raise RunStateError(f"{param}={path} is an unfinished run (status: {state}); accepted: {accepted} "
                             "(rerun it, or continue it with --resume where the command supports it)")
