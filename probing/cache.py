@@ -84,8 +84,22 @@ class ExtractionCache:
         return _digest("\x00".join(words).encode("utf-8", "surrogatepass"))[:24]
 
     def load(self, words: list[str], layers: list[str]) -> dict[str, np.ndarray] | None:
-        """The cached (len(words), d) array of every layer, or None when any is missing or malformed."""
+        """The cached (len(words), d) array of every layer, or None when any is missing or bad.
+
+        A chunk is used only if it is whole and right: readable files, one row per word, the cache's vector
+        width, finite values, and (where the chunk records them) the same words. Anything else is recomputed,
+        with a warning naming the file, so a damaged cache never changes the numbers.
+        """
         chunk = self.folder / self.chunk_key(words)
+        recorded = chunk / "words.json"
+        if recorded.is_file():
+            try:
+                same = json.loads(recorded.read_text(encoding="utf-8")) == list(words)
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                return self._bad(recorded, "holds other words than its key says")
+        width = self._width()
         out = {}
         for layer in layers:
             path = chunk / f"{layer}.npy"
@@ -94,21 +108,39 @@ class ExtractionCache:
             try:
                 arr = np.load(path, allow_pickle=False)
             except (OSError, ValueError) as err:  # a truncated file from a killed run: recompute it
-                log.warning("ignoring unreadable cache file %s (%s)", path, err)
-                return None
+                return self._bad(path, f"is unreadable ({err})")
             if arr.ndim != 2 or len(arr) != len(words):
-                return None
+                return self._bad(path, f"has shape {arr.shape}, not ({len(words)}, d)")
+            if width is not None and arr.shape[1] != width:
+                return self._bad(path, f"has vectors of width {arr.shape[1]}, not the cache's {width}")
+            if not np.isfinite(arr).all():
+                return self._bad(path, "holds NaN or infinite values")
             out[layer] = arr
         return out
 
+    @staticmethod
+    def _bad(path: Path, problem: str) -> None:
+        log.warning("cache file %s %s; recomputing that chunk", path, problem)
+        return None
+
+    def _width(self) -> int | None:
+        """The vector width every chunk of this cache has (recorded by the first save), or None."""
+        try:
+            return json.loads((self.folder / "width.json").read_text())["width"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def save(self, words: list[str], arrays: dict[str, np.ndarray]) -> None:
-        """Store one chunk's arrays (one file per layer, each written atomically)."""
+        """Store one chunk's arrays (one file per layer, each written atomically) and the words it holds."""
         chunk = self.folder / self.chunk_key(words)
         chunk.mkdir(parents=True, exist_ok=True)
         for layer, arr in arrays.items():
             tmp = chunk / f".{layer}.{os.getpid()}.tmp.npy"
             np.save(tmp, np.ascontiguousarray(arr, dtype=np.float32))
             os.replace(tmp, chunk / f"{layer}.npy")
+            if arr.ndim == 2 and self._width() is None:
+                _atomic_write_bytes(self.folder / "width.json", json.dumps({"width": int(arr.shape[1])}).encode())
+        _atomic_write_bytes(chunk / "words.json", json.dumps(list(words)).encode("utf-8", "surrogatepass"))
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
