@@ -7,6 +7,7 @@ from typing import Literal
 
 from mcicl.core.configuration import require
 from mcicl.core.jobs import CsvTable, DemoStage, Job, ReportSection
+from mcicl.core.limits import MAX_BOOTSTRAP, MAX_DRAWS, MAX_PERMUTATIONS, require_count
 from mcicl.core.options import doc
 from mcicl.probing.extract_config import ExtractionConfig
 
@@ -46,11 +47,10 @@ class GeometryConfig:
     def __post_init__(self) -> None:
         require(self.whiten in WHITEN, "whiten", self.whiten, "one of " + ", ".join(WHITEN))
         require(self.signs in SIGNS, "signs", self.signs, "one of " + ", ".join(SIGNS))
-        require(isinstance(self.permutations, int) and self.permutations >= 1, "permutations", self.permutations,
-                "an integer >= 1 (>= 100 for p < 0.01 to be reachable)")
-        for name in ("bootstrap", "shuffles"):
-            value = getattr(self, name)
-            require(isinstance(value, int) and value >= 0, name, value, "an integer >= 0")
+        require_count(self.permutations, "permutations", low=1, high=MAX_PERMUTATIONS,
+                      what=">= 100 for p < 0.01 to be reachable")
+        require_count(self.bootstrap, "bootstrap", low=0, high=MAX_BOOTSTRAP)
+        require_count(self.shuffles, "shuffles", low=0, high=MAX_DRAWS)
         require(isinstance(self.whiten_sample, int) and self.whiten_sample >= 2, "whiten_sample",
                 self.whiten_sample, "an integer >= 2")
         require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")

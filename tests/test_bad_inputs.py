@@ -147,3 +147,13 @@ def test_out_inside_a_file_is_refused_naming_the_file(tmp_path: Path, capsys):
     err = capsys.readouterr().err
     assert str(blocker) in err and "is a file" in err and "Traceback" not in err
     assert blocker.read_text() == "mine"
+
+
+@pytest.mark.parametrize("argv", [["probe", "icl", "--episodes", "1000000000000"],
+                                  ["probe", "geometry", "--permutations", "1000000000000"],
+                                  ["probe", "attention", "--permutations", "1000000000000"],
+                                  ["probe", "icl", "--shots", "0,5000"]], ids=lambda a: " ".join(a[:3]))
+def test_sizes_that_would_hang_are_refused_up_front(argv, capsys):
+    assert main([*argv, "--print-config"]) == 2  # refused while resolving the config: nothing has started
+    err = capsys.readouterr().err
+    assert argv[2] in err and "accepted" in err and "Traceback" not in err

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from mcicl.core.configuration import require
 from mcicl.core.jobs import DemoStage, Job, ReportSection
+from mcicl.core.limits import MAX_BOOTSTRAP, MAX_DRAWS, MAX_PERMUTATIONS, require_count
 from mcicl.core.options import doc
 from mcicl.probing.extract_config import ExtractionConfig
 from mcicl.probing.icl.episodes import CONDITIONS, RENAMED_TO_PROMPTS, EpisodeConfig
@@ -55,11 +56,11 @@ class AttentionConfig:
                 "an integer >= 2 (the position-matched null pairs prompts of different episodes)")
         require(self.query_position in QUERY_POSITIONS, "query_position", self.query_position,
                 "one of " + ", ".join(QUERY_POSITIONS))
-        require(self.permutations >= 100, "permutations", self.permutations, "an integer >= 100")
-        require(self.bootstrap >= 100, "bootstrap", self.bootstrap, "an integer >= 100")
+        require_count(self.permutations, "permutations", low=100, high=MAX_PERMUTATIONS)
+        require_count(self.bootstrap, "bootstrap", low=100, high=MAX_BOOTSTRAP)
         require(0 < self.alpha < 1, "alpha", self.alpha, "a number in (0, 1)")
         require(self.top_k >= 1, "top_k", self.top_k, "an integer >= 1")
-        require(self.knockout_draws >= 1, "knockout_draws", self.knockout_draws, "an integer >= 1")
+        require_count(self.knockout_draws, "knockout_draws", low=1, high=MAX_DRAWS)
         require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
 
 

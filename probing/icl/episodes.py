@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mcicl.core.configuration import require
+from mcicl.core.limits import MAX_EPISODES, MAX_SHOTS, require_count
 from mcicl.core.options import doc
 
 
@@ -122,7 +123,8 @@ class EpisodeConfig:
         require(not bad and len(self.conditions) > 0, "conditions", bad or self.conditions,
                 "a non-empty list of: " + ", ".join(CONDITIONS))
         require(self.ways >= 2, "ways", self.ways, "an integer >= 2 (concepts per task)")
-        require(self.episodes >= 1, "episodes", self.episodes, "an integer >= 1")
+        require_count(self.episodes, "episodes", low=1, high=MAX_EPISODES)
+        require(max(self.shots) <= MAX_SHOTS, "shots", self.shots, f"numbers of demonstrations up to {MAX_SHOTS}")
         require(self.queries_per_episode >= 1, "queries_per_episode", self.queries_per_episode, "an integer >= 1")
         require(0 < self.novel_fraction < 1, "novel_fraction", self.novel_fraction, "a number in (0, 1)")
         fewest = min((len(set(labels.split())) for labels in self.arbitrary_labels), default=0)

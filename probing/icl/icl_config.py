@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from mcicl.core.configuration import require
 from mcicl.core.jobs import DemoStage, Job, ReportSection
+from mcicl.core.limits import MAX_BOOTSTRAP, require_count
 from mcicl.core.options import doc
 from mcicl.probing.extract_config import ExtractionConfig
 from mcicl.probing.icl.episodes import RENAMED_TO_PROMPTS, EpisodeConfig
@@ -54,7 +55,7 @@ class IclConfig:
         require(self.tune_episodes >= 1, "tune_episodes", self.tune_episodes, "an integer >= 1")
         require(self.scoring in SCORING_METHODS, "scoring", self.scoring, "one of " + ", ".join(SCORING_METHODS))
         require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        require(self.bootstrap >= 100, "bootstrap", self.bootstrap, "an integer >= 100")
+        require_count(self.bootstrap, "bootstrap", low=100, high=MAX_BOOTSTRAP)
 
 
 MODEL_FIELDS = ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code")
