@@ -32,8 +32,7 @@ log = logging.getLogger("mcicl")
 LEGACY: list[tuple[str, str]] = [
     ("", "mcicl.synthetic.cli"), ("probe", "mcicl.probing.extract_cli"),
     ("probe", "mcicl.probing.contexts_cli"), ("probe", "mcicl.probing.icl.cli"),
-    ("probe", "mcicl.probing.icl.attention_cli"), ("", "mcicl.analysis.compare_cli"),
-    ("", "mcicl.analysis.report_cli"),
+    ("probe", "mcicl.probing.icl.attention_cli"),
 ]
 
 SEED_HELP = "random seed; the same config and seed give the same numbers"
@@ -181,7 +180,8 @@ def job_context(job: Job, args: argparse.Namespace, sources: dict[str, str]) -> 
     return JobContext(command=job.command, out=getattr(args, "out", None),
                       overwrite=bool(getattr(args, "overwrite", False)), resume=bool(getattr(args, "resume", False)),
                       quiet=bool(getattr(args, "quiet", False)), config_file=getattr(args, "config", None),
-                      options={o.dest: getattr(args, o.dest, None) for o in job.options}, sources=sources)
+                      options={o.dest: getattr(args, o.dest, None) for o in job.options}, sources=sources,
+                      reports=registry.report_catalog())
 
 
 def resolve(job: Job, args: argparse.Namespace) -> tuple[Any, dict[str, str]]:

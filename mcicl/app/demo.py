@@ -26,8 +26,6 @@ LEGACY_STAGES: tuple[tuple[int, str, str], ...] = (
     (30, "polysemous words in context", "mcicl.probing.contexts_demo:run_demo_stage"),
     (40, "ICL probes (attention readout)", "mcicl.probing.icl.demo:run_demo_stage"),
     (50, "attention on same-concept demonstrations", "mcicl.probing.icl.attention:run_demo_stage"),
-    (60, "comparison", "mcicl.analysis.compare:run_demo_stage"),
-    (70, "report", "mcicl.analysis.report:run_demo_stage"),
 )
 
 
@@ -51,7 +49,8 @@ def execute(config: DemoConfig, ctx: JobContext) -> int:
     plan = stages()
     out.save_config({"model": config.model, "seed": config.seed, "small": config.small,
                      "stages": [s.title for s in plan]})
-    demo = DemoContext(run=out, model=config.model, seed=config.seed, small=config.small, quiet=ctx.quiet)
+    demo = DemoContext(run=out, model=config.model, seed=config.seed, small=config.small, quiet=ctx.quiet,
+                       reports=registry.report_catalog())
     start_all = time.perf_counter()
     legacy = {t for _, t, _ in LEGACY_STAGES}
     for stage in plan:

@@ -7,8 +7,10 @@ when it runs.
 
 from __future__ import annotations
 
+from mcicl.analysis.compare_config import COMPARE_JOB
+from mcicl.analysis.report_config import REPORT_JOB
 from mcicl.app.demo_config import DEMO_JOB
-from mcicl.core.jobs import Job
+from mcicl.core.jobs import Job, ReportCatalog
 from mcicl.probing.geometry_config import GEOMETRY_JOB
 
 # Command groups: the first word of a two-word command -> (help, description).
@@ -23,6 +25,8 @@ GROUPS: dict[str, tuple[str, str]] = {
 _JOBS: list[Job] = [
     DEMO_JOB,
     GEOMETRY_JOB,
+    COMPARE_JOB,
+    REPORT_JOB,
 ]
 
 
@@ -61,3 +65,11 @@ def job_for_run(command: str) -> Job | None:
         if command in j.reported_commands:
             return j
     return None
+
+
+def report_catalog() -> ReportCatalog:
+    """What the report needs of the registry: each run.json command a job reports -> the job's ReportSection, and
+    -> the order of the job's demo stage (a demo folder's stage subfolders are shown in that order)."""
+    sections = {command: j.report for j in _JOBS if j.report is not None for command in j.reported_commands}
+    order = {command: j.demo.order for j in _JOBS if j.demo is not None for command in j.reported_commands}
+    return ReportCatalog(sections=sections, demo_order=order)
