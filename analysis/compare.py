@@ -15,7 +15,6 @@ smallest angle) and polysemous-word sense cosines, each with its null.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import re
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from mcicl.analysis.compare_config import CompareConfig
 from mcicl.analysis.engine.embedding_plots import EMBEDDING_CAPTION, embedding_figure
 from mcicl.analysis.engine.geometry_figures import HEATMAP_CAPTION, direction_heatmap_figure
 from mcicl.analysis.engine.measures import concept_directions, direction_abs_cos, geometry_summary, prepare
@@ -35,9 +35,11 @@ from mcicl.analysis.matched import estimate_parameters, load_icl_summary, run_ma
 from mcicl.analysis.ood_map import OOD_MAP_CAPTION, MapPoint, ood_map_figure, read_sweep
 from mcicl.core.configuration import load_config
 from mcicl.core.io import read_json
+from mcicl.core.jobs import DemoContext, JobContext
 from mcicl.core.logs import progress
 from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
-from mcicl.core.runs import RunFolder
+from mcicl.core.runs import RunFolder, require_run
+from mcicl.core.seeding import seed_everything
 from mcicl.core.vectors import LabelledVectors, Space
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.export import DICTIONARY, FEATURES, POLYSEMY, feature_sets, learned_vectors, through
@@ -472,19 +474,58 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
     return summary
 
 
-def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict:
-    """Compare the demo's synthetic run with its real geometry run; draw the OOD map; train the matched world."""
-    # The earlier stages write into these subfolders of the demo folder.
-    syn, real, icl, attention = (run.path / name for name in ("synthetic", "geometry", "icl", "attention"))
-    for folder, stage in ((syn, "synthetic training"), (real, "real geometry")):
-        if not (folder / "summary.json").is_file():
-            raise LookupError(f"the comparison stage needs the {stage} stage's run folder {folder}")
-    icl = icl if (icl / "summary.json").is_file() else None
-    attention = attention if (attention / "summary.json").is_file() else None
-    small = bool(getattr(args, "small", False))
-    seed = int(getattr(args, "seed", None) or 0)
-    sweep_dir = _demo_sweep(run, small, seed)
-    out = RunFolder.create(run.path / "compare", "compare", overwrite=True)
+def execute(cfg: CompareConfig, ctx: JobContext) -> int:
+    """``mcicl compare``: check every input run, open the run folder, compare, print where the output is."""
+    for name in ("synthetic", "real"):  # required inputs, as the command line has always had them
+        if not getattr(cfg, name):
+            raise ValueError(f"--{name} is required; accepted: a `mcicl "
+                             f"{'synthetic train' if name == 'synthetic' else 'probe geometry'}` run folder")
+    seed_everything(cfg.seed)
+    # Validate every input before creating the output folder and before any long computation.
+    require_run(cfg.synthetic, "--synthetic", ["synthetic train"])
+    require_run(cfg.real, "--real", ["probe geometry"])
+    require_run(cfg.icl, "--icl", ["probe icl", "demo icl"])
+    require_run(cfg.sweep, "--sweep", ["synthetic sweep"])
+    real = real_spaces(cfg.real)
+    if cfg.matched and cfg.matched_space and cfg.matched_space not in {s.name for s in real}:
+        raise ValueError(f"--matched-space {cfg.matched_space!r} not found in {cfg.real}; accepted: "
+                         + ", ".join(s.name for s in real))
+    synthetic_spaces(cfg.synthetic, learned=False)
+    load_icl_summary(cfg.icl)
+    load_attention_summary(cfg.attention)
+    if cfg.sweep is not None:
+        read_sweep(cfg.sweep)
+    out = ctx.create_run(inputs={"--synthetic": cfg.synthetic, "--real": cfg.real, "--icl": cfg.icl,
+                                 "--attention": cfg.attention, "--sweep": cfg.sweep})
+    summary = run_compare(cfg.synthetic, cfg.real, out, icl_dir=cfg.icl, attention_dir=cfg.attention,
+                          sweep_dir=cfg.sweep, matched=cfg.matched, matched_space=cfg.matched_space,
+                          n_permutations=cfg.permutations, seed=cfg.seed, use_umap=cfg.umap)
+    print(f"compared {len(summary['spaces'])} spaces; output is in {out.path} "
+          f"(comparison.csv, comparison.md, figures/)")
+    return 0
+
+
+def _stage_folder(ctx: DemoContext, title: str, name: str) -> Path | None:
+    """The run folder an earlier demo stage wrote (named in its results, else the demo's ``name`` subfolder), or
+    None when it has no summary.json (the stage did not run or failed)."""
+    numbers = ctx.results.get(title) or {}
+    folder = Path(numbers.get("folder") or numbers.get("run_dir") or ctx.run.path / name)
+    return folder if (folder / "summary.json").is_file() else None
+
+
+def demo_stage(ctx: DemoContext) -> dict[str, Any]:
+    """Demo stage "comparison": the demo's synthetic run against its real geometry run, the OOD map (a small sweep
+    of its own) and the matched world; returns the folders, the number of spaces and the matched world's numbers."""
+    syn = _stage_folder(ctx, "synthetic training + OOD", "synthetic")
+    real = _stage_folder(ctx, "real geometry", "geometry")
+    for folder, stage, name in ((syn, "synthetic training", "synthetic"), (real, "real geometry", "geometry")):
+        if folder is None:
+            raise LookupError(f"the comparison stage needs the {stage} stage's run folder {ctx.run.path / name}")
+    icl = _stage_folder(ctx, "ICL probes (attention readout)", "icl")
+    attention = _stage_folder(ctx, "attention on same-concept demonstrations", "attention")
+    small, seed = ctx.small, ctx.seed
+    sweep_dir = _demo_sweep(ctx.run, small, seed)
+    out = ctx.stage_run("compare", "compare")
     overrides = {"seeds": 1, "steps": 200, "n_test": 1000, "n_test_ood": 300, "eval_every": 20,
                  "ood_every": 100, "n_features": 20} if small else {"seeds": 1}
     summary = run_compare(syn, real, out, icl_dir=icl, attention_dir=attention, sweep_dir=sweep_dir, matched=True,

@@ -37,6 +37,7 @@ from mcicl.analysis.engine.measures import concept_cosines, encode_labels, unit_
 from mcicl.core.io import read_json
 from mcicl.core.plotting import Caption, on_axes, palette, save_figure, styled
 from mcicl.core.runs import RunFolder
+from mcicl.core.shifts import matching
 from mcicl.core.vectors import LabelledVectors
 from mcicl.synthetic.data import build_dictionary, sample_words, train_spec
 from mcicl.synthetic.train import train
@@ -46,21 +47,9 @@ log = logging.getLogger("mcicl")
 PARAMETERS = ("within_cosine", "cross_overlap", "polysemy_rate", "sigma")
 MOMENTS = ("within_mean", "within_std", "cross_mean", "cross_std")
 
-# Synthetic OOD scenario -> (real ICL condition, how its shots relate to the synthetic L). The real
-# ``skewed`` condition skews the demonstration labels 80/20, the synthetic one the concept prior 80/20: the
-# closest pair, not the same shift (docs/analysis.md says so).
-MATCHING = (
-    ("in_distribution", "in_distribution", 1.0),
-    ("length_short", "in_distribution", 0.5),
-    ("length_long", "in_distribution", 2.0),
-    ("length_long_4x", "in_distribution", 4.0),
-    ("skewed_concepts", "skewed", 1.0),
-    ("flipped_labels", "flipped_labels", 1.0),
-    ("polysemous_query", "polysemous_query", 1.0),
-    # Opt-in on both sides (synthetic scenarios / ICL --conditions): the context effect side by side.
-    ("polysemous_in_context", "polysemous_in_context", 1.0),
-    ("polysemous_in_context_adversarial", "polysemous_in_context_adversarial", 1.0),
-)
+# Synthetic OOD scenario -> (real ICL condition, how its shots relate to the synthetic L), read from the one table
+# of distribution shifts (mcicl.core.shifts), which also says why some pairs are only the closest ones.
+MATCHING = matching()
 
 
 @dataclass

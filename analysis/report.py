@@ -4,11 +4,14 @@ A report is a list of :class:`Section` s (text, figures with a caption saying wh
 read them, tables), built from saved run folders by :func:`sections_from_run`, so a report can be
 regenerated at any time without re-running anything. ``mcicl report RUN...`` and the demo's last stage
 call :func:`write_report`.
+
+Which section a run gets is read from the command its ``run.json`` records, looked up in a
+:class:`~mcicl.core.jobs.ReportCatalog` ({command: ReportSection}) that the application layer builds from the job
+registry and hands in; one generic renderer turns any ReportSection into a report Section.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import html
@@ -21,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from mcicl.core.io import read_json, versions
+from mcicl.core.jobs import CsvTable, DemoContext, JobContext, ReportCatalog, ReportSection, load
 from mcicl.core.plotting import read_caption
-from mcicl.core.runs import RUN_MARKER, RunFolder
+from mcicl.core.runs import RUN_MARKER, RunFolder, require_run
 
 log = logging.getLogger("mcicl")
 
@@ -129,129 +133,138 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 # ----------------------------------------------------------------------------------------- run folders
 
+# TEMPORARY (issue 19): the sections of jobs not yet declared in the registry on this branch, copied from the
+# former _KIND_TITLES/_KIND_TEXT/_KIND_TABLES. Used only for a command the catalog handed in lacks; the lead
+# removes this table once those jobs carry their own ReportSection.
+_LEGACY_SECTIONS: dict[str, ReportSection] = {
+    "synthetic train": ReportSection(
+        "Synthetic world: training and OOD scenarios",
+        "The synthetic world: the one-layer transformer (softmax attention + ReLU MLP, logistic loss) trained on "
+        "concept-based sparse-coding prompts, evaluated in distribution and in OOD scenarios."),
+    "synthetic sweep": ReportSection(
+        "Synthetic sweep", "A sweep of the synthetic world over generator parameters: in-distribution and OOD errors.",
+        csv_tables=(CsvTable("sweep.csv", "Sweep results", "One row per grid point."),)),
+    "probe contexts": ReportSection(
+        "Real model: polysemous words in context",
+        "Polysemous words read inside sense-tagged sentences: per layer, whether the hidden state moves toward the "
+        "tagged sense's concept centroid, against the same word out of context and a null with senses shuffled "
+        "within each word. Best-layer numbers are corrected for choosing the layer.",
+        csv_tables=(CsvTable("context_layers.csv", "Contextual statistics per layer",
+                             "Each statistic per layer and group (polysemous words, monosemous controls) with its "
+                             "null band (senses shuffled within words), bootstrap 95% interval over words and "
+                             "p-value."),)),
+    "probe icl": ReportSection(
+        "Real model: in-context learning probes",
+        "In-context learning probes on the real model: accuracy per condition and number of shots."),
+    "demo icl": ReportSection(
+        "Real model: in-context learning probes",
+        "In-context learning probes on the real model: accuracy per condition and number of shots."),
+    "probe attention": ReportSection(
+        "Real model: attention on same-concept demonstrations",
+        "The paper's correct attention weight in the real model, per layer and head: the share of the query's "
+        "attention on demonstrations of its own concept, on the ICL prompts, against three nulls.",
+        tables="mcicl.analysis.report:attention_tables"),
+    "probe extract": ReportSection(
+        "Real model: extracted word vectors", "Pooled word vectors per layer, saved by mcicl probe extract."),
+    # Written by the compare job's matched world (analysis/matched.py:run_matched) inside its compare folder.
+    "synthetic train (geometry-matched)": ReportSection(
+        "Geometry-matched synthetic world",
+        "A synthetic world whose generator parameters were estimated from the real model's geometry.",
+        csv_tables=(CsvTable("matched.csv", "Matched world: synthetic errors beside the real model's ICL",
+                             "Each row a condition: the matched synthetic model's 0-1 error and the real model's "
+                             "ICL error (1 - accuracy) on the matching condition."),
+                    CsvTable("estimate.csv", "Estimated generator parameters", "Target and achieved moments."))),
+}
+# TEMPORARY, like _LEGACY_SECTIONS: the demo-stage order of the folders the legacy stages write. The comparison
+# stage (60) writes its sweep before its compare folder; folders of one stage follow their start times.
+_LEGACY_DEMO_ORDER: dict[str, int] = {"synthetic train": 10, "probe contexts": 30, "probe icl": 40, "demo icl": 40,
+                                      "probe attention": 50, "synthetic sweep": 60}
 
-def _run_kind(path: Path) -> str:
-    """What produced a run folder: 'demo', 'synthetic', 'sweep', 'geometry', 'contexts', 'icl', 'compare',
-    'matched'."""
-    command = ""
-    if (path / RUN_MARKER).is_file():
-        command = str(read_json(path / RUN_MARKER).get("command", ""))
-    files = {p.name for p in path.iterdir()}
-    if "comparison.csv" in files:
-        return "compare"
-    if "attention.csv" in files:
-        return "attention"
-    if "matched.csv" in files:
-        return "matched"
-    if "sweep.csv" in files:
-        return "sweep"
-    if "context_layers.csv" in files:
-        return "contexts"
-    if "layers.csv" in files:
-        return "geometry"
-    if "results.csv" in files and "icl" in command or "results.csv" in files and "metrics.jsonl" not in files:
-        return "icl"
-    if "metrics.jsonl" in files or "features.npz" in files:
-        return "synthetic"
-    if command == "demo":
-        return "demo"
-    return command or "run"
+# Bulky summary entries shown as their own tables or kept in the files, never as headline numbers.
+_BULKY = ("per_layer", "table", "embedding_figures", "rows", "matched.conditions", "ood_map.points", "cells",
+          "top_heads", "attention")
 
 
-def sections_from_run(path: str | Path, title: str | None = None) -> list[Section]:
-    """Report sections for one run folder (a demo folder yields one section per stage subfolder)."""
+def run_command(path: Path) -> str:
+    """The command that ``run.json`` says wrote the run folder ``path`` ('' when it has none)."""
+    if not (path / RUN_MARKER).is_file():
+        return ""
+    return str(read_json(path / RUN_MARKER).get("command", ""))
+
+
+def section_for(command: str, catalog: ReportCatalog | None = None) -> ReportSection | None:
+    """The ReportSection of runs of ``command``: the catalog's, else the temporary legacy table's; a command
+    written with a suffix ("synthetic train (geometry-matched)") falls back to its longest known prefix."""
+    known = {**_LEGACY_SECTIONS, **dict((catalog or ReportCatalog()).sections)}
+    if command in known:
+        return known[command]
+    prefixes = [c for c in known if command.startswith(c + " ")]
+    return known[max(prefixes, key=len)] if prefixes else None
+
+
+def reported_commands(catalog: ReportCatalog | None = None) -> tuple[str, ...]:
+    """Every run.json command the report has a section for (``mcicl report`` accepts runs of these)."""
+    return tuple(dict.fromkeys([*(catalog or ReportCatalog()).sections, *_LEGACY_SECTIONS]))
+
+
+def sections_from_run(path: str | Path, title: str | None = None, *,
+                      catalog: ReportCatalog | None = None) -> list[Section]:
+    """Report sections for one run folder, described by the ReportSection of the command its run.json records
+    (a demo folder yields its overview, then one section per stage subfolder in demo-stage order)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"run folder not found: {path}")
-    kind = _run_kind(path)
-    if kind == "demo":
-        sections = [_demo_overview(path)]
-        subs = [p for p in path.iterdir() if p.is_dir() and (p / RUN_MARKER).is_file() and p.name != "report"]
-        for sub in sorted(subs, key=lambda p: (_DEMO_ORDER.index(p.name) if p.name in _DEMO_ORDER else 99, p.name)):
-            sections += sections_from_run(sub)
-        return sections
-    return [_run_section(path, kind, title or _KIND_TITLES.get(kind, kind))]
+    catalog = catalog or ReportCatalog()
+    command = run_command(path)
+    spec = section_for(command, catalog)
+    if spec is None:
+        # An unknown command (a plugin's without a report section, an old folder) still shows what it saved.
+        spec = ReportSection(command or path.name, f"No report section is registered for the command "
+                                                   f"{command or '(none: no run.json)'!r}; its saved files follow.")
+    sections = [_run_section(path, spec, title or spec.title)]
+    if spec.stages:
+        for sub in _stage_folders(path, catalog):
+            sections += sections_from_run(sub, catalog=catalog)
+    return sections
 
 
-_DEMO_ORDER = ["synthetic", "geometry", "contexts", "icl", "attention", "sweep", "compare"]
-_KIND_TITLES = {"synthetic": "Synthetic world: training and OOD scenarios", "sweep": "Synthetic sweep",
-                "geometry": "Real model: concept geometry",
-                "contexts": "Real model: polysemous words in context", "icl": "Real model: in-context learning probes",
-                "attention": "Real model: attention on same-concept demonstrations",
-                "compare": "Synthetic vs real: comparison, geometry-to-OOD map, matched world",
-                "matched": "Geometry-matched synthetic world"}
+def _stage_folders(path: Path, catalog: ReportCatalog) -> list[Path]:
+    """The run folders inside ``path`` (a report's own folder left out), in the order of the demo stages that
+    wrote them, then their start times."""
+    order = {**_LEGACY_DEMO_ORDER, **dict(catalog.demo_order)}
+    subs = [p for p in path.iterdir() if p.is_dir() and (p / RUN_MARKER).is_file() and run_command(p) != "report"]
+
+    def key(p: Path) -> tuple[int, str, str]:
+        return order.get(run_command(p), 99), str(read_json(p / RUN_MARKER).get("started", "")), p.name
+
+    return sorted(subs, key=key)
 
 
-_KIND_TEXT = {
-    "synthetic": "The synthetic world: the one-layer transformer (softmax attention + ReLU MLP, logistic loss) "
-                 "trained on concept-based sparse-coding prompts, evaluated in distribution and in OOD scenarios.",
-    "sweep": "A sweep of the synthetic world over generator parameters: in-distribution and OOD errors.",
-    "geometry": "The real model's concept geometry, measured by the geometry engine with permutation nulls.",
-    "icl": "In-context learning probes on the real model: accuracy per condition and number of shots.",
-    "attention": "The paper's correct attention weight in the real model, per layer and head: the share of the "
-                 "query's attention on demonstrations of its own concept, on the ICL prompts, against three nulls.",
-    "contexts": "Polysemous words read inside sense-tagged sentences: per layer, whether the hidden state moves "
-                "toward the tagged sense's concept centroid, against the same word out of context and a null "
-                "with senses shuffled within each word. Best-layer numbers are corrected for choosing the layer.",
-    "compare": "The same statistics, computed by the same geometry engine, on every synthetic and real space.",
-    "matched": "A synthetic world whose generator parameters were estimated from the real model's geometry.",
-}
-
-# Per kind: the CSV tables worth showing, with captions.
-_KIND_TABLES = {
-    "compare": (("attention_compare.csv", "Correct attention: synthetic model vs the real model's heads",
-                 "Per condition: the synthetic transformer's correct attention and the real model's top heads "
-                 "(chosen on held-out episodes) and best head, with their nulls and the best head's max-T "
-                 "corrected p-value."),
-                ("matched.csv", "Matched world: synthetic errors beside the real model's ICL",
-                 "Each row a condition: the matched synthetic model's 0-1 error and the real model's ICL "
-                 "error (1 - accuracy, bootstrap 95% interval) on the matching condition."),
-                ("estimate.csv", "Matched world: estimated generator parameters",
-                 "The parameters, and the raw-cosine moments they reproduce (target: the real space)."),
-                ("map_points.csv", "Real spaces placed on the geometry-to-OOD map",
-                 "Each real space's estimated generator parameters and the moment-fit loss.")),
-    "matched": (("matched.csv", "Matched world: synthetic errors beside the real model's ICL",
-                 "Each row a condition: the matched synthetic model's 0-1 error and the real model's ICL "
-                 "error (1 - accuracy) on the matching condition."),
-                ("estimate.csv", "Estimated generator parameters", "Target and achieved moments.")),
-    "sweep": (("sweep.csv", "Sweep results", "One row per grid point."),),
-    "geometry": (("layers.csv", "Statistics per layer", "Every statistic with its null, CI and p-value."),
-                 ("polysemy.csv", "Polysemous words", "Cosine with each sense centroid against the null.")),
-    "icl": (),
-    "contexts": (("context_layers.csv", "Contextual statistics per layer",
-                  "Each statistic per layer and group (polysemous words, monosemous controls) with its null band "
-                  "(senses shuffled within words), bootstrap 95% interval over words and p-value."),),
-}
-
-
-def _run_section(path: Path, kind: str, title: str) -> Section:
+def _run_section(path: Path, spec: ReportSection, title: str) -> Section:
     section = Section(title=f"{title} ({path.name})")
-    if kind in _KIND_TEXT:
-        section.text.append(_KIND_TEXT[kind])
+    if spec.text:
+        section.text.append(spec.text)
+    summary: Mapping[str, Any] = {}
     if (path / "summary.json").is_file():
-        summary = read_json(path / "summary.json")
-        if isinstance(summary, Mapping) and summary:
-            # Bulky entries shown as their own tables (or kept in the files): per-layer, comparison cells, rows.
+        loaded = read_json(path / "summary.json")
+        summary = loaded if isinstance(loaded, Mapping) else {}
+        if summary:
             # {condition: {shots: {mean, ci_low, ci_high}}} trees (ICL accuracies, baselines) as wide tables.
             trees = [k for k, v in summary.items() if _is_accuracy_tree(v)]
             for key in trees:
                 what = {"accuracy": "ICL accuracy"}.get(key, key.replace("_", " ").capitalize())
                 section.tables.append(_wide_icl(summary[key], what))
-            skip = ("per_layer", "table", "embedding_figures", "rows", "matched.conditions", "ood_map.points",
-                    "cells", "top_heads", "attention", *trees)
-            if kind == "attention":
-                section.tables.append(_attention_cells(summary))
-            table = summary_table(summary, "Summary (headline numbers)", skip=skip)
+            table = summary_table(summary, "Summary (headline numbers)", skip=(*_BULKY, *spec.skip, *trees))
             if len(table.rows) > MAX_TABLE_ROWS:
                 table.note = f"first {MAX_TABLE_ROWS} of {len(table.rows)} entries; see {path / 'summary.json'}"
                 table.rows = table.rows[:MAX_TABLE_ROWS]
             if table.rows:
                 section.tables.append(table)
-    if kind == "compare" and (path / "comparison.csv").is_file():
-        section.tables.append(_wide_comparison(path / "comparison.csv"))
-    for name, table_title, caption in _KIND_TABLES.get(kind, ()):
-        if (path / name).is_file():
-            table = csv_table(path / name, table_title, caption)
+    if spec.tables:
+        section.tables += [t for t in load(spec.tables)(path, summary) if t.rows]
+    for csv_spec in spec.csv_tables:
+        if (path / csv_spec.file).is_file():
+            table = csv_table(path / csv_spec.file, csv_spec.title, csv_spec.caption)
             if table.rows:
                 section.tables.append(table)
     for png in sorted((path / "figures").glob("*.png")) if (path / "figures").is_dir() else []:
@@ -264,6 +277,27 @@ def _run_section(path: Path, kind: str, title: str) -> Section:
             [f"command: {info.get('command', '')}", f"started: {info.get('started', '')}"]
             + [f"{k}: {v}" for k, v in (info.get("versions") or {}).items()])))
     return section
+
+
+def attention_tables(path: Path, summary: Mapping[str, Any]) -> list[Table]:
+    """The ``tables`` hook of attention runs: the per-(condition, shots) cells of its summary."""
+    return [_attention_cells(summary)] if summary else []
+
+
+def comparison_tables(path: Path, summary: Mapping[str, Any]) -> list[Table]:
+    """The ``tables`` hook of compare runs: comparison.csv side by side (one row per space and geometry)."""
+    return [_wide_comparison(path / "comparison.csv")] if (path / "comparison.csv").is_file() else []
+
+
+def demo_tables(path: Path, summary: Mapping[str, Any]) -> list[Table]:
+    """The ``tables`` hook of demo runs: one row per stage with its time and first headline numbers."""
+    rows = []
+    for stage, numbers in (summary.get("stages") or {}).items():
+        # Paths are in the sections below; the overview keeps the numbers.
+        shown = {k: v for k, v in flatten(numbers).items() if not (isinstance(v, str) and ("/" in v or len(v) > 60))}
+        rows.append({"stage": stage, "seconds": shown.pop("seconds", ""),
+                     "headline": "; ".join(f"{k}={_fmt(v)}" for k, v in list(shown.items())[:8])})
+    return [Table("Stages", rows)]
 
 
 def _attention_cells(summary: Mapping[str, Any]) -> Table:
@@ -315,23 +349,6 @@ def _wide_icl(accuracy: Mapping[str, Any], what: str = "ICL accuracy") -> Table:
         rows.append(row)
     return Table(f"{what} per condition and number of shots", rows,
                  "Mean accuracy [bootstrap 95% interval]; compare with the chance level in the summary.")
-
-
-def _demo_overview(path: Path) -> Section:
-    section = Section("Demo overview", text=[
-        "mcicl demo ran these stages in order, each into its own subfolder below. Times are wall-clock seconds."])
-    summary = read_json(path / "summary.json") if (path / "summary.json").is_file() else {}
-    rows = []
-    for stage, numbers in (summary.get("stages") or {}).items():
-        # Paths are in the sections below; the overview keeps the numbers.
-        shown = {k: v for k, v in flatten(numbers).items() if not (isinstance(v, str) and ("/" in v or len(v) > 60))}
-        rows.append({"stage": stage, "seconds": shown.pop("seconds", ""),
-                     "headline": "; ".join(f"{k}={_fmt(v)}" for k, v in list(shown.items())[:8])})
-    if rows:
-        section.tables.append(Table("Stages", rows))
-    for png in sorted((path / "figures").glob("*.png")) if (path / "figures").is_dir() else []:
-        section.figures.append(Figure(png, *caption_for(png, path.name)))
-    return section
 
 
 # ---------------------------------------------------------------------------------------------- render
@@ -432,23 +449,38 @@ def write_report(run: RunFolder, sections: Sequence[Section], title: str = "mcic
     return html_path
 
 
-def report_runs(run_dirs: Sequence[str | Path], run: RunFolder, title: str = "mcicl report") -> Path:
-    """Build the report of saved run folders into ``run``; return the HTML path."""
+def report_runs(run_dirs: Sequence[str | Path], run: RunFolder, title: str = "mcicl report", *,
+                catalog: ReportCatalog | None = None) -> Path:
+    """Build the report of saved run folders into ``run``, each run's section chosen by its run.json command in
+    ``catalog`` (the registered jobs' sections); return the HTML path."""
     if not run_dirs:
         raise ValueError("mcicl report needs at least one RUN folder")
     sections: list[Section] = []
     for d in run_dirs:
-        sections += sections_from_run(d)
+        sections += sections_from_run(d, catalog=catalog)
     intro = ["Made by mcicl from the saved run folders " + ", ".join(str(d) for d in run_dirs) + ". Every "
              "figure was drawn from saved metrics; every number is in the runs' summary.json and CSV files."]
     return write_report(run, sections, title, intro)
 
 
-def run_demo_stage(run: RunFolder, args: argparse.Namespace, results: dict) -> dict:
-    """The demo's last stage: the report of the demo folder itself, into ``run.path / 'report'``."""
-    out = RunFolder.create(run.path / "report", "report", overwrite=True)
+def execute(config: None, ctx: JobContext) -> int:
+    """``mcicl report RUN...``: check every run, open the output folder, write the report, print where it is."""
+    runs = list(ctx.options.get("runs") or [])
+    accepted = reported_commands(ctx.reports)
+    for run_dir in runs:  # check before creating the output folder, so a typo leaves nothing behind
+        require_run(run_dir, "run", accepted)
+    out = ctx.create_run(inputs={f"run[{i}]": run_dir for i, run_dir in enumerate(runs)})
+    html_path = report_runs(runs, out, title=ctx.options.get("title") or "mcicl report", catalog=ctx.reports)
+    print(f"report: {html_path}  (markdown: {out.path / 'report.md'}); output is in {out.path}")
+    return 0
+
+
+def demo_stage(ctx: DemoContext) -> dict[str, Any]:
+    """Demo stage "report": the report of the demo folder itself, into its ``report`` subfolder; returns the
+    report's path and how many figures and tables it has."""
+    out = ctx.stage_run("report", "report")
     # The demo's summary.json is written after the last stage; write the current one so the overview has it.
-    run.write_summary(results)
-    html_path = report_runs([run.path], out, title="mcicl demo report")
+    ctx.run.write_summary({"stages": ctx.results})
+    html_path = report_runs([ctx.run.path], out, title="mcicl demo report", catalog=ctx.reports)
     summary = read_json(out.path / "summary.json")
     return {"report": str(html_path), "figures": summary["figures"], "tables": summary["tables"]}

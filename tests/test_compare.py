@@ -148,3 +148,14 @@ def test_ood_grid_averages_cells_and_draws_the_map(tmp_path):
         ood_grid(rows, "ood.c.test_zero_one")
     png = save_figure(ood_map_figure(rows, [MapPoint("model layer 6", 0.4, 0.1)]), tmp_path, "ood_map")
     assert png.is_file() and (tmp_path / "ood_map.pdf").is_file()
+
+
+def test_compare_requires_synthetic_and_real_and_names_the_missing_option(tmp_path, capsys):
+    from mcicl.app.cli import main
+
+    assert main(["compare", "--real", str(tmp_path), "--out", str(tmp_path / "c"), "--quiet"]) == 2
+    assert "--synthetic is required" in capsys.readouterr().err
+    assert main(["compare", "--synthetic", str(tmp_path), "--out", str(tmp_path / "c"), "--quiet"]) == 2
+    assert "--real is required" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert main(["compare", "--permutations", "0", "--out", str(tmp_path / "c"), "--quiet"]) == 2
+    assert "--permutations 0" in capsys.readouterr().err

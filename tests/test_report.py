@@ -125,3 +125,85 @@ def test_report_refuses_a_missing_run(tmp_path):
     result = mcicl_cli("report", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), "--quiet")
     assert result.returncode == 2
     assert "run folder not found" in result.stderr and "nope" in result.stderr
+
+
+def test_report_dispatches_on_the_command_in_run_json(tmp_path):
+    """Files that look like a sweep and a comparison do not matter: run.json says probe geometry."""
+    from mcicl.analysis.report import sections_from_run
+    from mcicl.app.registry import report_catalog
+
+    run = RunFolder.create(tmp_path / "looks-like-a-sweep", "probe geometry")
+    run.write_summary({"layer": "3", "per_layer": {"0": {"x": 1}}})
+    run.write_csv("sweep.csv", [{"within_cosine": "0.1", "test_zero_one": "0.0"}])
+    run.write_csv("comparison.csv", [{"space": "s", "geometry": "raw", "statistic": "w", "value": "1", "null": ""}])
+    run.write_csv("layers.csv", [{"layer": "0", "within": 0.4}])
+    (section,) = sections_from_run(run.path, catalog=report_catalog())
+    assert section.title.startswith("Real model: concept geometry")
+    titles = [t.title for t in section.tables]
+    assert "Statistics per layer" in titles  # the geometry section's csv table
+    assert "Sweep results" not in titles and "Side-by-side geometry statistics" not in titles
+    headline = next(t for t in section.tables if t.title.startswith("Summary"))
+    assert [r["statistic"] for r in headline.rows] == ["layer"]  # per_layer is in the section's skip
+
+
+def test_report_of_an_unknown_command_is_a_plain_section_and_the_cli_refuses_it(tmp_path, capsys):
+    from mcicl.analysis.report import sections_from_run
+    from mcicl.app.cli import main
+
+    run = RunFolder.create(tmp_path / "m", "mystery job")
+    run.write_summary({"value": 1.5})
+    (section,) = sections_from_run(run.path)
+    assert section.title.startswith("mystery job") and "No report section" in section.text[0]
+    assert [r["statistic"] for r in section.tables[0].rows] == ["value"]
+    assert main(["report", str(run.path), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "mystery job" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_report_renders_the_section_of_a_registered_toy_job(tmp_path):
+    from mcicl.app import registry
+    from mcicl.app.cli import main
+    from mcicl.core.jobs import CsvTable, Job, ReportSection
+
+    job = Job(command="toyreport", help="toy", description="toy", execute="tests.test_report:_never",
+              report=ReportSection("Toy world section", "What the toy job measured.",
+                                   csv_tables=(CsvTable("toy.csv", "Toy rows", "One row per toy."),)))
+    run = RunFolder.create(tmp_path / "toy", "toyreport")
+    run.write_summary({"toy_value": 0.25})
+    run.write_csv("toy.csv", [{"toy": "a", "n": 1}])
+    out = tmp_path / "r"
+    registry.register(job)
+    try:
+        assert main(["report", str(run.path), "--out", str(out), "--quiet"]) == 0
+    finally:
+        registry.unregister("toyreport")
+    text = (out / "report.html").read_text()
+    assert "Toy world section (toy)" in text and "What the toy job measured." in text
+    assert "Toy rows" in text and "One row per toy." in text and "toy_value" in text
+
+
+def test_demo_stage_folders_follow_the_stage_order_handed_in(tmp_path):
+    from mcicl.analysis.report import sections_from_run
+    from mcicl.app.registry import report_catalog
+    from mcicl.core.jobs import ReportCatalog
+
+    demo = RunFolder.create(tmp_path / "demo", "demo")
+    demo.write_summary({"stages": {"real geometry": {"layer": "3", "folder": "/x/y", "seconds": 1.0}}})
+    # Folder names that sort the other way round: the order comes from the stages, not from the names.
+    RunFolder.create(demo.path / "a_compare", "compare").write_summary({"spaces": ["s"]})
+    RunFolder.create(demo.path / "b_geometry", "probe geometry").write_summary({"layer": "3"})
+    RunFolder.create(demo.path / "report", "report").write_summary({"html": "x"})
+    catalog = report_catalog()
+    sections = sections_from_run(demo.path, catalog=catalog)
+    assert [s.title for s in sections] == ["Demo overview (demo)", "Real model: concept geometry (b_geometry)",
+                                           "Synthetic vs real: comparison, geometry-to-OOD map, matched world "
+                                           "(a_compare)"]
+    stages = next(t for t in sections[0].tables if t.title == "Stages")
+    assert stages.rows == [{"stage": "real geometry", "seconds": 1.0, "headline": "layer=3"}]
+    # Another order handed in reorders them.
+    swapped = ReportCatalog(catalog.sections, {**catalog.demo_order, "compare": 1})
+    assert [s.title.rsplit(" ", 1)[-1] for s in sections_from_run(demo.path, catalog=swapped)][1:] == \
+        ["(a_compare)", "(b_geometry)"]
+
+
+def _never(config, ctx):  # the toy job's entry point: the report test never runs it
+    raise AssertionError("not run")

@@ -23,6 +23,7 @@ from typing import Any
 
 from mcicl.analysis.compare import compare_spaces, synthetic_spaces_of
 from mcicl.analysis.report import report_runs
+from mcicl.app import registry
 from mcicl.core.configuration import from_dict, merge, to_dict
 from mcicl.core.runs import RunFolder
 from mcicl.core.vectors import Space
@@ -115,4 +116,5 @@ def compare(*worlds: TrainResult | GeometryResult | Space, permutations: int = 1
 def report(run_dirs: Sequence[str | Path], out: str | Path, *, title: str = "mcicl report",
            overwrite: bool = False) -> Path:
     """Write one self-contained HTML report (+ report.md) of saved run folders into ``out``; return its path."""
-    return report_runs(run_dirs, RunFolder.create(out, "report", overwrite=overwrite), title=title)
+    return report_runs(run_dirs, RunFolder.create(out, "report", overwrite=overwrite), title=title,
+                       catalog=registry.report_catalog())

@@ -34,8 +34,7 @@ log = logging.getLogger("mcicl")
 # Commands not yet declared as jobs register their own parsers: (group or "", module with register(subparsers)).
 LEGACY: list[tuple[str, str]] = [
     ("", "mcicl.synthetic.cli"), ("probe", "mcicl.probing.extract_cli"),
-    ("probe", "mcicl.probing.contexts_cli"), ("", "mcicl.analysis.compare_cli"),
-    ("", "mcicl.analysis.report_cli"),
+    ("probe", "mcicl.probing.contexts_cli"),
 ]
 
 SEED_HELP = "random seed; the same config and seed give the same numbers"
@@ -213,7 +212,8 @@ def job_context(job: Job, args: argparse.Namespace, sources: dict[str, str]) -> 
     return JobContext(command=job.command, out=getattr(args, "out", None),
                       overwrite=bool(getattr(args, "overwrite", False)), resume=bool(getattr(args, "resume", False)),
                       quiet=bool(getattr(args, "quiet", False)), config_file=getattr(args, "config", None),
-                      options={o.dest: getattr(args, o.dest, None) for o in job.options}, sources=sources)
+                      options={o.dest: getattr(args, o.dest, None) for o in job.options}, sources=sources,
+                      reports=registry.report_catalog())
 
 
 def resolve(job: Job, args: argparse.Namespace) -> tuple[Any, dict[str, str]]:

@@ -27,8 +27,6 @@ log = logging.getLogger("mcicl")
 LEGACY_STAGES: tuple[tuple[int, str, str], ...] = (
     (10, "synthetic training + OOD", "mcicl.synthetic.demo:run_demo_stage"),
     (30, "polysemous words in context", "mcicl.probing.contexts_demo:run_demo_stage"),
-    (60, "comparison", "mcicl.analysis.compare:run_demo_stage"),
-    (70, "report", "mcicl.analysis.report:run_demo_stage"),
 )
 
 
@@ -66,7 +64,8 @@ def execute(config: DemoConfig, ctx: JobContext) -> int:
     seed_everything(config.seed)
     out = ctx.create_run()
     plan = stages()
-    demo = DemoContext(run=out, model=config.model, seed=config.seed, small=config.small, quiet=ctx.quiet)
+    demo = DemoContext(run=out, model=config.model, seed=config.seed, small=config.small, quiet=ctx.quiet,
+                       reports=registry.report_catalog())
     start_all = time.perf_counter()
     legacy = {t for _, t, _ in LEGACY_STAGES}
     for stage in plan:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mcicl.core.configuration import require
-from mcicl.core.jobs import Job
+from mcicl.core.jobs import Job, ReportSection
 from mcicl.core.options import doc
 
 
@@ -34,4 +34,9 @@ DEMO_JOB = Job(
     result="mcicl.app.demo:DemoResult",
     config=DemoConfig,
     fields={"demo": ("model", "small")},
+    # The overview (one row per stage); each stage's own folder follows as its section, in stage order.
+    report=ReportSection(
+        title="Demo overview",
+        text="mcicl demo ran these stages in order, each into its own subfolder below. Times are wall-clock seconds.",
+        tables="mcicl.analysis.report:demo_tables", skip=("stages", "seconds"), stages=True),
 )

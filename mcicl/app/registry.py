@@ -7,8 +7,10 @@ when it runs.
 
 from __future__ import annotations
 
+from mcicl.analysis.compare_config import COMPARE_JOB
+from mcicl.analysis.report_config import REPORT_JOB
 from mcicl.app.demo_config import DEMO_JOB
-from mcicl.core.jobs import Job
+from mcicl.core.jobs import Job, ReportCatalog
 from mcicl.probing.geometry_config import GEOMETRY_JOB
 from mcicl.probing.icl.attention_config import ATTENTION_JOB
 from mcicl.probing.icl.icl_config import ICL_JOB
@@ -27,6 +29,8 @@ _JOBS: list[Job] = [
     GEOMETRY_JOB,
     ICL_JOB,
     ATTENTION_JOB,
+    COMPARE_JOB,
+    REPORT_JOB,
 ]
 
 
@@ -65,3 +69,11 @@ def job_for_run(command: str) -> Job | None:
         if command in j.reported_commands:
             return j
     return None
+
+
+def report_catalog() -> ReportCatalog:
+    """What the report needs of the registry: each run.json command a job reports -> the job's ReportSection, and
+    -> the order of the job's demo stage (a demo folder's stage subfolders are shown in that order)."""
+    sections = {command: j.report for j in _JOBS if j.report is not None for command in j.reported_commands}
+    order = {command: j.demo.order for j in _JOBS if j.demo is not None for command in j.reported_commands}
+    return ReportCatalog(sections=sections, demo_order=order)

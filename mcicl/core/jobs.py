@@ -19,10 +19,12 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from mcicl.core.options import option_flag
-from mcicl.core.runs import RunFolder
+
+if TYPE_CHECKING:  # core.runs imports numpy; the torch-free config modules that declare jobs need none of it
+    from mcicl.core.runs import RunFolder
 
 
 @runtime_checkable
@@ -84,6 +86,17 @@ class ReportSection:
     csv_tables: tuple[CsvTable, ...] = ()
     tables: str | None = None
     skip: tuple[str, ...] = ()  # summary.json keys left out of the headline-numbers table (shown elsewhere)
+    stages: bool = False  # the run's sub-run folders (a demo's stages) follow as their own sections, in stage order
+
+
+@dataclass(frozen=True)
+class ReportCatalog:
+    """What the report knows of the registered jobs, handed down by the application layer (the report's code sits
+    below it and may not import the registry): run.json command -> its ReportSection, and run.json command -> the
+    order of the demo stage that writes such a folder (a demo's stage folders are shown in that order)."""
+
+    sections: Mapping[str, ReportSection] = field(default_factory=dict)
+    demo_order: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,11 +157,14 @@ class JobContext:
     config_file: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # config field path -> 'config file X' / '--set' / flag
+    reports: ReportCatalog = field(default_factory=ReportCatalog)  # the registered jobs' report sections
 
     def create_run(self, *, inputs: Mapping[str, str | Path | None] | None = None, resumable: bool = False,
                    command: str | None = None) -> RunFolder:
         """Open this command's output folder (``--out``), atomically: committed when the command succeeds, every
         folder put back as it was when it fails. ``inputs`` may not be the output."""
+        from mcicl.core.runs import RunFolder
+
         return RunFolder.create(self.out, command or self.command, overwrite=self.overwrite, resume=self.resume,
                                 resumable=resumable, inputs=inputs, atomic=True, sources=self.sources)
 
@@ -163,9 +179,12 @@ class DemoContext:
     small: bool = False
     quiet: bool = False
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage title -> its headline numbers
+    reports: ReportCatalog = field(default_factory=ReportCatalog)  # the registered jobs' report sections
 
     def stage_run(self, name: str, command: str) -> RunFolder:
         """The stage's own run folder inside the demo's (replaced if a previous demo left one)."""
+        from mcicl.core.runs import RunFolder
+
         return RunFolder.create(self.run.path / name, command, overwrite=True)
 
     def stage(self, title: str) -> dict[str, Any]:
