@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mcicl.core.io import read_json, versions
-from mcicl.core.jobs import CsvTable, DemoContext, JobContext, ReportCatalog, ReportSection, load
+from mcicl.core.jobs import CsvTable, DemoContext, JobContext, ReportCatalog, ReportSection, Table, load
 from mcicl.core.plotting import read_caption
 from mcicl.core.runs import RUN_MARKER, RunFolder, require_run
 
@@ -40,16 +40,6 @@ class Figure:
     path: Path
     title: str
     caption: str
-
-
-@dataclass
-class Table:
-    """A titled table: rows of column -> value (rendered with the columns of the first rows, in order)."""
-
-    title: str
-    rows: list[dict[str, Any]]
-    caption: str = ""
-    note: str = ""
 
 
 @dataclass
@@ -163,7 +153,7 @@ _LEGACY_SECTIONS: dict[str, ReportSection] = {
         "Real model: attention on same-concept demonstrations",
         "The paper's correct attention weight in the real model, per layer and head: the share of the query's "
         "attention on demonstrations of its own concept, on the ICL prompts, against three nulls.",
-        tables="mcicl.analysis.report:attention_tables"),
+        tables="mcicl.probing.icl.attention:report_tables"),
     "probe extract": ReportSection(
         "Real model: extracted word vectors", "Pooled word vectors per layer, saved by mcicl probe extract."),
     # Written by the compare job's matched world (analysis/matched.py:run_matched) inside its compare folder.
@@ -279,11 +269,6 @@ def _run_section(path: Path, spec: ReportSection, title: str) -> Section:
     return section
 
 
-def attention_tables(path: Path, summary: Mapping[str, Any]) -> list[Table]:
-    """The ``tables`` hook of attention runs: the per-(condition, shots) cells of its summary."""
-    return [_attention_cells(summary)] if summary else []
-
-
 def comparison_tables(path: Path, summary: Mapping[str, Any]) -> list[Table]:
     """The ``tables`` hook of compare runs: comparison.csv side by side (one row per space and geometry)."""
     return [_wide_comparison(path / "comparison.csv")] if (path / "comparison.csv").is_file() else []
@@ -298,20 +283,6 @@ def demo_tables(path: Path, summary: Mapping[str, Any]) -> list[Table]:
         rows.append({"stage": stage, "seconds": shown.pop("seconds", ""),
                      "headline": "; ".join(f"{k}={_fmt(v)}" for k, v in list(shown.items())[:8])})
     return [Table("Stages", rows)]
-
-
-def _attention_cells(summary: Mapping[str, Any]) -> Table:
-    """An attention summary's cells as one row per (condition, shots): best head and top heads against nulls."""
-    top = ", ".join(f"L{h['layer']}H{h['head']}" for h in summary.get("top_heads", []))
-    rows = [{"condition": cond, "shots": shots, "chance": c["chance"],
-             "best head": "L{}H{}".format(*c["best_head"]), "best value": c["best_value"],
-             "best null": c["best_null"], "best p (max-T)": c["best_p_corrected"],
-             "top heads value": c["top_heads_value"], "top heads null": c["top_heads_null"],
-             "significant heads": c["significant_heads"]}
-            for cond, cells in summary.get("cells", {}).items() for shots, c in cells.items()]
-    return Table(f"Correct attention per condition (top heads: {top})", rows,
-                 "Share of the query's attention on same-concept demonstrations (word + label tokens); null: the "
-                 "largest of the three nulls; significant heads: max-T corrected p < alpha.")
 
 
 def _wide_comparison(path: Path) -> Table:

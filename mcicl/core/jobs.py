@@ -66,6 +66,16 @@ class DemoStage:
     order: int
 
 
+@dataclass
+class Table:
+    """A titled table: rows of column -> value (rendered with the columns of the first rows, in order)."""
+
+    title: str
+    rows: list[dict[str, Any]]
+    caption: str = ""
+    note: str = ""
+
+
 @dataclass(frozen=True)
 class CsvTable:
     """A CSV file of a run shown as a report table, with its title and a caption saying how to read it."""

@@ -34,8 +34,9 @@ import contextlib
 import inspect
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -43,7 +44,7 @@ import torch
 from matplotlib.figure import Figure
 
 from mcicl.core.configuration import require, to_dict
-from mcicl.core.jobs import DemoContext, JobContext
+from mcicl.core.jobs import DemoContext, JobContext, Table
 from mcicl.core.logs import progress
 from mcicl.core.runs import RunFolder
 from mcicl.core.seeding import seed_everything
@@ -633,3 +634,23 @@ def demo_stage(ctx: DemoContext) -> dict[str, Any]:
                                                                     "significant_heads")}
                for cond, cells in summary["cells"].items()},
             "figure": str(folder.figures / "attention_heatmap.png")}
+
+
+def report_tables(path: Path, summary: Mapping[str, Any]) -> list[Table]:
+    """The report's table of an attention run: one row per (condition, shots), best head and top heads against
+    their nulls (the ``tables`` hook of ATTENTION_JOB's ReportSection)."""
+    return [_attention_cells(summary)] if summary else []
+
+
+def _attention_cells(summary: Mapping[str, Any]) -> Table:
+    """An attention summary's cells as one row per (condition, shots): best head and top heads against nulls."""
+    top = ", ".join(f"L{h['layer']}H{h['head']}" for h in summary.get("top_heads", []))
+    rows = [{"condition": cond, "shots": shots, "chance": c["chance"],
+             "best head": "L{}H{}".format(*c["best_head"]), "best value": c["best_value"],
+             "best null": c["best_null"], "best p (max-T)": c["best_p_corrected"],
+             "top heads value": c["top_heads_value"], "top heads null": c["top_heads_null"],
+             "significant heads": c["significant_heads"]}
+            for cond, cells in summary.get("cells", {}).items() for shots, c in cells.items()]
+    return Table(f"Correct attention per condition (top heads: {top})", rows,
+                 "Share of the query's attention on same-concept demonstrations (word + label tokens); null: the "
+                 "largest of the three nulls; significant heads: max-T corrected p < alpha.")

@@ -91,7 +91,7 @@ ATTENTION_JOB = Job(
         title="Real model: attention on same-concept demonstrations",
         text="The paper's correct attention weight in the real model, per layer and head: the share of the "
              "query's attention on demonstrations of its own concept, on the ICL prompts, against three nulls.",
-        skip=("cells", "top_heads")),
+        tables="mcicl.probing.icl.attention:report_tables", skip=("cells", "top_heads")),
     demo=DemoStage("attention on same-concept demonstrations", "mcicl.probing.icl.attention:demo_stage",
                    order=50),
 )
