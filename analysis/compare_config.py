@@ -51,7 +51,6 @@ COMPARE_JOB = Job(
     config=CompareConfig,
     fields={"inputs": ("synthetic", "real", "icl", "attention", "sweep"),
             "comparison": ("matched", "matched_space", "umap", "permutations")},
-    config_file=False,
     report=ReportSection(
         title="Synthetic vs real: comparison, geometry-to-OOD map, matched world",
         text="The same statistics, computed by the same geometry engine, on every synthetic and real space.",

@@ -398,6 +398,11 @@ def execute(cfg: GeometryConfig, ctx: JobContext) -> int:
     """``mcicl probe geometry``: check the inputs, open the run folder, measure, save, print the headline."""
     concept_set = None
     if cfg.vectors:
+        # a saved vectors file fixes the words, labels and layers: model options would be ignored, so refuse them
+        ignored = sorted({ctx.sources[p] for p in ctx.sources if p == "concepts" or p.startswith("extraction.")})
+        if ignored:
+            raise ValueError(f"--vectors {cfg.vectors} is measured as saved, so {', '.join(ignored)} would be "
+                             "ignored; accepted: --vectors alone, or a model with --concepts/--layers and no --vectors")
         if not Path(cfg.vectors).is_file():
             raise FileNotFoundError(f"--vectors {cfg.vectors}: no such file; accepted: a .npz written by "
                                     "mcicl probe extract/geometry or mcicl synthetic (LabelledVectors)")

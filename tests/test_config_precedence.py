@@ -38,6 +38,10 @@ def _candidates(tp: Any, default: Any) -> list[Any]:
         return [c for c in choices if c != default]
     if _is_bool(tp):
         return [not default]
+    if typing.get_origin(tp) in (list, tuple):
+        item = (typing.get_args(tp) or (str,))[0]
+        lists = {int: [[1, 2], [2, 4]], float: [[0.5, 1.0], [2.0]], str: [["a", "b"], ["c"]]}.get(item, [])
+        return [v for v in lists if v != list(default or [])]
     args = typing.get_args(tp) or (tp,)
     found: list[Any] = []
     if int in args or tp is int:

@@ -75,8 +75,10 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
             try:
                 return _coerce(value, arg, field)
             except ConfigError as err:
-                errors.append(err.accepted)
-        raise ConfigError(field, value, " or ".join(errors + (["null"] if type(None) in args else [])))
+                # an item of a list failed: say it is the list's items that must be of that kind
+                errors.append(f"a list whose items are each {err.accepted}" if err.field != field else err.accepted)
+        choices = list(dict.fromkeys(errors + (["null"] if type(None) in args else [])))
+        raise ConfigError(field, value, " or ".join(choices))
     if origin is typing.Literal:
         require(value in args, field, value, "one of " + ", ".join(repr(a) for a in args))
         return value
