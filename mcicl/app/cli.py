@@ -30,8 +30,7 @@ log = logging.getLogger("mcicl")
 
 # Commands not yet declared as jobs register their own parsers: (group or "", module with register(subparsers)).
 LEGACY: list[tuple[str, str]] = [
-    ("", "mcicl.synthetic.cli"), ("probe", "mcicl.probing.extract_cli"),
-    ("probe", "mcicl.probing.contexts_cli"), ("probe", "mcicl.probing.icl.cli"),
+    ("", "mcicl.synthetic.cli"), ("probe", "mcicl.probing.icl.cli"),
     ("probe", "mcicl.probing.icl.attention_cli"), ("", "mcicl.analysis.compare_cli"),
     ("", "mcicl.analysis.report_cli"),
 ]

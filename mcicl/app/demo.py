@@ -23,7 +23,6 @@ log = logging.getLogger("mcicl")
 # Stages of jobs not yet declared in the registry: (order, title, "module:run_demo_stage(run, args, results)").
 LEGACY_STAGES: tuple[tuple[int, str, str], ...] = (
     (10, "synthetic training + OOD", "mcicl.synthetic.demo:run_demo_stage"),
-    (30, "polysemous words in context", "mcicl.probing.contexts_demo:run_demo_stage"),
     (40, "ICL probes (attention readout)", "mcicl.probing.icl.demo:run_demo_stage"),
     (50, "attention on same-concept demonstrations", "mcicl.probing.icl.attention:run_demo_stage"),
     (60, "comparison", "mcicl.analysis.compare:run_demo_stage"),

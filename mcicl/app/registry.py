@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from mcicl.app.demo_config import DEMO_JOB
 from mcicl.core.jobs import Job
+from mcicl.probing.contexts_config import CONTEXTS_JOB
+from mcicl.probing.extract_config import EXTRACT_JOB
 from mcicl.probing.geometry_config import GEOMETRY_JOB
 
 # Command groups: the first word of a two-word command -> (help, description).
@@ -22,7 +24,9 @@ GROUPS: dict[str, tuple[str, str]] = {
 
 _JOBS: list[Job] = [
     DEMO_JOB,
+    EXTRACT_JOB,
     GEOMETRY_JOB,
+    CONTEXTS_JOB,
 ]
 
 

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import sys
 from collections.abc import Mapping
 from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mcicl import __version__
 from mcicl.core.configuration import to_dict
 
 
+def _numpy() -> Any:
+    """numpy if something imported it, else None: no object can be a numpy value before numpy is imported, so
+    config modules (imported by ``mcicl --help``) load this module without paying for numpy."""
+    return sys.modules.get("numpy")
+
+
 def json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
+    np = _numpy()
+    if np is not None and isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, np.ndarray):
+    if np is not None and isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
@@ -30,13 +37,14 @@ def json_default(obj: Any) -> Any:
 
 def strict_json(obj: Any) -> Any:
     """``obj`` with every non-finite float replaced by None, so the file is strict JSON (no bare NaN)."""
-    if isinstance(obj, float | np.floating):
-        return float(obj) if np.isfinite(obj) else None
+    np = _numpy()
+    if isinstance(obj, float) or (np is not None and isinstance(obj, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, Mapping):
         return {k: strict_json(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [strict_json(v) for v in obj]
-    if isinstance(obj, np.ndarray):
+    if np is not None and isinstance(obj, np.ndarray):
         return strict_json(obj.tolist())
     if is_dataclass(obj) and not isinstance(obj, type):
         return strict_json(to_dict(obj))

@@ -1,0 +1,165 @@
+"""``mcicl probe extract``: save word vectors of a model (per layer) for other tools.
+
+:func:`execute` reads the words (a words file, or a concept set's words with their labels), extracts them
+(:func:`probing.extract.extract_words`) and saves the :class:`~probing.extract.Extraction`: ``vectors/<layer>.npz``
+(one LabelledVectors file per layer), ``vectors.npz`` (the last extracted layer), ``words.txt``, ``labels.csv``,
+``layers.csv``, ``words.csv``, ``summary.json`` (with the words left out and why), ``config.yaml`` and the
+overview figure. The config is :class:`~probing.extract_config.ExtractConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from mcicl.core.jobs import JobContext
+from mcicl.core.plotting import Caption, palette, styled, subplots
+from mcicl.probing.datasets import load_concept_set
+from mcicl.probing.extract import Extraction, extract_words, load_for
+from mcicl.probing.extract_config import ExtractConfig
+
+log = logging.getLogger("mcicl")
+
+
+def read_words_file(path: str | Path) -> list[str]:
+    """Words of a text file, one per line (surrounding whitespace stripped; blank lines kept as empty words)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--words file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--words file {path} is not UTF-8 text ({err.reason} at byte {err.start}); "
+                         "accepted: a UTF-8 text file with one word per line") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():  # trailing blank lines are file endings, not words
+        lines.pop()
+    return [line.strip() for line in lines]
+
+
+def words_from_concepts(spec: str, polysemy: str | None = None
+                        ) -> tuple[list[str], list[tuple[str, str]], dict[str, Any]]:
+    """(words to extract, (word, concept) label pairs, extra summary) from a concept-set spec (+ polysemy file)."""
+    concept_set = load_concept_set(spec, polysemy=polysemy)
+    words, labels = concept_set.words_and_labels()
+    pairs = list(zip(words, labels, strict=True))
+    labelled = {w for w, _ in pairs}
+    for word, concept in concept_set.controls.items():
+        if word not in labelled:
+            pairs.append((word, concept))
+            labelled.add(word)
+    extra = [w for w in concept_set.polysemy if w not in labelled]  # unlabelled rows: senses are in the summary
+    pairs += [(w, "") for w in extra]
+    # A word listed under several concepts is extracted once and stored once per label.
+    unique = list(dict.fromkeys(w for w, _ in pairs))
+    return unique, pairs, {"concept_set": concept_set.name, "n_concepts": len(concept_set.concepts),
+                           "polysemy": concept_set.polysemy, "controls": concept_set.controls}
+
+
+def layer_stats(extraction: Extraction) -> list[dict[str, Any]]:
+    """Per layer: mean vector norm and anisotropy (mean cosine between distinct words; 0 when isotropic)."""
+    rows = []
+    for layer in extraction.layers:
+        x = extraction.vectors[layer].astype(np.float64)
+        norms = np.linalg.norm(x, axis=1)
+        n = len(x)
+        unit = x / np.maximum(norms, 1e-12)[:, None]
+        # Mean off-diagonal cosine in O(n d): (|sum of unit vectors|^2 - n) / (n (n - 1)).
+        aniso = float((np.sum(unit.sum(0) ** 2) - n) / (n * (n - 1))) if n > 1 else float("nan")
+        rows.append({"layer": layer, "n_words": n, "dim": x.shape[1], "mean_norm": float(norms.mean()) if n else 0.0,
+                     "mean_pairwise_cosine": aniso})
+    return rows
+
+
+def overview_title(meta: dict[str, Any]) -> str:
+    """The overview figure's title: model (random weights tagged), space, template, pooling."""
+    tag = " (random weights)" if meta.get("random_weights") else ""
+    name = meta.get("model_name", meta["model"])
+    return f"{name}{tag}: {meta['space']} space, template {meta['template']!r}, {meta['pooling']} pooling"
+
+
+OVERVIEW_CAPTION = Caption(
+    "Extracted vectors per layer",
+    "Anisotropy (mean cosine between distinct words; 0 = isotropic) and mean vector norm per layer, and how many "
+    "of the word's own tokens each word has (multi-token words are mean- or last-pooled).")
+
+
+@styled
+def overview_figure(rows: list[dict[str, Any]], n_tokens: list[int], *, title: str = "",
+                    axes: Sequence[Axes] | None = None) -> Figure:
+    """Anisotropy and mean norm per layer, and the number of tokens per word, on three Axes (new by default)."""
+    colours = palette(3)
+    if axes is None:
+        fig, axes = subplots(1, 3, figsize=(12, 3.8))
+    elif len(axes) != 3:
+        raise ValueError(f"axes: {len(axes)} given; accepted: three matplotlib Axes")
+    ax1, ax2, ax3 = axes
+    fig = ax1.figure
+    layers = [str(r["layer"]) for r in rows]
+    xs = np.arange(len(rows))
+    xlabel = "layer (0 = embedding output)" if layers[0].isdigit() else "space"
+    ax1.plot(xs, [r["mean_pairwise_cosine"] for r in rows], "o-", color=colours[0])
+    ax1.axhline(0, color="0.5", lw=0.8)
+    ax1.set(xticks=xs, xticklabels=layers, xlabel=xlabel, ylabel="mean cosine between distinct words",
+            title="Anisotropy per layer (0 = isotropic)")
+    ax2.plot(xs, [r["mean_norm"] for r in rows], "s-", color=colours[1])
+    ax2.set(xticks=xs, xticklabels=layers, xlabel=xlabel, ylabel="mean L2 norm of word vectors",
+            title="Vector norm per layer")
+    counts = np.bincount(np.asarray(n_tokens, dtype=int)) if n_tokens else np.zeros(2, dtype=int)
+    ks = np.arange(len(counts))[1:]
+    bars = ax3.bar(ks, counts[1:], color=colours[2])
+    ax3.bar_label(bars, fontsize=8)
+    ax3.set(xticks=ks, xlabel="tokens per word (the word's own tokens)", ylabel="number of words",
+            title=f"Tokenization of {len(n_tokens)} words")
+    ax3.margins(y=0.12)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _where(field: str, sources: dict[str, str]) -> str:
+    """'--config' for a value read from the config file, else 'the command line' (an option or --set)."""
+    return "--config" if sources.get(field, "").startswith("config") else "the command line"
+
+
+def execute(cfg: ExtractConfig, ctx: JobContext) -> int:
+    """``mcicl probe extract``: check the word sources, load the model, open the run folder, extract, save, print."""
+    words_file, concepts, polysemy_file = cfg.words, cfg.concepts, cfg.polysemy
+    if words_file and concepts:  # checked after merging: one may come from --config, the other from the CLI
+        raise ValueError(f"words {words_file!r} (from {_where('words', ctx.sources)}) and concepts {concepts!r} "
+                         f"(from {_where('concepts', ctx.sources)}): pass either --words FILE or --concepts SPEC, "
+                         "not both")
+    if polysemy_file and not concepts:
+        raise ValueError("--polysemy FILE goes with --concepts (it names concepts of the set)")
+    if not words_file and not concepts:
+        raise ValueError("no words: pass --words FILE (one word per line) or --concepts builtin|wordnet|FILE")
+    config = cfg.extraction
+    if words_file:
+        words = read_words_file(words_file)
+        pairs, source = [(w, "") for w in dict.fromkeys(words)], {}
+    else:
+        words, pairs, source = words_from_concepts(concepts, polysemy_file)
+    loaded = load_for(config)  # a missing model fails here, before any run folder is made
+    folder = ctx.create_run(inputs={"--model": config.model, "--words": words_file, "--concepts": concepts,
+                                    "--polysemy": polysemy_file, "--cache-dir": config.cache_dir})
+    folder.save_config(cfg)
+    start = time.perf_counter()
+    extraction = extract_words(words, config, loaded=loaded)
+    extraction.seconds = time.perf_counter() - start
+    if not extraction.words:
+        raise ValueError(f"model {config.model!r}: none of the {len(words)} words could be represented "
+                         f"({ {k: len(v) for k, v in extraction.report.items() if v} }); accepted: words the "
+                         "model's tokenizer can encode (does the model folder hold its tokenizer files?)")
+    extraction.pairs, extraction.n_given, extraction.source = pairs, len(words), source
+    extraction.save(folder)
+    log.info("extracted %d words x %d layer(s) (%s space); left out: %s", len(extraction.words),
+             len(extraction.layers), config.space, extraction.summary["dropped"])
+    print(f"output is in {folder.path}")
+    return 0
