@@ -14,13 +14,16 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from mcicl.core.configuration import require
 from mcicl.core.logs import progress
+from mcicl.core.plotting import save_figure
+from mcicl.core.runs import RunFolder
 from mcicl.core.vectors import LabelledVectors
 from mcicl.probing.cache import ExtractionCache, model_fingerprint
 from mcicl.probing.extract_config import (
@@ -36,6 +39,7 @@ from mcicl.probing.extract_config import (
 # model_body, padding_for, padding_token_id, input_scale, PoolItem and pool_vectors are re-exported: callers
 # (probing.icl, tests) import them from here, and this module's own calls go through these names so a test can
 # patch extract.pool_vectors.
+from mcicl.probing.extract_figures import OVERVIEW_CAPTION, layer_stats, overview_figure, overview_title
 from mcicl.probing.forward import (
     PoolItem,
     input_scale,
@@ -47,11 +51,6 @@ from mcicl.probing.forward import (
 from mcicl.probing.models import LoadedModel, load_model
 from mcicl.probing.placement import input_device, resolve_device
 from mcicl.probing.tiny import is_random_weights
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-    from mcicl.core.runs import RunFolder
 
 log = logging.getLogger("mcicl")
 
@@ -99,9 +98,6 @@ class Extraction:
 
     def figures(self) -> dict[str, Figure]:
         """The run's figure by file name: ``extraction_overview`` (anisotropy and norm per layer, tokens per word)."""
-        # Imported here: extracting vectors needs no matplotlib, only saving and plotting them do.
-        from mcicl.probing.extraction_job import layer_stats, overview_figure, overview_title
-
         return {"extraction_overview": overview_figure(layer_stats(self), self.meta.get("n_tokens", []),
                                                        title=overview_title(self.meta))}
 
@@ -109,9 +105,6 @@ class Extraction:
         """Write vectors/<layer>.npz (a LabelledVectors file per layer), vectors.npz (the last layer), words.txt,
         labels.csv, layers.csv, words.csv, the overview figure and summary.json into ``run`` (the config is the
         command's to save)."""
-        from mcicl.core.plotting import save_figure
-        from mcicl.probing.extraction_job import OVERVIEW_CAPTION, layer_stats
-
         pairs = self.rows
         (run.path / "vectors").mkdir(exist_ok=True)
         for layer in self.layers:
