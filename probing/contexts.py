@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from mcicl.core.textfiles import read_user_text
+from mcicl.probing.contexts_config import CONTEXT_SOURCES  # one wording of the accepted sources
 from mcicl.probing.datasets.builtin import DATA
 from mcicl.probing.datasets.concepts import ConceptSet, ConceptSetError
 
 BUILTIN_CONTEXTS = DATA / "contexts.json"
 MARK = re.compile(r"\[([^\[\]]+)\]")
-CONTEXT_SOURCES = "'builtin', 'wordnet' (WordNet example sentences; needs a WordNet concept set), or a .json/.csv file"
 
 
 class ContextsError(ConceptSetError):

@@ -3,7 +3,7 @@
 Extraction follows :mod:`probing.extract`'s rule: the sentence is tokenized whole by the fast tokenizer,
 the word's tokens are those whose character offsets overlap the occurrence (special tokens excluded), and
 its vector is their ``mean`` (or the ``last`` one) in the model's own ``output_hidden_states``; batches are
-padded by ``extract``'s helpers (so batched == single). Vectors can be cached per chunk of contexts.
+padded by :mod:`probing.forward` (so batched == single). Vectors can be cached per chunk of contexts.
 
 :func:`measure_contexts` extracts the contexts, the concept words and each context word alone (template
 ``{word}``), and hands cosine scores to :mod:`analysis.contextual`: sense centroids are the mean
@@ -11,6 +11,10 @@ out-of-context vectors of all of a concept's words (in nested WordNet sets, its 
 ``center`` the concept-word mean is subtracted from centroids and out-of-context vectors, and the contexts'
 own mean from contextual vectors (a sentence moves every word's vector the same way; only the movement
 relative to that is about sense).
+
+:class:`ContextsResult` saves the run folder of ``mcicl probe contexts`` (:func:`execute`): context_layers.csv,
+contexts.csv, vectors/contexts_<layer>.npz, summary.json and two figures. The config is
+:class:`~probing.contexts_config.ContextsConfig` (torch-free, imported here as before).
 """
 
 from __future__ import annotations
@@ -21,13 +25,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from mcicl.analysis.engine.context_figures import (
+    LAYERS_CAPTION,
+    WORDS_CAPTION,
+    context_layers_figure,
+    word_contexts_figure,
+)
 from mcicl.analysis.engine.context_measures import ContextStats, context_statistics, cosine_scores
 from mcicl.core.configuration import require
+from mcicl.core.io import strict_json
+from mcicl.core.jobs import DemoContext, JobContext
 from mcicl.core.logs import progress
+from mcicl.core.plotting import save_figure
+from mcicl.core.runs import RunFolder
+from mcicl.core.seeding import seed_everything
+from mcicl.core.vectors import LabelledVectors
 from mcicl.probing.cache import ExtractionCache, model_fingerprint
 from mcicl.probing.contexts import (
-    CONTEXT_SOURCES,
     ContextsError,
     ContextSet,
     SenseContext,
@@ -37,22 +53,15 @@ from mcicl.probing.contexts import (
     load_contexts_file,
     wordnet_contexts,
 )
+from mcicl.probing.contexts_config import ContextsConfig
 from mcicl.probing.datasets import load_concept_set, wordnet_reader
-from mcicl.probing.extract import (
-    POOLINGS,
-    ExtractionConfig,
-    PoolItem,
-    extract_words,
-    load_for,
-    n_hidden_layers,
-    padding_for,
-    padding_token_id,
-    pool_vectors,
-    resolve_layers,
-)
+from mcicl.probing.extract import extract_words, load_for, n_hidden_layers
+from mcicl.probing.extract_config import POOLINGS, ExtractionConfig, resolve_layers
+from mcicl.probing.forward import PoolItem, padding_for, padding_token_id, pool_vectors
 from mcicl.probing.models import LoadedModel
 
 log = logging.getLogger("mcicl")
+PCA_WORDS = 6
 
 
 @dataclass
@@ -138,31 +147,6 @@ def extract_contexts(model: Any, tokenizer: Any, contexts: Sequence[SenseContext
                                 meta)
 
 
-@dataclass
-class ContextsConfig:
-    """What to measure: the extraction (model, layers, pooling, batching, ...), contexts source, concept set,
-    nulls."""
-
-    extraction: ExtractionConfig = field(default_factory=lambda: ExtractionConfig(batch_size=32))
-    contexts: str = "builtin"
-    concepts: str = "builtin"
-    center: bool = True
-    min_per_sense: int = 3
-    permutations: int = 1000
-    bootstrap: int = 1000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        require(isinstance(self.contexts, str) and bool(self.contexts.strip()), "contexts", self.contexts,
-                CONTEXT_SOURCES)
-        require(isinstance(self.min_per_sense, int) and self.min_per_sense >= 1, "min_per_sense",
-                self.min_per_sense, "an integer >= 1")
-        require(isinstance(self.permutations, int) and self.permutations >= 1, "permutations", self.permutations,
-                "an integer >= 1 (>= 100 for p < 0.01 to be reachable)")
-        require(isinstance(self.bootstrap, int) and self.bootstrap >= 0, "bootstrap", self.bootstrap,
-                "an integer >= 0")
-
-
 def load_contexts(spec: str, cs: Any, *, min_per_sense: int = 3) -> tuple[ContextSet, list[str]]:
     """(validated ContextSet named by ``spec``, (word/sense) pairs dropped for too few WordNet examples).
 
@@ -195,6 +179,108 @@ class ContextsResult:
     control_rows: np.ndarray         # ... and of the control contexts
     base_vectors: dict[str, np.ndarray]  # layer -> (len(contexts), d): each context's word out of context
     info: dict[str, Any]
+    config: ContextsConfig | None = None  # what was measured (saved as config.yaml)
+
+    def layer_rows(self) -> list[dict[str, Any]]:
+        """One row per (layer, group, statistic) with value, null band, CI and p-value (context_layers.csv)."""
+        out = []
+        for group, stats in (("polysemous", self.polysemous), ("controls", self.controls)):
+            if stats is None:
+                continue
+            for layer, named in stats.per_layer.items():
+                for stat, s in named.items():
+                    out.append({"layer": layer, "group": group, "stat": stat, "value": s.value,
+                                "null": s.null_mean, "null_low": s.null_low, "null_high": s.null_high,
+                                "ci_low": s.ci_low, "ci_high": s.ci_high, "p_value": s.p_value, "n_words": s.n})
+        return out
+
+    def context_rows(self) -> list[dict[str, Any]]:
+        """One row per (context, layer): word, sense, predicted sense in and out of context, margins, shift."""
+        ctx = self.extraction.contexts
+        out = []
+        for group, stats, idx in (("polysemous", self.polysemous, self.poly_rows),
+                                  ("controls", self.controls, self.control_rows)):
+            if stats is None:
+                continue
+            for layer, values in stats.row_values.items():
+                for r, i in enumerate(idx):
+                    c = ctx[int(i)]
+                    out.append({"layer": layer, "group": group, "word": c.word, "sense": c.sense,
+                                "correct": bool(values["predicted"][r] == values["labels"][r]),
+                                "baseline_correct": bool(values["baseline_predicted"][r] == values["labels"][r]),
+                                "margin": float(values["margin"][r]),
+                                "baseline_margin": float(values["baseline_margin"][r]),
+                                "shift": float(values["shift"][r]), "context": c.context, "source": c.source})
+        return out
+
+    def pca_words(self, n: int = PCA_WORDS) -> list[str]:
+        """Up to ``n`` polysemous words for the PCA panel: those with the highest pair AUC at the best layer."""
+        stats = self.polysemous
+        auc = stats.word_units[stats.best_layer].get("pair_auc")
+        words = sorted({self.extraction.contexts[int(i)].word for i in self.poly_rows})
+        if auc is None:
+            return words[:n]
+        order = np.argsort(-np.nan_to_num(auc, nan=-1.0), kind="stable")
+        return [words[k] for k in order[:n]]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """summary.json's content: best-layer statistics (selection corrected), controls, every layer, info."""
+        poly = self.polysemous
+        best = poly.best_layer
+        return strict_json({
+            "best_layer": best,
+            "best_layer_rule": "the layer of highest in-context sense accuracy; each best-layer statistic is the "
+                               "max over layers, and its null and bootstrap take the same max (selection "
+                               "corrected)",
+            "sense_accuracy": poly.best["sense_accuracy"].to_dict(),
+            "baseline_accuracy": poly.best["baseline_accuracy"].to_dict(),
+            "shift": poly.best["shift"].to_dict(),
+            "pair_auc": poly.best["pair_auc"].to_dict(),
+            # Monosemous controls at the polysemous words' best layer (nearest of all concepts; shift toward own).
+            "controls": ({k: s.to_dict() for k, s in self.controls.per_layer[best].items()}
+                         if self.controls is not None else None),
+            "per_layer": {"polysemous": poly.to_dict(),
+                          "controls": self.controls.to_dict() if self.controls is not None else None},
+            **{k: v for k, v in self.info.items() if k != "concepts"},
+        })
+
+    def figures(self) -> dict[str, Figure]:
+        """The run's figures by file name: ``context_layers`` (the three statistics per layer) and ``context_pca``
+        (the contextual vectors of the words of highest pair AUC at the best layer, PCA per word)."""
+        info, ctx = self.info, self.extraction.contexts
+        random_tag = " (random weights)" if info["random_weights"] else ""
+        best = self.polysemous.best_layer
+        chosen = self.pca_words()
+        keep = np.isin([c.word for c in ctx], chosen)
+        return {
+            "context_layers": context_layers_figure(
+                self.layer_rows(), title=f"{info['source']}{random_tag}: polysemous words in context "
+                                         f"({info['contexts']} contexts, {info['n_polysemous_words']} words)"),
+            "context_pca": word_contexts_figure(
+                self.extraction.vectors[best][keep], [c.word for c, k in zip(ctx, keep, strict=True) if k],
+                [c.sense for c, k in zip(ctx, keep, strict=True) if k], chosen, layer=best,
+                title=f"{info['source']}{random_tag}: contextual vectors at layer {best} (best layer), PCA per "
+                      f"word, coloured by tagged sense\n(the {len(chosen)} words of highest same-sense pair AUC)"),
+        }
+
+    def save(self, run: RunFolder) -> None:
+        """Write config.yaml, context_layers.csv, contexts.csv, vectors/contexts_<layer>.npz, the figures and
+        summary.json into ``run``."""
+        if self.config is not None:
+            run.save_config(self.config)
+        run.write_csv("context_layers.csv", self.layer_rows())
+        run.write_csv("contexts.csv", self.context_rows())
+        (run.path / "vectors").mkdir(exist_ok=True)
+        ctx = self.extraction.contexts
+        for layer, matrix in self.extraction.vectors.items():
+            LabelledVectors(matrix, [c.word for c in ctx], [c.sense for c in ctx],
+                            meta={**self.extraction.meta, "layer": layer, "contexts": [c.context for c in ctx]}
+                            ).save(run.path / "vectors" / f"contexts_{layer}.npz")
+        captions = {"context_layers": LAYERS_CAPTION, "context_pca": WORDS_CAPTION}
+        for name, fig in self.figures().items():
+            save_figure(fig, run.figures, name, caption=captions[name])
+        run.write_summary(self.summary)
 
 
 def _rows(ctx: ContextSet) -> tuple[list[int], list[int]]:
@@ -300,4 +386,41 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
             "words_left_out": {k: v for k, v in alone.report.items() if v},
             "random_weights": bool(alone.meta.get("random_weights", False))}
     return ContextsResult(stats["polysemous"], stats.get("controls"), ext, np.array(poly_idx),
-                          np.array(control_idx, dtype=int), base_vectors, info)
+                          np.array(control_idx, dtype=int), base_vectors, info, cfg)
+
+
+def execute(cfg: ContextsConfig, ctx: JobContext) -> int:
+    """``mcicl probe contexts``: check the concepts and contexts, open the run folder, measure, save, print."""
+    # Validate concepts and contexts before making the output folder, so a typo leaves nothing behind.
+    cs = load_concept_set(cfg.concepts)
+    contexts, dropped = load_contexts(cfg.contexts, cs, min_per_sense=cfg.min_per_sense)
+    folder = ctx.create_run(inputs={"--model": cfg.extraction.model, "--contexts": cfg.contexts,
+                                    "--concepts": cfg.concepts, "--cache-dir": cfg.extraction.cache_dir})
+    seed_everything(cfg.seed)
+    result = measure_contexts(cfg, concept_set=cs, contexts=contexts, quiet=ctx.quiet)
+    result.info["dropped_senses"] = dropped
+    result.save(folder)
+    summary = result.summary
+    acc, base = summary["sense_accuracy"], summary["baseline_accuracy"]
+    log.info("best layer %s: sense accuracy %.3f (95%% CI %.3f-%.3f, null %.3f, p=%.3g); out of context %.3f",
+             summary["best_layer"], acc["value"], acc["ci_low"], acc["ci_high"], acc["null"], acc["p_value"],
+             base["value"])
+    print(f"output is in {folder.path}")
+    return 0
+
+
+def demo_stage(ctx: DemoContext) -> dict[str, Any]:
+    """Demo stage "polysemous words in context": the default model on the built-in contexts, every layer
+    (``small``: 200 permutations and resamples instead of 1000), into ``contexts/``; its headline numbers."""
+    extraction = ExtractionConfig(model=ctx.model, batch_size=32)
+    cfg = ContextsConfig(extraction=extraction, permutations=200 if ctx.small else 1000,
+                         bootstrap=200 if ctx.small else 1000, seed=ctx.seed or 0)
+    folder = ctx.stage_run("contexts", "probe contexts")
+    result = measure_contexts(cfg, quiet=ctx.quiet)
+    result.save(folder)
+    summary = result.summary
+    acc, base = summary["sense_accuracy"], summary["baseline_accuracy"]
+    return {"folder": str(folder.path), "best_layer": summary["best_layer"], "sense_accuracy": acc["value"],
+            "sense_accuracy_ci_low": acc["ci_low"], "sense_accuracy_null": acc["null"],
+            "sense_accuracy_p": acc["p_value"], "out_of_context_accuracy": base["value"],
+            "pair_auc": summary["pair_auc"]["value"], "shift": summary["shift"]["value"]}

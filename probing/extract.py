@@ -4,29 +4,29 @@ One rule, used everywhere: a word is put in its template (``"{word}"`` alone, or
 tokenized by the model's tokenizer, and its vector is pooled over the tokens whose character offsets overlap
 the word itself (template, special and lone space tokens excluded; slow tokenizers, which have no offsets, by
 comparing tokenizations of the text cut before and after the word): ``mean`` of those tokens, or the ``last``
-one. Batches are padded (right for encoders, left for causal LMs) with an attention mask and explicit
-position ids, so a word in a padded batch gets the vectors it gets alone, and the hidden states are the
-model's own ``output_hidden_states`` (``"0"`` is the embedding output). Only pooled vectors are kept, batch by
-batch; words are sorted by token length to batch them, and the input order is restored.
+one. The forward pass and the pooling are :mod:`probing.forward`'s (padding, position ids: batched == alone);
+words are sorted by token length to batch them, and the input order is restored.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from mcicl.core.configuration import require
 from mcicl.core.logs import progress
+from mcicl.core.plotting import save_figure
+from mcicl.core.runs import RunFolder
 from mcicl.core.vectors import LabelledVectors
 from mcicl.probing.cache import ExtractionCache, model_fingerprint
 from mcicl.probing.extract_config import (
-    PADDING_SIDES,
     POOLING_RULE,
     POOLINGS,
     SPACES,
@@ -35,11 +35,25 @@ from mcicl.probing.extract_config import (
     check_template,
     resolve_layers,
 )
-from mcicl.probing.models import LoadedModel, is_causal_model, load_model
+
+# model_body, padding_for, padding_token_id, input_scale, PoolItem and pool_vectors are re-exported: callers
+# (probing.icl, tests) import them from here, and this module's own calls go through these names so a test can
+# patch extract.pool_vectors.
+from mcicl.probing.extract_figures import OVERVIEW_CAPTION, layer_stats, overview_figure, overview_title
+from mcicl.probing.forward import (
+    PoolItem,
+    input_scale,
+    model_body,
+    padding_for,
+    padding_token_id,
+    pool_vectors,
+)
+from mcicl.probing.models import LoadedModel, load_model
 from mcicl.probing.placement import input_device, resolve_device
 from mcicl.probing.tiny import is_random_weights
 
 log = logging.getLogger("mcicl")
+
 
 @dataclass
 class Extraction:
@@ -50,6 +64,63 @@ class Extraction:
     vectors: dict[str, np.ndarray]   # layer -> (len(words), d) float32
     report: dict[str, list[str]]     # empty, unrepresentable, duplicates (+ partially_unknown: kept)
     meta: dict[str, Any] = field(default_factory=dict)
+    # What `mcicl probe extract` adds before saving: (word, label) rows (None: one row per word, label ""),
+    # how many words were asked for, the seconds the extraction took, what the words came from (concept set).
+    pairs: list[tuple[str, str]] | None = None
+    n_given: int | None = None
+    seconds: float | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> list[tuple[str, str]]:
+        """The (word, label) rows saved: ``pairs`` if set, else every represented word with label ""."""
+        return list(self.pairs) if self.pairs is not None else [(w, "") for w in self.words]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """summary.json's content (without ``figures``, which :meth:`save` adds): the extraction's settings,
+        layers and vector files, the words given, represented and left out (and why), tokens per word."""
+        meta = {k: v for k, v in self.meta.items() if k != "n_tokens"}
+        n_tokens = self.meta.get("n_tokens", [])
+        represented = set(self.words)
+        last = self.layers[-1]
+        return {
+            **meta, "layers": self.layers,
+            "vector_files": {layer: str(Path("vectors") / f"{layer}.npz") for layer in self.layers},
+            "vectors_npz_layer": last, "dim": int(self.vectors[last].shape[1]),
+            "n_words_given": self.n_given if self.n_given is not None else len(self.words),
+            "n_words_represented": len(self.words),
+            "n_rows_labelled": sum(w in represented for w, _ in self.rows),
+            "dropped": {k: len(v) for k, v in self.report.items()}, "report": self.report,
+            "multi_token_words": sum(n > 1 for n in n_tokens), "max_word_tokens": max(n_tokens, default=0),
+            "seconds": round(self.seconds, 3) if self.seconds is not None else None, **self.source,
+        }
+
+    def figures(self) -> dict[str, Figure]:
+        """The run's figure by file name: ``extraction_overview`` (anisotropy and norm per layer, tokens per word)."""
+        return {"extraction_overview": overview_figure(layer_stats(self), self.meta.get("n_tokens", []),
+                                                       title=overview_title(self.meta))}
+
+    def save(self, run: RunFolder) -> None:
+        """Write vectors/<layer>.npz (a LabelledVectors file per layer), vectors.npz (the last layer), words.txt,
+        labels.csv, layers.csv, words.csv, the overview figure and summary.json into ``run`` (the config is the
+        command's to save)."""
+        pairs = self.rows
+        (run.path / "vectors").mkdir(exist_ok=True)
+        for layer in self.layers:
+            self.labelled(layer, pairs).save(run.path / "vectors" / f"{layer}.npz")
+        self.labelled(self.layers[-1], pairs).save(run.path / "vectors.npz")
+        (run.path / "words.txt").write_text("".join(w + "\n" for w in self.words), encoding="utf-8")
+        represented = set(self.words)
+        run.write_csv("labels.csv", [{"word": w, "label": lab} for w, lab in pairs if w in represented],
+                      fieldnames=["word", "label"])
+        run.write_csv("layers.csv", layer_stats(self))
+        run.write_csv("words.csv", [{"word": w, "n_tokens": n} for w, n in zip(self.words, self.meta["n_tokens"],
+                                                                              strict=True)])
+        summary = self.summary
+        summary["figures"] = [str(save_figure(fig, run.figures, name, caption=OVERVIEW_CAPTION).relative_to(run.path))
+                              for name, fig in self.figures().items()]
+        run.write_summary(summary)
 
     def labelled(self, layer: str | int,
                  labels: Mapping[str, str] | Sequence[tuple[str, str]] | None = None) -> LabelledVectors:
@@ -69,14 +140,6 @@ class Extraction:
         meta = {k: v for k, v in self.meta.items() if k != "n_tokens"}
         meta["layer"] = name
         return LabelledVectors(matrix[rows], np.array(words, dtype=str), np.array(labs, dtype=str), meta=meta)
-
-
-@dataclass
-class PoolItem:
-    """One word ready for the model: its token ids and the positions of the word's own tokens."""
-
-    ids: list[int]
-    positions: list[int]
 
 
 def prepare_words(tokenizer: Any, words: Iterable[str], template: str = WORD_SLOT
@@ -205,151 +268,12 @@ def n_hidden_layers(model: Any) -> int:
     return len(out.hidden_states) - 1
 
 
-def model_body(model: Any) -> Any:
-    """The module whose forward returns hidden states: the encoder of an encoder-decoder, else the base model
-    (a causal LM's body, skipping the vocabulary projection, whose logits extraction never needs)."""
-    if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
-        return model.get_encoder()
-    return getattr(model, "base_model", model)
-
-
 def layer_names(model: Any, space: str, layers: str | Sequence[int] = "all") -> list[str]:
     """The layer names an extraction of ``space`` with ``layers`` produces for ``model``."""
     if space == "hidden":
         return [str(i) for i in resolve_layers(layers, n_hidden_layers(model))]
     require(space in SPACES, "space", space, "one of " + ", ".join(SPACES))
     return [space]
-
-
-def padding_for(model: Any, padding_side: str = "auto") -> str:
-    """'left' or 'right': left for causal LMs (their convention), right for encoders, unless asked."""
-    require(padding_side in PADDING_SIDES, "padding_side", padding_side, "one of " + ", ".join(PADDING_SIDES))
-    accepts_positions = "position_ids" in inspect.signature(model_body(model).forward).parameters
-    if padding_side == "auto":
-
-        return "left" if is_causal_model(model) and accepts_positions else "right"
-    if padding_side == "left" and not accepts_positions:
-        raise ValueError(f"{type(model).__name__} takes no position_ids, so left padding would shift positions; "
-                         "use padding_side='right' (or 'auto')")
-    return padding_side
-
-
-def _pool_rows(lookup: Any, device: Any, items: list[PoolItem], pooling: str) -> np.ndarray:
-    """Pooled vectors ``lookup(ids)`` (rows of an embedding) over each item's word tokens -> (len(items), d)."""
-
-    with torch.inference_mode():
-        if pooling == "last":
-            ids = torch.tensor([it.ids[it.positions[-1]] for it in items], dtype=torch.long, device=device)
-            return lookup(ids).float().cpu().numpy()
-        ids = torch.tensor([it.ids[p] for it in items for p in it.positions], dtype=torch.long, device=device)
-        seg = torch.tensor([i for i, it in enumerate(items) for _ in it.positions], dtype=torch.long, device=device)
-        counts = torch.tensor([len(it.positions) for it in items], dtype=torch.float32, device=device)
-        rows = lookup(ids).float()
-        sums = torch.zeros(len(items), rows.shape[-1], dtype=torch.float32, device=device)
-        sums.index_add_(0, seg, rows)
-        return (sums / counts[:, None]).cpu().numpy()
-
-
-def input_scale(model: Any) -> float:
-    """The factor between input-embedding rows and what the first layer reads (Gemma: sqrt(hidden_size)).
-
-    Measured: hidden state 0 of a one-token forward, when it is a pure rescaling of the token's row (the
-    model scales inside its embedding module, or in its forward as older transformers' Gemma 2 does); when
-    hidden state 0 adds more (position embeddings, a LayerNorm), the embedding module's own ``embed_scale``
-    or 1.
-    """
-    embedding = model.get_input_embeddings()
-    weight = embedding.weight
-    with torch.inference_mode():
-        token = int(weight[:4096].float().norm(dim=-1).argmax())  # a row far from zero
-        row = weight[token].float()
-        h0 = model_body(model)(input_ids=torch.tensor([[token]], device=weight.device),
-                          output_hidden_states=True).hidden_states[0][0, 0].float().to(row.device)
-        # OPT with word_embed_proj_dim projects its rows to another width: not a rescaling
-        factor = float(h0 @ row / (row @ row)) if h0.shape == row.shape else 1.0
-        proportional = h0.shape == row.shape and torch.allclose(h0, factor * row, rtol=1e-3,
-                                                                 atol=1e-5 * float(row.abs().max()))
-    if proportional:
-        return factor
-    scale = getattr(embedding, "embed_scale", None)
-    return float(scale) if scale is not None else 1.0
-
-
-def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], pooling: str, batch_size: int,
-                 padding_side: str, pad_id: int, show_progress: bool = True, desc: str = "extract"
-                 ) -> dict[str, np.ndarray]:
-    """Pooled hidden states of the selected layers for every item (in the items' order)."""
-
-
-    body = model_body(model)
-    params = inspect.signature(body.forward).parameters
-    extra = {k: v for k, v in (("use_cache", False), ("return_dict", True)) if k in params}
-    # Left padding shifts the real tokens, so they get explicit positions 0..len-1. With right padding the model
-    # numbers positions itself: RoBERTa-like models start at padding_idx + 1, not 0.
-    pass_positions = padding_side == "left" and "position_ids" in params
-    device = input_device(model)
-    # Longest first (an out-of-memory error shows at once), similar lengths share a batch (little padding).
-    order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    out: dict[str, np.ndarray] = {}
-    bar = progress(batches, desc=desc) if show_progress else iter(batches)
-    with torch.inference_mode():
-        for batch in bar:
-            width = max(len(items[i].ids) for i in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            b_idx, t_idx, last = [], [], []
-            for row, i in enumerate(batch):
-                ids = items[i].ids
-                shift = width - len(ids) if padding_side == "left" else 0
-                input_ids[row, shift:shift + len(ids)] = torch.tensor(ids)
-                mask[row, shift:shift + len(ids)] = 1
-                b_idx += [row] * len(items[i].positions)
-                t_idx += [p + shift for p in items[i].positions]
-                last.append(items[i].positions[-1] + shift)
-            kwargs = dict(extra)
-            if pass_positions:
-                kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
-            hidden = body(input_ids=input_ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
-                          **kwargs).hidden_states
-            for li in layer_idx:
-                h = hidden[li]  # (B, T, d); pad positions may hold garbage (even NaN): only word tokens are read
-                if pooling == "last":
-                    pooled = h[torch.arange(len(batch), device=h.device), torch.tensor(last, device=h.device)].float()
-                else:
-                    bi = torch.tensor(b_idx, device=h.device)
-                    tok = h[bi, torch.tensor(t_idx, device=h.device)].float()
-                    sums = torch.zeros(len(batch), h.shape[-1], dtype=torch.float32, device=h.device)
-                    sums.index_add_(0, bi, tok)
-                    counts = torch.bincount(bi, minlength=len(batch)).float()
-                    pooled = sums / counts[:, None]
-                name = str(li)
-                if name not in out:
-                    out[name] = np.empty((len(items), h.shape[-1]), dtype=np.float32)
-                out[name][batch] = pooled.cpu().numpy()
-            del hidden
-    if not items:
-        d = model.config.get_text_config().hidden_size if hasattr(model.config, "get_text_config") else 0
-        out = {str(li): np.empty((0, d), dtype=np.float32) for li in layer_idx}
-    return out
-
-
-def pool_vectors(model: Any, items: list[PoolItem], space: str, layer_idx: list[int], pooling: str, batch_size: int,
-                 padding_side: str, pad_id: int, show_progress: bool = True, desc: str = "extract"
-                 ) -> dict[str, np.ndarray]:
-    """Layer name -> (len(items), d) pooled vectors of ``items``: the public forward-and-pool seam that word
-    extraction, contextual extraction and the probes share (padding handled here, once)."""
-    if space == "hidden":
-        return _pool_hidden(model, items, layer_idx, pooling, batch_size, padding_side, pad_id, show_progress, desc)
-    if space == "input":  # what the first layer reads: the rows times the model's scale (Gemma: sqrt(d))
-        weight, scale = model.get_input_embeddings().weight, input_scale(model)
-        return {"input": _pool_rows(lambda ids: weight[ids] * scale, weight.device, items, pooling)}
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if head is None or getattr(head, "weight", None) is None:
-        raise ValueError(f"{type(model).__name__} has no LM head (get_output_embeddings() is None), so there are "
-                         "no unembedding rows; use space='input' or 'hidden', or load a model with an LM head "
-                         "(a causal LM)")
-    return {"unembed": _pool_rows(lambda ids: head.weight[ids], head.weight.device, items, pooling)}
 
 
 def _meta(model: Any, tokenizer: Any, space: str, template: str, pooling: str, padding_side: str,
@@ -365,14 +289,6 @@ def _meta(model: Any, tokenizer: Any, space: str, template: str, pooling: str, p
         **({"input_scale": input_scale(model)} if space == "input" else {}),
         "n_words": len(words), "n_tokens": [len(it.positions) for it in items],
     }
-
-
-def padding_token_id(tokenizer: Any) -> int:
-    """The id used to pad batches: the pad token, else eos, else 0 (padding is masked, so never read)."""
-    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if tid is not None:
-            return int(tid)
-    return 0
 
 
 def extract(model: Any, tokenizer: Any, words: Iterable[str], *, space: str = "hidden",

@@ -1,7 +1,8 @@
 """What an extraction reads and how (torch-free): :class:`ExtractionConfig`, layer specs, word templates.
 
 Every probe nests an ``ExtractionConfig`` (its ``extraction:`` section); the command line offers its fields as
-options (``--model``, ``--layers``, ...), generated from the field docs below.
+options (``--model``, ``--layers``, ...), generated from the field docs below. ``mcicl probe extract``'s own config
+(:class:`ExtractConfig`) and job declaration (:data:`EXTRACT_JOB`) are here too.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from mcicl.core.configuration import ConfigError, require
+from mcicl.core.jobs import CsvTable, Job, ReportSection
 from mcicl.core.options import doc
 
 SPACES = ("hidden", "input", "unembed")
@@ -104,3 +106,60 @@ class ExtractionConfig:
                 "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'balanced'")
         check_template(self.template)
         parse_layers(self.layers)
+
+
+def refuse_ignored(sources: dict[str, str], space: str, *, prefix: str = "extraction.") -> None:
+    """Options the user set that this space would ignore are an error, not silence: layers belong to hidden
+    states only (``--layers 99 --space input`` used to pass without a word)."""
+    path = prefix + "layers"
+    if space != "hidden" and path in sources:
+        raise ValueError(f"--layers (from {sources[path]}) is set, but --space {space} has no layers; accepted: "
+                         "--layers only with --space hidden")
+
+
+@dataclass
+class ExtractConfig:
+    """``mcicl probe extract``'s config: the extraction and where the words come from (a words file, or a concept
+    set with an optional polysemy file)."""
+
+    # Before the command was a job its config file was flat (model, layers, ... beside words); those keys still
+    # load, moved into the extraction section with a deprecation warning.
+    RENAMED: ClassVar[dict[str, str]] = {name: f"extraction.{name}" for name in (
+        "model", "space", "layers", "template", "pooling", "batch_size", "dtype", "device", "trust_remote_code",
+        "cache_dir")}
+
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    words: str | None = field(default=None, metadata=doc("text file, one word per line", metavar="FILE"))
+    concepts: str | None = field(default=None, metadata=doc(
+        "a concept set: 'builtin', 'wordnet', or a JSON/CSV file (labels come from it)", metavar="SPEC"))
+    polysemy: str | None = field(default=None, metadata=doc(
+        'with --concepts: JSON {"word": ["concept_a", "concept_b"]} of polysemous words, merged over the set\'s '
+        "own inventory (polysemous words are extracted too)", metavar="FILE"))
+
+
+EXTRACT_JOB = Job(
+    command="probe extract",
+    help="save word vectors of a model, per layer (npz + words + labels)",
+    description="Extract pooled word vectors from a Hugging Face model: input-embedding rows, unembedding rows "
+                "(models with an LM head) or hidden states of every layer, for each word alone or in a "
+                "template. Words the tokenizer cannot represent, empty lines and duplicates are reported in "
+                "summary.json.",
+    execute="mcicl.probing.extraction_job:execute",
+    result="mcicl.probing.extract:Extraction",
+    config=ExtractConfig,
+    fields={
+        "words": ("words", "concepts", "polysemy"),
+        "extraction": ("extraction.space", "extraction.layers", "extraction.template", "extraction.pooling",
+                       "extraction.batch_size", "extraction.cache_dir"),
+        "model": ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code"),
+    },
+    seed=False,  # extraction is deterministic: no --seed
+    report=ReportSection(
+        title="Real model: extracted word vectors",
+        text="Word vectors pooled from a model's own tokens of each word, per layer, saved for other tools; the "
+             "words left out (empty, unrepresentable, duplicates) are in the headline numbers.",
+        csv_tables=(CsvTable("layers.csv", "Vectors per layer",
+                             "Mean vector norm and anisotropy (mean cosine between distinct words; 0 = isotropic) "
+                             "per layer."),),
+        skip=("report", "vector_files", "polysemy", "controls", "pooling_rule")),
+)

@@ -43,6 +43,7 @@ from mcicl.core.seeding import seed_everything
 from mcicl.core.vectors import LabelledVectors, Space
 from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.extract import ExtractionConfig, extract_words, load_for
+from mcicl.probing.extract_config import refuse_ignored
 from mcicl.probing.geometry_config import GeometryConfig
 from mcicl.probing.models import LoadedModel
 
@@ -397,6 +398,7 @@ def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: LoadedModel | N
 def execute(cfg: GeometryConfig, ctx: JobContext) -> int:
     """``mcicl probe geometry``: check the inputs, open the run folder, measure, save, print the headline."""
     concept_set = None
+    refuse_ignored(ctx.sources, cfg.extraction.space)
     if cfg.vectors:
         # a saved vectors file fixes the words, labels and layers: model options would be ignored, so refuse them
         ignored = sorted({ctx.sources[p] for p in ctx.sources if p == "concepts" or p.startswith("extraction.")})

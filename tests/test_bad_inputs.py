@@ -157,3 +157,38 @@ def test_sizes_that_would_hang_are_refused_up_front(argv, capsys):
     assert main([*argv, "--print-config"]) == 2  # refused while resolving the config: nothing has started
     err = capsys.readouterr().err
     assert argv[2] in err and "accepted" in err and "Traceback" not in err
+
+
+def test_an_empty_words_file_is_named(tmp_path: Path, capsys):
+    empty = tmp_path / "words.txt"
+    empty.write_text("\n\n")
+    assert main(["probe", "extract", "--words", str(empty), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert str(empty) in err and "holds no words" in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", [["probe", "extract", "--words", "WORDS"], ["probe", "geometry"]])
+def test_layers_with_a_space_that_has_none_is_refused(command, tmp_path: Path, capsys):
+    words = tmp_path / "w.txt"
+    words.write_text("dog\n")
+    argv = [str(words) if a == "WORDS" else a for a in command]
+    assert main([*argv, "--space", "input", "--layers", "3", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--layers" in err and "--space input" in err and not (tmp_path / "o").exists()
+
+
+def test_vectors_with_model_options_is_refused(tmp_path: Path, capsys):
+    vectors = tmp_path / "v.npz"
+    vectors.write_bytes(b"")
+    for extra in (["--concepts", "wordnet"], ["--model", "x"], ["--layers", "0"]):
+        assert main(["probe", "geometry", "--vectors", str(vectors), *extra, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert extra[0] in err and "would be ignored" in err
+
+
+def test_words_in_a_config_file_of_the_wrong_type(tmp_path: Path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("words: [1, 2]\n")
+    assert main(["probe", "extract", "--config", str(cfg), "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert str(cfg) in err and "words" in err and "Traceback" not in err

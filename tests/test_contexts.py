@@ -109,3 +109,50 @@ def test_wordnet_examples_are_tagged_with_the_sense_above_their_synset():
     assert not kept.contexts and len(dropped) == 2
     with pytest.raises(ContextsError, match="need a WordNet concept set"):
         wordnet_contexts(CS, wn)
+
+
+# ---- the job: config file, options, precedence ------------------------------------------------------------
+
+def test_probe_contexts_config_file_survives_untyped_options_and_typed_ones_win(tmp_path, capsys):
+    import yaml
+
+    from mcicl.app.cli import main
+
+    (tmp_path / "run.yaml").write_text("permutations: 77\nbootstrap: 55\ncenter: false\n"
+                                       "extraction:\n  layers: '0,-1'\n", encoding="utf-8")
+    assert main(["probe", "contexts", "--config", str(tmp_path / "run.yaml"), "--bootstrap", "9",
+                 "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["permutations"] == 77 and printed["center"] is False  # from the file: not typed
+    assert printed["extraction"]["layers"] == "0,-1" and printed["extraction"]["batch_size"] == 32
+    assert printed["bootstrap"] == 9  # typed: overrides the file
+    assert main(["probe", "contexts", "--no-center", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["center"] is False
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--permutations", "lots"], "--permutations 'lots'"),
+    (["--config", "{cfg}"], "min_per_sense='few'"),
+])
+def test_probe_contexts_wrong_types_give_one_error_naming_them(tmp_path, capsys, argv, named):
+    from mcicl.app.cli import main
+
+    (tmp_path / "bad.yaml").write_text("min_per_sense: few\n", encoding="utf-8")
+    argv = [a.replace("{cfg}", str(tmp_path / "bad.yaml")) for a in argv]
+    assert main(["probe", "contexts", *argv, "--print-config"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0]
+
+
+def test_contexts_config_is_importable_from_contextual_and_torch_free():
+    import subprocess
+    import sys
+
+    code = ("import sys, mcicl.probing.extract_config, mcicl.probing.contexts_config; "
+            "print([m for m in ('torch','numpy','matplotlib','transformers') if m in sys.modules])")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
+    from mcicl.probing.contexts_config import ContextsConfig
+    from mcicl.probing.contextual import ContextsConfig as Same
+
+    assert Same is ContextsConfig

@@ -8,9 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from transformers import RobertaConfig, RobertaModel, T5Config, T5Model
 
 import mcicl.probing.extract as extract_module
+import mcicl.probing.forward as forward
 from mcicl.app.cli import main
 from mcicl.core.configuration import ConfigError, from_dict
 from mcicl.core.io import read_json
@@ -23,7 +25,7 @@ from mcicl.probing.extract import (
     prepare_words,
     resolve_layers,
 )
-from mcicl.probing.extract_cli import read_words_file
+from mcicl.probing.extraction_job import read_words_file
 from mcicl.probing.models import ModelNotFoundError, load_model
 from mcicl.probing.tiny import build_tiny_model, build_tiny_tokenizer
 from tests.conftest import mcicl_cli
@@ -70,6 +72,26 @@ def test_layer_specs_resolve_against_the_model_depth():
 
 
 # ---- padding safety and equality with a bare forward pass -------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_pool_vectors_batched_equals_single(tiny_models, arch, pooling):
+    """The public seam itself (probing.forward.pool_vectors): items of different lengths padded into one batch
+    (left padding with position ids for these causal LMs) get the vectors each gets alone."""
+    loaded = tiny_models[arch]
+    model, tokenizer = loaded.model, loaded.tokenizer
+    _, items, _ = prepare_words(tokenizer, WORDS, "A {word}.")
+    side, pad = forward.padding_for(model), forward.padding_token_id(tokenizer)
+    assert side == "left" and extract_module.pool_vectors is forward.pool_vectors
+    layers = list(range(forward.model_body(model).config.num_hidden_layers + 1))
+    batched = forward.pool_vectors(model, items, "hidden", layers, pooling, len(items), side, pad, False)
+    for i, item in enumerate(items):
+        alone = forward.pool_vectors(model, [item], "hidden", layers, pooling, 1, side, pad, False)
+        for layer in batched:
+            np.testing.assert_allclose(batched[layer][i], alone[layer][0], **TOL)
+    rows = forward.pool_vectors(model, items, "input", [], pooling, 2, "none", pad, False)["input"]
+    assert rows.shape == (len(items), model.config.hidden_size)
+
 
 @pytest.mark.parametrize("template,offset", [("{word}", 1), ("A {word}.", 2)])
 def test_minilm_batched_equals_single_and_bare_forward(minilm, template, offset):
@@ -359,3 +381,32 @@ def test_words_from_config_and_concepts_from_the_command_line_conflict(tmp_path,
     err = capsys.readouterr().err
     assert "from --config" in err and "concepts 'builtin' (from the command line)" in err
     assert not (tmp_path / "run").exists()
+
+
+# ---- the job: config file, options, precedence ------------------------------------------------------------
+
+def test_probe_extract_config_file_survives_untyped_options_and_typed_ones_win(tmp_path, capsys):
+    (tmp_path / "run.yaml").write_text("words: w.txt\nextraction:\n  layers: last\n  batch_size: 8\n",
+                                       encoding="utf-8")
+    assert main(["probe", "extract", "--config", str(tmp_path / "run.yaml"), "--batch-size", "4",
+                 "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["words"] == "w.txt" and printed["extraction"]["layers"] == "last"  # from the file
+    assert printed["extraction"]["batch_size"] == 4  # typed: overrides the file
+    # The flat keys the command read before it was a job still load (moved into extraction:, with a warning).
+    (tmp_path / "flat.yaml").write_text("words: w.txt\nlayers: last\n", encoding="utf-8")
+    with pytest.warns(DeprecationWarning, match="extraction.layers"):
+        assert main(["probe", "extract", "--config", str(tmp_path / "flat.yaml"), "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["extraction"]["layers"] == "last"
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--batch-size", "many"], "--batch-size 'many'"),
+    (["--config", "{cfg}"], "extraction.batch_size='lots'"),
+])
+def test_probe_extract_wrong_types_give_one_error_naming_them(tmp_path, capsys, argv, named):
+    (tmp_path / "bad.yaml").write_text("extraction:\n  batch_size: lots\n", encoding="utf-8")
+    argv = [a.replace("{cfg}", str(tmp_path / "bad.yaml")) for a in argv]
+    assert main(["probe", "extract", *argv, "--print-config"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0]

@@ -22,7 +22,7 @@ from mcicl.core.io import read_json
 from mcicl.core.vectors import LabelledVectors
 from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.datasets.concepts import ConceptSetError
-from mcicl.probing.extract_cli import read_words_file
+from mcicl.probing.extraction_job import read_words_file
 from mcicl.probing.tiny import build_tiny_model
 from mcicl.synthetic.config import SyntheticConfig
 

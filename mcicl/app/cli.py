@@ -33,8 +33,7 @@ log = logging.getLogger("mcicl")
 
 # Commands not yet declared as jobs register their own parsers: (group or "", module with register(subparsers)).
 LEGACY: list[tuple[str, str]] = [
-    ("", "mcicl.synthetic.cli"), ("probe", "mcicl.probing.extract_cli"),
-    ("probe", "mcicl.probing.contexts_cli"),
+    ("", "mcicl.synthetic.cli"),
 ]
 
 SEED_HELP = "random seed; the same config and seed give the same numbers"

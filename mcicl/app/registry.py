@@ -11,6 +11,8 @@ from mcicl.analysis.compare_config import COMPARE_JOB
 from mcicl.analysis.report_config import REPORT_JOB
 from mcicl.app.demo_config import DEMO_JOB
 from mcicl.core.jobs import Job, ReportCatalog
+from mcicl.probing.contexts_config import CONTEXTS_JOB
+from mcicl.probing.extract_config import EXTRACT_JOB
 from mcicl.probing.geometry_config import GEOMETRY_JOB
 from mcicl.probing.icl.attention_config import ATTENTION_JOB
 from mcicl.probing.icl.icl_config import ICL_JOB
@@ -26,7 +28,9 @@ GROUPS: dict[str, tuple[str, str]] = {
 
 _JOBS: list[Job] = [
     DEMO_JOB,
+    EXTRACT_JOB,
     GEOMETRY_JOB,
+    CONTEXTS_JOB,
     ICL_JOB,
     ATTENTION_JOB,
     COMPARE_JOB,

@@ -1,0 +1,73 @@
+"""``mcicl probe contexts``'s config and job declaration (torch-free: the command line is built from it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mcicl.core.configuration import require
+from mcicl.core.jobs import CsvTable, DemoStage, Job, ReportSection
+from mcicl.core.options import doc
+from mcicl.probing.extract_config import ExtractionConfig
+
+CONTEXT_SOURCES = "'builtin', 'wordnet' (WordNet example sentences; needs a WordNet concept set), or a .json/.csv file"
+
+
+@dataclass
+class ContextsConfig:
+    """What to measure: the extraction (model, layers, pooling, batching, ...), contexts source, concept set,
+    nulls."""
+
+    # Sentences are longer than words alone: smaller batches than a word extraction's 64.
+    extraction: ExtractionConfig = field(default_factory=lambda: ExtractionConfig(batch_size=32))
+    contexts: str = field(default="builtin", metadata=doc(
+        "builtin | wordnet (WordNet example sentences; with --concepts wordnet) | FILE (.csv with "
+        "word,sense,context or .json {word: {sense: [sentences]}})"))
+    concepts: str = field(default="builtin", metadata=doc("builtin | wordnet | FILE (.json or .csv)"))
+    center: bool = field(default=True, metadata=doc(
+        "raw cosines (default: centroids and out-of-context vectors centred on the concept-word mean, contextual "
+        "vectors on the contexts' mean)", flag="--no-center"))
+    min_per_sense: int = field(default=3, metadata=doc(
+        "contexts each (word, sense) needs (default: 3; WordNet senses with fewer are dropped)"))
+    permutations: int = field(default=1000, metadata=doc("within-word sense shuffles for the null"))
+    bootstrap: int = field(default=1000, metadata=doc("bootstrap resamples of words"))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.contexts, str) and bool(self.contexts.strip()), "contexts", self.contexts,
+                CONTEXT_SOURCES)
+        require(isinstance(self.min_per_sense, int) and self.min_per_sense >= 1, "min_per_sense",
+                self.min_per_sense, "an integer >= 1")
+        require(isinstance(self.permutations, int) and self.permutations >= 1, "permutations", self.permutations,
+                "an integer >= 1 (>= 100 for p < 0.01 to be reachable)")
+        require(isinstance(self.bootstrap, int) and self.bootstrap >= 0, "bootstrap", self.bootstrap,
+                "an integer >= 0")
+
+
+CONTEXTS_JOB = Job(
+    command="probe contexts",
+    help="polysemous words inside sense-tagged sentences: sense accuracy, shift, pair AUC per layer",
+    description="Read each polysemous word's hidden state at its occurrence in sense-tagged sentences and "
+                "measure, per layer, whether it is nearer its tagged sense's concept centroid than its other "
+                "senses' (vs the word out of context), how far the context moves it, and whether same-sense "
+                "contexts are more alike than different-sense ones; nulls shuffle senses within each word.",
+    execute="mcicl.probing.contextual:execute",
+    result="mcicl.probing.contextual:ContextsResult",
+    config=ContextsConfig,
+    fields={
+        "model": ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code"),
+        "what to measure": ("contexts", "concepts", "extraction.layers", "extraction.pooling", "min_per_sense",
+                            "center", "extraction.batch_size", "extraction.cache_dir"),
+        "statistics": ("permutations", "bootstrap"),
+    },
+    report=ReportSection(
+        title="Real model: polysemous words in context",
+        text="Polysemous words read inside sense-tagged sentences: per layer, whether the hidden state moves "
+             "toward the tagged sense's concept centroid, against the same word out of context and a null "
+             "with senses shuffled within each word. Best-layer numbers are corrected for choosing the layer.",
+        csv_tables=(CsvTable("context_layers.csv", "Contextual statistics per layer",
+                             "Each statistic per layer and group (polysemous words, monosemous controls) with its "
+                             "null band (senses shuffled within words), bootstrap 95% interval over words and "
+                             "p-value."),),
+        skip=("per_layer",)),
+    demo=DemoStage("polysemous words in context", "mcicl.probing.contextual:demo_stage", order=30),
+)
