@@ -19,7 +19,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -395,6 +395,31 @@ def attention_comparison_figure(rows: Sequence[Mapping[str, Any]], *, model: str
     return fig
 
 
+@dataclass
+class CompareResult:
+    """The comparison table of every space (one row per space, geometry and statistic) and its summary. The
+    compare job saves it first; the optional OOD map, matched world and attention comparison are written into the
+    same run beside it."""
+
+    config: dict[str, Any]
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    def figures(self) -> dict[str, Figure]:
+        """The comparison figure: each statistic per space against its null."""
+        return {"comparison": comparison_figure(self.rows)}
+
+    def save(self, run: RunFolder) -> None:
+        """Write config.yaml, comparison.csv, comparison.md, the figure and summary.json into ``run``."""
+        run.save_config(self.config)
+        run.write_csv("comparison.csv", self.rows, list(COLUMNS))
+        md = "\n\n".join(f"### {g} cosines\n\n" + markdown_table(self.rows, g) for g in GEOMETRIES)
+        (run.path / "comparison.md").write_text("Cells: value (null mean).\n\n" + md + "\n")
+        for name, fig in self.figures().items():
+            save_figure(fig, run.figures, name, caption=COMPARISON_CAPTION)
+        run.write_summary(self.summary)
+
+
 def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder, *, icl_dir: str | Path | None = None,
                 attention_dir: str | Path | None = None,
                 sweep_dir: str | Path | None = None, matched: bool = False, matched_space: str | None = None,
@@ -407,15 +432,11 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
     real_found = real_spaces(real_dir)
     spaces = synthetic_spaces(synthetic_dir) + real_found
     real = [s for s in spaces if s.world == "real"]
-    run.save_config({"synthetic": str(synthetic_dir), "real": str(real_dir), "icl": str(icl_dir or ""),
-                     "attention": str(attention_dir or ""),
-                     "sweep": str(sweep_dir or ""), "matched": matched, "n_permutations": n_permutations,
-                     "seed": seed, "geometries": list(GEOMETRIES)})
+    config = {"synthetic": str(synthetic_dir), "real": str(real_dir), "icl": str(icl_dir or ""),
+              "attention": str(attention_dir or ""), "sweep": str(sweep_dir or ""), "matched": matched,
+              "n_permutations": n_permutations, "seed": seed, "geometries": list(GEOMETRIES)}
     rows = compare_spaces(spaces, n_permutations=n_permutations, seed=seed)
-    run.write_csv("comparison.csv", rows, list(COLUMNS))
-    md = "\n\n".join(f"### {g} cosines\n\n" + markdown_table(rows, g) for g in GEOMETRIES)
-    (run.path / "comparison.md").write_text("Cells: value (null mean).\n\n" + md + "\n")
-    save_figure(comparison_figure(rows), run.figures, "comparison", caption=COMPARISON_CAPTION)
+    CompareResult(config, rows, {"spaces": [s.name for s in spaces]}).save(run)
     embeddings: dict[str, Any] = {}
     if figures:
 

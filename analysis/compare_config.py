@@ -48,6 +48,7 @@ COMPARE_JOB = Job(
                 "polysemous sense cosines) with their nulls on the synthetic dictionary, sampled words, learned "
                 "W_Q/W_K spaces and each real model space.",
     execute="mcicl.analysis.compare:execute",
+    result="mcicl.analysis.compare:CompareResult",
     config=CompareConfig,
     fields={"inputs": ("synthetic", "real", "icl", "attention", "sweep"),
             "comparison": ("matched", "matched_space", "umap", "permutations")},

@@ -400,24 +400,44 @@ def render_markdown(title: str, sections: Sequence[Section], figure_links: Mappi
     return "\n".join(lines)
 
 
+@dataclass
+class ReportResult:
+    """A report: its title, intro and sections (built from saved run folders). Its figures are its runs' own,
+    copied in by ``save``; it draws none of its own."""
+
+    title: str
+    sections: list[Section]
+    intro: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return {"sections": len(self.sections), "figures": sum(len(s.figures) for s in self.sections),
+                "tables": sum(len(s.tables) for s in self.sections)}
+
+    def figures(self) -> dict[str, Any]:
+        return {}
+
+    def save(self, run: RunFolder) -> None:
+        """Write ``report.html`` (self-contained), ``report.md`` (+ figures/ copies) and summary.json into ``run``."""
+        links: dict[Path, str] = {}
+        for i, section in enumerate(self.sections):
+            for fig in section.figures:
+                target = run.figures / f"{i:02d}-{Path(fig.path).name}"
+                if Path(fig.path).resolve() != target.resolve():
+                    shutil.copyfile(fig.path, target)
+                links[Path(fig.path)] = f"figures/{target.name}"
+        html_path = run.path / "report.html"
+        html_path.write_text(render_html(self.title, self.sections, self.intro), encoding="utf-8")
+        (run.path / "report.md").write_text(render_markdown(self.title, self.sections, links, self.intro),
+                                            encoding="utf-8")
+        run.write_summary({"html": str(html_path), "markdown": str(run.path / "report.md"), **self.summary})
+
+
 def write_report(run: RunFolder, sections: Sequence[Section], title: str = "mcicl report",
                  intro: Sequence[str] = ()) -> Path:
     """Write ``report.html`` (self-contained) and ``report.md`` (+ figures/ copies) into ``run``; return the HTML."""
-    links: dict[Path, str] = {}
-    for i, section in enumerate(sections):
-        for fig in section.figures:
-            target = run.figures / f"{i:02d}-{Path(fig.path).name}"
-            if Path(fig.path).resolve() != target.resolve():
-                shutil.copyfile(fig.path, target)
-            links[Path(fig.path)] = f"figures/{target.name}"
-    html_path = run.path / "report.html"
-    html_path.write_text(render_html(title, sections, intro), encoding="utf-8")
-    (run.path / "report.md").write_text(render_markdown(title, sections, links, intro), encoding="utf-8")
-    n_fig = sum(len(s.figures) for s in sections)
-    n_tab = sum(len(s.tables) for s in sections)
-    run.write_summary({"html": str(html_path), "markdown": str(run.path / "report.md"), "sections": len(sections),
-                       "figures": n_fig, "tables": n_tab})
-    return html_path
+    ReportResult(title, list(sections), list(intro)).save(run)
+    return run.path / "report.html"
 
 
 def report_runs(run_dirs: Sequence[str | Path], run: RunFolder, title: str = "mcicl report", *,

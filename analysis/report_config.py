@@ -11,6 +11,7 @@ REPORT_JOB = Job(
                 "any registered job) and write report.html with every figure embedded, the tables, configs and "
                 "versions, plus report.md. Each run's section is chosen by the command its run.json records.",
     execute="mcicl.analysis.report:execute",
+    result="mcicl.analysis.report:ReportResult",
     options=(Option(("runs",), "run folders to include, in order", {"nargs": "+", "metavar": "RUN"}),
              Option(("--title",), "report title (default: mcicl report)", {"default": "mcicl report"})),
     seed=False,

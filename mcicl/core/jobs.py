@@ -19,12 +19,10 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from mcicl.core.options import option_flag
-
-if TYPE_CHECKING:  # core.runs imports numpy; the torch-free config modules that declare jobs need none of it
-    from mcicl.core.runs import RunFolder
+from mcicl.core.runs import RunFolder  # torch- and numpy-free: core.io uses numpy only if it is loaded
 
 
 @runtime_checkable
@@ -173,8 +171,6 @@ class JobContext:
                    command: str | None = None) -> RunFolder:
         """Open this command's output folder (``--out``), atomically: committed when the command succeeds, every
         folder put back as it was when it fails. ``inputs`` may not be the output."""
-        from mcicl.core.runs import RunFolder
-
         return RunFolder.create(self.out, command or self.command, overwrite=self.overwrite, resume=self.resume,
                                 resumable=resumable, inputs=inputs, atomic=True, sources=self.sources)
 

@@ -76,6 +76,7 @@ ATTENTION_JOB = Job(
                 "against right answers and the accuracy after knocking them out. Writes attention.csv, "
                 "prompts.csv, summary.json and figures/attention_heatmap.png, attention_top_heads.png.",
     execute="mcicl.probing.icl.attention:execute",
+    result="mcicl.probing.icl.attention:AttentionResult",
     config=AttentionConfig,
     fields={
         "model": MODEL_FIELDS,

@@ -70,6 +70,7 @@ ICL_JOB = Job(
                 "can be probed with the attention readout softmax(beta*cos(query, demo)) (--readout "
                 "attention). Writes results.csv, summary.json and figures/accuracy_vs_shots.png.",
     execute="mcicl.probing.icl.run:execute",
+    result="mcicl.probing.icl.run:IclResult",
     config=IclConfig,
     fields={
         "model": MODEL_FIELDS,
