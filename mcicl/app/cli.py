@@ -33,7 +33,7 @@ log = logging.getLogger("mcicl")
 
 # Commands not yet declared as jobs register their own parsers: (group or "", module with register(subparsers)).
 LEGACY: list[tuple[str, str]] = [
-    ("", "mcicl.synthetic.cli"), ("probe", "mcicl.probing.extract_cli"),
+    ("probe", "mcicl.probing.extract_cli"),
     ("probe", "mcicl.probing.contexts_cli"),
 ]
 
@@ -123,7 +123,6 @@ def _ordered(jobs: Sequence[Job], legacy: dict[str, str]) -> list[Any]:
 
     def key(item: Any) -> int:
         head = item.words[0] if isinstance(item, Job) else (legacy[item] or item.rsplit(".", 1)[-1].split("_")[0])
-        head = {"mcicl.synthetic.cli": "synthetic"}.get(item, head) if not isinstance(item, Job) else head
         return order.index(head) if head in order else len(order)
 
     return sorted([*jobs, *legacy], key=key)

@@ -25,7 +25,6 @@ log = logging.getLogger("mcicl")
 
 # Stages of jobs not yet declared in the registry: (order, title, "module:run_demo_stage(run, args, results)").
 LEGACY_STAGES: tuple[tuple[int, str, str], ...] = (
-    (10, "synthetic training + OOD", "mcicl.synthetic.demo:run_demo_stage"),
     (30, "polysemous words in context", "mcicl.probing.contexts_demo:run_demo_stage"),
 )
 

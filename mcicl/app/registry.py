@@ -14,6 +14,7 @@ from mcicl.core.jobs import Job, ReportCatalog
 from mcicl.probing.geometry_config import GEOMETRY_JOB
 from mcicl.probing.icl.attention_config import ATTENTION_JOB
 from mcicl.probing.icl.icl_config import ICL_JOB
+from mcicl.synthetic.config import PLOT_JOB, SWEEP_JOB, TRAIN_JOB
 
 # Command groups: the first word of a two-word command -> (help, description).
 GROUPS: dict[str, tuple[str, str]] = {
@@ -27,6 +28,7 @@ GROUPS: dict[str, tuple[str, str]] = {
 _JOBS: list[Job] = [
     DEMO_JOB,
     GEOMETRY_JOB,
+    TRAIN_JOB, SWEEP_JOB, PLOT_JOB,
     ICL_JOB,
     ATTENTION_JOB,
     COMPARE_JOB,
