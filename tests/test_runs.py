@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcicl.app.cli import main
+from mcicl.app.cli import main, resolve
 from mcicl.core.cli import merge_config
 from mcicl.core.io import read_json
 from mcicl.core.runs import RunBusyError, RunExistsError, RunFolder, RunStateError, require_run, run_state
 from mcicl.probing.tiny import build_tiny_model
-from mcicl.synthetic.cli import _config
-from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.config import TRAIN_JOB, SyntheticConfig
 
 TINY_SETS = dict(K=2, K_irr=1, d=16, L=4, n_train=64, n_test=200, n_test_ood=50, eval_every=5, ood_every=10,
                  checkpoint_every=5, scenarios="noise_x2", n_features=5)
@@ -61,7 +60,7 @@ def test_failed_command_puts_the_replaced_run_back_byte_identical(tmp_path, monk
         (run.path / "metrics.jsonl").write_text("{}\n")
         raise ValueError("boom at step 3")
 
-    monkeypatch.setattr("mcicl.synthetic.cli.train", crash)
+    monkeypatch.setattr("mcicl.synthetic.train.train", crash)
     assert main(["synthetic", "train", "--out", str(good), "--overwrite", "--quiet", *sets()]) == 2
     assert "boom at step 3" in capsys.readouterr().err
     assert snapshot(good) == before and sorted(os.listdir(tmp_path)) == parent_before  # no lock or aside left
@@ -70,7 +69,7 @@ def test_failed_command_puts_the_replaced_run_back_byte_identical(tmp_path, monk
         (run.path / "metrics.jsonl").write_text("{}\n")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("mcicl.synthetic.cli.train", interrupt)
+    monkeypatch.setattr("mcicl.synthetic.train.train", interrupt)
     assert main(["synthetic", "train", "--out", str(good), "--overwrite", "--quiet", *sets()]) == 130
     assert snapshot(good) == before
 
@@ -78,12 +77,12 @@ def test_failed_command_puts_the_replaced_run_back_byte_identical(tmp_path, monk
         (run.path / "x").write_text("half")
         raise ZeroDivisionError
 
-    monkeypatch.setattr("mcicl.synthetic.cli.train", bug)
+    monkeypatch.setattr("mcicl.synthetic.train.train", bug)
     with pytest.raises(ZeroDivisionError):
         main(["synthetic", "train", "--out", str(good), "--overwrite", "--quiet", *sets()])
     assert snapshot(good) == before and sorted(os.listdir(tmp_path)) == parent_before
     # A new folder (and the parents it needed) of a failed non-resumable command vanishes.
-    monkeypatch.setattr("mcicl.synthetic.cli.train", crash)
+    monkeypatch.setattr("mcicl.synthetic.train.train", crash)
     assert main(["synthetic", "train", "--out", str(tmp_path / "new" / "deep"), "--quiet", *sets()]) == 2
     assert not (tmp_path / "new").exists()
 
@@ -227,7 +226,7 @@ def test_an_interrupted_training_run_is_kept_for_resume_but_not_read_as_finished
         (run.path / "checkpoints" / "step_5.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("mcicl.synthetic.cli.train", interrupt)
+    monkeypatch.setattr("mcicl.synthetic.train.train", interrupt)
     assert main(["synthetic", "train", "--out", str(out), "--quiet", *sets()]) == 130
     assert read_json(out / "run.json")["status"] == "interrupted"
     capsys.readouterr()
@@ -309,11 +308,11 @@ def test_merge_config_file_then_options(tmp_path):
 
     file = tmp_path / "c.yaml"
     file.write_text("steps: 7\nseeds: 3\nlr: 0.25\n")
-    args = Namespace(config=str(file), set=["seeds=5", "d=40"], seeds=None, steps=9, seed=None)
-    config = _config(args)
+    args = Namespace(config=str(file), set=["seeds=5", "d=40"], steps=9)  # an option not typed is absent
+    config = resolve(TRAIN_JOB, args)[0]
     # File < --set < a named option; an option not given (None) keeps the file's value.
     assert (config.steps, config.seeds, config.d, config.lr) == (9, 5, 40, 0.25)
     args.seeds = 2
-    assert _config(args).seeds == 2
+    assert resolve(TRAIN_JOB, args)[0].seeds == 2
     default = merge_config(SyntheticConfig, Namespace(config=None, steps=None), ("steps",))
     assert default.steps == SyntheticConfig().steps
