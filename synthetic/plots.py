@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -20,12 +19,10 @@ from mcicl.core.configuration import load_config
 from mcicl.core.io import read_json, read_jsonl
 from mcicl.core.jobs import JobContext
 from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
+from mcicl.core.runs import RunFolder
 from mcicl.synthetic.baselines import BASELINES
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.convergence import fit_tail, series
-
-if TYPE_CHECKING:
-    from mcicl.core.runs import RunFolder
 
 log = logging.getLogger("mcicl")
 BASELINE_LABELS = {"query_only": "query only (context-blind)", "nearest_demonstration": "nearest demonstration",
