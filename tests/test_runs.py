@@ -286,7 +286,9 @@ def test_config_errors_name_the_option(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--seeds 0: accepted:" in err and not (tmp_path / "a").exists()
     assert main(["synthetic", "train", "--set", "lr=-1", "--out", str(tmp_path / "b"), "--quiet"]) == 2
-    assert "config field lr=-1.0 (from --set or --config): accepted:" in capsys.readouterr().err
+    # A job's --set value names its source exactly (no longer "from --set or --config").
+    err = capsys.readouterr().err
+    assert "--set: lr=-1.0; accepted:" in err and not (tmp_path / "b").exists()
     assert main(["probe", "icl", "--ways", "100", "--out", str(tmp_path / "c"), "--quiet"]) == 2
     assert "--ways 100: accepted: an integer from 2 to" in capsys.readouterr().err
     # An option of another sub-command is not named: probe icl sets extraction.layers with --layer (no --layers).
