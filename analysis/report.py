@@ -123,39 +123,9 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 # ----------------------------------------------------------------------------------------- run folders
 
-# TEMPORARY (issue 19): the sections of jobs not yet declared in the registry on this branch, copied from the
-# former _KIND_TITLES/_KIND_TEXT/_KIND_TABLES. Used only for a command the catalog handed in lacks; the lead
-# removes this table once those jobs carry their own ReportSection.
-_LEGACY_SECTIONS: dict[str, ReportSection] = {
-    "synthetic train": ReportSection(
-        "Synthetic world: training and OOD scenarios",
-        "The synthetic world: the one-layer transformer (softmax attention + ReLU MLP, logistic loss) trained on "
-        "concept-based sparse-coding prompts, evaluated in distribution and in OOD scenarios."),
-    "synthetic sweep": ReportSection(
-        "Synthetic sweep", "A sweep of the synthetic world over generator parameters: in-distribution and OOD errors.",
-        csv_tables=(CsvTable("sweep.csv", "Sweep results", "One row per grid point."),)),
-    "probe contexts": ReportSection(
-        "Real model: polysemous words in context",
-        "Polysemous words read inside sense-tagged sentences: per layer, whether the hidden state moves toward the "
-        "tagged sense's concept centroid, against the same word out of context and a null with senses shuffled "
-        "within each word. Best-layer numbers are corrected for choosing the layer.",
-        csv_tables=(CsvTable("context_layers.csv", "Contextual statistics per layer",
-                             "Each statistic per layer and group (polysemous words, monosemous controls) with its "
-                             "null band (senses shuffled within words), bootstrap 95% interval over words and "
-                             "p-value."),)),
-    "probe icl": ReportSection(
-        "Real model: in-context learning probes",
-        "In-context learning probes on the real model: accuracy per condition and number of shots."),
-    "demo icl": ReportSection(
-        "Real model: in-context learning probes",
-        "In-context learning probes on the real model: accuracy per condition and number of shots."),
-    "probe attention": ReportSection(
-        "Real model: attention on same-concept demonstrations",
-        "The paper's correct attention weight in the real model, per layer and head: the share of the query's "
-        "attention on demonstrations of its own concept, on the ICL prompts, against three nulls.",
-        tables="mcicl.probing.icl.attention:report_tables"),
-    "probe extract": ReportSection(
-        "Real model: extracted word vectors", "Pooled word vectors per layer, saved by mcicl probe extract."),
+# Runs the analysis layer itself writes inside a compare folder (not jobs of their own): their sections and
+# where they sit among the demo's stages (the comparison stage, 60, writes its sweep and matched world).
+_ANALYSIS_SECTIONS: dict[str, ReportSection] = {
     # Written by the compare job's matched world (analysis/matched.py:run_matched) inside its compare folder.
     "synthetic train (geometry-matched)": ReportSection(
         "Geometry-matched synthetic world",
@@ -165,10 +135,7 @@ _LEGACY_SECTIONS: dict[str, ReportSection] = {
                              "ICL error (1 - accuracy) on the matching condition."),
                     CsvTable("estimate.csv", "Estimated generator parameters", "Target and achieved moments."))),
 }
-# TEMPORARY, like _LEGACY_SECTIONS: the demo-stage order of the folders the legacy stages write. The comparison
-# stage (60) writes its sweep before its compare folder; folders of one stage follow their start times.
-_LEGACY_DEMO_ORDER: dict[str, int] = {"synthetic train": 10, "probe contexts": 30, "probe icl": 40, "demo icl": 40,
-                                      "probe attention": 50, "synthetic sweep": 60}
+_ANALYSIS_DEMO_ORDER: dict[str, int] = {"synthetic sweep": 60, "synthetic train (geometry-matched)": 60}
 
 # Bulky summary entries shown as their own tables or kept in the files, never as headline numbers.
 _BULKY = ("per_layer", "table", "embedding_figures", "rows", "matched.conditions", "ood_map.points", "cells",
@@ -183,9 +150,9 @@ def run_command(path: Path) -> str:
 
 
 def section_for(command: str, catalog: ReportCatalog | None = None) -> ReportSection | None:
-    """The ReportSection of runs of ``command``: the catalog's, else the temporary legacy table's; a command
+    """The ReportSection of runs of ``command``: the catalog's, else the analysis layer's own; a command
     written with a suffix ("synthetic train (geometry-matched)") falls back to its longest known prefix."""
-    known = {**_LEGACY_SECTIONS, **dict((catalog or ReportCatalog()).sections)}
+    known = {**_ANALYSIS_SECTIONS, **dict((catalog or ReportCatalog()).sections)}
     if command in known:
         return known[command]
     prefixes = [c for c in known if command.startswith(c + " ")]
@@ -194,7 +161,7 @@ def section_for(command: str, catalog: ReportCatalog | None = None) -> ReportSec
 
 def reported_commands(catalog: ReportCatalog | None = None) -> tuple[str, ...]:
     """Every run.json command the report has a section for (``mcicl report`` accepts runs of these)."""
-    return tuple(dict.fromkeys([*(catalog or ReportCatalog()).sections, *_LEGACY_SECTIONS]))
+    return tuple(dict.fromkeys([*(catalog or ReportCatalog()).sections, *_ANALYSIS_SECTIONS]))
 
 
 def sections_from_run(path: str | Path, title: str | None = None, *,
@@ -221,7 +188,7 @@ def sections_from_run(path: str | Path, title: str | None = None, *,
 def _stage_folders(path: Path, catalog: ReportCatalog) -> list[Path]:
     """The run folders inside ``path`` (a report's own folder left out), in the order of the demo stages that
     wrote them, then their start times."""
-    order = {**_LEGACY_DEMO_ORDER, **dict(catalog.demo_order)}
+    order = {**_ANALYSIS_DEMO_ORDER, **dict(catalog.demo_order)}
     subs = [p for p in path.iterdir() if p.is_dir() and (p / RUN_MARKER).is_file() and run_command(p) != "report"]
 
     def key(p: Path) -> tuple[int, str, str]:

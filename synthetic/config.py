@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mcicl.core.configuration import require
+from mcicl.core.jobs import CsvTable, DemoStage, Job, Option, ReportSection
+from mcicl.core.options import doc
 
 MAX_PROMPT_GIB = 8.0  # the prompt sets of one run must fit in this (a config error otherwise, not an allocation)
 
@@ -71,11 +73,12 @@ class SyntheticConfig:
     readout_init: str = "aligned"  # "aligned": w_+ has a component along +d_k, w_- along -d_k; "random"
     readout_align: float = 0.2  # size of that aligned component
     # --- training ---
-    seeds: int = 1  # independent models trained in one vectorized program (a batch dimension S)
+    seeds: int = field(default=1, metadata=doc(  # independent models trained in one vectorized program (S)
+        "independent models trained at once as a batch dimension"))
     dictionary: str = "shared"  # "shared": one dictionary drawn from `seed` for all seeds (seeds vary init,
     #   prompts and minibatches); "per_seed": seed i draws its own dictionary, prompts and init from a seed
     #   derived from (seed, i), so intervals across seeds include dictionary variation
-    steps: int = 400
+    steps: int = field(default=400, metadata=doc("SGD steps"))
     lr: float = 2.0
     batch_size: int = 64  # 0 or >= n_train means full batch
     n_train: int = 1024  # fixed training prompts (per seed)
@@ -178,3 +181,76 @@ class SyntheticConfig:
     def full_batch(self) -> bool:
         """True when every step uses all training prompts."""
         return self.batch_size == 0 or self.batch_size >= self.n_train
+
+
+# ----------------------------------------------------------------------------------------- jobs
+# The command line is built from these (torch-free) declarations; the code they name is imported when it runs.
+
+LAUNCHERS = ("local", "ray")  # where a sweep's blocks of cells train (synthetic/launchers.py)
+CELLS_PER_BLOCK = 64  # cells trained as one batched model (and the unit of resume and of a Ray task)
+
+DEVICE = Option(("--device",), "where the model trains: 'cpu' (default), 'cuda' or 'cuda:N' (data are sampled on "
+                "the CPU)", {"default": "cpu"})
+TRAINING_FIELDS = {"training": ("seeds", "steps")}
+
+TRAIN_JOB = Job(
+    command="synthetic train",
+    help="train S seeds, evaluate OOD scenarios, write metrics, checkpoints, figures",
+    description="Train the one-layer transformer; writes summary.json, metrics.jsonl, checkpoints/, features.npz, "
+                "dictionary.npz and figures/.",
+    execute="mcicl.synthetic.train:execute_train",
+    result="mcicl.synthetic.train:TrainResult",
+    config=SyntheticConfig,
+    fields=TRAINING_FIELDS,
+    options=(DEVICE, Option(("--resume",), "continue the run in --out from its latest checkpoint (same numbers as "
+                                           "uninterrupted)", {"action": "store_true"})),
+    sets=True,
+    report=ReportSection(
+        "Synthetic world: training and OOD scenarios",
+        "The synthetic world: the one-layer transformer (softmax attention + ReLU MLP, logistic loss) trained on "
+        "concept-based sparse-coding prompts, evaluated in distribution and in OOD scenarios."),
+    demo=DemoStage("synthetic training + OOD", "mcicl.synthetic.train:demo_stage", order=10),
+)
+
+SWEEP_JOB = Job(
+    command="synthetic sweep",
+    help="train over a grid of config values; table of in-distribution and OOD errors",
+    description="Every grid point is a cell (--seeds seeds); cells of equal tensor shapes train as one batched "
+                "model. Writes points/NNN per cell, sweep.csv (errors, steps to 1% test error, convergence rate, "
+                "correct attention, OOD errors) and a heatmap.",
+    execute="mcicl.synthetic.sweep:execute_sweep",
+    result="mcicl.synthetic.sweep:SweepResult",
+    config=SyntheticConfig,
+    fields=TRAINING_FIELDS,
+    options=(
+        Option(("--grid",), "FIELD=V1,V2,... joined by ';', e.g. \"within_cosine=0.1,0.4,0.7;cross_overlap=0,0.1,"
+                            "0.2\"", {"default": None}),
+        DEVICE,
+        Option(("--resume",), "continue the sweep in --out: finished cells are kept, the others are trained",
+               {"action": "store_true"}),
+        Option(("--launcher",), "where blocks of cells train: 'local' (this process) or 'ray' (tasks on a Ray "
+                                "cluster; needs mcicl[distributed]) (default: local)",
+               {"default": "local", "choices": list(LAUNCHERS)}),
+        Option(("--address",), "with --launcher ray: the cluster to join (e.g. ray://head:10001 or auto); default: "
+                               "start a local Ray instance", {"default": None}),
+        Option(("--cells-per-block",), "cells trained as one batched model; also the unit of resume and of a Ray "
+                                       f"task (default: {CELLS_PER_BLOCK})",
+               {"type": int, "default": CELLS_PER_BLOCK}),
+    ),
+    sets=True,
+    report=ReportSection(
+        "Synthetic sweep", "A sweep of the synthetic world over generator parameters: in-distribution and OOD errors.",
+        csv_tables=(CsvTable("sweep.csv", "Sweep results", "One row per grid point."),)),
+)
+
+PLOT_JOB = Job(
+    command="synthetic plot",
+    help="re-draw a train run's figures from its saved metrics (no training)",
+    description="Re-draw the figures of a synthetic train run from its metrics.jsonl and summary.json into its "
+                "figures/ (no training).",
+    execute="mcicl.synthetic.plots:execute_plot",
+    result="mcicl.synthetic.plots:PlotResult",
+    config=None,
+    options=(Option(("run",), "a synthetic train run folder"),),
+    run_folder=False, seed=False, config_file=False,
+)

@@ -13,10 +13,9 @@ import logging
 from collections.abc import Iterator, Sequence
 
 from mcicl.synthetic.cells import CellResult, train_cells
-from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.config import LAUNCHERS, SyntheticConfig
 
 log = logging.getLogger("mcicl")
-LAUNCHERS = ("local", "ray")
 
 
 def check_launcher(name: str, address: str | None = None) -> None:

@@ -7,6 +7,8 @@ bimodal set of seeds shows as two groups of lines, never as one mean between the
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +17,14 @@ from matplotlib.figure import Figure
 
 from mcicl.core.configuration import load_config
 from mcicl.core.io import read_json, read_jsonl
+from mcicl.core.jobs import JobContext
 from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
+from mcicl.core.runs import RunFolder
 from mcicl.synthetic.baselines import BASELINES
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.convergence import fit_tail, series
 
+log = logging.getLogger("mcicl")
 BASELINE_LABELS = {"query_only": "query only (context-blind)", "nearest_demonstration": "nearest demonstration",
                    "averaging": "averaging rule", "oracle": "oracle (known generator)"}
 BASELINE_STYLE = {"query_only": ("#D55E00", "--"), "nearest_demonstration": ("#009E73", ":"),
@@ -271,15 +276,52 @@ def run_figures(rows: list[dict], config: SyntheticConfig, summary: dict) -> dic
     return figures
 
 
+@dataclass
+class PlotResult:
+    """A train run's figures re-drawn from its saved files: its config, metrics rows and summary.json (empty when
+    the run wrote none)."""
+
+    config: SyntheticConfig
+    metrics: list[dict]
+    summary: dict
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> PlotResult:
+        """The saved metrics.jsonl, config.yaml and summary.json of the train run in ``run_dir``."""
+        run_dir = Path(run_dir)
+        metrics = run_dir / "metrics.jsonl"
+        if not metrics.is_file():
+            raise FileNotFoundError(f"{metrics} not found: is {run_dir} a synthetic train run folder?")
+        config = load_config(SyntheticConfig, run_dir / "config.yaml")
+        summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+        return cls(config, read_jsonl(metrics), summary)
+
+    def figures(self) -> dict[str, Figure]:
+        """The run's figures by file name (dynamics, decomposition, convergence, ood, ood_overview)."""
+        return run_figures(self.metrics, self.config, self.summary)
+
+    def save(self, run: RunFolder) -> None:
+        """Write the figures (PNG, PDF and captions) into ``run``'s figures/."""
+        self.save_figures(run.path)
+
+    def save_figures(self, run_dir: str | Path) -> list[Path]:
+        """Write the figures into ``run_dir``/figures; return the PNGs."""
+        # The OOD grid as PNG only: the PDF of this many panels costs more time than the rest of the figures
+        # together.
+        return [save_figure(fig, Path(run_dir) / "figures", name,
+                            formats=("png",) if name == "ood" else ("png", "pdf"), caption=CAPTIONS[name])
+                for name, fig in self.figures().items()]
+
+
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Make and save every figure of a train run from its metrics.jsonl (and summary.json); return the PNGs."""
-    run_dir = Path(run_dir)
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.is_file():
-        raise FileNotFoundError(f"{metrics} not found: is {run_dir} a synthetic train run folder?")
-    config = load_config(SyntheticConfig, run_dir / "config.yaml")
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
-    figures = run_figures(read_jsonl(metrics), config, summary)
-    # The OOD grid as PNG only: the PDF of this many panels costs more time than the rest of the figures together.
-    return [save_figure(fig, run_dir / "figures", name, formats=("png",) if name == "ood" else ("png", "pdf"),
-                        caption=CAPTIONS[name]) for name, fig in figures.items()]
+    return PlotResult.read(run_dir).save_figures(run_dir)
+
+
+def execute_plot(config: None, ctx: JobContext) -> int:
+    """``mcicl synthetic plot RUN``: re-draw the run's figures into RUN/figures (no config, no new run folder)."""
+    run = ctx.options["run"]
+    paths = plot_run(run)
+    log.info("wrote %s", ", ".join(p.name for p in paths))
+    print(f"output is in {Path(run) / 'figures'}")
+    return 0

@@ -11,24 +11,48 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from mcicl.core.configuration import from_dict, to_dict
+from mcicl.core.configuration import from_dict, load_config, read_mapping, to_dict
 from mcicl.core.io import read_json
+from mcicl.core.jobs import JobContext
 from mcicl.core.logs import progress
 from mcicl.core.plotting import SEQUENTIAL_CMAP, Caption, save_figure, styled, subplots
 from mcicl.core.runs import RunFolder
+from mcicl.core.seeding import seed_everything
 from mcicl.synthetic.cells import CellResult, group_cells
-from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.config import CELLS_PER_BLOCK, SyntheticConfig
 from mcicl.synthetic.launchers import check_launcher, run_blocks
 from mcicl.synthetic.train import METRICS, training_device
 
 log = logging.getLogger("mcicl")
 SWEEP_CSV = "sweep.csv"
-CELLS_PER_BLOCK = 64  # cells trained as one batched model (and the unit of resume and of a Ray task)
+
+
+def parse_grid(text: str) -> dict[str, list[str]]:
+    """``"a=1,2;b=x,y"`` -> {"a": ["1", "2"], "b": ["x", "y"]}."""
+    grid: dict[str, list[str]] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        if "=" not in part:
+            raise ValueError(f"--grid part {part!r}; accepted: FIELD=V1,V2,... joined by ';'")
+        key, values = part.split("=", 1)
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not vals:
+            raise ValueError(f"--grid field {key.strip()!r} has no values; accepted: FIELD=V1,V2,...")
+        if key.strip() in grid:
+            raise ValueError(f"--grid field {key.strip()!r} is given twice; accepted: each field once, with all "
+                             "its values (FIELD=V1,V2,...)")
+        grid[key.strip()] = vals
+    if not grid:
+        raise ValueError(f"--grid {text!r} is empty; accepted: e.g. 'within_cosine=0.1,0.4,0.7;cross_overlap=0,0.1'")
+    return grid
 
 
 def grid_points(base: SyntheticConfig, grid: dict[str, list]) -> list[tuple[dict[str, Any], SyntheticConfig]]:
@@ -112,12 +136,75 @@ def run_sweep(base_config: SyntheticConfig, grid: dict[str, list], run: RunFolde
             if on_cell is not None:
                 on_cell(i, row)
     rows = [sweep_row(point, summaries[i], _cell_dir(i)) for i, (point, _) in enumerate(points)]
-    run.write_csv(SWEEP_CSV, rows)
-    run.write_summary({"grid": {k: [str(v) for v in vals] for k, vals in grid.items()}, "points": len(rows),
-                       "blocks": len(blocks), "trained_cells": len(todo), "launcher": launcher, "device": device,
-                       "rows": rows})
-    save_figure(sweep_figure([dict(r) for r in rows], list(grid)), run.figures, "sweep", caption=SWEEP_CAPTION)
+    summary = {"grid": {k: [str(v) for v in vals] for k, vals in grid.items()}, "points": len(rows),
+               "blocks": len(blocks), "trained_cells": len(todo), "launcher": launcher, "device": device,
+               "rows": rows}
+    SweepResult(base_config, grid, rows, summary).save(run)
     return rows
+
+
+@dataclass
+class SweepResult:
+    """A finished sweep: its base config (``config``) and grid, one row per grid point (sweep.csv) and
+    summary.json's content."""
+
+    config: SyntheticConfig
+    grid: dict[str, list]
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    def figures(self) -> dict[str, Figure]:
+        """The sweep's figure by file name ("sweep": the heatmap or line plot of errors over the grid)."""
+        return {"sweep": sweep_figure([dict(r) for r in self.rows], list(self.grid))}
+
+    def save(self, run: RunFolder) -> None:
+        """Write the sweep folder's config.yaml, sweep.csv, summary.json and figures/sweep.*; the cells'
+        points/NNN folders are written by :func:`run_sweep` as each cell finishes."""
+        run.save_config({"base": to_dict(self.config), "grid": {k: list(map(str, v)) for k, v in self.grid.items()}})
+        run.write_csv(SWEEP_CSV, self.rows)
+        run.write_summary(self.summary)
+        for name, fig in self.figures().items():
+            save_figure(fig, run.figures, name, caption=SWEEP_CAPTION)
+
+
+def execute_sweep(config: SyntheticConfig, ctx: JobContext) -> int:
+    """``mcicl synthetic sweep``: check the grid (or the sweep to resume), open the folder, train every cell, save,
+    print where."""
+    opts = ctx.options
+    if ctx.resume:
+        if not ctx.out:
+            raise ValueError("--resume needs --out DIR, the sweep folder to continue")
+        given = set(ctx.sources.values())
+        ignored = [opt for opt, value in (("--grid", opts.get("grid") is not None), ("--set", "--set" in given),
+                                          ("--seeds", "--seeds" in given), ("--steps", "--steps" in given),
+                                          ("--seed", "--seed" in given), ("--config", ctx.config_file is not None))
+                   if value]
+        if ignored:
+            raise ValueError(f"--resume continues the sweep's own config.yaml; {', '.join(ignored)} cannot change "
+                             "it; start a new sweep with another --out instead")
+        saved_file = Path(ctx.out) / "config.yaml"
+        if not saved_file.is_file():
+            raise FileNotFoundError(f"--resume: --out {ctx.out} holds no config.yaml; accepted: the --out folder of "
+                                    "an earlier `mcicl synthetic sweep`")
+        saved = read_mapping(saved_file)
+        if not isinstance(saved.get("base"), dict) or not isinstance(saved.get("grid"), dict):
+            raise ValueError(f"--resume: --out {ctx.out} is not a sweep folder (its config.yaml has no 'base' and "
+                             "'grid'); accepted: the --out folder of an earlier `mcicl synthetic sweep`")
+        config = load_config(SyntheticConfig, None, saved["base"])
+        grid = saved["grid"]
+    else:
+        if opts.get("grid") is None:
+            raise ValueError("--grid is required (unless --resume); accepted: FIELD=V1,V2,... joined by ';'")
+        grid = parse_grid(opts["grid"])
+    device = opts.get("device") or "cpu"
+    training_device(device)  # a bad --device fails before the run folder is touched
+    seed_everything(config.seed)
+    run = ctx.create_run()
+    run_sweep(config, grid, run, resume=ctx.resume, launcher=opts.get("launcher") or "local",
+              address=opts.get("address"), device=device,
+              cells_per_block=CELLS_PER_BLOCK if opts.get("cells_per_block") is None else opts["cells_per_block"])
+    print(f"output is in {run.path}")
+    return 0
 
 
 SWEEP_CAPTION = Caption(

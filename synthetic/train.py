@@ -11,15 +11,18 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 
-from mcicl.core.configuration import from_dict, to_dict
+from mcicl.core.configuration import from_dict, load_config, to_dict
 from mcicl.core.devices import check_device
 from mcicl.core.io import read_json, read_jsonl
+from mcicl.core.jobs import DemoContext, JobContext
 from mcicl.core.logs import progress
-from mcicl.core.runs import RunFolder
+from mcicl.core.runs import RunFolder, require_run
+from mcicl.core.seeding import seed_everything
 from mcicl.synthetic.baselines import BASELINES, QueryOnly, baseline_scores
 from mcicl.synthetic.checkpoints import latest_checkpoint, load_weights, save_checkpoint
 from mcicl.synthetic.config import SCENARIOS, SyntheticConfig
@@ -35,7 +38,7 @@ from mcicl.synthetic.data import (
     seed_configs,
     train_spec,
 )
-from mcicl.synthetic.export import export_features
+from mcicl.synthetic.export import FEATURES, export_features
 from mcicl.synthetic.metrics import prompt_metrics, weight_metrics
 from mcicl.synthetic.model import OneLayerTransformer, logistic_loss, zero_one_loss
 from mcicl.synthetic.plots import plot_run, run_figures
@@ -189,6 +192,29 @@ class TrainResult:
         """The run's figures by file name (dynamics, decomposition, convergence, ood, ood_overview)."""
         return run_figures(self.metrics, self.config, self.summary)
 
+    def save(self, run: RunFolder) -> None:
+        """Write a train run folder: config.yaml, metrics.jsonl, the final checkpoint, features.npz,
+        features.polysemy.npz, dictionary.npz, summary.json and figures/.
+
+        Training into a folder streams metrics, checkpoints and exports there as it goes (so an interrupted run
+        can resume); what is already there is kept, so saving after that writes only the rest (idempotent)."""
+        self._save(run, figures=True)
+
+    def _save(self, run: RunFolder, *, figures: bool) -> None:
+        run.save_config(self.config)
+        if not (run.path / METRICS).is_file():
+            run.append_jsonl(METRICS, self.metrics)
+        ckpt_dir = run.path / "checkpoints"
+        if (found := latest_checkpoint(ckpt_dir)) is None or found[0] != self.config.steps:
+            save_checkpoint(self.model, ckpt_dir, self.config.steps, self.config)
+        if not (run.path / FEATURES).is_file():
+            # Per-seed dictionaries share one geometry: seed 0's words stand for the run.
+            export_features(seed_configs(self.config)[0] if self.config.dictionary == "per_seed" else self.config,
+                            self.world.dictionary, run.path)
+        run.write_summary(self.summary)
+        if figures:
+            plot_run(run.path)  # from the saved files, as `mcicl synthetic plot` re-draws them
+
 
 def evaluate_baselines(config: SyntheticConfig, world: World) -> dict:
     """0-1 error per seed of every baseline (synthetic/baselines.py) on the test set and every OOD scenario."""
@@ -289,17 +315,77 @@ def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures
         if not math.isfinite(loss):
             _check_finite(model, config, step, loss)
     _check_finite(model, config, config.steps)
-    if run is not None:
-        ckpt_dir = run.path / "checkpoints"
-        if latest_checkpoint(ckpt_dir) is None or latest_checkpoint(ckpt_dir)[0] != config.steps:
-            save_checkpoint(model, ckpt_dir, config.steps, config)
     record(evaluate(model, on_device, config.steps))
     summary = summarize(rows, config)
     summary["baselines"] = finite_or_none(evaluate_baselines(config, world))
     summary["seconds"] = round(time.perf_counter() - start, 2)
     summary["device"] = str(device)
+    result = TrainResult(config, summary, rows, model, world)
     if run is not None:
-        run.write_summary(summary)
-        if figures:
-            plot_run(run.path)
-    return TrainResult(config, summary, rows, model, world)
+        result._save(run, figures=figures)  # the final checkpoint, summary and figures beside what was streamed
+    return result
+
+
+# ----------------------------------------------------------------------------------------- the job
+
+def _resume_config(config: SyntheticConfig, ctx: JobContext) -> SyntheticConfig:
+    """The config of the run in --out, with ``steps`` applied where the user set it; every other field the user
+    set (by option, --set or --config) must restate the saved value, not change it."""
+    if not ctx.out:
+        raise ValueError("--resume needs --out DIR, the run folder to continue")
+    require_run(ctx.out, "--out", ["synthetic train"], finished=False)
+    saved_file = Path(ctx.out) / "config.yaml"
+    if not saved_file.is_file():
+        raise FileNotFoundError(f"--resume: {ctx.out} holds no config.yaml; accepted: the --out folder of an "
+                                "earlier `mcicl synthetic train` run")
+    saved = load_config(SyntheticConfig, saved_file, {"steps": config.steps} if "steps" in ctx.sources else {})
+    # The original command may be repeated as it was: an option that restates the saved value is fine.
+    given, saved_values = to_dict(config), to_dict(saved)
+    changed = [n for n in saved_values if n in ctx.sources and n != "steps" and given[n] != saved_values[n]]
+    if changed:
+        values = ", ".join(f"{n}={given[n]!r} (run: {saved_values[n]!r})" for n in changed)
+        raise ValueError(f"--resume continues the run's own config.yaml; only --steps may change, but the command "
+                         f"line or --config changes {values}; start a new run with another --out instead")
+    return saved
+
+
+def execute_train(config: SyntheticConfig, ctx: JobContext) -> int:
+    """``mcicl synthetic train``: check the inputs, open (or resume) the run folder, train, save, print where."""
+    device = ctx.options.get("device") or "cpu"
+    if ctx.resume:
+        config = _resume_config(config, ctx)
+    training_device(device)  # a bad --device fails before the run folder is touched
+    seed_everything(config.seed)
+    run = ctx.create_run(inputs={"--config": ctx.config_file}, resumable=True)
+    summary = train(config, run, resume=ctx.resume, device=device).summary
+    final, conv = summary["final"], summary["convergence"]
+    log.info("test 0-1 %.4f, correct attention %.3f, convergence rate %s/step (readout_init=%s)",
+             final["test_zero_one"], final["correct_attention"],
+             f"{conv['rate']:.3g}" if conv["rate"] is not None else "n/a", config.readout_init)
+    print(f"output is in {run.path}")
+    return 0
+
+
+def demo_config(small: bool, seed: int = 0) -> SyntheticConfig:
+    """The demo's config: the default one (3 seeds); ``small``: 1 seed and smaller test sets for the test suite."""
+    if small:
+        return SyntheticConfig(seeds=1, n_test=2000, n_test_ood=500, eval_every=10, ood_every=50, n_features=40,
+                               seed=seed)
+    return SyntheticConfig(seeds=3, seed=seed)
+
+
+def demo_stage(ctx: DemoContext) -> dict:
+    """Demo stage "synthetic training + OOD": train the demo config into <demo>/synthetic; return its headline
+    numbers (final test error, correct attention, convergence rate, OOD errors) and the subfolder."""
+    config = demo_config(ctx.small, ctx.seed)
+    sub = ctx.stage_run("synthetic", "synthetic train")
+    summary = train(config, sub).summary
+    return {
+        "run_dir": str(sub.path),
+        "seeds": config.seeds,
+        "readout_init": config.readout_init,
+        "test_zero_one": summary["final"]["test_zero_one"],
+        "correct_attention": summary["final"]["correct_attention"],
+        "convergence_rate": summary["convergence"]["rate"],
+        "ood_test_zero_one": {name: m["test_zero_one"] for name, m in summary["ood"].items()},
+    }

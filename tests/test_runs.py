@@ -17,13 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcicl.app.cli import main
-from mcicl.core.cli import merge_config
+from mcicl.app.cli import main, resolve
 from mcicl.core.io import read_json
 from mcicl.core.runs import RunBusyError, RunExistsError, RunFolder, RunStateError, require_run, run_state
 from mcicl.probing.tiny import build_tiny_model
-from mcicl.synthetic.cli import _config
-from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.config import TRAIN_JOB, SyntheticConfig
 
 TINY_SETS = dict(K=2, K_irr=1, d=16, L=4, n_train=64, n_test=200, n_test_ood=50, eval_every=5, ood_every=10,
                  checkpoint_every=5, scenarios="noise_x2", n_features=5)
@@ -61,7 +59,7 @@ def test_failed_command_puts_the_replaced_run_back_byte_identical(tmp_path, monk
         (run.path / "metrics.jsonl").write_text("{}\n")
         raise ValueError("boom at step 3")
 
-    monkeypatch.setattr("mcicl.synthetic.cli.train", crash)
+    monkeypatch.setattr("mcicl.synthetic.train.train", crash)
     assert main(["synthetic", "train", "--out", str(good), "--overwrite", "--quiet", *sets()]) == 2
     assert "boom at step 3" in capsys.readouterr().err
     assert snapshot(good) == before and sorted(os.listdir(tmp_path)) == parent_before  # no lock or aside left
@@ -70,7 +68,7 @@ def test_failed_command_puts_the_replaced_run_back_byte_identical(tmp_path, monk
         (run.path / "metrics.jsonl").write_text("{}\n")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("mcicl.synthetic.cli.train", interrupt)
+    monkeypatch.setattr("mcicl.synthetic.train.train", interrupt)
     assert main(["synthetic", "train", "--out", str(good), "--overwrite", "--quiet", *sets()]) == 130
     assert snapshot(good) == before
 
@@ -78,12 +76,12 @@ def test_failed_command_puts_the_replaced_run_back_byte_identical(tmp_path, monk
         (run.path / "x").write_text("half")
         raise ZeroDivisionError
 
-    monkeypatch.setattr("mcicl.synthetic.cli.train", bug)
+    monkeypatch.setattr("mcicl.synthetic.train.train", bug)
     with pytest.raises(ZeroDivisionError):
         main(["synthetic", "train", "--out", str(good), "--overwrite", "--quiet", *sets()])
     assert snapshot(good) == before and sorted(os.listdir(tmp_path)) == parent_before
     # A new folder (and the parents it needed) of a failed non-resumable command vanishes.
-    monkeypatch.setattr("mcicl.synthetic.cli.train", crash)
+    monkeypatch.setattr("mcicl.synthetic.train.train", crash)
     assert main(["synthetic", "train", "--out", str(tmp_path / "new" / "deep"), "--quiet", *sets()]) == 2
     assert not (tmp_path / "new").exists()
 
@@ -227,7 +225,7 @@ def test_an_interrupted_training_run_is_kept_for_resume_but_not_read_as_finished
         (run.path / "checkpoints" / "step_5.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("mcicl.synthetic.cli.train", interrupt)
+    monkeypatch.setattr("mcicl.synthetic.train.train", interrupt)
     assert main(["synthetic", "train", "--out", str(out), "--quiet", *sets()]) == 130
     assert read_json(out / "run.json")["status"] == "interrupted"
     capsys.readouterr()
@@ -287,7 +285,9 @@ def test_config_errors_name_the_option(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--seeds 0: accepted:" in err and not (tmp_path / "a").exists()
     assert main(["synthetic", "train", "--set", "lr=-1", "--out", str(tmp_path / "b"), "--quiet"]) == 2
-    assert "config field lr=-1.0 (from --set or --config): accepted:" in capsys.readouterr().err
+    # A job's --set value names its source exactly (no longer "from --set or --config").
+    err = capsys.readouterr().err
+    assert "--set: lr=-1.0; accepted:" in err and not (tmp_path / "b").exists()
     assert main(["probe", "icl", "--ways", "100", "--out", str(tmp_path / "c"), "--quiet"]) == 2
     assert "--ways 100: accepted: an integer from 2 to" in capsys.readouterr().err
     # An option of another sub-command is not named: probe icl sets extraction.layers with --layer (no --layers).
@@ -303,17 +303,14 @@ def test_busy_error_in_one_process(tmp_path):
         RunFolder.create(tmp_path / "r", "t", overwrite=True, atomic=True)
 
 
-def test_merge_config_file_then_options(tmp_path):
-
-
-
+def test_resolve_config_file_then_set_then_options(tmp_path):
     file = tmp_path / "c.yaml"
     file.write_text("steps: 7\nseeds: 3\nlr: 0.25\n")
-    args = Namespace(config=str(file), set=["seeds=5", "d=40"], seeds=None, steps=9, seed=None)
-    config = _config(args)
+    args = Namespace(config=str(file), set=["seeds=5", "d=40"], steps=9)  # an option not typed is absent
+    config = resolve(TRAIN_JOB, args)[0]
     # File < --set < a named option; an option not given (None) keeps the file's value.
     assert (config.steps, config.seeds, config.d, config.lr) == (9, 5, 40, 0.25)
     args.seeds = 2
-    assert _config(args).seeds == 2
-    default = merge_config(SyntheticConfig, Namespace(config=None, steps=None), ("steps",))
+    assert resolve(TRAIN_JOB, args)[0].seeds == 2
+    default = resolve(TRAIN_JOB, Namespace(config=None, set=None))[0]
     assert default.steps == SyntheticConfig().steps

@@ -208,3 +208,45 @@ def test_map_shows_learning_speed_and_leaves_never_reached_cells_blank(tmp_path)
     png = save_figure(ood_map_figure(rows, [MapPoint("space", 0.4, 0.1, (0.05, 0.1), (0.02, 0.02))]), tmp_path,
                       "ood_map")
     assert png.is_file()
+
+
+def test_sweep_job_declares_the_launchers_and_block_size_of_the_code() -> None:
+    from mcicl.synthetic import config, launchers, sweep
+
+    assert config.LAUNCHERS == launchers.LAUNCHERS and config.CELLS_PER_BLOCK == sweep.CELLS_PER_BLOCK
+    options = {o.dest: o for o in config.SWEEP_JOB.options}
+    assert options["launcher"].kwargs["choices"] == list(launchers.LAUNCHERS)
+    assert options["cells_per_block"].kwargs["default"] == sweep.CELLS_PER_BLOCK
+
+
+def test_grid_parsing_refuses_a_field_given_twice() -> None:
+    from mcicl.synthetic.sweep import parse_grid
+
+    assert parse_grid("a=1,2; b=x") == {"a": ["1", "2"], "b": ["x"]}
+    with pytest.raises(ValueError, match="'a' is given twice"):
+        parse_grid("a=1,2;b=3;a=4")
+    for bad in ("a", "a=", ";"):
+        with pytest.raises(ValueError, match="accepted"):
+            parse_grid(bad)
+
+
+def test_sweep_cli_refusals_before_any_folder(tmp_path, capsys) -> None:
+    from mcicl.app.cli import main
+
+    out = tmp_path / "s"
+    assert main(["synthetic", "sweep", "--out", str(out), "--quiet"]) == 2
+    assert "--grid is required (unless --resume)" in capsys.readouterr().err and not out.exists()
+    assert main(["synthetic", "sweep", "--resume", "--quiet"]) == 2
+    assert "--resume needs --out" in capsys.readouterr().err
+    assert main(["synthetic", "sweep", "--resume", "--out", str(out), "--grid", "d=8", "--steps", "3",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--grid, --steps cannot change it" in err and not out.exists()
+    train_run = tmp_path / "t"  # a folder whose config.yaml is not a sweep's
+    train_run.mkdir()
+    (train_run / "config.yaml").write_text("steps: 5\n")
+    assert main(["synthetic", "sweep", "--resume", "--out", str(train_run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {train_run} is not a sweep folder" in err and "accepted: the --out folder of an earlier" in err
+    assert main(["synthetic", "sweep", "--resume", "--out", str(tmp_path / "none"), "--quiet"]) == 2
+    assert "holds no config.yaml" in capsys.readouterr().err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import time
@@ -13,16 +12,16 @@ import torch
 
 from mcicl.core.configuration import ConfigError, from_dict
 from mcicl.core.io import read_jsonl
+from mcicl.core.jobs import DemoContext
 from mcicl.core.runs import RunFolder
 from mcicl.core.vectors import LabelledVectors
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.convergence import crossing_step
 from mcicl.synthetic.data import build_dictionary, sample_prompts, sample_words, scenario_spec, train_spec
-from mcicl.synthetic.demo import run_demo_stage
 from mcicl.synthetic.export import learned_vectors
 from mcicl.synthetic.model import OneLayerTransformer, logistic_loss
 from mcicl.synthetic.sweep import run_sweep
-from mcicl.synthetic.train import build_world, train
+from mcicl.synthetic.train import build_world, demo_stage, train
 from tests.conftest import mcicl_cli
 
 TINY = dict(K=2, K_irr=1, d=16, L=4, n_train=64, n_test=200, n_test_ood=50, steps=20, eval_every=5, ood_every=10,
@@ -228,7 +227,7 @@ def test_demo_stage_small(tmp_path) -> None:
 
     run = RunFolder.create(tmp_path / "demo", "demo")
     start = time.process_time()
-    out = run_demo_stage(run, argparse.Namespace(small=True, seed=0, model="default", quiet=True), {"stages": {}})
+    out = demo_stage(DemoContext(run, model="default", seed=0, small=True, quiet=True))
     assert time.process_time() - start < 30  # target <= 15 s on 2 idle cores
     assert out["run_dir"] == str(run.path / "synthetic")
     assert (run.path / "synthetic" / "summary.json").is_file()

@@ -141,3 +141,15 @@ def test_library_api_without_a_run_folder(tmp_path, monkeypatch) -> None:
     assert isinstance(plot_ood_grid(result.metrics, config.scenarios, result.summary["baselines"]), Figure)
     assert isinstance(plot_ood_overview(result.summary, config.scenarios), Figure)
     assert matplotlib.get_backend() == backend and dict(matplotlib.rcParams) == params
+    # A result trained without a folder saves a whole train run folder; saving again changes nothing.
+    folder = RunFolder.create(tmp_path / "saved", "synthetic train")
+    result.save(folder)
+    files = {p.relative_to(folder.path): p.read_bytes() for p in folder.path.rglob("*")
+             if p.is_file() and p.parent.name != "figures" and p.name != "run.json"}
+    assert {"summary.json", "metrics.jsonl", "config.yaml", "features.npz"} <= {str(p) for p in files}
+    assert (folder.path / "checkpoints" / f"step_{config.steps:07d}.safetensors").is_file()
+    assert (folder.path / "figures" / "dynamics.png").is_file()
+    assert read_json(folder.path / "summary.json")["final"] == result.summary["final"]
+    result.save(folder)
+    assert files == {p.relative_to(folder.path): p.read_bytes() for p in folder.path.rglob("*")
+                     if p.is_file() and p.parent.name != "figures" and p.name != "run.json"}

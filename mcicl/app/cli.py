@@ -31,11 +31,6 @@ from mcicl.core.runs import run_transaction
 
 log = logging.getLogger("mcicl")
 
-# Commands not yet declared as jobs register their own parsers: (group or "", module with register(subparsers)).
-LEGACY: list[tuple[str, str]] = [
-    ("", "mcicl.synthetic.cli"),
-]
-
 SEED_HELP = "random seed; the same config and seed give the same numbers"
 
 
@@ -102,44 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
                                             required=True)
         return groups[name]
 
-    legacy = {module: where for where, module in LEGACY}
-    for item in _ordered(registry.jobs(), legacy):
-        if isinstance(item, Job):
-            words = item.words
-            target = group(words[0]) if len(words) > 1 else sub
-            p = target.add_parser(words[-1], help=item.help, description=item.description)
-            add_job_options(p, item)
-            p.set_defaults(_job=item.command)
-        else:
-            where = legacy[item]
-            load(f"{item}:register")(group(where) if where else sub)
+    for job in _ordered(registry.jobs()):
+        target = group(job.words[0]) if len(job.words) > 1 else sub
+        p = target.add_parser(job.words[-1], help=job.help, description=job.description)
+        add_job_options(p, job)
+        p.set_defaults(_job=job.command)
     return parser
 
 
-def _ordered(jobs: Sequence[Job], legacy: dict[str, str]) -> list[Any]:
-    """Jobs and legacy command modules in --help order: demo, synthetic, probe, compare, report, then others."""
+def _ordered(jobs: Sequence[Job]) -> list[Job]:
+    """Jobs in --help order: demo, synthetic, probe, compare, report, then any others (registry order within)."""
     order = ["demo", "synthetic", "probe", "compare", "report"]
-
-    def key(item: Any) -> int:
-        head = item.words[0] if isinstance(item, Job) else (legacy[item] or item.rsplit(".", 1)[-1].split("_")[0])
-        head = {"mcicl.synthetic.cli": "synthetic"}.get(item, head) if not isinstance(item, Job) else head
-        return order.index(head) if head in order else len(order)
-
-    return sorted([*jobs, *legacy], key=key)
-
-
-def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
-    """Config field -> option of the sub-command that ran: each option names the field it sets (--batch-size:
-    batch_size), and a sub-command's ``option_aliases`` default maps a field to an option of another name
-    (probe icl: layers -> --layer)."""
-    out: dict[str, str] = {}
-    for action in parser._actions:
-        for flag in action.option_strings:
-            if flag.startswith("--"):
-                out[flag[2:].replace("-", "_")] = flag
-        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
-            out.update(_options(action.choices[getattr(args, action.dest)], args))
-    return {**out, **(getattr(args, "option_aliases", None) or {})}
+    return sorted(jobs, key=lambda j: order.index(j.words[0]) if j.words[0] in order else len(order))
 
 
 def _out_of_memory(err: BaseException) -> bool:
@@ -162,8 +131,7 @@ def error_line(err: BaseException, options: dict[str, str]) -> str:
             return f"{source} {err.value!r}: accepted: {err.accepted}"
         if source:
             return f"{source}: {err.field}={err.value!r}; accepted: {err.accepted}"
-        # legacy commands: a nested field (extraction.model) is set by the option named for its last part
-        flag = options.get(err.field) or options.get(err.field.rsplit(".", 1)[-1])
+        flag = options.get(err.field)
         if flag:
             return f"{flag} {err.value!r}: accepted: {err.accepted}"
         return f"config field {err.field}={err.value!r} (from --set or --config): accepted: {err.accepted}"
@@ -249,10 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
     set_quiet(getattr(args, "quiet", False))
-    job = registry.job(args._job) if hasattr(args, "_job") else None
+    job = registry.job(args._job)
     try:
         with signals_as_interrupts(), run_transaction(None if argv is None else ["mcicl", *argv]):
-            code = run_job(job, args, parser) if job is not None else int(args.func(args) or 0)
+            code = run_job(job, args, parser)
             if code != 0:
                 raise _Failed(code)
     except _Failed as failed:
@@ -267,8 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # User-facing errors (bad config, missing model or file, unknown word) print one clear line.
         if getattr(args, "verbose", False) or (isinstance(err, RuntimeError) and not _out_of_memory(err)):
             raise
-        options = job.flag_of() if job is not None else _options(parser, args)
-        log.error("%s", error_line(err, options))
+        log.error("%s", error_line(err, job.flag_of()))
         return 2
     return code
 

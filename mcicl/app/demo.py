@@ -8,7 +8,6 @@ and the report, whose path is printed at the end.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from dataclasses import dataclass
@@ -22,12 +21,6 @@ from mcicl.core.runs import RunFolder
 from mcicl.core.seeding import seed_everything
 
 log = logging.getLogger("mcicl")
-
-# Stages of jobs not yet declared in the registry: (order, title, "module:run_demo_stage(run, args, results)").
-LEGACY_STAGES: tuple[tuple[int, str, str], ...] = (
-    (10, "synthetic training + OOD", "mcicl.synthetic.demo:run_demo_stage"),
-)
-
 
 @dataclass
 class DemoResult:
@@ -46,16 +39,8 @@ class DemoResult:
 
 
 def stages() -> list[DemoStage]:
-    """Every demo stage, in order: the registered jobs' stages and the legacy ones."""
-    found = [j.demo for j in registry.jobs() if j.demo is not None]
-    found += [DemoStage(title, target, order) for order, title, target in LEGACY_STAGES
-              if title not in {s.title for s in found}]
-    return sorted(found, key=lambda s: s.order)
-
-
-def _legacy(stage: DemoStage, ctx: DemoContext) -> dict[str, Any]:
-    args = argparse.Namespace(model=ctx.model, seed=ctx.seed, small=ctx.small, quiet=ctx.quiet)
-    return load(stage.run)(ctx.run, args, {"stages": ctx.results})
+    """Every registered job's demo stage, in order."""
+    return sorted((j.demo for j in registry.jobs() if j.demo is not None), key=lambda s: s.order)
 
 
 def execute(config: DemoConfig, ctx: JobContext) -> int:
@@ -66,12 +51,10 @@ def execute(config: DemoConfig, ctx: JobContext) -> int:
     demo = DemoContext(run=out, model=config.model, seed=config.seed, small=config.small, quiet=ctx.quiet,
                        reports=registry.report_catalog())
     start_all = time.perf_counter()
-    legacy = {t for _, t, _ in LEGACY_STAGES}
     for stage in plan:
         start = time.perf_counter()
         log.info("demo stage: %s", stage.title)
-        numbers = _legacy(stage, demo) if stage.title in legacy and stage.run.endswith(":run_demo_stage") \
-            else load(stage.run)(demo)
+        numbers = load(stage.run)(demo)
         demo.results[stage.title] = {**numbers, "seconds": round(time.perf_counter() - start, 2)}
         log.info("demo stage %s done in %.1f s", stage.title, time.perf_counter() - start)
     DemoResult(config, {"stages": demo.results, "seconds": round(time.perf_counter() - start_all, 2)}).save(out)
