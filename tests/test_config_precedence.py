@@ -41,6 +41,8 @@ def _candidates(tp: Any, default: Any) -> list[Any]:
     if typing.get_origin(tp) in (list, tuple):
         item = (typing.get_args(tp) or (str,))[0]
         lists = {int: [[1, 2], [2, 4]], float: [[0.5, 1.0], [2.0]], str: [["a", "b"], ["c"]]}.get(item, [])
+        if default and len(default) > 1:  # sub-lists of the default are valid wherever the default is
+            lists = [list(default[:1]), list(default[1:2]), *lists]
         return [v for v in lists if v != list(default or [])]
     args = typing.get_args(tp) or (tp,)
     found: list[Any] = []
@@ -49,10 +51,10 @@ def _candidates(tp: Any, default: Any) -> list[Any]:
     if float in args or tp is float:
         found += [(default or 0.0) + 0.25, 0.5]
     if str in args or tp is str:
-        found += ["alt", "A {word}.", "{context} {word} =>", "0"]
+        found += ["alt", "A {word}.", "{context} {word} =>", " = {label}", "0"]
     if any(typing.get_origin(a) in (list, tuple) for a in args):
         found += [[1, 2], ["a", "b"]]
-    return [v for v in found if v != default]
+    return [v for v in dict.fromkeys(found) if v != default]
 
 
 def _valid(job, path: str, value: Any) -> bool:

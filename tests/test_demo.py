@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
-from mcicl.app.demo import STAGES
+from mcicl.app.demo import stages
 from tests.conftest import mcicl_cli
 from tests.test_report import check_report
 
@@ -18,7 +18,7 @@ def test_demo_small_runs_end_to_end_and_prints_the_report(tmp_path):
     assert f"report: {html_path}" in result.stdout
 
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["stages"]) == [title for title, _ in STAGES]
+    assert list(summary["stages"]) == [s.title for s in stages()]
     for sub in ("synthetic", "geometry", "icl", "attention", "sweep", "compare", "report"):
         assert (out / sub / "run.json").is_file(), sub
 

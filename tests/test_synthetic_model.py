@@ -190,8 +190,8 @@ def test_prompt_metrics_do_not_depend_on_blocking(value: str) -> None:
     def assert_same(got: dict, want: dict) -> None:
         assert got.keys() == want.keys()
         for key in want:
-            if key == "logistic_loss":
-                assert got[key] == pytest.approx(want[key], rel=1e-15), key
+            if key in ("logistic_loss", "score_gap"):  # sums over blocks: equal up to the last bit, not beyond
+                assert got[key] == pytest.approx(want[key], rel=1e-12, abs=1e-18), key
             else:
                 assert got[key] == want[key], key
 

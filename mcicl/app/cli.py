@@ -131,7 +131,9 @@ def error_line(err: BaseException, options: dict[str, str]) -> str:
             return f"{source} {err.value!r}: accepted: {err.accepted}"
         if source:
             return f"{source}: {err.field}={err.value!r}; accepted: {err.accepted}"
-        flag = options.get(err.field)
+        # a check deep in a job names the bare field (layers): find the option whose path ends with it
+        flag = options.get(err.field) or next((f for path, f in options.items() if path.endswith("." + err.field)),
+                                              None)
         if flag:
             return f"{flag} {err.value!r}: accepted: {err.accepted}"
         return f"config field {err.field}={err.value!r} (from --set or --config): accepted: {err.accepted}"

@@ -189,8 +189,6 @@ class DemoContext:
 
     def stage_run(self, name: str, command: str) -> RunFolder:
         """The stage's own run folder inside the demo's (replaced if a previous demo left one)."""
-        from mcicl.core.runs import RunFolder
-
         return RunFolder.create(self.run.path / name, command, overwrite=True)
 
     def stage(self, title: str) -> dict[str, Any]:
