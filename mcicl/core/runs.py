@@ -153,7 +153,8 @@ def _recover(path: Path) -> None:
             shutil.rmtree(aside)  # the new run finished; only deleting the old one was left to do
             continue
         if path.is_dir():
-            if marker is None or marker.get("status") != "running":
+            started = marker is None and not any(p.is_file() for p in path.rglob("*"))  # killed before run.json
+            if not started and (marker is None or marker.get("status") != "running"):
                 raise RunExistsError(f"{path} and {aside} both exist after an interrupted overwrite; "
                                      "accepted: keep one of them by hand, then rerun")
             shutil.rmtree(path)  # the unfinished new run of the killed process
@@ -242,7 +243,12 @@ class RunFolder:
         try:
             _recover(path)
             run._prepare(overwrite)
-        except BaseException:
+        except BaseException:  # an error or a signal (SIGTERM) while preparing: put a moved-aside run back
+            if run._aside is not None and run._aside.exists():
+                if path.exists():
+                    shutil.rmtree(path)
+                os.replace(run._aside, path)
+                run._aside = None
             run._release()
             raise
         _OPEN.append(run)
@@ -478,12 +484,11 @@ def require_run(path: str | Path | None, param: str, commands: Iterable[str] | N
         "a finished mcicl run folder"
     if not path.is_dir():
         raise FileNotFoundError(f"run folder not found: {param}={path}; accepted: {accepted}")
+    recover_overwrite(path)  # a run an interrupted --overwrite moved aside comes back before anything is read
     marker = _read_marker(path)
     if marker is None:
         raise RunStateError(f"{param}={path} is not an mcicl run folder (no {RUN_MARKER}); accepted: {accepted}")
     state = run_state(path)
-    if state == "unfinished" and recover_overwrite(path):
-        marker, state = _read_marker(path), run_state(path)
     if state not in ("complete", "legacy", "open here") and (finished or state == "running"):
         raise RunStateError(f"{param}={path} is an unfinished run (status: {state}); accepted: {accepted} "
                             "(rerun it, or continue it with --resume where the command supports it)")
