@@ -7,6 +7,7 @@ when it runs.
 
 from __future__ import annotations
 
+from mcicl.analysis.findings_config import FINDINGS_JOB
 from mcicl.app.demo_config import DEMO_JOB
 from mcicl.core.jobs import Job
 from mcicl.probing.geometry_config import GEOMETRY_JOB
@@ -27,6 +28,7 @@ _JOBS: list[Job] = [
     GEOMETRY_JOB,
     ICL_JOB,
     ATTENTION_JOB,
+    FINDINGS_JOB,
 ]
 
 
