@@ -135,11 +135,15 @@ def finding(id: str, group: str, claim: str, main: dict[str, Any], *, resampled:
     }
 
 
-def seed_estimate(values: Sequence[float]) -> dict[str, Any]:
-    """Mean over seeds with its Student-t 95% interval (n = seeds)."""
+def seed_estimate(values: Sequence[float], bounds: tuple[float, float] | None = (0.0, 1.0)) -> dict[str, Any]:
+    """Mean over seeds with its Student-t 95% interval (n = seeds), clipped to ``bounds`` (a proportion's [0, 1];
+    None for a rate or curvature): a t interval around an error near 0 would otherwise reach below 0."""
     v = [float(x) for x in values if x is not None and math.isfinite(x)]
     mean = float(np.mean(v)) if v else None
-    return estimate(mean, ci95(v), len(v))
+    low, high = ci95(v)
+    if bounds is not None and low is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return estimate(mean, (low, high), len(v))
 
 
 def stat_estimate(stat: dict[str, Any]) -> dict[str, Any]:
@@ -213,17 +217,17 @@ def group_synthetic(sh: Shared) -> list[dict[str, Any]]:
     conv, conv_rep = main.summary["convergence"], rep.summary["convergence"]
     out.append(finding(
         "synthetic.convergence.rate", claim="The tail of the test 0-1 error decays exponentially: rate per step "
-        "of a binomial (logit) fit, per seed.", main=seed_estimate(conv["per_seed"]["rate"]), better="higher",
-        controls=[control("no decay (rate 0)", 0.0)], second=seed_estimate(conv_rep["per_seed"]["rate"]),
+        "of a binomial (logit) fit, per seed.", main=seed_estimate(conv["per_seed"]["rate"], None), better="higher",
+        controls=[control("no decay (rate 0)", 0.0)], second=seed_estimate(conv_rep["per_seed"]["rate"], None),
         headline=True, extra={"exponential_beats_power_law": conv["exponential_beats_power_law"],
                               "seeds_fitted": conv["seeds_fitted"],
                               "replication_exponential_beats_power_law": conv_rep["exponential_beats_power_law"]},
         **common))
     out.append(finding(
         "synthetic.convergence.curvature", claim="The log error bends down (negative curvature): decay at least "
-        "as fast as a single exponential.", main=seed_estimate(conv["per_seed"]["curvature"]), better="lower",
+        "as fast as a single exponential.", main=seed_estimate(conv["per_seed"]["curvature"], None), better="lower",
         controls=[control("a single exponential (curvature 0)", 0.0)],
-        second=seed_estimate(conv_rep["per_seed"]["curvature"]), **common))
+        second=seed_estimate(conv_rep["per_seed"]["curvature"], None), **common))
     for scenario in main.summary["ood"]:
         out.append(finding(
             f"synthetic.ood.{scenario}", claim=f"Test 0-1 error on the OOD scenario {scenario}, beside baselines "
@@ -257,8 +261,8 @@ def group_synthetic_random_readout(sh: Shared) -> list[dict[str, Any]]:
                 extra={"per_seed": main.summary["final_per_seed"]["test_zero_one"]}, **common),
         finding("synthetic.random_readout.convergence.rate", claim="With a random readout, the exponential rate of "
                 "the error's tail (seeds whose error reaches the fit window).",
-                main=seed_estimate(conv["per_seed"]["rate"]), better="higher",
-                controls=[control("no decay (rate 0)", 0.0)], second=seed_estimate(conv_rep["per_seed"]["rate"]),
+                main=seed_estimate(conv["per_seed"]["rate"], None), better="higher",
+                controls=[control("no decay (rate 0)", 0.0)], second=seed_estimate(conv_rep["per_seed"]["rate"], None),
                 extra={"exponential_beats_power_law": conv["exponential_beats_power_law"],
                        "seeds_fitted": conv["seeds_fitted"]}, **common),
     ]
@@ -398,8 +402,8 @@ def _attention(sh: Shared, seed: int) -> Any:
     return attention_probe(ac, loaded=sh.loaded, show_progress=False)
 
 
-def _top_heads_cell(result: Any, cond: str, shots: int, n_boot: int, seed: int) -> tuple[dict, list[dict]]:
-    """The chosen heads' mean correct attention in one cell, bootstrapped over episodes, and their nulls."""
+def _top_heads_cell(result: Any, cond: str, shots: int, n_boot: int, seed: int) -> tuple[dict, list[dict], float]:
+    """The chosen heads' mean correct attention in one cell (bootstrapped over episodes), their nulls and p."""
     rows = [p for p in result.prompt_rows if p["condition"] == cond and p["shots"] == shots]
     ci = bootstrap_accuracy([p["top_heads_value"] for p in rows], [p["episode"] for p in rows], n_boot=n_boot,
                             seed=seed)
@@ -412,7 +416,9 @@ def _top_heads_cell(result: Any, cond: str, shots: int, n_boot: int, seed: int) 
     # The query-swap null exists only where an episode's queries come from two concepts (not polysemous queries).
     if math.isfinite(mean["query_null"]):
         controls.append(control("null: queries swapped", mean["query_null"]))
-    return estimate(ci.mean, (ci.ci_low, ci.ci_high), len({p["episode"] for p in rows})), controls
+    # The heads' p: the largest max-T corrected p of the chosen heads in this cell (each chosen head must pass).
+    p_value = max(r["p_corrected"] for r in head_rows)
+    return estimate(ci.mean, (ci.ci_low, ci.ci_high), len({p["episode"] for p in rows})), controls, p_value
 
 
 def group_attention(sh: Shared) -> list[dict[str, Any]]:
@@ -430,18 +436,18 @@ def group_attention(sh: Shared) -> list[dict[str, Any]]:
     out = []
     for cond, by_shots in main.summary["cells"].items():
         for shots, cell in by_shots.items():
-            est, controls = _top_heads_cell(main, cond, int(shots), cfg.bootstrap, cfg.seed)
-            est_rep, _ = _top_heads_cell(rep, cond, int(shots), cfg.bootstrap, cfg.seed)
+            est, controls, p_value = _top_heads_cell(main, cond, int(shots), cfg.bootstrap, cfg.seed)
+            est_rep, _, _ = _top_heads_cell(rep, cond, int(shots), cfg.bootstrap, cfg.seed)
             out.append(finding(
                 f"attention.top_heads.{cond}.{shots}shots", group, claim=f"The chosen heads put more of their "
                 f"demonstration attention on same-concept demonstrations than the nulls ({cond.replace('_', ' ')}, "
                 f"{shots} shots).", main=est, resampled="episodes", better="higher", controls=controls,
                 second=est_rep, replicated_on=rep_text, command=sh.command(group),
-                p_value=cell["best_p_corrected"], permutations=cfg.permutations, selection=selection,
+                p_value=p_value, permutations=cfg.permutations, selection=selection,
                 headline=cond in ("in_distribution", "flipped_labels") and int(shots) == max(cfg.attention_shots),
                 extra={"heads": [list(h) for h in main.top_heads], "significant_heads": cell["significant_heads"],
                        "heads_total": main.summary["layers"] * main.summary["heads"],
-                       "p_is": "max-T corrected p of the cell's best head",
+                       "p_is": "the largest max-T corrected p (over all heads) of the chosen heads in this cell",
                        "held_out": main.summary["top_heads"]}))
     return out
 
@@ -576,8 +582,8 @@ def fmt(x: float | None) -> str:
         return "n/a"
     if x == 0:
         return "0.000"
-    if abs(x) < 0.01:
-        return f"{x:.2e}"
+    if abs(x) < 0.001:
+        return f"{x:.1e}"
     if abs(x) < 10:
         return f"{x:.3f}"
     return f"{x:.1f}"
@@ -596,7 +602,7 @@ def _controls_text(f: dict[str, Any]) -> str:
 def render_markdown(summary: dict[str, Any]) -> str:
     """findings.md: one table per group (value, interval, controls, verdict) and the replications side by side."""
     s = summary["settings"]
-    lines = ["# Findings", "",
+    lines = ["# Findings", "", "## This run", "",
              f"Made by `mcicl findings`{' --fast (tiny settings: not for quoting)' if s.get('fast') else ''}: "
              f"{summary['n_findings']} findings. Settings: {s['seeds']} synthetic seeds, {s['icl_episodes']} ICL "
              f"episodes per cell, {s['attention_episodes']} attention episodes per cell, {s['permutations']} "
@@ -625,24 +631,30 @@ def render_markdown(summary: dict[str, Any]) -> str:
 
 
 def render_readme_block(summary: dict[str, Any]) -> str:
-    """The README's "What it finds" block: the headline findings, each with its interval, main control,
-    replication and verdict, quoted from findings.json by id."""
+    """The README's "What it finds" block: one table row per headline finding (value, interval, controls,
+    replication, verdict), quoted from findings.json by id."""
     s = summary["settings"]
     lines = [README_BEGIN,
-             f"*Generated by `mcicl findings --readme` from docs/findings.json ({summary['n_findings']} findings; "
-             f"every one, with all its controls, in docs/findings.md). {s['seeds']} synthetic seeds, "
-             f"{s['icl_episodes']} ICL episodes per condition and shot count, {s['permutations']} permutations; "
-             "intervals are 95%.*", ""]
+             f"*Generated by `mcicl findings --readme` from docs/findings.json: {s['seeds']} synthetic seeds, "
+             f"{s['icl_episodes']} ICL episodes per condition and shot count, {s['attention_episodes']} attention "
+             f"episodes per cell, {s['permutations']} permutations; 95% intervals. The headline rows of "
+             f"{summary['n_findings']} findings; every one, with its claim and all its controls, is in "
+             "docs/findings.md.*", ""]
+    groups: dict[str, list[dict]] = {}
     for f in summary["findings"]:
-        if not f["headline"]:
-            continue
-        a, b = f["replication"]["first"], f["replication"]["second"]
-        p = f"; {f['p_text']}" if f["p_text"] else ""
-        lines.append(f"- `{f['id']}`: {f['claim']} **{fmt(f['value'])} {fmt_ci(f['interval'])}** "
-                     f"(n = {f['n']} {f['resampled']}{p}). Controls: {_controls_text(f)}. Replication "
-                     f"{fmt(b['value'])} {fmt_ci(b['interval'])} (intervals "
-                     f"{'overlap' if f['replication']['overlap'] else 'do not overlap'}; first "
-                     f"{fmt(a['value'])}). Verdict: {f['verdict']}.")
+        if f["headline"]:
+            groups.setdefault(f["group"], []).append(f)
+    for group, fs in groups.items():
+        lines += [f"**{group}**", "", "| finding | value [95% interval] (n) | controls | replication (overlap) "
+                  "| verdict |", "|---|---|---|---|---|"]
+        for f in fs:
+            b = f["replication"]["second"]
+            p = f"; {f['p_text']}" if f["p_text"] else ""
+            overlap = {True: "yes", False: "no", None: "n/a"}[f["replication"]["overlap"]]
+            lines.append(f"| `{f['id']}` | {fmt(f['value'])} {fmt_ci(f['interval'])} ({f['n']} {f['resampled']}"
+                         f"{p}) | {_controls_text(f)} | {fmt(b['value'])} {fmt_ci(b['interval'])} ({overlap}) "
+                         f"| {f['verdict']} |")
+        lines.append("")
     lines.append(README_END)
     return "\n".join(lines)
 
@@ -655,10 +667,40 @@ def replace_block(text: str, block: str) -> str:
     return pattern.sub(lambda _: block, text, count=1)
 
 
-def write_readme_block(readme: Path = REPO / "README.md", findings: Path = REPO / "docs" / "findings.json") -> Path:
-    """Render the README block from ``findings`` into ``readme``; return the README's path."""
-    readme.write_text(replace_block(readme.read_text(), render_readme_block(read_json(findings))))
+DOCS_INTRO = """\
+# Findings
+
+<!-- Generated by `mcicl findings --readme` from docs/findings.json: edit analysis/findings.py, not this file. -->
+`mcicl findings` (`make findings`) measures every headline number of the README at publication settings and
+writes a run folder with `findings.json`, `findings.md` (this table), `groups/<name>.json` (one per finding group,
+saved as each finishes; `--resume --out DIR` skips the saved ones) and `figures/findings_forest.png`. `mcicl
+findings --fast` runs the same code at tiny settings (a structure check; its numbers are not for quoting).
+
+Each finding is a record: an id, the claim, the value with its 95% interval and what was resampled (seeds,
+episodes, concepts or words), the controls that could have produced it (baselines, nulls, chance, the
+embeddings-only layer, zero-shot), the rule by which anything was chosen (beta, heads, best layer) and whether
+choice and evaluation used disjoint data, a replication on an independent seed, episode set or word half, and a
+verdict: "beats its controls" only when the interval clears every control's interval. A permutation p-value at
+its floor is written `p < 1/(B+1)`. The README's "What it finds" quotes the headline findings from
+docs/findings.json by id; `mcicl findings --readme` regenerates that block and this file, and
+tests/test_findings_readme.py fails when they differ from docs/findings.json.
+
+"""
+
+
+def write_readme_block(readme: Path = REPO / "README.md", findings: Path = REPO / "docs" / "findings.json",
+                       docs: Path | None = REPO / "docs" / "findings.md") -> Path:
+    """Render the README block (and docs/findings.md) from ``findings``; return the README's path."""
+    summary = read_json(findings)
+    readme.write_text(replace_block(readme.read_text(), render_readme_block(summary)))
+    if docs is not None:
+        docs.write_text(render_docs(summary))
     return readme
+
+
+def render_docs(summary: dict[str, Any]) -> str:
+    """docs/findings.md: what the job does, then :func:`render_markdown` of the committed findings."""
+    return DOCS_INTRO + render_markdown(summary).split("\n", 1)[1].lstrip("\n")
 
 
 # ---------------------------------------------------------------------------------------- figure
@@ -700,9 +742,11 @@ def forest_figure(findings: Sequence[dict[str, Any]]) -> Figure:
         ax.grid(axis="x", alpha=0.3)
     handles = [axes[0].plot([], [], "o", color="black")[0], axes[0].plot([], [], "o", mfc="none", color="0.4")[0]]
     handles += [axes[0].plot([], [], "s", color=c)[0] for c in CONTROL_COLOURS]
-    fig.legend(handles, ["finding, 95% interval", "replication", "1st control", "2nd control", "3rd control",
-                         "4th control"], loc="upper center", ncol=6, fontsize=7, frameon=False)
+    height = fig.get_figheight()  # inches: title and legend keep a fixed strip at the top however tall the figure
     fig.suptitle("Findings beside their controls (↑/↓: better direction; ✗: does not beat a control)", fontsize=10,
-                 y=0.995)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+                 y=1 - 0.12 / height, va="top")
+    fig.legend(handles, ["finding, 95% interval", "replication", "1st control", "2nd control", "3rd control",
+                         "4th control"], loc="upper center", bbox_to_anchor=(0.5, 1 - 0.38 / height), ncol=6,
+               fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.65 / height))
     return fig
