@@ -308,7 +308,10 @@ def group_geometry(sh: Shared) -> list[dict[str, Any]]:
         ha, hb = (h[stat] for h in halves[layer])
         null = control("permutation null (concept labels shuffled)", s["null_mean"], (s["null_low"], s["null_high"]))
         out.append(finding(
-            id, group, claim, stat_estimate(s), resampled="concepts", better=better, controls=[null, *controls],
+            id, group, claim, stat_estimate(s), better=better,
+            # The bootstrap resamples concepts; the direction statistic's unit is a pair of concepts.
+            resampled="concept pairs" if stat == "concept_direction_abs_cos" else "concepts",
+            controls=[null, *controls],
             second=stat_estimate(hb), replicated_on=rep_text, command=sh.command(group), p_value=s["p_value"],
             permutations=cfg.permutations, headline=headline,
             extra={"layer": layer, "n_words": n_words, "n_concepts": result.results[last]["n_concepts"],
@@ -607,7 +610,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
              f"{summary['n_findings']} findings. Settings: {s['seeds']} synthetic seeds, {s['icl_episodes']} ICL "
              f"episodes per cell, {s['attention_episodes']} attention episodes per cell, {s['permutations']} "
              f"permutations, {s['bootstrap']} bootstrap resamples. Group times (s): "
-             + ", ".join(f"{k} {v:.0f}" for k, v in summary["group_seconds"].items()) + ".", ""]
+             + ", ".join(f"{k} {fmt(v)}" for k, v in summary["group_seconds"].items()) + ".", ""]
     groups: dict[str, list[dict]] = {}
     for f in summary["findings"]:
         groups.setdefault(f["group"], []).append(f)
