@@ -355,7 +355,16 @@ def group_icl(sh: Shared) -> list[dict[str, Any]]:
     chance and zero-shot, the skewed readout's pull to the majority label, and the in-context sense effect."""
     cfg, group = sh.cfg, "icl"
     main, rep = _icl(sh, cfg.seed), _icl(sh, cfg.replication_seed)
+    # More independent episode sets, 10 seeds apart so no set's beta-tuning episodes (seed + 1) are another's.
+    set_seeds = [cfg.seed, cfg.replication_seed] + [cfg.replication_seed + 10 * k for k in range(1, cfg.icl_sets - 1)]
+    sets = [main.summary, rep.summary] + [_icl(sh, seed).summary for seed in set_seeds[2:]]
     s, r = main.summary, rep.summary
+
+    def across(*keys: str) -> dict[str, Any]:
+        """The statistic in every episode set: values, mean and Student-t 95% interval across sets."""
+        values = [_dig(x, keys)["mean"] for x in sets]
+        e = seed_estimate(values, None)
+        return {"seeds": set_seeds, "values": values, "mean": e["value"], "interval": e["interval"], "n": e["n"]}
     rep_text = f"an independent episode set (seed {cfg.replication_seed}; beta re-chosen on its own tune episodes)"
     selection = {"rule": f"beta (the readout's inverse temperature) chosen for the highest in-distribution accuracy "
                          f"on {cfg.tune_episodes} tune episodes per shot count; chosen beta {s['beta']['best']}",
@@ -376,7 +385,7 @@ def group_icl(sh: Shared) -> list[dict[str, Any]]:
                 f"episodes with {shots} demonstrations.", main=acc_estimate(acc, cfg.icl_episodes), better="higher",
                 controls=controls, second=acc_estimate(r["accuracy"][cond][shots], cfg.icl_episodes),
                 headline=(shots == top and cond in ("in_distribution", "polysemous_query")) or cond == "zero_shot",
-                **common))
+                extra={"across_sets": across("accuracy", cond, shots)}, **common))
     for shots, f in s["follows_majority"].get("skewed", {}).items():
         base = s["follows_majority"]["in_distribution"][shots]
         out.append(finding(
@@ -386,14 +395,21 @@ def group_icl(sh: Shared) -> list[dict[str, Any]]:
             controls=[control("balanced demonstrations (in distribution)", base["mean"],
                               (base["ci_low"], base["ci_high"]))],
             second=acc_estimate(r["follows_majority"]["skewed"][shots], cfg.icl_episodes),
-            headline=shots == top, **common))
+            headline=shots == top, extra={"across_sets": across("follows_majority", "skewed", shots)}, **common))
     for shots, e in s.get("context_effect", {}).items():
         out.append(finding(
             f"icl.context_effect.{shots}shots", claim=f"A query sentence that selects the asked sense raises accuracy "
             f"over one that selects the other sense ({shots} shots; paired by episode).",
             main=acc_estimate(e, cfg.icl_episodes), better="higher", controls=[control("no effect", 0.0)],
-            second=acc_estimate(r["context_effect"][shots], cfg.icl_episodes), headline=True, **common))
+            second=acc_estimate(r["context_effect"][shots], cfg.icl_episodes), headline=True,
+            extra={"across_sets": across("context_effect", shots)}, **common))
     return out
+
+
+def _dig(data: dict[str, Any], keys: Sequence[str]) -> Any:
+    for key in keys:
+        data = data[key]
+    return data
 
 
 def _attention(sh: Shared, seed: int) -> Any:
@@ -623,12 +639,22 @@ def render_markdown(summary: dict[str, Any]) -> str:
         sel = {f["selection"]["rule"] + " (disjoint: " + f["selection"]["disjoint"] + ")" for f in fs
                if f["selection"]}
         lines += [""] + [f"Selection: {t}." for t in sorted(sel)] + [""]
-        lines += [f"Replication: {fs[0]['replication']['description']}.", "",
-                  "| finding | first | second | intervals overlap |", "|---|---|---|---|"]
+        sets = [f["extra"]["across_sets"] for f in fs if "across_sets" in f["extra"]]
+        lines += [f"Replication: {fs[0]['replication']['description']}."
+                  + (f" Across sets: the statistic in each of {sets[0]['n']} independent episode sets (seeds "
+                     f"{', '.join(str(x) for x in sets[0]['seeds'])}), their mean and Student-t 95% interval."
+                     if sets else ""), "",
+                  "| finding | first | second | intervals overlap |" + (" across sets |" if sets else ""),
+                  "|---|---|---|---|" + ("---|" if sets else "")]
         for f in fs:
             a, b = f["replication"]["first"], f["replication"]["second"]
-            lines.append(f"| `{f['id']}` | {fmt(a['value'])} {fmt_ci(a['interval'])} | {fmt(b['value'])} "
-                         f"{fmt_ci(b['interval'])} | {'yes' if f['replication']['overlap'] else 'no'} |")
+            row = (f"| `{f['id']}` | {fmt(a['value'])} {fmt_ci(a['interval'])} | {fmt(b['value'])} "
+                   f"{fmt_ci(b['interval'])} | {'yes' if f['replication']['overlap'] else 'no'} |")
+            if sets:
+                x = f["extra"].get("across_sets")
+                row += (f" {fmt(x['mean'])} {fmt_ci(x['interval'])}: " + ", ".join(fmt(v) for v in x["values"]) + " |"
+                        if x else " |")
+            lines.append(row)
         lines += ["", f"Reproduce: `{fs[0]['command']}`", ""]
     return "\n".join(lines)
 

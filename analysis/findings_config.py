@@ -33,6 +33,8 @@ class FindingsConfig:
     icl_episodes: int = field(default=200, metadata=doc("ICL episodes per condition and shot count"))
     shots: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8, 16], metadata=doc(
         "ICL shot counts (every one is reported)"))
+    icl_sets: int = field(default=5, metadata=doc(
+        "independent ICL episode sets (the main one, the replication and more): each finding's spread across them"))
     tune_episodes: int = 50  # held-out in-distribution ICL episodes for choosing beta
     attention_episodes: int = field(default=25, metadata=doc(
         "attention-probe episodes per cell (and as many held out for choosing the heads)"))
@@ -49,6 +51,8 @@ class FindingsConfig:
     def __post_init__(self) -> None:
         for name in self.groups:
             require(name in GROUPS, "groups", name, "names from " + ", ".join(GROUPS))
+        require(isinstance(self.icl_sets, int) and self.icl_sets >= 2, "icl_sets", self.icl_sets,
+                "an integer >= 2 (the main episode set and its replication)")
         for name in ("seeds", "steps", "random_readout_steps", "n_test", "n_test_ood", "icl_episodes",
                      "tune_episodes", "permutations", "bootstrap", "shuffles"):
             value = getattr(self, name)
@@ -65,7 +69,7 @@ class FindingsConfig:
 def fast_settings(cfg: FindingsConfig) -> FindingsConfig:
     """``cfg`` at the tiny settings of ``--fast`` (the groups, model and seeds as given)."""
     return dataclasses.replace(cfg, seeds=2, steps=250, random_readout_steps=100, n_test=500, n_test_ood=200,
-                               icl_episodes=4, shots=[0, 2, 8], tune_episodes=4, attention_episodes=4,
+                               icl_episodes=4, icl_sets=3, shots=[0, 2, 8], tune_episodes=4, attention_episodes=4,
                                attention_shots=[8], permutations=100, bootstrap=100, shuffles=1)
 
 
@@ -79,7 +83,7 @@ FINDINGS_JOB = Job(
     execute="mcicl.analysis.findings:execute",
     result="mcicl.analysis.findings:FindingsResult",
     config=FindingsConfig,
-    fields={"settings": ("model", "groups", "seeds", "steps", "icl_episodes", "shots", "attention_episodes",
+    fields={"settings": ("model", "groups", "seeds", "steps", "icl_episodes", "icl_sets", "shots", "attention_episodes",
                          "permutations", "bootstrap", "fast")},
     options=(Option(("--resume",), "continue the run in --out: groups already saved there are kept",
                     {"action": "store_true"}),

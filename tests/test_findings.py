@@ -66,6 +66,9 @@ def check_structure(found: list[dict]) -> None:
         assert f["command"].startswith("mcicl findings")
         if f["permutations"]:
             assert f["p_text"].startswith("p ")
+        if f["group"] == "icl":  # every ICL statistic is also measured on each independent episode set
+            sets = f["extra"]["across_sets"]
+            assert len(sets["values"]) == sets["n"] >= 2 and len(set(sets["seeds"])) == sets["n"], f["id"]
     groups = {f["group"] for f in found}
     assert groups == set(GROUPS)
     # Every shot count and condition is measured, not a chosen one.
