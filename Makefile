@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test test-lowest lint clean-venv
+.PHONY: demo test test-lowest lint clean-venv findings readme
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,16 @@ $(VENV)/.test-installed: pyproject.toml constraints.txt | $(PY)
 
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/mcicl demo $(ARGS)
+
+# Every headline number of the README at publication settings (about 20 minutes on 2 cores); then copy
+# FINDINGS_OUT/findings.json to docs/findings.json and run `make readme`.
+FINDINGS_OUT ?= runs/findings
+findings: $(VENV)/.demo-installed
+	$(VENV)/bin/mcicl findings --out $(FINDINGS_OUT) $(ARGS)
+
+# The README's "What it finds" block and docs/findings.md, rendered from docs/findings.json.
+readme: $(VENV)/.demo-installed
+	$(VENV)/bin/mcicl findings --readme
 
 # pytest exits 5 when it collected nothing: that is a failure, not a pass.
 test: $(VENV)/.test-installed

@@ -8,6 +8,7 @@ when it runs.
 from __future__ import annotations
 
 from mcicl.analysis.compare_config import COMPARE_JOB
+from mcicl.analysis.findings_config import FINDINGS_JOB
 from mcicl.analysis.report_config import REPORT_JOB
 from mcicl.app.demo_config import DEMO_JOB
 from mcicl.core.jobs import Job, ReportCatalog
@@ -37,6 +38,7 @@ _JOBS: list[Job] = [
     ATTENTION_JOB,
     COMPARE_JOB,
     REPORT_JOB,
+    FINDINGS_JOB,
 ]
 
 

@@ -1,0 +1,95 @@
+"""``mcicl findings``'s config and job declaration (torch-free: the command line is built from it).
+
+A findings run measures every headline number of the README at publication settings, each as a record with its
+interval, controls, selection rule and replication (:mod:`mcicl.analysis.findings`). ``--fast`` runs the same
+code at tiny settings (:func:`fast_settings`), for tests and for timing the groups.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from mcicl.core.configuration import require
+from mcicl.core.jobs import Job, Option, ReportSection
+from mcicl.core.options import doc
+
+GROUPS = ("synthetic", "synthetic_random_readout", "geometry", "icl", "attention", "contexts")
+
+
+@dataclass
+class FindingsConfig:
+    """Publication settings of every finding group: seeds, episodes, permutations, bootstrap resamples."""
+
+    model: str = field(default="default", metadata=doc(
+        "the real model probed: 'default' (the embedded all-MiniLM-L6-v2), a local folder or a Hub id"))
+    groups: list[str] = field(default_factory=lambda: list(GROUPS), metadata=doc(
+        "finding groups to run, of: " + ", ".join(GROUPS)))
+    seeds: int = field(default=5, metadata=doc("synthetic models trained per replication (one batched program)"))
+    steps: int = field(default=400, metadata=doc("synthetic training steps (warm-started readout)"))
+    random_readout_steps: int = 2000  # the random-readout run needs longer to converge at all
+    n_test: int = 10000  # synthetic in-distribution test prompts per seed
+    n_test_ood: int = 2000  # synthetic test prompts per OOD scenario and seed
+    icl_episodes: int = field(default=200, metadata=doc("ICL episodes per condition and shot count"))
+    shots: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8, 16], metadata=doc(
+        "ICL shot counts (every one is reported)"))
+    icl_sets: int = field(default=5, metadata=doc(
+        "independent ICL episode sets (the main one, the replication and more): each finding's spread across them"))
+    tune_episodes: int = 50  # held-out in-distribution ICL episodes for choosing beta
+    attention_episodes: int = field(default=25, metadata=doc(
+        "attention-probe episodes per cell (and as many held out for choosing the heads)"))
+    attention_shots: list[int] = field(default_factory=lambda: [2, 4, 8])
+    permutations: int = field(default=1000, metadata=doc(
+        "permutations for every quoted p-value (the smallest p is 1/(permutations+1))"))
+    bootstrap: int = field(default=1000, metadata=doc("bootstrap resamples for every 95% interval"))
+    shuffles: int = 10  # shuffled-embedding null draws of the geometry
+    replication_seed: int = 1000  # the replication's seed: far from seed, seed + 1 (ICL's beta tuning episodes)
+    fast: bool = field(default=False, metadata=doc(
+        "tiny settings (structure check, minutes on 2 cores): the same code, numbers not for quoting"))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in self.groups:
+            require(name in GROUPS, "groups", name, "names from " + ", ".join(GROUPS))
+        require(isinstance(self.icl_sets, int) and self.icl_sets >= 2, "icl_sets", self.icl_sets,
+                "an integer >= 2 (the main episode set and its replication)")
+        for name in ("seeds", "steps", "random_readout_steps", "n_test", "n_test_ood", "icl_episodes",
+                     "tune_episodes", "permutations", "bootstrap", "shuffles"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
+        require(self.seeds >= 2, "seeds", self.seeds, "an integer >= 2 (an interval across seeds needs two)")
+        require(self.attention_episodes >= 2, "attention_episodes", self.attention_episodes,
+                "an integer >= 2 (the position-matched null pairs prompts of different episodes)")
+        require(bool(self.attention_shots) and all(s >= 1 for s in self.attention_shots), "attention_shots",
+                self.attention_shots, "a non-empty list of shot counts >= 1")
+        require(self.replication_seed not in (self.seed, self.seed + 1), "replication_seed", self.replication_seed,
+                "a seed other than seed and seed + 1 (those draw the main and the held-out episodes)")
+
+
+def fast_settings(cfg: FindingsConfig) -> FindingsConfig:
+    """``cfg`` at the tiny settings of ``--fast`` (the groups, model and seeds as given)."""
+    return dataclasses.replace(cfg, seeds=2, steps=250, random_readout_steps=100, n_test=500, n_test_ood=200,
+                               icl_episodes=4, icl_sets=3, shots=[0, 2, 8], tune_episodes=4, attention_episodes=4,
+                               attention_shots=[8], permutations=100, bootstrap=100, shuffles=1)
+
+
+FINDINGS_JOB = Job(
+    command="findings",
+    help="every headline number of the README with its interval, controls and a replication",
+    description="Run every headline measurement at publication settings (>= 200 ICL episodes, >= 5 seeds, "
+                ">= 1,000 permutations) and write findings.json, findings.md and a forest plot. Each finished group "
+                "is saved as groups/<name>.json; --resume with the same --out skips them. --readme renders the "
+                "README's findings block from docs/findings.json instead.",
+    execute="mcicl.analysis.findings:execute",
+    result="mcicl.analysis.findings:FindingsResult",
+    config=FindingsConfig,
+    fields={"settings": ("model", "groups", "seeds", "steps", "icl_episodes", "icl_sets", "shots", "attention_episodes",
+                         "permutations", "bootstrap", "fast")},
+    options=(Option(("--resume",), "continue the run in --out: groups already saved there are kept",
+                    {"action": "store_true"}),
+             Option(("--readme",), "write the README's findings block from docs/findings.json (no run)",
+                    {"action": "store_true"})),
+    report=ReportSection(title="Findings", text="Every headline number with its interval, controls and "
+                                                "replication (findings.md holds the full table).",
+                         skip=("findings",)),
+)
