@@ -54,7 +54,11 @@ def _candidates(tp: Any, default: Any) -> list[Any]:
         found += ["alt", "A {word}.", "{context} {word} =>", " = {label}", "0"]
     if any(typing.get_origin(a) in (list, tuple) for a in args):
         found += [[1, 2], ["a", "b"]]
-    return [v for v in dict.fromkeys(found) if v != default]
+    unique: list[Any] = []
+    for v in found:
+        if v != default and v not in unique:
+            unique.append(v)
+    return unique
 
 
 def _valid(job, path: str, value: Any) -> bool:

@@ -162,10 +162,9 @@ def renamed_keys(cls: type, data: Mapping[str, Any], *, prefix: str = "") -> dic
     return out
 
 
-def check_fields(cls: type, data: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
-    """``data`` (one source of config values: a file, ``--set`` pairs, options) with every value converted to its
-    field's type; unknown keys, wrong types and non-mappings for nested sections raise ConfigError. Values are
-    not range-checked here (``__post_init__`` does that once every source is merged)."""
+def _known_fields(cls: type, data: Any, prefix: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(data with renamed keys moved, cls's init fields, its type hints); a non-mapping or an unknown key is a
+    ConfigError naming it."""
     if not isinstance(data, Mapping):
         raise ConfigError(prefix.rstrip(".") or "config", data, f"a mapping of {cls.__name__} fields")
     data = renamed_keys(cls, data, prefix=prefix)
@@ -174,6 +173,14 @@ def check_fields(cls: type, data: Mapping[str, Any], *, prefix: str = "") -> dic
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(prefix + unknown[0], data[unknown[0]], "one of the fields " + ", ".join(fields))
+    return data, fields, hints
+
+
+def check_fields(cls: type, data: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
+    """``data`` (one source of config values: a file, ``--set`` pairs, options) with every value converted to its
+    field's type; unknown keys, wrong types and non-mappings for nested sections raise ConfigError. Values are
+    not range-checked here (``__post_init__`` does that once every source is merged)."""
+    data, fields, hints = _known_fields(cls, data, prefix)
     out = {}
     for name, value in data.items():
         tp = hints[name]
@@ -186,14 +193,7 @@ def check_fields(cls: type, data: Mapping[str, Any], *, prefix: str = "") -> dic
 
 def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "") -> T:
     """Build a ``cls`` instance from a mapping, rejecting unknown fields and coercing types."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(prefix.rstrip(".") or "config", data, f"a mapping of {cls.__name__} fields")
-    data = renamed_keys(cls, data, prefix=prefix)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(prefix + unknown[0], data[unknown[0]], "one of the fields " + ", ".join(fields))
+    data, fields, hints = _known_fields(cls, data, prefix)
     kwargs = {name: _coerce(_over_default(fields[name], hints[name], value), hints[name], prefix + name)
               for name, value in data.items()}
     try:
