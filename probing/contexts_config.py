@@ -33,6 +33,7 @@ class ContextsConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
         require(isinstance(self.contexts, str) and bool(self.contexts.strip()), "contexts", self.contexts,
                 CONTEXT_SOURCES)
         require(isinstance(self.min_per_sense, int) and self.min_per_sense >= 1, "min_per_sense",

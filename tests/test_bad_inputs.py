@@ -75,7 +75,9 @@ def test_an_option_out_of_range_names_the_option(capsys):
     assert "--permutations" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["probe", "geometry"], ["demo"]])
+@pytest.mark.parametrize("argv", [["probe", "geometry"], ["demo"], ["probe", "contexts"], ["probe", "icl"],
+                                  ["probe", "attention"], ["synthetic", "train"], ["compare"]],
+                         ids=lambda a: " ".join(a))
 def test_negative_seed_names_the_option(argv, capsys):
     assert main([*argv, "--seed", "-1", "--print-config"]) == 2
     err = capsys.readouterr().err

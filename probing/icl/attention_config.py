@@ -54,6 +54,7 @@ class AttentionConfig:
                 "a non-empty list of numbers of demonstrations >= 1, e.g. 2,4,8")
         require(p.episodes >= 2, "prompts.episodes", p.episodes,
                 "an integer >= 2 (the position-matched null pairs prompts of different episodes)")
+        require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
         require(self.query_position in QUERY_POSITIONS, "query_position", self.query_position,
                 "one of " + ", ".join(QUERY_POSITIONS))
         require_count(self.permutations, "permutations", low=100, high=MAX_PERMUTATIONS)

@@ -49,6 +49,7 @@ class IclConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
         require(self.readout in READOUTS, "readout", self.readout, "one of " + ", ".join(READOUTS))
         require(len(self.betas) > 0 and all(b >= 0 for b in self.betas), "betas", self.betas,
                 "a non-empty list of non-negative inverse temperatures")
