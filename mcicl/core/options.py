@@ -185,7 +185,8 @@ def resolve_config(cls: type, *, file: str | Path | None = None, file_data: Mapp
         layers.append(("--set", nest(dict(sets))))
     if given:
         layers.append(("options", nest(dict(given))))
-    merged: dict[str, Any] = _section_defaults(cls)
+    # A partial nested section is laid over its owner's default by from_dict (configuration._over_default).
+    merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for source, values in layers:
         try:
@@ -202,17 +203,6 @@ def resolve_config(cls: type, *, file: str | Path | None = None, file_data: Mapp
     except ConfigError as err:
         raise ConfigError(err.field, err.value, err.accepted, source=_source_of(err.field, sources)) from None
     return config, sources
-
-
-def _section_defaults(cls: type) -> dict[str, Any]:
-    """The default instance's nested sections as mappings: a section's default may differ from its class's own
-    (ContextsConfig's extraction has batch_size 32, ExtractionConfig's 64), and a file or option that sets one
-    field of the section must not reset the others to the class defaults."""
-    default = _default_instance(cls)
-    if default is None:
-        return {}
-    return {f.name: to_dict(getattr(default, f.name)) for f in dataclasses.fields(cls)
-            if f.init and dataclasses.is_dataclass(getattr(default, f.name, None))}
 
 
 def _source_of(field: str, sources: Mapping[str, str]) -> str | None:
