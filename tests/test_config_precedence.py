@@ -160,3 +160,18 @@ def test_the_table_covers_every_job_with_a_config():
     covered = {c for c, _, _ in cases()}
     assert {j.command for j in registry.jobs() if j.config is not None and j.flag_of()} == covered
     assert "probe geometry" in covered
+
+
+def test_a_partial_section_keeps_its_owners_defaults(tmp_path: Path):
+    """ContextsConfig's extraction section defaults to batch_size 32 (ExtractionConfig's own is 64); a file and an
+    option that each set one other field of it must keep 32, and the option still wins over the file."""
+    from mcicl.core.options import resolve_config
+    from mcicl.probing.contexts_config import ContextsConfig
+    from mcicl.probing.extract_config import ExtractionConfig
+
+    assert ExtractionConfig().batch_size != ContextsConfig().extraction.batch_size
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("extraction:\n  layers: '2'\n")
+    config, sources = resolve_config(ContextsConfig, file=cfg_file, given={"extraction.layers": "1"})
+    assert config.extraction.batch_size == ContextsConfig().extraction.batch_size
+    assert config.extraction.layers == "1" and sources["extraction.layers"] == "extraction.layers"
