@@ -15,23 +15,16 @@ from typing import Any, ClassVar, Literal
 from mcicl.core.configuration import ConfigError, require
 from mcicl.core.jobs import CsvTable, Job, ReportSection
 from mcicl.core.options import doc
+from mcicl.probing.templates import WORD_SLOT, check_template
 
 SPACES = ("hidden", "input", "unembed")
 POOLINGS = ("mean", "last")
 DTYPES = ("float32", "float16", "bfloat16")
 PADDING_SIDES = ("auto", "left", "right")
-WORD_SLOT = "{word}"
 POOLING_RULE = ("{pooling} over the tokens whose character offsets (fast tokenizer offset_mapping) overlap the "
                 "word inside its template (slow tokenizers: the tokens the text shares with the text cut after the "
                 "word and not with the text cut before it); template, special and lone space tokens excluded")
 LAYERS_ACCEPTED = "'all', 'last', or layer indices such as '0,3,-1' (0 = embedding output, -1 = last layer)"
-
-
-def check_template(template: Any) -> str:
-    """The template, if it is a string holding ``{word}`` exactly once; else ConfigError."""
-    require(isinstance(template, str) and template.count(WORD_SLOT) == 1, "template", template,
-            "a string containing '{word}' exactly once, e.g. '{word}' or 'A {word}.'")
-    return template
 
 
 def parse_layers(spec: str | Sequence[int]) -> str | list[int]:
@@ -104,7 +97,7 @@ class ExtractionConfig:
         require(self.dtype in DTYPES, "dtype", self.dtype, "one of " + ", ".join(DTYPES))
         require(isinstance(self.device, str) and bool(self.device.strip()), "device", self.device,
                 "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'balanced'")
-        check_template(self.template)
+        check_template(self.template, example="A {word}.")
         parse_layers(self.layers)
 
 

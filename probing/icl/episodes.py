@@ -14,6 +14,7 @@ from typing import Literal
 from mcicl.core.configuration import require
 from mcicl.core.limits import MAX_EPISODES, MAX_SHOTS, require_count
 from mcicl.core.options import doc
+from mcicl.probing.templates import check_template, fill
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,10 @@ DEFAULT_ARBITRARY_LABELS = ("A B C D E F", "foo bar baz qux quux corge", "X Y Z 
 class PromptTemplate:
     """How a prompt is written: ``header`` + demonstrations + query; each label is scored as a continuation.
 
-    A demonstration is ``query.format(word=w) + label.format(label=l) + separator``; the prompt ends with
-    ``query.format(word=q)`` (a query in a sentence: ``context_query.format(context=s, word=q)``); candidate
-    continuations are ``label.format(label=l)``.
+    A demonstration is ``query`` with its ``{word}`` slot filled, then ``label`` with ``{label}`` filled, then
+    ``separator``; the prompt ends with the query's line (a query in a sentence: ``context_query`` with
+    ``{context}`` and ``{word}``); candidate continuations are the filled ``label``. Every line follows the one
+    word-template rule of :mod:`mcicl.probing.templates` (each slot exactly once, no other braces).
     """
 
     header: str = field(default="", metadata=doc("text before the demonstrations (default: none)"))
@@ -68,27 +70,26 @@ class PromptTemplate:
 
     def __post_init__(self) -> None:
         # Bare field names: a config file's prompts.template section prefixes them (prompts.template.query).
-        require("{word}" in self.query, "query", self.query, "a string containing {word}")
-        require("{word}" in self.context_query and "{context}" in self.context_query, "context_query",
-                self.context_query, "a string containing {context} and {word}")
-        require("{label}" in self.label, "label", self.label, "a string containing {label}")
+        check_template(self.query, "query", example="{word} ->")
+        check_template(self.context_query, "context_query", ("context", "word"), example="{context} {word} ->")
+        check_template(self.label, "label", ("label",), example=" {label}")
 
     def prefix(self, demos: tuple[tuple[str, str], ...]) -> str:
         """Header plus the demonstrations."""
-        return self.header + "".join(self.query.format(word=w) + self.label.format(label=lab) + self.separator
+        return self.header + "".join(fill(self.query, word=w) + fill(self.label, label=lab) + self.separator
                                      for w, lab in demos)
 
     def query_text(self, word: str) -> str:
         """The query line, ending where the label starts."""
-        return self.query.format(word=word)
+        return fill(self.query, word=word)
 
     def query_in_context(self, context: str, word: str) -> str:
         """The query line of a word inside a sentence, ending where the label starts."""
-        return self.context_query.format(context=context, word=word)
+        return fill(self.context_query, context=context, word=word)
 
     def option(self, label: str) -> str:
         """The continuation scored for ``label``."""
-        return self.label.format(label=label)
+        return fill(self.label, label=label)
 
 
 @dataclass
