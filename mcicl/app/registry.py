@@ -13,6 +13,7 @@ from mcicl.analysis.report_config import REPORT_JOB
 from mcicl.app.demo_config import DEMO_JOB
 from mcicl.core.jobs import Job, ReportCatalog
 from mcicl.probing.contexts_config import CONTEXTS_JOB
+from mcicl.probing.dictionary_config import DICTIONARY_JOB
 from mcicl.probing.extract_config import EXTRACT_JOB
 from mcicl.probing.geometry_config import GEOMETRY_JOB
 from mcicl.probing.icl.attention_config import ATTENTION_JOB
@@ -33,6 +34,7 @@ _JOBS: list[Job] = [
     EXTRACT_JOB,
     GEOMETRY_JOB,
     CONTEXTS_JOB,
+    DICTIONARY_JOB,
     TRAIN_JOB, SWEEP_JOB, PLOT_JOB,
     ICL_JOB,
     ATTENTION_JOB,

@@ -1,0 +1,87 @@
+"""``mcicl probe dictionary``'s config and job declaration (torch-free: the command line is built from it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mcicl.core.configuration import ConfigError, require
+from mcicl.core.jobs import CsvTable, Job, ReportSection
+from mcicl.core.limits import MAX_BOOTSTRAP, MAX_DRAWS, require_count
+from mcicl.core.options import doc
+from mcicl.probing.extract_config import ExtractionConfig
+
+MAX_ATOMS = 4096
+
+
+def parse_grid(text: str, field_name: str, low: int = 1, high: int = MAX_ATOMS) -> list[int]:
+    """'16,32,64' -> [16, 32, 64]; a non-integer, a value out of range or an empty grid is a ConfigError."""
+    accepted = f"comma-separated integers from {low} to {high}, e.g. '16,32,64'"
+    try:
+        values = [int(p) for p in str(text).split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(field_name, text, accepted) from None
+    require(bool(values) and all(low <= v <= high for v in values), field_name, text, accepted)
+    require(len(set(values)) == len(values), field_name, text, "each value once")
+    return sorted(values)
+
+
+@dataclass
+class DictionaryConfig:
+    """What to fit and how: the vectors (a model's layers or a saved file), the candidate sizes, the nulls."""
+
+    extraction: ExtractionConfig = field(default_factory=lambda: ExtractionConfig(layers="0,-1"))
+    vectors: str | None = field(default=None, metadata=doc(
+        "fit a saved LabelledVectors file instead of a model (e.g. synthetic features.npz)", metavar="FILE.npz"))
+    truth: str | None = field(default=None, metadata=doc(
+        "a known dictionary to recover (LabelledVectors .npz, e.g. a synthetic run's dictionary.npz): matched "
+        "cosines and the Amari distance are reported", metavar="FILE.npz"))
+    concepts: str = field(default="builtin", metadata=doc("builtin | wordnet | FILE (.json or .csv)"))
+    polysemy: str | None = field(default=None, metadata=doc(
+        'JSON {"word": ["concept_a", "concept_b"]} merged over the set\'s own polysemy inventory', metavar="FILE"))
+    atoms: str = field(default="auto", metadata=doc(
+        "candidate numbers of atoms, e.g. '16,32,64' ('auto': 1, 2 and 4 times the number of concepts)"))
+    nonzeros: str = field(default="1,2,3", metadata=doc("candidate atoms per word (OMP sparsity), e.g. '1,2,3'"))
+    iterations: int = field(default=30, metadata=doc("dictionary-learning iterations at most"))
+    rotations: int = field(default=200, metadata=doc(
+        "random rotations of the learned dictionary for the atoms-vs-concepts null (smallest p 1/(rotations+1))"))
+    bootstrap: int = field(default=1000, metadata=doc("bootstrap resamples (over words) for the 95% intervals"))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.atoms != "auto":
+            parse_grid(self.atoms, "atoms")
+        parse_grid(self.nonzeros, "nonzeros", high=64)
+        require_count(self.iterations, "iterations", low=1, high=1000)
+        require_count(self.rotations, "rotations", low=1, high=MAX_DRAWS)
+        require_count(self.bootstrap, "bootstrap", low=0, high=MAX_BOOTSTRAP)
+        require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0, "seed",
+                self.seed, "an integer >= 0")
+
+
+DICTIONARY_JOB = Job(
+    command="probe dictionary",
+    help="the paper's sparse-coding model fitted to vectors: learned atoms against concepts, polysemous codes",
+    description="Learn a sparse dictionary (OMP codes, least-squares atoms) on a model's word vectors per layer or "
+                "on a saved vectors .npz, its size chosen on held-out reconstruction error; compare the atoms with "
+                "the concept directions against randomly rotated dictionaries; ask whether polysemous words' codes "
+                "load on atoms of their senses; with --truth, measure recovery of a known dictionary.",
+    execute="mcicl.probing.dictionary:execute",
+    result="mcicl.probing.dictionary:DictionaryResult",
+    config=DictionaryConfig,
+    fields={
+        "model": ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code"),
+        "what to fit": ("vectors", "truth", "concepts", "polysemy", "extraction.space", "extraction.layers",
+                        "extraction.pooling", "extraction.template", "extraction.batch_size",
+                        "extraction.cache_dir"),
+        "fit and nulls": ("atoms", "nonzeros", "iterations", "rotations", "bootstrap"),
+    },
+    report=ReportSection(
+        title="Sparse dictionary of the word vectors",
+        text="Atoms learned without labels, compared with the concept directions against randomly rotated "
+             "dictionaries of the same spectrum; polysemous words' codes against monosemous controls and chance.",
+        csv_tables=(CsvTable("layers.csv", "Per layer", "Chosen size, held-out error, atoms vs concepts with "
+                                                          "their rotation null, purity, sense recall."),
+                    CsvTable("sizes.csv", "Held-out reconstruction error per size",
+                             "Relative error on the held-out 25% of words; the chosen size is marked.")),
+        skip=("per_layer",)),
+)
