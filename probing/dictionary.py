@@ -47,16 +47,22 @@ from mcicl.probing.geometry_config import GeometryConfig
 
 log = logging.getLogger("mcicl")
 
-SIZES_CAPTION = Caption("Held-out reconstruction error per dictionary size", "Held-out relative reconstruction error ||x - code D||^2 / ||x||^2 on 25% of the words, per number "
+SIZES_CAPTION = Caption(
+    "Held-out reconstruction error per dictionary size",
+    "Held-out relative reconstruction error ||x - code D||^2 / ||x||^2 on 25% of the words, per number "
                  "of atoms (x) and atoms per word (one line each); the ring marks the size chosen by the "
                  "one-standard-error rule (the smallest model within one SE of the best), error bars are +-1 SE "
                  "over held-out words.")
-ATOMS_CAPTION = Caption("Learned atoms against concept directions", "|cos| between each concept direction (rows) and the learned atoms (columns; the atoms that best "
+ATOMS_CAPTION = Caption(
+    "Learned atoms against concept directions",
+    "|cos| between each concept direction (rows) and the learned atoms (columns; the atoms that best "
                  "match some concept, then the most used). Read along a row: one bright cell means one atom "
                  "carries the concept. Two nulls are in the title: the same dictionary randomly rotated (same Gram "
                  "matrix; it leaves the data's subspace, so it is weak) and concept directions from labels "
                  "shuffled across words (same data, same atoms: the null that says whether atoms follow concepts).")
-RECALL_CAPTION = Caption("Polysemous words as sparse codes", "Share of a word's senses found among the concepts of its largest-loading atoms (as many atoms "
+RECALL_CAPTION = Caption(
+    "Polysemous words as sparse codes",
+    "Share of a word's senses found among the concepts of its largest-loading atoms (as many atoms "
                   "as senses): polysemous words, the same words with random senses (chance), monosemous words; "
                   "95% bootstrap intervals over words.")
 

@@ -86,11 +86,11 @@ def fit_dictionary(x: np.ndarray, n_atoms: int, nonzeros: int, *, seed: int = 0,
     """One fit from one start: ``n_atoms`` unit atoms, sorted by how many rows use them.
 
     The method of optimal directions (Engan et al. 1999): alternate OMP codes with at most ``nonzeros`` atoms per
-    row (scikit-learn's ``sparse_encode``) and the least-squares dictionary for those codes; an atom no row uses is
-    restarted at the worst-reconstructed row, as is an atom that has become a near copy of another. Started from ``n_atoms`` distinct rows drawn with ``seed``; stops
-    when the relative error improves by less than ``tol``. Why not scikit-learn's MiniBatchDictionaryLearning: its
-    L1 objective recovered 2 of 16 planted atoms on data whose L0 model this recovers (tests/test_dictionary.py),
-    and it was 10x slower on 2 cores."""
+    row (:func:`sparse_codes`) and the least-squares dictionary for those codes; an atom no row uses, or a near
+    copy of another, is restarted at the worst-reconstructed row. Started from ``n_atoms`` distinct rows drawn with
+    ``seed``; stops when the relative error improves by less than ``tol``. Why not scikit-learn's
+    MiniBatchDictionaryLearning: with its L1 objective (alpha 0.1) it recovered 2 of 16 planted atoms on 2-sparse
+    data of which this recovers all 16 (measured once while writing this), and it was slower."""
     x = np.asarray(x, dtype=np.float64)
     if not 1 <= n_atoms <= len(x):
         raise ValueError(f"n_atoms={n_atoms}: accepted 1..{len(x)} (the number of rows)")
