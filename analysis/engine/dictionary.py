@@ -99,6 +99,11 @@ def fit_dictionary(x: np.ndarray, n_atoms: int, nonzeros: int, *, seed: int = 0,
     energy, last = float((x ** 2).sum()), np.inf
     for _ in range(max_iter):
         codes = sparse_codes(x, d, nonzeros)
+        # The error of the current dictionary, from the codes just computed (one OMP pass per iteration).
+        err = float(((x - codes @ d) ** 2).sum()) / energy
+        if last - err < tol:
+            break
+        last = err
         d = np.linalg.lstsq(codes, x, rcond=None)[0]
         d = unit_rows(d)
         # An atom no row uses, or a near copy of another, is restarted at a badly reconstructed row (as K-SVD
@@ -110,10 +115,6 @@ def fit_dictionary(x: np.ndarray, n_atoms: int, nonzeros: int, *, seed: int = 0,
         if len(stale):
             resid = ((x - codes @ d) ** 2).sum(axis=1)
             d[stale] = unit_rows(x[np.argsort(-resid, kind="stable")[:len(stale)]])
-        err = float(((x - sparse_codes(x, d, nonzeros) @ d) ** 2).sum()) / energy
-        if last - err < tol:
-            break
-        last = err
     use = (np.abs(sparse_codes(x, d, nonzeros)) > 0).sum(axis=0)
     return d[np.argsort(-use, kind="stable")]
 
