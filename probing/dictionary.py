@@ -154,6 +154,9 @@ def _layer_summary(name: str, r: dict[str, Any], cfg: DictionaryConfig) -> dict[
     out: dict[str, Any] = {
         "layer": name, "n_words": r["n_words"], "dim": r["dim"], "atoms": r["choice"].atoms,
         "nonzeros": r["choice"].nonzeros, "fit_error": r["fit_error"],
+        # The error still falling at the largest candidate means the rule chose the grid's edge, not a size.
+        "size_at_grid_edge": r["choice"].atoms == max(row["atoms"] for row in r["choice"].rows)
+        or r["choice"].nonzeros == max(row["nonzeros"] for row in r["choice"].rows),
         "best_atom_cos": {"value": vs["mean"], "null": vs["label_null"], "null_band": vs["label_null_band"],
                           "p_value": vs["label_p"], "null_kind": f"{vs['rotations']} label permutations across "
                                                                   "words (same data, same atoms)",
@@ -258,6 +261,10 @@ def measure_dictionary(cfg: DictionaryConfig, *, loaded: Any = None, quiet: bool
             raise ValueError(f"layer {space.name}: fewer than 2 concepts; accepted: a concept set with >= 2 "
                              "concepts the model represents")
         results[space.name] = fit_space(space, cfg, truth)
+        choice = results[space.name]["choice"]
+        if choice.atoms == max(r["atoms"] for r in choice.rows):
+            log.warning("layer %s: the held-out error still falls at the largest number of atoms tried (%d): the "
+                        "size is the grid's edge; try larger --atoms", space.name, choice.atoms)
         vs = results[space.name]["atoms_vs_concepts"]
         log.info("layer %s: %d atoms x %d nonzeros; best-atom |cos| %.3f (label null %.3f, rotation null %.3f)",
                  space.name, results[space.name]["choice"].atoms, results[space.name]["choice"].nonzeros,
