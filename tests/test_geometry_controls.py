@@ -118,6 +118,8 @@ def test_benjamini_hochberg_by_hand():
     # sorted 0.005, 0.01, 0.03, 0.04 times 4/rank = 0.02, 0.02, 0.04, 0.04 (already monotone)
     assert benjamini_hochberg(p).tolist() == pytest.approx([0.02, 0.04, 0.04, 0.02])
     assert benjamini_hochberg(np.array([0.5, 0.01]))[1] == pytest.approx(0.02)
+    # step-up: 0.01 * 3 = 0.03 would exceed 0.011 * 3 / 2 = 0.0165, so both take 0.0165
+    assert benjamini_hochberg(np.array([0.01, 0.011, 0.5])).tolist() == pytest.approx([0.0165, 0.0165, 0.5])
 
 
 def test_pair_test_finds_the_one_related_pair_and_p_is_one_when_the_null_equals_the_observation():
