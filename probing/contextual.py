@@ -181,6 +181,7 @@ class ContextsResult:
     info: dict[str, Any]
     config: ContextsConfig | None = None  # what was measured (saved as config.yaml)
     drift: dict[str, dict[str, dict[str, float]]] | None = None  # layer -> statistic -> drift_controlled()
+    drift_controls: ContextStats | None = None  # the controls judged 2-way (own concept vs one other): per-word units
 
     def layer_rows(self) -> list[dict[str, Any]]:
         """One row per (layer, group, statistic) with value, null band, CI and p-value (context_layers.csv)."""
@@ -463,7 +464,7 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
     drift = _drift(stats["polysemous"], {"controls_2way": stats["controls_2way"], "controls_all": stats["controls"]},
                    cfg.bootstrap, cfg.seed) if control_idx else None
     return ContextsResult(stats["polysemous"], stats.get("controls"), ext, np.array(poly_idx),
-                          np.array(control_idx, dtype=int), base_vectors, info, cfg, drift)
+                          np.array(control_idx, dtype=int), base_vectors, info, cfg, drift, stats.get("controls_2way"))
 
 
 def execute(cfg: ContextsConfig, ctx: JobContext) -> int:

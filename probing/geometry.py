@@ -238,8 +238,8 @@ def analyse_space(space: Space, cfg: GeometryConfig, parents: dict[str, str]) ->
                            "n_words": len(lv.words), "n_concepts": len(names), "dim": int(lv.vectors.shape[1])}
     X = prepare(lv.vectors, lv.labels, **kw)
     codes, _ = encode_labels(lv.labels)
-    out["centring"] = centring_report(lv.vectors, lv.labels, n_permutations=cfg.permutations, seed=cfg.seed,
-                                      signs=signs)
+    out["centring"] = centring_report(lv.vectors, lv.labels, n_permutations=cfg.permutations,
+                                      n_bootstrap=cfg.bootstrap, seed=cfg.seed, signs=signs)
     strata = _strata(space, lv.words, cfg)
     if strata is not None:
         out["matched"] = matched_null(lv.vectors, lv.labels, strata, n_permutations=cfg.permutations, seed=cfg.seed,

@@ -11,9 +11,9 @@ import pytest
 
 from mcicl.analysis.engine.context_measures import drift_controlled
 from mcicl.probing.contexts import ContextSet, builtin_contexts
-from mcicl.probing.datasets import builtin_concepts
-from mcicl.probing.contextual import measure_contexts
 from mcicl.probing.contexts_config import ContextsConfig
+from mcicl.probing.contextual import measure_contexts
+from mcicl.probing.datasets import builtin_concepts
 
 
 def test_drift_controlled_is_the_difference_of_word_means_with_a_two_sample_word_bootstrap():

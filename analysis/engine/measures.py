@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 from mcicl.analysis.engine.controls import centring_identity, permute_within
 from mcicl.analysis.engine.nulls import (
     Stat,
+    bootstrap_units,
     isotropic_abs_cos,
     make_stat,
     permutation_p_value,
@@ -560,7 +561,7 @@ def matched_null(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, strata
 
 
 def centring_report(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, n_permutations: int = 200,
-                    seed: int = 0, signs: np.ndarray | None = None) -> dict[str, float]:
+                    n_bootstrap: int = 0, seed: int = 0, signs: np.ndarray | None = None) -> dict[str, float]:
     """Raw (uncentred) and centred cross-concept cosines side by side, the raw one with its permutation null,
     and the centred pooled one beside its centring-identity expectation
     (:func:`analysis.engine.controls.centring_identity`)."""
@@ -576,7 +577,9 @@ def centring_report(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, 
         null = np.array([_cosine_units(U, rng.permutation(codes), k)[1][off].mean() for _ in range(n_permutations)])
         within_c, cross_c = _cosine_units(unit_rows(centred), codes, k)
     ident = centring_identity(centred, codes)
+    raw_low, raw_high = bootstrap_units(cross_raw, n_bootstrap, rng)  # over concepts, like the centred one
     return {"raw_within": float(within_raw.mean()), "raw_cross": float(cross_raw[off].mean()),
+            "raw_cross_ci_low": raw_low, "raw_cross_ci_high": raw_high,
             "raw_cross_null": float(null.mean()), "raw_cross_null_low": float(np.quantile(null, 0.025)),
             "raw_cross_null_high": float(np.quantile(null, 0.975)),
             "centred_within": float(within_c.mean()), "centred_cross": float(cross_c[off].mean()),
