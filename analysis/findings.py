@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 
 from mcicl.analysis.engine.context_measures import drift_controlled
 from mcicl.analysis.engine.controls import heldout_concept_probe
-from mcicl.analysis.engine.measures import encode_labels, geometry_summary, prepare
+from mcicl.analysis.engine.measures import centring_report, encode_labels, geometry_summary, prepare
 from mcicl.analysis.findings_config import FindingsConfig, fast_settings
 from mcicl.core.configuration import to_dict
 from mcicl.core.io import read_json, write_json
@@ -401,14 +401,21 @@ def group_geometry(sh: Shared) -> list[dict[str, Any]]:
                "centring_residual": c["centring_residual"], "raw_cross": raw_est}))
     out[-1]["replication"] = replication(rep_text, stat_estimate(halves[last][0]["cross_concept_cosine"]),
                                          stat_estimate(halves[last][1]["cross_concept_cosine"]))
+    lv = result.spaces[-1].concepts
+    raw_halves = []
+    for idx in _halves(lv.labels, cfg.seed):
+        h = centring_report(lv.vectors[idx], lv.labels[idx], n_permutations=100, n_bootstrap=cfg.bootstrap,
+                            seed=cfg.seed)
+        raw_halves.append(estimate(h["raw_cross"], (h["raw_cross_ci_low"], h["raw_cross_ci_high"]), cross["n"]))
     out.append(finding(
         "geometry.cross_concept.raw.last_layer", group,
         "Uncentred (raw) cross-concept cosine at the last layer is lower than for random concept labels.", raw_est,
         resampled="concept pairs", better="lower",
         controls=[control("permutation null of the raw cosine", c["raw_cross_null"],
                           (c["raw_cross_null_low"], c["raw_cross_null_high"]))],
-        second=raw_est, replicated_on="not replicated (the raw cosine is reported beside the centred one)",
-        command=sh.command(group), extra={"layer": last, "raw_within": c["raw_within"]}))
+        second=raw_halves[1], replicated_on=rep_text, command=sh.command(group),
+        extra={"layer": last, "raw_within": c["raw_within"]}))
+    out[-1]["replication"] = replication(rep_text, raw_halves[0], raw_halves[1])
     pairs = result.summary["direction_pairs"] or {}
     d = stats[last]["concept_direction_abs_cos"]
     add("geometry.direction_abs_cos.last_layer", "Mean |cos| between concept directions at the last layer, against "
