@@ -613,7 +613,8 @@ def group_contexts(sh: Shared) -> list[dict[str, Any]]:
 
 def _drift_findings(sh: Shared, result: Any, group: str) -> list[dict[str, Any]]:
     """The polysemous words' in-context gain minus the monosemous controls' (drift), at the last layer (fixed in
-    advance, no selection): accuracy gain and shift, against 2-way controls, with the all-concept controls beside."""
+    advance, no selection): accuracy gain and shift, against 2-way controls (the polysemous words' format); the
+    difference against the all-concept controls is kept in ``extra``."""
     cfg = sh.cfg
     if not result.drift:
         return []
@@ -644,12 +645,12 @@ def _drift_findings(sh: Shared, result: Any, group: str) -> list[dict[str, Any]]
             f"Polysemous words' {what} exceeds the drift of monosemous controls toward their own concept (the same "
             "2-way format: own concept against one other), at the last layer.", main, resampled="words",
             better="higher",
-            controls=[control("no difference from the controls' drift (0)", 0.0),
-                      control("difference against the all-concept controls", a["value"], (a["ci_low"], a["ci_high"]))],
+            controls=[control("no difference from the controls' drift (0)", 0.0)],
             second=reps[1], replicated_on="two disjoint random halves of the polysemous words, each against the "
                                           "controls", command=sh.command(group),
             selection={"rule": f"the last layer ({last}), fixed in advance", "disjoint": "no selection"},
-            extra={"polysemous": [d["polysemous"], d.get("polysemous_ci_low"), d.get("polysemous_ci_high")],
+            extra={"minus_all_concept_controls": estimate(a["value"], (a["ci_low"], a["ci_high"]), a["n_polysemous"]),
+                   "polysemous": [d["polysemous"], d.get("polysemous_ci_low"), d.get("polysemous_ci_high")],
                    "controls_2way": [d["controls"], d.get("controls_ci_low"), d.get("controls_ci_high")],
                    "controls_all": [a["controls"], a.get("controls_ci_low"), a.get("controls_ci_high")],
                    "n_controls": d["n_controls"], "baseline": result.info.get("baseline"),
