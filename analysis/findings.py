@@ -598,7 +598,8 @@ def group_contexts(sh: Shared) -> list[dict[str, Any]]:
         "sentence sits nearer its tagged sense's concept than the other sense's (best layer, corrected for the "
         "choice).", main=stat_estimate(s), resampled="words", better="higher",
         controls=[control("permutation null (senses shuffled)", s["null_mean"], (s["null_low"], s["null_high"])),
-                  control("the word out of context", base["value"], (base["ci_low"], base["ci_high"])),
+                  control("the word out of context (in a neutral frame drawn at random per context)",
+                          base["value"], (base["ci_low"], base["ci_high"])),
                   control(f"layer {first} (no context)", l0["value"], (l0["ci_low"], l0["ci_high"]))],
         second=halves[1], replicated_on="two disjoint random halves of the polysemous words (at the best layer, "
         "without the selection correction)", command=sh.command(group), p_value=s["p_value"],
