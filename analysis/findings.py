@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from mcicl.analysis.engine.measures import geometry_summary
+from mcicl.analysis.engine.context_measures import drift_controlled
+from mcicl.analysis.engine.controls import heldout_concept_probe
+from mcicl.analysis.engine.measures import centring_report, encode_labels, geometry_summary, prepare
 from mcicl.analysis.findings_config import FindingsConfig, fast_settings
 from mcicl.core.configuration import to_dict
 from mcicl.core.io import read_json, write_json
@@ -42,7 +44,7 @@ from mcicl.core.pvalues import p_text
 from mcicl.core.runs import RunFolder
 from mcicl.probing.contextual import ContextsConfig, measure_contexts
 from mcicl.probing.extract_config import ExtractionConfig
-from mcicl.probing.geometry import measure_geometry
+from mcicl.probing.geometry import BASELINE_NAMES, measure_baselines, measure_geometry
 from mcicl.probing.geometry_config import GeometryConfig
 from mcicl.probing.icl.attention import attention_probe
 from mcicl.probing.icl.attention_config import ATTENTION_CONDITIONS, AttentionConfig
@@ -58,6 +60,7 @@ from mcicl.synthetic.train import train
 log = logging.getLogger(__name__)
 
 BEATS = "beats its controls"
+GEOMETRY_BASELINES = ("random_weights", "embeddings", "random_blocks")
 FOREST_CAPTION = Caption(
     "Findings beside their controls",
     "Each finding's estimate (black) and 95% interval beside its controls (coloured markers with their intervals), "
@@ -279,13 +282,30 @@ def _halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(sorted(a)), np.array(sorted(b))
 
 
+def _difference_estimate(d: dict[str, Any]) -> dict[str, Any]:
+    """An estimate from a baseline Difference dict (trained minus baseline, concept-bootstrap interval)."""
+    return estimate(d["difference"], (d["ci_low"], d["ci_high"]), d["n"])
+
+
+def _heldout_probe_seeds(space: Any, center: bool, seeds: Sequence[int]) -> tuple[list[float], list[float]]:
+    """(probe AUCs, plain-cosine AUCs) of the held-out-concept probe over random 2-fold splits of the concepts."""
+    lv = space.concepts
+    X = prepare(lv.vectors, lv.labels, center_vectors=center)
+    codes, _ = encode_labels(lv.labels)
+    runs = [heldout_concept_probe(X, codes, seed=s) for s in seeds]
+    return [r.auc for r in runs], [r.cosine_auc for r in runs]
+
+
 def group_geometry(sh: Shared) -> list[dict[str, Any]]:
-    """Real concept geometry (input embeddings and last layer): within-concept cosine, within minus cross,
-    concept-direction |cos|, against the permutation null, the embeddings-only layer and the isotropic baseline."""
+    """Real concept geometry (input embeddings and last layer), each number beside what could fake it: the
+    permutation null, the token-count-matched null, the same architecture with random weights, the input
+    embeddings alone and the trained embeddings through random blocks (trained minus each, concept bootstrap),
+    raw and centred cross-concept cosines with the centring identity, concept-direction |cos| against its
+    permutation null with a BH-corrected per-pair test, and a probe tested on held-out concepts."""
     cfg, group = sh.cfg, "geometry"
     gc = GeometryConfig(extraction=ExtractionConfig(model=cfg.model, layers="0,-1", device="cpu"),
                         permutations=cfg.permutations, bootstrap=cfg.bootstrap, shuffles=cfg.shuffles,
-                        probes=False, seed=cfg.seed)
+                        probes=True, seed=cfg.seed, baselines=list(GEOMETRY_BASELINES))
     result = measure_geometry(gc, loaded=sh.loaded, quiet=True)
     first, last = result.spaces[0].name, result.last_layer
     stats = {name: {k: s.to_dict() for k, s in result.results[name]["stats"].items()} for name in (first, last)}
@@ -298,46 +318,129 @@ def group_geometry(sh: Shared) -> list[dict[str, Any]]:
                 lv.vectors[idx], lv.labels[idx], n_permutations=cfg.permutations, n_bootstrap=cfg.bootstrap,
                 n_shuffles=1, seed=cfg.seed, whiten=space.reference, center_vectors=gc.center, lda=False,
                 expensive_permutations=20, lda_permutations=5).items()} for idx in (a, b))
+    # The replication of a baseline difference: the baselines re-initialised with another seed.
+    rep_baselines, _ = measure_baselines(dataclasses.replace(gc, seed=cfg.replication_seed), result.spaces,
+                                         sh.loaded, quiet=True)
     rep_text = "two disjoint random halves of each concept's words, measured apart"
     n_words = result.results[last]["n_words"]
     out = []
+
+    def null_controls(layer: str, stat: str) -> list[dict[str, Any]]:
+        s = stats[layer][stat]
+        ctrl = [control("permutation null (concept labels shuffled)", s["null_mean"], (s["null_low"], s["null_high"]))]
+        m = result.results[layer].get("matched", {}).get(stat)
+        if m is not None:
+            ctrl.append(control("matched null (labels shuffled among words of equal token count)", m["null"],
+                                (m["null_low"], m["null_high"])))
+        return ctrl
 
     def add(id: str, claim: str, layer: str, stat: str, better: str, controls: list[dict[str, Any]],
             headline: bool = False, extra: dict[str, Any] | None = None) -> None:
         s = stats[layer][stat]
         ha, hb = (h[stat] for h in halves[layer])
-        null = control("permutation null (concept labels shuffled)", s["null_mean"], (s["null_low"], s["null_high"]))
         out.append(finding(
             id, group, claim, stat_estimate(s), better=better,
             # The bootstrap resamples concepts; the direction statistic's unit is a pair of concepts.
             resampled="concept pairs" if stat == "concept_direction_abs_cos" else "concepts",
-            controls=[null, *controls],
+            controls=[*null_controls(layer, stat), *controls],
             second=stat_estimate(hb), replicated_on=rep_text, command=sh.command(group), p_value=s["p_value"],
             permutations=cfg.permutations, headline=headline,
             extra={"layer": layer, "n_words": n_words, "n_concepts": result.results[last]["n_concepts"],
-                   "half_a": stat_estimate(ha), **(extra or {})}))
+                   "half_a": stat_estimate(ha),
+                   "matched_null_p": (result.results[layer].get("matched", {}).get(stat) or {}).get("p_value"),
+                   **(extra or {})}))
         # The replication compares the halves with each other (independent words), not a half with the whole.
         out[-1]["replication"] = replication(rep_text, stat_estimate(ha), stat_estimate(hb))
 
-    def embeddings_only(stat: str) -> dict[str, Any]:
-        s = stats[first][stat]
-        return control(f"embeddings only (layer {first})", s["value"], (s["ci_low"], s["ci_high"]))
+    def baseline_controls(layer: str, stat: str) -> list[dict[str, Any]]:
+        return [control(f"{BASELINE_NAMES[kind]} (layer {layer})", d["baseline_value"],
+                        (d["baseline_ci_low"], d["baseline_ci_high"]))
+                for kind in GEOMETRY_BASELINES for d in [result.summary["baselines"][kind][layer][stat]]]
+
+    def add_difference(kind: str, stat: str, what: str, headline: bool = False) -> None:
+        d = result.summary["baselines"][kind][last][stat]
+        r = rep_baselines[kind][last][stat]
+        rep = f"the baselines re-initialised with seed {cfg.replication_seed} (the embeddings baseline is the same)"
+        out.append(finding(
+            f"geometry.{stat}.trained_minus_{kind}.last_layer", group,
+            f"At the last layer, {what} of the trained model exceeds that of {BASELINE_NAMES[kind]}: trained minus "
+            "baseline, same words, same centring.", _difference_estimate(d), resampled="concepts",
+            better="higher", controls=[control("no difference (0)", 0.0)], second=_difference_estimate(r),
+            replicated_on=rep, command=sh.command(group), headline=headline,
+            extra={"layer": last, "trained": d["trained"], "baseline": d["baseline_value"],
+                   "baseline_interval": [d["baseline_ci_low"], d["baseline_ci_high"]],
+                   "per_layer": {layer: v[stat] for layer, v in result.summary["baselines"][kind].items()}}))
 
     add("geometry.within_concept.input_embeddings", "Words of one concept are more similar (centred cosine) "
         "than random word pairs already in the input embeddings.", first, "within_concept_cosine", "higher", [],
         headline=True)
     add("geometry.within_concept.last_layer", "Words of one concept are more similar (centred cosine) than random "
-        "word pairs at the last layer.", last, "within_concept_cosine", "higher",
-        [embeddings_only("within_concept_cosine")], headline=True)
+        "word pairs at the last layer, beside the baselines that could produce it.", last, "within_concept_cosine",
+        "higher", baseline_controls(last, "within_concept_cosine"), headline=True)
+    for kind in GEOMETRY_BASELINES:
+        add_difference(kind, "within_concept_cosine", "the within-concept cosine", headline=kind == "random_blocks")
+    for kind in GEOMETRY_BASELINES:
+        add_difference(kind, "heldout_projection_auc", "the held-out projection AUC (30% of each concept's words "
+                       "on directions fitted on 70%)")
     cross = stats[last]["cross_concept_cosine"]
     add("geometry.within_minus_cross.last_layer", "Within-concept cosine exceeds cross-concept cosine at the last "
-        "layer.", last, "within_minus_cross", "higher", [embeddings_only("within_minus_cross")],
+        "layer.", last, "within_minus_cross", "higher", baseline_controls(last, "within_minus_cross"),
         extra={"cross_concept_cosine": stat_estimate(cross)})
+    c = result.results[last]["centring"]
+    raw_est = estimate(c["raw_cross"], (c["raw_cross_ci_low"], c["raw_cross_ci_high"]), cross["n"])
+    centred = stat_estimate(cross)
+    out.append(finding(
+        "geometry.cross_concept.centred_vs_centring_identity", group,
+        "Centred cross-concept cosine at the last layer beside the value centring alone forces, "
+        "-(n + sum_c n_c(n_c-1) w_c) / sum_{c!=c'} n_c n_c'; a value at the expectation says nothing about "
+        "orthogonality.", centred, resampled="concept pairs", better="lower",
+        controls=[control("centring-identity expectation", c["centring_expectation"])],
+        second=stat_estimate(halves[last][1]["cross_concept_cosine"]), replicated_on=rep_text,
+        command=sh.command(group),
+        extra={"layer": last, "pooled_centred_cross": c["centred_cross_pooled"],
+               "centring_residual": c["centring_residual"], "raw_cross": raw_est}))
+    out[-1]["replication"] = replication(rep_text, stat_estimate(halves[last][0]["cross_concept_cosine"]),
+                                         stat_estimate(halves[last][1]["cross_concept_cosine"]))
+    lv = result.spaces[-1].concepts
+    raw_halves = []
+    for idx in _halves(lv.labels, cfg.seed):
+        h = centring_report(lv.vectors[idx], lv.labels[idx], n_permutations=100, n_bootstrap=cfg.bootstrap,
+                            seed=cfg.seed)
+        raw_halves.append(estimate(h["raw_cross"], (h["raw_cross_ci_low"], h["raw_cross_ci_high"]), cross["n"]))
+    out.append(finding(
+        "geometry.cross_concept.raw.last_layer", group,
+        "Uncentred (raw) cross-concept cosine at the last layer is lower than for random concept labels.", raw_est,
+        resampled="concept pairs", better="lower",
+        controls=[control("permutation null of the raw cosine", c["raw_cross_null"],
+                          (c["raw_cross_null_low"], c["raw_cross_null_high"]))],
+        second=raw_halves[1], replicated_on=rep_text, command=sh.command(group),
+        extra={"layer": last, "raw_within": c["raw_within"]}))
+    out[-1]["replication"] = replication(rep_text, raw_halves[0], raw_halves[1])
+    pairs = result.summary["direction_pairs"] or {}
     d = stats[last]["concept_direction_abs_cos"]
-    add("geometry.direction_abs_cos.last_layer", "Concept directions are near-orthogonal: mean |cos| between "
-        "concept directions at the last layer, above the isotropic baseline of random directions.", last,
-        "concept_direction_abs_cos", "higher", [control("isotropic baseline (random directions)", d["isotropic"])],
-        headline=True)
+    add("geometry.direction_abs_cos.last_layer", "Mean |cos| between concept directions at the last layer, against "
+        "its permutation null (and the isotropic value of random directions); related concepts are counted by a "
+        "per-pair test with Benjamini-Hochberg correction.", last, "concept_direction_abs_cos", "higher",
+        [control("isotropic baseline (random directions)", d["isotropic"])],
+        headline=True, extra={"pair_test": {k: v for k, v in pairs.items() if k != "significant_pairs"},
+                              "significant_pairs": [(p["concept_a"], p["concept_b"], p["abs_cos"])
+                                                    for p in pairs.get("significant_pairs", [])[:20]]})
+    space = result.spaces[-1]
+    auc, cos_auc = _heldout_probe_seeds(space, gc.center, range(cfg.seed, cfg.seed + 5))
+    auc_r, cos_r = _heldout_probe_seeds(space, gc.center, range(cfg.replication_seed, cfg.replication_seed + 5))
+    cos_est = seed_estimate(cos_auc)
+    out.append(finding(
+        "geometry.heldout_concept_probe.last_layer", group,
+        "A same-concept probe trained on pairs of words of some concepts separates pairs of words of held-out "
+        "concepts (AUC) at the last layer, beyond chance and beyond the untrained cosine.", seed_estimate(auc),
+        resampled="random 2-fold splits of the concepts (5)", better="higher",
+        controls=[control("chance (AUC 0.5)", 0.5), control("plain cosine of the pair (no training)",
+                                                            cos_est["value"], cos_est["interval"])],
+        second=seed_estimate(auc_r), replicated_on="5 other random splits of the concepts",
+        command=sh.command(group),
+        extra={"layer": last, "probe": result.summary.get("heldout_concept_probe"),
+               "note": "replaces the type-consistent control task, which is random labels at chance by "
+                       "construction (one vector per word type)"}))
     return out
 
 
@@ -495,7 +598,8 @@ def group_contexts(sh: Shared) -> list[dict[str, Any]]:
         "sentence sits nearer its tagged sense's concept than the other sense's (best layer, corrected for the "
         "choice).", main=stat_estimate(s), resampled="words", better="higher",
         controls=[control("permutation null (senses shuffled)", s["null_mean"], (s["null_low"], s["null_high"])),
-                  control("the word out of context", base["value"], (base["ci_low"], base["ci_high"])),
+                  control("the word out of context (in a neutral frame drawn at random per context)",
+                          base["value"], (base["ci_low"], base["ci_high"])),
                   control(f"layer {first} (no context)", l0["value"], (l0["ci_low"], l0["ci_high"]))],
         second=halves[1], replicated_on="two disjoint random halves of the polysemous words (at the best layer, "
         "without the selection correction)", command=sh.command(group), p_value=s["p_value"],
@@ -505,7 +609,55 @@ def group_contexts(sh: Shared) -> list[dict[str, Any]]:
                                                               "in the null and the bootstrap instead"},
         extra={"best_layer": best, "contexts": result.info.get("contexts")})
     f["replication"] = replication(f["replication"]["description"], halves[0], halves[1])
-    return [f]
+    return [f, *_drift_findings(sh, result, group)]
+
+
+def _drift_findings(sh: Shared, result: Any, group: str) -> list[dict[str, Any]]:
+    """The polysemous words' in-context gain minus the monosemous controls' (drift), at the last layer (fixed in
+    advance, no selection): accuracy gain and shift, against 2-way controls (the polysemous words' format); the
+    difference against the all-concept controls is kept in ``extra``."""
+    cfg = sh.cfg
+    if not result.drift:
+        return []
+    last = result.polysemous.layers[-1]
+    drift = result.drift[last]
+    poly_units = result.polysemous.word_units[last]
+    rng = np.random.default_rng([cfg.seed, 53])
+    order = rng.permutation(len(poly_units["shift"]))
+    halves = (order[: len(order) // 2], order[len(order) // 2:])
+    c_units = result.drift_controls.word_units[last]
+    out = []
+    for stat, what in (("accuracy_gain", "sense accuracy in context minus out of context"),
+                       ("shift", "shift toward the tagged sense (margin in context minus out of context)")):
+        d = drift[f"{stat}_minus_controls_2way"]
+        a = drift[f"{stat}_minus_controls_all"]
+        p_units = (poly_units["sense_accuracy"] - poly_units["baseline_accuracy"] if stat == "accuracy_gain"
+                   else poly_units["shift"])
+        k_units = (c_units["sense_accuracy"] - c_units["baseline_accuracy"] if stat == "accuracy_gain"
+                   else c_units["shift"])
+        # Replication: each half of the polysemous words against the (2-way) controls, apart.
+        reps = []
+        for h in halves:
+            half = drift_controlled(p_units[h], k_units, cfg.bootstrap, rng)
+            reps.append(estimate(half["value"], (half["ci_low"], half["ci_high"]), len(h)))
+        main = estimate(d["value"], (d["ci_low"], d["ci_high"]), d["n_polysemous"])
+        out.append(finding(
+            f"contexts.{stat}_minus_drift.last_layer", group,
+            f"Polysemous words' {what} exceeds the drift of monosemous controls toward their own concept (the same "
+            "2-way format: own concept against one other), at the last layer.", main, resampled="words",
+            better="higher",
+            controls=[control("no difference from the controls' drift (0)", 0.0)],
+            second=reps[1], replicated_on="two disjoint random halves of the polysemous words, each against the "
+                                          "controls", command=sh.command(group),
+            selection={"rule": f"the last layer ({last}), fixed in advance", "disjoint": "no selection"},
+            extra={"minus_all_concept_controls": estimate(a["value"], (a["ci_low"], a["ci_high"]), a["n_polysemous"]),
+                   "polysemous": [d["polysemous"], d.get("polysemous_ci_low"), d.get("polysemous_ci_high")],
+                   "controls_2way": [d["controls"], d.get("controls_ci_low"), d.get("controls_ci_high")],
+                   "controls_all": [a["controls"], a.get("controls_ci_low"), a.get("controls_ci_high")],
+                   "n_controls": d["n_controls"], "baseline": result.info.get("baseline"),
+                   "per_layer": {layer: v[f"{stat}_minus_controls_2way"] for layer, v in result.drift.items()}}))
+        out[-1]["replication"] = replication(out[-1]["replication"]["description"], reps[0], reps[1])
+    return out
 
 
 GROUP_FUNCTIONS: dict[str, Callable[[Shared], list[dict[str, Any]]]] = {

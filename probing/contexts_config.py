@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from mcicl.core.configuration import require
 from mcicl.core.jobs import CsvTable, DemoStage, Job, ReportSection
 from mcicl.core.options import doc
 from mcicl.probing.extract_config import ExtractionConfig
 
+BASELINES = ("neutral", "alone")
+# Frames the out-of-context baseline draws from (one at random per context, seeded): no sense cue in any of them.
+NEUTRAL_FRAMES = ("{word}", "This is {word}.", "Here is the word {word}.", "They said {word}.", "Think of {word}.",
+                  "{word} again.", "The next word is {word}.", "I wrote down {word}.")
 CONTEXT_SOURCES = "'builtin', 'wordnet' (WordNet example sentences; needs a WordNet concept set), or a .json/.csv file"
 
 
@@ -30,6 +35,9 @@ class ContextsConfig:
         "contexts each (word, sense) needs (default: 3; WordNet senses with fewer are dropped)"))
     permutations: int = field(default=1000, metadata=doc("within-word sense shuffles for the null"))
     bootstrap: int = field(default=1000, metadata=doc("bootstrap resamples of words"))
+    baseline: Literal["neutral", "alone"] = field(default="neutral", metadata=doc(
+        "the out-of-context vector: neutral (the word in a neutral frame drawn at random per context, so the "
+        "baseline varies across a word's contexts) or alone (the word by itself: one vector per word)"))
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -42,6 +50,7 @@ class ContextsConfig:
                 "an integer >= 1 (>= 100 for p < 0.01 to be reachable)")
         require(isinstance(self.bootstrap, int) and self.bootstrap >= 0, "bootstrap", self.bootstrap,
                 "an integer >= 0")
+        require(self.baseline in BASELINES, "baseline", self.baseline, "one of " + ", ".join(BASELINES))
 
 
 CONTEXTS_JOB = Job(
@@ -57,7 +66,7 @@ CONTEXTS_JOB = Job(
     fields={
         "model": ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code"),
         "what to measure": ("contexts", "concepts", "extraction.layers", "extraction.pooling", "min_per_sense",
-                            "center", "extraction.batch_size", "extraction.cache_dir"),
+                            "center", "baseline", "extraction.batch_size", "extraction.cache_dir"),
         "statistics": ("permutations", "bootstrap"),
     },
     report=ReportSection(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from mcicl.analysis.engine.context_figures import (
     context_layers_figure,
     word_contexts_figure,
 )
-from mcicl.analysis.engine.context_measures import ContextStats, context_statistics, cosine_scores
+from mcicl.analysis.engine.context_measures import ContextStats, context_statistics, cosine_scores, drift_controlled
 from mcicl.core.configuration import require
 from mcicl.core.io import strict_json
 from mcicl.core.jobs import DemoContext, JobContext
@@ -53,7 +53,7 @@ from mcicl.probing.contexts import (
     load_contexts_file,
     wordnet_contexts,
 )
-from mcicl.probing.contexts_config import ContextsConfig
+from mcicl.probing.contexts_config import NEUTRAL_FRAMES, ContextsConfig
 from mcicl.probing.datasets import load_concept_set, wordnet_reader
 from mcicl.probing.extract import extract_words, load_for, n_hidden_layers
 from mcicl.probing.extract_config import POOLINGS, ExtractionConfig, resolve_layers
@@ -180,6 +180,8 @@ class ContextsResult:
     base_vectors: dict[str, np.ndarray]  # layer -> (len(contexts), d): each context's word out of context
     info: dict[str, Any]
     config: ContextsConfig | None = None  # what was measured (saved as config.yaml)
+    drift: dict[str, dict[str, dict[str, float]]] | None = None  # layer -> statistic -> drift_controlled()
+    drift_controls: ContextStats | None = None  # the controls judged 2-way (own concept vs one other): per-word units
 
     def layer_rows(self) -> list[dict[str, Any]]:
         """One row per (layer, group, statistic) with value, null band, CI and p-value (context_layers.csv)."""
@@ -242,6 +244,8 @@ class ContextsResult:
                          if self.controls is not None else None),
             "per_layer": {"polysemous": poly.to_dict(),
                           "controls": self.controls.to_dict() if self.controls is not None else None},
+            "drift_control": self.drift,
+            "drift_control_rule": DRIFT_RULE if self.drift else None,
             **{k: v for k, v in self.info.items() if k != "concepts"},
         })
 
@@ -271,6 +275,9 @@ class ContextsResult:
             run.save_config(self.config)
         run.write_csv("context_layers.csv", self.layer_rows())
         run.write_csv("contexts.csv", self.context_rows())
+        if self.drift:
+            run.write_csv("context_drift.csv", [{"layer": layer, "statistic": stat, **v}
+                                                for layer, named in self.drift.items() for stat, v in named.items()])
         (run.path / "vectors").mkdir(exist_ok=True)
         ctx = self.extraction.contexts
         for layer, matrix in self.extraction.vectors.items():
@@ -281,6 +288,53 @@ class ContextsResult:
         for name, fig in self.figures().items():
             save_figure(fig, run.figures, name, caption=captions[name])
         run.write_summary(self.summary)
+
+
+DRIFT_RULE = ("per layer, the polysemous words' mean per-word gain minus the monosemous controls' (95% interval: "
+              "two-sample bootstrap over words). gain = in-context minus out-of-context sense accuracy, or the shift "
+              "m(x) - m(b). controls_2way: each control word judged between its own concept and one other concept "
+              "drawn at random per word (seeded), the polysemous words' 2-way format; controls_all: among all "
+              "concepts (the controls of context_layers.csv)")
+
+
+def neutral_vectors(contexts: Sequence[SenseContext], ecfg: ExtractionConfig, loaded: LoadedModel, seed: int
+                    ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Each context's word in a neutral frame drawn at random (seeded) from :data:`NEUTRAL_FRAMES`, per layer:
+    (layer -> (len(contexts), d), the frame of each context)."""
+    pick = np.random.default_rng([seed, 41]).integers(0, len(NEUTRAL_FRAMES), size=len(contexts))
+    out: dict[str, np.ndarray] = {}
+    for f in np.unique(pick):
+        rows = np.flatnonzero(pick == f)
+        words = list(dict.fromkeys(contexts[int(r)].word for r in rows))
+        ext = extract_words(words, replace(ecfg, template=NEUTRAL_FRAMES[int(f)]), loaded=loaded,
+                            show_progress=False)
+        index = {w: i for i, w in enumerate(ext.words)}
+        missing = [w for w in words if w not in index]
+        if missing:
+            raise ContextsError(f"word(s) {missing[:10]} cannot be represented in the frame "
+                                f"{NEUTRAL_FRAMES[int(f)]!r}")
+        for layer in ext.layers:
+            out.setdefault(layer, np.empty((len(contexts), ext.vectors[layer].shape[1]), dtype=np.float32))
+            out[layer][rows] = ext.vectors[layer][[index[contexts[int(r)].word] for r in rows]]
+    return out, [NEUTRAL_FRAMES[int(f)] for f in pick]
+
+
+def _drift(poly: ContextStats, groups: dict[str, ContextStats], n_bootstrap: int, seed: int
+           ) -> dict[str, dict[str, dict[str, float]]]:
+    """Per layer: polysemous gain minus each control group's gain (accuracy gain and shift), bootstrap over words."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for li, layer in enumerate(poly.layers):
+        pu = poly.word_units[layer]
+        out[layer] = {}
+        for gi, (name, st) in enumerate(groups.items()):
+            cu = st.word_units[layer]
+            for stat, p_units, c_units in (
+                    ("accuracy_gain", pu["sense_accuracy"] - pu["baseline_accuracy"],
+                     cu["sense_accuracy"] - cu["baseline_accuracy"]),
+                    ("shift", pu["shift"], cu["shift"])):
+                out[layer][f"{stat}_minus_{name}"] = drift_controlled(
+                    p_units, c_units, n_bootstrap, np.random.default_rng([seed, 43, li, gi]))
+    return out
 
 
 def _rows(ctx: ContextSet) -> tuple[list[int], list[int]]:
@@ -358,6 +412,19 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
 
     groups = [_Group(name, rows, poly, *candidates(rows, poly))
               for name, rows, poly in (("polysemous", poly_idx, True), ("controls", control_idx, False)) if rows]
+    if control_idx:
+        # The drift control in the polysemous words' format: own concept against one other, drawn per word.
+        rng = np.random.default_rng([cfg.seed, 47])
+        other = {}
+        for i in control_idx:
+            w = contexts.contexts[i].word
+            if w not in other:
+                own = code[contexts.contexts[i].sense]
+                other[w] = int(rng.choice([k for k in all_concepts if k != own]))
+        cand2 = np.array([[code[contexts.contexts[i].sense], other[contexts.contexts[i].word]] for i in control_idx])
+        groups.append(_Group("controls_2way", control_idx, False, cand2, np.zeros(len(control_idx), dtype=int)))
+    neutral, frames = (neutral_vectors(contexts.contexts, ecfg, loaded, cfg.seed) if cfg.baseline == "neutral"
+                       else (None, None))
     base_vectors = {}
     for layer in ext.layers:
         words_mat = alone.vectors[layer].astype(np.float64)
@@ -365,7 +432,11 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
         centroids = np.stack([words_mat[r].mean(axis=0) for r in concept_rows]) - concept_mean
         ctx_mat = ext.vectors[layer].astype(np.float64)
         ctx_mat = ctx_mat - (ctx_mat.mean(axis=0) if cfg.center else 0.0)
-        base = words_mat[word_rows] - concept_mean
+        if neutral is not None:  # the word in its neutral frame, centred on the frames' own mean like contexts
+            framed = neutral[layer].astype(np.float64)
+            base = framed - (framed.mean(axis=0) if cfg.center else 0.0)
+        else:
+            base = words_mat[word_rows] - concept_mean
         base_vectors[layer] = base.astype(np.float32)
         for g in groups:
             g.context_scores[layer] = cosine_scores(ctx_mat[g.rows], centroids, g.candidates)
@@ -374,6 +445,10 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
     stats = {}
     for g in groups:
         words = [contexts.contexts[i].word for i in g.rows]
+        if g.name == "controls_2way":  # only its per-word units are used (the drift control): no null
+            stats[g.name] = context_statistics(g.context_scores, g.base_scores, g.labels, words, words,
+                                               n_permutations=1, n_bootstrap=0, seed=cfg.seed)
+            continue
         # Polysemous words: senses shuffled within each word; controls: concepts shuffled across control words.
         stats[g.name] = context_statistics(g.context_scores, g.base_scores, g.labels, words,
                                            words if g.poly else ["controls"] * len(words),
@@ -382,11 +457,14 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
     info = {"source": loaded.ref.name, "contexts": contexts.name, "concept_set": cs.name,
             "n_contexts": len(contexts), "n_polysemous_words": len({contexts.contexts[i].word for i in poly_idx}),
             "n_control_words": len({contexts.contexts[i].word for i in control_idx}),
-            "dropped_senses": dropped, "concepts": names, "center": cfg.center,
+            "dropped_senses": dropped, "concepts": names, "center": cfg.center, "baseline": cfg.baseline,
+            "baseline_frames": sorted(set(frames)) if frames else ["{word}"],
             "words_left_out": {k: v for k, v in alone.report.items() if v},
             "random_weights": bool(alone.meta.get("random_weights", False))}
+    drift = _drift(stats["polysemous"], {"controls_2way": stats["controls_2way"], "controls_all": stats["controls"]},
+                   cfg.bootstrap, cfg.seed) if control_idx else None
     return ContextsResult(stats["polysemous"], stats.get("controls"), ext, np.array(poly_idx),
-                          np.array(control_idx, dtype=int), base_vectors, info, cfg)
+                          np.array(control_idx, dtype=int), base_vectors, info, cfg, drift, stats.get("controls_2way"))
 
 
 def execute(cfg: ContextsConfig, ctx: JobContext) -> int:

@@ -11,26 +11,39 @@ nulls), linear probes with a control task, and polysemy (sense cosines, sparse d
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from mcicl.analysis.engine.controls import (
+    direction_pair_test,
+    heldout_concept_probe,
+    paired_difference,
+    strata_codes,
+)
 from mcicl.analysis.engine.geometry_figures import (
+    BASELINES_CAPTION,
     HEATMAP_CAPTION,
     LAYERS_CAPTION,
+    baseline_differences_figure,
     direction_heatmap_figure,
     layer_curves_figure,
 )
 from mcicl.analysis.engine.measures import (
+    centring_report,
     concept_directions,
     direction_abs_cos,
+    direction_units,
+    encode_labels,
     geometry_summary,
+    matched_null,
     per_concept_table,
     prepare,
     single_threaded_blas,
+    statistic_units,
 )
 from mcicl.analysis.engine.polysemy import polysemy_analysis
 from mcicl.analysis.engine.probes import linear_probe
@@ -45,12 +58,21 @@ from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.extract import ExtractionConfig, extract_words, load_for
 from mcicl.probing.extract_config import refuse_ignored
 from mcicl.probing.geometry_config import GeometryConfig
-from mcicl.probing.models import LoadedModel
+from mcicl.probing.models import LoadedModel, baseline_model
 
 log = logging.getLogger("mcicl")
 
 MAX_PROBE_CLASSES = 100  # a multinomial probe over hundreds of WordNet synsets takes minutes per layer
 MANY_CONCEPTS = 100  # above this, subspace/held-out/LDA nulls use 20 permutations (they scale with k)
+# Statistics reported as trained minus each baseline (units: concepts or concept pairs).
+BASELINE_STATISTICS = ("within_concept_cosine", "cross_concept_cosine", "within_minus_cross",
+                       "concept_direction_abs_cos", "mean_direction_abs_cos", "subspace_max_cos",
+                       "heldout_projection_auc")
+HELDOUT_PROBE_COLUMNS = ("heldout_concept_accuracy", "heldout_concept_chance", "heldout_concept_auc",
+                         "heldout_concept_cosine_auc", "heldout_concept_n_test_pairs", "heldout_concept_n_folds")
+BASELINE_NAMES = {"random_weights": "random weights (same architecture and tokenizer, re-initialised)",
+                  "embeddings": "input embeddings alone",
+                  "random_blocks": "trained input embeddings through re-initialised blocks"}
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -189,7 +211,7 @@ def spaces_from_model(cfg: GeometryConfig, *, loaded: LoadedModel | None = None,
         poly = ext.labelled(name, poly_pairs) if poly_pairs else None
         controls = ext.labelled(name, list(cs.controls.items())) if cs.controls else None
         spaces.append(Space(name, lv, polysemy=poly, controls=controls, reference=references[name],
-                            meta=dict(ext.meta)))
+                            meta={**ext.meta, "word_tokens": dict(zip(ext.words, ext.meta["n_tokens"], strict=True))}))
     info = {"source": ref.name, "extraction": {k: v for k, v in ext.meta.items() if k != "n_tokens"},
             "words_left_out": {k: v for k, v in ext.report.items() if v},
             "concept_set": {"name": cs.name, "concepts": cs.concepts, "polysemy": cs.polysemy,
@@ -214,6 +236,20 @@ def analyse_space(space: Space, cfg: GeometryConfig, parents: dict[str, str]) ->
     dirs, names = concept_directions(prepare(lv.vectors, lv.labels, **kw), lv.labels, "diff")
     out: dict[str, Any] = {"stats": stats, "per_concept": per_concept, "directions": (direction_abs_cos(dirs), names),
                            "n_words": len(lv.words), "n_concepts": len(names), "dim": int(lv.vectors.shape[1])}
+    X = prepare(lv.vectors, lv.labels, **kw)
+    codes, _ = encode_labels(lv.labels)
+    out["centring"] = centring_report(lv.vectors, lv.labels, n_permutations=cfg.permutations,
+                                      n_bootstrap=cfg.bootstrap, seed=cfg.seed, signs=signs)
+    strata = _strata(space, lv.words, cfg)
+    if strata is not None:
+        out["matched"] = matched_null(lv.vectors, lv.labels, strata, n_permutations=cfg.permutations, seed=cfg.seed,
+                                      **kw)
+    if len(names) <= MANY_CONCEPTS:
+        k = len(names)
+        out["pair_test"] = direction_pair_test(lambda c: direction_units(X, c, k), codes, names, cfg.permutations,
+                                               np.random.default_rng([cfg.seed, 37]))
+    if cfg.probes and len(names) >= 4:
+        out["heldout_probe"] = heldout_concept_probe(X, codes, seed=cfg.seed)
     if cfg.probes and len(names) <= MAX_PROBE_CLASSES:
         out["probe"] = linear_probe(lv.vectors, lv.labels, words=lv.words, seed=cfg.seed)
     elif cfg.probes:
@@ -235,6 +271,72 @@ def analyse_space(space: Space, cfg: GeometryConfig, parents: dict[str, str]) ->
     return out
 
 
+def _frequency_ranks(path: str) -> dict[str, int]:
+    """word -> rank (0 = most frequent) from a file of words in frequency order (first field of each line)."""
+    ranks: dict[str, int] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            word = line.split(" ", 1)[0].strip().lower()
+            if word and word not in ranks:
+                ranks[word] = len(ranks)
+    if not ranks:
+        raise ValueError(f"frequency_list={path!r} holds no words; accepted: a text file, one word per line")
+    return ranks
+
+
+def _strata(space: Space, words: np.ndarray, cfg: GeometryConfig) -> np.ndarray | None:
+    """The matched null's stratum per word (token count, x frequency quartile with --frequency-list), or None
+    when the space does not know its words' token counts (saved vectors)."""
+    tokens = space.meta.get("word_tokens")
+    if not tokens:
+        return None
+    n_tokens = np.array([tokens[str(w)] for w in words])
+    if not cfg.frequency_list:
+        return strata_codes(n_tokens)
+    ranks = _frequency_ranks(cfg.frequency_list)
+    return strata_codes(n_tokens, np.array([ranks.get(str(w).lower(), np.nan) for w in words], dtype=float))
+
+
+def measure_baselines(cfg: GeometryConfig, spaces: list[Space], loaded: LoadedModel, *,
+                      quiet: bool = False) -> tuple[dict[str, dict[str, dict[str, Any]]], list[dict[str, Any]]]:
+    """Trained minus each baseline of :data:`BASELINE_STATISTICS`, per layer, with a paired cluster bootstrap
+    over concepts: ({baseline: {layer: {statistic: Difference}}}, baselines.csv rows). The baseline spaces hold
+    the same words (the same tokenizer) in the same rows, measured with the same centring."""
+    words = list(dict.fromkeys(str(w) for sp in spaces for w in sp.concepts.words))
+    ecfg = replace(cfg.extraction, cache_dir=None)
+    matrices: dict[str, dict[str, np.ndarray]] = {}
+    index: dict[str, dict[str, int]] = {}
+    for kind in cfg.baselines:
+        if kind == "embeddings":
+            ext = extract_words(words, replace(ecfg, space="input", layers="all"), loaded=loaded,
+                                show_progress=not quiet)
+            matrices[kind] = {sp.name: ext.vectors["input"] for sp in spaces}
+        else:
+            ext = extract_words(words, ecfg, loaded=baseline_model(loaded, kind, seed=cfg.seed),
+                                show_progress=not quiet)
+            matrices[kind] = {sp.name: ext.vectors[sp.name] for sp in spaces}
+        index[kind] = {w: i for i, w in enumerate(ext.words)}
+    out: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in cfg.baselines}
+    rows: list[dict[str, Any]] = []
+    for li, sp in enumerate(spaces):
+        lv = sp.concepts
+        trained = statistic_units(lv.vectors, lv.labels, center_vectors=cfg.center, seed=cfg.seed)
+        for bi, kind in enumerate(cfg.baselines):
+            missing = [str(w) for w in lv.words if str(w) not in index[kind]]
+            if missing:
+                raise ValueError(f"baseline {kind}: words {missing[:5]} are not represented; the same tokenizer "
+                                 "should represent every word the model does")
+            B = matrices[kind][sp.name][[index[kind][str(w)] for w in lv.words]].astype(np.float64)
+            base = statistic_units(B, lv.labels, center_vectors=cfg.center, seed=cfg.seed)
+            rng = np.random.default_rng([cfg.seed, 31, li, bi])
+            out[kind][sp.name] = {}
+            for stat in BASELINE_STATISTICS:
+                diff = paired_difference(trained[stat], base[stat], cfg.bootstrap, rng)
+                out[kind][sp.name][stat] = diff.to_dict()
+                rows.append({"layer": sp.name, "baseline": kind, "statistic": stat, **diff.to_dict()})
+    return out, rows
+
+
 def _layer_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"layer": name, "n_words": result["n_words"], "n_concepts": result["n_concepts"],
                            "dim": result["dim"]}
@@ -248,6 +350,16 @@ def _layer_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
         p = result["probe"]
         row.update({"probe_accuracy": p.accuracy, "probe_control_accuracy": p.control_accuracy,
                     "probe_selectivity": p.selectivity, "probe_chance": p.chance})
+    if "heldout_probe" in result:
+        row.update({f"heldout_concept_probe_{k}": v for k, v in result["heldout_probe"].to_dict().items()})
+    row.update(result["centring"])
+    for stat, m in result.get("matched", {}).items():
+        row.update({f"{stat}_matched_null": m["null"], f"{stat}_matched_null_low": m["null_low"],
+                    f"{stat}_matched_null_high": m["null_high"], f"{stat}_matched_p": m["p_value"]})
+    if "pair_test" in result:
+        t = result["pair_test"].summary()
+        row.update({"direction_pairs_significant_bh": t["n_significant"], "direction_pairs": t["n_pairs"],
+                    "direction_abs_cos_without_significant_pairs": t["mean_abs_cos_without_significant"]})
     if "polysemy" in result:
         row.update({f"polysemy_{k}": v for k, v in result["polysemy"].summary.items()})
     if "controls" in result:
@@ -268,6 +380,7 @@ class GeometryResult:
     concept_rows: list[dict[str, Any]]
     concept_set: dict[str, Any]
     summary: dict[str, Any]
+    baseline_rows: list[dict[str, Any]] | None = None  # baselines.csv: trained minus each baseline per layer
 
     @property
     def last_layer(self) -> str:
@@ -279,7 +392,10 @@ class GeometryResult:
         source, cfg = self.summary["source"], self.config
         random_tag = " (random weights)" if self.summary["random_weights"] else ""
         matrix, names = self.results[self.last_layer]["directions"]
+        extra = {"baseline_differences": baseline_differences_figure(
+            self.baseline_rows, title=f"{source}: trained minus baselines per layer")} if self.baseline_rows else {}
         return {
+            **extra,
             "geometry_layers": layer_curves_figure(
                 self.layer_rows, title=f"{source}{random_tag}: concept geometry, {self.summary['space']} "
                                        f"(whiten: {cfg.whiten}, {cfg.permutations} permutations)"),
@@ -299,15 +415,21 @@ class GeometryResult:
         run.write_csv("per_concept.csv", self.concept_rows)
         run.write_csv("probes.csv", self.probe_rows, fieldnames=["layer", "accuracy", "control_accuracy",
                                                                  "selectivity", "chance", "n_train", "n_test",
-                                                                 "n_classes"])
+                                                                 "n_classes", *HELDOUT_PROBE_COLUMNS])
         run.write_csv("polysemy.csv", self.polysemy_rows, fieldnames=None if self.polysemy_rows else
                       ["layer", "kind", "word", "senses", "sense_cos", "sense_null", "sense_p", "sense_rank",
                        "predicted", "precision", "recall", "top_k_recall"])
         matrix, names = self.results[self.last_layer]["directions"]
         run.write_csv("direction_abs_cos.csv", [{"concept": n, **{m: float(v) for m, v in zip(names, row, strict=True)}}
                                                 for n, row in zip(names, matrix, strict=True)])
+        if self.baseline_rows:
+            run.write_csv("baselines.csv", self.baseline_rows)
+        pair_test = self.results[self.last_layer].get("pair_test")
+        if pair_test is not None:
+            run.write_csv("direction_pairs.csv", pair_test.pairs())
         write_json(run.path / "concepts.json", self.concept_set)
-        captions = {"geometry_layers": LAYERS_CAPTION, "direction_heatmap": HEATMAP_CAPTION}
+        captions = {"geometry_layers": LAYERS_CAPTION, "direction_heatmap": HEATMAP_CAPTION,
+                    "baseline_differences": BASELINES_CAPTION}
         for name, fig in self.figures().items():
             save_figure(fig, run.figures, name, caption=captions[name])
         run.write_summary(self.summary)
@@ -321,6 +443,7 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
     if cfg.vectors:
         spaces, info = spaces_from_file(cfg)
     else:
+        loaded = loaded if loaded is not None else load_for(cfg.extraction)
         spaces, info = spaces_from_model(cfg, loaded=loaded, quiet=quiet, concept_set=concept_set)
     layer_rows, probe_rows, poly_rows, concept_rows = [], [], [], []
     results: dict[str, dict[str, Any]] = {}
@@ -349,7 +472,9 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
         results[space.name] = result
         layer_rows.append(_layer_row(space.name, result))
         if "probe" in result:
-            probe_rows.append({"layer": space.name, **result["probe"].to_dict()})
+            held = result.get("heldout_probe")
+            probe_rows.append({"layer": space.name, **result["probe"].to_dict(),
+                               **{f"heldout_concept_{k}": v for k, v in (held.to_dict() if held else {}).items()}})
         for kind, key in (("polysemous", "polysemy"), ("control", "controls")):
             if key in result:
                 poly_rows += [{"layer": space.name, "kind": kind, **r} for r in result[key].rows()]
@@ -357,6 +482,18 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
         log.info("layer %s: within %.3f, cross %.3f (p=%.3g), direction |cos| %.3f", space.name,
                  result["stats"]["within_concept_cosine"].value, result["stats"]["cross_concept_cosine"].value,
                  result["stats"]["within_minus_cross"].p_value, result["stats"]["concept_direction_abs_cos"].value)
+
+    baselines: dict[str, Any] = {}
+    baseline_rows: list[dict[str, Any]] = []
+    skipped = None
+    if cfg.baselines and cfg.vectors:
+        skipped = "saved vectors: no model to re-initialise"
+    elif cfg.baselines and cfg.whiten != "none":
+        skipped = f"whiten={cfg.whiten}: the baselines would need their own whitening reference"
+    elif cfg.baselines and loaded is not None:
+        baselines, baseline_rows = measure_baselines(cfg, spaces, loaded, quiet=quiet)
+    if skipped:
+        log.warning("baselines %s skipped (%s)", ",".join(cfg.baselines), skipped)
 
     concept_set = dict(info["concept_set"])
     concept_set["dropped_concepts"] = dropped_concepts
@@ -382,9 +519,18 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
         "words_in_several_concepts": info.get("words_in_several_concepts", {}),
         "concepts_without_own_words": info.get("concepts_without_own_words", []),
         "random_weights": bool(spaces[0].meta.get("random_weights", False)),
+        "baselines": baselines, "baselines_skipped": skipped,
+        "baselines_rule": {"what": {k: BASELINE_NAMES[k] for k in cfg.baselines},
+                           "difference": "trained minus baseline, same words and rows, same centring; 95% "
+                                         "percentile interval from a cluster bootstrap over concepts (the same "
+                                         "concept resample for both spaces)", "seed": cfg.seed},
+        "centring": headline["centring"],
+        "matched_null": headline.get("matched"),
+        "direction_pairs": headline["pair_test"].summary() if "pair_test" in headline else None,
+        "heldout_concept_probe": headline["heldout_probe"].to_dict() if "heldout_probe" in headline else None,
     })
     return GeometryResult(cfg, spaces, results, layer_rows, probe_rows, poly_rows, concept_rows, concept_set,
-                          strict_json(summary))
+                          strict_json(summary), baseline_rows)
 
 
 def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: LoadedModel | None = None,

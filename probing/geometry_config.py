@@ -13,6 +13,7 @@ from mcicl.probing.extract_config import ExtractionConfig
 
 WHITEN = ("none", "vocab", "unembed")
 SIGNS = ("align", "ignore", "split")
+BASELINES = ("random_weights", "embeddings", "random_blocks")
 
 
 @dataclass
@@ -42,9 +43,22 @@ class GeometryConfig:
     shuffles: int = field(default=20, metadata=doc("shuffled-embedding null draws"))
     probes: bool = field(default=True, metadata=doc("skip the per-layer logistic-regression probes",
                                                     flag="--no-probes"))
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES), metadata=doc(
+        "baselines measured beside every layer, reported as trained minus baseline with a concept-bootstrap "
+        "interval: random_weights (same architecture and tokenizer, re-initialised, seeded), embeddings (the "
+        "input embedding rows alone), random_blocks (trained embeddings through re-initialised blocks); 'none' "
+        "for no baselines", metavar="LIST"))
+    frequency_list: str | None = field(default=None, metadata=doc(
+        "words in frequency order, one per line (first field; a GloVe .txt works): the matched null then also "
+        "matches frequency-rank quartiles, beside token counts", metavar="FILE"))
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.baselines, str):
+            self.baselines = [b for b in self.baselines.split(",") if b]
+        self.baselines = [] if list(self.baselines) == ["none"] else list(self.baselines)
+        for name in self.baselines:
+            require(name in BASELINES, "baselines", name, "a list of " + ", ".join(BASELINES) + ", or none")
         require(self.whiten in WHITEN, "whiten", self.whiten, "one of " + ", ".join(WHITEN))
         require(self.signs in SIGNS, "signs", self.signs, "one of " + ", ".join(SIGNS))
         require_count(self.permutations, "permutations", low=1, high=MAX_PERMUTATIONS,
@@ -73,7 +87,7 @@ GEOMETRY_JOB = Job(
                             "extraction.pooling", "extraction.template", "extraction.batch_size",
                             "extraction.cache_dir"),
         "statistics": ("whiten", "whiten_sample", "center", "signs", "permutations", "bootstrap", "shuffles",
-                       "probes"),
+                       "probes", "baselines", "frequency_list"),
     },
     report=ReportSection(
         title="Real model: concept geometry",

@@ -10,6 +10,7 @@ and the model is not cached) the error says so and suggests a local folder. Whic
 
 from __future__ import annotations
 
+import copy
 import importlib.resources
 import json
 import os
@@ -284,3 +285,39 @@ def check_loadable(config: Any, ref: ModelRef) -> None:
             "multimodal model) that transformers' AutoModelForCausalLM does not load, so mcicl can use neither "
             "its LM head nor its decoder's causal padding; accepted: a text-only checkpoint of the same decoder "
             "(a ...ForCausalLM), or a causal LM such as Gemma 3 whose ...ForConditionalGeneration it does load")
+
+
+# ------------------------------------------------------------------------------------------- baselines
+BASELINE_MODELS = ("random_weights", "random_blocks")
+
+
+def reinitialised_model(loaded: LoadedModel, *, seed: int = 0, keep_embeddings: bool = False) -> LoadedModel:
+    """The same architecture and tokenizer with freshly initialised weights (``torch.manual_seed(seed)``; the
+    class's own initialisation), as a baseline model: ``keep_embeddings`` copies the trained embedding module
+    back in (``embeddings`` of BERT-like bodies: word, position, token-type rows and their LayerNorm; otherwise
+    the input embedding rows), so the trained input embeddings pass through random transformer blocks."""
+    trained = loaded.model
+    config = copy.deepcopy(trained.config)
+    parameter = next(trained.parameters())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = type(trained)(config)
+    if keep_embeddings:
+        body_new, body_old = getattr(model, "base_model", model), getattr(trained, "base_model", trained)
+        module_new, module_old = getattr(body_new, "embeddings", None), getattr(body_old, "embeddings", None)
+        if isinstance(module_new, torch.nn.Module) and isinstance(module_old, torch.nn.Module):
+            module_new.load_state_dict(module_old.state_dict())
+        else:
+            with torch.no_grad():
+                model.get_input_embeddings().weight.copy_(trained.get_input_embeddings().weight)
+    model = model.to(device=parameter.device, dtype=parameter.dtype)
+    model.eval()
+    return LoadedModel(model, loaded.tokenizer, loaded.ref)
+
+
+def baseline_model(loaded: LoadedModel, kind: str, *, seed: int = 0) -> LoadedModel:
+    """The baseline model ``kind`` of ``loaded``: random_weights (everything re-initialised) or random_blocks
+    (trained embeddings, re-initialised transformer blocks)."""
+    if kind not in BASELINE_MODELS:
+        raise ValueError(f"baseline model {kind!r}; accepted: {', '.join(BASELINE_MODELS)}")
+    return reinitialised_model(loaded, seed=seed, keep_embeddings=kind == "random_blocks")

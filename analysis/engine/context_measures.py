@@ -17,6 +17,10 @@ Null: senses shuffled within each word (``groups``: the rows whose labels may tr
 all control rows form one group): the vectors and predictions stay, the tags are permuted. Intervals:
 percentile bootstrap over words. Best layer: the maximum over layers, with the same maximum taken in every
 null draw and every bootstrap resample (so the choice of layer is paid for, not assumed).
+
+**Drift control** (:func:`drift_controlled`): context moves every word, polysemous or not. The polysemous
+words' per-word in-context gain (sense accuracy minus out-of-context accuracy, or the shift) is reported minus
+the monosemous controls' gain toward their own concept, with a two-sample bootstrap over words.
 """
 
 from __future__ import annotations
@@ -205,3 +209,25 @@ def context_statistics(context_scores: dict[str, np.ndarray], base_scores: dict[
         stat.n = int(np.isfinite(stacked).all(axis=0).sum())
         best[name] = stat
     return ContextStats(layers, per_layer, best_layer, best, units, rows)
+
+
+# ------------------------------------------------------------------------------------------- drift control
+def drift_controlled(poly_units: np.ndarray, control_units: np.ndarray, n_bootstrap: int,
+                     rng: np.random.Generator) -> dict[str, float]:
+    """Polysemous words' mean per-word effect minus the monosemous controls' (drift: what context does to any
+    word), with a percentile interval from a two-sample bootstrap over words (each group resampled on its own)."""
+    a = np.asarray(poly_units, dtype=float)
+    b = np.asarray(control_units, dtype=float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    out = {"value": float(a.mean() - b.mean()) if a.size and b.size else math.nan,
+           "polysemous": float(a.mean()) if a.size else math.nan, "controls": float(b.mean()) if b.size else math.nan,
+           "ci_low": math.nan, "ci_high": math.nan, "n_polysemous": int(a.size), "n_controls": int(b.size)}
+    if n_bootstrap >= 1 and a.size >= 2 and b.size >= 2:
+        boots = (a[rng.integers(0, a.size, size=(n_bootstrap, a.size))].mean(axis=1)
+                 - b[rng.integers(0, b.size, size=(n_bootstrap, b.size))].mean(axis=1))
+        out["ci_low"], out["ci_high"] = float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+        for name, u in (("polysemous", a), ("controls", b)):
+            own = u[rng.integers(0, u.size, size=(n_bootstrap, u.size))].mean(axis=1)
+            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = (float(np.quantile(own, 0.025)),
+                                                             float(np.quantile(own, 0.975)))
+    return out

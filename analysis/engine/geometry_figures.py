@@ -124,6 +124,57 @@ def layer_curves_figure(rows: Sequence[dict[str, Any]], *, title: str = "",
     return fig
 
 
+BASELINES_CAPTION = Caption(
+    "Trained minus baselines",
+    "Each statistic of the trained model minus the same statistic of a baseline (random weights; input embeddings "
+    "alone; trained embeddings through random blocks), per layer, with 95% cluster-bootstrap intervals over "
+    "concepts: a difference whose interval covers 0 is geometry the baseline already has.")
+BASELINE_PANELS = (("within_concept_cosine", "within-concept cosine"), ("within_minus_cross", "within minus cross"),
+                   ("concept_direction_abs_cos", "concept-direction |cos|"),
+                   ("heldout_projection_auc", "held-out projection AUC"))
+
+
+@styled
+def baseline_differences_figure(rows: Sequence[dict[str, Any]], *, title: str = "",
+                                axes: Sequence[Axes] | None = None) -> Figure:
+    """Trained minus each baseline per layer (rows of baselines.csv), one panel per statistic, on four Axes."""
+    layers = list(dict.fromkeys(str(r["layer"]) for r in rows))
+    kinds = list(dict.fromkeys(str(r["baseline"]) for r in rows))
+    x = np.arange(len(layers))
+    c = palette(max(len(kinds), 3))
+    if axes is None:
+        fig, axes = subplots(1, len(BASELINE_PANELS), figsize=(18, 4.8))
+    else:
+        if len(axes) != len(BASELINE_PANELS):
+            raise ValueError(f"axes: {len(axes)} given; accepted: {len(BASELINE_PANELS)} matplotlib Axes")
+        fig = axes[0].figure
+    for ax, (stat, label) in zip(axes, BASELINE_PANELS, strict=True):
+        for i, kind in enumerate(kinds):
+            sel = {str(r["layer"]): r for r in rows if r["baseline"] == kind and r["statistic"] == stat}
+            value = np.array([_num(sel.get(layer, {}).get("difference")) for layer in layers])
+            lo = np.array([_num(sel.get(layer, {}).get("ci_low")) for layer in layers])
+            hi = np.array([_num(sel.get(layer, {}).get("ci_high")) for layer in layers])
+            yerr = np.where(np.isfinite([value - lo, hi - value]), np.maximum([value - lo, hi - value], 0), 0)
+            ax.errorbar(x + 0.08 * (i - 1), value, yerr=yerr, color=c[i], marker="o", ms=4, capsize=2,
+                        label=f"trained - {kind}")
+        ax.axhline(0, color="0.4", lw=0.8)
+        ax.set_title(label)
+        ax.set_xticks(x, layers)
+        ax.set_xlabel("layer (0 = embedding output)")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
+    axes[0].set_ylabel("trained minus baseline (95% CI over concepts)")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v) if v not in (None, "") else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def cluster_order(matrix: np.ndarray) -> np.ndarray:
     """Leaf order of an average-linkage clustering on 1 - matrix (a similarity in [0, 1])."""
 
@@ -181,6 +232,10 @@ def replot(run_folder: str | Path) -> list[Path]:
     run_folder = Path(run_folder)
     rows = read_layers_csv(run_folder / "layers.csv")
     out = [save_figure(layer_curves_figure(rows), run_folder / "figures", "geometry_layers", caption=LAYERS_CAPTION)]
+    if (run_folder / "baselines.csv").is_file():
+        with open(run_folder / "baselines.csv", newline="") as fh:
+            out.append(save_figure(baseline_differences_figure(list(csv.DictReader(fh))), run_folder / "figures",
+                                   "baseline_differences", caption=BASELINES_CAPTION))
     if (run_folder / "direction_abs_cos.csv").is_file():
         matrix, names = read_matrix_csv(run_folder / "direction_abs_cos.csv")
         out.append(save_figure(direction_heatmap_figure(matrix, names), run_folder / "figures", "direction_heatmap",

@@ -23,10 +23,13 @@ from scipy.sparse import csr_matrix
 from sklearn.covariance import ledoit_wolf
 from threadpoolctl import threadpool_limits
 
+from mcicl.analysis.engine.controls import centring_identity, permute_within
 from mcicl.analysis.engine.nulls import (
     Stat,
+    bootstrap_units,
     isotropic_abs_cos,
     make_stat,
+    permutation_p_value,
     permute_labels,
     shuffle_coordinates,
     unit_mean,
@@ -506,3 +509,84 @@ def per_concept_table(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *
     return [{"concept": n, "n": int(cos.counts[i]), "within_cosine": float(cos.within[i]),
              "cross_cosine": float(cross[i]), "max_direction_abs_cos": float(np.nanmax(A[i])),
              "closest_concept": names[int(np.nanargmax(A[i]))]} for i, n in enumerate(names)]
+
+
+# ------------------------------------------------------------------------------ units, matched null, centring
+def statistic_units(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, center_vectors: bool = True,
+                    whiten: np.ndarray | Whitener | None = None, signs: np.ndarray | None = None, seed: int = 0,
+                    parents: Mapping[str, str] | None = None, subspace_rank: int = 3,
+                    train_frac: float = 0.7) -> dict[str, np.ndarray]:
+    """The observed units (per concept or per concept pair) of every statistic :func:`geometry_summary`
+    reports, with its held-out split (seed + 1), so two spaces of the same words can be compared unit by unit."""
+    X = prepare(vectors, labels, center_vectors=center_vectors, whiten=whiten, signs=signs)
+    codes, names = encode_labels(labels)
+    k = len(names)
+    train = _split_mask(codes, k, train_frac, np.random.default_rng(seed + 1))
+    with single_threaded_blas():
+        return _all_units(X, codes, k, rank=subspace_rank, edges=_edges(names, parents), train=train, lda=False)
+
+
+MATCHED_STATISTICS = ("within_concept_cosine", "cross_concept_cosine", "within_minus_cross",
+                      "concept_direction_abs_cos", "mean_direction_abs_cos")
+
+
+def matched_null(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, strata: np.ndarray, *,
+                 n_permutations: int = 200, seed: int = 0, center_vectors: bool = True,
+                 whiten: np.ndarray | Whitener | None = None, signs: np.ndarray | None = None) -> dict[str, dict]:
+    """The tokenization-matched null of the cheap statistics: labels permuted only among words of one stratum
+    (:func:`analysis.engine.controls.permute_within`); per statistic the observed value, null mean, 2.5-97.5%
+    band and permutation p in the statistic's direction (:data:`STATISTICS`)."""
+    X = prepare(vectors, labels, center_vectors=center_vectors, whiten=whiten, signs=signs)
+    codes, names = encode_labels(labels)
+    k = len(names)
+    rng = np.random.default_rng([seed, 23])
+    none = np.zeros(0, dtype=bool)
+    kw = {"rank": 1, "edges": np.zeros((0, 2), dtype=np.int64), "train": none, "lda": False, "expensive": False}
+    with single_threaded_blas():
+        observed = _all_units(X, codes, k, **kw)
+        draws: dict[str, list[float]] = {s: [] for s in MATCHED_STATISTICS}
+        for _ in range(n_permutations):
+            units = _all_units(X, permute_within(codes, strata, rng), k, **kw)
+            for s in MATCHED_STATISTICS:
+                draws[s].append(unit_mean(units[s]))
+    out = {}
+    for s in MATCHED_STATISTICS:
+        null = np.array(draws[s])
+        value = unit_mean(observed[s])
+        out[s] = {"value": value, "null": float(null.mean()), "null_low": float(np.quantile(null, 0.025)),
+                  "null_high": float(np.quantile(null, 0.975)),
+                  "p_value": permutation_p_value(value, null, STATISTICS[s][0]), "n_permutations": n_permutations,
+                  "n_strata": int(len(np.unique(strata)))}
+    return out
+
+
+def centring_report(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, n_permutations: int = 200,
+                    n_bootstrap: int = 0, seed: int = 0, signs: np.ndarray | None = None) -> dict[str, float]:
+    """Raw (uncentred) and centred cross-concept cosines side by side, the raw one with its permutation null,
+    and the centred pooled one beside its centring-identity expectation
+    (:func:`analysis.engine.controls.centring_identity`)."""
+    raw = prepare(vectors, labels, center_vectors=False, signs=signs)
+    centred = prepare(vectors, labels, center_vectors=True, signs=signs)
+    codes, names = encode_labels(labels)
+    k = len(names)
+    off = ~np.eye(k, dtype=bool)
+    rng = np.random.default_rng([seed, 29])
+    U = unit_rows(raw)
+    with single_threaded_blas():
+        within_raw, cross_raw = _cosine_units(U, codes, k)
+        null = np.array([_cosine_units(U, rng.permutation(codes), k)[1][off].mean() for _ in range(n_permutations)])
+        within_c, cross_c = _cosine_units(unit_rows(centred), codes, k)
+    ident = centring_identity(centred, codes)
+    raw_low, raw_high = bootstrap_units(cross_raw, n_bootstrap, rng)  # over concepts, like the centred one
+    return {"raw_within": float(within_raw.mean()), "raw_cross": float(cross_raw[off].mean()),
+            "raw_cross_ci_low": raw_low, "raw_cross_ci_high": raw_high,
+            "raw_cross_null": float(null.mean()), "raw_cross_null_low": float(np.quantile(null, 0.025)),
+            "raw_cross_null_high": float(np.quantile(null, 0.975)),
+            "centred_within": float(within_c.mean()), "centred_cross": float(cross_c[off].mean()),
+            "centred_cross_pooled": ident["pooled_cross"], "centring_expectation": ident["expected"],
+            "centring_residual": ident["residual"], "n_permutations": n_permutations}
+
+
+def direction_units(X: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    """(k, k) |cos| of the one-vs-rest difference-of-means directions of prepared rows ``X`` labelled ``codes``."""
+    return direction_abs_cos(_directions(X, codes, k, "diff"))
