@@ -1,7 +1,7 @@
 """``mcicl probe dictionary``: the paper's sparse-coding premise asked of real (or saved) word vectors without labels.
 
 Per layer: a dictionary learned on the concept words' vectors (centred on their mean), its size chosen on held-out
-reconstruction error (:func:`analysis.engine.dictionary.choose_size`); each concept direction's best-matching
+reconstruction error (:func:`analysis.engine.sparse_coding.choose_size`); each concept direction's best-matching
 atom against the same dictionary randomly rotated; the purity of each atom's top-loading words; whether polysemous
 words' codes load on atoms of their senses, against the same words with random senses (chance) and monosemous
 words; with ``--truth``, recovery of a known dictionary (matched cosines, Amari distance). Outputs:
@@ -12,14 +12,15 @@ and ``figures/``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from mcicl.analysis.engine.dictionary import (
+from mcicl.analysis.engine.measures import concept_directions, prepare
+from mcicl.analysis.engine.sparse_coding import (
     abs_cosines,
     amari_distance,
     atom_concepts,
@@ -33,7 +34,7 @@ from mcicl.analysis.engine.dictionary import (
     sense_recall,
     sparse_codes,
 )
-from mcicl.analysis.engine.measures import concept_directions, prepare
+from mcicl.analysis.engine.sparse_coding_figures import atoms_figure, recall_figure, sizes_figure
 from mcicl.core.io import strict_json
 from mcicl.core.jobs import JobContext
 from mcicl.core.logs import progress
@@ -202,11 +203,10 @@ class DictionaryResult:
     config: DictionaryConfig
     results: dict[str, dict[str, Any]]  # layer -> fit_space's output
     summary: dict[str, Any]
+    spaces: list[Space] = field(default_factory=list)  # the fitted spaces (for refits on subsets)
 
     def figures(self) -> dict[str, Figure]:
         """Held-out error per size, atoms x concepts of the last layer, and sense recall per layer."""
-        from mcicl.analysis.engine.dictionary_figures import atoms_figure, recall_figure, sizes_figure
-
         last = list(self.results)[-1]
         r = self.results[last]
         return {"sizes": sizes_figure({k: v["choice"].rows for k, v in self.results.items()}),
@@ -276,7 +276,7 @@ def measure_dictionary(cfg: DictionaryConfig, *, loaded: Any = None, quiet: bool
                "centring": "vectors centred on the mean of the concept words before fitting",
                "random_weights": bool(spaces[0].meta.get("random_weights", False)),
                "per_layer": per_layer}
-    return DictionaryResult(cfg, results, strict_json(summary))
+    return DictionaryResult(cfg, results, strict_json(summary), spaces)
 
 
 def execute(cfg: DictionaryConfig, ctx: JobContext) -> int:

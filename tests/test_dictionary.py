@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcicl.analysis.engine.dictionary import (
+from mcicl.analysis.engine.sparse_coding import (
     amari_distance,
     atom_purity,
     atoms_against_concepts,
@@ -115,7 +115,7 @@ def test_concepts_aligned_with_atoms_beat_both_nulls_and_shuffled_labels_do_not(
     assert res_c["mean_p"] < 0.05  # the weak null is beaten by chance groupings
     assert res_c["label_p"] > 0.05 and res_c["mean"] < res["mean"] - 0.1
     # The rotation null by hand: the mean best |cos| of one rotated dictionary, drawn with the same generator.
-    from mcicl.analysis.engine.dictionary import best_atom_cosines, random_rotation
+    from mcicl.analysis.engine.sparse_coding import best_atom_cosines, random_rotation
     rng = np.random.default_rng(0)
     first = best_atom_cosines(atoms, learned @ random_rotation(learned.shape[1], rng).T).mean()
     one = atoms_against_concepts(atoms, learned, rotations=1, seed=0)

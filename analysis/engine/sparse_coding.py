@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
+from threadpoolctl import threadpool_limits
 
 # ----------------------------------------------------------------------------------------------- fitting
 
@@ -73,8 +75,6 @@ def learn_dictionary(x: np.ndarray, n_atoms: int, nonzeros: int, *, seed: int = 
     minimisation stops in local minima where one atom sits between two true ones (1 start in 3 on planted data)."""
     x = np.asarray(x, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    from threadpoolctl import threadpool_limits
-
     with threadpool_limits(limits=1, user_api="blas"):  # small products: threads only add overhead here
         fits = [fit_dictionary(x, n_atoms, nonzeros, seed=int(rng.integers(2**31)), max_iter=max_iter, tol=tol)
                 for _ in range(max(1, restarts))]
@@ -177,8 +177,6 @@ def abs_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def matched_cosines(true: np.ndarray, learned: np.ndarray) -> np.ndarray:
     """For each true atom, |cos| with the learned atom it is paired with by a one-to-one (Hungarian) matching that
     maximises the total |cos|; a true atom left without a partner (fewer learned atoms) gets 0."""
-    from scipy.optimize import linear_sum_assignment
-
     c = abs_cosines(true, learned)
     rows, cols = linear_sum_assignment(-c)
     out = np.zeros(len(true))
