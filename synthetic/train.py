@@ -92,6 +92,19 @@ def build_world(config: SyntheticConfig) -> World:
     return World(dic, train, test, ood)
 
 
+def fresh_test(config: SyntheticConfig, world: World, step: int) -> Prompts:
+    """An independent in-distribution test set for the evaluation at ``step`` (``test_prompts: fresh``): drawn
+    from a generator seeded by (seed, step) alone, so it never repeats another step's set or the fixed one."""
+    def draw(c: SyntheticConfig, dic: Dictionary) -> Prompts:
+        state = int(np.random.SeedSequence([c.seed, 3, step]).generate_state(1)[0])
+        return sample_prompts(dic, train_spec(c), c.seeds, c.n_test, torch.Generator().manual_seed(state))
+
+    if config.dictionary == "per_seed":
+        return Prompts.cat([draw(c, dic) for c, dic in zip(seed_configs(config), world.seed_dictionaries,
+                                                             strict=True)])
+    return draw(config, world.dictionary)
+
+
 def stack_models(models: list[OneLayerTransformer]) -> OneLayerTransformer:
     """Models concatenated along the seed axis S into one model (parameters copied)."""
     stacked = copy.deepcopy(models[0])
@@ -122,13 +135,15 @@ def world_weight_metrics(model: OneLayerTransformer, world: World, offset: int =
                     for sl, dic in world.dictionary_groups()])
 
 
-def evaluate(model: OneLayerTransformer, world: World, step: int, ood: bool = True) -> dict:
-    """One metrics row: train and test prompt metrics, weight metrics and (if ``ood``) every scenario's."""
+def evaluate(model: OneLayerTransformer, world: World, step: int, ood: bool = True,
+             test: Prompts | None = None) -> dict:
+    """One metrics row: train and test prompt metrics, weight metrics and (if ``ood``) every scenario's; ``test``
+    replaces the world's fixed test set (a fresh one per evaluation)."""
     K = world.dictionary.K
     row = {
         "step": step,
         "train": prompt_metrics(model, world.train, K),
-        "test": prompt_metrics(model, world.test, K),
+        "test": prompt_metrics(model, world.test if test is None else test, K),
         "weights": world_weight_metrics(model, world),
     }
     if ood:
@@ -333,6 +348,9 @@ def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures
             export_features(seed_configs(config)[0] if config.dictionary == "per_seed" else config,
                             world.dictionary, run.path)
 
+    def test_set(step: int) -> Prompts | None:
+        return fresh_test(config, world, step).to(device) if config.test_prompts == "fresh" else None
+
     def record(row: dict) -> None:
         rows.append(row)
         if run is not None:
@@ -342,14 +360,14 @@ def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures
     for step in progress(range(first, config.steps), desc="synthetic train", total=config.steps - first):
         if step % config.eval_every == 0:
             _check_finite(model, config, step)
-            record(evaluate(model, on_device, step, ood=step % config.ood_every == 0))
+            record(evaluate(model, on_device, step, ood=step % config.ood_every == 0, test=test_set(step)))
         if run is not None and step % config.checkpoint_every == 0 and step > first:
             save_checkpoint(model, run.path / "checkpoints", step, config)
         history[step - first] = sgd_step(model, config, on_device.train, step).numpy()
         if (why := diverged(history[:step - first + 1], first_step=first)) is not None:
             _check_finite(model, config, step, why)
     _check_finite(model, config, config.steps)
-    record(evaluate(model, on_device, config.steps))
+    record(evaluate(model, on_device, config.steps, test=test_set(config.steps)))
     summary = summarize(rows, config)
     summary["baselines"] = finite_or_none(evaluate_baselines(config, world))
     summary["seconds"] = round(time.perf_counter() - start, 2)
@@ -358,6 +376,29 @@ def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures
     if run is not None:
         result._save(run, figures=figures)  # the final checkpoint, summary and figures beside what was streamed
     return result
+
+
+ALIGNS = (0.0, 0.05, 0.1, 0.2)
+
+
+def align_sensitivity(base: SyntheticConfig, aligns=ALIGNS) -> dict:
+    """How much the headline depends on the oracle warm start: the same protocol trained from each
+    ``readout_align`` (0 = a random readout) with ``base``'s seeds; per value the seeds' final test error, steps
+    to 1%, exponential wins (QAIC) and the curvature's 95% interval across seeds."""
+    from dataclasses import replace
+
+    table: dict = {"readout_align": list(aligns), "seeds": base.seeds, "steps": base.steps, "final_zero_one": [],
+                   "step_1pct": [], "exponential_wins": [], "curvature": [], "curvature_ci95": [], "rate": []}
+    for a in aligns:
+        s = train(replace(base, readout_init="aligned", readout_align=float(a)), figures=False).summary
+        conv = s["convergence"]
+        table["final_zero_one"].append(s["final_per_seed"]["test_zero_one"])
+        table["step_1pct"].append(conv["per_seed"]["step_1pct"])
+        table["exponential_wins"].append(conv["exponential_beats_power_law"])
+        table["curvature"].append(conv["per_seed"]["curvature"])
+        table["curvature_ci95"].append(conv["curvature_ci95"])
+        table["rate"].append(conv["per_seed"]["rate"])
+    return finite_or_none(table)
 
 
 # ----------------------------------------------------------------------------------------- the job
