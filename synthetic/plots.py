@@ -22,7 +22,7 @@ from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
 from mcicl.core.runs import RunFolder
 from mcicl.synthetic.baselines import BASELINES
 from mcicl.synthetic.config import SyntheticConfig
-from mcicl.synthetic.convergence import fit_tail, series
+from mcicl.synthetic.convergence import ci95, fit_tail, series
 
 log = logging.getLogger("mcicl")
 BASELINE_LABELS = {"query_only": "query only (context-blind)", "nearest_demonstration": "nearest demonstration",
@@ -340,8 +340,6 @@ ALIGN_CAPTION = Caption(
 @styled
 def plot_align_sensitivity(table: dict, axes=None) -> Figure:
     """The 4-panel figure of :func:`mcicl.synthetic.train.align_sensitivity`'s table."""
-    from mcicl.synthetic.convergence import ci95
-
     fig, axes = _axes(axes, 1, 4, (15, 3.6))
     aligns = [float(a) for a in table["readout_align"]]
     c = palette(2)

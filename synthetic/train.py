@@ -10,7 +10,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -205,8 +205,6 @@ def diverged(losses, first_step: int = 0, factor: float = DIVERGENCE_FACTOR) -> 
     and log 2 (the logistic loss of a zero readout; so a run resumed near 0 loss is not flagged for small
     rises). A loss that grows by orders of magnitude without overflowing (lr=1e12 reaching 3e7) is caught as
     well as NaN. ``first_step`` is the step of ``losses[0]`` (for the message)."""
-    import numpy as np
-
     arr = np.asarray(losses, dtype=float)
     if arr.size == 0:
         return None
@@ -385,8 +383,6 @@ def align_sensitivity(base: SyntheticConfig, aligns=ALIGNS) -> dict:
     """How much the headline depends on the oracle warm start: the same protocol trained from each
     ``readout_align`` (0 = a random readout) with ``base``'s seeds; per value the seeds' final test error, steps
     to 1%, exponential wins (QAIC) and the curvature's 95% interval across seeds."""
-    from dataclasses import replace
-
     table: dict = {"readout_align": list(aligns), "seeds": base.seeds, "steps": base.steps, "final_zero_one": [],
                    "step_1pct": [], "exponential_wins": [], "curvature": [], "curvature_ci95": [], "rate": []}
     for a in aligns:

@@ -145,3 +145,17 @@ def test_fresh_test_prompts_differ_per_evaluation_and_repeat_per_seed() -> None:
     assert torch.equal(a.x, again.x) and not torch.equal(a.x, b.x) and not torch.equal(a.x, world.test.x)
     rows = train(SyntheticConfig(**{**config.__dict__, "steps": 4, "eval_every": 2, "ood_every": 2})).metrics
     assert len(rows) == 3
+
+
+def test_align_sensitivity_table_and_figure() -> None:
+    from matplotlib.figure import Figure
+
+    from mcicl.synthetic.plots import plot_align_sensitivity
+    from mcicl.synthetic.train import align_sensitivity
+
+    base = SyntheticConfig(K=2, K_irr=1, d=20, L=4, n_train=64, n_test=100, steps=10, eval_every=5, ood_every=5,
+                           scenarios=[], seeds=2, n_features=5)
+    table = align_sensitivity(base, (0.0, 0.2))
+    assert table["readout_align"] == [0.0, 0.2] and len(table["final_zero_one"]) == 2
+    assert all(len(v) == 2 for v in table["step_1pct"])
+    assert isinstance(plot_align_sensitivity(table), Figure)
