@@ -197,8 +197,10 @@ def group_synthetic(sh: Shared) -> list[dict[str, Any]]:
     flipped-label claim on `value: projected` (labels and words both reach the output) beside the same model
     trained with the demonstrations' labels hidden (context-blind).
 
-    Publication cost (5 seeds, 400 steps, 10,000 test prompts): 5 training runs (main, replication, oracle
-    start, projected, projected context-blind), about 5 x 60 s on 2 shared cores."""
+    Publication cost (5 seeds, 400 steps, 10,000 test prompts): 5 training runs with a fixed test set (main,
+    replication, oracle start, projected, projected context-blind; about 60 s each on 2 shared cores) and 2 with
+    fresh test prompts at every 10th step for the convergence fits (main and replication seeds; a prompt draw
+    per evaluation, about 4 x a fixed-set run each): about 13 minutes in all."""
     cfg, group = sh.cfg, "synthetic"
     main = _synthetic(cfg, cfg.seed)
     # Fresh dictionaries per seed: the replication varies the world too, not only init and prompts.
@@ -246,18 +248,28 @@ def group_synthetic(sh: Shared) -> list[dict[str, Any]]:
         extra={"statistic": "polarisation", "correct_attention_per_seed": pol["correct_attention"],
                "oracle_start_correct_attention": seed_estimate(oracle.summary["final_per_seed"]["correct_attention"])},
         **common))
-    conv, conv_rep, conv_or = (r.summary["convergence"] for r in (main, rep, oracle))
+    # Independent counts for the convergence fits: a fresh test set at every evaluation (every 10 steps), main
+    # seeds and the replication's; the fixed-set fit of the main run is reported beside it.
+    fresh_kw = {"scenarios": [], "test_prompts": "fresh", "eval_every": 10, "ood_every": 10}
+    fresh = _synthetic(cfg, cfg.seed, **fresh_kw)
+    fresh_rep = _synthetic(cfg, cfg.replication_seed, dictionary="per_seed", **fresh_kw)
+    conv_fixed = main.summary["convergence"]
+    conv, conv_rep, conv_or = (r.summary["convergence"] for r in (fresh, fresh_rep, oracle))
     window = {k: seed_estimate(v["per_seed"], None) for k, v in conv["rate_by_window_start"].items()}
     out.append(finding(
         "synthetic.convergence.rate", claim="The slope of logit(test error) per step over the window from 10% "
-        "error to the last error (a binomial fit with quasi-binomial errors, per seed); the curve steepens, so "
-        "the rate is also given from window starts of 5% and 1%.", main=seed_estimate(conv["per_seed"]["rate"],
+        "error to the last error (a binomial fit with quasi-binomial errors, per seed); the curve is not one "
+        "exponential, so the rate is also given from window starts of 5% and 1%.", main=seed_estimate(conv["per_seed"]["rate"],
                                                                                        None),
         better="higher", controls=[control("no decay (rate 0)", 0.0)],
         second=seed_estimate(conv_rep["per_seed"]["rate"], None), headline=True,
         extra={"exponential_beats_power_law": conv["exponential_beats_power_law"], "by": "QAIC",
                "seeds_fitted": conv["seeds_fitted"], "rate_by_window_start": window,
                "pearson_dispersion_per_seed": conv["per_seed"]["dispersion"],
+               "test_prompts": "fresh per evaluation (every 10 steps)",
+               "fixed_test_set_rate": seed_estimate(conv_fixed["per_seed"]["rate"], None),
+               "fixed_test_set_dispersion_per_seed": conv_fixed["per_seed"]["dispersion"],
+               "fixed_test_set_exponential_beats_power_law": conv_fixed["exponential_beats_power_law"],
                "replication_exponential_beats_power_law": conv_rep["exponential_beats_power_law"],
                "oracle_start_rate": seed_estimate(conv_or["per_seed"]["rate"], None),
                "oracle_start_exponential_beats_power_law": conv_or["exponential_beats_power_law"]},

@@ -257,7 +257,8 @@ def convergence(rows: list[dict], n_test: int) -> dict:
         "model": "binomial GLM (logit link) on error counts out of n_test; standard errors quasi-binomial "
                  "(scaled by the Pearson dispersion), exponential vs power law by QAIC",
         "rate_meaning": f"the slope of logit(error) per step over the window from {TAIL_START:g} error on; the "
-                        "curve steepens (negative curvature), so a later window start gives a larger rate",
+                        "curve is not one exponential (it steepens under the oracle start, flattens from the "
+                        "random default), so the rate depends on the window start: see rate_by_window_start",
         "rate": _mean(per_seed["rate"]), "rate_ci95": ci95(per_seed["rate"]),
         "rate_by_window_start": by_start,
         "dispersion": _mean(per_seed["dispersion"]),
