@@ -330,6 +330,11 @@ def group_synthetic_random_readout(sh: Shared) -> list[dict[str, Any]]:
     err, err_rep = main.summary["final_per_seed"]["test_zero_one"], rep.summary["final_per_seed"]["test_zero_one"]
     table = align_sensitivity(SyntheticConfig(seeds=cfg.seeds, steps=cfg.steps, n_test=cfg.n_test, seed=cfg.seed,
                                               scenarios=[]), ALIGNS)
+
+    def censored(values: Sequence[float | None]) -> list[float]:
+        """Steps to 1% with a seed that never reaches it counted as the budget (censored: a lower bound)."""
+        return [float(cfg.steps) if v is None else v for v in values]
+
     sens = {f"{a:g}": {"final_zero_one": seed_estimate(table["final_zero_one"][i]),
                        "step_1pct": seed_estimate(table["step_1pct"][i], None),
                        "seeds_reaching_1pct": sum(v is not None for v in table["step_1pct"][i]),
@@ -354,12 +359,15 @@ def group_synthetic_random_readout(sh: Shared) -> list[dict[str, Any]]:
                        "seeds_fitted": conv["seeds_fitted"]}, **common),
         finding("synthetic.oracle_start.sensitivity", claim="Steps to 1% test error of the default protocol from a "
                 "random readout (readout_align 0), beside oracle warm starts of readout_align 0.05, 0.1, 0.2 (the "
-                "true label directions added to the readout).",
-                main=seed_estimate(table["step_1pct"][0], None), better="lower",
+                "true label directions added to the readout); lower is faster, so the oracle starts are expected "
+                "to 'win' here.",
+                main=seed_estimate(censored(table["step_1pct"][0]), None), better="lower",
                 controls=[control(f"oracle start readout_align {a:g}",
-                                  **_seed_control_free(table["step_1pct"][i])) for i, a in
+                                  **_seed_control_free(censored(table["step_1pct"][i]))) for i, a in
                           enumerate(table["readout_align"]) if i > 0],
-                second=seed_estimate(table["step_1pct"][0], None), extra={"by_readout_align": sens},
+                second=seed_estimate(censored(table["step_1pct"][0]), None),
+                extra={"by_readout_align": sens, "censoring": f"a seed that never reaches 1% counts as the "
+                       f"{cfg.steps}-step budget (a lower bound)"},
                 **{**common, "replicated_on": "the main seeds (no separate replication run)"}),
     ]
 
