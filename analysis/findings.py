@@ -259,8 +259,8 @@ def group_synthetic(sh: Shared) -> list[dict[str, Any]]:
     out.append(finding(
         "synthetic.convergence.rate", claim="The slope of logit(test error) per step over the window from 10% "
         "error to the last error (a binomial fit with quasi-binomial errors, per seed); the curve is not one "
-        "exponential, so the rate is also given from window starts of 5% and 1%.", main=seed_estimate(conv["per_seed"]["rate"],
-                                                                                       None),
+        "exponential, so the rate is also given from window starts of 5% and 1%.",
+        main=seed_estimate(conv["per_seed"]["rate"], None),
         better="higher", controls=[control("no decay (rate 0)", 0.0)],
         second=seed_estimate(conv_rep["per_seed"]["rate"], None), headline=True,
         extra={"exponential_beats_power_law": conv["exponential_beats_power_law"], "by": "QAIC",
