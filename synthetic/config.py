@@ -68,10 +68,17 @@ class SyntheticConfig:
     context_strength: float = 1.0  # in-context scenarios: the context feature is context_strength * a_k
     # --- model ---
     value: str = "label"  # "label": v_l = y_l; "projected": v_l = W_V [x_l; y_l]
-    m: int = 8  # ReLU neurons per sign in the MLP readout
+    m: int = 32  # ReLU neurons per sign in the MLP readout (8 with a random readout: 3 of 10 seeds end with every
+    #   w_+ neuron dead on one concept's labels, test error ~0.125 at 2,000 steps; 32: 10 of 10 converge)
     sigma0: float = 0.05  # Gaussian init scale of W_Q, W_K (, W_V) and w_{+-,r}
-    readout_init: str = "aligned"  # "aligned": w_+ has a component along +d_k, w_- along -d_k; "random"
-    readout_align: float = 0.2  # size of that aligned component
+    readout_init: str = "random"  # "random": every weight Gaussian (no ground truth enters the initialisation);
+    #   "aligned" (an oracle warm start): w_+ also gets readout_align * sum_k d_k/|d_k| (the TRUE label
+    #   directions), w_- minus that
+    readout_align: float = 0.2  # size of that aligned component (only with readout_init: aligned)
+    skip: bool = False  # add a skip path from the query to the readout: h = sum_l alpha_l v_l + W_S x_q, so the
+    #   query reaches the output without attention (with value: projected the labels do too)
+    demo_labels: str = "shown"  # "hidden": every demonstration's label y_l is replaced by 0 in training and
+    #   evaluation (the context-blind control: the same model, trained the same way, without the labels)
     # --- training ---
     seeds: int = field(default=1, metadata=doc(  # independent models trained in one vectorized program (S)
         "independent models trained at once as a batch dimension"))
@@ -79,10 +86,13 @@ class SyntheticConfig:
     #   prompts and minibatches); "per_seed": seed i draws its own dictionary, prompts and init from a seed
     #   derived from (seed, i), so intervals across seeds include dictionary variation
     steps: int = field(default=400, metadata=doc("SGD steps"))
-    lr: float = 2.0
+    lr: float = 8.0  # scaled with m (the readout is a mean over m neurons): 2.0 at m = 8
     batch_size: int = 64  # 0 or >= n_train means full batch
     n_train: int = 1024  # fixed training prompts (per seed)
-    n_test: int = 10000  # fresh in-distribution test prompts
+    n_test: int = 10000  # in-distribution test prompts (per evaluation with test_prompts: fresh)
+    test_prompts: str = "fixed"  # "fixed": one test set re-scored at every evaluation (counts along training are
+    #   then correlated); "fresh": a new, independent set of n_test prompts at every evaluation (seeded by
+    #   (seed, step), so resume gives the same numbers), for independent counts in the convergence fits
     n_test_ood: int = 2000  # test prompts per OOD scenario
     n_features: int = 100  # sampled words per (concept, sign) exported to features.npz
     scenarios: list[str] = field(default_factory=default_scenarios)
@@ -127,6 +137,7 @@ class SyntheticConfig:
         require(self.readout_init in ("aligned", "random"), "readout_init", self.readout_init,
                 "'aligned' or 'random'")
         require(self.readout_align >= 0.0, "readout_align", self.readout_align, "a number >= 0")
+        require(self.demo_labels in ("shown", "hidden"), "demo_labels", self.demo_labels, "'shown' or 'hidden'")
         require(self.seeds >= 1, "seeds", self.seeds, "an integer >= 1")
         require(self.dictionary in ("shared", "per_seed"), "dictionary", self.dictionary, "'shared' or 'per_seed'")
         require(self.steps >= 0, "steps", self.steps, "an integer >= 0")
@@ -134,6 +145,7 @@ class SyntheticConfig:
         require(self.batch_size >= 0, "batch_size", self.batch_size, "an integer >= 0 (0 = full batch)")
         require(self.n_train >= 1, "n_train", self.n_train, "an integer >= 1")
         require(self.n_test >= 1, "n_test", self.n_test, "an integer >= 1")
+        require(self.test_prompts in ("fixed", "fresh"), "test_prompts", self.test_prompts, "'fixed' or 'fresh'")
         require(self.n_test_ood >= 1, "n_test_ood", self.n_test_ood, "an integer >= 1")
         require(self.n_features >= 1, "n_features", self.n_features, "an integer >= 1")
         for name in self.scenarios:
@@ -176,6 +188,11 @@ class SyntheticConfig:
         # The 4 unseen_concept directions are always reserved, so the dictionary (and the trained model) do not
         # depend on which scenarios are evaluated.
         return words + labels + shared + 4
+
+    @property
+    def oracle_init(self) -> bool:
+        """True when ground truth (the true label directions) enters the initialisation."""
+        return self.readout_init == "aligned" and self.readout_align > 0
 
     @property
     def full_batch(self) -> bool:

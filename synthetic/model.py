@@ -3,7 +3,7 @@
 Every parameter carries a leading seed axis S: S independent models run as one tensor program.
 
     alpha_l = softmax_l( x_l^T W_K^T W_Q x_q )                       attention over the L demonstrations
-    h       = sum_l alpha_l v_l,  v_l = y_l  (or W_V [x_l; y_l])     attention output
+    h       = sum_l alpha_l v_l,  v_l = y_l  (or W_V [x_l; y_l])     attention output (+ W_S x_q with skip)
     f       = (1/m) sum_r [ ReLU(<w_{+,r}, h>) - ReLU(<w_{-,r}, h>) ] readout
     loss    = log(1 + exp(-s_q f))                                   logistic loss
 """
@@ -96,8 +96,12 @@ class OneLayerTransformer(torch.nn.Module):
             # Start at the label map v_l = y_l plus noise, so "projected" contains the default model.
             eye = torch.cat([torch.zeros(d, d, dtype=dt), torch.eye(d, dtype=dt)], 1)
             self.W_V = torch.nn.Parameter(eye + gauss(S, d, 2 * d))  # (S, d, 2d)
+        self.skip = config.skip
+        if self.skip:
+            self.W_S = torch.nn.Parameter(gauss(S, d, d))  # (S, d, d): h += W_S x_q
+        self.hide_labels = config.demo_labels == "hidden"
         w_plus, w_minus = gauss(S, m, d), gauss(S, m, d)  # (S, m, d)
-        if config.readout_init == "aligned":
+        if config.readout_init == "aligned":  # an oracle warm start: it reads the true label directions
             # Break the sign symmetry: w_+ leans towards +d_k and w_- towards -d_k for every task concept k.
             direction = dictionary.dl / dictionary.dl.norm(dim=1, keepdim=True)  # (K or 1, d)
             w_plus = w_plus + config.readout_align * direction.sum(0)
@@ -110,8 +114,12 @@ class OneLayerTransformer(torch.nn.Module):
         # x_l^T W_K^T W_Q x_q, computed as x_l . (W_K^T (W_Q x_q)) so the cost is not L d^2 per prompt.
         query = torch.bmm(xq, self.W_Q.transpose(1, 2))  # W_Q x_q        (S, n, d)
         pulled = torch.bmm(query, self.W_K)  # W_K^T W_Q x_q  (S, n, d)
+        if self.hide_labels:  # the context-blind control: the demonstrations' labels never reach the model
+            y = torch.zeros_like(y)
         v = self.values(x, y) if self.projected else y  # (S, n, L, d)
         h, scores, alpha = Attention.apply(x, v, pulled)  # (S, n, d), (S, n, L), (S, n, L)
+        if self.skip:  # the query's own route to the readout, around attention
+            h = h + torch.bmm(xq, self.W_S.transpose(1, 2))
         f = self.readout(h)  # (S, n)
         return Output(f, alpha, h, scores)
 

@@ -10,9 +10,10 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -91,6 +92,19 @@ def build_world(config: SyntheticConfig) -> World:
     return World(dic, train, test, ood)
 
 
+def fresh_test(config: SyntheticConfig, world: World, step: int) -> Prompts:
+    """An independent in-distribution test set for the evaluation at ``step`` (``test_prompts: fresh``): drawn
+    from a generator seeded by (seed, step) alone, so it never repeats another step's set or the fixed one."""
+    def draw(c: SyntheticConfig, dic: Dictionary) -> Prompts:
+        state = int(np.random.SeedSequence([c.seed, 3, step]).generate_state(1)[0])
+        return sample_prompts(dic, train_spec(c), c.seeds, c.n_test, torch.Generator().manual_seed(state))
+
+    if config.dictionary == "per_seed":
+        return Prompts.cat([draw(c, dic) for c, dic in zip(seed_configs(config), world.seed_dictionaries,
+                                                             strict=True)])
+    return draw(config, world.dictionary)
+
+
 def stack_models(models: list[OneLayerTransformer]) -> OneLayerTransformer:
     """Models concatenated along the seed axis S into one model (parameters copied)."""
     stacked = copy.deepcopy(models[0])
@@ -121,13 +135,15 @@ def world_weight_metrics(model: OneLayerTransformer, world: World, offset: int =
                     for sl, dic in world.dictionary_groups()])
 
 
-def evaluate(model: OneLayerTransformer, world: World, step: int, ood: bool = True) -> dict:
-    """One metrics row: train and test prompt metrics, weight metrics and (if ``ood``) every scenario's."""
+def evaluate(model: OneLayerTransformer, world: World, step: int, ood: bool = True,
+             test: Prompts | None = None) -> dict:
+    """One metrics row: train and test prompt metrics, weight metrics and (if ``ood``) every scenario's; ``test``
+    replaces the world's fixed test set (a fresh one per evaluation)."""
     K = world.dictionary.K
     row = {
         "step": step,
         "train": prompt_metrics(model, world.train, K),
-        "test": prompt_metrics(model, world.test, K),
+        "test": prompt_metrics(model, world.test if test is None else test, K),
         "weights": world_weight_metrics(model, world),
     }
     if ood:
@@ -152,10 +168,10 @@ def _minibatch(seed: int, S: int, config: SyntheticConfig, step: int) -> torch.T
     return torch.randint(config.n_train, (S, config.batch_size), generator=gen)
 
 
-def sgd_step(model: OneLayerTransformer, config: SyntheticConfig, train: Prompts, step: int) -> float:
-    """One SGD step on every seed at once; returns the mean minibatch loss."""
+def sgd_step(model: OneLayerTransformer, config: SyntheticConfig, train: Prompts, step: int) -> torch.Tensor:
+    """One SGD step on every seed at once; returns each seed's minibatch loss (S,) on the CPU."""
     batch = train if config.full_batch else train.index(batch_indices(config, step).to(train.x.device))
-    return float(sgd_update(model, batch.x, batch.y, batch.xq, batch.target, config.lr).sum()) / config.seeds
+    return sgd_update(model, batch.x, batch.y, batch.xq, batch.target, config.lr).cpu()
 
 
 def sgd_update(model: OneLayerTransformer, x: torch.Tensor, y: torch.Tensor, xq: torch.Tensor, target: torch.Tensor,
@@ -174,7 +190,36 @@ def sgd_update(model: OneLayerTransformer, x: torch.Tensor, y: torch.Tensor, xq:
 
 
 class TrainingDiverged(ValueError):
-    """A non-finite loss or weight during training: the run stops rather than report numbers it did not measure."""
+    """A non-finite or exploding loss, or a non-finite weight, during training: the run stops rather than report
+    numbers it did not measure."""
+
+
+DIVERGENCE_FACTOR = 100.0  # a loss this many times its start (at least log 2) has diverged
+
+
+def diverged(losses, first_step: int = 0, factor: float = DIVERGENCE_FACTOR) -> str | None:
+    """Why a loss history diverged, or None: a pure function of the losses (also what sweeps call).
+
+    ``losses`` is one value per step (T,) or one per step and instance (T, S). A history diverges at the first
+    step where a loss is not finite or exceeds ``factor`` times its reference, the larger of its first value
+    and log 2 (the logistic loss of a zero readout; so a run resumed near 0 loss is not flagged for small
+    rises). A loss that grows by orders of magnitude without overflowing (lr=1e12 reaching 3e7) is caught as
+    well as NaN. ``first_step`` is the step of ``losses[0]`` (for the message)."""
+    arr = np.asarray(losses, dtype=float)
+    if arr.size == 0:
+        return None
+    table = arr.reshape(len(arr), -1)  # (T, S)
+    ref = np.maximum(np.where(np.isfinite(table[0]), table[0], 0.0), math.log(2))  # (S,)
+    bad = ~np.isfinite(table) | (table > factor * ref)
+    if not bad.any():
+        return None
+    t, s = (int(v) for v in np.argwhere(bad)[0])  # the first step, then the first instance at that step
+    who = f" (instance {s})" if table.shape[1] > 1 else ""
+    value = table[t, s]
+    if not math.isfinite(value):
+        return f"the logistic loss is {value} at step {first_step + t}{who}"
+    return (f"the logistic loss grew to {value:.3g} at step {first_step + t}{who}, more than {factor:g}x its "
+            f"start {table[0, s]:.3g}")
 
 
 @dataclass
@@ -253,15 +298,16 @@ def train(config: SyntheticConfig, run: RunFolder | None = None, *, resume: bool
         torch.set_num_threads(threads)
 
 
-def _check_finite(model: OneLayerTransformer, config: SyntheticConfig, step: int, loss: float | None = None) -> None:
-    """Raise TrainingDiverged when ``loss`` (if given) or any weight is not finite."""
-    if loss is not None and not math.isfinite(loss):
-        what = f"the minibatch logistic loss is {loss}"
+def _check_finite(model: OneLayerTransformer, config: SyntheticConfig, step: int, why: str | None = None) -> None:
+    """Raise TrainingDiverged when ``why`` (a ``diverged`` message of the loss history) is given or any weight is
+    not finite."""
+    if why is not None:
+        what = why
     elif bad := [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]:
-        what = f"weights {', '.join(bad)} are not finite"
+        what = f"weights {', '.join(bad)} are not finite at step {step}"
     else:
         return
-    raise TrainingDiverged(f"training diverged at step {step}: {what}; lower lr (now {config.lr:g}, e.g. "
+    raise TrainingDiverged(f"training diverged: {what}; lower lr (now {config.lr:g}, e.g. "
                            "lr=2.0) or sigma0")
 
 
@@ -300,22 +346,26 @@ def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures
             export_features(seed_configs(config)[0] if config.dictionary == "per_seed" else config,
                             world.dictionary, run.path)
 
+    def test_set(step: int) -> Prompts | None:
+        return fresh_test(config, world, step).to(device) if config.test_prompts == "fresh" else None
+
     def record(row: dict) -> None:
         rows.append(row)
         if run is not None:
             run.append_jsonl(METRICS, [row])
 
+    history = np.zeros((max(config.steps - first, 1), config.seeds))  # per-step, per-seed minibatch losses
     for step in progress(range(first, config.steps), desc="synthetic train", total=config.steps - first):
         if step % config.eval_every == 0:
             _check_finite(model, config, step)
-            record(evaluate(model, on_device, step, ood=step % config.ood_every == 0))
+            record(evaluate(model, on_device, step, ood=step % config.ood_every == 0, test=test_set(step)))
         if run is not None and step % config.checkpoint_every == 0 and step > first:
             save_checkpoint(model, run.path / "checkpoints", step, config)
-        loss = sgd_step(model, config, on_device.train, step)
-        if not math.isfinite(loss):
-            _check_finite(model, config, step, loss)
+        history[step - first] = sgd_step(model, config, on_device.train, step).numpy()
+        if (why := diverged(history[:step - first + 1], first_step=first)) is not None:
+            _check_finite(model, config, step, why)
     _check_finite(model, config, config.steps)
-    record(evaluate(model, on_device, config.steps))
+    record(evaluate(model, on_device, config.steps, test=test_set(config.steps)))
     summary = summarize(rows, config)
     summary["baselines"] = finite_or_none(evaluate_baselines(config, world))
     summary["seconds"] = round(time.perf_counter() - start, 2)
@@ -324,6 +374,27 @@ def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures
     if run is not None:
         result._save(run, figures=figures)  # the final checkpoint, summary and figures beside what was streamed
     return result
+
+
+ALIGNS = (0.0, 0.05, 0.1, 0.2)
+
+
+def align_sensitivity(base: SyntheticConfig, aligns=ALIGNS) -> dict:
+    """How much the headline depends on the oracle warm start: the same protocol trained from each
+    ``readout_align`` (0 = a random readout) with ``base``'s seeds; per value the seeds' final test error, steps
+    to 1%, exponential wins (QAIC) and the curvature's 95% interval across seeds."""
+    table: dict = {"readout_align": list(aligns), "seeds": base.seeds, "steps": base.steps, "final_zero_one": [],
+                   "step_1pct": [], "exponential_wins": [], "curvature": [], "curvature_ci95": [], "rate": []}
+    for a in aligns:
+        s = train(replace(base, readout_init="aligned", readout_align=float(a)), figures=False).summary
+        conv = s["convergence"]
+        table["final_zero_one"].append(s["final_per_seed"]["test_zero_one"])
+        table["step_1pct"].append(conv["per_seed"]["step_1pct"])
+        table["exponential_wins"].append(conv["exponential_beats_power_law"])
+        table["curvature"].append(conv["per_seed"]["curvature"])
+        table["curvature_ci95"].append(conv["curvature_ci95"])
+        table["rate"].append(conv["per_seed"]["rate"])
+    return finite_or_none(table)
 
 
 # ----------------------------------------------------------------------------------------- the job

@@ -37,21 +37,23 @@ def test_default_config_learns_in_context(default_run) -> None:
     config, summary, _ = default_run
     assert summary["final"]["test_zero_one"] <= config.label_noise + 0.02
     assert all(e <= 0.02 for e in summary["final_per_seed"]["test_zero_one"])
-    assert summary["final"]["correct_attention"] > 0.9
-    assert all(a > 0.9 for a in summary["final_per_seed"]["correct_attention"])
+    # A random readout (the default: no ground truth in the init) leaves the sign of each concept's attention
+    # free, so polarisation, not correct attention, is the statistic (measured 0.99 per seed).
+    assert summary["oracle_init"] is False
+    assert summary["final"]["polarisation"] > 0.9
 
 
-def test_error_decays_at_least_exponentially(default_run) -> None:
-    # Binomial tail fits per seed: the rate's 95% interval across the seeds excludes 0, and the exponential beats
-    # the power law (lower AIC) in every seed. Counted over seeds, so it holds for any seed count >= 2.
+def test_error_decays_in_every_seed(default_run) -> None:
+    # Binomial tail fits per seed: every seed reaches the window and the rate's 95% interval across the seeds
+    # excludes 0. From the non-oracle start the exponential beats the power law (QAIC) in only some seeds and the
+    # curvature's interval spans 0 (measured; docs/synthetic.md), so neither is asserted here.
     config, summary, _ = default_run
     conv = summary["convergence"]
     assert conv["seeds_fitted"] == config.seeds
     assert conv["rate_ci95"][0] > 0, conv
-    assert conv["exponential_beats_power_law"] == config.seeds, conv["per_seed"]
     assert all(w[2] >= 4 for w in conv["per_seed"]["window"])
-    # Faster than a single exponential, as measured: the curvature's interval lies below 0.
-    assert conv["curvature_ci95"][1] < 0, conv
+    assert set(conv["rate_by_window_start"]) == {"0.1", "0.05", "0.01"}
+    assert all(d is None or d > 0 for d in conv["per_seed"]["dispersion"])
 
 
 @pytest.mark.parametrize("scenario", ["length_short", "length_long", "skewed_concepts", "switched_cooccurrence"])
@@ -62,9 +64,10 @@ def test_ood_scenarios_that_a_context_blind_model_also_solves(default_run, scena
     assert max(summary["baselines"]["ood"][scenario]["query_only"]) <= 0.15
 
 
-def test_flipped_labels_is_in_context_learning(default_run) -> None:
-    # The claim beside its control: the transformer follows the flipped demonstrations, the context-blind
-    # baseline trained in-distribution is wrong on every prompt.
+def test_flipped_labels_follows_the_architecture(default_run) -> None:
+    # With value: label the flipped-label error equals the in-distribution error by construction (the output
+    # is sum_l alpha_l y_l): no evidence of learning (the learned claim is on value: projected beside a
+    # context-blind transformer, tests/test_synthetic_honest.py). The context-blind baseline is wrong everywhere.
     _, summary, _ = default_run
     assert all(e <= 0.05 for e in summary["ood"]["flipped_labels"]["per_seed_zero_one"])
     assert min(summary["baselines"]["ood"]["flipped_labels"]["query_only"]) >= 0.95
@@ -94,7 +97,7 @@ def test_train_run_folder_contents(default_run) -> None:
     for key in ("train_zero_one", "test_zero_one", "correct_attention"):
         assert key in saved["final"]
     assert {"rate", "rate_ci95", "curvature_ci95", "exponential_beats_power_law"} <= set(saved["convergence"])
-    assert saved["readout_init"] == "aligned"
+    assert saved["readout_init"] == "random" and saved["oracle_init"] is False
     json.loads((path / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
     assert set(saved["ood"]) == set(config.scenarios)
     for name in ("dynamics", "ood", "ood_overview", "convergence", "decomposition"):
@@ -106,7 +109,9 @@ def test_train_run_folder_contents(default_run) -> None:
 def test_label_noise_reaches_the_bayes_error(tmp_path) -> None:
 
     p = 0.1
-    config = SyntheticConfig(label_noise=p, seeds=1, n_test=4000, scenarios=[], eval_every=25, ood_every=25)
+    # From the non-oracle default 400 steps leave 0.157 (the oracle start: 0.100); 1,200 steps reach 0.101.
+    config = SyntheticConfig(label_noise=p, seeds=1, n_test=4000, scenarios=[], steps=1200, eval_every=100,
+                             ood_every=100)
     summary = train(config, RunFolder.create(tmp_path / "noisy", "t"), figures=False).summary
     assert p - 0.02 <= summary["final"]["test_zero_one"] <= p + 0.02
 
@@ -115,7 +120,7 @@ def test_a_diverging_run_reports_no_error_rate(tmp_path) -> None:
     res = mcicl_cli("synthetic", "train", "--steps", "10", "--seeds", "1", "--set", "lr=1e30", "--set", "n_test=200",
                     "--set", "scenarios=noise_x2", "--out", str(tmp_path / "div"), "--quiet")
     assert res.returncode == 2
-    assert "training diverged at step" in res.stderr and "lower lr (now 1e+30" in res.stderr
+    assert "training diverged" in res.stderr and "lower lr (now 1e+30" in res.stderr
     assert not (tmp_path / "div" / "summary.json").exists()  # no finite error rate it did not measure
     with pytest.raises(TrainingDiverged, match="step"):
         train(SyntheticConfig(lr=1e30, steps=5, n_test=100, scenarios=[]))
