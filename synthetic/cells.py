@@ -14,18 +14,22 @@ exactly the gradient it gets when its cell trains alone; the metrics rows of a c
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
+import numpy as np
 import torch
 
-from mcicl.core.configuration import to_dict
+from mcicl.core.configuration import require, to_dict
 from mcicl.core.logs import progress
 from mcicl.synthetic.config import SyntheticConfig
-from mcicl.synthetic.convergence import summarize
-from mcicl.synthetic.data import Prompts, torch_dtype
-from mcicl.synthetic.metrics import prompt_metrics
+from mcicl.synthetic.convergence import crossing_step, finite_or_none, summarize
+from mcicl.synthetic.data import Prompts, generator, sample_mixed_prompts, seed_configs, torch_dtype, train_spec
+from mcicl.synthetic.metrics import mixed_concept_metrics, prompt_metrics
+from mcicl.synthetic.model import zero_one_loss
 from mcicl.synthetic.train import (
     World,
     batch_indices,
@@ -174,4 +178,280 @@ def train_cells(configs: Sequence[SyntheticConfig], device: str = "cpu") -> list
         summary["seconds"] = round(seconds, 2)
         summary["batch_cells"] = len(configs)
         out.append(CellResult(c, cell_rows, summary))
+    return out
+
+
+# ------------------------------------------------------------------------------- sweep cells: train to a rule
+
+@dataclass(frozen=True)
+class StopRule:
+    """When a sweep cell stops, and how precisely its test error is measured on the way.
+
+    A cell trains until every seed's test error has been measured at or below ``error`` (the cell *reached*), or
+    until ``max_steps`` (the cell is *censored*: some seed never got there), or until a seed diverges (the cell is
+    *diverged* and reports no result). The test error is measured every ``eval_every`` steps sequentially: blocks
+    of ``block`` prompts of the cell's test pool (``n_test`` prompts drawn once, read from an offset that moves on
+    by one block per evaluation) are added until the 95% Wilson interval of the error lies wholly above or below
+    ``error``, or its half-width is at most ``precision``, or the pool is used up.
+    """
+
+    max_steps: int
+    error: float = 0.01
+    precision: float = 0.005
+    block: int = 250
+    growth: float = 100.0  # divergence: a minibatch loss above growth x the instance's first one, or non-finite
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.max_steps, int) and self.max_steps >= 0, "steps", self.max_steps,
+                "an integer >= 0 (a sweep cell's maximum of steps)")
+        require(0.0 < self.error < 0.5, "stop_error", self.error, "a number in (0, 0.5)")
+        require(0.0 < self.precision < 0.5, "precision", self.precision, "a number in (0, 0.5)")
+        require(self.block >= 1, "block", self.block, "an integer >= 1")
+        require(self.growth > 1.0, "growth", self.growth, "a number > 1")
+
+    def as_dict(self) -> dict:
+        """The rule as summary.json records it."""
+        return {"max_steps": self.max_steps, "error": self.error, "precision": self.precision, "block": self.block,
+                "growth": self.growth, "seeds_needed": "all"}
+
+
+def diverged(losses: Sequence[float], growth: float = 100.0) -> str | None:
+    """Why a loss history (first value first) counts as diverged, or None: a non-finite value, or a value above
+    ``growth`` times the first (orders of magnitude of growth)."""
+    values = [float(v) for v in losses]
+    bad = next((v for v in values if not math.isfinite(v)), None)
+    if bad is not None:
+        return f"non-finite loss ({bad})"
+    if values and values[0] > 0 and max(values) > growth * values[0]:
+        return f"loss grew {max(values) / values[0]:.3g}x (from {values[0]:.3g} to {max(values):.3g})"
+    return None
+
+
+def wilson(errors: float, n: float, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion errors / n."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = errors / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def km_steps(per_seed: Sequence[float | None]) -> dict:
+    """Steps to the stop level across seeds, censored seeds (None: never reached) handled as Kaplan-Meier does with
+    one common censoring time: the median is the smallest step by which at least half of the seeds had reached it
+    (None when that never happened: report '>= max_steps'); the interval is the range over seeds, its upper end
+    None when some seed is censored (it is then '>= max_steps')."""
+    n = len(per_seed)
+    reached = sorted(float(v) for v in per_seed if v is not None and math.isfinite(v))
+    need = math.ceil(n / 2)
+    return {"median": reached[need - 1] if len(reached) >= need else None,
+            "low": reached[0] if reached else None,
+            "high": reached[-1] if reached and len(reached) == n else None,
+            "censored_seeds": n - len(reached), "seeds": n}
+
+
+@dataclass
+class _Cell:
+    config: SyntheticConfig
+    world: World
+    index: int
+    rows: list = field(default_factory=list)  # per evaluation: step, test zero_one and n per seed
+    status: str = "running"
+    reason: str | None = None
+    stop_step: int | None = None
+    final: dict | None = None
+
+
+def _subset(model, rows: torch.Tensor):
+    """Instances ``rows`` (an index tensor) of a stacked model as a new trainable model (parameters copied)."""
+    part = copy.copy(model)
+    part._parameters = {}
+    for name, p in model.named_parameters():
+        part.register_parameter(name, torch.nn.Parameter(p.detach().index_select(0, rows).clone()))
+    return part
+
+
+class SweepBatch:
+    """The cells of one shape group trained to a :class:`StopRule`: each evaluation measures only the test error
+    (sequentially), a cell leaves the batch as soon as it stops, and its final evaluation (test pool, OOD
+    scenarios, mixed-concept prompts) is made then, on its own instances."""
+
+    def __init__(self, configs: Sequence[SyntheticConfig], rule: StopRule, device: str | torch.device = "cpu"):
+        self.inner = CellBatch(configs, device)
+        self.rule = rule
+        self.cells = [_Cell(c, w, i) for i, (c, w) in enumerate(zip(self.inner.configs, self.inner.worlds,
+                                                                     strict=True))]
+        self.active = list(range(len(self.cells)))  # cells still training, in batch order
+        self.first_loss: torch.Tensor | None = None
+        self.evaluations = 0
+
+    def _instances(self) -> list[slice]:
+        out, start = [], 0
+        for c in self.active:
+            n = self.cells[c].config.seeds
+            out.append(slice(start, start + n))
+            start += n
+        return out
+
+    def test_errors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sequential test errors of every active instance: (errors, prompts) counts (S_active,)."""
+        b = self.inner
+        pool = b.test
+        S, n = pool.target.shape
+        block = min(self.rule.block, n)
+        start = (self.evaluations * block) % n
+        errors = torch.zeros(S, dtype=torch.float64)
+        counts = torch.zeros(S, dtype=torch.float64)
+        open_ = torch.ones(S, dtype=torch.bool)
+        used = 0
+        while used < n and bool(open_.any()):
+            take = min(block, n - used)
+            idx = (start + used + torch.arange(take)) % n
+            idx = idx.to(pool.x.device)
+            out = b.model(pool.x.index_select(1, idx), pool.y.index_select(1, idx), pool.xq.index_select(1, idx))
+            wrong = zero_one_loss(out.f, pool.target.index_select(1, idx)).sum(1).double().cpu()
+            errors += torch.where(open_, wrong, 0.0)
+            counts += torch.where(open_, float(take), 0.0)
+            used += take
+            for s in torch.nonzero(open_).flatten().tolist():
+                lo, hi = wilson(float(errors[s]), float(counts[s]))
+                if lo > self.rule.error or hi <= self.rule.error or (hi - lo) / 2 <= self.rule.precision:
+                    open_[s] = False
+        self.evaluations += 1
+        return errors, counts
+
+    def _final(self, cell: _Cell, sl: slice) -> dict:
+        """The cell's evaluation at its stop: test pool, every OOD scenario, mixed-concept prompts."""
+        b, K = self.inner, cell.config.K
+        part = b.model.instances(sl)
+        out = {"test": prompt_metrics(part, b.test.seeds(sl), K),
+               "ood": {name: prompt_metrics(part, p.seeds(sl), K) for name, p in b.ood.items()}}
+        if K >= 2 and cell.config.L >= 4:
+            prompts, concepts = mixed_set(cell.config, cell.world)
+            out["mixed_concepts"] = mixed_concept_metrics(part, prompts.to(b.device), concepts.to(b.device))
+        return out
+
+    def _drop(self, leaving: list[int]) -> None:
+        """Remove the cells ``leaving`` (batch order positions in ``self.active``) from the stacked batch."""
+        slices = self._instances()
+        keep = [c for j, c in enumerate(self.active) if j not in leaving]
+        rows = torch.cat([torch.arange(slices[j].start, slices[j].stop) for j, c in enumerate(self.active)
+                          if j not in leaving]) if keep else torch.zeros(0, dtype=torch.long)
+        b = self.inner
+        dev_rows = rows.to(b.device)
+        b.model = _subset(b.model, dev_rows)
+        b.lr = b.lr.index_select(0, dev_rows)
+        pick = lambda p: Prompts(*(getattr(p, f.name).index_select(0, dev_rows) for f in fields(Prompts)))  # noqa: E731
+        b.train, b.test = pick(b.train), pick(b.test)
+        b.ood = {name: pick(p) for name, p in b.ood.items()}
+        b.configs = [self.cells[c].config for c in keep]
+        self.first_loss = None if self.first_loss is None else self.first_loss.index_select(0, rows)
+        self.active = keep
+
+    def run(self) -> list[_Cell]:
+        rule, b = self.rule, self.inner
+        eval_every = self.cells[0].config.eval_every
+        for step in range(rule.max_steps + 1):
+            if step % eval_every == 0 or step == rule.max_steps:
+                errors, counts = self.test_errors()
+                leaving = []
+                for j, (c, sl) in enumerate(zip(self.active, self._instances(), strict=True)):
+                    cell = self.cells[c]
+                    err = (errors[sl] / counts[sl]).tolist()
+                    cell.rows.append({"step": step, "test": {"zero_one": err, "n": counts[sl].tolist()}})
+                    if all(e <= rule.error for e in err) or step == rule.max_steps:
+                        cell.status = "reached" if all(e <= rule.error for e in err) else "censored"
+                        cell.stop_step = step
+                        cell.final = self._final(cell, sl)
+                        leaving.append(j)
+                if leaving:
+                    self._drop(leaving)
+            if step == rule.max_steps or not self.active:
+                break
+            losses = b.step(step).double().cpu()
+            if self.first_loss is None:
+                self.first_loss = losses.clone()
+            bad = ~torch.isfinite(losses) | (losses > rule.growth * self.first_loss)
+            if bool(bad.any()):
+                leaving = []
+                for j, (c, sl) in enumerate(zip(self.active, self._instances(), strict=True)):
+                    if bool(bad[sl].any()):
+                        s = int(torch.nonzero(bad[sl]).flatten()[0])
+                        cell = self.cells[c]
+                        cell.status, cell.stop_step = "diverged", step
+                        cell.reason = f"seed {s} at step {step}: " + (diverged(
+                            [float(self.first_loss[sl][s]), float(losses[sl][s])], rule.growth) or "")
+                        leaving.append(j)
+                self._drop(leaving)
+        return self.cells
+
+
+def mixed_set(config: SyntheticConfig, world: World, concepts: int = 2) -> tuple[Prompts, torch.Tensor]:
+    """The cell's mixed-concept test prompts (``n_test_ood`` per seed; demonstrations from ``concepts`` concepts,
+    :func:`synthetic.data.sample_mixed_prompts`), from the cell's own seed (generator purpose MIXED_PURPOSE)."""
+    spec = train_spec(config)
+    if config.dictionary == "per_seed":
+        parts = [sample_mixed_prompts(dic, spec, 1, config.n_test_ood, generator(c, MIXED_PURPOSE), concepts)
+                 for c, dic in zip(seed_configs(config), world.seed_dictionaries, strict=True)]
+        return Prompts.cat([p for p, _ in parts]), torch.cat([d for _, d in parts])
+    return sample_mixed_prompts(world.dictionary, spec, config.seeds, config.n_test_ood,
+                                generator(config, MIXED_PURPOSE), concepts)
+
+
+MIXED_PURPOSE = 50  # generator purpose of the mixed-concept prompts (1 init, 2 train, 3 test, 10+ scenarios)
+
+
+def _cell_summary(cell: _Cell, rule: StopRule) -> dict:
+    """A sweep cell's summary.json: status, per-seed steps to the stop level and their KM median and range, and
+    (unless diverged) the final errors and attention at the stop."""
+    summary: dict = {"status": cell.status, "stop_rule": rule.as_dict(), "stop_step": cell.stop_step,
+                     "seeds": cell.config.seeds}
+    if cell.status == "diverged":
+        summary["diverged_reason"] = cell.reason
+        return summary
+    steps = np.asarray([r["step"] for r in cell.rows])
+    err = np.asarray([r["test"]["zero_one"] for r in cell.rows])  # (T, S)
+    floor = 0.5 / cell.config.n_test
+    per_seed = [crossing_step(steps, err[:, s], rule.error, floor) for s in range(err.shape[1])]
+    per_seed = [v if math.isfinite(v) else None for v in per_seed]
+    final = cell.final
+    summary["per_seed"] = {"steps_to_stop_error": per_seed, "test_zero_one": final["test"]["zero_one"],
+                           "correct_attention": final["test"]["correct_attention"]}
+    summary["steps_to_stop_error"] = km_steps(per_seed)
+    summary["final"] = {"test_zero_one": float(np.mean(final["test"]["zero_one"])),
+                        "correct_attention": float(np.mean(final["test"]["correct_attention"])),
+                        "step": cell.stop_step}
+    summary["ood"] = {name: {"test_zero_one": float(np.mean(m["zero_one"])),
+                             "correct_attention": float(np.mean(m["correct_attention"]))}
+                      for name, m in final["ood"].items()}
+    if "mixed_concepts" in final:
+        m = final["mixed_concepts"]
+        summary["mixed_concepts"] = {key: float(np.mean(v)) for key, v in m.items()}
+        summary["per_seed"]["same_concept_attention"] = m["same_concept_attention"]
+    return finite_or_none(summary)
+
+
+def sweep_cells(configs: Sequence[SyntheticConfig], rule: StopRule | None = None,
+                device: str = "cpu") -> list[CellResult]:
+    """Train cells of one shape group as one batched model, each until ``rule`` stops it (default: 1% test error
+    or the configs' ``steps``); per cell its evaluation rows (step, sequential test error and prompts per seed) and
+    its summary (:func:`_cell_summary`). A cell's numbers do not depend on the cells it is batched with."""
+    rule = rule or StopRule(max_steps=configs[0].steps)
+    threads = torch.get_num_threads()
+    if configs[0].threads:
+        torch.set_num_threads(configs[0].threads)
+    try:
+        torch.set_grad_enabled(True)
+        start = time.perf_counter()
+        cells = SweepBatch(configs, rule, device).run()
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    out = []
+    for cell in cells:
+        summary = _cell_summary(cell, rule)
+        summary["seconds"] = round(seconds, 2)
+        summary["batch_cells"] = len(configs)
+        out.append(CellResult(cell.config, cell.rows, summary))
     return out
