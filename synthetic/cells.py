@@ -25,9 +25,19 @@ import torch
 
 from mcicl.core.configuration import require, to_dict
 from mcicl.core.logs import progress
-from mcicl.synthetic.config import SyntheticConfig
+from mcicl.synthetic.config import SCENARIOS, SyntheticConfig
 from mcicl.synthetic.convergence import crossing_step, finite_or_none, summarize
-from mcicl.synthetic.data import Prompts, generator, sample_mixed_prompts, seed_configs, torch_dtype, train_spec
+from mcicl.synthetic.data import (
+    Prompts,
+    build_dictionary,
+    generator,
+    sample_mixed_prompts,
+    sample_prompts,
+    scenario_spec,
+    seed_configs,
+    torch_dtype,
+    train_spec,
+)
 from mcicl.synthetic.metrics import mixed_concept_metrics, prompt_metrics
 from mcicl.synthetic.model import zero_one_loss
 from mcicl.synthetic.train import (
@@ -198,7 +208,7 @@ class StopRule:
     max_steps: int
     error: float = 0.01
     precision: float = 0.005
-    block: int = 250
+    block: int = 100
     growth: float = 100.0  # divergence: a minibatch loss above growth x the instance's first one, or non-finite
 
     def __post_init__(self) -> None:
@@ -258,6 +268,8 @@ class _Cell:
     index: int
     rows: list = field(default_factory=list)  # per evaluation: step, test zero_one and n per seed
     status: str = "running"
+    groups: list = field(default_factory=list)  # (config, dictionary) per dictionary group of its seeds
+    blocks: int = 0  # test blocks its evaluations needed so far
     reason: str | None = None
     stop_step: int | None = None
     final: dict | None = None
@@ -273,18 +285,44 @@ def _subset(model, rows: torch.Tensor):
 
 
 class SweepBatch:
-    """The cells of one shape group trained to a :class:`StopRule`: each evaluation measures only the test error
-    (sequentially), a cell leaves the batch as soon as it stops, and its final evaluation (test pool, OOD
-    scenarios, mixed-concept prompts) is made then, on its own instances."""
+    """The cells of one shape group trained to a :class:`StopRule`, building and evaluating only what the map
+    needs: per cell its dictionary, training prompts and model up front; test prompts in blocks of ``rule.block``,
+    drawn the first time an evaluation needs them (block j of a cell from its own seed, generator purpose
+    TEST_BLOCK_PURPOSE + j) and read from block 0 at every evaluation until the sequential rule is met; the OOD and
+    mixed-concept prompts only when the cell stops (the OOD sets are those ``synthetic train`` draws). A cell leaves
+    the batch as soon as it stops, and its final evaluation runs on its own instances. ``timings`` holds the
+    CPU seconds spent building, training, evaluating and in final evaluations."""
 
     def __init__(self, configs: Sequence[SyntheticConfig], rule: StopRule, device: str | torch.device = "cpu"):
-        self.inner = CellBatch(configs, device)
+        if not configs:
+            raise ValueError("configs is empty; accepted: one or more SyntheticConfig of the same shape key")
+        if len({shape_key(c) for c in configs}) > 1:
+            raise ValueError("configs differ in fields that change tensor shapes or the training loop; accepted: "
+                             f"cells that differ only in {', '.join(sorted(BATCHED_FIELDS))} (group them first "
+                             "with group_cells)")
+        start = time.process_time()
         self.rule = rule
-        self.cells = [_Cell(c, w, i) for i, (c, w) in enumerate(zip(self.inner.configs, self.inner.worlds,
-                                                                     strict=True))]
+        self.device = training_device(str(device))
+        self.cells: list[_Cell] = []
+        models, trains = [], []
+        for i, c in enumerate(configs):
+            groups = [(sc, build_dictionary(sc)) for sc in (seed_configs(c) if c.dictionary == "per_seed" else [c])]
+            train_sets = [sample_prompts(dic, train_spec(sc), sc.seeds, sc.n_train, generator(sc, 2))
+                          for sc, dic in groups]
+            world = World(groups[0][1], Prompts.cat(train_sets), None, {},  # type: ignore[arg-type]
+                          [dic for _, dic in groups] if c.dictionary == "per_seed" else None)
+            self.cells.append(_Cell(c, world, i))
+            self.cells[-1].groups = groups
+            models.append(build_model(c, world))
+            trains.append(world.train)
+        self.model = stack_models(models).to(self.device)
+        dt = torch_dtype(configs[0].dtype)
+        self.lr = torch.cat([torch.full((c.seeds,), c.lr, dtype=dt) for c in configs]).to(self.device)
+        self.train = Prompts.cat(trains).to(self.device)
+        self.blocks: list[Prompts] = []  # test blocks drawn so far, stacked over the active instances
         self.active = list(range(len(self.cells)))  # cells still training, in batch order
         self.first_loss: torch.Tensor | None = None
-        self.evaluations = 0
+        self.timings = {"build": time.process_time() - start, "train": 0.0, "evaluate": 0.0, "final": 0.0}
 
     def _instances(self) -> list[slice]:
         out, start = [], 0
@@ -294,82 +332,123 @@ class SweepBatch:
             start += n
         return out
 
-    def test_errors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sequential test errors of every active instance: (errors, prompts) counts (S_active,)."""
-        b = self.inner
-        pool = b.test
-        S, n = pool.target.shape
-        block = min(self.rule.block, n)
-        start = (self.evaluations * block) % n
+    def _block(self, j: int) -> Prompts:
+        """Test block j of every active instance (drawn now if no evaluation needed it before)."""
+        while len(self.blocks) <= j:
+            k = len(self.blocks)
+            self.blocks.append(Prompts.cat([self._cell_block(self.cells[c], k) for c in self.active]).to(self.device))
+        return self.blocks[j]
+
+    def _cell_block(self, cell: _Cell, j: int) -> Prompts:
+        size = min(self.rule.block, cell.config.n_test)
+        return Prompts.cat([sample_prompts(dic, train_spec(sc), sc.seeds, size, generator(sc, TEST_BLOCK_PURPOSE + j))
+                            for sc, dic in cell.groups])
+
+    def step(self, step: int) -> torch.Tensor:
+        """One SGD step of every active instance (its own minibatch and learning rate); per-instance losses."""
+        t = self.train
+        if self.cells[0].config.full_batch:
+            return sgd_update(self.model, t.x, t.y, t.xq, t.target, self.lr)
+        idx = torch.cat([batch_indices(self.cells[c].config, step) for c in self.active]).to(self.device)
+        x, y, xq, target = (Prompts.gather(v, idx) for v in (t.x, t.y, t.xq, t.target))
+        return sgd_update(self.model, x, y, xq, target, self.lr)
+
+    @torch.no_grad()
+    def test_errors(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Sequential test errors of every active instance: (errors, prompts) counts (S_active,) and, per active
+        cell, how many blocks its seeds needed."""
+        S = self.train.target.shape[0]
+        n_test = self.cells[self.active[0]].config.n_test
+        size = min(self.rule.block, n_test)
+        n_blocks = -(-n_test // size)
         errors = torch.zeros(S, dtype=torch.float64)
         counts = torch.zeros(S, dtype=torch.float64)
         open_ = torch.ones(S, dtype=torch.bool)
-        used = 0
-        while used < n and bool(open_.any()):
-            take = min(block, n - used)
-            idx = (start + used + torch.arange(take)) % n
-            idx = idx.to(pool.x.device)
-            out = b.model(pool.x.index_select(1, idx), pool.y.index_select(1, idx), pool.xq.index_select(1, idx))
-            wrong = zero_one_loss(out.f, pool.target.index_select(1, idx)).sum(1).double().cpu()
+        used = torch.zeros(S, dtype=torch.long)
+        j = 0
+        while j < n_blocks and bool(open_.any()):
+            block = self._block(j)
+            take = min(size, n_test - j * size)
+            xs = [t[:, :take] for t in (block.x, block.y, block.xq, block.target)]
+            out = self.model(xs[0], xs[1], xs[2])
+            wrong = zero_one_loss(out.f, xs[3]).sum(1).double().cpu()
             errors += torch.where(open_, wrong, 0.0)
             counts += torch.where(open_, float(take), 0.0)
-            used += take
+            used += open_.long()
+            j += 1
             for s in torch.nonzero(open_).flatten().tolist():
                 lo, hi = wilson(float(errors[s]), float(counts[s]))
                 if lo > self.rule.error or hi <= self.rule.error or (hi - lo) / 2 <= self.rule.precision:
                     open_[s] = False
-        self.evaluations += 1
-        return errors, counts
+        return errors, counts, [int(used[sl].max()) for sl in self._instances()]
 
+    @torch.no_grad()
     def _final(self, cell: _Cell, sl: slice) -> dict:
-        """The cell's evaluation at its stop: test pool, every OOD scenario, mixed-concept prompts."""
-        b, K = self.inner, cell.config.K
-        part = b.model.instances(sl)
-        out = {"test": prompt_metrics(part, b.test.seeds(sl), K),
-               "ood": {name: prompt_metrics(part, p.seeds(sl), K) for name, p in b.ood.items()}}
-        if K >= 2 and cell.config.L >= 4:
-            prompts, concepts = mixed_set(cell.config, cell.world)
-            out["mixed_concepts"] = mixed_concept_metrics(part, prompts.to(b.device), concepts.to(b.device))
+        """The cell's evaluation at its stop: the test blocks it needed, every OOD scenario, mixed-concept prompts."""
+        K, c = cell.config.K, cell.config
+        part = self.model.instances(sl)
+        parts = [b.seeds(sl) for b in self.blocks[:max(1, cell.blocks)]]
+        test = Prompts(*(torch.cat([getattr(p, f.name) for p in parts], 1) for f in fields(Prompts)))
+        ood = {}
+        for name in c.scenarios:
+            prompts = Prompts.cat([sample_prompts(dic, scenario_spec(sc, name), sc.seeds, sc.n_test_ood,
+                                                  generator(sc, 10 + SCENARIOS.index(name)))
+                                   for sc, dic in cell.groups]).to(self.device)
+            ood[name] = prompt_metrics(part, prompts, K)
+        out = {"test": prompt_metrics(part, test, K), "ood": ood, "test_prompts": test.target.shape[1]}
+        if K >= 2 and c.L >= 4:
+            prompts, concepts = mixed_set(c, cell.world)
+            out["mixed_concepts"] = mixed_concept_metrics(part, prompts.to(self.device), concepts.to(self.device))
         return out
 
     def _drop(self, leaving: list[int]) -> None:
-        """Remove the cells ``leaving`` (batch order positions in ``self.active``) from the stacked batch."""
+        """Remove the cells at positions ``leaving`` of ``self.active`` from the stacked batch."""
         slices = self._instances()
         keep = [c for j, c in enumerate(self.active) if j not in leaving]
-        rows = torch.cat([torch.arange(slices[j].start, slices[j].stop) for j, c in enumerate(self.active)
-                          if j not in leaving]) if keep else torch.zeros(0, dtype=torch.long)
-        b = self.inner
-        dev_rows = rows.to(b.device)
-        b.model = _subset(b.model, dev_rows)
-        b.lr = b.lr.index_select(0, dev_rows)
-        pick = lambda p: Prompts(*(getattr(p, f.name).index_select(0, dev_rows) for f in fields(Prompts)))  # noqa: E731
-        b.train, b.test = pick(b.train), pick(b.test)
-        b.ood = {name: pick(p) for name, p in b.ood.items()}
-        b.configs = [self.cells[c].config for c in keep]
+        rows = torch.cat([torch.arange(sl.start, sl.stop) for j, sl in enumerate(slices) if j not in leaving]) \
+            if keep else torch.zeros(0, dtype=torch.long)
+        dev_rows = rows.to(self.device)
+        self.model = _subset(self.model, dev_rows)
+        self.lr = self.lr.index_select(0, dev_rows)
+
+        def pick(p: Prompts) -> Prompts:
+            return Prompts(*(getattr(p, f.name).index_select(0, dev_rows) for f in fields(Prompts)))
+
+        self.train = pick(self.train)
+        self.blocks = [pick(b) for b in self.blocks]
         self.first_loss = None if self.first_loss is None else self.first_loss.index_select(0, rows)
         self.active = keep
 
     def run(self) -> list[_Cell]:
-        rule, b = self.rule, self.inner
+        """Train until every cell has stopped; the cells with their rows, status and final evaluation."""
+        rule = self.rule
         eval_every = self.cells[0].config.eval_every
+        clock = time.process_time  # CPU seconds, as bench_sweep.py measures
         for step in range(rule.max_steps + 1):
             if step % eval_every == 0 or step == rule.max_steps:
-                errors, counts = self.test_errors()
+                t0 = clock()
+                errors, counts, needed = self.test_errors()
+                self.timings["evaluate"] += clock() - t0
                 leaving = []
                 for j, (c, sl) in enumerate(zip(self.active, self._instances(), strict=True)):
                     cell = self.cells[c]
+                    cell.blocks = max(cell.blocks, needed[j])
                     err = (errors[sl] / counts[sl]).tolist()
                     cell.rows.append({"step": step, "test": {"zero_one": err, "n": counts[sl].tolist()}})
                     if all(e <= rule.error for e in err) or step == rule.max_steps:
                         cell.status = "reached" if all(e <= rule.error for e in err) else "censored"
                         cell.stop_step = step
+                        t1 = clock()
                         cell.final = self._final(cell, sl)
+                        self.timings["final"] += clock() - t1
                         leaving.append(j)
                 if leaving:
                     self._drop(leaving)
             if step == rule.max_steps or not self.active:
                 break
-            losses = b.step(step).double().cpu()
+            t0 = clock()
+            losses = self.step(step).double().cpu()
+            self.timings["train"] += clock() - t0
             if self.first_loss is None:
                 self.first_loss = losses.clone()
             bad = ~torch.isfinite(losses) | (losses > rule.growth * self.first_loss)
@@ -385,6 +464,9 @@ class SweepBatch:
                         leaving.append(j)
                 self._drop(leaving)
         return self.cells
+
+
+TEST_BLOCK_PURPOSE = 100  # generator purpose of a sweep cell's test block j: TEST_BLOCK_PURPOSE + j
 
 
 def mixed_set(config: SyntheticConfig, world: World, concepts: int = 2) -> tuple[Prompts, torch.Tensor]:
@@ -416,6 +498,7 @@ def _cell_summary(cell: _Cell, rule: StopRule) -> dict:
     per_seed = [crossing_step(steps, err[:, s], rule.error, floor) for s in range(err.shape[1])]
     per_seed = [v if math.isfinite(v) else None for v in per_seed]
     final = cell.final
+    summary["test_prompts"] = final["test_prompts"]
     summary["per_seed"] = {"steps_to_stop_error": per_seed, "test_zero_one": final["test"]["zero_one"],
                            "correct_attention": final["test"]["correct_attention"]}
     summary["steps_to_stop_error"] = km_steps(per_seed)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mcicl.synthetic.config import SyntheticConfig
 
@@ -295,7 +296,9 @@ def sample_words(dic: Dictionary, spec: PromptSpec, k: torch.Tensor, s: torch.Te
     elif spec.switched_semantics:
         base = dic.a[k] + sf * dic.b_switched[k]
     else:
-        base = dic.a[k] + sf * dic.b[k]
+        # mu_k^s = a_k + s b_k looked up in a (2C, d) table: the same sums as a[k] + s * b[k], one gather.
+        table = torch.stack([dic.a - dic.b, dic.a + dic.b], 1).flatten(0, 1)  # row 2k + (s > 0)
+        base = F.embedding(2 * k + (s > 0).long(), table)
     x = base + _cooccurring(dic, spec, k, s, gen, exclude)
     xi = spec.sigma * torch.randn(*k.shape, d, generator=gen, dtype=dic.a.dtype)
     if spec.noise == "orthogonal":
@@ -311,7 +314,9 @@ def labels(dic: Dictionary, k: torch.Tensor, s: torch.Tensor, unseen: bool = Fal
     if unseen and not dic.shared_labels:
         return dic.c_unseen + sf * dic.d_unseen
     i = torch.zeros_like(k) if dic.shared_labels else k
-    return dic.c[i] + sf * dic.dl[i]
+    # q_i^s = c_i + s d_i looked up in a (2 rows, d) table per label pair: the same sums, one gather.
+    table = torch.stack([dic.c - dic.dl, dic.c + dic.dl], 1).flatten(0, 1)
+    return F.embedding(2 * i + (s > 0).long(), table)
 
 
 def sample_prompts(dic: Dictionary, spec: PromptSpec, S: int, n: int, gen: torch.Generator) -> Prompts:
