@@ -164,12 +164,12 @@ def test_compare_requires_synthetic_and_real_and_names_the_missing_option(tmp_pa
 def test_agreement_statistic_equals_a_hand_computation():
     from mcicl.analysis.matched import agreement, agreement_rows, mismatched_parameters
 
-    errors = {"in_distribution": [0.0, 0.1, 0.2], "flipped_labels": [0.3, 0.5, 0.4], "noise_x5": [0.9, 0.9, 0.9]}
+    errors = {"in_distribution": [0.0, 0.1, 0.2], "flipped_labels": [0.3, 0.6, 0.4], "noise_x5": [0.9, 0.9, 0.9]}
     real = {"in_distribution": (0.05, 0.05, 0.05), "flipped_labels": (0.6, 0.5, 0.7),
             "polysemous_query": (0.2, 0.1, 0.3)}
     a = agreement(errors, real, n_bootstrap=500, seed=1)
-    # shared: in_distribution |0.1 - 0.05| = 0.05 and flipped_labels |0.4 - 0.6| = 0.2 -> mean 0.125
-    assert a["conditions"] == ["in_distribution", "flipped_labels"] and a["value"] == pytest.approx(0.125)
+    # shared: in_distribution |0.1 - 0.05| = 0.05 and flipped_labels |1.3/3 - 0.6| = 1/6 -> mean 0.108333
+    assert a["conditions"] == ["in_distribution", "flipped_labels"] and a["value"] == pytest.approx((0.05 + 1 / 6) / 2)
     assert a["ci_low"] <= a["value"] <= a["ci_high"] and a["seeds"] == 3
     # Identical seeds and exact real readouts: every draw is the value itself.
     exact = agreement({"a": [0.2, 0.2]}, {"a": (0.5, 0.5, 0.5)}, n_bootstrap=50)
@@ -183,7 +183,7 @@ def test_agreement_statistic_equals_a_hand_computation():
     assert (a["ci_low"], a["ci_high"]) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])))
     far = agreement({k: [v[0] + 0.3] * 3 for k, v in real.items()}, real, n_bootstrap=500)
     rows = {r["world"]: r for r in agreement_rows({"matched": a, "mismatched": far})}
-    assert rows["mismatched"]["matched_minus_this"] == pytest.approx(0.125 - 0.3)
+    assert rows["mismatched"]["matched_minus_this"] == pytest.approx((0.05 + 1 / 6) / 2 - 0.3)
     assert rows["mismatched"]["diff_ci_high"] < 0  # the matched world is closer
     bad = mismatched_parameters({"within_cosine": 0.3, "cross_overlap": 0.05, "polysemy_rate": 0.1, "sigma": 0.03}, 48)
     assert bad["within_cosine"] == 0.9 and bad["cross_overlap"] > 0 and bad["polysemy_rate"] == 0.5
