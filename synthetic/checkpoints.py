@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mcicl.core.configuration import to_dict
@@ -28,5 +29,16 @@ def latest_checkpoint(folder: Path) -> tuple[int, Path] | None:
 
 
 def load_weights(model: OneLayerTransformer, path: Path) -> None:
-    """Load a safetensors checkpoint into ``model``."""
-    model.load_state_dict(load_file(str(path)))
+    """Load a safetensors checkpoint into ``model``; a truncated, corrupt or mismatched file is one clear
+    ValueError naming it (not a SafetensorError traceback)."""
+    try:
+        weights = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"checkpoint {path} cannot be read ({err}); it is truncated or corrupt: delete it to "
+                         "resume from the checkpoint before it, or start a new run") from None
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1].strip()
+        raise ValueError(f"checkpoint {path} does not fit this model ({first}); resume with the run's own "
+                         "config.yaml") from None

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -152,10 +153,10 @@ def _minibatch(seed: int, S: int, config: SyntheticConfig, step: int) -> torch.T
     return torch.randint(config.n_train, (S, config.batch_size), generator=gen)
 
 
-def sgd_step(model: OneLayerTransformer, config: SyntheticConfig, train: Prompts, step: int) -> float:
-    """One SGD step on every seed at once; returns the mean minibatch loss."""
+def sgd_step(model: OneLayerTransformer, config: SyntheticConfig, train: Prompts, step: int) -> torch.Tensor:
+    """One SGD step on every seed at once; returns each seed's minibatch loss (S,) on the CPU."""
     batch = train if config.full_batch else train.index(batch_indices(config, step).to(train.x.device))
-    return float(sgd_update(model, batch.x, batch.y, batch.xq, batch.target, config.lr).sum()) / config.seeds
+    return sgd_update(model, batch.x, batch.y, batch.xq, batch.target, config.lr).cpu()
 
 
 def sgd_update(model: OneLayerTransformer, x: torch.Tensor, y: torch.Tensor, xq: torch.Tensor, target: torch.Tensor,
@@ -174,7 +175,38 @@ def sgd_update(model: OneLayerTransformer, x: torch.Tensor, y: torch.Tensor, xq:
 
 
 class TrainingDiverged(ValueError):
-    """A non-finite loss or weight during training: the run stops rather than report numbers it did not measure."""
+    """A non-finite or exploding loss, or a non-finite weight, during training: the run stops rather than report
+    numbers it did not measure."""
+
+
+DIVERGENCE_FACTOR = 100.0  # a loss this many times its start (at least log 2) has diverged
+
+
+def diverged(losses, first_step: int = 0, factor: float = DIVERGENCE_FACTOR) -> str | None:
+    """Why a loss history diverged, or None: a pure function of the losses (also what sweeps call).
+
+    ``losses`` is one value per step (T,) or one per step and instance (T, S). A history diverges at the first
+    step where a loss is not finite or exceeds ``factor`` times its reference, the larger of its first value
+    and log 2 (the logistic loss of a zero readout; so a run resumed near 0 loss is not flagged for small
+    rises). A loss that grows by orders of magnitude without overflowing (lr=1e12 reaching 3e7) is caught as
+    well as NaN. ``first_step`` is the step of ``losses[0]`` (for the message)."""
+    import numpy as np
+
+    arr = np.asarray(losses, dtype=float)
+    if arr.size == 0:
+        return None
+    table = arr.reshape(len(arr), -1)  # (T, S)
+    ref = np.maximum(np.where(np.isfinite(table[0]), table[0], 0.0), math.log(2))  # (S,)
+    bad = ~np.isfinite(table) | (table > factor * ref)
+    if not bad.any():
+        return None
+    t, s = (int(v) for v in np.argwhere(bad)[0])  # the first step, then the first instance at that step
+    who = f" (instance {s})" if table.shape[1] > 1 else ""
+    value = table[t, s]
+    if not math.isfinite(value):
+        return f"the logistic loss is {value} at step {first_step + t}{who}"
+    return (f"the logistic loss grew to {value:.3g} at step {first_step + t}{who}, more than {factor:g}x its "
+            f"start {table[0, s]:.3g}")
 
 
 @dataclass
@@ -253,15 +285,16 @@ def train(config: SyntheticConfig, run: RunFolder | None = None, *, resume: bool
         torch.set_num_threads(threads)
 
 
-def _check_finite(model: OneLayerTransformer, config: SyntheticConfig, step: int, loss: float | None = None) -> None:
-    """Raise TrainingDiverged when ``loss`` (if given) or any weight is not finite."""
-    if loss is not None and not math.isfinite(loss):
-        what = f"the minibatch logistic loss is {loss}"
+def _check_finite(model: OneLayerTransformer, config: SyntheticConfig, step: int, why: str | None = None) -> None:
+    """Raise TrainingDiverged when ``why`` (a ``diverged`` message of the loss history) is given or any weight is
+    not finite."""
+    if why is not None:
+        what = why
     elif bad := [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]:
-        what = f"weights {', '.join(bad)} are not finite"
+        what = f"weights {', '.join(bad)} are not finite at step {step}"
     else:
         return
-    raise TrainingDiverged(f"training diverged at step {step}: {what}; lower lr (now {config.lr:g}, e.g. "
+    raise TrainingDiverged(f"training diverged: {what}; lower lr (now {config.lr:g}, e.g. "
                            "lr=2.0) or sigma0")
 
 
@@ -305,15 +338,16 @@ def _train(config: SyntheticConfig, run: RunFolder | None, resume: bool, figures
         if run is not None:
             run.append_jsonl(METRICS, [row])
 
+    history = np.zeros((max(config.steps - first, 1), config.seeds))  # per-step, per-seed minibatch losses
     for step in progress(range(first, config.steps), desc="synthetic train", total=config.steps - first):
         if step % config.eval_every == 0:
             _check_finite(model, config, step)
             record(evaluate(model, on_device, step, ood=step % config.ood_every == 0))
         if run is not None and step % config.checkpoint_every == 0 and step > first:
             save_checkpoint(model, run.path / "checkpoints", step, config)
-        loss = sgd_step(model, config, on_device.train, step)
-        if not math.isfinite(loss):
-            _check_finite(model, config, step, loss)
+        history[step - first] = sgd_step(model, config, on_device.train, step).numpy()
+        if (why := diverged(history[:step - first + 1], first_step=first)) is not None:
+            _check_finite(model, config, step, why)
     _check_finite(model, config, config.steps)
     record(evaluate(model, on_device, config.steps))
     summary = summarize(rows, config)

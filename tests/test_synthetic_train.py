@@ -115,7 +115,7 @@ def test_a_diverging_run_reports_no_error_rate(tmp_path) -> None:
     res = mcicl_cli("synthetic", "train", "--steps", "10", "--seeds", "1", "--set", "lr=1e30", "--set", "n_test=200",
                     "--set", "scenarios=noise_x2", "--out", str(tmp_path / "div"), "--quiet")
     assert res.returncode == 2
-    assert "training diverged at step" in res.stderr and "lower lr (now 1e+30" in res.stderr
+    assert "training diverged" in res.stderr and "lower lr (now 1e+30" in res.stderr
     assert not (tmp_path / "div" / "summary.json").exists()  # no finite error rate it did not measure
     with pytest.raises(TrainingDiverged, match="step"):
         train(SyntheticConfig(lr=1e30, steps=5, n_test=100, scenarios=[]))
