@@ -41,10 +41,12 @@ from mcicl.synthetic.data import (
 from mcicl.synthetic.metrics import mixed_concept_metrics, prompt_metrics
 from mcicl.synthetic.model import zero_one_loss
 from mcicl.synthetic.train import (
+    DIVERGENCE_FACTOR,
     World,
     batch_indices,
     build_model,
     build_world,
+    diverged,
     sgd_update,
     stack_models,
     training_device,
@@ -209,7 +211,8 @@ class StopRule:
     error: float = 0.01
     precision: float = 0.005
     block: int = 100
-    growth: float = 100.0  # divergence: a minibatch loss above growth x the instance's first one, or non-finite
+    growth: float = DIVERGENCE_FACTOR  # divergence (synthetic.train.diverged): a minibatch loss above growth x
+    #   the larger of the instance's first loss and log 2, or non-finite
 
     def __post_init__(self) -> None:
         require(isinstance(self.max_steps, int) and self.max_steps >= 0, "steps", self.max_steps,
@@ -223,18 +226,6 @@ class StopRule:
         """The rule as summary.json records it."""
         return {"max_steps": self.max_steps, "error": self.error, "precision": self.precision, "block": self.block,
                 "growth": self.growth, "seeds_needed": "all"}
-
-
-def diverged(losses: Sequence[float], growth: float = 100.0) -> str | None:
-    """Why a loss history (first value first) counts as diverged, or None: a non-finite value, or a value above
-    ``growth`` times the first (orders of magnitude of growth)."""
-    values = [float(v) for v in losses]
-    bad = next((v for v in values if not math.isfinite(v)), None)
-    if bad is not None:
-        return f"non-finite loss ({bad})"
-    if values and values[0] > 0 and max(values) > growth * values[0]:
-        return f"loss grew {max(values) / values[0]:.3g}x (from {values[0]:.3g} to {max(values):.3g})"
-    return None
 
 
 def wilson(errors: float, n: float, z: float = 1.959964) -> tuple[float, float]:
@@ -451,7 +442,8 @@ class SweepBatch:
             self.timings["train"] += clock() - t0
             if self.first_loss is None:
                 self.first_loss = losses.clone()
-            bad = ~torch.isfinite(losses) | (losses > rule.growth * self.first_loss)
+            # synthetic.train.diverged's rule, checked at every step on the losses at hand.
+            bad = ~torch.isfinite(losses) | (losses > rule.growth * self.first_loss.clamp(min=math.log(2)))
             if bool(bad.any()):
                 leaving = []
                 for j, (c, sl) in enumerate(zip(self.active, self._instances(), strict=True)):
@@ -459,8 +451,8 @@ class SweepBatch:
                         s = int(torch.nonzero(bad[sl]).flatten()[0])
                         cell = self.cells[c]
                         cell.status, cell.stop_step = "diverged", step
-                        cell.reason = f"seed {s} at step {step}: " + (diverged(
-                            [float(self.first_loss[sl][s]), float(losses[sl][s])], rule.growth) or "")
+                        why = diverged([float(self.first_loss[sl][s]), float(losses[sl][s])], factor=rule.growth)
+                        cell.reason = f"seed {s} at step {step}: {why}"
                         leaving.append(j)
                 self._drop(leaving)
         return self.cells
