@@ -190,8 +190,6 @@ def diverged(losses, first_step: int = 0, factor: float = DIVERGENCE_FACTOR) -> 
     and log 2 (the logistic loss of a zero readout; so a run resumed near 0 loss is not flagged for small
     rises). A loss that grows by orders of magnitude without overflowing (lr=1e12 reaching 3e7) is caught as
     well as NaN. ``first_step`` is the step of ``losses[0]`` (for the message)."""
-    import numpy as np
-
     arr = np.asarray(losses, dtype=float)
     if arr.size == 0:
         return None
