@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from mcicl.analysis.engine.measures import concept_cosines, encode_labels, unit_rows
 from mcicl.core.io import read_json
-from mcicl.core.plotting import Caption, on_axes, palette, save_figure, styled
+from mcicl.core.plotting import Caption, on_axes, palette, save_figure, styled, subplots
 from mcicl.core.runs import RunFolder
 from mcicl.core.shifts import matching
 from mcicl.core.vectors import LabelledVectors
@@ -314,7 +314,9 @@ def agreement(errors: Mapping[str, Sequence[float]], real: Mapping[str, tuple[fl
     reals = r + sd * rng.standard_normal((n_bootstrap, len(shared)))
     draws = np.abs(world - reals).mean(1)
     lo, hi = np.percentile(draws, [2.5, 97.5])
+    per_condition = dict(zip(shared, (float(v) for v in np.abs(E.mean(1) - r)), strict=True))
     return {"value": value, "ci_low": float(lo), "ci_high": float(hi), "conditions": shared, "seeds": S,
+            "per_condition": per_condition,
             "bootstrap": n_bootstrap, "draws": draws,
             "unit": "world seeds resampled (paired across conditions) x real readout error drawn from its interval"}
 
@@ -395,12 +397,13 @@ def run_matched(real: LabelledVectors, base: Any, run: RunFolder, *, icl_summary
             "statistic": "mean absolute difference of 0-1 error over shared conditions (world seed mean vs real)",
             "interval": "95% percentile bootstrap: " + results["matched"].get("unit", ""),
             "worlds": {r["world"]: {k: v for k, v in r.items() if k != "world"} for r in table},
+            "per_condition": {name: a["per_condition"] for name, a in results.items()},
             "parameters": {name: {p: getattr(cfg, p) for p in PARAMETERS} for name, (cfg, _) in worlds.items()},
             "matched_closer_than_both": bool(closer),
             "verdict": ("the matched world is closer to the real readouts than both controls (both differences' "
                         "intervals below 0)" if closer else "the matched world is NOT shown closer than both "
                         "controls (a difference interval reaches 0 or above)")}
-        fig = agreement_figure(table)
+        fig = agreement_figure(table, {name: a["per_condition"] for name, a in results.items()})
         out["agreement"]["figure"] = str(save_figure(fig, run.figures, "agreement", caption=AGREEMENT_CAPTION))
     return out
 
@@ -414,17 +417,35 @@ AGREEMENT_CAPTION = Caption(
 
 
 @styled
-def agreement_figure(rows: Sequence[Mapping[str, Any]], *, ax: Axes | None = None) -> Figure:
-    """Bars: each world's mean absolute error difference from the real readouts, with its interval."""
-    fig, ax = on_axes(ax, figsize=(5.5, 4))
+def agreement_figure(rows: Sequence[Mapping[str, Any]],
+                     per_condition: Mapping[str, Mapping[str, float]] | None = None) -> Figure:
+    """Left: each world's mean absolute error difference from the real readouts, with its interval. Right (with
+    ``per_condition``): the absolute difference per condition and world, so a reader sees which conditions the mean
+    is made of. Two panels, so it draws its own figure (no ``ax``)."""
+    fig, axes = subplots(1, 2 if per_condition else 1, figsize=(11.5 if per_condition else 5.5, 4.3),
+                         squeeze=False)
+    ax = axes[0][0]
     x = np.arange(len(rows))
     v = np.array([r["mad"] for r in rows], float)
     lo = np.array([r["ci_low"] for r in rows], float)
     hi = np.array([r["ci_high"] for r in rows], float)
-    ax.bar(x, v, 0.6, color=palette(len(rows)), yerr=np.vstack([v - lo, hi - v]), capsize=4, ecolor="black")
+    colours = palette(len(rows))
+    ax.bar(x, v, 0.6, color=colours, yerr=np.vstack([v - lo, hi - v]), capsize=4, ecolor="black")
     ax.set_xticks(x, [f"{r['world']}\n({r['seeds']} seeds, {r['conditions']} cond.)" for r in rows], fontsize=8)
     ax.set_ylabel("mean |synthetic error - real error|")
     ax.set_title("Which synthetic world is closest to the real readouts", fontsize=10)
+    if per_condition:
+        ax2 = axes[0][1]
+        conditions = list(next(iter(per_condition.values())))
+        for k, (row, colour) in enumerate(zip(rows, colours, strict=True)):
+            vals = per_condition[row["world"]]
+            ax2.scatter(np.arange(len(conditions)) + (k - 1) * 0.15, [vals.get(c, np.nan) for c in conditions],
+                        color=colour, label=row["world"], zorder=3)
+        ax2.set_xticks(np.arange(len(conditions)), [c.replace("_", " ") for c in conditions], rotation=30,
+                       ha="right", fontsize=8)
+        ax2.set_ylabel("|synthetic error - real error|")
+        ax2.set_title("per condition", fontsize=10)
+        ax2.legend(fontsize=8)
     return fig
 
 
