@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 
 from mcicl.analysis.compare_config import CompareConfig
@@ -41,10 +42,13 @@ from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
 from mcicl.core.runs import RunFolder, require_run
 from mcicl.core.seeding import seed_everything
 from mcicl.core.vectors import LabelledVectors, Space
+from mcicl.synthetic.cells import mixed_set
+from mcicl.synthetic.checkpoints import latest_checkpoint, load_weights
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.export import DICTIONARY, FEATURES, POLYSEMY, feature_sets, learned_vectors, through
+from mcicl.synthetic.metrics import mixed_concept_metrics
 from mcicl.synthetic.sweep import run_sweep
-from mcicl.synthetic.train import TrainResult
+from mcicl.synthetic.train import TrainResult, build_model, build_world
 
 log = logging.getLogger("mcicl")
 
@@ -57,6 +61,7 @@ STATISTICS = {
     "polysemous_sense_cosine": "polysemous-word sense cosine",
 }
 GEOMETRIES = ("raw", "centred")
+MATCHED_SEEDS = 3  # the matched world and its control worlds train at least this many seeds
 COLUMNS = ("space", "world", "geometry", "statistic", "value", "null", "null_low", "null_high", "p_value",
            "ci_low", "ci_high", "n", "isotropic", "note")
 
@@ -327,7 +332,8 @@ def place_on_map(spaces: Sequence[Space], base: Any, *, seed: int = 0) -> tuple[
     return points, rows, estimates
 
 
-ATTENTION_COLUMNS = ("condition", "shots", "synthetic_correct_attention", "real_top_heads", "real_top_heads_null",
+ATTENTION_COLUMNS = ("condition", "shots", "synthetic_same_concept_attention", "synthetic_same_concept_chance",
+                     "synthetic_correct_attention", "real_top_heads", "real_top_heads_null",
                      "real_best_head", "real_best_value", "real_best_null", "real_best_p_corrected", "real_chance")
 
 
@@ -341,16 +347,41 @@ def load_attention_summary(path: str | Path | None) -> dict[str, Any] | None:
     return read_json(file)
 
 
-def attention_rows(synthetic_summary: Mapping[str, Any], attention_summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Per real condition (at its largest shots): the synthetic model's correct attention on the matching
-    scenario (in_distribution: its test prompts) beside the real model's top heads and best head."""
+def synthetic_same_concept(run_dir: str | Path, concepts: int = 2) -> dict[str, float] | None:
+    """The real probe's statistic on a synthetic train run's final model: same-concept attention (and its chance
+    and the 0-1 error) on prompts whose demonstrations come from ``concepts`` concepts, mean over seeds
+    (:func:`synthetic.cells.mixed_set`, ``n_test_ood`` prompts per seed). None when the run has no checkpoint or
+    its world cannot hold such prompts (K < 2 or L < 4)."""
+    run_dir = Path(run_dir)
+    found = latest_checkpoint(run_dir / "checkpoints")
+    config = load_config(SyntheticConfig, run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    if found is None or config is None or config.K < 2 or config.L < 2 * concepts:
+        return None
+    world = build_world(config)
+    model = build_model(config, world)
+    load_weights(model, found[1])
+    with torch.no_grad():
+        prompts, demo = mixed_set(config, world, concepts)
+        m = mixed_concept_metrics(model, prompts, demo)
+    return {k: float(np.mean(v)) for k, v in m.items()} | {"step": found[0], "seeds": config.seeds}
+
+
+def attention_rows(synthetic_summary: Mapping[str, Any], attention_summary: Mapping[str, Any],
+                   same_concept: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    """Per real condition (at its largest shots): the synthetic model's same-concept attention on two-concept
+    prompts (``same_concept``, :func:`synthetic_same_concept`: the real probe's statistic, for in_distribution)
+    and its correct attention on the matching scenario (same sign within one concept: another statistic) beside
+    the real model's top heads and best head."""
     rows = []
     for condition, cells in attention_summary["cells"].items():
         shots = max(cells, key=int)
         cell = cells[shots]
         syn = (synthetic_summary.get("final", {}).get("correct_attention") if condition == "in_distribution"
                else synthetic_summary.get("ood", {}).get(condition, {}).get("correct_attention"))
+        same = (same_concept or {}) if condition == "in_distribution" else {}
         rows.append({"condition": condition, "shots": int(shots),
+                     "synthetic_same_concept_attention": same.get("same_concept_attention", math.nan),
+                     "synthetic_same_concept_chance": same.get("same_concept_chance", math.nan),
                      "synthetic_correct_attention": math.nan if syn is None else float(syn),
                      "real_top_heads": cell["top_heads_value"], "real_top_heads_null": cell["top_heads_null"],
                      "real_best_head": "L{}H{}".format(*cell["best_head"]), "real_best_value": cell["best_value"],
@@ -361,10 +392,12 @@ def attention_rows(synthetic_summary: Mapping[str, Any], attention_summary: Mapp
 
 ATTENTION_COMPARE_CAPTION = Caption(
     "Correct attention: synthetic vs real",
-    "The synthetic one-layer transformer's correct attention (test prompts, or the matching OOD scenario) beside "
-    "the real model's top heads (chosen on held-out episodes) and the best head of each condition; black ticks: "
-    "the real heads' nulls. The synthetic model attends over demonstrations only; the real heads' values are "
-    "shares of their attention on demonstration tokens.")
+    "Like with like first: the synthetic one-layer transformer's same-concept attention on prompts whose "
+    "demonstrations come from two concepts (as in the real 2-way task; in_distribution only), then its correct "
+    "attention (same sign within one concept, a different statistic), beside the real model's top heads (chosen on "
+    "held-out episodes) and the best head of each condition; black ticks: the real heads' nulls and the synthetic "
+    "chance. The synthetic model attends over demonstrations only; the real heads' values are shares of their "
+    "attention on demonstration tokens.")
 
 
 @styled
@@ -375,18 +408,21 @@ def attention_comparison_figure(rows: Sequence[Mapping[str, Any]], *, model: str
         fig, ax = subplots(figsize=(1.6 * len(rows) + 3.2, 4.8))
     else:
         fig = ax.figure
-    colours = palette(3)
+    colours = palette(4)
     x = np.arange(len(rows))
-    width = 0.26
-    series = (("synthetic_correct_attention", None, "synthetic one-layer transformer"),
+    width = 0.2
+    series = (("synthetic_same_concept_attention", "synthetic_same_concept_chance",
+               "synthetic: same-concept attention, 2-concept prompts (the real probe's statistic)"),
+              ("synthetic_correct_attention", None, "synthetic: same-sign attention within one concept (not the same)"),
               ("real_top_heads", "real_top_heads_null", f"{model}: top heads (held-out choice)"),
               ("real_best_value", "real_best_null", f"{model}: best head (chosen on these prompts)"))
     for i, (key, null, label) in enumerate(series):
-        xs = x + (i - 1) * width
-        ax.bar(xs, [float(r[key]) for r in rows], width, color=colours[i], label=label)
+        xs = x + (i - 1.5) * width
+        ax.bar(xs, [float(r.get(key, math.nan)) for r in rows], width, color=colours[i], label=label)
         if null:
-            ax.scatter(xs, [float(r[null]) for r in rows], marker="_", s=300, color="black", zorder=3,
-                       label="null (largest of the nulls)" if i == 1 else None)
+            ax.scatter(xs, [float(r.get(null, math.nan)) for r in rows], marker="_", s=300, color="black", zorder=3,
+                       label="null or chance (real: largest of the nulls; synthetic: share of same-concept demos)"
+                       if i == 0 else None)
     ax.set_xticks(x, [f"{r['condition'].replace('_', ' ')}\n({r['shots']} shots)" for r in rows], fontsize=8)
     ax.set_ylabel("correct attention (share on same-concept demos)")
     ax.set_ylim(0, 1)
@@ -425,8 +461,10 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
                 sweep_dir: str | Path | None = None, matched: bool = False, matched_space: str | None = None,
                 n_permutations: int = 100, seed: int = 0, map_spaces: int | None = None,
                 matched_overrides: Mapping[str, Any] | None = None, figures: bool = True,
-                use_umap: bool = True, umap_synthetic: bool = True, heatmaps: bool = True) -> dict[str, Any]:
-    """The comparison table (CSV + Markdown + figure), and optionally the OOD map and the matched world."""
+                use_umap: bool = True, umap_synthetic: bool = True, heatmaps: bool = True,
+                matched_controls: bool = True) -> dict[str, Any]:
+    """The comparison table (CSV + Markdown + figure), and optionally the OOD map and the matched world (with
+    ``matched_controls``: beside the unmatched default and a mismatched world, agreement.csv)."""
 
     synthetic_dir, real_dir = Path(synthetic_dir), Path(real_dir)
     real_found = real_spaces(real_dir)
@@ -458,7 +496,8 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
         summary["embedding_figures"] = embeddings
     attention = load_attention_summary(attention_dir)
     if attention is not None:
-        att_rows = attention_rows(read_json(synthetic_dir / "summary.json"), attention)
+        att_rows = attention_rows(read_json(synthetic_dir / "summary.json"), attention,
+                                  synthetic_same_concept(synthetic_dir))
         run.write_csv("attention_compare.csv", att_rows, list(ATTENTION_COLUMNS))
         if figures:
             save_figure(attention_comparison_figure(att_rows, model=attention.get("model", "real model")),
@@ -483,10 +522,12 @@ def run_compare(synthetic_dir: str | Path, real_dir: str | Path, run: RunFolder,
         if target is None:
             raise ValueError(f"matched_space={matched_space!r} not found; accepted: "
                              + ", ".join(s.name for s in real))
-        cfg = replace(base, **(matched_overrides or {}))
+        # At least MATCHED_SEEDS seeds (unless the overrides set seeds): the matched world and its controls are
+        # compared across seeds.
+        cfg = replace(base, **{"seeds": max(MATCHED_SEEDS, base.seeds), **(matched_overrides or {})})
         # The map's estimate of the same space is reused (same base geometry, same seed: the same numbers).
         result = run_matched(target.concepts, cfg, run, icl_summary=load_icl_summary(icl_dir), seed=seed,
-                             estimate=estimates.get(target.name))
+                             estimate=estimates.get(target.name), controls=matched_controls)
         summary["matched"] = {"space": target.name, **{k: v for k, v in result.items() if k != "rows"},
                               "conditions": {r["synthetic_condition"]: {"synthetic_error": r["synthetic_error"],
                                                                         "real_error": r["real_error"]}
@@ -552,21 +593,23 @@ def demo_stage(ctx: DemoContext) -> dict[str, Any]:
     summary = run_compare(syn, real, out, icl_dir=icl, attention_dir=attention, sweep_dir=sweep_dir, matched=True,
                           seed=seed,
                           n_permutations=30 if small else 50, map_spaces=1 if small else 3,
-                          matched_overrides=overrides, umap_synthetic=not small, heatmaps=not small)
+                          matched_overrides=overrides, umap_synthetic=not small, heatmaps=not small,
+                          matched_controls=not small)
     return {"run_dir": str(out.path), "sweep_dir": str(sweep_dir), "spaces": len(summary["spaces"]),
             "matched_parameters": summary["matched"]["parameters"],
             "matched_errors": summary["matched"]["conditions"]}
 
 
 def _demo_sweep(run: RunFolder, small: bool, seed: int) -> Path:
-    """A within_cosine x cross_overlap sweep (6 x 6 cells x 2 seeds, one batched model) for the demo's map."""
+    """A within_cosine x cross_overlap sweep (6 x 6 cells x 3 seeds, one batched model; each cell trains until 1%
+    test error or at most 1,600 steps, and is marked censored where a seed never got there) for the demo's map."""
 
     scenarios = ["length_long", "flipped_labels", "polysemous_query", "noise_x5"]
-    steps = 100 if small else 400
-    base = SyntheticConfig(seeds=1 if small else 2, steps=steps, n_test=400 if small else 2000,
+    steps = 100 if small else 1600
+    base = SyntheticConfig(seeds=1 if small else 3, steps=steps, n_test=400 if small else 2000,
                            n_test_ood=200 if small else 1000, eval_every=10 if small else 20, ood_every=steps,
                            n_features=10, scenarios=scenarios, seed=seed, checkpoint_every=10**6)
-    # Dense where learning slows down and fails (0.45 to 0.9); 0.9 is at chance after 400 steps.
+    # Dense where learning slows down (0.45 to 0.9).
     grid = {"within_cosine": [0.2, 0.8] if small else [0.3, 0.45, 0.6, 0.7, 0.8, 0.9],
             "cross_overlap": [0.0, 0.3] if small else [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]}
     sweep = RunFolder.create(run.path / "sweep", "synthetic sweep", overwrite=True)

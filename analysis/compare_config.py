@@ -63,6 +63,10 @@ COMPARE_JOB = Job(
             CsvTable("matched.csv", "Matched world: synthetic errors beside the real model's ICL",
                      "Each row a condition: the matched synthetic model's 0-1 error and the real model's ICL "
                      "error (1 - accuracy, bootstrap 95% interval) on the matching condition."),
+            CsvTable("agreement.csv", "Matched world against its controls",
+                     "Per world (matched, unmatched default, deliberately mismatched; the same seeds): the mean "
+                     "absolute difference of 0-1 error from the real model's ICL readouts over shared conditions, "
+                     "its 95% bootstrap interval, and the matched world's value minus this one's with its interval."),
             CsvTable("estimate.csv", "Matched world: estimated generator parameters",
                      "The parameters, and the raw-cosine moments they reproduce (target: the real space)."),
             CsvTable("map_points.csv", "Real spaces placed on the geometry-to-OOD map",

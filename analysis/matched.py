@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from mcicl.analysis.engine.measures import concept_cosines, encode_labels, unit_rows
 from mcicl.core.io import read_json
-from mcicl.core.plotting import Caption, on_axes, palette, save_figure, styled
+from mcicl.core.plotting import Caption, on_axes, palette, save_figure, styled, subplots
 from mcicl.core.runs import RunFolder
 from mcicl.core.shifts import matching
 from mcicl.core.vectors import LabelledVectors
@@ -276,10 +276,91 @@ def matched_figure(rows: Sequence[Mapping[str, Any]], *, chance: float | None = 
     return fig
 
 
+def world_errors(summary: Mapping[str, Any], conditions: Sequence[str]) -> dict[str, list[float]]:
+    """Per-seed 0-1 errors of a synthetic train summary for each condition (in_distribution: the test set; else
+    the OOD scenario), where the summary has them."""
+    out = {}
+    for c in conditions:
+        vals = (_get(summary, "final_per_seed", "test_zero_one") if c == "in_distribution"
+                else _get(summary, "ood", c, "per_seed_zero_one"))
+        if vals:
+            out[c] = [float(v) for v in vals]
+    return out
+
+
+def agreement(errors: Mapping[str, Sequence[float]], real: Mapping[str, tuple[float, float, float]], *,
+              n_bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """How close a synthetic world is to the real model's readouts: the mean absolute difference of error over
+    the conditions both have,
+
+        MAD = (1 / |C|) sum_{c in C} | mean_s e_{s,c} - r_c |,
+
+    with ``errors[c]`` the world's per-seed errors (the same seeds in every condition) and ``real[c]`` = (error,
+    low, high), the real readout with its 95% interval. Interval: 2.5/97.5 percentiles over ``n_bootstrap`` draws
+    that resample the world's seeds (paired across conditions) and draw each real error from a normal whose
+    95% interval is the readout's (sd = (high - low) / 3.92). ``draws`` are kept for paired comparisons."""
+    shared = [c for c in errors if c in real and all(math.isfinite(v) for v in real[c])]
+    if not shared:
+        return {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "conditions": [], "seeds": 0,
+                "draws": np.array([])}
+    E = np.array([errors[c] for c in shared], float)  # (C, S)
+    r = np.array([real[c][0] for c in shared], float)
+    sd = np.array([(real[c][2] - real[c][1]) / 3.92 for c in shared], float)
+    value = float(np.mean(np.abs(E.mean(1) - r)))
+    rng = np.random.default_rng(seed)
+    S = E.shape[1]
+    idx = rng.integers(0, S, size=(n_bootstrap, S))
+    world = E[:, idx].mean(2).T  # (B, C)
+    reals = r + sd * rng.standard_normal((n_bootstrap, len(shared)))
+    draws = np.abs(world - reals).mean(1)
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    per_condition = dict(zip(shared, (float(v) for v in np.abs(E.mean(1) - r)), strict=True))
+    return {"value": value, "ci_low": float(lo), "ci_high": float(hi), "conditions": shared, "seeds": S,
+            "per_condition": per_condition,
+            "bootstrap": n_bootstrap, "draws": draws,
+            "unit": "world seeds resampled (paired across conditions) x real readout error drawn from its interval"}
+
+
+def mismatched_parameters(estimate: Mapping[str, float], d: int) -> dict[str, float]:
+    """A deliberately mismatched world: each estimated generator parameter moved to the other side of its range
+    (within_cosine 0.9 or 0.1, cross_overlap 0 or 0.3, polysemy_rate 0.5 or 0, sigma 4x smaller or larger within
+    the estimate's bound)."""
+    w = 0.9 if estimate["within_cosine"] < 0.5 else 0.1
+    cross = 0.0 if estimate["cross_overlap"] > 0.15 else min(0.3, (1 + w) / 2 * 0.9)
+    poly = 0.5 if estimate["polysemy_rate"] < 0.25 else 0.0
+    top = 2.0 / math.sqrt(d)
+    sigma = estimate["sigma"] / 4 if estimate["sigma"] > top / 4 else min(top, 4 * estimate["sigma"] + 0.02)
+    return {"within_cosine": w, "cross_overlap": cross, "polysemy_rate": poly, "sigma": sigma}
+
+
+CONTROL_WORLDS = ("matched", "default", "mismatched")
+
+
+def agreement_rows(results: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """agreement.csv: per world its MAD and interval, and (controls) the matched world's MAD minus theirs with the
+    interval of the difference (independent bootstrap draws of the two worlds)."""
+    rows = []
+    m = results.get("matched")
+    for name, a in results.items():
+        row = {"world": name, "mad": a["value"], "ci_low": a["ci_low"], "ci_high": a["ci_high"],
+               "conditions": len(a["conditions"]), "seeds": a["seeds"], "matched_minus_this": math.nan,
+               "diff_ci_low": math.nan, "diff_ci_high": math.nan}
+        if m is not None and name != "matched" and len(a["draws"]) and len(m["draws"]):
+            diff = m["draws"] - a["draws"]
+            row.update(matched_minus_this=m["value"] - a["value"], diff_ci_low=float(np.percentile(diff, 2.5)),
+                       diff_ci_high=float(np.percentile(diff, 97.5)))
+        rows.append(row)
+    return rows
+
+
 def run_matched(real: LabelledVectors, base: Any, run: RunFolder, *, icl_summary: Mapping[str, Any] | None = None,
-                seed: int = 0, n_per_sign: int = 80, estimate: Estimate | None = None) -> dict[str, Any]:
+                seed: int = 0, n_per_sign: int = 80, estimate: Estimate | None = None,
+                controls: bool = True) -> dict[str, Any]:
     """Estimate (unless given), train the matched world into ``run.path/'synthetic'``, write matched.csv,
-    estimate.csv and the figure; return the headline numbers."""
+    estimate.csv and the figure; with ``controls`` (and real ICL readouts) also train the unmatched default world
+    (SyntheticConfig's own geometry) and a deliberately mismatched one (:func:`mismatched_parameters`) with the
+    same seeds and write agreement.csv: each world's mean absolute error difference from the real readouts, and
+    whether the matched world is closer than both. Return the headline numbers."""
 
     if estimate is None:
         estimate = estimate_parameters(real.vectors, real.labels, base, n_per_sign=n_per_sign, seed=seed)
@@ -293,9 +374,79 @@ def run_matched(real: LabelledVectors, base: Any, run: RunFolder, *, icl_summary
     chance = (icl_summary or {}).get("chance")
     fig = matched_figure(rows, chance=float(chance) if chance is not None else None)
     png = save_figure(fig, run.figures, "matched", caption=MATCHED_CAPTION)
-    return {"parameters": estimate.parameters, "target_moments": asdict(estimate.target),
-            "achieved_moments": asdict(estimate.achieved), "moment_loss": estimate.loss,
-            "synthetic_run": str(syn_run.path), "rows": rows, "figure": str(png)}
+    out = {"parameters": estimate.parameters, "target_moments": asdict(estimate.target),
+           "achieved_moments": asdict(estimate.achieved), "moment_loss": estimate.loss,
+           "synthetic_run": str(syn_run.path), "rows": rows, "figure": str(png)}
+    real_err = {r["synthetic_condition"]: (r["real_error"], r["real_error_low"], r["real_error_high"]) for r in rows
+                if math.isfinite(r["real_error"])}
+    if controls and real_err:
+        defaults = type(base)()
+        worlds = {"matched": (config, syn_summary),
+                  "default": (replace(base, **{p: getattr(defaults, p) for p in PARAMETERS}), None),
+                  "mismatched": (replace(base, **mismatched_parameters(estimate.parameters, base.d)), None)}
+        results = {}
+        for name, (cfg, summary) in worlds.items():
+            if summary is None:
+                summary = train(cfg).summary
+            results[name] = agreement(world_errors(summary, list(real_err)), real_err, seed=seed)
+        table = agreement_rows(results)
+        run.write_csv("agreement.csv", table)
+        by = {r["world"]: r for r in table}
+        closer = all(by[w]["diff_ci_high"] < 0 for w in ("default", "mismatched"))
+        out["agreement"] = {
+            "statistic": "mean absolute difference of 0-1 error over shared conditions (world seed mean vs real)",
+            "interval": "95% percentile bootstrap: " + results["matched"].get("unit", ""),
+            "worlds": {r["world"]: {k: v for k, v in r.items() if k != "world"} for r in table},
+            "per_condition": {name: a["per_condition"] for name, a in results.items()},
+            "parameters": {name: {p: getattr(cfg, p) for p in PARAMETERS} for name, (cfg, _) in worlds.items()},
+            "matched_closer_than_both": bool(closer),
+            "verdict": ("the matched world is closer to the real readouts than both controls (both differences' "
+                        "intervals below 0)" if closer else "the matched world is NOT shown closer than both "
+                        "controls (a difference interval reaches 0 or above)")}
+        fig = agreement_figure(table, {name: a["per_condition"] for name, a in results.items()})
+        out["agreement"]["figure"] = str(save_figure(fig, run.figures, "agreement", caption=AGREEMENT_CAPTION))
+    return out
+
+
+AGREEMENT_CAPTION = Caption(
+    "Matched world against its controls",
+    "Mean absolute difference between each synthetic world's 0-1 error (mean over seeds) and the real model's ICL "
+    "error, over the conditions both have; bars: 95% bootstrap intervals (world seeds resampled, real errors drawn "
+    "from their intervals). The matched world must sit below the unmatched default world and a deliberately "
+    "mismatched one.")
+
+
+@styled
+def agreement_figure(rows: Sequence[Mapping[str, Any]],
+                     per_condition: Mapping[str, Mapping[str, float]] | None = None) -> Figure:
+    """Left: each world's mean absolute error difference from the real readouts, with its interval. Right (with
+    ``per_condition``): the absolute difference per condition and world, so a reader sees which conditions the mean
+    is made of. Two panels, so it draws its own figure (no ``ax``)."""
+    fig, axes = subplots(1, 2 if per_condition else 1, figsize=(11.5 if per_condition else 5.5, 4.3),
+                         squeeze=False)
+    ax = axes[0][0]
+    x = np.arange(len(rows))
+    v = np.array([r["mad"] for r in rows], float)
+    lo = np.array([r["ci_low"] for r in rows], float)
+    hi = np.array([r["ci_high"] for r in rows], float)
+    colours = palette(len(rows))
+    ax.bar(x, v, 0.6, color=colours, yerr=np.vstack([v - lo, hi - v]), capsize=4, ecolor="black")
+    ax.set_xticks(x, [f"{r['world']}\n({r['seeds']} seeds, {r['conditions']} cond.)" for r in rows], fontsize=8)
+    ax.set_ylabel("mean |synthetic error - real error|")
+    ax.set_title("Which synthetic world is closest to the real readouts", fontsize=10)
+    if per_condition:
+        ax2 = axes[0][1]
+        conditions = list(next(iter(per_condition.values())))
+        for k, (row, colour) in enumerate(zip(rows, colours, strict=True)):
+            vals = per_condition[row["world"]]
+            ax2.scatter(np.arange(len(conditions)) + (k - 1) * 0.15, [vals.get(c, np.nan) for c in conditions],
+                        color=colour, label=row["world"], zorder=3)
+        ax2.set_xticks(np.arange(len(conditions)), [c.replace("_", " ") for c in conditions], rotation=30,
+                       ha="right", fontsize=8)
+        ax2.set_ylabel("|synthetic error - real error|")
+        ax2.set_title("per condition", fontsize=10)
+        ax2.legend(fontsize=8)
+    return fig
 
 
 def load_icl_summary(path: str | Path | None) -> dict[str, Any] | None:

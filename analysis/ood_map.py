@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import matplotlib.patches
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -118,8 +119,11 @@ def _edges(centres: np.ndarray) -> np.ndarray:
 OOD_MAP_CAPTION = Caption(
     "Geometry-to-OOD map",
     "Panels over within-concept cosine (x) and cross-concept overlap (y), with contour lines: the synthetic "
-    "transformer's in-distribution and per-scenario OOD 0-1 error, the steps until the test error first "
-    "reaches 1% (grey: never), the exponential rate of the test error and the correct attention at the end. "
+    "transformer's in-distribution and per-scenario OOD 0-1 error at each cell's stop (every seed at 1% test "
+    "error, or the maximum of steps), the steps until the test error first reaches 1% (Kaplan-Meier median over "
+    "seeds; grey: not reached by half of them), the correct attention and the same-concept attention on "
+    "two-concept prompts. Hatched: censored cells (a seed hit the maximum, so its errors are a budget's); "
+    "cross-hatched grey: diverged cells (no result). "
     "Markers: real model spaces placed at their measured geometry (bars: uncertainty, where estimated), so "
     "one can read which error and learning-speed regime a real model's geometry sits in.")
 
@@ -139,11 +143,28 @@ def map_panels(rows: Sequence[Mapping[str, str]]) -> list[Panel]:
     have = set(rows[0])
     panels = [Panel("test_zero_one", "in-distribution test error", "error")] if "test_zero_one" in have else []
     panels += [Panel(c, f"OOD {c[len('ood.'):-len('.test_zero_one')]}: test error", "error") for c in ood_columns(rows)]
-    speed = [("steps_to_1pct", "steps to 1% test error (grey: never)", "viridis_r"),
+    speed = [("steps_to_1pct", "steps to 1% test error (KM median over seeds; grey: not reached)", "viridis_r"),
              ("convergence_rate", "exponential rate of the test error (/step)", SEQUENTIAL_CMAP),
-             ("correct_attention", "correct attention at the end", SEQUENTIAL_CMAP)]
+             ("correct_attention", "correct attention at the end", SEQUENTIAL_CMAP),
+             ("same_concept_attention", "same-concept attention (2-concept prompts)", SEQUENTIAL_CMAP)]
     panels += [Panel(c, t, "own", cmap) for c, t, cmap in speed if c in have]
     return panels
+
+
+def status_grid(rows: Sequence[Mapping[str, str]], *, x: str = X_FIELD, y: str = Y_FIELD) -> np.ndarray | None:
+    """Per map cell: 'diverged' if a row there diverged, else 'censored' if one was censored (a seed hit the
+    maximum of steps), else 'reached'; None for a sweep table without a status column."""
+    if "status" not in rows[0]:
+        return None
+    xs = sorted({float(r[x]) for r in rows})
+    ys = sorted({float(r[y]) for r in rows})
+    out = np.full((len(ys), len(xs)), "", dtype=object)
+    rank = {"": 0, "reached": 1, "censored": 2, "diverged": 3}
+    for r in rows:
+        i, j = ys.index(float(r[y])), xs.index(float(r[x]))
+        if rank.get(r["status"], 0) > rank[out[i, j]]:
+            out[i, j] = r["status"]
+    return out
 
 
 def _masked(values: np.ndarray) -> np.ma.MaskedArray:
@@ -167,6 +188,7 @@ def ood_map_figure(rows: Sequence[Mapping[str, str]], points: Sequence[MapPoint]
     nrows = -(-len(panels) // ncols)
     fig, axs = subplots(nrows, ncols, figsize=(4.3 * ncols, 3.8 * nrows + (0.7 if points else 0)), squeeze=False)
     colours = palette(len(points) + 3)[3:]  # skip the first three, which look like the map's ends
+    status = status_grid(rows)
     text = grids[0].values.size <= 25  # numbers in the cells of small grids; contour lines carry large ones
     for ax, grid, panel in zip(axs.flat, grids, panels, strict=False):
         values = _masked(grid.values)
@@ -192,6 +214,15 @@ def ood_map_figure(rows: Sequence[Mapping[str, str]], points: Sequence[MapPoint]
                         r, g, b, _ = cmap((v - vmin) / (vmax - vmin))
                         ax.text(xv, yv, f"{v:.3g}", ha="center", va="center", fontsize=8,
                                 color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
+        if status is not None:
+            xe, ye = _edges(grid.xs), _edges(grid.ys)
+            for i in range(len(grid.ys)):
+                for j in range(len(grid.xs)):
+                    if status[i, j] in ("censored", "diverged"):
+                        ax.add_patch(matplotlib.patches.Rectangle(
+                            (xe[j], ye[i]), xe[j + 1] - xe[j], ye[i + 1] - ye[i], fill=status[i, j] == "diverged",
+                            facecolor="0.85", hatch="///" if status[i, j] == "censored" else "xx", edgecolor="0.3",
+                            lw=0, zorder=2))
         for point, colour in zip(points, colours, strict=False):
             xerr, yerr = (None if e is None else [[e[0]], [e[1]]] for e in (point.x_err, point.y_err))
             ax.errorbar([point.x], [point.y], xerr=xerr, yerr=yerr, fmt="o",
@@ -210,6 +241,15 @@ def ood_map_figure(rows: Sequence[Mapping[str, str]], points: Sequence[MapPoint]
         handles, labels = axs[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(points)), fontsize=8,
                    title="real model spaces at their estimated generator parameters (bars: uncertainty, where known)")
+    if status is not None:
+        cens = [r for r in rows if r["status"] == "censored"]
+        most = max((int(float(r["max_steps"])) for r in rows if r.get("max_steps")), default=None)
+        marks = [matplotlib.patches.Patch(facecolor="white", edgecolor="0.3", hatch="///",
+                                          label=f"censored: a seed never reached 1% in {most} steps "
+                                                f"({len(cens)} of {len(rows)} cells)"),
+                 matplotlib.patches.Patch(facecolor="0.85", edgecolor="0.3", hatch="xx",
+                                          label="diverged: no result")]
+        fig.legend(handles=marks, loc="upper left", fontsize=8, ncol=1, bbox_to_anchor=(0.0, 0.0))
     fig.suptitle(title or "Geometry-to-OOD map: the synthetic transformer's error and learning speed vs concept "
                           "geometry")
     return fig

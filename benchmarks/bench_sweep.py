@@ -9,7 +9,12 @@ Measured in one run and printed as ratios:
 3. FLOP/s of a training step (analytic count, as in bench_synthetic.py) as a share of a same-dtype matmul
    measured here, at 1, 8, 64 and 256 stacked instances;
 4. threads: wall time of a training step and of an evaluation of the 108-instance grid batch on 1 and 2 threads
-   (the rule ``train_cells`` follows).
+   (the rule ``train_cells`` follows);
+5. the sweep's own path (``sweep_cells``: each cell to a stop rule, test error sequentially on test blocks drawn
+   when first needed, OOD and mixed-concept prompts only at the stop) against ``train_cells`` (the rows of
+   ``synthetic train``, what sweeps ran before): on the 6 x 6 x 3 grid at a fixed budget (stop error out of reach,
+   so both train every step) the whole time over the time spent in training steps (goal <= 1.5x), then a 16-cell
+   sweep over a 1-cell sweep (goal <= 4x), and the grid with the default stop rule (1% error).
 
 Times are CPU seconds of this process (``time.process_time``): training runs on one thread, so on an idle
 machine they equal wall time, and on a shared machine they are not inflated by other people's work; per-step
@@ -27,7 +32,7 @@ import numpy as np
 import torch
 from bench_synthetic import step_flops
 
-from mcicl.synthetic.cells import CellBatch, train_cells
+from mcicl.synthetic.cells import CellBatch, StopRule, SweepBatch, train_cells
 from mcicl.synthetic.config import SyntheticConfig
 
 
@@ -83,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="training steps of the grid runs (default: 200)")
     parser.add_argument("--flop-steps", type=int, default=50, help="timed steps per FLOP/s point (default: 50)")
+    parser.add_argument("--only-sweep", action="store_true", help="part 5 only")
     args = parser.parse_args()
     base = SyntheticConfig(steps=args.steps, n_test=1000, n_test_ood=300, eval_every=10, ood_every=args.steps,
                            scenarios=["length_long", "flipped_labels", "polysemous_query", "noise_x5"])
@@ -91,6 +97,9 @@ def main() -> None:
           f"batch {base.batch_size}, n_test {base.n_test}")
 
     cells = grid(replace(base, seeds=3), 36)
+    if args.only_sweep:
+        sweep_part(base, cells, args.steps)
+        return
     batched = timed(lambda: train_cells(cells))
     single = timed(lambda: [train_cells([c]) for c in cells])
     print(f"1. 6x6 grid x 3 seeds: batched {batched:.1f} s, cell by cell {single:.1f} s, "
@@ -132,6 +141,36 @@ def main() -> None:
     print(f"4. threads, {batch.instances} instances, wall time: 1 thread {1e3 * s1:.1f} ms/step and {1e3 * e1:.0f} ms "
           f"per evaluation, 2 threads {1e3 * s2:.1f} ms/step and {1e3 * e2:.0f} ms (2 vs 1: {s1 / s2:.2f}x, "
           f"{e1 / e2:.2f}x)")
+
+    sweep_part(base, cells, args.steps)
+
+
+def sweep_part(base: SyntheticConfig, cells: list[SyntheticConfig], steps: int) -> None:
+    """Part 5: the sweep path against train_cells, one run."""
+    fixed = StopRule(max_steps=steps, error=1e-9)  # out of reach: every cell trains all steps
+
+    def sweep(configs: list[SyntheticConfig], rule: StopRule) -> tuple[float, dict]:
+        holder: list[SweepBatch] = []
+        total = timed(lambda: holder.append(SweepBatch(configs, rule)) or holder[0].run())
+        return total, holder[0].timings
+
+    old_total = timed(lambda: train_cells(cells))
+    old_step = step_seconds(CellBatch(cells), 20)
+    new_total, t = sweep(cells, fixed)
+    print(f"5. 6x6 grid x 3 seeds, {steps} steps: before (train_cells) {old_total:.1f} s = "
+          f"{old_total / (steps * old_step):.1f}x its training steps ({steps * old_step:.1f} s); "
+          f"sweep path {new_total:.1f} s = {new_total / t['train']:.2f}x its training steps ({t['train']:.1f} s; "
+          f"build {t['build']:.1f} s, evaluations {t['evaluate']:.1f} s, final {t['final']:.1f} s) (goal <= 1.5x)")
+    one_old = timed(lambda: train_cells(cells[:1]))
+    sixteen_old = timed(lambda: train_cells(grid(replace(base, seeds=3), 16)))
+    one_new, _ = sweep(cells[:1], fixed)
+    sixteen_new, _ = sweep(grid(replace(base, seeds=3), 16), fixed)
+    print(f"   16-cell vs 1-cell sweep (3 seeds): before {sixteen_old:.1f} / {one_old:.2f} s = "
+          f"{sixteen_old / one_old:.1f}x; sweep path {sixteen_new:.1f} / {one_new:.2f} s = "
+          f"{sixteen_new / one_new:.1f}x (goal <= 4x)")
+    rule_total, t = sweep(cells, StopRule(max_steps=steps))
+    print(f"   with the default stop rule (1% error, at most {steps} steps): {rule_total:.1f} s "
+          f"({rule_total / t['train']:.2f}x its training steps)")
 
 
 if __name__ == "__main__":

@@ -14,23 +14,39 @@ exactly the gradient it gets when its cell trains alone; the metrics rows of a c
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
+import numpy as np
 import torch
 
-from mcicl.core.configuration import to_dict
+from mcicl.core.configuration import require, to_dict
 from mcicl.core.logs import progress
-from mcicl.synthetic.config import SyntheticConfig
-from mcicl.synthetic.convergence import summarize
-from mcicl.synthetic.data import Prompts, torch_dtype
-from mcicl.synthetic.metrics import prompt_metrics
+from mcicl.synthetic.config import SCENARIOS, SyntheticConfig
+from mcicl.synthetic.convergence import crossing_step, finite_or_none, summarize
+from mcicl.synthetic.data import (
+    Prompts,
+    build_dictionary,
+    generator,
+    sample_mixed_prompts,
+    sample_prompts,
+    scenario_spec,
+    seed_configs,
+    torch_dtype,
+    train_spec,
+)
+from mcicl.synthetic.metrics import mixed_concept_metrics, prompt_metrics
+from mcicl.synthetic.model import zero_one_loss
 from mcicl.synthetic.train import (
+    DIVERGENCE_FACTOR,
     World,
     batch_indices,
     build_model,
     build_world,
+    diverged,
     sgd_update,
     stack_models,
     training_device,
@@ -174,4 +190,343 @@ def train_cells(configs: Sequence[SyntheticConfig], device: str = "cpu") -> list
         summary["seconds"] = round(seconds, 2)
         summary["batch_cells"] = len(configs)
         out.append(CellResult(c, cell_rows, summary))
+    return out
+
+
+# ------------------------------------------------------------------------------- sweep cells: train to a rule
+
+@dataclass(frozen=True)
+class StopRule:
+    """When a sweep cell stops, and how precisely its test error is measured on the way.
+
+    A cell trains until every seed's test error has been measured at or below ``error`` (the cell *reached*), or
+    until ``max_steps`` (the cell is *censored*: some seed never got there), or until a seed diverges (the cell is
+    *diverged* and reports no result). The test error is measured every ``eval_every`` steps sequentially: blocks
+    of ``block`` prompts of the cell's test pool (``n_test`` prompts drawn once, read from an offset that moves on
+    by one block per evaluation) are added until the 95% Wilson interval of the error lies wholly above or below
+    ``error``, or its half-width is at most ``precision``, or the pool is used up.
+    """
+
+    max_steps: int
+    error: float = 0.01
+    precision: float = 0.005
+    block: int = 100
+    growth: float = DIVERGENCE_FACTOR  # divergence (synthetic.train.diverged): a minibatch loss above growth x
+    #   the larger of the instance's first loss and log 2, or non-finite
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.max_steps, int) and self.max_steps >= 0, "steps", self.max_steps,
+                "an integer >= 0 (a sweep cell's maximum of steps)")
+        require(0.0 < self.error < 0.5, "stop_error", self.error, "a number in (0, 0.5)")
+        require(0.0 < self.precision < 0.5, "precision", self.precision, "a number in (0, 0.5)")
+        require(self.block >= 1, "block", self.block, "an integer >= 1")
+        require(self.growth > 1.0, "growth", self.growth, "a number > 1")
+
+    def as_dict(self) -> dict:
+        """The rule as summary.json records it."""
+        return {"max_steps": self.max_steps, "error": self.error, "precision": self.precision, "block": self.block,
+                "growth": self.growth, "seeds_needed": "all"}
+
+
+def wilson(errors: float, n: float, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion errors / n."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = errors / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def km_steps(per_seed: Sequence[float | None]) -> dict:
+    """Steps to the stop level across seeds, censored seeds (None: never reached) handled as Kaplan-Meier does with
+    one common censoring time: the median is the smallest step by which at least half of the seeds had reached it
+    (None when that never happened: report '>= max_steps'); the interval is the range over seeds, its upper end
+    None when some seed is censored (it is then '>= max_steps')."""
+    n = len(per_seed)
+    reached = sorted(float(v) for v in per_seed if v is not None and math.isfinite(v))
+    need = math.ceil(n / 2)
+    return {"median": reached[need - 1] if len(reached) >= need else None,
+            "low": reached[0] if reached else None,
+            "high": reached[-1] if reached and len(reached) == n else None,
+            "censored_seeds": n - len(reached), "seeds": n}
+
+
+@dataclass
+class _Cell:
+    config: SyntheticConfig
+    world: World
+    index: int
+    rows: list = field(default_factory=list)  # per evaluation: step, test zero_one and n per seed
+    status: str = "running"
+    groups: list = field(default_factory=list)  # (config, dictionary) per dictionary group of its seeds
+    blocks: int = 0  # test blocks its evaluations needed so far
+    reason: str | None = None
+    stop_step: int | None = None
+    final: dict | None = None
+
+
+def _subset(model, rows: torch.Tensor):
+    """Instances ``rows`` (an index tensor) of a stacked model as a new trainable model (parameters copied)."""
+    part = copy.copy(model)
+    part._parameters = {}
+    for name, p in model.named_parameters():
+        part.register_parameter(name, torch.nn.Parameter(p.detach().index_select(0, rows).clone()))
+    return part
+
+
+class SweepBatch:
+    """The cells of one shape group trained to a :class:`StopRule`, building and evaluating only what the map
+    needs: per cell its dictionary, training prompts and model up front; test prompts in blocks of ``rule.block``,
+    drawn the first time an evaluation needs them (block j of a cell from its own seed, generator purpose
+    TEST_BLOCK_PURPOSE + j) and read from block 0 at every evaluation until the sequential rule is met; the OOD and
+    mixed-concept prompts only when the cell stops (the OOD sets are those ``synthetic train`` draws). A cell leaves
+    the batch as soon as it stops, and its final evaluation runs on its own instances. ``timings`` holds the
+    CPU seconds spent building, training, evaluating and in final evaluations."""
+
+    def __init__(self, configs: Sequence[SyntheticConfig], rule: StopRule, device: str | torch.device = "cpu"):
+        if not configs:
+            raise ValueError("configs is empty; accepted: one or more SyntheticConfig of the same shape key")
+        if len({shape_key(c) for c in configs}) > 1:
+            raise ValueError("configs differ in fields that change tensor shapes or the training loop; accepted: "
+                             f"cells that differ only in {', '.join(sorted(BATCHED_FIELDS))} (group them first "
+                             "with group_cells)")
+        start = time.process_time()
+        self.rule = rule
+        self.device = training_device(str(device))
+        self.cells: list[_Cell] = []
+        models, trains = [], []
+        for i, c in enumerate(configs):
+            groups = [(sc, build_dictionary(sc)) for sc in (seed_configs(c) if c.dictionary == "per_seed" else [c])]
+            train_sets = [sample_prompts(dic, train_spec(sc), sc.seeds, sc.n_train, generator(sc, 2))
+                          for sc, dic in groups]
+            world = World(groups[0][1], Prompts.cat(train_sets), None, {},  # type: ignore[arg-type]
+                          [dic for _, dic in groups] if c.dictionary == "per_seed" else None)
+            self.cells.append(_Cell(c, world, i))
+            self.cells[-1].groups = groups
+            models.append(build_model(c, world))
+            trains.append(world.train)
+        self.model = stack_models(models).to(self.device)
+        dt = torch_dtype(configs[0].dtype)
+        self.lr = torch.cat([torch.full((c.seeds,), c.lr, dtype=dt) for c in configs]).to(self.device)
+        self.train = Prompts.cat(trains).to(self.device)
+        self.blocks: list[Prompts] = []  # test blocks drawn so far, stacked over the active instances
+        self.active = list(range(len(self.cells)))  # cells still training, in batch order
+        self.first_loss: torch.Tensor | None = None
+        self.timings = {"build": time.process_time() - start, "train": 0.0, "evaluate": 0.0, "final": 0.0}
+
+    def _instances(self) -> list[slice]:
+        out, start = [], 0
+        for c in self.active:
+            n = self.cells[c].config.seeds
+            out.append(slice(start, start + n))
+            start += n
+        return out
+
+    def _block(self, j: int) -> Prompts:
+        """Test block j of every active instance (drawn now if no evaluation needed it before)."""
+        while len(self.blocks) <= j:
+            k = len(self.blocks)
+            self.blocks.append(Prompts.cat([self._cell_block(self.cells[c], k) for c in self.active]).to(self.device))
+        return self.blocks[j]
+
+    def _cell_block(self, cell: _Cell, j: int) -> Prompts:
+        size = min(self.rule.block, cell.config.n_test)
+        return Prompts.cat([sample_prompts(dic, train_spec(sc), sc.seeds, size, generator(sc, TEST_BLOCK_PURPOSE + j))
+                            for sc, dic in cell.groups])
+
+    def step(self, step: int) -> torch.Tensor:
+        """One SGD step of every active instance (its own minibatch and learning rate); per-instance losses."""
+        t = self.train
+        if self.cells[0].config.full_batch:
+            return sgd_update(self.model, t.x, t.y, t.xq, t.target, self.lr)
+        idx = torch.cat([batch_indices(self.cells[c].config, step) for c in self.active]).to(self.device)
+        x, y, xq, target = (Prompts.gather(v, idx) for v in (t.x, t.y, t.xq, t.target))
+        return sgd_update(self.model, x, y, xq, target, self.lr)
+
+    @torch.no_grad()
+    def test_errors(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Sequential test errors of every active instance: (errors, prompts) counts (S_active,) and, per active
+        cell, how many blocks its seeds needed."""
+        S = self.train.target.shape[0]
+        n_test = self.cells[self.active[0]].config.n_test
+        size = min(self.rule.block, n_test)
+        n_blocks = -(-n_test // size)
+        errors = torch.zeros(S, dtype=torch.float64)
+        counts = torch.zeros(S, dtype=torch.float64)
+        open_ = torch.ones(S, dtype=torch.bool)
+        used = torch.zeros(S, dtype=torch.long)
+        j = 0
+        while j < n_blocks and bool(open_.any()):
+            block = self._block(j)
+            take = min(size, n_test - j * size)
+            xs = [t[:, :take] for t in (block.x, block.y, block.xq, block.target)]
+            out = self.model(xs[0], xs[1], xs[2])
+            wrong = zero_one_loss(out.f, xs[3]).sum(1).double().cpu()
+            errors += torch.where(open_, wrong, 0.0)
+            counts += torch.where(open_, float(take), 0.0)
+            used += open_.long()
+            j += 1
+            for s in torch.nonzero(open_).flatten().tolist():
+                lo, hi = wilson(float(errors[s]), float(counts[s]))
+                if lo > self.rule.error or hi <= self.rule.error or (hi - lo) / 2 <= self.rule.precision:
+                    open_[s] = False
+        return errors, counts, [int(used[sl].max()) for sl in self._instances()]
+
+    @torch.no_grad()
+    def _final(self, cell: _Cell, sl: slice) -> dict:
+        """The cell's evaluation at its stop: the test blocks it needed, every OOD scenario, mixed-concept prompts."""
+        K, c = cell.config.K, cell.config
+        part = self.model.instances(sl)
+        parts = [b.seeds(sl) for b in self.blocks[:max(1, cell.blocks)]]
+        test = Prompts(*(torch.cat([getattr(p, f.name) for p in parts], 1) for f in fields(Prompts)))
+        ood = {}
+        for name in c.scenarios:
+            prompts = Prompts.cat([sample_prompts(dic, scenario_spec(sc, name), sc.seeds, sc.n_test_ood,
+                                                  generator(sc, 10 + SCENARIOS.index(name)))
+                                   for sc, dic in cell.groups]).to(self.device)
+            ood[name] = prompt_metrics(part, prompts, K)
+        out = {"test": prompt_metrics(part, test, K), "ood": ood, "test_prompts": test.target.shape[1]}
+        if K >= 2 and c.L >= 4:
+            prompts, concepts = mixed_set(c, cell.world)
+            out["mixed_concepts"] = mixed_concept_metrics(part, prompts.to(self.device), concepts.to(self.device))
+        return out
+
+    def _drop(self, leaving: list[int]) -> None:
+        """Remove the cells at positions ``leaving`` of ``self.active`` from the stacked batch."""
+        slices = self._instances()
+        keep = [c for j, c in enumerate(self.active) if j not in leaving]
+        rows = torch.cat([torch.arange(sl.start, sl.stop) for j, sl in enumerate(slices) if j not in leaving]) \
+            if keep else torch.zeros(0, dtype=torch.long)
+        dev_rows = rows.to(self.device)
+        self.model = _subset(self.model, dev_rows)
+        self.lr = self.lr.index_select(0, dev_rows)
+
+        def pick(p: Prompts) -> Prompts:
+            return Prompts(*(getattr(p, f.name).index_select(0, dev_rows) for f in fields(Prompts)))
+
+        self.train = pick(self.train)
+        self.blocks = [pick(b) for b in self.blocks]
+        self.first_loss = None if self.first_loss is None else self.first_loss.index_select(0, rows)
+        self.active = keep
+
+    def run(self) -> list[_Cell]:
+        """Train until every cell has stopped; the cells with their rows, status and final evaluation."""
+        rule = self.rule
+        eval_every = self.cells[0].config.eval_every
+        clock = time.process_time  # CPU seconds, as bench_sweep.py measures
+        for step in range(rule.max_steps + 1):
+            if step % eval_every == 0 or step == rule.max_steps:
+                t0 = clock()
+                errors, counts, needed = self.test_errors()
+                self.timings["evaluate"] += clock() - t0
+                leaving = []
+                for j, (c, sl) in enumerate(zip(self.active, self._instances(), strict=True)):
+                    cell = self.cells[c]
+                    cell.blocks = max(cell.blocks, needed[j])
+                    err = (errors[sl] / counts[sl]).tolist()
+                    cell.rows.append({"step": step, "test": {"zero_one": err, "n": counts[sl].tolist()}})
+                    if all(e <= rule.error for e in err) or step == rule.max_steps:
+                        cell.status = "reached" if all(e <= rule.error for e in err) else "censored"
+                        cell.stop_step = step
+                        t1 = clock()
+                        cell.final = self._final(cell, sl)
+                        self.timings["final"] += clock() - t1
+                        leaving.append(j)
+                if leaving:
+                    self._drop(leaving)
+            if step == rule.max_steps or not self.active:
+                break
+            t0 = clock()
+            losses = self.step(step).double().cpu()
+            self.timings["train"] += clock() - t0
+            if self.first_loss is None:
+                self.first_loss = losses.clone()
+            # synthetic.train.diverged's rule, checked at every step on the losses at hand.
+            bad = ~torch.isfinite(losses) | (losses > rule.growth * self.first_loss.clamp(min=math.log(2)))
+            if bool(bad.any()):
+                leaving = []
+                for j, (c, sl) in enumerate(zip(self.active, self._instances(), strict=True)):
+                    if bool(bad[sl].any()):
+                        s = int(torch.nonzero(bad[sl]).flatten()[0])
+                        cell = self.cells[c]
+                        cell.status, cell.stop_step = "diverged", step
+                        why = diverged([float(self.first_loss[sl][s]), float(losses[sl][s])], factor=rule.growth)
+                        cell.reason = f"seed {s} at step {step}: {why}"
+                        leaving.append(j)
+                self._drop(leaving)
+        return self.cells
+
+
+TEST_BLOCK_PURPOSE = 100  # generator purpose of a sweep cell's test block j: TEST_BLOCK_PURPOSE + j
+
+
+def mixed_set(config: SyntheticConfig, world: World, concepts: int = 2) -> tuple[Prompts, torch.Tensor]:
+    """The cell's mixed-concept test prompts (``n_test_ood`` per seed; demonstrations from ``concepts`` concepts,
+    :func:`synthetic.data.sample_mixed_prompts`), from the cell's own seed (generator purpose MIXED_PURPOSE)."""
+    spec = train_spec(config)
+    if config.dictionary == "per_seed":
+        parts = [sample_mixed_prompts(dic, spec, 1, config.n_test_ood, generator(c, MIXED_PURPOSE), concepts)
+                 for c, dic in zip(seed_configs(config), world.seed_dictionaries, strict=True)]
+        return Prompts.cat([p for p, _ in parts]), torch.cat([d for _, d in parts])
+    return sample_mixed_prompts(world.dictionary, spec, config.seeds, config.n_test_ood,
+                                generator(config, MIXED_PURPOSE), concepts)
+
+
+MIXED_PURPOSE = 50  # generator purpose of the mixed-concept prompts (1 init, 2 train, 3 test, 10+ scenarios)
+
+
+def _cell_summary(cell: _Cell, rule: StopRule) -> dict:
+    """A sweep cell's summary.json: status, per-seed steps to the stop level and their KM median and range, and
+    (unless diverged) the final errors and attention at the stop."""
+    summary: dict = {"status": cell.status, "stop_rule": rule.as_dict(), "stop_step": cell.stop_step,
+                     "seeds": cell.config.seeds}
+    if cell.status == "diverged":
+        summary["diverged_reason"] = cell.reason
+        return summary
+    steps = np.asarray([r["step"] for r in cell.rows])
+    err = np.asarray([r["test"]["zero_one"] for r in cell.rows])  # (T, S)
+    floor = 0.5 / cell.config.n_test
+    per_seed = [crossing_step(steps, err[:, s], rule.error, floor) for s in range(err.shape[1])]
+    per_seed = [v if math.isfinite(v) else None for v in per_seed]
+    final = cell.final
+    summary["test_prompts"] = final["test_prompts"]
+    summary["per_seed"] = {"steps_to_stop_error": per_seed, "test_zero_one": final["test"]["zero_one"],
+                           "correct_attention": final["test"]["correct_attention"]}
+    summary["steps_to_stop_error"] = km_steps(per_seed)
+    summary["final"] = {"test_zero_one": float(np.mean(final["test"]["zero_one"])),
+                        "correct_attention": float(np.mean(final["test"]["correct_attention"])),
+                        "step": cell.stop_step}
+    summary["ood"] = {name: {"test_zero_one": float(np.mean(m["zero_one"])),
+                             "correct_attention": float(np.mean(m["correct_attention"]))}
+                      for name, m in final["ood"].items()}
+    if "mixed_concepts" in final:
+        m = final["mixed_concepts"]
+        summary["mixed_concepts"] = {key: float(np.mean(v)) for key, v in m.items()}
+        summary["per_seed"]["same_concept_attention"] = m["same_concept_attention"]
+    return finite_or_none(summary)
+
+
+def sweep_cells(configs: Sequence[SyntheticConfig], rule: StopRule | None = None,
+                device: str = "cpu") -> list[CellResult]:
+    """Train cells of one shape group as one batched model, each until ``rule`` stops it (default: 1% test error
+    or the configs' ``steps``); per cell its evaluation rows (step, sequential test error and prompts per seed) and
+    its summary (:func:`_cell_summary`). A cell's numbers do not depend on the cells it is batched with."""
+    rule = rule or StopRule(max_steps=configs[0].steps)
+    threads = torch.get_num_threads()
+    if configs[0].threads:
+        torch.set_num_threads(configs[0].threads)
+    try:
+        torch.set_grad_enabled(True)
+        start = time.perf_counter()
+        cells = SweepBatch(configs, rule, device).run()
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    out = []
+    for cell in cells:
+        summary = _cell_summary(cell, rule)
+        summary["seconds"] = round(seconds, 2)
+        summary["batch_cells"] = len(configs)
+        out.append(CellResult(cell.config, cell.rows, summary))
     return out

@@ -205,6 +205,8 @@ class SyntheticConfig:
 
 LAUNCHERS = ("local", "ray")  # where a sweep's blocks of cells train (synthetic/launchers.py)
 CELLS_PER_BLOCK = 64  # cells trained as one batched model (and the unit of resume and of a Ray task)
+SWEEP_SEEDS = 3  # a sweep's seeds per cell unless --seeds is given
+SWEEP_MAX_STEPS = 2000  # a sweep cell's maximum of steps unless --steps is given (it stops earlier at --stop-error)
 
 DEVICE = Option(("--device",), "where the model trains: 'cpu' (default), 'cuda' or 'cuda:N' (data are sampled on "
                 "the CPU)", {"default": "cpu"})
@@ -232,9 +234,12 @@ TRAIN_JOB = Job(
 SWEEP_JOB = Job(
     command="synthetic sweep",
     help="train over a grid of config values; table of in-distribution and OOD errors",
-    description="Every grid point is a cell (--seeds seeds); cells of equal tensor shapes train as one batched "
-                "model. Writes points/NNN per cell, sweep.csv (errors, steps to 1% test error, convergence rate, "
-                "correct attention, OOD errors) and a heatmap.",
+    description="Every grid point is a cell (--seeds seeds, default 3 here); cells of equal tensor shapes train as "
+                "one batched model, each until every seed's test error is at most --stop-error or --steps (the "
+                "maximum, default 2000 here) is reached: such a cell is marked censored; a cell whose loss "
+                "diverges is marked diverged and reports nothing. Writes points/NNN per cell, sweep.csv (status, "
+                "steps to the stop error: Kaplan-Meier median and range over seeds, errors, correct and "
+                "same-concept attention, OOD errors) and a heatmap.",
     execute="mcicl.synthetic.sweep:execute_sweep",
     result="mcicl.synthetic.sweep:SweepResult",
     config=SyntheticConfig,
@@ -253,6 +258,12 @@ SWEEP_JOB = Job(
         Option(("--cells-per-block",), "cells trained as one batched model; also the unit of resume and of a Ray "
                                        f"task (default: {CELLS_PER_BLOCK})",
                {"type": int, "default": CELLS_PER_BLOCK}),
+        Option(("--stop-error",), "a cell stops when every seed's test error is at most this (default: 0.01); "
+                                  "--steps is the maximum (a cell that reaches it is censored)",
+               {"type": float, "default": 0.01}),
+        Option(("--precision",), "half-width of the 95%% Wilson interval at which an evaluation stops adding test "
+                                 "prompts (it also stops when the interval excludes --stop-error) (default: 0.005)",
+               {"type": float, "default": 0.005}),
     ),
     sets=True,
     report=ReportSection(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mcicl.synthetic.config import SyntheticConfig
 
@@ -295,7 +296,9 @@ def sample_words(dic: Dictionary, spec: PromptSpec, k: torch.Tensor, s: torch.Te
     elif spec.switched_semantics:
         base = dic.a[k] + sf * dic.b_switched[k]
     else:
-        base = dic.a[k] + sf * dic.b[k]
+        # mu_k^s = a_k + s b_k looked up in a (2C, d) table: the same sums as a[k] + s * b[k], one gather.
+        table = torch.stack([dic.a - dic.b, dic.a + dic.b], 1).flatten(0, 1)  # row 2k + (s > 0)
+        base = F.embedding(2 * k + (s > 0).long(), table)
     x = base + _cooccurring(dic, spec, k, s, gen, exclude)
     xi = spec.sigma * torch.randn(*k.shape, d, generator=gen, dtype=dic.a.dtype)
     if spec.noise == "orthogonal":
@@ -311,7 +314,9 @@ def labels(dic: Dictionary, k: torch.Tensor, s: torch.Tensor, unseen: bool = Fal
     if unseen and not dic.shared_labels:
         return dic.c_unseen + sf * dic.d_unseen
     i = torch.zeros_like(k) if dic.shared_labels else k
-    return dic.c[i] + sf * dic.dl[i]
+    # q_i^s = c_i + s d_i looked up in a (2 rows, d) table per label pair: the same sums, one gather.
+    table = torch.stack([dic.c - dic.dl, dic.c + dic.dl], 1).flatten(0, 1)
+    return F.embedding(2 * i + (s > 0).long(), table)
 
 
 def sample_prompts(dic: Dictionary, spec: PromptSpec, S: int, n: int, gen: torch.Generator) -> Prompts:
@@ -354,3 +359,54 @@ def sample_prompts(dic: Dictionary, spec: PromptSpec, S: int, n: int, gen: torch
     y = labels(dic, k[..., None].expand(S, n, L), label_sign, unseen=spec.unseen)
     same = s_demo == s_q[..., None]
     return Prompts(x, y, xq, target.to(dic.a.dtype), same, k, xi[..., :L, :])
+
+
+def sample_mixed_prompts(dic: Dictionary, spec: PromptSpec, S: int, n: int, gen: torch.Generator,
+                         concepts: int = 2) -> tuple[Prompts, torch.Tensor]:
+    """Prompts whose demonstrations come from ``concepts`` distinct task concepts, as in the real n-way concept
+    task: the query's concept k and ``concepts - 1`` others drawn uniformly from the rest, each demonstration
+    labelled with its own concept's label q_{k_l}^{s_l}. The L slots are split as evenly as possible
+    (slot l gets group l mod ``concepts``, group 0 being the query's concept), then shuffled within the prompt;
+    ``both_signs`` applies to the query concept's demonstrations. The target is the query's sign s_q, so only
+    same-concept, same-sign demonstrations carry the answer's label.
+
+    Returns (prompts, demo_concept (S, n, L)); ``prompts.same`` is True for demonstrations of the query's
+    concept *and* sign. Only the training distribution's settings are used (no OOD shifts)."""
+    L, K = spec.L, dic.K
+    if concepts < 2 or concepts > K:
+        raise ValueError(f"concepts={concepts}; accepted: an integer in [2, K = {K}]")
+    if L < 2 * concepts:
+        raise ValueError(f"L={L} demonstrations; accepted: L >= 2 x concepts = {2 * concepts} (at least two "
+                         "demonstrations of the query's concept, for both signs)")
+    prior = torch.tensor(spec.prior, dtype=torch.float64)
+    k = torch.multinomial(prior.expand(S * n, K), 1, replacement=True, generator=gen).reshape(S, n)
+    # The other concepts: the lowest random keys among the concepts that are not k.
+    keys = torch.rand(S, n, K, generator=gen).scatter(-1, k[..., None], 2.0)
+    others = keys.argsort(-1)[..., :concepts - 1]  # (S, n, concepts - 1)
+    group = (torch.arange(L) % concepts).expand(S, n, L)
+    group = group.gather(-1, torch.rand(S, n, L, generator=gen).argsort(-1))  # shuffled slots
+    table = torch.cat([k[..., None], others], -1)  # (S, n, concepts): group g -> concept
+    demo_concept = table.gather(-1, group)
+    s_demo = _signs((S, n, L), gen)
+    own = group == 0
+    if spec.both_signs:
+        # Among the query concept's demonstrations, flip one at random where they all share one sign.
+        ref = torch.where(own, s_demo, 0).sum(-1).abs() == own.sum(-1)  # one-sided
+        pick = torch.where(own, torch.rand(S, n, L, generator=gen), 2.0).argmin(-1)
+        flip = ref[..., None] & (torch.arange(L) == pick[..., None])
+        s_demo = torch.where(flip, -s_demo, s_demo)
+    s_q = _signs((S, n), gen)
+    kk = torch.cat([demo_concept, k[..., None]], -1)
+    ss = torch.cat([s_demo, s_q[..., None]], -1)
+    words, xi = sample_words(dic, spec, kk, ss, gen)
+    target = s_q
+    if spec.label_noise > 0:
+        target = torch.where(torch.rand(S, n, generator=gen) < spec.label_noise, -target, target)
+    label_sign = s_demo
+    if spec.demo_label_noise > 0:
+        label_sign = torch.where(torch.rand(S, n, L, generator=gen) < spec.demo_label_noise, -label_sign,
+                                 label_sign)
+    y = labels(dic, demo_concept, label_sign)
+    same = own & (s_demo == s_q[..., None])
+    prompts = Prompts(words[..., :L, :], y, words[..., L, :], target.to(dic.a.dtype), same, k, xi[..., :L, :])
+    return prompts, demo_concept

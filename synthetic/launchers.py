@@ -12,7 +12,7 @@ import importlib.util
 import logging
 from collections.abc import Iterator, Sequence
 
-from mcicl.synthetic.cells import CellResult, train_cells
+from mcicl.synthetic.cells import CellResult, StopRule, sweep_cells, train_cells
 from mcicl.synthetic.config import LAUNCHERS, SyntheticConfig
 
 log = logging.getLogger("mcicl")
@@ -29,8 +29,12 @@ def check_launcher(name: str, address: str | None = None) -> None:
 
 
 def run_blocks(blocks: Sequence[Sequence[SyntheticConfig]], launcher: str = "local", *, device: str = "cpu",
-               address: str | None = None, num_cpus: int | None = None) -> Iterator[tuple[int, list[CellResult]]]:
+               address: str | None = None, num_cpus: int | None = None,
+               stop: StopRule | None = None) -> Iterator[tuple[int, list[CellResult]]]:
     """Train every block; yield (block index, one CellResult per cell) in the order blocks finish.
+
+    ``stop``: train each cell to this rule (:func:`synthetic.cells.sweep_cells`); None: ``train_cells``, the rows
+    ``synthetic train`` writes.
 
     ``address``: a Ray cluster to join (e.g. ``ray://head:10001`` or ``auto``); without it a local Ray
     instance is started with ``num_cpus`` CPUs and shut down at the end.
@@ -38,13 +42,13 @@ def run_blocks(blocks: Sequence[Sequence[SyntheticConfig]], launcher: str = "loc
     check_launcher(launcher, address)
     if launcher == "local":
         for i, block in enumerate(blocks):
-            yield i, train_cells(block, device)
+            yield i, (train_cells(block, device) if stop is None else sweep_cells(block, stop, device))
         return
-    yield from _ray_blocks(blocks, device, address, num_cpus)
+    yield from _ray_blocks(blocks, device, address, num_cpus, stop)
 
 
 def _ray_blocks(blocks: Sequence[Sequence[SyntheticConfig]], device: str, address: str | None,
-                num_cpus: int | None) -> Iterator[tuple[int, list[CellResult]]]:
+                num_cpus: int | None, stop: StopRule | None = None) -> Iterator[tuple[int, list[CellResult]]]:
     import ray  # deferred: optional heavy dependency (mcicl[distributed]), only for --launcher ray
 
     started = not ray.is_initialized()
@@ -54,8 +58,12 @@ def _ray_blocks(blocks: Sequence[Sequence[SyntheticConfig]], device: str, addres
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     gpus = 1 if device.startswith("cuda") else 0
-    task = ray.remote(num_cpus=1, num_gpus=gpus)(train_cells)
-    refs = {task.remote(list(block), device): i for i, block in enumerate(blocks)}
+    if stop is None:
+        task = ray.remote(num_cpus=1, num_gpus=gpus)(train_cells)
+        refs = {task.remote(list(block), device): i for i, block in enumerate(blocks)}
+    else:
+        task = ray.remote(num_cpus=1, num_gpus=gpus)(sweep_cells)
+        refs = {task.remote(list(block), stop, device): i for i, block in enumerate(blocks)}
     pending = list(refs)
     log.info("ray: %d block(s) sent to %s", len(refs), address or "a local Ray instance")
     try:

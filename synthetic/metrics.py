@@ -126,3 +126,30 @@ def weight_metrics(model: OneLayerTransformer, dic: Dictionary, train: Prompts, 
         "coef_b": _seedwise(torch.einsum("kd,sde,ke->sk", b_hat, M, b_hat).mean(1)),  # <P_{b_k}, M>
         "coef_noise": _seedwise(torch.linalg.matrix_norm(P @ M @ P)),  # |P_noise M P_noise|_F
     }
+
+
+def same_concept_attention(alpha: torch.Tensor, demo_concept: torch.Tensor,
+                           query_concept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real probe's statistic on synthetic prompts: the share of the query's attention mass on demonstrations
+    of the query's concept, and its chance value (the share of such demonstrations), per seed.
+
+    alpha (S, n, L) attention over demonstrations (rows sum to 1), demo_concept (S, n, L) and query_concept (S, n)
+    concept indices -> (value (S,), chance (S,)), each the mean over the n prompts of
+
+        value  = sum_{l: k_l = k_q} alpha_l / sum_l alpha_l,      chance = #{l: k_l = k_q} / L.
+    """
+    match = (demo_concept == query_concept[..., None]).to(alpha.dtype)
+    value = (alpha * match).sum(-1) / alpha.sum(-1)
+    return value.mean(1), match.mean(-1).mean(1)
+
+
+@torch.no_grad()
+def mixed_concept_metrics(model: OneLayerTransformer, prompts: Prompts, demo_concept: torch.Tensor) -> dict:
+    """On prompts of ``synthetic.data.sample_mixed_prompts`` (demonstrations from several concepts): 0-1 error,
+    same-concept attention and its chance, and the correct attention (same concept and sign), per seed."""
+    out = model(prompts.x, prompts.y, prompts.xq)
+    value, chance = same_concept_attention(out.alpha, demo_concept, prompts.concept)
+    correct = (out.alpha * prompts.same.to(out.alpha.dtype)).sum(-1).mean(1)
+    return {"zero_one": _seedwise(zero_one_loss(out.f, prompts.target).mean(1)),
+            "same_concept_attention": _seedwise(value), "same_concept_chance": _seedwise(chance),
+            "correct_attention": _seedwise(correct)}

@@ -159,3 +159,46 @@ def test_compare_requires_synthetic_and_real_and_names_the_missing_option(tmp_pa
     assert "--real is required" in capsys.readouterr().err and not (tmp_path / "c").exists()
     assert main(["compare", "--permutations", "0", "--out", str(tmp_path / "c"), "--quiet"]) == 2
     assert "--permutations 0" in capsys.readouterr().err
+
+
+def test_agreement_statistic_equals_a_hand_computation():
+    from mcicl.analysis.matched import agreement, agreement_rows, mismatched_parameters
+
+    errors = {"in_distribution": [0.0, 0.1, 0.2], "flipped_labels": [0.3, 0.6, 0.4], "noise_x5": [0.9, 0.9, 0.9]}
+    real = {"in_distribution": (0.05, 0.05, 0.05), "flipped_labels": (0.6, 0.5, 0.7),
+            "polysemous_query": (0.2, 0.1, 0.3)}
+    a = agreement(errors, real, n_bootstrap=500, seed=1)
+    # shared: in_distribution |0.1 - 0.05| = 0.05 and flipped_labels |1.3/3 - 0.6| = 1/6 -> mean 0.108333
+    assert a["conditions"] == ["in_distribution", "flipped_labels"] and a["value"] == pytest.approx((0.05 + 1 / 6) / 2)
+    assert a["ci_low"] <= a["value"] <= a["ci_high"] and a["seeds"] == 3
+    # Identical seeds and exact real readouts: every draw is the value itself.
+    exact = agreement({"a": [0.2, 0.2]}, {"a": (0.5, 0.5, 0.5)}, n_bootstrap=50)
+    assert exact["ci_low"] == pytest.approx(0.3) and exact["ci_high"] == pytest.approx(0.3)
+    # Bootstrap by hand: the same draws of seeds and real errors with numpy.
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, 3, size=(500, 3))
+    E = np.array([errors["in_distribution"], errors["flipped_labels"]])
+    draws = np.abs(E[:, idx].mean(2).T - (np.array([0.05, 0.6]) + np.array([0.0, 0.2 / 3.92])
+                                          * rng.standard_normal((500, 2)))).mean(1)
+    assert (a["ci_low"], a["ci_high"]) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])))
+    far = agreement({k: [v[0] + 0.3] * 3 for k, v in real.items()}, real, n_bootstrap=500)
+    rows = {r["world"]: r for r in agreement_rows({"matched": a, "mismatched": far})}
+    assert rows["mismatched"]["matched_minus_this"] == pytest.approx((0.05 + 1 / 6) / 2 - 0.3)
+    assert rows["mismatched"]["diff_ci_high"] < 0  # the matched world is closer
+    bad = mismatched_parameters({"within_cosine": 0.3, "cross_overlap": 0.05, "polysemy_rate": 0.1, "sigma": 0.03}, 48)
+    assert bad["within_cosine"] == 0.9 and bad["cross_overlap"] > 0 and bad["polysemy_rate"] == 0.5
+
+
+def test_same_concept_attention_pairs_with_the_real_in_distribution_condition(synthetic_run):
+    from mcicl.analysis.compare import attention_rows, synthetic_same_concept
+
+    run_dir, config = synthetic_run
+    same = synthetic_same_concept(run_dir)
+    assert same["same_concept_chance"] == pytest.approx(0.5) and 0 <= same["same_concept_attention"] <= 1
+    cell = {"top_heads_value": 0.6, "top_heads_null": 0.5, "best_head": [2, 4], "best_value": 0.7,
+            "best_null": 0.5, "best_p_corrected": 0.01, "chance": 0.5}
+    attention = {"cells": {"in_distribution": {"8": cell}, "flipped_labels": {"8": cell}}}
+    rows = {r["condition"]: r for r in attention_rows({"final": {"correct_attention": 0.9}, "ood": {}}, attention,
+                                                      same)}
+    assert rows["in_distribution"]["synthetic_same_concept_attention"] == same["same_concept_attention"]
+    assert math.isnan(rows["flipped_labels"]["synthetic_same_concept_attention"])  # only where it was measured

@@ -1,0 +1,123 @@
+"""Sweep cells trained to a stop rule: censored and diverged cells, steps-to-1% statistics by hand, the sequential
+error's interval, the mixed-concept prompts and their same-concept attention."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from mcicl.core.runs import RunFolder
+from mcicl.synthetic.cells import StopRule, km_steps, sweep_cells, wilson
+from mcicl.synthetic.data import build_dictionary, sample_mixed_prompts, train_spec
+from mcicl.synthetic.metrics import same_concept_attention
+from mcicl.synthetic.sweep import run_sweep, sweep_figure
+from tests.test_sweep import tiny
+
+
+def summaries(results) -> str:
+    return json.dumps([{k: v for k, v in r.summary.items() if k not in ("seconds", "batch_cells")}
+                       for r in results], sort_keys=True)
+
+
+def test_cells_stop_censor_and_diverge_each_as_when_trained_alone(tmp_path) -> None:
+    """One batch: a cell that reaches 1%, one that cannot within its budget (censored), one with a huge lr
+    (diverged); each cell's numbers equal the cell trained alone (float64, to the last digit)."""
+    easy = tiny(dtype="float64", within_cosine=0.2, steps=120)
+    hard = tiny(dtype="float64", within_cosine=0.8, steps=120, seed=2)
+    blowup = tiny(dtype="float64", within_cosine=0.2, steps=120, lr=1e6, seed=3)
+    results = sweep_cells([easy, hard, blowup])
+    status = [r.summary["status"] for r in results]
+    assert status == ["reached", "censored", "diverged"]
+    reached, censored, gone = (r.summary for r in results)
+    assert reached["stop_step"] < 120 and reached["steps_to_stop_error"]["censored_seeds"] == 0
+    assert all(e <= 0.01 for e in results[0].rows[-1]["test"]["zero_one"])
+    assert censored["stop_step"] == 120 and censored["steps_to_stop_error"]["censored_seeds"] >= 1
+    assert censored["steps_to_stop_error"]["high"] is None  # '>= max_steps', not a number
+    assert "final" not in gone and "per_seed" not in gone and "loss grew" in gone["diverged_reason"]
+    for config, result in zip([easy, hard, blowup], results, strict=True):
+        assert summaries(sweep_cells([config])) == summaries([result])
+    # The table and figure say so: status column, censored share, no numbers for the diverged cell.
+    run = RunFolder.create(tmp_path / "s", "synthetic sweep")
+    rows = run_sweep(tiny(steps=120), {"within_cosine": [0.2, 0.8], "lr": [2.0, 1e6]}, run)
+    by = {(r["within_cosine"], r["lr"]): r for r in rows}
+    assert by[(0.2, 2.0)]["status"] == "reached" and by[(0.2, 2.0)]["steps_to_1pct"] > 0
+    assert by[(0.2, 1e6)]["status"] == "diverged" and by[(0.2, 1e6)]["test_zero_one"] is None
+    assert by[(0.8, 2.0)]["status"] == "censored" and by[(0.8, 2.0)]["steps_to_1pct_high_censored"] is True
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["cells"]["censored"] >= 1 and summary["cells"]["diverged"] == 2
+    assert (run.path / "figures" / "sweep.png").is_file()
+
+
+def test_steps_to_stop_kaplan_meier_median_and_range_by_hand() -> None:
+    # Three seeds, none censored: the median is the middle value, the range min..max.
+    assert km_steps([300.0, 100.0, 200.0]) == {"median": 200.0, "low": 100.0, "high": 300.0, "censored_seeds": 0,
+                                                "seeds": 3}
+    # One censored seed (never reached): sorted 100, 200, inf -> median 200; the upper end is '>= max' (None).
+    assert km_steps([100.0, None, 200.0]) == {"median": 200.0, "low": 100.0, "high": None, "censored_seeds": 1,
+                                               "seeds": 3}
+    # Two of three censored: half the seeds never got there, so the median is not reached.
+    assert km_steps([None, float("nan"), 120.0])["median"] is None
+    # Four seeds: KM's median is the smallest step by which half (2) had reached it: the 2nd smallest.
+    assert km_steps([400.0, 100.0, 200.0, None])["median"] == 200.0
+
+
+def test_sequential_interval_by_hand() -> None:
+    for k, n in ((3, 100), (0, 250), (40, 500)):
+        ci = stats.binomtest(k, n).proportion_ci(method="wilson")
+        assert wilson(k, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    with pytest.raises(ValueError, match="stop_error"):
+        StopRule(max_steps=10, error=0.0)
+
+
+def test_mixed_concept_prompts_draw_demonstrations_from_two_concepts() -> None:
+    config = tiny(K=3, L=6, d=24)
+    dic = build_dictionary(config)
+    prompts, demo = sample_mixed_prompts(dic, train_spec(config), 2, 300, torch.Generator().manual_seed(0))
+    own = demo == prompts.concept[..., None]
+    assert (own.sum(-1) == 3).all()  # L/2 slots each
+    assert all(len(set(row.tolist())) == 2 for row in demo.flatten(0, 1))
+    signs = torch.einsum("snld,kd->snlk", prompts.x - prompts.xi, dic.b[:3]).sum(-1).sign()  # +-|b| on b_k
+    # both signs among the query concept's demonstrations, and labels of each demonstration's own concept
+    for s in range(2):
+        for i in range(300):
+            assert set(signs[s, i][own[s, i]].tolist()) == {-1.0, 1.0}
+    label_concept = torch.einsum("snld,kd->snlk", prompts.y, dic.c).argmax(-1)
+    assert torch.equal(label_concept, demo)
+    with pytest.raises(ValueError, match="L >= 2 x concepts"):
+        sample_mixed_prompts(dic, train_spec(tiny(K=3, L=3, d=24, both_signs=False)), 1, 5, torch.Generator(), 2)
+
+
+def test_same_concept_attention_equals_a_hand_computation() -> None:
+    alpha = torch.tensor([[[0.5, 0.2, 0.2, 0.1], [0.1, 0.1, 0.4, 0.4]]])  # (S=1, n=2, L=4)
+    demo = torch.tensor([[[0, 1, 0, 1], [2, 2, 0, 1]]])
+    query = torch.tensor([[0, 1]])
+    value, chance = same_concept_attention(alpha, demo, query)
+    # prompt 1: demos 0 and 2 share concept 0 -> 0.5 + 0.2 = 0.7 (chance 2/4); prompt 2: demo 3 -> 0.4 (1/4)
+    assert float(value[0]) == pytest.approx((0.7 + 0.4) / 2)
+    assert float(chance[0]) == pytest.approx((0.5 + 0.25) / 2)
+    # unnormalised rows are normalised first
+    assert float(same_concept_attention(2 * alpha, demo, query)[0][0]) == pytest.approx(0.55)
+
+
+def test_sweep_figure_marks_censored_and_diverged_cells() -> None:
+    rows = [{"within_cosine": w, "lr": lr, "status": st, "max_steps": 100, "stop_error": 0.01,
+             "steps_to_1pct": med, "steps_to_1pct_low": lo, "steps_to_1pct_high": hi,
+             "steps_to_1pct_high_censored": cens, "test_zero_one": err, "ood.noise_x2.test_zero_one": err}
+            for w, lr, st, med, lo, hi, cens, err in (
+                (0.2, 1.0, "reached", 40.0, 30.0, 50.0, False, 0.005), (0.8, 1.0, "censored", None, 90.0, None, True,
+                                                                         0.2),
+                (0.2, 9.0, "diverged", None, None, None, None, None), (0.8, 9.0, "reached", 60.0, 60.0, 70.0, False,
+                                                                        0.01))]
+    fig = sweep_figure(rows, ["within_cosine", "lr"])
+    hatched = [p for ax in fig.axes for p in ax.patches if p.get_hatch() == "///"]
+    assert len(hatched) == 3  # the censored cell in each of the three panels
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "diverged" in texts and any(">=100" in t for t in texts) and math.isfinite(40.0)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("censored" in t for t in legend) and any("diverged" in t for t in legend)
+    assert np.isfinite([0.0]).all()
