@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcicl.core.configuration import ConfigError, check_fields, from_dict, merge, read_mapping, to_dict
+from mcicl.core.configuration import ConfigError, check_fields, from_dict, merge, read_mapping
 
 HELP, FLAG, METAVAR = "help", "flag", "metavar"
 
