@@ -10,6 +10,7 @@ and the model is not cached) the error says so and suggests a local folder. Whic
 
 from __future__ import annotations
 
+import copy
 import importlib.resources
 import json
 import os
@@ -284,3 +285,16 @@ def check_loadable(config: Any, ref: ModelRef) -> None:
             "multimodal model) that transformers' AutoModelForCausalLM does not load, so mcicl can use neither "
             "its LM head nor its decoder's causal padding; accepted: a text-only checkpoint of the same decoder "
             "(a ...ForCausalLM), or a causal LM such as Gemma 3 whose ...ForConditionalGeneration it does load")
+
+
+def reinitialised(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
+    """The same architecture, config and tokenizer with freshly initialised weights (seeded): the random-weight
+    baseline of a real model. Its ``ref`` is the original's: the caller records that the weights are random."""
+    model = loaded.model
+    parameter = next(model.parameters())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = type(model)(copy.deepcopy(model.config))
+    fresh = fresh.to(device=parameter.device, dtype=parameter.dtype)
+    fresh.eval()
+    return LoadedModel(fresh, loaded.tokenizer, loaded.ref)

@@ -57,9 +57,8 @@ from mcicl.probing.icl.attention_config import (  # noqa: F401  (imported from h
 )
 from mcicl.probing.icl.attention_figures import attention_figures, save_attention_figures
 from mcicl.probing.icl.episodes import EpisodeConfig
-from mcicl.probing.icl.run import load_suite
 from mcicl.probing.icl.scoring import ScoringPrompt, score_prompts
-from mcicl.probing.icl.tasks import IclPrompt, IclSampler, PromptTemplate
+from mcicl.probing.icl.tasks import IclPrompt, IclSampler, PromptTemplate, load_suite
 from mcicl.probing.models import LoadedModel, load_model
 from mcicl.probing.placement import input_device, resolve_device
 from mcicl.probing.tiny import is_random_weights
@@ -84,7 +83,7 @@ class PromptLayout:
     match: tuple[bool, ...]
 
 
-def _overlapping(offsets: Sequence[tuple[int, int]], special: Sequence[int], start: int, end: int) -> tuple[int, ...]:
+def overlapping(offsets: Sequence[tuple[int, int]], special: Sequence[int], start: int, end: int) -> tuple[int, ...]:
     """Token positions whose character span overlaps [start, end) (special and empty tokens excluded)."""
     return tuple(t for t, ((s, e), sp) in enumerate(zip(offsets, special, strict=True))
                  if not sp and e > s and s < end and e > start)
@@ -125,10 +124,10 @@ def layout_prompts(tokenizer: Any, prompts: Sequence[IclPrompt], template: Promp
         if limit and limit < 10**7 and len(ids) > limit:
             raise ValueError(f"a {p.shots}-shot prompt is {len(ids)} tokens, more than the model's maximum of "
                              f"{limit}; accepted: fewer --shots or a shorter template")
-        demo_words = tuple(_overlapping(offsets, special, *span) for span in words)
-        demo_labels = tuple(_overlapping(offsets, special, *span) for span in labels)
+        demo_words = tuple(overlapping(offsets, special, *span) for span in words)
+        demo_labels = tuple(overlapping(offsets, special, *span) for span in labels)
         if query_position == "word":
-            q = _overlapping(offsets, special, *query)
+            q = overlapping(offsets, special, *query)
         else:
             q = (max(t for t, sp in enumerate(special) if not sp),)  # the last prompt token (not a trailing [SEP])
         empty = [w for (w, _), toks in zip(p.demos, demo_words, strict=True) if not toks]
