@@ -90,15 +90,17 @@ def test_bad_input_errors(tmp_path):
 def test_cli_writes_results_summary_and_figure(tmp_path):
     out = tmp_path / "icl"
     proc = mcicl_cli("probe", "icl", "--model", "default", "--shots", "0,2", "--episodes", "3",
-                     "--conditions", "in_distribution,zero_shot,skewed", "--betas", "0,10", "--out", str(out),
-                     "--quiet")
+                     "--conditions", "in_distribution,zero_shot,skewed", "--betas", "0,10",
+                     "--baselines", "static_kernel", "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert f"output is in {out}" in proc.stdout
     summary = read_json(out / "summary.json")
     for cond, shots in (("in_distribution", "2"), ("zero_shot", "0"), ("skewed", "2")):
         cell = summary["accuracy"][cond][shots]
         assert set(cell) == {"mean", "ci_low", "ci_high", "n"} and cell["n"] == 12
-    assert summary["chance"] == 0.5 and summary["beta"]["grid"] == [0.0, 10.0]
+    assert summary["chance"] == 0.5 and summary["beta"]["grid"] == [0.0, 10.0] and summary["readout"] == "in_prompt"
+    assert set(summary["versus"]) == {"static_kernel"}
+    assert "p_value" in summary["versus"]["static_kernel"]["skewed"]["2"]
     header = next(csv.reader(open(out / "results.csv")))
     assert {"task", "condition", "shots", "query", "gold", "predicted", "label_logprobs"} <= set(header)
     assert (out / "figures" / "accuracy_vs_shots.png").is_file() and (out / "config.yaml").is_file()
