@@ -52,7 +52,7 @@ from mcicl.probing.dictionary_config import DictionaryConfig
 from mcicl.probing.extract_config import ExtractionConfig
 from mcicl.probing.geometry import BASELINE_NAMES, measure_baselines, measure_geometry
 from mcicl.probing.geometry_config import GeometryConfig
-from mcicl.probing.icl.attention import attention_probe
+from mcicl.probing.icl.attention import attention_probe, head_stability
 from mcicl.probing.icl.attention_config import ATTENTION_CONDITIONS, AttentionConfig
 from mcicl.probing.icl.episodes import CONTEXT_CONDITIONS, DEFAULT_CONDITIONS, EpisodeConfig
 from mcicl.probing.icl.icl_config import IclConfig
@@ -561,67 +561,111 @@ def group_geometry(sh: Shared) -> list[dict[str, Any]]:
     return out
 
 
-def _icl(sh: Shared, seed: int) -> Any:
+ICL_BETAS_SHOWN = (1.0, 20.0, 50.0)  # every finding that depends on beta is also shown at these
+ICL_RESAMPLED = "episodes x query words x query concepts (three-way cluster bootstrap)"
+
+
+def _icl(sh: Shared, seed: int, baselines: Sequence[str] = ("static_kernel",)) -> Any:
+    """The in-prompt readout (the model reads the whole prompt) on one episode set, with ``baselines`` paired."""
     cfg = sh.cfg
-    prompts = EpisodeConfig(suite="polysemy", shots=list(cfg.shots), episodes=cfg.icl_episodes,
+    prompts = EpisodeConfig(suite="polysemy", shots=list(cfg.shots), episodes=cfg.icl_episodes, queries_per_episode=2,
                             conditions=[*DEFAULT_CONDITIONS, *CONTEXT_CONDITIONS])
     ic = IclConfig(extraction=ExtractionConfig(model=cfg.model, layers="last", device="cpu"), prompts=prompts,
-                   readout="attention", tune_episodes=cfg.tune_episodes, bootstrap=cfg.bootstrap, seed=seed)
+                   readout="in_prompt", baselines=list(baselines), tune_episodes=cfg.tune_episodes,
+                   bootstrap=cfg.bootstrap, permutations=cfg.permutations, seed=seed)
     return icl_probe(ic, loaded=sh.loaded)
 
 
-def group_icl(sh: Shared) -> list[dict[str, Any]]:
-    """ICL probes on the real model (attention readout): accuracy of every condition at every shot count against
-    chance and zero-shot, the skewed readout's pull to the majority label, and the in-context sense effect."""
-    cfg, group = sh.cfg, "icl"
-    main, rep = _icl(sh, cfg.seed), _icl(sh, cfg.replication_seed)
-    # More independent episode sets, 10 seeds apart so no set's beta-tuning episodes (seed + 1) are another's.
-    set_seeds = [cfg.seed, cfg.replication_seed] + [cfg.replication_seed + 10 * k for k in range(1, cfg.icl_sets - 1)]
-    sets = [main.summary, rep.summary] + [_icl(sh, seed).summary for seed in set_seeds[2:]]
-    s, r = main.summary, rep.summary
+def _at_betas(result: Any, readout: str, cond: str, shots: str, key: str = "accuracy") -> dict[str, float]:
+    """``key`` of one cell at the betas of :data:`ICL_BETAS_SHOWN` (from the run's beta sweep)."""
+    return {f"{b:g}": r[key] for b in ICL_BETAS_SHOWN for r in result.beta_sweep
+            if r["readout"] == readout and r["condition"] == cond and str(r["shots"]) == shots and r["beta"] == b}
 
-    def across(*keys: str) -> dict[str, Any]:
-        """The statistic in every episode set: values, mean and Student-t 95% interval across sets."""
-        values = [_dig(x, keys)["mean"] for x in sets]
-        e = seed_estimate(values, None)
-        return {"seeds": set_seeds, "values": values, "mean": e["value"], "interval": e["interval"], "n": e["n"]}
-    rep_text = f"an independent episode set (seed {cfg.replication_seed}; beta re-chosen on its own tune episodes)"
-    selection = {"rule": f"beta (the readout's inverse temperature) chosen for the highest in-distribution accuracy "
-                         f"on {cfg.tune_episodes} tune episodes per shot count; chosen beta {s['beta']['best']}",
+
+def _cell_control(name: str, cell: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return [control(name, cell["mean"], (cell["ci_low"], cell["ci_high"]))] if cell else []
+
+
+def group_icl(sh: Shared) -> list[dict[str, Any]]:
+    """ICL on the real model with the in-prompt readout (the whole prompt through the model, the query's state
+    against the demonstrations' states), every condition at every shot count, beside chance, zero-shot, the static
+    out-of-context kernel and the same readout on re-initialised weights; paired differences against the kernel;
+    the skewed readout's pull to the majority label and the in-context sense effect, each also at beta 1, 20, 50."""
+    cfg, group = sh.cfg, "icl"
+    main = _icl(sh, cfg.seed, ("static_kernel", "random_weights"))
+    rep = _icl(sh, cfg.replication_seed)
+    s, r = main.summary, rep.summary
+    rep_text = (f"an independent episode set (seed {cfg.replication_seed}; beta re-chosen on its own tune episodes: "
+                f"{r['beta']['best']:g})")
+    selection = {"rule": f"{s['beta']['rule']}, on {cfg.tune_episodes} tune episodes per shot count; chosen beta "
+                         f"{s['beta']['best']:g} of the near-tied {s['beta']['near_tied']} (static kernel: "
+                         f"{s['baselines']['static_kernel']['beta']['best']:g}); findings also shown at beta "
+                         + ", ".join(f"{b:g}" for b in ICL_BETAS_SHOWN),
                  "disjoint": f"yes: tune episodes are drawn with seed {cfg.seed + 1}, evaluated ones with seed "
                              f"{cfg.seed}"}
-    common = {"group": group, "resampled": "episodes", "replicated_on": rep_text, "command": sh.command(group),
+    common = {"group": group, "resampled": ICL_RESAMPLED, "replicated_on": rep_text, "command": sh.command(group),
               "selection": selection}
+    base = s["baselines"]
+
+    def across(*keys: str) -> dict[str, Any]:
+        """The statistic in both episode sets (main, replication): values, mean and Student-t 95% interval."""
+        values = [_dig(x, keys)["mean"] for x in (s, r)]
+        e = seed_estimate(values, None)
+        return {"seeds": [cfg.seed, cfg.replication_seed], "values": values, "mean": e["value"],
+                "interval": e["interval"], "n": e["n"]}
     chance = control(f"chance (1/{s['ways']} ways)", s["chance"])
-    zero = s["accuracy"].get("zero_shot", {}).get("0")
-    zero_ctl = [control("zero-shot", zero["mean"], (zero["ci_low"], zero["ci_high"]))] if zero else []
+    zero = _cell_control("zero-shot (in-prompt)", s["accuracy"].get("zero_shot", {}).get("0"))
     top = str(max(cfg.shots))
     out = []
     for cond, by_shots in s["accuracy"].items():
         for shots, acc in by_shots.items():
-            controls = [chance] + (zero_ctl if cond != "zero_shot" else [])
+            n = acc["n"]
+            static = base["static_kernel"]["accuracy"][cond][shots]
+            random_w = base["random_weights"]["accuracy"][cond][shots]
+            controls = [chance] + (zero if cond != "zero_shot" else []) + _cell_control("static kernel", static) \
+                + _cell_control("random weights (same readout)", random_w)
+            vs = {name: s["versus"][name][cond][shots] for name in ("static_kernel", "random_weights")}
             out.append(finding(
-                f"icl.{cond}.{shots}shots", claim=f"Accuracy of the attention readout on {cond.replace('_', ' ')} "
-                f"episodes with {shots} demonstrations.", main=acc_estimate(acc, cfg.icl_episodes), better="higher",
-                controls=controls, second=acc_estimate(r["accuracy"][cond][shots], cfg.icl_episodes),
+                f"icl.{cond}.{shots}shots", claim=f"Accuracy of the in-prompt readout on {cond.replace('_', ' ')} "
+                f"episodes with {shots} demonstrations.", main=acc_estimate(acc, n), better="higher",
+                controls=controls, second=acc_estimate(r["accuracy"][cond][shots], r["accuracy"][cond][shots]["n"]),
                 headline=(shots == top and cond in ("in_distribution", "polysemous_query")) or cond == "zero_shot",
-                extra={"across_sets": across("accuracy", cond, shots)}, **common))
+                extra={"versus": vs, "at_beta": _at_betas(main, "in_prompt", cond, shots),
+                       "static_kernel_at_beta": _at_betas(main, "static_kernel", cond, shots),
+                       "prompts": n, "queries_per_episode": 2, "across_sets": across("accuracy", cond, shots)},
+                **common))
+            v = vs["static_kernel"]
+            out.append(finding(
+                f"icl.in_prompt_vs_static.{cond}.{shots}shots", claim=f"Reading the prompt (in-prompt states) beats "
+                f"the static out-of-context kernel on {cond.replace('_', ' ')} episodes with {shots} demonstrations "
+                "(paired by prompt).", main=acc_estimate(v, n), better="higher",
+                controls=[control("no difference", 0.0)],
+                second=acc_estimate(r["versus"]["static_kernel"][cond][shots], n), p_value=v["p_value"],
+                permutations=cfg.permutations, headline=shots == top and cond == "in_distribution",
+                extra={"p_is": "two-sided episode sign-flip test of the paired difference",
+                       "across_sets": across("versus", "static_kernel", cond, shots)}, **common))
     for shots, f in s["follows_majority"].get("skewed", {}).items():
-        base = s["follows_majority"]["in_distribution"][shots]
+        balanced = s["follows_majority"]["in_distribution"][shots]
         out.append(finding(
             f"icl.skewed.follows_majority.{shots}shots", claim=f"With 80/20-skewed demonstrations ({shots} shots) the "
-            "readout predicts the majority label more often than with balanced ones.",
-            main=acc_estimate(f, cfg.icl_episodes), better="higher",
-            controls=[control("balanced demonstrations (in distribution)", base["mean"],
-                              (base["ci_low"], base["ci_high"]))],
-            second=acc_estimate(r["follows_majority"]["skewed"][shots], cfg.icl_episodes),
-            headline=shots == top, extra={"across_sets": across("follows_majority", "skewed", shots)}, **common))
+            "in-prompt readout predicts the majority label more often than with balanced ones.",
+            main=acc_estimate(f, f["n"]), better="higher",
+            controls=_cell_control("balanced demonstrations (in distribution)", balanced),
+            second=acc_estimate(r["follows_majority"]["skewed"][shots], f["n"]), headline=shots == top,
+            extra={"at_beta": _at_betas(main, "in_prompt", "skewed", shots, "follows_majority"),
+                   "balanced_at_beta": _at_betas(main, "in_prompt", "in_distribution", shots, "follows_majority"),
+                   "accuracy_at_beta": _at_betas(main, "in_prompt", "skewed", shots),
+                   "static_kernel_at_beta": _at_betas(main, "static_kernel", "skewed", shots, "follows_majority"),
+                   "across_sets": across("follows_majority", "skewed", shots)}, **common))
     for shots, e in s.get("context_effect", {}).items():
         out.append(finding(
-            f"icl.context_effect.{shots}shots", claim=f"A query sentence that selects the asked sense raises accuracy "
-            f"over one that selects the other sense ({shots} shots; paired by episode).",
-            main=acc_estimate(e, cfg.icl_episodes), better="higher", controls=[control("no effect", 0.0)],
-            second=acc_estimate(r["context_effect"][shots], cfg.icl_episodes), headline=True,
+            f"icl.context_effect.{shots}shots", claim=f"A query sentence that selects the asked sense raises the "
+            f"in-prompt readout's accuracy over one that selects the other sense ({shots} shots; paired by prompt).",
+            main=acc_estimate(e, e["n"]), better="higher",
+            controls=[control("no effect", 0.0)] + _cell_control(
+                "static kernel's effect (contextual query vector)", base["static_kernel"]["context_effect"][shots])
+            + _cell_control("random weights' effect", base["random_weights"]["context_effect"][shots]),
+            second=acc_estimate(r["context_effect"][shots], e["n"]), headline=True,
             extra={"across_sets": across("context_effect", shots)}, **common))
     return out
 
@@ -660,9 +704,39 @@ def _top_heads_cell(result: Any, cond: str, shots: int, n_boot: int, seed: int) 
     return estimate(ci.mean, (ci.ci_low, ci.ci_high), len({p["episode"] for p in rows})), controls, p_value
 
 
+def _attention_stability(sh: Shared, results: Sequence[Any], seeds: Sequence[int]) -> dict[str, Any]:
+    """Do independent episode sets agree on the heads? Spearman rank correlation of every head's correct attention
+    and Jaccard overlap of the significant heads (max-T p < alpha), in-distribution at the largest shots."""
+    cfg = sh.cfg
+    shots = max(cfg.attention_shots)
+
+    def grid(result: Any, key: str) -> np.ndarray:
+        rows = [x for x in result.rows if x["condition"] == "in_distribution" and x["shots"] == shots
+                and x["kind"] == "demo"]
+        layers, heads = result.summary["layers"], result.summary["heads"]
+        out = np.zeros((layers, heads))
+        for x in rows:
+            out[x["layer"], x["head"]] = x[key]
+        return out
+    alpha = results[0].summary["alpha"]
+    st = head_stability([grid(x, "value") for x in results], [grid(x, "p_corrected") < alpha for x in results])
+    rho = st["spearman"]
+    est = estimate(st["mean_spearman"], (min(rho), max(rho)), len(rho))
+    other = estimate(rho[0], (rho[0], rho[0]), 1)
+    return finding(
+        "attention.head_stability", "attention", claim=f"Independent episode sets rank the heads alike (Spearman "
+        f"correlation of every head's correct attention, in distribution, {shots} shots).", main=est,
+        resampled=f"the {len(rho)} pairs of {len(results)} independent episode sets (interval: their range)",
+        better="higher", controls=[control("no agreement", 0.0)], second=other,
+        replicated_on="the first pair of sets alone", command=sh.command("attention"),
+        extra={**st, "seeds": list(seeds), "significant_heads_jaccard": st["jaccard"],
+               "top_heads": [[list(h) for h in x.top_heads] for x in results]})
+
+
 def group_attention(sh: Shared) -> list[dict[str, Any]]:
     """The mechanism in the real model: the top heads' attention on same-concept demonstrations in every cell,
-    heads chosen on held-out episodes, against the three nulls."""
+    heads chosen on held-out episodes, against the three nulls (all permuting whole episodes); and the heads'
+    stability across three independent episode sets."""
     cfg, group = sh.cfg, "attention"
     main, rep = _attention(sh, cfg.seed), _attention(sh, cfg.replication_seed)
     heads = ", ".join(f"L{a}H{b}" for a, b in main.top_heads)
@@ -672,7 +746,8 @@ def group_attention(sh: Shared) -> list[dict[str, Any]]:
                              f"episodes drawn with seed {cfg.seed}"}
     rep_text = (f"an independent episode set (seed {cfg.replication_seed}), heads re-chosen on its own held-out "
                 "episodes: " + ", ".join(f"L{a}H{b}" for a, b in rep.top_heads))
-    out = []
+    third = _attention(sh, cfg.replication_seed + 10)
+    out = [_attention_stability(sh, [main, rep, third], [cfg.seed, cfg.replication_seed, cfg.replication_seed + 10])]
     for cond, by_shots in main.summary["cells"].items():
         for shots, cell in by_shots.items():
             est, controls, p_value = _top_heads_cell(main, cond, int(shots), cfg.bootstrap, cfg.seed)
@@ -685,6 +760,9 @@ def group_attention(sh: Shared) -> list[dict[str, Any]]:
                 p_value=p_value, permutations=cfg.permutations, selection=selection,
                 headline=cond in ("in_distribution", "flipped_labels") and int(shots) == max(cfg.attention_shots),
                 extra={"heads": [list(h) for h in main.top_heads], "significant_heads": cell["significant_heads"],
+                       "nulls": "concepts permuted per episode; position-matched (same slots, another episode's "
+                                "prompts); queries swapped (paired queries of different concepts of one episode, "
+                                "identity and same-concept swaps excluded); every test permutes whole episodes",
                        "heads_total": main.summary["layers"] * main.summary["heads"],
                        "p_is": "the largest max-T corrected p (over all heads) of the chosen heads in this cell",
                        "held_out": main.summary["top_heads"]}))

@@ -42,7 +42,7 @@ def test_family(family, folders):
     r = check_family(family, folders(family.name))
     # class choice: causal from what the checkpoint can do; auto readout follows it
     assert r["causal"] is family.causal, r
-    assert r["readout"] == ("lm" if family.causal else "attention")
+    assert r["readout"] == ("lm" if family.causal else "in_prompt")
     # extraction: batched (all layers, padded) == a bare unpadded forward per word
     assert r["extract_diff"] < TOL_EXTRACT, r
     assert r["words_kept"] == ["dog", "2024", "Zürich", "New York", "hippopotamus", "lion"]
@@ -64,7 +64,7 @@ def test_family(family, folders):
 def test_real_minilm_with_its_real_tokenizer(default_model_dir):
     """The one real tokenizer file and real weights reachable offline: the default MiniLM (BERT WordPiece)."""
     r = check_family(REAL_MINILM, default_model_dir)
-    assert r["readout"] == "attention" and not r["causal"] and r["input_scale"] == 1.0
+    assert r["readout"] == "in_prompt" and not r["causal"] and r["input_scale"] == 1.0
     assert r["extract_diff"] < TOL_EXTRACT and r["own_tokens"], r
     assert r["words_kept"] == ["dog", "2024", "Zürich", "New York", "hippopotamus", "lion"]
 

@@ -88,15 +88,16 @@ def test_lm_readout_reads_the_sentence(contexts, monkeypatch):
 
 
 def test_attention_readout_uses_the_contextual_vector(minilm, contexts):
-    config = IclConfig(readout="attention", tune_episodes=3, bootstrap=100, prompts=EpisodeConfig(
+    config = IclConfig(readout="static_kernel", tune_episodes=3, bootstrap=100, prompts=EpisodeConfig(
         shots=[4], episodes=3, conditions=["polysemous_in_context", "polysemous_in_context_adversarial"]))
     sampler = _sampler(contexts)
     prompts = sampler.sample("polysemous_in_context", 4, 3, seed=0)
-    scored, logprobs, record, dropped, _ = icl_run._attention_scores(config, minilm, prompts, prompts)
-    assert not dropped and len(scored) == len(prompts)
-    beta = record["best"]
+    vectors, dropped, record = icl_run.static_vectors(config, minilm, prompts)
+    scored = icl_run._static_scores(config, vectors, prompts, prompts, record)
+    assert not dropped and len(scored.logprobs) == len(prompts)
+    beta = scored.record["beta"]["best"]
     layer = record["layer"]
-    for p, lp in zip(scored[:3], logprobs[:3], strict=True):
+    for p, lp in zip(prompts[:3], scored.logprobs[:3], strict=True):
         q = extract_contexts(minilm.model, minilm.tokenizer, [make_context(p.query, p.context_sense,
                                                                            p.query_context)],
                              layers=layer, show_progress=False).vectors[layer]
@@ -115,7 +116,7 @@ def _ecfg() -> ExtractionConfig:
 
 
 def test_run_icl_writes_context_rows_and_the_paired_effect(minilm, tmp_path):
-    config = IclConfig(readout="attention", tune_episodes=3, bootstrap=100, prompts=EpisodeConfig(
+    config = IclConfig(readout="static_kernel", baselines=[], tune_episodes=3, bootstrap=100, prompts=EpisodeConfig(
         shots=[4], episodes=6, conditions=["polysemous_in_context", "polysemous_in_context_adversarial"]))
     summary = run_icl(config, RunFolder.create(tmp_path / "run", "probe icl"), loaded=minilm)
     with open(tmp_path / "run" / "results.csv") as fh:
@@ -124,7 +125,7 @@ def test_run_icl_writes_context_rows_and_the_paired_effect(minilm, tmp_path):
     assert all(r["query"] in r["query_context"].lower() for r in rows)
     effect = summary["context_effect"]["4"]
     acc = summary["accuracy"]
-    assert effect["n"] == 6
+    assert effect["n"] == sum(r["condition"] == "polysemous_in_context" for r in rows)  # paired prompt by prompt
     assert effect["mean"] == pytest.approx(
         acc["polysemous_in_context"]["4"]["mean"] - acc["polysemous_in_context_adversarial"]["4"]["mean"])
     # The paired statistic: rebuilt from rows by hand.

@@ -25,13 +25,13 @@ def test_minilm_attention_readout_learns_in_context_on_builtin_sets(minilm, tmp_
     prompts = EpisodeConfig(suite="polysemy", shots=[8], conditions=["in_distribution", "polysemous_query"],
                             episodes=20)
     config = IclConfig(extraction=ExtractionConfig(layers="last", device="cpu"), prompts=prompts,
-                       readout="attention", tune_episodes=10, seed=0)
+                       readout="static_kernel", baselines=[], tune_episodes=10, seed=0)
     summary = run_icl(config, RunFolder.create(tmp_path / "run", "probe icl"), loaded=minilm)
     ind = summary["accuracy"]["in_distribution"]["8"]
     poly = summary["accuracy"]["polysemous_query"]["8"]
     print(f"MiniLM attention readout, 8 shots: in-distribution {ind}, polysemous query {poly}, "
           f"beta {summary['beta']['best']}")
-    assert summary["readout"] == "attention" and summary["chance"] == 0.5 and not summary["random_weights"]
+    assert summary["readout"] == "static_kernel" and summary["chance"] == 0.5 and not summary["random_weights"]
     assert ind["n"] == 80 and ind["ci_low"] > summary["chance"]
     assert poly["n"] > 0 and 0.0 <= poly["ci_low"] <= poly["mean"] <= poly["ci_high"] <= 1.0  # reported beside it
     rows = list(csv.DictReader(open(tmp_path / "run" / "results.csv")))
@@ -48,7 +48,8 @@ def test_lm_readout_on_tiny_random_gpt2(tmp_path):
     folder = build_tiny_model("gpt2", tmp_path / "tiny-gpt2")
     config = IclConfig(extraction=ExtractionConfig(model=str(folder), layers="last", device="cpu"),
                        prompts=EpisodeConfig(shots=[0, 2], episodes=2, queries_per_episode=2,
-                                             conditions=["in_distribution", "arbitrary_labels", "zero_shot"]))
+                                             conditions=["in_distribution", "arbitrary_labels", "zero_shot"]),
+                       bootstrap=100, permutations=100)
     run = RunFolder.create(tmp_path / "run", "probe icl")
     summary = run_icl(config, run, concept_set=small_concept_set())
     assert summary["readout"] == "lm" and summary["random_weights"] is True
@@ -67,7 +68,7 @@ def test_lm_readout_on_tiny_random_gpt2(tmp_path):
 
 
 def test_attention_readout_with_only_zero_shots_tunes_beta_on_zero_shot_prompts(minilm, tmp_path):
-    config = IclConfig(extraction=ExtractionConfig(layers="last", device="cpu"), readout="attention",
+    config = IclConfig(extraction=ExtractionConfig(layers="last", device="cpu"), readout="static_kernel", baselines=[],
                        prompts=EpisodeConfig(shots=[0], conditions=["zero_shot"], episodes=2, queries_per_episode=2),
                        tune_episodes=2, bootstrap=100)
     summary = run_icl(config, RunFolder.create(tmp_path / "run", "probe icl"), loaded=minilm,
@@ -89,15 +90,17 @@ def test_bad_input_errors(tmp_path):
 def test_cli_writes_results_summary_and_figure(tmp_path):
     out = tmp_path / "icl"
     proc = mcicl_cli("probe", "icl", "--model", "default", "--shots", "0,2", "--episodes", "3",
-                     "--conditions", "in_distribution,zero_shot,skewed", "--betas", "0,10", "--out", str(out),
-                     "--quiet")
+                     "--conditions", "in_distribution,zero_shot,skewed", "--betas", "0,10",
+                     "--baselines", "static_kernel", "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert f"output is in {out}" in proc.stdout
     summary = read_json(out / "summary.json")
     for cond, shots in (("in_distribution", "2"), ("zero_shot", "0"), ("skewed", "2")):
         cell = summary["accuracy"][cond][shots]
         assert set(cell) == {"mean", "ci_low", "ci_high", "n"} and cell["n"] == 12
-    assert summary["chance"] == 0.5 and summary["beta"]["grid"] == [0.0, 10.0]
+    assert summary["chance"] == 0.5 and summary["beta"]["grid"] == [0.0, 10.0] and summary["readout"] == "in_prompt"
+    assert set(summary["versus"]) == {"static_kernel"}
+    assert "p_value" in summary["versus"]["static_kernel"]["skewed"]["2"]
     header = next(csv.reader(open(out / "results.csv")))
     assert {"task", "condition", "shots", "query", "gold", "predicted", "label_logprobs"} <= set(header)
     assert (out / "figures" / "accuracy_vs_shots.png").is_file() and (out / "config.yaml").is_file()

@@ -12,26 +12,34 @@ several) and ``T_d`` the tokens of demonstration ``d``::
 (``'demo'``), located by character offsets in the whole prompt tokenized as one string. The query position is
 the last prompt token for a causal LM and the query word's tokens for an encoder (``query_position``).
 
-Three nulls, each a permutation test of the mean over prompts, so a head that reads positions, recency, a
-preferred concept or the label text cannot pass for one that matches the query's concept:
+Three nulls, each a permutation test of the mean over prompts that permutes whole episodes (an episode's prompts
+share their demonstrations, so they move together), so a head that reads positions, recency, a preferred concept or
+the label text cannot pass for one that matches the query's concept:
 
-- ``null`` (concept permutation): the same attention, the demonstrations' concepts permuted within the prompt;
-- ``position_null`` (position-matched): the prompt's matching demonstration *slots* read in the attention of
-  a prompt of another episode, whose matching demonstrations sit elsewhere;
-- ``query_null`` (query swap): the queries of one episode (same demonstrations) trade concepts, so a head
-  whose attention ignores the query scores the same; unavailable (NaN) when every episode's queries share a
-  concept, as polysemous-query episodes do by construction.
+- ``null`` (concept permutation): the same attention, the demonstrations' concepts permuted, one permutation per
+  episode;
+- ``position_null`` (position-matched): the prompt's matching demonstration *slots* read in the attention of the
+  same-rank prompt of another episode, whose matching demonstrations sit elsewhere;
+- ``query_null`` (query swap): within an episode (same demonstrations) queries of different concepts are paired
+  and trade concepts, so each swapped prompt reads a query of *another* concept (identity and same-concept swaps
+  excluded; a pair holds one query of each concept, so the swapped queries keep their concept counts): a head
+  whose attention ignores the query scores the same. Its value is the swapped reading over the paired prompts
+  (``query_prompts``; their observed value is ``query_observed``); its test flips each episode between its own
+  queries and the swap. Unavailable (NaN) where no episode has queries of two concepts (polysemous-query
+  episodes, whose queries share a concept by construction).
 
 A head's p-value is the largest of its tests; the correction for the number of heads is Westfall & Young's
 max-T: a head's corrected p is the share of permutations in which *some* head's standardised null statistic
 reaches this head's standardised value. ``null_max`` is the largest null mean. Intervals: percentile
-bootstrap over episodes.
+bootstrap over episodes. :func:`head_stability` compares heads across independent episode sets: the overlap
+(Jaccard) of their significant heads and the Spearman rank correlation of their values, set pair by set pair.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,6 +50,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from scipy.stats import rankdata
 
 from mcicl.core.configuration import require, to_dict
 from mcicl.core.jobs import DemoContext, JobContext, Table
@@ -57,9 +66,8 @@ from mcicl.probing.icl.attention_config import (  # noqa: F401  (imported from h
 )
 from mcicl.probing.icl.attention_figures import attention_figures, save_attention_figures
 from mcicl.probing.icl.episodes import EpisodeConfig
-from mcicl.probing.icl.run import load_suite
 from mcicl.probing.icl.scoring import ScoringPrompt, score_prompts
-from mcicl.probing.icl.tasks import IclPrompt, IclSampler, PromptTemplate
+from mcicl.probing.icl.tasks import IclPrompt, IclSampler, PromptTemplate, load_suite
 from mcicl.probing.models import LoadedModel, load_model
 from mcicl.probing.placement import input_device, resolve_device
 from mcicl.probing.tiny import is_random_weights
@@ -84,7 +92,7 @@ class PromptLayout:
     match: tuple[bool, ...]
 
 
-def _overlapping(offsets: Sequence[tuple[int, int]], special: Sequence[int], start: int, end: int) -> tuple[int, ...]:
+def overlapping(offsets: Sequence[tuple[int, int]], special: Sequence[int], start: int, end: int) -> tuple[int, ...]:
     """Token positions whose character span overlaps [start, end) (special and empty tokens excluded)."""
     return tuple(t for t, ((s, e), sp) in enumerate(zip(offsets, special, strict=True))
                  if not sp and e > s and s < end and e > start)
@@ -125,10 +133,10 @@ def layout_prompts(tokenizer: Any, prompts: Sequence[IclPrompt], template: Promp
         if limit and limit < 10**7 and len(ids) > limit:
             raise ValueError(f"a {p.shots}-shot prompt is {len(ids)} tokens, more than the model's maximum of "
                              f"{limit}; accepted: fewer --shots or a shorter template")
-        demo_words = tuple(_overlapping(offsets, special, *span) for span in words)
-        demo_labels = tuple(_overlapping(offsets, special, *span) for span in labels)
+        demo_words = tuple(overlapping(offsets, special, *span) for span in words)
+        demo_labels = tuple(overlapping(offsets, special, *span) for span in labels)
         if query_position == "word":
-            q = _overlapping(offsets, special, *query)
+            q = overlapping(offsets, special, *query)
         else:
             q = (max(t for t, sp in enumerate(special) if not sp),)  # the last prompt token (not a trailing [SEP])
         empty = [w for (w, _), toks in zip(p.demos, demo_words, strict=True) if not toks]
@@ -238,6 +246,8 @@ class HeadStats:
     per_prompt: np.ndarray  # (prompts, layers, heads): each prompt's value
     n_prompts: int
     n_episodes: int
+    query_observed: np.ndarray  # the value over the prompts the query-swap null covers (NaN: none)
+    query_prompts: int  # prompts paired with a query of another concept of their episode
 
     @property
     def null_max(self) -> np.ndarray:
@@ -279,30 +289,59 @@ def head_statistics(masses: np.ndarray, counts: np.ndarray, demo_concepts: np.nd
     value = per_prompt.mean(0)
     chance = float(np.mean((m * counts).sum(1) / counts.sum(1)))
     ids, inverse = np.unique(episodes, return_inverse=True)
+    members = [np.flatnonzero(inverse == e) for e in range(len(ids))]
+    rank = np.zeros(n_prompts, dtype=int)
+    for mem in members:
+        rank[mem] = np.arange(len(mem))
 
-    # concept permutation: the same attention, the demonstrations' concepts permuted within each prompt
-    perm = rng.permuted(np.broadcast_to(m, (n_permutations, n_prompts, n_demos)), axis=2)
+    # Every null permutes whole episodes (an episode's prompts share their demonstrations, so they move together).
+    # concept permutation: the same attention, the demonstrations' concepts permuted, one permutation per episode
+    slots = rng.permuted(np.broadcast_to(np.arange(n_demos), (n_permutations, len(ids), n_demos)), axis=2)
+    shuffled = np.take_along_axis(np.broadcast_to(demo_concepts, (n_permutations,) + demo_concepts.shape),
+                                  slots[:, inverse], axis=2)
+    perm = (shuffled == query_concepts[None, :, None]).astype(float)
     nulls = {"null": np.einsum("bpd,pdlh->blh", perm, share) / n_prompts}
-    # position-matched: the same demonstration slots, read in the attention of a prompt of another episode
+    # position-matched: the same demonstration slots read in the attention of another episode's prompts (the k-th
+    # prompt of episode e in the k-th of episode e', one e' per episode and permutation)
     if len(ids) > 1:
         other = np.empty((n_permutations, n_prompts), dtype=int)
-        for p in range(n_prompts):
-            pool = np.flatnonzero(inverse != inverse[p])
-            other[:, p] = pool[rng.integers(len(pool), size=n_permutations)]
+        for e, mem in enumerate(members):
+            partner = rng.integers(len(ids) - 1, size=n_permutations)
+            partner += partner >= e  # never the episode itself
+            if len({len(m_) for m_ in members}) == 1:  # equal episodes: one gather
+                other[:, mem] = np.stack(members)[partner][:, rank[mem] % len(mem)]
+                continue
+            for b in range(n_permutations):
+                pool = members[partner[b]]
+                other[b, mem] = pool[rank[mem] % len(pool)]
         nulls["position_null"] = np.stack([np.einsum("pd,pdlh->lh", m, share[o]) for o in other]) / n_prompts
-    # query swap: the queries of one episode (same demonstrations) trade concepts; a head whose attention
-    # ignores the query (a preferred concept, label or slot) reads the same demonstrations either way
-    swapped = np.broadcast_to(np.arange(n_prompts), (n_permutations, n_prompts)).copy()
-    informative = False
-    for e in range(len(ids)):
-        members = np.flatnonzero(inverse == e)
-        informative |= len(set(query_concepts[members].tolist())) > 1
-        swapped[:, members] = members[rng.permuted(np.broadcast_to(np.arange(len(members)),
-                                                                    (n_permutations, len(members))), axis=1)]
-    if informative:
-        q_match = (demo_concepts[None] == query_concepts[swapped][:, :, None]).astype(float)
-        nulls["query_null"] = np.einsum("bpd,pdlh->blh", q_match, share) / n_prompts
-    tests = [_maxt_p(value, d) for d in nulls.values()]
+    # query swap: within an episode (same demonstrations) queries of different concepts are paired and trade
+    # concepts (identity and same-concept swaps excluded; a pair holds one query of each of its two concepts, so
+    # the swapped queries keep the episode's concept counts); unpaired queries are left out of this null. The
+    # null's value is the swapped reading; its test flips each episode between its own queries and the swap.
+    swapped, flipped, kept = [], [], []
+    for mem in members:
+        pairs = concept_pairs(query_concepts[mem], rng)
+        if len(pairs):
+            rows_e = mem[pairs.ravel()]
+            partner = mem[pairs[:, ::-1].ravel()]
+            kept.append(rows_e)
+            swapped.append(np.broadcast_to(partner, (n_permutations, len(rows_e))))
+            flipped.append(np.where(rng.random(n_permutations)[:, None] < 0.5, partner[None], rows_e[None]))
+    query_prompts = int(sum(len(mem) for mem in kept))
+    swap_mean = None
+    if kept:
+        rows = np.concatenate(kept)
+
+        def reading(to: np.ndarray) -> np.ndarray:  # (B, kept prompts): whose query concept each prompt receives
+            q_match = (demo_concepts[rows][None] == query_concepts[to][:, :, None]).astype(float)
+            return np.einsum("bpd,pdlh->blh", q_match, share[rows]) / len(rows)
+        swap_mean = reading(np.concatenate(swapped, axis=1)[:1])[0]
+        nulls["query_null"] = reading(np.concatenate(flipped, axis=1))
+        query_observed = per_prompt[rows].mean(0)
+    else:
+        query_observed = np.full(value.shape, np.nan)
+    tests = [_maxt_p(query_observed if name == "query_null" else value, d) for name, d in nulls.items()]
 
     sums = np.zeros((len(ids),) + value.shape)
     np.add.at(sums, inverse, per_prompt)
@@ -313,10 +352,43 @@ def head_statistics(masses: np.ndarray, counts: np.ndarray, demo_concepts: np.nd
     nan = np.full(value.shape, np.nan)
     return HeadStats(value=value, chance=chance, null=nulls["null"].mean(0),
                      position_null=nulls["position_null"].mean(0) if "position_null" in nulls else nan,
-                     query_null=nulls["query_null"].mean(0) if "query_null" in nulls else nan,
+                     query_null=swap_mean if swap_mean is not None else nan,
                      p_value=np.max([t[0] for t in tests], axis=0), p_corrected=np.max([t[1] for t in tests], axis=0),
                      ci_low=low, ci_high=high, demo_mass=(tot / np.where(total_mass > 0, total_mass, 1.0)).mean(0),
-                     per_prompt=per_prompt, n_prompts=n_prompts, n_episodes=len(ids))
+                     per_prompt=per_prompt, n_prompts=n_prompts, n_episodes=len(ids),
+                     query_observed=query_observed, query_prompts=query_prompts)
+
+
+def concept_pairs(concepts: Sequence[int] | np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random maximal pairing of an episode's queries of different concepts: (pairs, 2) indices into
+    ``concepts``, every pair two queries of two concepts (never a query with itself or one of its own concept)."""
+    c = np.asarray(concepts)
+    free = list(rng.permutation(len(c)))
+    out = []
+    while free:
+        i = free.pop(0)
+        j = next((k for k in free if c[k] != c[i]), None)
+        if j is not None:
+            free.remove(j)
+            out.append((i, j))
+    return np.array(out, dtype=int).reshape(len(out), 2)
+
+
+def head_stability(values: Sequence[np.ndarray], significant: Sequence[np.ndarray]) -> dict[str, Any]:
+    """How well independent episode sets agree on the heads: per pair of sets, the Spearman rank correlation of the
+    head values (average ranks for ties) and the Jaccard overlap of the significant heads (1 when both sets have
+    none); their means; each set's count of significant heads and the count significant in every set."""
+    require(len(values) >= 2 and len(values) == len(significant), "values", len(values),
+            "at least two episode sets, as many value arrays as significance masks")
+    flat = [np.asarray(v, dtype=float).ravel() for v in values]
+    sig = [np.asarray(m, dtype=bool).ravel() for m in significant]
+    pairs = list(itertools.combinations(range(len(flat)), 2))
+    rho = [float(np.corrcoef(rankdata(flat[i]), rankdata(flat[j]))[0, 1]) for i, j in pairs]
+    jac = [float((sig[i] & sig[j]).sum() / (sig[i] | sig[j]).sum()) if (sig[i] | sig[j]).any() else 1.0
+           for i, j in pairs]
+    return {"pairs": [list(p) for p in pairs], "spearman": rho, "mean_spearman": float(np.mean(rho)),
+            "jaccard": jac, "mean_jaccard": float(np.mean(jac)), "significant": [int(m.sum()) for m in sig],
+            "significant_in_all": int(np.logical_and.reduce(sig).sum()), "heads": int(flat[0].size)}
 
 
 def cell_statistics(rows: Sequence[np.ndarray], layouts: Sequence[PromptLayout], prompts: Sequence[IclPrompt],

@@ -22,8 +22,9 @@ def _colours(n: int) -> list[str]:
 
 ACCURACY_CAPTION = Caption(
     "ICL accuracy vs number of demonstrations",
-    "Attention-readout (or LM-scored) ICL accuracy against shots, one line per condition, with bootstrap 95% "
-    "intervals; the dashed line is chance. Polysemous queries next to in-distribution queries show whether "
+    "ICL accuracy of the run's readout (in-prompt, attention vote, static kernel or LM-scored) against shots, one "
+    "line per condition, with cluster-bootstrap 95% intervals (episodes, query words, query concepts); the dashed "
+    "line is chance. Polysemous queries next to in-distribution queries show whether "
     "the right sense is picked from context.")
 
 
@@ -58,24 +59,26 @@ def accuracy_figure(summary: Mapping[str, Any], *, ax: Axes | None = None) -> Fi
     ax.set_ylabel("accuracy (fraction correct)")
     ax.set_ylim(-0.02, 1.02)
     readout = summary.get("readout", "?")
-    how = (f"attention readout, beta={summary['beta']['best']:g}" if readout == "attention" and "beta" in summary
-           else "label log-prob (causal LM)")
+    how = {"lm": "label log-prob (causal LM)", "attention_vote": "attention vote of the chosen heads"}.get(
+        readout, f"{readout} readout" + (f", beta={summary['beta']['best']:g}" if "beta" in summary else ""))
     weights = " [RANDOM WEIGHTS]" if summary.get("random_weights") else ""
     ax.set_title(f"ICL accuracy vs shots: {summary.get('model', '?')}{weights}\n{how}, "
-                 f"{summary.get('ways', 2)}-way, set '{summary.get('concept_set', '?')}'; bars: bootstrap 95% CI")
+                 f"{summary.get('ways', 2)}-way, set '{summary.get('concept_set', '?')}';"
+                 " bars: cluster-bootstrap 95% CI")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
     return fig
 
 
 BETA_CAPTION = Caption(
-    "Attention-readout temperature",
-    "ICL accuracy of the attention readout softmax(beta * cos(query, demonstration)) against beta on the "
-    "held-out tuning split; the best beta (marked) is the one used for every condition.")
+    "Kernel-readout temperature",
+    "ICL accuracy of the kernel readout softmax(beta * cos(query, demonstration)) against beta on the evaluated "
+    "episodes, per condition at its largest shots; the marked beta was chosen on held-out episodes (the median of "
+    "the betas within one standard error of the best) and is used for every condition.")
 
 
 @styled
 def beta_sweep_figure(rows: list[Mapping[str, Any]], *, best: float | None = None, ax: Axes | None = None) -> Figure:
-    """Attention-readout accuracy against beta, one line per condition, at the largest shots of each condition."""
+    """Kernel-readout accuracy against beta, one line per condition, at the largest shots of each condition."""
 
     conditions = [c for c in CONDITIONS if any(r["condition"] == c for r in rows)]
     colours = dict(zip(conditions, _colours(len(conditions)), strict=True))
@@ -93,6 +96,6 @@ def beta_sweep_figure(rows: list[Mapping[str, Any]], *, best: float | None = Non
     ax.set_xlabel("beta (inverse temperature of softmax(beta * cos))")
     ax.set_ylabel("accuracy (fraction correct)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Attention readout: accuracy vs beta, per condition")
+    ax.set_title(f"{rows[0].get('readout', 'kernel')} readout: accuracy vs beta, per condition")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
     return fig

@@ -7,12 +7,14 @@ from typing import ClassVar, Literal
 
 from mcicl.core.configuration import require
 from mcicl.core.jobs import DemoStage, Job, ReportSection
-from mcicl.core.limits import MAX_BOOTSTRAP, require_count
+from mcicl.core.limits import MAX_BOOTSTRAP, MAX_PERMUTATIONS, require_count
 from mcicl.core.options import doc
 from mcicl.probing.extract_config import ExtractionConfig
 from mcicl.probing.icl.episodes import RENAMED_TO_PROMPTS, EpisodeConfig
 
-READOUTS = ("auto", "lm", "attention")
+READOUTS = ("auto", "lm", "in_prompt", "attention_vote", "static_kernel")
+KERNEL_READOUTS = ("in_prompt", "static_kernel")  # readouts with an inverse temperature beta
+BASELINES = ("static_kernel", "random_weights")
 SCORING_METHODS = ("auto", "cached", "naive")  # probing.icl.scoring's methods, named here without torch
 DEFAULT_BETAS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 
@@ -28,16 +30,26 @@ class IclConfig:
 
     extraction: ExtractionConfig = field(default_factory=lambda: ExtractionConfig(layers="last"))
     prompts: EpisodeConfig = field(default_factory=lambda: EpisodeConfig(shots=[0, 1, 2, 4, 8, 16], episodes=25))
-    readout: Literal["auto", "lm", "attention"] = field(default="auto", metadata=doc(
-        "lm: label log-probs of a causal LM; attention: softmax(beta*cos) readout over word vectors; auto: lm "
-        "for a causal LM, attention otherwise"))
+    readout: Literal["auto", "lm", "in_prompt", "attention_vote", "static_kernel"] = field(
+        default="auto", metadata=doc(
+            "lm: label log-probs of a causal LM; in_prompt: the whole prompt through the model, the query's state "
+            "against the demonstrations' states (softmax(beta*cos) mass per label); attention_vote: the model's own "
+            "heads' attention from the query on the demonstrations, label-weighted (heads chosen on held-out "
+            "episodes); static_kernel: softmax(beta*cos) between out-of-context word vectors (the model never sees "
+            "the prompt); auto: lm for a causal LM, in_prompt otherwise"))
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES), metadata=doc(
+        "baselines scored on the same prompts, each with a paired interval: static_kernel (the out-of-context "
+        "kernel) and random_weights (the same architecture and tokenizer, weights re-initialised with --seed)"))
     contexts: str = field(default="builtin", metadata=doc(
         "sense-tagged sentences for polysemous_in_context(_adversarial): builtin or a .csv/.json contexts file "
         "(see mcicl probe contexts)"))
     # attention readout
     betas: list[float] = field(default_factory=lambda: list(DEFAULT_BETAS), metadata=doc(
-        "inverse temperatures swept; the best on held-out episodes is used"))
-    tune_episodes: int = 25  # held-out in-distribution episodes per shots, for choosing beta
+        "inverse temperatures swept (in_prompt, static_kernel); chosen on held-out episodes: the median of the "
+        "betas within one standard error of the best"))
+    tune_episodes: int = 25  # held-out in-distribution episodes per shots, for choosing beta and heads
+    top_heads: int = field(default=3, metadata=doc(
+        "attention_vote: heads pooled, ranked by held-out accuracy"))
     # lm readout
     scoring: Literal["auto", "cached", "naive"] = field(default="auto", metadata=doc(
         "auto: cached where it is exact for this model (checked against naive on the longest prompt), else "
@@ -45,12 +57,19 @@ class IclConfig:
         "naive: one forward per label. summary.json records it"))
     batch_size: int = field(default=32, metadata=doc("prefixes / rows per forward pass"))
     # statistics
-    bootstrap: int = 1000  # bootstrap resamples (over episodes) for the 95% intervals
+    bootstrap: int = 1000  # cluster-bootstrap resamples (episodes x query words x query concepts), 95% intervals
+    permutations: int = field(default=1000, metadata=doc(
+        "episode-level sign flips for the paired p-value against each baseline"))
     seed: int = 0
 
     def __post_init__(self) -> None:
         require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        require(self.readout in READOUTS, "readout", self.readout, "one of " + ", ".join(READOUTS))
+        require(self.readout in READOUTS, "readout", self.readout, "one of " + ", ".join(READOUTS)
+                + (" (readout 'attention' is now 'static_kernel')" if self.readout == "attention" else ""))
+        bad = [b for b in self.baselines if b not in BASELINES]
+        require(not bad, "baselines", bad, "a comma-separated subset of " + ", ".join(BASELINES))
+        require(self.top_heads >= 1, "top_heads", self.top_heads, "an integer >= 1")
+        require_count(self.permutations, "permutations", low=100, high=MAX_PERMUTATIONS)
         require(len(self.betas) > 0 and all(b >= 0 for b in self.betas), "betas", self.betas,
                 "a non-empty list of non-negative inverse temperatures")
         require(self.tune_episodes >= 1, "tune_episodes", self.tune_episodes, "an integer >= 1")
@@ -67,9 +86,12 @@ ICL_JOB = Job(
     command="probe icl",
     help="in-context concept classification: in-distribution vs OOD, polysemous queries",
     description="Concept-classification ICL probes. A causal LM is scored by the log-probability of each "
-                "candidate label (--readout lm, cached prefixes); any model, including the default encoder, "
-                "can be probed with the attention readout softmax(beta*cos(query, demo)) (--readout "
-                "attention). Writes results.csv, summary.json and figures/accuracy_vs_shots.png.",
+                "candidate label (--readout lm, cached prefixes); an encoder reads the whole prompt (--readout "
+                "in_prompt: the query's in-prompt state against the demonstrations'; --readout attention_vote: its "
+                "own heads' attention on the demonstrations, label-weighted). Every run scores the baselines on the "
+                "same prompts (--baselines: the out-of-context kernel static_kernel, the re-initialised "
+                "random_weights model) with paired intervals. Writes results.csv, summary.json and "
+                "figures/accuracy_vs_shots.png.",
     execute="mcicl.probing.icl.run:execute",
     result="mcicl.probing.icl.run:IclResult",
     config=IclConfig,
@@ -78,7 +100,7 @@ ICL_JOB = Job(
         "ICL task": ("prompts.suite", "prompts.polysemy", "readout", "prompts.shots", "prompts.conditions",
                      "contexts", "prompts.ways", "prompts.episodes", "prompts.queries_per_episode",
                      *TEMPLATE_FIELDS),
-        "attention readout": ("betas", "extraction.layers"),
+        "readouts": ("baselines", "betas", "top_heads", "extraction.layers", "permutations"),
         "causal-LM scoring": ("scoring", "batch_size"),
     },
     flags={"extraction.layers": "--layer"},
@@ -89,5 +111,5 @@ ICL_JOB = Job(
         text="In-context learning probes on the real model: accuracy per condition and number of shots.",
         skip=("accuracy", "majority_label", "follows_majority")),
     reports=("probe icl", "demo icl"),
-    demo=DemoStage("ICL probes (attention readout)", "mcicl.probing.icl.run:demo_stage", order=40),
+    demo=DemoStage("ICL probes (in-prompt readout)", "mcicl.probing.icl.run:demo_stage", order=40),
 )

@@ -116,3 +116,36 @@ def readout_contexts(prompts: Iterable[IclPrompt]) -> list[SenseContext]:
         if p.query_context and p.query_key not in out:
             out[p.query_key] = SenseContext(p.query, p.context_sense, p.query_context, p.query_start)
     return list(out.values())
+
+
+def vote_probabilities(attention: np.ndarray, key_labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """Label probabilities (P, layers, heads, n_labels) of the attention vote h = sum_d alpha_d y_d.
+
+    ``attention`` (P, layers, heads, D): each head's attention mass from the query on demonstration d's tokens;
+    alpha_d is that mass normalised over the demonstrations (uniform where a head puts none on them);
+    ``key_labels`` (P, D) integer label ids.
+    """
+    att = np.asarray(attention, dtype=np.float64)
+    total = att.sum(-1, keepdims=True)
+    alpha = np.where(total > 0, att / np.where(total > 0, total, 1.0), 1.0 / att.shape[-1])
+    onehot = np.eye(n_labels)[np.asarray(key_labels)]  # (P, D, L)
+    return np.einsum("plhd,pdk->plhk", alpha, onehot)
+
+
+def state_probabilities(prompts: Sequence[IclPrompt], queries: np.ndarray, keys: Sequence[np.ndarray],
+                        betas: Sequence[float]) -> np.ndarray:
+    """The kernel readout on given states: (len(prompts), len(betas), n_labels); ``queries`` (P, d) and
+    ``keys[i]`` (n_i, d) the keys of prompt i: its demonstrations' states, or (zero-shot) its labels' states."""
+    if not prompts:
+        return np.zeros((0, len(betas), 0))
+    n_labels = len(prompts[0].labels)
+    out = np.zeros((len(prompts), len(betas), n_labels))
+    groups: dict[int, list[int]] = {}
+    for i in range(len(prompts)):
+        groups.setdefault(len(keys[i]), []).append(i)
+    for _, idx in groups.items():
+        labels = [[prompts[i].labels.index(lab) for _, lab in prompts[i].demos] if prompts[i].demos
+                  else list(range(n_labels)) for i in idx]
+        out[idx] = attention_readout(queries[idx], np.stack([keys[i] for i in idx]), np.array(labels), n_labels,
+                                     betas)
+    return out

@@ -24,10 +24,12 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from mcicl.probing.contexts import ContextSet, builtin_contexts
+from mcicl.probing.datasets import builtin_concepts, load_concept_set
 from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.datasets.sets import descendants
 from mcicl.probing.icl.episodes import (  # noqa: F401  (re-exported: the vocabulary lived here)
@@ -329,3 +331,17 @@ def majority_label(prompt: IclPrompt, rng: np.random.Generator) -> str:
     top = max(counts.values())
     tied = [lab for lab, n in counts.items() if n == top]
     return tied[int(rng.integers(len(tied)))]
+
+
+def load_suite(suite: str, polysemy: str | None = None) -> ConceptSet:
+    """The concept set of ``--suite``: 'polysemy' (built-in, with polysemy), 'concepts' (built-in, none), a file."""
+    if suite == "polysemy":
+        cs = builtin_concepts()
+        return load_concept_set(cs, polysemy=polysemy) if polysemy else cs
+    if suite == "concepts":
+        cs = builtin_concepts()
+        return ConceptSet(cs.name, cs.concepts, {}, {}, dict(cs.parents), cs.min_words)
+    if not Path(suite).is_file():
+        raise FileNotFoundError(f"suite={suite!r}: accepted: 'polysemy', 'concepts', or a concept-set file "
+                                "(the JSON/CSV that `mcicl probe geometry --concepts` takes)")
+    return load_concept_set(suite, polysemy=polysemy)
