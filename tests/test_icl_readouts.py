@@ -153,7 +153,7 @@ def test_sign_flip_by_episode_against_enumeration():
 
 def test_reinitialised_keeps_architecture_and_tokenizer_with_new_seeded_weights(tiny_bert):
     # (the tiny model itself was initialised with seed 0: another seed gives other weights)
-    r1, r2, r3 = reinitialised_model(tiny_bert, seed=5), reinitialised_model(tiny_bert, seed=5), reinitialised_model(tiny_bert, seed=6)
+    r1, r2, r3 = (reinitialised_model(tiny_bert, seed=s) for s in (5, 5, 6))
     assert r1.tokenizer is tiny_bert.tokenizer and type(r1.model) is type(tiny_bert.model)
     w0 = dict(tiny_bert.model.named_parameters())
     for name, w in r1.model.named_parameters():
