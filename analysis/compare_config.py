@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from mcicl.core.configuration import require
 from mcicl.core.jobs import CsvTable, DemoStage, Job, ReportSection
 from mcicl.core.options import doc
+from mcicl.core.resampling import check_resampling, permutations_field
 
 
 @dataclass
@@ -32,12 +33,11 @@ class CompareConfig:
     umap: bool = field(default=True, metadata=doc(
         "draw the embedding figures with the PCA panel only (UMAP's first run compiles for ~10 s)",
         flag="--no-umap"))
-    permutations: int = field(default=100, metadata=doc("permutations per null"))
+    permutations: int = permutations_field(100, "label permutations per null")
     seed: int = 0
 
     def __post_init__(self) -> None:
-        require(isinstance(self.permutations, int) and not isinstance(self.permutations, bool)
-                and self.permutations >= 1, "permutations", self.permutations, "an integer >= 1")
+        check_resampling(self)
         require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
 
 

@@ -924,7 +924,7 @@ def group_dictionary(sh: Shared) -> list[dict[str, Any]]:
     senses, and recovery of the synthetic world's known dictionary by the same procedure."""
     cfg, group = sh.cfg, "dictionary"
     dc = DictionaryConfig(extraction=ExtractionConfig(model=cfg.model, layers="0,-1", device="cpu"),
-                          rotations=cfg.permutations, bootstrap=cfg.bootstrap, seed=cfg.seed,
+                          permutations=cfg.permutations, bootstrap=cfg.bootstrap, seed=cfg.seed,
                           iterations=5 if cfg.fast else 30)
     result = measure_dictionary(dc, loaded=sh.loaded, quiet=True)
     names = list(result.results)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from mcicl.core.configuration import require
 from mcicl.core.jobs import Job, Option, ReportSection
 from mcicl.core.options import doc
+from mcicl.core.resampling import bootstrap_field, check_resampling, permutations_field
 
 GROUPS = ("synthetic", "synthetic_random_readout", "geometry", "icl", "attention", "contexts", "dictionary")
 
@@ -39,9 +40,8 @@ class FindingsConfig:
     attention_episodes: int = field(default=25, metadata=doc(
         "attention-probe episodes per cell (and as many held out for choosing the heads)"))
     attention_shots: list[int] = field(default_factory=lambda: [2, 4, 8])
-    permutations: int = field(default=1000, metadata=doc(
-        "permutations for every quoted p-value (the smallest p is 1/(permutations+1))"))
-    bootstrap: int = field(default=1000, metadata=doc("bootstrap resamples for every 95% interval"))
+    permutations: int = permutations_field(1000, "permutations for every quoted p-value")
+    bootstrap: int = bootstrap_field(1000, "of the unit each finding names")
     shuffles: int = 10  # shuffled-embedding null draws of the geometry
     replication_seed: int = 1000  # the replication's seed: far from seed, seed + 1 (ICL's beta tuning episodes)
     fast: bool = field(default=False, metadata=doc(
@@ -54,9 +54,10 @@ class FindingsConfig:
         require(isinstance(self.icl_sets, int) and self.icl_sets >= 2, "icl_sets", self.icl_sets,
                 "an integer >= 2 (the main episode set and its replication)")
         for name in ("seeds", "steps", "random_readout_steps", "n_test", "n_test_ood", "icl_episodes",
-                     "tune_episodes", "permutations", "bootstrap", "shuffles"):
+                     "tune_episodes", "shuffles"):
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
+        check_resampling(self, bootstrap_low=1)
         require(self.seeds >= 2, "seeds", self.seeds, "an integer >= 2 (an interval across seeds needs two)")
         require(self.attention_episodes >= 2, "attention_episodes", self.attention_episodes,
                 "an integer >= 2 (the position-matched null pairs prompts of different episodes)")

@@ -8,6 +8,7 @@ from typing import Literal
 from mcicl.core.configuration import require
 from mcicl.core.jobs import CsvTable, DemoStage, Job, ReportSection
 from mcicl.core.options import doc
+from mcicl.core.resampling import bootstrap_field, check_resampling, permutations_field
 from mcicl.probing.extract_config import ExtractionConfig
 
 BASELINES = ("neutral", "alone")
@@ -33,8 +34,8 @@ class ContextsConfig:
         "vectors on the contexts' mean)", flag="--no-center"))
     min_per_sense: int = field(default=3, metadata=doc(
         "contexts each (word, sense) needs (default: 3; WordNet senses with fewer are dropped)"))
-    permutations: int = field(default=1000, metadata=doc("within-word sense shuffles for the null"))
-    bootstrap: int = field(default=1000, metadata=doc("bootstrap resamples of words"))
+    permutations: int = permutations_field(1000, "within-word sense shuffles for the null")
+    bootstrap: int = bootstrap_field(1000, "words")
     baseline: Literal["neutral", "alone"] = field(default="neutral", metadata=doc(
         "the out-of-context vector: neutral (the word in a neutral frame drawn at random per context, so the "
         "baseline varies across a word's contexts) or alone (the word by itself: one vector per word)"))
@@ -46,10 +47,7 @@ class ContextsConfig:
                 CONTEXT_SOURCES)
         require(isinstance(self.min_per_sense, int) and self.min_per_sense >= 1, "min_per_sense",
                 self.min_per_sense, "an integer >= 1")
-        require(isinstance(self.permutations, int) and self.permutations >= 1, "permutations", self.permutations,
-                "an integer >= 1 (>= 100 for p < 0.01 to be reachable)")
-        require(isinstance(self.bootstrap, int) and self.bootstrap >= 0, "bootstrap", self.bootstrap,
-                "an integer >= 0")
+        check_resampling(self)
         require(self.baseline in BASELINES, "baseline", self.baseline, "one of " + ", ".join(BASELINES))
 
 

@@ -97,8 +97,8 @@ def fit_space(space: Space, cfg: DictionaryConfig, truth: LabelledVectors | None
     dirs, dir_names = concept_directions(prepare(lv.vectors, lv.labels, center_vectors=True), lv.labels, "diff")
     rng = np.random.default_rng(cfg.seed)
     shuffled = [concept_directions(prepare(lv.vectors, labels, center_vectors=True), labels, "diff")[0]
-                for labels in (rng.permutation(lv.labels) for _ in range(cfg.rotations))]
-    vs = atoms_against_concepts(dirs, dic, rotations=cfg.rotations, seed=cfg.seed, permuted=shuffled)
+                for labels in (rng.permutation(lv.labels) for _ in range(cfg.permutations))]
+    vs = atoms_against_concepts(dirs, dic, rotations=cfg.permutations, seed=cfg.seed, permuted=shuffled)
     owner = atom_concepts(dirs, dic)
     purity = atom_purity(codes, lv.labels)
     out: dict[str, Any] = {

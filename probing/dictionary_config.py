@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 from mcicl.core.configuration import ConfigError, require
 from mcicl.core.jobs import CsvTable, Job, ReportSection
-from mcicl.core.limits import MAX_BOOTSTRAP, MAX_DRAWS, require_count
+from mcicl.core.limits import require_count
 from mcicl.core.options import doc
+from mcicl.core.resampling import bootstrap_field, check_resampling, permutations_field
 from mcicl.probing.extract_config import ExtractionConfig
 
 MAX_ATOMS = 4096
@@ -42,9 +43,9 @@ class DictionaryConfig:
         "candidate numbers of atoms, e.g. '16,32,64' ('auto': 1, 2 and 4 times the number of concepts)"))
     nonzeros: str = field(default="1,2,3", metadata=doc("candidate atoms per word (OMP sparsity), e.g. '1,2,3'"))
     iterations: int = field(default=30, metadata=doc("dictionary-learning iterations at most"))
-    rotations: int = field(default=200, metadata=doc(
-        "random rotations of the learned dictionary for the atoms-vs-concepts null (smallest p 1/(rotations+1))"))
-    bootstrap: int = field(default=1000, metadata=doc("bootstrap resamples (over words) for the 95% intervals"))
+    permutations: int = permutations_field(200, "label permutations and random rotations of the dictionary, "
+                                                "per null")
+    bootstrap: int = bootstrap_field(1000, "words")
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -52,8 +53,7 @@ class DictionaryConfig:
             parse_grid(self.atoms, "atoms")
         parse_grid(self.nonzeros, "nonzeros", high=64)
         require_count(self.iterations, "iterations", low=1, high=1000)
-        require_count(self.rotations, "rotations", low=1, high=MAX_DRAWS)
-        require_count(self.bootstrap, "bootstrap", low=0, high=MAX_BOOTSTRAP)
+        check_resampling(self)
         require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0, "seed",
                 self.seed, "an integer >= 0")
 
@@ -73,7 +73,7 @@ DICTIONARY_JOB = Job(
         "what to fit": ("vectors", "truth", "concepts", "polysemy", "extraction.space", "extraction.layers",
                         "extraction.pooling", "extraction.template", "extraction.batch_size",
                         "extraction.cache_dir"),
-        "fit and nulls": ("atoms", "nonzeros", "iterations", "rotations", "bootstrap"),
+        "fit and nulls": ("atoms", "nonzeros", "iterations", "permutations", "bootstrap"),
     },
     report=ReportSection(
         title="Sparse dictionary of the word vectors",

@@ -7,8 +7,9 @@ from typing import Literal
 
 from mcicl.core.configuration import require
 from mcicl.core.jobs import CsvTable, DemoStage, Job, ReportSection
-from mcicl.core.limits import MAX_BOOTSTRAP, MAX_DRAWS, MAX_PERMUTATIONS, require_count
+from mcicl.core.limits import MAX_DRAWS, require_count
 from mcicl.core.options import doc
+from mcicl.core.resampling import bootstrap_field, check_resampling, permutations_field
 from mcicl.probing.extract_config import ExtractionConfig
 
 WHITEN = ("none", "vocab", "unembed")
@@ -37,9 +38,8 @@ class GeometryConfig:
     signs: Literal["align", "ignore", "split"] = field(default="align", metadata=doc(
         "saved vectors with signs (synthetic): align +/- words, ignore signs, or split each concept into "
         "concept+ and concept-"))
-    permutations: int = field(default=200, metadata=doc(
-        "label permutations per statistic (the smallest p is 1/(permutations+1))"))
-    bootstrap: int = field(default=1000, metadata=doc("bootstrap resamples for 95% CIs"))
+    permutations: int = permutations_field(200, "label permutations per statistic")
+    bootstrap: int = bootstrap_field(1000, "concepts")
     shuffles: int = field(default=20, metadata=doc("shuffled-embedding null draws"))
     probes: bool = field(default=True, metadata=doc("skip the per-layer logistic-regression probes",
                                                     flag="--no-probes"))
@@ -61,9 +61,7 @@ class GeometryConfig:
             require(name in BASELINES, "baselines", name, "a list of " + ", ".join(BASELINES) + ", or none")
         require(self.whiten in WHITEN, "whiten", self.whiten, "one of " + ", ".join(WHITEN))
         require(self.signs in SIGNS, "signs", self.signs, "one of " + ", ".join(SIGNS))
-        require_count(self.permutations, "permutations", low=1, high=MAX_PERMUTATIONS,
-                      what=">= 100 for p < 0.01 to be reachable")
-        require_count(self.bootstrap, "bootstrap", low=0, high=MAX_BOOTSTRAP)
+        check_resampling(self)
         require_count(self.shuffles, "shuffles", low=0, high=MAX_DRAWS)
         require(isinstance(self.whiten_sample, int) and self.whiten_sample >= 2, "whiten_sample",
                 self.whiten_sample, "an integer >= 2")

@@ -51,7 +51,7 @@ def _candidates(tp: Any, default: Any) -> list[Any]:
     if float in args or tp is float:
         found += [(default or 0.0) + 0.25, 0.5]
     if str in args or tp is str:
-        found += ["alt", "A {word}.", "{context} {word} =>", " = {label}", "0"]
+        found += ["alt", "A {word}.", "{context} {word} =>", " = {label}", "0", "8"]
     if any(typing.get_origin(a) in (list, tuple) for a in args):
         found += [[1, 2], ["a", "b"]]
     unique: list[Any] = []

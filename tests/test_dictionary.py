@@ -143,7 +143,7 @@ def test_the_job_on_saved_vectors_recovers_the_truth(tmp_path: Path, capsys):
         tmp_path / "truth.npz")
     out = tmp_path / "run"
     assert main(["probe", "dictionary", "--vectors", str(tmp_path / "features.npz"), "--truth",
-                 str(tmp_path / "truth.npz"), "--atoms", "8,16", "--nonzeros", "1,2", "--rotations", "50",
+                 str(tmp_path / "truth.npz"), "--atoms", "8,16", "--nonzeros", "1,2", "--permutations", "50",
                  "--bootstrap", "100", "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["recovery"]["share_matched_0_9"] >= 0.9
@@ -157,7 +157,7 @@ def test_the_job_on_saved_vectors_recovers_the_truth(tmp_path: Path, capsys):
 
 
 @pytest.mark.parametrize(("option", "value"), [("--atoms", "0,8"), ("--atoms", "x"), ("--nonzeros", ""),
-                                               ("--rotations", "0"), ("--atoms", "8,8")])
+                                               ("--permutations", "0"), ("--atoms", "8,8")])
 def test_bad_sizes_are_one_clear_line(option, value, tmp_path: Path, capsys):
     assert main(["probe", "dictionary", option, value, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err

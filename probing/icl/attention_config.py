@@ -7,8 +7,9 @@ from typing import ClassVar, Literal
 
 from mcicl.core.configuration import require
 from mcicl.core.jobs import DemoStage, Job, ReportSection
-from mcicl.core.limits import MAX_BOOTSTRAP, MAX_DRAWS, MAX_PERMUTATIONS, require_count
+from mcicl.core.limits import MAX_DRAWS, require_count
 from mcicl.core.options import doc
+from mcicl.core.resampling import bootstrap_field, check_resampling, permutations_field
 from mcicl.probing.extract_config import ExtractionConfig
 from mcicl.probing.icl.episodes import CONDITIONS, RENAMED_TO_PROMPTS, EpisodeConfig
 from mcicl.probing.icl.icl_config import MODEL_FIELDS
@@ -33,9 +34,8 @@ class AttentionConfig:
     query_position: Literal["auto", "last", "word"] = field(default="auto", metadata=doc(
         "where the query attends from: last (the last prompt token), word (the query word's tokens), auto: last "
         "for a causal LM, word for an encoder"))
-    permutations: int = field(default=1000, metadata=doc(
-        "permutations per null (the smallest p is 1/(permutations+1))"))
-    bootstrap: int = 1000  # bootstrap resamples (over episodes) for the 95% intervals
+    permutations: int = permutations_field(1000, "episode-level permutations per null")
+    bootstrap: int = bootstrap_field(1000, "episodes")
     alpha: float = 0.05  # family-wise level over heads (max-T corrected p-values)
     top_k: int = field(default=3, metadata=doc(
         "heads chosen on held-out episodes for the curves and the knockout"))
@@ -57,8 +57,7 @@ class AttentionConfig:
         require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
         require(self.query_position in QUERY_POSITIONS, "query_position", self.query_position,
                 "one of " + ", ".join(QUERY_POSITIONS))
-        require_count(self.permutations, "permutations", low=100, high=MAX_PERMUTATIONS)
-        require_count(self.bootstrap, "bootstrap", low=100, high=MAX_BOOTSTRAP)
+        check_resampling(self, permutations_low=100, bootstrap_low=100)
         require(0 < self.alpha < 1, "alpha", self.alpha, "a number in (0, 1)")
         require(self.top_k >= 1, "top_k", self.top_k, "an integer >= 1")
         require_count(self.knockout_draws, "knockout_draws", low=1, high=MAX_DRAWS)

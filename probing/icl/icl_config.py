@@ -7,8 +7,8 @@ from typing import ClassVar, Literal
 
 from mcicl.core.configuration import require
 from mcicl.core.jobs import DemoStage, Job, ReportSection
-from mcicl.core.limits import MAX_BOOTSTRAP, MAX_PERMUTATIONS, require_count
 from mcicl.core.options import doc
+from mcicl.core.resampling import bootstrap_field, check_resampling, permutations_field
 from mcicl.probing.extract_config import ExtractionConfig
 from mcicl.probing.icl.episodes import RENAMED_TO_PROMPTS, EpisodeConfig
 
@@ -57,9 +57,9 @@ class IclConfig:
         "naive: one forward per label. summary.json records it"))
     batch_size: int = field(default=32, metadata=doc("prefixes / rows per forward pass"))
     # statistics
-    bootstrap: int = 1000  # cluster-bootstrap resamples (episodes x query words x query concepts), 95% intervals
-    permutations: int = field(default=1000, metadata=doc(
-        "episode-level sign flips for the paired p-value against each baseline"))
+    bootstrap: int = bootstrap_field(1000, "cluster bootstrap: episodes x query words x query concepts")
+    permutations: int = permutations_field(1000, "episode-level sign flips for the paired p-value against each "
+                                                 "baseline")
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -69,13 +69,12 @@ class IclConfig:
         bad = [b for b in self.baselines if b not in BASELINES]
         require(not bad, "baselines", bad, "a comma-separated subset of " + ", ".join(BASELINES))
         require(self.top_heads >= 1, "top_heads", self.top_heads, "an integer >= 1")
-        require_count(self.permutations, "permutations", low=100, high=MAX_PERMUTATIONS)
         require(len(self.betas) > 0 and all(b >= 0 for b in self.betas), "betas", self.betas,
                 "a non-empty list of non-negative inverse temperatures")
         require(self.tune_episodes >= 1, "tune_episodes", self.tune_episodes, "an integer >= 1")
         require(self.scoring in SCORING_METHODS, "scoring", self.scoring, "one of " + ", ".join(SCORING_METHODS))
         require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        require_count(self.bootstrap, "bootstrap", low=100, high=MAX_BOOTSTRAP)
+        check_resampling(self, permutations_low=100, bootstrap_low=100)
 
 
 MODEL_FIELDS = ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code")
