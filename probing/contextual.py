@@ -40,8 +40,8 @@ from mcicl.core.jobs import DemoContext, JobContext
 from mcicl.core.logs import progress
 from mcicl.core.plotting import save_figure
 from mcicl.core.runs import RunFolder
-from mcicl.core.textfiles import shown
 from mcicl.core.seeding import seed_everything
+from mcicl.core.textfiles import shown
 from mcicl.core.vectors import LabelledVectors
 from mcicl.probing.cache import ExtractionCache, model_fingerprint
 from mcicl.probing.contexts import (
