@@ -4,6 +4,7 @@ first) and no folder is created."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -332,12 +333,13 @@ def test_front_door_report_never_writes_over_its_input(where, tmp_path: Path):
     (lambda m: m.extract(5), "not a list of words"),
     (lambda m: m.extract([]), "holds no words"),
     (lambda m: m.report("runs/x", out="r"), "run_dirs='runs/x' is a single str"),
-], ids=["string", "non-string item", "number", "empty", "report string"])
+    (lambda m: m.geometry(["dog"]), "model=['dog'] (list)"),
+], ids=["string", "non-string item", "number", "empty", "report string", "model list"])
 def test_front_door_refuses_a_string_where_a_list_is_expected(call, says, tmp_path: Path, monkeypatch):
     import mcicl
 
     monkeypatch.chdir(tmp_path)
-    with pytest.raises((TypeError, ValueError), match=says.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises((TypeError, ValueError), match=re.escape(says)):
         call(mcicl)
     assert list(tmp_path.iterdir()) == []  # nothing loaded, nothing written
 

@@ -52,6 +52,9 @@ def _job(cls: type, model: ModelSpec, fields: dict[str, Any]) -> tuple[Any, Load
     own = {f.name for f in dataclasses.fields(cls)}
     extraction_fields = {f.name for f in dataclasses.fields(ExtractionConfig)}
     nested = {k: fields.pop(k) for k in list(fields) if k not in own and k in extraction_fields}
+    if not isinstance(model, (str, Path, LoadedModel)):
+        raise TypeError(f"model={model!r} ({type(model).__name__}); accepted: 'default', a model folder or Hub id "
+                        "(str or Path), or a LoadedModel from mcicl.load_model")
     loaded = model if isinstance(model, LoadedModel) else None
     nested["model"] = loaded.ref.spec if loaded is not None else str(model)
     if cls is ExtractionConfig:
@@ -65,7 +68,7 @@ def _strings(value: Any, param: str, what: str) -> list[str]:
     accepted = f"a list of {what}, e.g. {param}=[...]"
     if isinstance(value, (str, bytes, Path)):
         raise TypeError(f"{param}={value!r} is a single {type(value).__name__}, not a list of {what} (it would be "
-                        f"read item by item); accepted: {accepted[:-7]}[{str(value)!r}]")
+                        f"read item by item); accepted: a list of {what}, e.g. {param}=[{str(value)!r}]")
     if not isinstance(value, Iterable):
         raise TypeError(f"{param}={value!r} ({type(value).__name__}) is not a list of {what}; accepted: {accepted}")
     items = list(value)

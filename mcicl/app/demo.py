@@ -49,7 +49,7 @@ def execute(config: DemoConfig, ctx: JobContext) -> int:
 
     # A model that cannot load (a typo, weights that do not fit its config) is refused before the synthetic
     # stage trains for a minute and before the output folder is made; each stage then loads it itself.
-    del load_model(config.model).model
+    load_model(config.model)
     seed_everything(config.seed)
     out = ctx.create_run()
     plan = stages()
