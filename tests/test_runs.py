@@ -239,9 +239,9 @@ def test_an_interrupted_training_run_is_kept_for_resume_but_not_read_as_finished
 
 def test_resume_accepts_the_original_command_and_refuses_a_changed_one(tmp_path, capsys):
     out = tmp_path / "t"
-    base = ["synthetic", "train", "--out", str(out), "--seeds", "1", "--quiet", *sets()]
-    assert main([*base, "--steps", "5"]) == 0
-    assert main([*base, "--steps", "10", "--resume"]) == 0  # the same options, repeated: fine
+    base = ["synthetic", "train", "--out", str(out), "--quiet", *sets()]
+    assert main([*base, "--seeds", "1", "--steps", "5"]) == 0
+    assert main([*base, "--seeds", "1", "--steps", "10", "--resume"]) == 0  # the same options, repeated: fine
     assert read_json(out / "summary.json")["final"]["step"] == 10
     capsys.readouterr()
     assert main([*base, "--steps", "10", "--resume", "--seeds", "2"]) == 2
