@@ -202,7 +202,12 @@ def _run_section(path: Path, spec: ReportSection, title: str) -> Section:
     if spec.text:
         section.text.append(spec.text)
     summary: Mapping[str, Any] = {}
-    if (path / "summary.json").is_file():
+    if not (path / "summary.json").is_file():  # every finished run writes one: its absence is stated, not skipped
+        log.warning("report: %s has no summary.json, so its headline numbers are missing; it is shown as an "
+                    "incomplete run (rerun it to restore them)", path)
+        section.text.append(f"Incomplete run: {path / 'summary.json'} is missing, so this run's headline numbers "
+                            "are not shown; what it saved follows.")
+    else:
         loaded = read_json(path / "summary.json")
         summary = loaded if isinstance(loaded, Mapping) else {}
         if summary:

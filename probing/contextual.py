@@ -41,6 +41,7 @@ from mcicl.core.logs import progress
 from mcicl.core.plotting import save_figure
 from mcicl.core.runs import RunFolder
 from mcicl.core.seeding import seed_everything
+from mcicl.core.textfiles import shown
 from mcicl.core.vectors import LabelledVectors
 from mcicl.probing.cache import ExtractionCache, model_fingerprint
 from mcicl.probing.contexts import (
@@ -83,7 +84,7 @@ def prepare_contexts(tokenizer: Any, contexts: Sequence[SenseContext]) -> list[P
     if not contexts:
         return []
     enc = tokenizer([c.context for c in contexts], add_special_tokens=True, return_offsets_mapping=True,
-                    return_special_tokens_mask=True, return_attention_mask=False)
+                    return_special_tokens_mask=True, return_attention_mask=False, verbose=False)
     limit = getattr(tokenizer, "model_max_length", None)
     items = []
     for c, ids, offsets, special in zip(contexts, enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"],
@@ -93,9 +94,10 @@ def prepare_contexts(tokenizer: Any, contexts: Sequence[SenseContext]) -> list[P
         if not positions:
             raise ContextsError(f"word {c.word!r}: no token of the tokenized context {c.context!r} covers "
                                 f"characters {c.start}..{c.end}")
-        if limit and limit < 10**7 and len(ids) > limit:
-            raise ValueError(f"context {c.context[:60]!r}... is {len(ids)} tokens, more than the model's maximum of "
-                             f"{limit}; shorten it")
+        if limit and limit < 10**7 and len(ids) > limit:  # refused, not cut: a cut could drop the word itself
+            raise ValueError(f"context of {shown(c.word)} ({c.sense}) {shown(c.context, 60)} is {len(ids):,} tokens, "
+                             f"more than the model's {limit:,} positions; accepted: contexts of at most {limit:,} "
+                             "tokens (shorten or remove it)")
         items.append(PoolItem(list(ids), positions))
     return items
 
@@ -480,11 +482,16 @@ def execute(cfg: ContextsConfig, ctx: JobContext) -> int:
     result.save(folder)
     summary = result.summary
     acc, base = summary["sense_accuracy"], summary["baseline_accuracy"]
-    log.info("best layer %s: sense accuracy %.3f (95%% CI %.3f-%.3f, null %.3f, p=%.3g); out of context %.3f",
-             summary["best_layer"], acc["value"], acc["ci_low"], acc["ci_high"], acc["null"], acc["p_value"],
-             base["value"])
+    log.info("best layer %s: sense accuracy %s (95%% CI %s-%s, null %s, p=%s); out of context %s",
+             summary["best_layer"], _number(acc["value"]), _number(acc["ci_low"]), _number(acc["ci_high"]),
+             _number(acc["null"]), _number(acc["p_value"], ".3g"), _number(base["value"]))
     print(f"output is in {folder.path}")
     return 0
+
+
+def _number(value: Any, spec: str = ".3f") -> str:
+    """A headline number for the log line; 'n/a' where it is undefined (None: e.g. no interval from one word)."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def demo_stage(ctx: DemoContext) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from mcicl.core.configuration import require
 from mcicl.core.logs import progress
 from mcicl.core.plotting import save_figure
 from mcicl.core.runs import RunFolder
+from mcicl.core.textfiles import shown
 from mcicl.core.vectors import LabelledVectors
 from mcicl.probing.cache import ExtractionCache, model_fingerprint
 from mcicl.probing.extract_config import (
@@ -170,9 +171,10 @@ def prepare_words(tokenizer: Any, words: Iterable[str], template: str = WORD_SLO
             continue
         if unk is not None and any(ids[p] == unk for p in positions):
             report["partially_unknown"].append(word)
-        if limit and limit < 10**7 and len(ids) > limit:
-            raise ValueError(f"word {word!r} in template {template!r} is {len(ids)} tokens, more than the "
-                             f"model's maximum of {limit}; use a shorter template")
+        if limit and limit < 10**7 and len(ids) > limit:  # refused, not cut: a cut word is another word
+            raise ValueError(f"word {shown(word)} in template {shown(template)} is {len(ids):,} tokens, more than "
+                             f"the model's {limit:,} positions; accepted: words (and a template) of at most "
+                             f"{limit:,} tokens (remove or shorten that word)")
         kept.append(word)
         items.append(PoolItem(list(ids), positions))
     return kept, items, report
@@ -185,7 +187,7 @@ def _positions_by_offsets(tokenizer: Any, words: list[str], template: str) -> li
     if not texts:
         return []
     enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True,
-                    return_attention_mask=False)
+                    return_attention_mask=False, verbose=False)  # over-long words are refused by name below
     out = []
     for word, ids, offsets, special in zip(words, enc["input_ids"], enc["offset_mapping"],
                                            enc["special_tokens_mask"], strict=True):
@@ -207,7 +209,8 @@ def _positions_by_prefixes(tokenizer: Any, words: list[str], template: str) -> l
     before, after = template.split(WORD_SLOT)
 
     def encode(text: str) -> tuple[list[int], list[int]]:
-        enc = tokenizer(text, add_special_tokens=True, return_special_tokens_mask=True, return_attention_mask=False)
+        enc = tokenizer(text, add_special_tokens=True, return_special_tokens_mask=True, return_attention_mask=False,
+                        verbose=False)
         return list(enc["input_ids"]), list(enc["special_tokens_mask"])
 
     def shared(a: list[int], b: list[int]) -> int:

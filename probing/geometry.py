@@ -435,6 +435,11 @@ class GeometryResult:
         run.write_summary(self.summary)
 
 
+def _first(names: list[str], n: int = 20) -> str:
+    """The first ``n`` names, then how many more (all of them are in summary.json's dropped_concepts)."""
+    return ", ".join(names[:n]) + (f" (+{len(names) - n} more, listed in summary.json)" if len(names) > n else "")
+
+
 def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, quiet: bool = False,
                      concept_set: Any = None) -> GeometryResult:
     """Measure every space (layer) of a model or a saved vectors file; nothing is written to disk."""
@@ -458,10 +463,11 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
         if dropped:
             dropped_concepts[space.name] = dropped
             if space is spaces[0]:
-                log.warning("concepts left out (fewer than 2 words the model represents): %s", ", ".join(dropped))
+                log.warning("%d concept(s) left out (fewer than 2 words the model represents): %s", len(dropped),
+                            _first(dropped))
         if len(set(space.concepts.labels.tolist())) < 2:
             raise ValueError(f"layer {space.name}: fewer than 2 concepts have >= 2 represented words "
-                             f"(dropped: {dropped}); check the concept set and the model's tokenizer")
+                             f"(dropped: {_first(dropped)}); check the concept set and the model's tokenizer")
         space.polysemy, dropped_p = _poly_subset(space.polysemy, set(space.concepts.labels.tolist()))
         dropped_poly = dropped_p
         space.concepts.meta.update({"layer": space.name})

@@ -10,9 +10,11 @@ and the model is not cached) the error says so and suggests a local folder. Whic
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.resources
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -177,7 +179,8 @@ def load_model(
             kind = "causal" if is_causal_config(config) else "encoder"
         cls = AutoModelForCausalLM if kind == "causal" else encoder_class(config)
         torch_dtype = getattr(torch, dtype)
-        model = cls.from_pretrained(ref.location, config=config, dtype=torch_dtype, device_map=device_map, **kw)
+        with _load_report_held() as held:
+            model = cls.from_pretrained(ref.location, config=config, dtype=torch_dtype, device_map=device_map, **kw)
         tokenizer = load_tokenizer(ref, trust_remote_code)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:  # a corrupt config.json / tokenizer*.json
         bad = _unreadable_json(ref.location)
@@ -187,7 +190,14 @@ def load_model(
     except RuntimeError as err:
         if "size mismatch" not in str(err) and "ignore_mismatched_sizes" not in str(err):
             raise
-        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)[:200])
+        # transformers logs a many-line table of the mismatched weights, then raises: one line of it is named here
+        rows = [line for record in held for line in _plain(record.getMessage()).splitlines() if "MISMATCH" in line]
+        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), None)
+        if first is None and rows:
+            key, _, detail = (part.strip() for part in rows[0].split("|", 2))
+            first = f"{key}: {detail.removeprefix('Reinit due to size mismatch - ').strip()}"
+            first += f", and {len(rows) - 1} more weights" if len(rows) > 1 else ""
+        first = first or str(err)[:200]
         raise ModelNotFoundError(f"could not load model from {ref.location!r}: its weights do not fit its "
                                  f"config.json ({first}); accepted: a folder whose config.json and weights belong "
                                  "together") from None
@@ -201,7 +211,58 @@ def load_model(
     if device_map is None:
         model = model.to(device)
     model.eval()
+    positions = position_limit(model.config)
+    if positions is not None and not 0 < getattr(tokenizer, "model_max_length", 0) <= positions:
+        # A tokenizer without a limit (tiny models, some local folders) takes the model's: every length check
+        # (words, contexts, prompts) then refuses an input past the positions instead of crashing in the forward.
+        tokenizer.model_max_length = positions
     return LoadedModel(model, tokenizer, ref)
+
+
+def position_limit(config: Any) -> int | None:
+    """The most tokens the model has positions for (``n_positions`` / ``max_position_embeddings``), or None."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(text, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+_REPORT_LOGGERS = ("transformers.modeling_utils", "transformers.utils.loading_report")  # where the report is logged
+
+
+@contextlib.contextmanager
+def _load_report_held():
+    """Hold back transformers' weight-loading report while loading: a load that fails on it (weights that do not
+    fit the config) shows one line naming the first bad weight instead of the table; a load that succeeds shows
+    the report as transformers would (missing or unexpected weights are worth seeing)."""
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    loggers = [logging.getLogger(name) for name in _REPORT_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(hold)
+    failed = False
+    try:
+        yield held
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        for logger in loggers:
+            logger.removeFilter(hold)
+        if not failed:
+            for record in held:
+                logging.getLogger(record.name).handle(record)
+
+
+def _plain(text: str) -> str:
+    """``text`` without terminal colour codes."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def _unreadable_json(location: str | Path) -> str | None:

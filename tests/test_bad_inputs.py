@@ -4,6 +4,7 @@ first) and no folder is created."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,172 @@ def test_words_in_a_config_file_of_the_wrong_type(tmp_path: Path, capsys):
     assert main(["probe", "extract", "--config", str(cfg), "--print-config"]) == 2
     err = capsys.readouterr().err
     assert str(cfg) in err and "words" in err and "Traceback" not in err
+
+
+# ---- part two (issue 27): every case is a row; each is refused with one line naming the bad value, exit 2, and
+# every folder that existed before is unchanged (file names and bytes) ---------------------------------------------
+
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Every file (bytes) and folder (None) under ``folder``, hidden entries included."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err and "Logging error" not in err, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random-weight models (512 positions): a BERT encoder and a GPT-2, and a BERT whose config.json does not
+    fit its weights (hidden size edited after saving)."""
+    import json
+
+    from mcicl.probing.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    out = {arch: build_tiny_model(arch, root / arch, hidden=16, layers=1, heads=2) for arch in ("bert", "gpt2")}
+    bad = build_tiny_model("bert", root / "mismatched", hidden=16, layers=1, heads=2)
+    config = json.loads((bad / "config.json").read_text())
+    config["hidden_size"], config["intermediate_size"] = 32, 64  # loadable shapes that are not the saved weights'
+    (bad / "config.json").write_text(json.dumps(config))
+    out["mismatched"] = bad
+    return out
+
+
+def _inputs(tmp_path: Path) -> dict[str, str]:
+    """Small input files the rows refer to by name."""
+    import json
+
+    files = {
+        "words.txt": "dog\ncat\n",
+        "long_words.txt": "dog\n" + "dog " * 3005 + "\n",
+        "concepts.json": json.dumps({"animal": ["dog", "cat", "horse"], "tool": ["hammer", "saw", "drill"]}),
+        "long_concepts.json": json.dumps({"animal": [f"{'dog ' * 300}{c}" for c in "abcdefgh"],
+                                          "tool": ["hammer", "saw", "drill", "bus", "car", "red", "blue", "green"]}),
+        "long_contexts.csv": "word,sense,context\nbat,animal,the [bat] flew " + "over the hill " * 3000 + "\n"
+                             "bat,animal,the [bat] slept\nbat,tool,the [bat] hit the ball\n",
+        "contexts_concepts.json": json.dumps({"animal": ["dog", "cat"], "tool": ["saw", "drill"]}),
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    return {name.split(".")[0].upper(): str(tmp_path / name) for name in files}
+
+
+# (id, argv with MODEL_<arch> and FILE names replaced, words the error line must hold)
+REFUSED = [
+    ("option twice", ["probe", "geometry", "--permutations", "5", "--permutations", "6"],
+     ["--permutations", "given twice"]),
+    ("flag pair", ["probe", "icl", "--shots", "1", "--shots=2"], ["--shots", "given twice"]),
+    ("grid twice", ["synthetic", "sweep", "--grid", "d=32,64;d=128"], ["'d'", "given twice"]),
+    ("icl prompts", ["probe", "icl", "--episodes", "100000", "--queries-per-episode", "10"],
+     ["--episodes", "1,000,000 prompts", "48,000,000"]),
+    ("icl queries", ["probe", "icl", "--queries-per-episode", "1000000000000"], ["--queries-per-episode", "1,000"]),
+    ("long word", ["probe", "extract", "--words", "LONG_WORDS", "--model", "MODEL_bert", "--layers", "last"],
+     ["'dog dog", "12,019 characters", "3,006 tokens", "512 positions"]),
+    ("long word causal", ["probe", "extract", "--words", "LONG_WORDS", "--model", "MODEL_gpt2", "--layers", "last"],
+     ["'dog dog", "512 positions"]),
+    ("long context", ["probe", "contexts", "--contexts", "LONG_CONTEXTS", "--concepts", "CONTEXTS_CONCEPTS",
+                      "--model", "MODEL_bert", "--min-per-sense", "1"], ["'bat'", "'the bat flew", "512 positions"]),
+    ("long prompt", ["probe", "icl", "--model", "MODEL_gpt2", "--suite", "LONG_CONCEPTS", "--readout", "lm",
+                     "--shots", "0,2", "--episodes", "2", "--queries-per-episode", "1", "--conditions",
+                     "in_distribution"],
+     ["prompt with query", "512 positions", "--shots"]),
+    *[(f"mismatched {cmd[1] if len(cmd) > 1 else cmd[0]}", [*cmd, "--model", "MODEL_mismatched"],
+       ["MODEL_mismatched", "do not fit its config.json", "torch.Size"])
+      for cmd in (["probe", "extract", "--words", "WORDS"], ["probe", "geometry", "--layers", "0"], ["demo", "--small"],
+                  ["probe", "icl"], ["probe", "contexts"])],
+]
+
+
+@pytest.mark.parametrize(("argv", "words"), [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED])
+def test_refused_with_one_line_and_nothing_changed(argv, words, tiny, tmp_path: Path, capsys, one_torch_thread):
+    names = {**_inputs(tmp_path), **{f"MODEL_{k}": str(v) for k, v in tiny.items()}}
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "notes.txt").write_text("mine")
+    before = tree(tmp_path)
+    out = tmp_path / "out"
+    code = main([names.get(a, a) for a in argv] + ["--out", str(out), "--quiet"])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2, line
+    for word in words:
+        assert names.get(word, word) in line, (word, line)
+    assert not out.exists() and tree(tmp_path) == before
+
+
+def test_contexts_run_logs_its_line_without_a_logging_traceback(tiny, tmp_path: Path, capsys, one_torch_thread):
+    """A valid `probe contexts` run on a contexts file, not quiet: its summary line has undefined intervals (one
+    polysemous word), which once raised inside logging ('--- Logging error ---')."""
+    names = _inputs(tmp_path)
+    contexts = tmp_path / "ctx.csv"
+    contexts.write_text("word,sense,context\nbat,animal,the [bat] flew\nbat,animal,a [bat] slept\n"
+                        "bat,tool,he swung the [bat]\nbat,tool,the [bat] hit the ball\n")
+    assert main(["probe", "contexts", "--contexts", str(contexts), "--concepts", names["CONTEXTS_CONCEPTS"],
+                 "--model", str(tiny["bert"]), "--min-per-sense", "2", "--permutations", "20", "--bootstrap", "20",
+                 "--out", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    both = captured.out + captured.err
+    assert "Traceback" not in both and "Logging error" not in both, both
+    assert "best layer" in captured.err and "output is in" in captured.out
+
+
+def _geometry_run(path: Path) -> Path:
+    from mcicl.core.runs import RunFolder
+
+    with RunFolder.create(path, "probe geometry", atomic=True) as run:
+        run.write_summary({"layer": "3"})
+    return path
+
+
+@pytest.mark.parametrize("where", ["is", "inside", "holds"])
+def test_front_door_report_never_writes_over_its_input(where, tmp_path: Path):
+    import mcicl
+    from mcicl.core.runs import RunExistsError
+
+    run = _geometry_run(tmp_path / "run")
+    before = tree(tmp_path)
+    out = {"is": run, "inside": run / "report", "holds": tmp_path}[where]
+    with pytest.raises(RunExistsError, match=f"{'lies inside' if where == 'inside' else where} the input run_dirs"):
+        mcicl.report([run], out=out, overwrite=True)
+    assert tree(tmp_path) == before
+    assert mcicl.report([run], out=tmp_path / "elsewhere").is_file()  # control: apart from the input it works
+
+
+@pytest.mark.parametrize(("call", "says"), [
+    (lambda m: m.extract("dog"), "words='dog' is a single str"),
+    (lambda m: m.extract(["dog", 1]), "1 (int) is not a string"),
+    (lambda m: m.extract(5), "not a list of words"),
+    (lambda m: m.extract([]), "holds no words"),
+    (lambda m: m.report("runs/x", out="r"), "run_dirs='runs/x' is a single str"),
+    (lambda m: m.geometry(["dog"]), "model=['dog'] (list)"),
+], ids=["string", "non-string item", "number", "empty", "report string", "model list"])
+def test_front_door_refuses_a_string_where_a_list_is_expected(call, says, tmp_path: Path, monkeypatch):
+    import mcicl
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises((TypeError, ValueError), match=re.escape(says)):
+        call(mcicl)
+    assert list(tmp_path.iterdir()) == []  # nothing loaded, nothing written
+
+
+def test_report_of_a_run_without_summary_says_it_is_incomplete(tmp_path: Path, capsys):
+    from mcicl.core.runs import RunFolder
+
+    with RunFolder.create(tmp_path / "run", "probe geometry", atomic=True) as run:
+        run.save_config({"permutations": 5})
+    assert main(["report", str(run.path), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert str(run.path) in err and "no summary.json" in err, err  # a named warning
+    assert "Incomplete run" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_a_load_that_succeeds_still_shows_transformers_report(tiny, caplog):
+    """The held-back loading report is only dropped when the load fails on it (control for the mismatch rows)."""
+    import logging
+
+    from mcicl.probing.models import _load_report_held
+
+    with caplog.at_level(logging.WARNING), _load_report_held():
+        logging.getLogger("transformers.modeling_utils").warning("LOAD REPORT: some weights newly initialized")
+    assert "newly initialized" in caplog.text

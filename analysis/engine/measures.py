@@ -34,6 +34,7 @@ from mcicl.analysis.engine.nulls import (
     shuffle_coordinates,
     unit_mean,
 )
+from mcicl.core.logs import progress
 
 DIRECTION_METHODS = ("mean", "diff", "lda")
 BATCHED_SUBSPACE_LIMIT = 2e7  # padded (k, m, d) entries above which concept subspaces are computed one by one
@@ -467,7 +468,8 @@ def _geometry_summary(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *
     observed = _all_units(Xs, codes, k, lda=lda, **kw)
 
     nulls: dict[str, list[float]] = {name: [] for name in observed}
-    for i in range(n_permutations):
+    # A bar (on a terminal, not under --quiet): with thousands of concepts each permutation takes seconds.
+    for i in progress(range(n_permutations), desc=f"permutation null ({k} concepts)", total=n_permutations):
         perm = permute_labels(codes, rng)
         # The held-out split is redrawn per permutation so it stays stratified by the shuffled labels.
         units = _all_units(Xs, perm, k, lda=lda and i < lda_permutations, expensive=i < expensive_permutations,

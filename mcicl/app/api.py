@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from mcicl.analysis.compare import compare_spaces, synthetic_spaces_of
-from mcicl.analysis.report import report_runs
+from mcicl.analysis.report import report_runs, reported_commands
 from mcicl.app import registry
 from mcicl.core.configuration import from_dict, merge, to_dict
-from mcicl.core.runs import RunFolder
+from mcicl.core.runs import RunFolder, require_run
 from mcicl.core.vectors import Space
 from mcicl.probing.extract import Extraction, ExtractionConfig, extract_words
 from mcicl.probing.geometry import GeometryConfig, GeometryResult, measure_geometry
@@ -52,11 +52,30 @@ def _job(cls: type, model: ModelSpec, fields: dict[str, Any]) -> tuple[Any, Load
     own = {f.name for f in dataclasses.fields(cls)}
     extraction_fields = {f.name for f in dataclasses.fields(ExtractionConfig)}
     nested = {k: fields.pop(k) for k in list(fields) if k not in own and k in extraction_fields}
+    if not isinstance(model, (str, Path, LoadedModel)):
+        raise TypeError(f"model={model!r} ({type(model).__name__}); accepted: 'default', a model folder or Hub id "
+                        "(str or Path), or a LoadedModel from mcicl.load_model")
     loaded = model if isinstance(model, LoadedModel) else None
     nested["model"] = loaded.ref.spec if loaded is not None else str(model)
     if cls is ExtractionConfig:
         return _config(cls, {**fields, **nested}), loaded
     return _config(cls, merge(fields, {"extraction": nested})), loaded
+
+
+def _strings(value: Any, param: str, what: str) -> list[str]:
+    """``value`` as a list of strings; a bare string (which would be read as its characters), a non-iterable or a
+    non-string item is refused naming ``param`` and what is accepted."""
+    accepted = f"a list of {what}, e.g. {param}=[...]"
+    if isinstance(value, (str, bytes, Path)):
+        raise TypeError(f"{param}={value!r} is a single {type(value).__name__}, not a list of {what} (it would be "
+                        f"read item by item); accepted: a list of {what}, e.g. {param}=[{str(value)!r}]")
+    if not isinstance(value, Iterable):
+        raise TypeError(f"{param}={value!r} ({type(value).__name__}) is not a list of {what}; accepted: {accepted}")
+    items = list(value)
+    bad = next((v for v in items if not isinstance(v, (str, Path))), None)
+    if bad is not None:
+        raise TypeError(f"{param}: {bad!r} ({type(bad).__name__}) is not a string; accepted: {accepted}")
+    return [str(v) for v in items]
 
 
 def train_synthetic(config: SyntheticConfig | None = None, *, device: str = "cpu", **fields: Any) -> TrainResult:
@@ -72,8 +91,11 @@ def load_model(spec: str | Path = "default", **kwargs: Any) -> LoadedModel:
 
 def extract(words: Iterable[str], model: ModelSpec = "default", **fields: Any) -> Extraction:
     """Pooled vectors of ``words`` per layer (ExtractionConfig fields: space, layers, template, pooling, ...)."""
+    words = _strings(words, "words", "words")
+    if not words:
+        raise ValueError("words=[] holds no words; accepted: a non-empty list of words, e.g. words=['dog', 'cat']")
     config, loaded = _job(ExtractionConfig, model, fields)
-    return extract_words(list(words), config, loaded=loaded, show_progress=True)
+    return extract_words(words, config, loaded=loaded, show_progress=True)
 
 
 def geometry(model: ModelSpec = "default", **fields: Any) -> GeometryResult:
@@ -115,6 +137,16 @@ def compare(*worlds: TrainResult | GeometryResult | Space, permutations: int = 1
 
 def report(run_dirs: Sequence[str | Path], out: str | Path, *, title: str = "mcicl report",
            overwrite: bool = False) -> Path:
-    """Write one self-contained HTML report (+ report.md) of saved run folders into ``out``; return its path."""
-    return report_runs(run_dirs, RunFolder.create(out, "report", overwrite=overwrite), title=title,
-                       catalog=registry.report_catalog())
+    """Write one self-contained HTML report (+ report.md) of saved run folders into ``out``; return its path.
+
+    The same checks as ``mcicl report``: every run is a finished run of a reported command, and ``out`` is apart
+    from every run (not one of them, inside one, or holding one), so a report never replaces its own input."""
+    runs = _strings(run_dirs, "run_dirs", "run folders")
+    if not runs:
+        raise ValueError("run_dirs=[] holds no run folders; accepted: a list of one or more saved run folders")
+    catalog = registry.report_catalog()
+    for run_dir in runs:  # checked before the output folder is made, so a typo leaves nothing behind
+        require_run(run_dir, "run", reported_commands(catalog))
+    with RunFolder.create(out, "report", overwrite=overwrite, atomic=True,
+                          inputs={f"run_dirs[{i}]": run_dir for i, run_dir in enumerate(runs)}) as run:
+        return report_runs(runs, run, title=title, catalog=catalog)

@@ -111,6 +111,32 @@ def _ordered(jobs: Sequence[Job]) -> list[Job]:
     return sorted(jobs, key=lambda j: order.index(j.words[0]) if j.words[0] in order else len(order))
 
 
+def repeated_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """The first option of the chosen command typed twice (``--permutations 5 --permutations 6``, or ``--center``
+    with ``--no-center``), which argparse would settle silently by the last one; None when there is none.
+    Options meant to repeat (``--set``) are left alone."""
+    chosen, words = parser, list(argv)
+    for word in words:  # follow the command words to the command's own parser
+        sub = next((a for a in chosen._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None or word not in sub.choices:
+            break
+        chosen = sub.choices[word]
+    repeatable = (argparse._AppendAction, argparse._CountAction, argparse._ExtendAction)
+    seen: dict[str, str] = {}
+    for word in words:
+        if word == "--":
+            break
+        action = chosen._option_string_actions.get(word.split("=", 1)[0]) if word.startswith("--") else None
+        if action is None or isinstance(action, repeatable):
+            continue
+        typed = word.split("=", 1)[0]
+        if action.dest in seen:
+            first = seen[action.dest]
+            return f"options {first} and {typed} are both given" if first != typed else f"option {typed} is given twice"
+        seen[action.dest] = typed
+    return None
+
+
 def _out_of_memory(err: BaseException) -> bool:
     text = str(err)
     return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
@@ -220,6 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
     set_quiet(getattr(args, "quiet", False))
     job = registry.job(args._job)
+    twice = repeated_option(parser, sys.argv[1:] if argv is None else argv)
+    if twice is not None:
+        log.error("%s; accepted: each option once (argparse would silently keep the last)", twice)
+        return 2
     try:
         with signals_as_interrupts(), run_transaction(None if argv is None else ["mcicl", *argv]):
             code = run_job(job, args, parser)

@@ -45,6 +45,11 @@ def stages() -> list[DemoStage]:
 
 def execute(config: DemoConfig, ctx: JobContext) -> int:
     """Run every stage; print the report's path."""
+    from mcicl.probing.models import load_model  # deferred: `mcicl demo --help` imports no torch
+
+    # A model that cannot load (a typo, weights that do not fit its config) is refused before the synthetic
+    # stage trains for a minute and before the output folder is made; each stage then loads it itself.
+    load_model(config.model)
     seed_everything(config.seed)
     out = ctx.create_run()
     plan = stages()

@@ -13,6 +13,8 @@ MAX_BOOTSTRAP = 100_000  # bootstrap resamples of one interval
 MAX_EPISODES = 100_000  # ICL episodes per condition and shot count
 MAX_SHOTS = 1_024  # demonstrations in one prompt
 MAX_DRAWS = 10_000  # other repeated draws (shuffled-embedding nulls, knockout draws)
+MAX_QUERIES = 1_000  # ICL queries sharing one episode
+MAX_PROMPTS = 1_000_000  # ICL prompts of one run (conditions x shots x episodes x queries): days of scoring
 
 
 def require_count(value: object, field: str, *, low: int, high: int, what: str = "") -> None:

@@ -221,8 +221,9 @@ class RunFolder:
                 continue
             a, b = path.resolve(), Path(given).resolve()
             if a == b or a.is_relative_to(b) or b.is_relative_to(a):
-                raise RunExistsError(f"output folder {path} is the input {name}={given} (or holds it); accepted: "
-                                     "an output folder apart from every input")
+                how = "is" if a == b else "lies inside" if a.is_relative_to(b) else "holds"
+                raise RunExistsError(f"output folder {path} {how} the input {name}={given}; accepted: an output "
+                                     "folder apart from every input (not one, inside one, or holding one)")
         parent = _open_parent(path)
         if parent is not None:  # a stage of an open run: the outer run's lock and swap protect it
             nested = cls._create_nested(path, command, overwrite=overwrite, resume=resume)

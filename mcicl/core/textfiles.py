@@ -20,3 +20,8 @@ def read_user_text(path: str | Path, what: str = "file") -> str:
         line = data[:err.start].count(b"\n") + 1
         raise TextFileError(f"{what} {path}: byte {data[err.start]:#04x} at line {line} is not UTF-8; accepted: "
                             "UTF-8 text (re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`)") from None
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """``repr(text)`` for an error line, cut to ``limit`` characters with the full length stated when longer."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text):,} characters)"

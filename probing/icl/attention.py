@@ -128,7 +128,8 @@ def layout_prompts(tokenizer: Any, prompts: Sequence[IclPrompt], template: Promp
     limit = getattr(tokenizer, "model_max_length", None)
     for p in prompts:
         text, words, labels, query = prompt_text(p, template)
-        enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True)
+        enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True,
+                        verbose=False)  # an over-long prompt is refused below
         ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
         if limit and limit < 10**7 and len(ids) > limit:
             raise ValueError(f"a {p.shots}-shot prompt is {len(ids)} tokens, more than the model's maximum of "

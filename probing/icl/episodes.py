@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mcicl.core.configuration import require
-from mcicl.core.limits import MAX_EPISODES, MAX_SHOTS, require_count
+from mcicl.core.limits import MAX_EPISODES, MAX_PROMPTS, MAX_QUERIES, MAX_SHOTS, require_count
 from mcicl.core.options import doc
 from mcicl.probing.templates import check_template, fill
 
@@ -126,7 +126,12 @@ class EpisodeConfig:
         require(self.ways >= 2, "ways", self.ways, "an integer >= 2 (concepts per task)")
         require_count(self.episodes, "episodes", low=1, high=MAX_EPISODES)
         require(max(self.shots) <= MAX_SHOTS, "shots", self.shots, f"numbers of demonstrations up to {MAX_SHOTS}")
-        require(self.queries_per_episode >= 1, "queries_per_episode", self.queries_per_episode, "an integer >= 1")
+        require_count(self.queries_per_episode, "queries_per_episode", low=1, high=MAX_QUERIES)
+        prompts = len(self.conditions) * len(self.shots) * self.episodes * self.queries_per_episode
+        require(prompts <= MAX_PROMPTS, "episodes", self.episodes,
+                f"at most {MAX_PROMPTS:,} prompts in all; {len(self.conditions)} conditions x {len(self.shots)} shots "
+                f"x {self.episodes:,} episodes x {self.queries_per_episode:,} queries is {prompts:,} (fewer "
+                "episodes, shots, conditions or queries per episode)")
         require(0 < self.novel_fraction < 1, "novel_fraction", self.novel_fraction, "a number in (0, 1)")
         fewest = min((len(set(labels.split())) for labels in self.arbitrary_labels), default=0)
         if "arbitrary_labels" in self.conditions:  # the ways must fit the arbitrary label sets, or say which is short

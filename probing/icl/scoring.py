@@ -85,7 +85,7 @@ def _encode_all(tokenizer: Any, texts: list[str]) -> dict[str, _Encoded]:
     for i in range(0, len(texts), 512):
         chunk = texts[i:i + 512]
         enc = tokenizer(chunk, add_special_tokens=True, return_special_tokens_mask=True,
-                        return_attention_mask=False)
+                        return_attention_mask=False, verbose=False)  # over-long prompts: refused by tokenize_prompts
         for text, ids, special in zip(chunk, enc["input_ids"], enc["special_tokens_mask"], strict=True):
             real = [k for k, s in enumerate(special) if not s]
             end = real[-1] + 1 if real else len(ids)
@@ -118,10 +118,16 @@ def tokenize_prompts(tokenizer: Any, prompts: Sequence[ScoringPrompt]) -> list[T
         for o in p.options:
             texts[p.prefix + p.query + o] = None
     enc = _encode_all(tokenizer, list(texts))
+    limit = getattr(tokenizer, "model_max_length", None)
     out = []
     for p in prompts:
         context = p.prefix + p.query
         wholes = [enc[context + o].ids for o in p.options]
+        longest = max(len(w) for w in wholes)
+        if limit and limit < 10**7 and longest > limit:  # refused, not cut: a cut prompt loses demonstrations
+            raise ValueError(f"a prompt with query {p.query.strip()[-40:]!r} is {longest:,} tokens, more than the "
+                             f"model's {limit:,} positions; accepted: prompts of at most {limit:,} tokens (fewer "
+                             "--shots, shorter words or a shorter template)")
         ctx = enc[context].ids
         cuts = [_common(ctx, w) for w in wholes]
         for text, whole, cut in zip(p.options, wholes, cuts, strict=True):
