@@ -9,7 +9,8 @@ from mcicl.core.jobs import CsvTable, DemoStage, Job, ReportSection
 from mcicl.core.options import doc
 from mcicl.probing.extract_config import ExtractionConfig
 
-CONTEXT_SOURCES = "'builtin', 'wordnet' (WordNet example sentences; needs a WordNet concept set), or a .json/.csv file"
+CONTEXT_SOURCES = ("'builtin', 'wordnet' (WordNet example sentences; needs a WordNet concept set), 'semcor:PATH' "
+                   "(SemCor 3.0 sense-tagged text), or a .json/.csv file")
 
 
 @dataclass
@@ -20,9 +21,9 @@ class ContextsConfig:
     # Sentences are longer than words alone: smaller batches than a word extraction's 64.
     extraction: ExtractionConfig = field(default_factory=lambda: ExtractionConfig(batch_size=32))
     contexts: str = field(default="builtin", metadata=doc(
-        "builtin | wordnet (WordNet example sentences; with --concepts wordnet) | FILE (.csv with "
+        "builtin | wordnet (WordNet example sentences; with --concepts wordnet) | semcor:PATH (SemCor 3.0) | FILE (.csv with "
         "word,sense,context or .json {word: {sense: [sentences]}})"))
-    concepts: str = field(default="builtin", metadata=doc("builtin | wordnet | FILE (.json or .csv)"))
+    concepts: str = field(default="builtin", metadata=doc("builtin | wordnet | supersenses | FILE (.json or .csv)"))
     center: bool = field(default=True, metadata=doc(
         "raw cosines (default: centroids and out-of-context vectors centred on the concept-word mean, contextual "
         "vectors on the contexts' mean)", flag="--no-center"))

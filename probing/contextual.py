@@ -59,6 +59,7 @@ from mcicl.probing.extract import extract_words, load_for, n_hidden_layers
 from mcicl.probing.extract_config import POOLINGS, ExtractionConfig, resolve_layers
 from mcicl.probing.forward import PoolItem, padding_for, padding_token_id, pool_vectors
 from mcicl.probing.models import LoadedModel
+from mcicl.probing.semcor import load_semcor_contexts
 
 log = logging.getLogger("mcicl")
 PCA_WORDS = 6
@@ -155,6 +156,8 @@ def load_contexts(spec: str, cs: Any, *, min_per_sense: int = 3) -> tuple[Contex
     """
     if spec == "builtin":
         ctx = builtin_contexts()
+    elif spec.startswith("semcor:"):  # SemCor 3.0 sense-tagged text (probing/semcor.py)
+        return load_semcor_contexts(spec, cs, min_per_sense=min_per_sense), []
     elif spec == "wordnet":
         ctx, dropped = drop_short(wordnet_contexts(cs, wordnet_reader()), min_per_sense)
         if not ctx.contexts:
@@ -384,7 +387,8 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
             "n_control_words": len({contexts.contexts[i].word for i in control_idx}),
             "dropped_senses": dropped, "concepts": names, "center": cfg.center,
             "words_left_out": {k: v for k, v in alone.report.items() if v},
-            "random_weights": bool(alone.meta.get("random_weights", False))}
+            "random_weights": bool(alone.meta.get("random_weights", False)),
+            "semcor": contexts.report.to_dict() if hasattr(contexts, "report") else None}
     return ContextsResult(stats["polysemous"], stats.get("controls"), ext, np.array(poly_idx),
                           np.array(control_idx, dtype=int), base_vectors, info, cfg)
 

@@ -21,11 +21,11 @@ __all__ = [
     "wordnet_concepts", "wordnet_reader",
 ]
 
-NAMED_SETS = ("builtin", "wordnet")
+NAMED_SETS = ("builtin", "wordnet", "supersenses")
 
 
 def load_concept_set(spec: str | Path | ConceptSet = "builtin", *, polysemy: str | Path | None = None) -> ConceptSet:
-    """The ConceptSet named by ``spec`` ('builtin', 'wordnet', a JSON/CSV file, or a ConceptSet), plus polysemy.
+    """The ConceptSet named by ``spec`` ('builtin', 'wordnet', 'supersenses', a JSON/CSV file, or a ConceptSet), plus polysemy.
 
     ``polysemy`` is a JSON file ``{"word": ["concept_a", "concept_b"]}`` merged over the set's own inventory.
     """
@@ -35,11 +35,14 @@ def load_concept_set(spec: str | Path | ConceptSet = "builtin", *, polysemy: str
         cs = builtin_concepts()
     elif str(spec) == "wordnet":
         cs = wordnet_concepts()
+    elif str(spec) == "supersenses":
+        from mcicl.probing.datasets.supersenses import supersense_concepts  # the 26 noun supersenses
+        cs = supersense_concepts()
     else:
         path = Path(spec)
         if not path.exists():
-            raise FileNotFoundError(f"concepts={str(spec)!r}: not 'builtin' or 'wordnet' and no such file; "
-                                    f"accepted: builtin, wordnet, or a .json/.csv file")
+            raise FileNotFoundError(f"concepts={str(spec)!r}: not 'builtin', 'wordnet' or 'supersenses' and no "
+                                    f"such file; accepted: builtin, wordnet, supersenses, or a .json/.csv file")
         cs = load_concept_file(path)
     if polysemy is not None:
         cs = load_polysemy(polysemy, cs)
