@@ -14,7 +14,7 @@ from mcicl.core.configuration import require
 from mcicl.core.jobs import Job, Option, ReportSection
 from mcicl.core.options import doc
 
-GROUPS = ("synthetic", "synthetic_random_readout", "geometry", "icl", "attention", "contexts")
+GROUPS = ("synthetic", "synthetic_random_readout", "geometry", "icl", "attention", "contexts", "semcor")
 
 
 @dataclass

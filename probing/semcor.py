@@ -256,6 +256,7 @@ class SemcorContextSet(ContextSet):
     """A ContextSet read from SemCor, with the report of what was kept and skipped."""
 
     report: SemcorReport = field(default_factory=SemcorReport)
+    synsets: dict[str, str] = field(default_factory=dict)  # occurrence source (file:line) -> tagged synset(s)
 
 
 def sense_resolver(wn: Any) -> Callable[[str], Any | None]:
@@ -303,6 +304,7 @@ def semcor_contexts(sentences: Iterable[Sentence], cs: ConceptSet, wn: Any, *, m
     label = concept_labeller(cs)
     wanted = set(cs.polysemy) | set(cs.controls)
     found: dict[tuple[str, str], list[SenseContext]] = {}
+    synset_of: dict[str, str] = {}
     for s in sentences:
         report.sentences += 1
         for tok, (start, end) in zip(s.tokens, s.spans, strict=True):
@@ -340,6 +342,7 @@ def semcor_contexts(sentences: Iterable[Sentence], cs: ConceptSet, wn: Any, *, m
                         reason = "ambiguous_tag"
                     else:
                         sense = labels.pop()
+                        synset_of[f"{s.file}:{tok.line}"] = "|".join(sorted({x.name() for x in synsets}))
                         found.setdefault((word, sense), []).append(
                             SenseContext(word, sense, s.text, start, f"{s.file}:{tok.line}"))
                         continue
@@ -367,7 +370,7 @@ def semcor_contexts(sentences: Iterable[Sentence], cs: ConceptSet, wn: Any, *, m
             continue
         out += rows
     report.kept = len(out)
-    return SemcorContextSet(name, out, report)
+    return SemcorContextSet(name, out, report, {c.source: synset_of[c.source] for c in out})
 
 
 def parse_spec(spec: str) -> Path:
@@ -378,12 +381,15 @@ def parse_spec(spec: str) -> Path:
 
 
 def load_semcor_contexts(spec: str, cs: ConceptSet, *, min_per_sense: int = 3,
-                         max_per_sense: int = MAX_PER_SENSE, seed: int = SAMPLE_SEED) -> SemcorContextSet:
-    """The SemcorContextSet of ``semcor:PATH`` for concept set ``cs`` (WordNet read from the usual place)."""
+                         max_per_sense: int = MAX_PER_SENSE, seed: int = SAMPLE_SEED,
+                         max_files: int = 0) -> SemcorContextSet:
+    """The SemcorContextSet of ``semcor:PATH`` for concept set ``cs`` (WordNet read from the usual place); with
+    ``max_files``, only the first that many tag files (name order)."""
     from mcicl.probing.datasets import wordnet_reader
 
     path = parse_spec(spec)
     files = tag_files(path)
+    files = files[:max_files] if max_files else files
     sentences = [s for f in files for s in read_tagfile(f)]
     ctx = semcor_contexts(sentences, cs, wordnet_reader(), min_per_sense=min_per_sense,
                           max_per_sense=max_per_sense, seed=seed, name=f"semcor:{path.name}", files=len(files))
@@ -391,3 +397,14 @@ def load_semcor_contexts(spec: str, cs: ConceptSet, *, min_per_sense: int = 3,
         raise ContextsError(f"contexts={spec!r}: no tagged noun of {cs.name!r}'s words has {min_per_sense} "
                             f"occurrences in two senses; read {ctx.report.to_dict()}")
     return ctx
+
+
+def default_semcor() -> Path | None:
+    """SemCor 3.0 where mcicl's data usually lies: ``../shared/data/semcor3.0`` from the working folder or from
+    the repository, else ``/work/shared/data/semcor3.0``; None when none holds ``brown1/tagfiles``."""
+    repo = Path(__file__).resolve().parents[1]
+    for cand in (Path.cwd().parent / "shared" / "data" / "semcor3.0", repo.parent / "shared" / "data" / "semcor3.0",
+                 Path("/work/shared/data/semcor3.0")):
+        if (cand / "brown1" / "tagfiles").is_dir():
+            return cand
+    return None
