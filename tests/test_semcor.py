@@ -214,3 +214,64 @@ def test_labelling_counts_every_tagged_noun(tmp_path: Path) -> None:
     # A polysemous word left with one sense is skipped, counted.
     one = semcor_contexts(read_semcor(path), cs, _FakeWordNet(), min_per_sense=3)
     assert one.report.skipped["one_sense_left"] == 3 and len(one) == 0
+
+
+# ------------------------------------------------------------------------------------------ WiC-style pair AUC
+def _mann_whitney_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """U / (n_pos n_neg) by brute force over every (positive, negative) pair, ties 1/2."""
+    return float(((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean())
+
+
+def test_pair_auc_equals_mann_whitney_by_hand() -> None:
+    from mcicl.analysis.engine.wic import make_pairs, pair_auc, pair_cosines, weighted_auc
+
+    rng = np.random.default_rng(0)
+    words = ["a"] * 5 + ["b"] * 4 + ["c"] * 3 + ["d"] * 3          # d: one sense only (no negative pair)
+    labels = ["x", "x", "y", "y", "y", "x", "y", "y", "z", "p", "q", "p", "s", "s", "s"]
+    vectors = rng.normal(size=(len(words), 6))
+    pairs = make_pairs(words, labels)
+    assert pairs.i.size == 10 + 6 + 3 + 3 and np.all(pairs.i < pairs.j)
+    scores = pair_cosines(vectors, pairs)
+    v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    pos, neg = [], []
+    for i in range(len(words)):
+        for j in range(i + 1, len(words)):
+            if words[i] == words[j] and words[i] != "d":
+                (pos if labels[i] == labels[j] else neg).append(float(v[i] @ v[j]))
+    res = pair_auc(scores, pairs, n_bootstrap=200, seed=1)
+    assert res.auc == pytest.approx(_mann_whitney_auc(np.array(pos), np.array(neg)))
+    assert (res.n_words, res.n_positive, res.n_negative) == (3, len(pos), len(neg))
+    # Ties count 1/2 (rounded scores), and integer weights equal repeating pairs.
+    x = np.round(rng.normal(size=40), 1)
+    y = rng.random(40) < 0.4
+    assert weighted_auc(x, y, np.ones(40)) == pytest.approx(_mann_whitney_auc(x[y], x[~y]))
+    w = rng.integers(0, 3, 40)
+    rep = np.repeat(np.arange(40), w)
+    assert weighted_auc(x, y, w.astype(float)) == pytest.approx(_mann_whitney_auc(x[rep][y[rep]], x[rep][~y[rep]]))
+    # The cluster bootstrap resamples words: recompute one draw by hand from the same generator.
+    informative = np.array([0, 1, 2])                               # a, b, c (d has no negative pair)
+    draws = np.random.default_rng(1).choice(informative, size=(200, 3), replace=True)
+    first = draws[0]
+    keep = np.concatenate([np.flatnonzero(pairs.word == w) for w in first])
+    by_hand = _mann_whitney_auc(scores[keep][pairs.same[keep]], scores[keep][~pairs.same[keep]])
+    mult = np.bincount(first, minlength=4)[pairs.word].astype(float)
+    assert weighted_auc(scores, pairs.same, mult) == pytest.approx(by_hand)
+    assert res.ci_low <= res.auc <= res.ci_high
+
+
+def test_pair_auc_separates_constructed_senses() -> None:
+    from mcicl.analysis.engine.wic import make_pairs, pair_auc, pair_cosines
+
+    rng = np.random.default_rng(2)
+    words, labels, rows = [], [], []
+    for w in range(8):
+        centres = rng.normal(size=(2, 16))
+        for k in range(6):
+            words.append(f"w{w}")
+            labels.append(f"s{k % 2}")
+            rows.append(centres[k % 2] + 0.1 * rng.normal(size=16))
+    pairs = make_pairs(words, labels)
+    assert pair_auc(pair_cosines(np.array(rows), pairs), pairs, n_bootstrap=100).auc == 1.0
+    noise = rng.normal(size=(len(words), 16))
+    res = pair_auc(pair_cosines(noise, pairs), pairs, n_bootstrap=300)
+    assert res.ci_low < 0.5 < res.ci_high
