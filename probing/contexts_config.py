@@ -10,7 +10,8 @@ from mcicl.core.options import doc
 from mcicl.probing.extract_config import ExtractionConfig
 
 CONTEXT_SOURCES = ("'builtin', 'wordnet' (WordNet example sentences; needs a WordNet concept set), 'semcor:PATH' "
-                   "(SemCor 3.0 sense-tagged text), or a .json/.csv file")
+                   "(SemCor 3.0 sense-tagged text), 'dataset:PATH' (a datasets save_to_disk folder or "
+                   "parquet/csv/json file), or a .json/.csv file")
 
 
 @dataclass
@@ -21,7 +22,7 @@ class ContextsConfig:
     # Sentences are longer than words alone: smaller batches than a word extraction's 64.
     extraction: ExtractionConfig = field(default_factory=lambda: ExtractionConfig(batch_size=32))
     contexts: str = field(default="builtin", metadata=doc(
-        "builtin | wordnet (WordNet example sentences; with --concepts wordnet) | semcor:PATH (SemCor 3.0) | FILE (.csv with "
+        "builtin | wordnet (WordNet example sentences; with --concepts wordnet) | semcor:PATH (SemCor 3.0) | dataset:PATH (datasets) | FILE (.csv with "
         "word,sense,context or .json {word: {sense: [sentences]}})"))
     concepts: str = field(default="builtin", metadata=doc("builtin | wordnet | supersenses | FILE (.json or .csv)"))
     center: bool = field(default=True, metadata=doc(

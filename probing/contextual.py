@@ -59,6 +59,7 @@ from mcicl.probing.extract import extract_words, load_for, n_hidden_layers
 from mcicl.probing.extract_config import POOLINGS, ExtractionConfig, resolve_layers
 from mcicl.probing.forward import PoolItem, padding_for, padding_token_id, pool_vectors
 from mcicl.probing.models import LoadedModel
+from mcicl.probing.hf_contexts import load_dataset_contexts
 from mcicl.probing.semcor import load_semcor_contexts
 
 log = logging.getLogger("mcicl")
@@ -158,6 +159,8 @@ def load_contexts(spec: str, cs: Any, *, min_per_sense: int = 3) -> tuple[Contex
         ctx = builtin_contexts()
     elif spec.startswith("semcor:"):  # SemCor 3.0 sense-tagged text (probing/semcor.py)
         return load_semcor_contexts(spec, cs, min_per_sense=min_per_sense), []
+    elif spec.startswith("dataset:"):  # a Hugging Face datasets dataset (probing/hf_contexts.py)
+        ctx = load_dataset_contexts(spec)
     elif spec == "wordnet":
         ctx, dropped = drop_short(wordnet_contexts(cs, wordnet_reader()), min_per_sense)
         if not ctx.contexts:

@@ -275,3 +275,24 @@ def test_pair_auc_separates_constructed_senses() -> None:
     noise = rng.normal(size=(len(words), 16))
     res = pair_auc(pair_cosines(noise, pairs), pairs, n_bootstrap=300)
     assert res.ci_low < 0.5 < res.ci_high
+
+
+# ------------------------------------------------------------------------------------------ datasets round trip
+def test_contexts_round_trip_through_datasets(tmp_path: Path) -> None:
+    from mcicl.probing.contexts import builtin_contexts
+    from mcicl.probing.hf_contexts import from_dataset, load_dataset_contexts, read_dataset, to_dataset
+
+    ctx = builtin_contexts()
+    ctx = type(ctx)(ctx.name, ctx.contexts[:40])
+    to_dataset(ctx).save_to_disk(str(tmp_path / "saved"))
+    back = load_dataset_contexts(f"dataset:{tmp_path / 'saved'}")
+    assert back.contexts == ctx.contexts
+    to_dataset(ctx).to_parquet(str(tmp_path / "c.parquet"))
+    assert from_dataset(read_dataset(tmp_path / "c.parquet"), "p").contexts == ctx.contexts
+    # Columns by name, start optional (the first whole-word occurrence), other columns ignored.
+    (tmp_path / "c.csv").write_text("note,sense,word,context\nx,animal,bat,The [bat] flew.\n")
+    got = load_dataset_contexts(f"dataset:{tmp_path / 'c.csv'}").contexts[0]
+    assert (got.word, got.sense, got.context, got.start) == ("bat", "animal", "The bat flew.", 4)
+    (tmp_path / "bad.csv").write_text("word,context\nbat,The bat.\n")
+    with pytest.raises(Exception, match="lack \\['sense'\\]"):
+        load_dataset_contexts(f"dataset:{tmp_path / 'bad.csv'}")
