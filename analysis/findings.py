@@ -51,6 +51,9 @@ from mcicl.probing.icl.icl_config import IclConfig
 from mcicl.probing.icl.run import icl_probe
 from mcicl.probing.icl.stats import bootstrap_accuracy
 from mcicl.probing.models import LoadedModel, load_model
+from mcicl.probing.semcor import default_semcor
+from mcicl.probing.semcor_config import SemcorConfig
+from mcicl.probing.semcor_job import measure_semcor, pair_auc_halves
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.convergence import ci95
 from mcicl.synthetic.train import train
@@ -512,10 +515,6 @@ def group_semcor(sh: Shared) -> list[dict[str, Any]]:
     """SemCor 3.0 (real text): supersense accuracy of polysemous nouns in context and the WiC-style pair AUC at
     the last layer (fixed in advance: no selection), beside the word out of context, random weights and chance;
     every layer is in extra. Not measured (no estimate) where the corpus is absent."""
-    from mcicl.probing.semcor import default_semcor  # imported here: this group's own modules
-    from mcicl.probing.semcor_config import SemcorConfig
-    from mcicl.probing.semcor_job import measure_semcor, pair_auc_halves
-
     cfg, group = sh.cfg, "semcor"
     chance = control("chance (pair AUC 1/2)", 0.5)
     if default_semcor() is None:

@@ -22,7 +22,8 @@ class ContextsConfig:
     # Sentences are longer than words alone: smaller batches than a word extraction's 64.
     extraction: ExtractionConfig = field(default_factory=lambda: ExtractionConfig(batch_size=32))
     contexts: str = field(default="builtin", metadata=doc(
-        "builtin | wordnet (WordNet example sentences; with --concepts wordnet) | semcor:PATH (SemCor 3.0) | dataset:PATH (datasets) | FILE (.csv with "
+        "builtin | wordnet (WordNet example sentences; with --concepts wordnet) | semcor:PATH (SemCor 3.0) | "
+        "dataset:PATH (datasets) | FILE (.csv with "
         "word,sense,context or .json {word: {sense: [sentences]}})"))
     concepts: str = field(default="builtin", metadata=doc("builtin | wordnet | supersenses | FILE (.json or .csv)"))
     center: bool = field(default=True, metadata=doc(

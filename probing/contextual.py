@@ -58,8 +58,8 @@ from mcicl.probing.datasets import load_concept_set, wordnet_reader
 from mcicl.probing.extract import extract_words, load_for, n_hidden_layers
 from mcicl.probing.extract_config import POOLINGS, ExtractionConfig, resolve_layers
 from mcicl.probing.forward import PoolItem, padding_for, padding_token_id, pool_vectors
-from mcicl.probing.models import LoadedModel
 from mcicl.probing.hf_contexts import load_dataset_contexts
+from mcicl.probing.models import LoadedModel
 from mcicl.probing.semcor import load_semcor_contexts
 
 log = logging.getLogger("mcicl")

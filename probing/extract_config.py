@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from mcicl.core.configuration import ConfigError, require
 from mcicl.core.jobs import CsvTable, Job, ReportSection

@@ -21,14 +21,14 @@ FILE_TYPES = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "
 
 def to_dataset(ctx: ContextSet) -> Any:
     """A ``datasets.Dataset`` with one row per context: word, sense, context, start, source."""
-    import datasets
+    import datasets  # deferred: heavy (pyarrow), only for dataset: contexts
 
     return datasets.Dataset.from_list(ctx.rows())
 
 
 def read_dataset(path: str | Path) -> Any:
     """The ``datasets.Dataset`` at ``path`` (a save_to_disk folder, or a parquet/csv/json file)."""
-    import datasets
+    import datasets  # deferred: heavy (pyarrow), only for dataset: contexts
 
     path = Path(path).expanduser()
     if path.is_dir():

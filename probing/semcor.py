@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from mcicl.probing.contexts import ContextsError, ContextSet, SenseContext
+from mcicl.probing.datasets import wordnet_reader
 from mcicl.probing.datasets.concepts import ConceptSet
 
 SPEC_PREFIX = "semcor:"
@@ -307,7 +308,7 @@ def semcor_contexts(sentences: Iterable[Sentence], cs: ConceptSet, wn: Any, *, m
     synset_of: dict[str, str] = {}
     for s in sentences:
         report.sentences += 1
-        for tok, (start, end) in zip(s.tokens, s.spans, strict=True):
+        for tok, (start, _end) in zip(s.tokens, s.spans, strict=True):
             if tok.punc:
                 report.punctuation += 1
                 continue
@@ -385,8 +386,6 @@ def load_semcor_contexts(spec: str, cs: ConceptSet, *, min_per_sense: int = 3,
                          max_files: int = 0) -> SemcorContextSet:
     """The SemcorContextSet of ``semcor:PATH`` for concept set ``cs`` (WordNet read from the usual place); with
     ``max_files``, only the first that many tag files (name order)."""
-    from mcicl.probing.datasets import wordnet_reader
-
     path = parse_spec(spec)
     files = tag_files(path)
     files = files[:max_files] if max_files else files

@@ -31,8 +31,8 @@ class SemcorConfig:
     def __post_init__(self) -> None:
         require(isinstance(self.corpus, str) and bool(self.corpus.strip()), "corpus", self.corpus,
                 "'auto' or a SemCor 3.0 folder or tag file")
-        for name, low in (("max_files", 0), ("min_per_sense", 1), ("max_per_sense", 1), ("permutations", 1), ("bootstrap", 0),
-                          ("seed", 0)):
+        for name, low in (("max_files", 0), ("min_per_sense", 1), ("max_per_sense", 1), ("permutations", 1),
+                          ("bootstrap", 0), ("seed", 0)):
             value = getattr(self, name)
             require(isinstance(value, int) and value >= low, name, value, f"an integer >= {low}")
         require(self.max_per_sense >= self.min_per_sense, "max_per_sense", self.max_per_sense,
@@ -51,7 +51,8 @@ SEMCOR_JOB = Job(
     config=SemcorConfig,
     fields={
         "model": ("extraction.model", "extraction.dtype", "extraction.device"),
-        "what to measure": ("corpus", "max_files", "min_per_sense", "max_per_sense", "random_baseline", "extraction.layers",
+        "what to measure": ("corpus", "max_files", "min_per_sense", "max_per_sense", "random_baseline",
+                            "extraction.layers",
                             "extraction.batch_size", "extraction.cache_dir"),
         "statistics": ("permutations", "bootstrap"),
     },

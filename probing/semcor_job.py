@@ -46,7 +46,7 @@ LAYERS_CAPTION = ("Per layer: supersense accuracy of polysemous nouns in context
 
 def random_weights(loaded: LoadedModel, seed: int) -> LoadedModel:
     """The same architecture and tokenizer with freshly initialised weights (``torch.manual_seed(seed)``)."""
-    import torch
+    import torch  # deferred: the config and --help stay torch-free
 
     torch.manual_seed(seed)
     model = type(loaded.model)(loaded.model.config).eval()
@@ -164,7 +164,8 @@ def measure_semcor(cfg: SemcorConfig, *, loaded: LoadedModel | None = None, quie
         accuracy += _accuracy_rows(result, name)
         pairs += _pair_rows(result, ctx, name, cfg.bootstrap, cfg.seed)
     n_poly = len({c.word for c in ctx.contexts if c.word in cs.polysemy})
-    info = {"source": loaded.ref.name, "corpus": str(path), "files_read": ctx.report.files, "n_contexts": len(ctx), "n_polysemous_words": n_poly,
+    info = {"source": loaded.ref.name, "corpus": str(path), "files_read": ctx.report.files,
+            "n_contexts": len(ctx), "n_polysemous_words": n_poly,
             "n_control_words": len({c.word for c in ctx.contexts if c.word in cs.controls}),
             "selection": f"tagged nouns of SemCor written as their lemma; >= {cfg.min_per_sense} occurrences per "
                          f"(word, supersense), at most {cfg.max_per_sense} drawn with seed {cfg.seed}",

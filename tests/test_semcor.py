@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.semcor import (
     SKIP_REASONS,
     SemcorFormatError,
@@ -22,7 +23,6 @@ from mcicl.probing.semcor import (
     semcor_contexts,
     tag_files,
 )
-from mcicl.probing.datasets.concepts import ConceptSet
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,12 +12,13 @@ from mcicl.probing.datasets.builtin import builtin_concepts, proper_noun_concept
 from mcicl.probing.datasets.concepts import ConceptSet, ConceptSetError
 from mcicl.probing.datasets.files import ConceptFileError, from_hf_dataset, load_concept_file, load_polysemy
 from mcicl.probing.datasets.sets import descendants, extension, polysemous_task_pairs, vocabulary_problems
+from mcicl.probing.datasets.supersenses import supersense_concepts
 from mcicl.probing.datasets.wordnet import WordNetNotFoundError, single_token_vocab, wordnet_concepts, wordnet_reader
 
 __all__ = [
     "ConceptFileError", "ConceptSet", "ConceptSetError", "WordNetNotFoundError", "builtin_concepts", "descendants",
     "extension", "from_hf_dataset", "load_concept_file", "load_concept_set", "load_polysemy",
-    "polysemous_task_pairs", "proper_noun_concepts", "single_token_vocab", "vocabulary_problems",
+    "polysemous_task_pairs", "proper_noun_concepts", "single_token_vocab", "supersense_concepts", "vocabulary_problems",
     "wordnet_concepts", "wordnet_reader",
 ]
 
@@ -25,7 +26,8 @@ NAMED_SETS = ("builtin", "wordnet", "supersenses")
 
 
 def load_concept_set(spec: str | Path | ConceptSet = "builtin", *, polysemy: str | Path | None = None) -> ConceptSet:
-    """The ConceptSet named by ``spec`` ('builtin', 'wordnet', 'supersenses', a JSON/CSV file, or a ConceptSet), plus polysemy.
+    """The ConceptSet named by ``spec`` ('builtin', 'wordnet', 'supersenses', a JSON/CSV file, or a ConceptSet),
+    plus polysemy.
 
     ``polysemy`` is a JSON file ``{"word": ["concept_a", "concept_b"]}`` merged over the set's own inventory.
     """
@@ -36,7 +38,6 @@ def load_concept_set(spec: str | Path | ConceptSet = "builtin", *, polysemy: str
     elif str(spec) == "wordnet":
         cs = wordnet_concepts()
     elif str(spec) == "supersenses":
-        from mcicl.probing.datasets.supersenses import supersense_concepts  # the 26 noun supersenses
         cs = supersense_concepts()
     else:
         path = Path(spec)
