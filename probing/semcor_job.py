@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from mcicl.analysis.engine.wic import make_pairs, pair_auc, pair_cosines
 from mcicl.core.io import strict_json
 from mcicl.core.jobs import JobContext
-from mcicl.core.plotting import save_figure
+from mcicl.core.plotting import Caption, save_figure
 from mcicl.core.runs import RunFolder
 from mcicl.core.seeding import seed_everything
 from mcicl.probing.contexts_config import ContextsConfig
@@ -37,9 +37,11 @@ from mcicl.probing.semcor_config import SemcorConfig
 
 log = logging.getLogger("mcicl")
 COUNTS_WORDS = 30
-COUNTS_CAPTION = ("Occurrences per supersense of the polysemous nouns of SemCor (found in the corpus before the "
+COUNTS_CAPTION = Caption("Senses in text: occurrences per supersense",
+                         "Occurrences per supersense of the polysemous nouns of SemCor (found in the corpus before the "
                   "cap), the most frequent words, bars stacked by supersense: the natural skew of senses in text.")
-LAYERS_CAPTION = ("Per layer: supersense accuracy of polysemous nouns in context and out of context (the word "
+LAYERS_CAPTION = Caption("SemCor supersenses per layer",
+                         "Per layer: supersense accuracy of polysemous nouns in context and out of context (the word "
                   "alone: at most its majority-sense share), and the pair AUC (same vs different supersense, and "
                   "synset), trained vs random weights; 95% intervals resample words.")
 

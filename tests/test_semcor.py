@@ -296,3 +296,26 @@ def test_contexts_round_trip_through_datasets(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("word,context\nbat,The bat.\n")
     with pytest.raises(Exception, match="lack \\['sense'\\]"):
         load_dataset_contexts(f"dataset:{tmp_path / 'bad.csv'}")
+
+
+def test_semcor_result_saves_tables_and_figures(tmp_path: Path) -> None:
+    from mcicl.core.runs import RunFolder
+    from mcicl.probing.semcor_config import SemcorConfig
+    from mcicl.probing.semcor_job import SemcorResult
+
+    counts = [{"word": "bank", "sense": "noun.object", "found": 14, "kept": 5, "share": 0.74, "word_total": 19},
+              {"word": "bank", "sense": "noun.group", "found": 5, "kept": 5, "share": 0.26, "word_total": 19}]
+    acc = [{"model": m, "group": "polysemous", "layer": str(k), "stat": s, "value": 0.6, "ci_low": 0.5,
+            "ci_high": 0.7, "null": 0.5, "p_value": 0.01, "n_words": 3}
+           for m in ("trained", "random") for k in range(3) for s in ("in_context", "out_of_context")]
+    pairs = [{"model": m, "label": lab, "layer": str(k), "auc": 0.6 + 0.01 * k, "ci_low": 0.55, "ci_high": 0.65,
+              "per_word_mean": 0.6, "n_words": 3, "n_positive": 10, "n_negative": 8}
+             for m in ("trained", "random") for lab in ("supersense", "synset") for k in range(3)]
+    res = SemcorResult(SemcorConfig(), {"kept": 10}, counts, acc, pairs,
+                       {"source": "toy", "n_polysemous_words": 1, "n_contexts": 10})
+    run = RunFolder.create(tmp_path / "run", "probe semcor")
+    res.save(run)
+    assert {"sense_counts.csv", "sense_accuracy.csv", "pair_auc.csv", "summary.json"} <= {
+        p.name for p in run.path.iterdir()}
+    assert res.summary["pair_auc_best_layer"]["layer"] == "2"
+    assert {p.stem for p in run.figures.glob("*.png")} == {"sense_counts", "semcor_layers"}
