@@ -59,6 +59,9 @@ from mcicl.probing.icl.icl_config import IclConfig
 from mcicl.probing.icl.run import icl_probe
 from mcicl.probing.icl.stats import bootstrap_accuracy
 from mcicl.probing.models import LoadedModel, load_model
+from mcicl.probing.semcor import default_semcor
+from mcicl.probing.semcor_config import SemcorConfig
+from mcicl.probing.semcor_job import measure_semcor, pair_auc_halves
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.convergence import ci95
 from mcicl.synthetic.data import build_dictionary
@@ -992,10 +995,73 @@ def group_dictionary(sh: Shared) -> list[dict[str, Any]]:
     return out
 
 
+def group_semcor(sh: Shared) -> list[dict[str, Any]]:
+    """SemCor 3.0 (real text): supersense accuracy of polysemous nouns in context and the WiC-style pair AUC at
+    the last layer (fixed in advance: no selection), beside the word out of context, random weights and chance;
+    every layer is in extra. Not measured (no estimate) where the corpus is absent."""
+    cfg, group = sh.cfg, "semcor"
+    chance = control("chance (pair AUC 1/2)", 0.5)
+    if default_semcor() is None:
+        missing = estimate(None, (None, None), 0)
+        return [finding("semcor.pair_auc.last_layer", group, claim="SemCor not found (../shared/data/semcor3.0).",
+                        main=missing, resampled="words", better="higher", controls=[chance], second=missing,
+                        replicated_on="not measured", command=sh.command(group))]
+    sc = SemcorConfig(extraction=ExtractionConfig(model=cfg.model, batch_size=32, device="cpu"),
+                      max_files=4 if cfg.fast else 0, min_per_sense=3 if cfg.fast else 5,
+                      max_per_sense=3 if cfg.fast else 10, permutations=cfg.permutations, bootstrap=cfg.bootstrap,
+                      seed=cfg.seed)
+    result = measure_semcor(sc, loaded=sh.loaded, quiet=True)
+    trained = result.details["trained"].polysemous
+    last = trained.layers[-1]
+
+    def row(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
+        return next(r for r in rows if all(r[k] == v for k, v in match.items()))
+
+    acc = row(result.accuracy, model="trained", group="polysemous", layer=last, stat="in_context")
+    alone = row(result.accuracy, model="trained", group="polysemous", layer=last, stat="out_of_context")
+    rnd = row(result.accuracy, model="random", group="polysemous", layer=last, stat="in_context")
+    units = np.asarray(trained.word_units[last]["sense_accuracy"], float)
+    order = np.random.default_rng([cfg.seed, 29]).permutation(np.flatnonzero(np.isfinite(units)))
+    parts = [units[order[: len(order) // 2]], units[order[len(order) // 2:]]]
+    boots = [bootstrap_accuracy(p, n_boot=cfg.bootstrap, seed=cfg.seed) for p in parts]
+    halves = [estimate(b.mean, (b.ci_low, b.ci_high), len(p)) for b, p in zip(boots, parts, strict=True)]
+    per_layer = {"accuracy": result.accuracy, "pair_auc": result.pairs}
+    f1 = finding(
+        "semcor.supersense_accuracy.last_layer", group, claim="In real text (SemCor), a polysemous noun's hidden "
+        "state at the last layer is nearer the centroid of its tagged sense's WordNet supersense than its other "
+        "supersenses'.", main=estimate(acc["value"], (acc["ci_low"], acc["ci_high"]), acc["n_words"]),
+        resampled="words", better="higher",
+        controls=[control("permutation null (supersenses shuffled within words)", acc["null"]),
+                  control("the word out of context", alone["value"], (alone["ci_low"], alone["ci_high"])),
+                  control("random weights, in context", rnd["value"], (rnd["ci_low"], rnd["ci_high"]))],
+        second=halves[1], replicated_on="two disjoint random halves of the polysemous nouns", command=sh.command(group),
+        p_value=acc["p_value"], permutations=cfg.permutations,
+        selection={"rule": f"the last layer ({last}), fixed in advance", "disjoint": "no selection"},
+        extra={"layer": last, "semcor": result.report, "selection": result.info["selection"], **per_layer})
+    f1["replication"] = replication(f1["replication"]["description"], halves[0], halves[1])
+    auc = row(result.pairs, model="trained", label="supersense", layer=last)
+    auc_rnd = row(result.pairs, model="random", label="supersense", layer=last)
+    two = pair_auc_halves(result, last, seed=cfg.seed, n_bootstrap=cfg.bootstrap)
+    ests = [estimate(h["auc"], (h["ci_low"], h["ci_high"]), h["n_words"]) for h in two]
+    f2 = finding(
+        "semcor.pair_auc.last_layer", group, claim="Two SemCor occurrences of one noun have a higher contextual "
+        "cosine (last layer) when they share a WordNet supersense than when they do not (WiC-style pair AUC).",
+        main=estimate(auc["auc"], (auc["ci_low"], auc["ci_high"]), auc["n_words"]), resampled="words (cluster "
+        "bootstrap: a word's pairs move together)", better="higher",
+        controls=[chance, control("random weights", auc_rnd["auc"], (auc_rnd["ci_low"], auc_rnd["ci_high"]))],
+        second=ests[1], replicated_on="two disjoint random halves of the polysemous nouns", command=sh.command(group),
+        selection={"rule": f"the last layer ({last}), fixed in advance", "disjoint": "no selection"},
+        extra={"layer": last, "n_positive": auc["n_positive"], "n_negative": auc["n_negative"],
+               "per_word_mean": auc["per_word_mean"]})
+    f2["replication"] = replication(f2["replication"]["description"], ests[0], ests[1])
+    return [f1, f2]
+
+
 GROUP_FUNCTIONS: dict[str, Callable[[Shared], list[dict[str, Any]]]] = {
     "synthetic": group_synthetic, "synthetic_random_readout": group_synthetic_random_readout,
     "geometry": group_geometry, "icl": group_icl, "attention": group_attention, "contexts": group_contexts,
     "dictionary": group_dictionary,
+    "semcor": group_semcor,
 }
 
 

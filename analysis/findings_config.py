@@ -15,7 +15,8 @@ from mcicl.core.jobs import Job, Option, ReportSection
 from mcicl.core.options import doc
 from mcicl.core.resampling import bootstrap_field, check_resampling, permutations_field
 
-GROUPS = ("synthetic", "synthetic_random_readout", "geometry", "icl", "attention", "contexts", "dictionary")
+GROUPS = ("synthetic", "synthetic_random_readout", "geometry", "icl", "attention", "contexts", "dictionary",
+          "semcor")
 
 
 @dataclass

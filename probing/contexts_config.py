@@ -15,7 +15,9 @@ BASELINES = ("neutral", "alone")
 # Frames the out-of-context baseline draws from (one at random per context, seeded): no sense cue in any of them.
 NEUTRAL_FRAMES = ("{word}", "This is {word}.", "Here is the word {word}.", "They said {word}.", "Think of {word}.",
                   "{word} again.", "The next word is {word}.", "I wrote down {word}.")
-CONTEXT_SOURCES = "'builtin', 'wordnet' (WordNet example sentences; needs a WordNet concept set), or a .json/.csv file"
+CONTEXT_SOURCES = ("'builtin', 'wordnet' (WordNet example sentences; needs a WordNet concept set), 'semcor:PATH' "
+                   "(SemCor 3.0 sense-tagged text), 'dataset:PATH' (a datasets save_to_disk folder or "
+                   "parquet/csv/json file), or a .json/.csv file")
 
 
 @dataclass
@@ -26,9 +28,10 @@ class ContextsConfig:
     # Sentences are longer than words alone: smaller batches than a word extraction's 64.
     extraction: ExtractionConfig = field(default_factory=lambda: ExtractionConfig(batch_size=32))
     contexts: str = field(default="builtin", metadata=doc(
-        "builtin | wordnet (WordNet example sentences; with --concepts wordnet) | FILE (.csv with "
+        "builtin | wordnet (WordNet example sentences; with --concepts wordnet) | semcor:PATH (SemCor 3.0) | "
+        "dataset:PATH (datasets) | FILE (.csv with "
         "word,sense,context or .json {word: {sense: [sentences]}})"))
-    concepts: str = field(default="builtin", metadata=doc("builtin | wordnet | FILE (.json or .csv)"))
+    concepts: str = field(default="builtin", metadata=doc("builtin | wordnet | supersenses | FILE (.json or .csv)"))
     center: bool = field(default=True, metadata=doc(
         "raw cosines (default: centroids and out-of-context vectors centred on the concept-word mean, contextual "
         "vectors on the contexts' mean)", flag="--no-center"))

@@ -59,7 +59,9 @@ from mcicl.probing.datasets import load_concept_set, wordnet_reader
 from mcicl.probing.extract import extract_words, load_for, n_hidden_layers
 from mcicl.probing.extract_config import POOLINGS, ExtractionConfig, resolve_layers
 from mcicl.probing.forward import PoolItem, padding_for, padding_token_id, pool_vectors
+from mcicl.probing.hf_contexts import load_dataset_contexts
 from mcicl.probing.models import LoadedModel
+from mcicl.probing.semcor import load_semcor_contexts
 
 log = logging.getLogger("mcicl")
 PCA_WORDS = 6
@@ -157,6 +159,10 @@ def load_contexts(spec: str, cs: Any, *, min_per_sense: int = 3) -> tuple[Contex
     """
     if spec == "builtin":
         ctx = builtin_contexts()
+    elif spec.startswith("semcor:"):  # SemCor 3.0 sense-tagged text (probing/semcor.py)
+        return load_semcor_contexts(spec, cs, min_per_sense=min_per_sense), []
+    elif spec.startswith("dataset:"):  # a Hugging Face datasets dataset (probing/hf_contexts.py)
+        ctx = load_dataset_contexts(spec)
     elif spec == "wordnet":
         ctx, dropped = drop_short(wordnet_contexts(cs, wordnet_reader()), min_per_sense)
         if not ctx.contexts:
@@ -462,7 +468,8 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
             "dropped_senses": dropped, "concepts": names, "center": cfg.center, "baseline": cfg.baseline,
             "baseline_frames": sorted(set(frames)) if frames else ["{word}"],
             "words_left_out": {k: v for k, v in alone.report.items() if v},
-            "random_weights": bool(alone.meta.get("random_weights", False))}
+            "random_weights": bool(alone.meta.get("random_weights", False)),
+            "semcor": contexts.report.to_dict() if hasattr(contexts, "report") else None}
     drift = _drift(stats["polysemous"], {"controls_2way": stats["controls_2way"], "controls_all": stats["controls"]},
                    cfg.bootstrap, cfg.seed) if control_idx else None
     return ContextsResult(stats["polysemous"], stats.get("controls"), ext, np.array(poly_idx),

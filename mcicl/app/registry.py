@@ -18,6 +18,7 @@ from mcicl.probing.extract_config import EXTRACT_JOB
 from mcicl.probing.geometry_config import GEOMETRY_JOB
 from mcicl.probing.icl.attention_config import ATTENTION_JOB
 from mcicl.probing.icl.icl_config import ICL_JOB
+from mcicl.probing.semcor_config import SEMCOR_JOB
 from mcicl.synthetic.config import PLOT_JOB, SWEEP_JOB, TRAIN_JOB
 
 # Command groups: the first word of a two-word command -> (help, description).
@@ -35,6 +36,7 @@ _JOBS: list[Job] = [
     GEOMETRY_JOB,
     CONTEXTS_JOB,
     DICTIONARY_JOB,
+    SEMCOR_JOB,
     TRAIN_JOB, SWEEP_JOB, PLOT_JOB,
     ICL_JOB,
     ATTENTION_JOB,

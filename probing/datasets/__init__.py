@@ -12,20 +12,22 @@ from mcicl.probing.datasets.builtin import builtin_concepts, proper_noun_concept
 from mcicl.probing.datasets.concepts import ConceptSet, ConceptSetError
 from mcicl.probing.datasets.files import ConceptFileError, from_hf_dataset, load_concept_file, load_polysemy
 from mcicl.probing.datasets.sets import descendants, extension, polysemous_task_pairs, vocabulary_problems
+from mcicl.probing.datasets.supersenses import supersense_concepts
 from mcicl.probing.datasets.wordnet import WordNetNotFoundError, single_token_vocab, wordnet_concepts, wordnet_reader
 
 __all__ = [
     "ConceptFileError", "ConceptSet", "ConceptSetError", "WordNetNotFoundError", "builtin_concepts", "descendants",
     "extension", "from_hf_dataset", "load_concept_file", "load_concept_set", "load_polysemy",
-    "polysemous_task_pairs", "proper_noun_concepts", "single_token_vocab", "vocabulary_problems",
+    "polysemous_task_pairs", "proper_noun_concepts", "single_token_vocab", "supersense_concepts", "vocabulary_problems",
     "wordnet_concepts", "wordnet_reader",
 ]
 
-NAMED_SETS = ("builtin", "wordnet")
+NAMED_SETS = ("builtin", "wordnet", "supersenses")
 
 
 def load_concept_set(spec: str | Path | ConceptSet = "builtin", *, polysemy: str | Path | None = None) -> ConceptSet:
-    """The ConceptSet named by ``spec`` ('builtin', 'wordnet', a JSON/CSV file, or a ConceptSet), plus polysemy.
+    """The ConceptSet named by ``spec`` ('builtin', 'wordnet', 'supersenses', a JSON/CSV file, or a ConceptSet),
+    plus polysemy.
 
     ``polysemy`` is a JSON file ``{"word": ["concept_a", "concept_b"]}`` merged over the set's own inventory.
     """
@@ -35,11 +37,13 @@ def load_concept_set(spec: str | Path | ConceptSet = "builtin", *, polysemy: str
         cs = builtin_concepts()
     elif str(spec) == "wordnet":
         cs = wordnet_concepts()
+    elif str(spec) == "supersenses":
+        cs = supersense_concepts()
     else:
         path = Path(spec)
         if not path.exists():
-            raise FileNotFoundError(f"concepts={str(spec)!r}: not 'builtin' or 'wordnet' and no such file; "
-                                    f"accepted: builtin, wordnet, or a .json/.csv file")
+            raise FileNotFoundError(f"concepts={str(spec)!r}: not 'builtin', 'wordnet' or 'supersenses' and no "
+                                    f"such file; accepted: builtin, wordnet, supersenses, or a .json/.csv file")
         cs = load_concept_file(path)
     if polysemy is not None:
         cs = load_polysemy(polysemy, cs)
