@@ -63,7 +63,8 @@ def test_extraction_with_a_poisoned_cache_equals_a_clean_run(tmp_path):
     from mcicl.probing.extract import ExtractionConfig, extract_words
 
     words = ["dog", "cat", "apple", "pear", "river", "bank"]
-    clean = extract_words(words, ExtractionConfig(layers="0,-1", device="cpu"), show_progress=False)
+    # The clean run batches as the cached one does: padding to another length moves float32 sums by ~1e-6.
+    clean = extract_words(words, ExtractionConfig(layers="0,-1", device="cpu", batch_size=2), show_progress=False)
     config = ExtractionConfig(layers="0,-1", device="cpu", cache_dir=str(tmp_path / "cache"), batch_size=2)
     first = extract_words(words, config, show_progress=False)
     for path in sorted((tmp_path / "cache").glob("*/*/*.npy"))[:2]:
