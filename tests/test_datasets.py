@@ -140,7 +140,7 @@ def test_bad_polysemy_and_missing_files(tmp_path, builtin):
     poly.write_text(json.dumps({"bat": "animals"}))
     with pytest.raises(ConceptFileError, match="must map to a list of concept names"):
         load_polysemy(poly, builtin)
-    with pytest.raises(FileNotFoundError, match="accepted: builtin, wordnet, or a .json/.csv file"):
+    with pytest.raises(FileNotFoundError, match="accepted: builtin, wordnet, supersenses, or a .json/.csv file"):
         load_concept_set(tmp_path / "nope.json")
 
 

@@ -61,7 +61,8 @@ def check_structure(found: list[dict]) -> None:
             assert c["value"] is not None and math.isfinite(c["value"]), f"{f['id']}: control {c['name']} computed"
         rep = f["replication"]
         assert rep["description"] and "value" in rep["second"], f"{f['id']}: replication present"
-        assert rep["overlap"] in (True, False) or f["value"] is None or rep["second"]["value"] is None
+        assert rep["overlap"] in (True, False) or f["value"] is None or rep["second"]["value"] is None, (
+            f"{f['id']}: replication intervals {rep['first']['interval']} and {rep['second']['interval']}")
         assert f["verdict"] == fnd.BEATS or f["verdict"].startswith(("does not beat ", "not measured"))
         assert f["command"].startswith("mcicl findings")
         if f["permutations"]:

@@ -27,9 +27,11 @@ def summaries(results) -> str:
 def test_cells_stop_censor_and_diverge_each_as_when_trained_alone(tmp_path) -> None:
     """One batch: a cell that reaches 1%, one that cannot within its budget (censored), one with a huge lr
     (diverged); each cell's numbers equal the cell trained alone (float64, to the last digit)."""
-    easy = tiny(dtype="float64", within_cosine=0.2, steps=120)
-    hard = tiny(dtype="float64", within_cosine=0.8, steps=120, seed=2)
-    blowup = tiny(dtype="float64", within_cosine=0.2, steps=120, lr=1e6, seed=3)
+    # The reached cell starts from the aligned (oracle) readout: a start that reaches 1% within this tiny budget;
+    # what is tested is the stop rule, not the start.
+    easy = tiny(dtype="float64", within_cosine=0.2, steps=120, readout_init="aligned", m=8, lr=2.0)
+    hard = tiny(dtype="float64", within_cosine=0.8, steps=120, seed=2, m=8, lr=2.0)
+    blowup = tiny(dtype="float64", within_cosine=0.2, steps=120, lr=1e6, seed=3, m=8)
     results = sweep_cells([easy, hard, blowup])
     status = [r.summary["status"] for r in results]
     assert status == ["reached", "censored", "diverged"]
@@ -43,7 +45,7 @@ def test_cells_stop_censor_and_diverge_each_as_when_trained_alone(tmp_path) -> N
         assert summaries(sweep_cells([config])) == summaries([result])
     # The table and figure say so: status column, censored share, no numbers for the diverged cell.
     run = RunFolder.create(tmp_path / "s", "synthetic sweep")
-    rows = run_sweep(tiny(steps=120), {"within_cosine": [0.2, 0.8], "lr": [2.0, 1e6]}, run)
+    rows = run_sweep(tiny(steps=120, m=8, readout_init="aligned"), {"within_cosine": [0.2, 0.8], "lr": [2.0, 1e6]}, run)
     by = {(r["within_cosine"], r["lr"]): r for r in rows}
     assert by[(0.2, 2.0)]["status"] == "reached" and by[(0.2, 2.0)]["steps_to_1pct"] > 0
     assert by[(0.2, 1e6)]["status"] == "diverged" and by[(0.2, 1e6)]["test_zero_one"] is None

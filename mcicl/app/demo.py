@@ -19,6 +19,7 @@ from mcicl.core.configuration import to_dict
 from mcicl.core.jobs import DemoContext, DemoStage, JobContext, load
 from mcicl.core.runs import RunFolder
 from mcicl.core.seeding import seed_everything
+from mcicl.probing.models import load_model
 
 log = logging.getLogger("mcicl")
 
@@ -45,8 +46,6 @@ def stages() -> list[DemoStage]:
 
 def execute(config: DemoConfig, ctx: JobContext) -> int:
     """Run every stage; print the report's path."""
-    from mcicl.probing.models import load_model  # deferred: `mcicl demo --help` imports no torch
-
     # A model that cannot load (a typo, weights that do not fit its config) is refused before the synthetic
     # stage trains for a minute and before the output folder is made; each stage then loads it itself.
     load_model(config.model)
