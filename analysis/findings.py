@@ -1007,7 +1007,7 @@ def group_semcor(sh: Shared) -> list[dict[str, Any]]:
                         main=missing, resampled="words", better="higher", controls=[chance], second=missing,
                         replicated_on="not measured", command=sh.command(group))]
     sc = SemcorConfig(extraction=ExtractionConfig(model=cfg.model, batch_size=32, device="cpu"),
-                      max_files=4 if cfg.fast else 0, min_per_sense=3 if cfg.fast else 5,
+                      max_files=12 if cfg.fast else 0, min_per_sense=3 if cfg.fast else 5,
                       max_per_sense=3 if cfg.fast else 10, permutations=cfg.permutations, bootstrap=cfg.bootstrap,
                       seed=cfg.seed)
     result = measure_semcor(sc, loaded=sh.loaded, quiet=True)
