@@ -35,7 +35,7 @@ from mcicl.analysis.engine.polysemy import polysemy_analysis
 from mcicl.analysis.matched import estimate_parameters, load_icl_summary, run_matched
 from mcicl.analysis.ood_map import OOD_MAP_CAPTION, MapPoint, ood_map_figure, read_sweep
 from mcicl.core.configuration import load_config
-from mcicl.core.io import read_json
+from mcicl.core.io import cell_float, read_json
 from mcicl.core.jobs import DemoContext, JobContext
 from mcicl.core.logs import progress
 from mcicl.core.plotting import Caption, palette, save_figure, styled, subplots
@@ -263,8 +263,8 @@ def comparison_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     for ax, (stat, label) in zip(axes.flat, STATISTICS.items(), strict=False):
         for gi, geometry in enumerate(geometries):
             offset = (gi - (len(geometries) - 1) / 2) * h
-            vals = [_num(cell.get((s, geometry, stat), {}).get("value")) for s in spaces]
-            nulls = [_num(cell.get((s, geometry, stat), {}).get("null")) for s in spaces]
+            vals = [cell_float(cell.get((s, geometry, stat), {}).get("value")) for s in spaces]
+            nulls = [cell_float(cell.get((s, geometry, stat), {}).get("null")) for s in spaces]
             ax.barh(y + offset, vals, h, color=colours[geometry], label=geometry)
             ax.scatter(nulls, y + offset, marker="|", s=120, color="black", zorder=3,
                        label="null (permutation / other-concept words)" if gi == 0 else None)
@@ -299,12 +299,6 @@ def direction_heatmaps(space: Space, folder: str | Path, name: str = "heatmap") 
         out.append(save_figure(fig, folder, f"{name}_{label}", caption=HEATMAP_CAPTION))
     return out
 
-
-def _num(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 # ---------------------------------------------------------------------------------------------- the run

@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mcicl.core.configuration import from_dict, load_config, read_mapping, to_dict
-from mcicl.core.io import read_json
+from mcicl.core.io import cell_float, read_json
 from mcicl.core.jobs import JobContext
 from mcicl.core.logs import progress
 from mcicl.core.plotting import SEQUENTIAL_CMAP, Caption, save_figure, styled, subplots
@@ -264,12 +264,6 @@ SWEEP_CAPTION = Caption(
     "Middle and right: test error and mean OOD error at the cell's stop (hatched cells stopped at the maximum).")
 
 
-def _num(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
 
 def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
@@ -283,10 +277,10 @@ def sweep_figure(rows: list[dict[str, Any]], fields: list[str]) -> Figure:
     col = next((c for c in rows[0] if c.startswith("steps_to_") and c.endswith("pct")), "steps_to_1pct")
     ood_cols = [k for k in rows[0] if k.startswith("ood.")]
     for r in rows:
-        vals = [_num(r.get(c)) for c in ood_cols if math.isfinite(_num(r.get(c)))]
+        vals = [cell_float(r.get(c)) for c in ood_cols if math.isfinite(cell_float(r.get(c)))]
         r["_ood_mean"] = float(np.mean(vals)) if vals else math.nan
-    max_steps = max(int(_num(r.get("max_steps"))) for r in rows) if "max_steps" in rows[0] else None
-    panels = [(col, f"steps to {100 * _num(rows[0].get('stop_error', 0.01)):g}% test error (KM median)"),
+    max_steps = max(int(cell_float(r.get("max_steps"))) for r in rows) if "max_steps" in rows[0] else None
+    panels = [(col, f"steps to {100 * cell_float(rows[0].get('stop_error', 0.01)):g}% test error (KM median)"),
               ("test_zero_one", "test 0-1 error at the stop")]
     if ood_cols:
         panels.append(("_ood_mean", f"mean OOD 0-1 error at the stop ({len(ood_cols)} scenarios)"))
@@ -300,10 +294,10 @@ def sweep_figure(rows: list[dict[str, Any]], fields: list[str]) -> Figure:
         fig, axes = subplots(1, len(panels), figsize=(4.6 * len(panels), 4), squeeze=False)
         xs = np.arange(len(rows))
         for ax, (key, label) in zip(axes[0], panels, strict=True):
-            y = np.array([_num(r[key]) for r in rows])
+            y = np.array([cell_float(r[key]) for r in rows])
             if key == col:
-                lo = np.array([_num(r.get(f"{col}_low")) for r in rows])
-                hi = np.array([_num(r.get(f"{col}_high")) if not _truthy(r.get(f"{col}_high_censored"))
+                lo = np.array([cell_float(r.get(f"{col}_low")) for r in rows])
+                hi = np.array([cell_float(r.get(f"{col}_high")) if not _truthy(r.get(f"{col}_high_censored"))
                                else max_steps for r in rows])
                 ax.errorbar(xs, y, yerr=[y - lo, hi - y], fmt="o-", capsize=3)
             else:
@@ -329,14 +323,14 @@ def sweep_figure(rows: list[dict[str, Any]], fields: list[str]) -> Figure:
             for i, x in enumerate(xs):
                 cell = [r for r in rows if r[fx] == x and r[fy] == y]
                 ok = [r for r in cell if r["status"] != "diverged"]
-                vals = [_num(r[key]) for r in ok if math.isfinite(_num(r[key]))]
+                vals = [cell_float(r[key]) for r in ok if math.isfinite(cell_float(r[key]))]
                 grid[j, i] = np.mean(vals) if vals else np.nan
                 status[j][i] = ("diverged" if any(r["status"] == "diverged" for r in cell) else
                                 "censored" if any(r["status"] == "censored" for r in cell) else "reached")
                 if key == col and ok:
-                    lo = min(_num(r.get(f"{col}_low")) for r in ok)
+                    lo = min(cell_float(r.get(f"{col}_low")) for r in ok)
                     cens = any(_truthy(r.get(f"{col}_high_censored")) for r in ok)
-                    hi = max(_num(r.get(f"{col}_high")) for r in ok)
+                    hi = max(cell_float(r.get(f"{col}_high")) for r in ok)
                     med = f"{grid[j, i]:.0f}" if vals else f">={max_steps}"
                     low = f"{lo:.0f}" if math.isfinite(lo) else f">={max_steps}"
                     high = f">={max_steps}" if cens else f"{hi:.0f}"

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
+from mcicl.core.io import cell_float
 from mcicl.core.plotting import Caption, on_axes, palette, save_figure, styled, subplots
 
 
@@ -151,9 +152,9 @@ def baseline_differences_figure(rows: Sequence[dict[str, Any]], *, title: str = 
     for ax, (stat, label) in zip(axes, BASELINE_PANELS, strict=True):
         for i, kind in enumerate(kinds):
             sel = {str(r["layer"]): r for r in rows if r["baseline"] == kind and r["statistic"] == stat}
-            value = np.array([_num(sel.get(layer, {}).get("difference")) for layer in layers])
-            lo = np.array([_num(sel.get(layer, {}).get("ci_low")) for layer in layers])
-            hi = np.array([_num(sel.get(layer, {}).get("ci_high")) for layer in layers])
+            value = np.array([cell_float(sel.get(layer, {}).get("difference")) for layer in layers])
+            lo = np.array([cell_float(sel.get(layer, {}).get("ci_low")) for layer in layers])
+            hi = np.array([cell_float(sel.get(layer, {}).get("ci_high")) for layer in layers])
             yerr = np.where(np.isfinite([value - lo, hi - value]), np.maximum([value - lo, hi - value], 0), 0)
             ax.errorbar(x + 0.08 * (i - 1), value, yerr=yerr, color=c[i], marker="o", ms=4, capsize=2,
                         label=f"trained - {kind}")
@@ -167,12 +168,6 @@ def baseline_differences_figure(rows: Sequence[dict[str, Any]], *, title: str = 
         fig.suptitle(title, fontsize=11)
     return fig
 
-
-def _num(v: Any) -> float:
-    try:
-        return float(v) if v not in (None, "") else float("nan")
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def cluster_order(matrix: np.ndarray) -> np.ndarray:

@@ -81,3 +81,11 @@ def versions() -> dict[str, str]:
         except Exception:  # noqa: BLE001 - a missing optional library is just not listed
             continue
     return out
+
+
+def cell_float(value: Any) -> float:
+    """A table cell (CSV text, JSON value) as a float; NaN when it is missing or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
