@@ -24,6 +24,7 @@ import logging
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,24 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from scipy.stats import spearmanr
 
 from mcicl.analysis.engine.context_measures import drift_controlled
 from mcicl.analysis.engine.controls import heldout_concept_probe
 from mcicl.analysis.engine.measures import centring_report, encode_labels, geometry_summary, prepare
 from mcicl.analysis.engine.sparse_coding import bootstrap_mean
-from mcicl.analysis.findings_config import FindingsConfig, fast_settings
+from mcicl.analysis.findings_config import GROUP_SETTINGS, FindingsConfig, fast_settings
+from mcicl.analysis.matched import (
+    MATCHING,
+    PARAMETERS,
+    agreement,
+    agreement_rows,
+    estimate_parameters,
+    matched_config,
+    matched_rows,
+    mismatched_parameters,
+    world_errors,
+)
 from mcicl.core.configuration import to_dict
 from mcicl.core.io import read_json, write_json
 from mcicl.core.jobs import JobContext
@@ -50,18 +63,19 @@ from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.dictionary import fit_space, measure_dictionary
 from mcicl.probing.dictionary_config import DictionaryConfig
 from mcicl.probing.extract_config import ExtractionConfig
-from mcicl.probing.geometry import BASELINE_NAMES, measure_baselines, measure_geometry
+from mcicl.probing.geometry import BASELINE_NAMES, measure_baselines, measure_geometry, spaces_from_model
 from mcicl.probing.geometry_config import GeometryConfig
 from mcicl.probing.icl.attention import attention_probe, head_stability
 from mcicl.probing.icl.attention_config import ATTENTION_CONDITIONS, AttentionConfig
 from mcicl.probing.icl.episodes import CONTEXT_CONDITIONS, DEFAULT_CONDITIONS, EpisodeConfig
 from mcicl.probing.icl.icl_config import IclConfig
-from mcicl.probing.icl.run import icl_probe
+from mcicl.probing.icl.run import icl_probe, summarise
 from mcicl.probing.icl.stats import bootstrap_accuracy
 from mcicl.probing.models import LoadedModel, load_model
 from mcicl.probing.semcor import default_semcor
 from mcicl.probing.semcor_config import SemcorConfig
 from mcicl.probing.semcor_job import measure_semcor, pair_auc_halves
+from mcicl.synthetic.cells import StopRule, sweep_cells
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.convergence import ci95
 from mcicl.synthetic.data import build_dictionary
@@ -173,10 +187,12 @@ def acc_estimate(acc: dict[str, Any], n_episodes: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- the groups
 @dataclass
 class Shared:
-    """What the groups of one run share: the config and the real model, loaded once on first use."""
+    """What the groups of one run share: the config, the real model (loaded once on first use) and the findings
+    of the groups done so far (``done``: group -> findings; the matched world reads the icl group's)."""
 
     cfg: FindingsConfig
     _loaded: LoadedModel | None = None
+    done: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
 
     @property
     def loaded(self) -> LoadedModel:
@@ -579,6 +595,25 @@ def _icl(sh: Shared, seed: int, baselines: Sequence[str] = ("static_kernel",)) -
     return icl_probe(ic, loaded=sh.loaded)
 
 
+def _episode_sets(result: Any, cfg: FindingsConfig) -> list[dict[str, Any]]:
+    """The main run's episodes split into ``cfg.icl_sets`` disjoint sets (episode e goes to set e mod K), each
+    summarised alone. Episodes are independent draws, so these are independent episode sets at no extra forward
+    pass; only their means are read (the intervals of the whole set come from the cluster bootstrap)."""
+    k = cfg.icl_sets
+    baselines = list(result.summary["baselines"])
+    out = []
+    for j in range(k):
+        rows = [row for row in result.rows if int(row["episode"]) % k == j]
+        if not rows:
+            raise ValueError(f"icl_sets {k}: episode set {j} is empty; accepted: icl_sets <= icl_episodes "
+                             f"({cfg.icl_episodes})")
+        with warnings.catch_warnings():  # one bootstrap draw of a small set can be empty: its interval is unused
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out.append(summarise(rows, ways=result.summary["ways"], n_boot=1, seed=cfg.seed, baselines=baselines,
+                                 permutations=1))
+    return out
+
+
 def _at_betas(result: Any, readout: str, cond: str, shots: str, key: str = "accuracy") -> dict[str, float]:
     """``key`` of one cell at the betas of :data:`ICL_BETAS_SHOWN` (from the run's beta sweep)."""
     return {f"{b:g}": r[key] for b in ICL_BETAS_SHOWN for r in result.beta_sweep
@@ -610,12 +645,15 @@ def group_icl(sh: Shared) -> list[dict[str, Any]]:
               "selection": selection}
     base = s["baselines"]
 
+    sets = _episode_sets(main, cfg)
+
     def across(*keys: str) -> dict[str, Any]:
-        """The statistic in both episode sets (main, replication): values, mean and Student-t 95% interval."""
-        values = [_dig(x, keys)["mean"] for x in (s, r)]
+        """The statistic in each of the independent episode sets of :func:`_episode_sets`: values, mean and
+        Student-t 95% interval across sets."""
+        values = [_dig(x, keys)["mean"] for x in sets]
         e = seed_estimate(values, None)
-        return {"seeds": [cfg.seed, cfg.replication_seed], "values": values, "mean": e["value"],
-                "interval": e["interval"], "n": e["n"]}
+        return {"seeds": [f"seed {cfg.seed}, episodes e with e mod {cfg.icl_sets} = {k}" for k in range(len(sets))],
+                "values": values, "mean": e["value"], "interval": e["interval"], "n": e["n"]}
     chance = control(f"chance (1/{s['ways']} ways)", s["chance"])
     zero = _cell_control("zero-shot (in-prompt)", s["accuracy"].get("zero_shot", {}).get("0"))
     top = str(max(cfg.shots))
@@ -739,7 +777,7 @@ def _attention_stability(sh: Shared, results: Sequence[Any], seeds: Sequence[int
 def group_attention(sh: Shared) -> list[dict[str, Any]]:
     """The mechanism in the real model: the top heads' attention on same-concept demonstrations in every cell,
     heads chosen on held-out episodes, against the three nulls (all permuting whole episodes); and the heads'
-    stability across three independent episode sets."""
+    stability across ``icl_sets`` independent episode sets."""
     cfg, group = sh.cfg, "attention"
     main, rep = _attention(sh, cfg.seed), _attention(sh, cfg.replication_seed)
     heads = ", ".join(f"L{a}H{b}" for a, b in main.top_heads)
@@ -749,8 +787,9 @@ def group_attention(sh: Shared) -> list[dict[str, Any]]:
                              f"episodes drawn with seed {cfg.seed}"}
     rep_text = (f"an independent episode set (seed {cfg.replication_seed}), heads re-chosen on its own held-out "
                 "episodes: " + ", ".join(f"L{a}H{b}" for a, b in rep.top_heads))
-    third = _attention(sh, cfg.replication_seed + 10)
-    out = [_attention_stability(sh, [main, rep, third], [cfg.seed, cfg.replication_seed, cfg.replication_seed + 10])]
+    more = [cfg.replication_seed + 10 * k for k in range(1, cfg.icl_sets - 1)]
+    out = [_attention_stability(sh, [main, rep, *(_attention(sh, x) for x in more)],
+                                [cfg.seed, cfg.replication_seed, *more])]
     for cond, by_shots in main.summary["cells"].items():
         for shots, cell in by_shots.items():
             est, controls, p_value = _top_heads_cell(main, cond, int(shots), cfg.bootstrap, cfg.seed)
@@ -1057,11 +1096,211 @@ def group_semcor(sh: Shared) -> list[dict[str, Any]]:
     return [f1, f2]
 
 
+MAP_SCENARIOS: list[str] = []  # the map measures learning speed; OOD errors are the synthetic group's
+
+
+def _map_cells(sh: Shared, seed: int, crosses: Sequence[float]) -> list[dict[str, Any]]:
+    """Every (within_cosine, cross_overlap) cell of the map trained to 1% test error or ``map_max_steps`` (one
+    batched program): per cell its point, status, per-seed steps to 1% (None: censored) and their KM median."""
+    cfg = sh.cfg
+    points = [(w, c) for c in crosses for w in cfg.map_within]
+    configs = [SyntheticConfig(seeds=cfg.seeds, steps=cfg.map_max_steps, n_test=cfg.n_test, within_cosine=w,
+                               cross_overlap=c, scenarios=list(MAP_SCENARIOS), seed=seed) for w, c in points]
+    results = sweep_cells(configs, StopRule(max_steps=cfg.map_max_steps))
+    out = []
+    for (w, c), res in zip(points, results, strict=True):
+        s = res.summary
+        out.append({"within_cosine": w, "cross_overlap": c, "status": s["status"],
+                    "per_seed": (s.get("per_seed") or {}).get("steps_to_stop_error"),
+                    "km": s.get("steps_to_stop_error"), "test_zero_one": (s.get("final") or {}).get("test_zero_one")})
+    return out
+
+
+def _censored_steps(cell: dict[str, Any], budget: int) -> list[float]:
+    """Per-seed steps to 1%, a seed that never got there counted as the budget (a lower bound)."""
+    return [float(budget) if v is None else float(v) for v in (cell["per_seed"] or [])]
+
+
+def _cell_estimate(cell: dict[str, Any], budget: int) -> dict[str, Any]:
+    """A cell's KM median steps to 1% with the range over seeds; a censored upper end is the budget (a lower
+    bound); no estimate when fewer than half the seeds reached 1% (the median is then '>= budget')."""
+    km = cell["km"] or {}
+    if km.get("median") is None:
+        return estimate(None, (None, None), km.get("seeds", 0))
+    high = km["high"] if km.get("high") is not None else float(budget)
+    return estimate(km["median"], (km["low"], high), km["seeds"])
+
+
+def _trend(cells: Sequence[dict[str, Any]], budget: int, permutations: int, n_boot: int,
+           seed: int) -> tuple[dict[str, Any], float]:
+    """Spearman correlation of within_cosine with per-seed steps to 1% (censored seeds at the budget) over the
+    cells, pooled over cross_overlap strata: the estimate with a bootstrap over seeds (each cell's seeds resampled)
+    and a permutation p that shuffles within_cosine among the cells of each stratum (two-sided)."""
+    strata: dict[float, list[int]] = {}
+    for i, c in enumerate(cells):
+        strata.setdefault(c["cross_overlap"], []).append(i)
+    steps = [np.asarray(_censored_steps(c, budget)) for c in cells]
+    x = np.asarray([c["within_cosine"] for c in cells], float)
+
+    def rho(xs: np.ndarray, ys: Sequence[np.ndarray]) -> float:
+        xx = np.concatenate([np.full(len(y), v) for v, y in zip(xs, ys, strict=True)])
+        yy = np.concatenate(list(ys))
+        if np.ptp(yy) == 0:
+            return 0.0  # every seed at the same step (all censored, say): no trend to rank
+        return float(spearmanr(xx, yy).statistic)
+
+    value = rho(x, steps)
+    rng = np.random.default_rng([seed, 31])
+    boot = [rho(x, [y[rng.integers(0, len(y), len(y))] for y in steps]) for _ in range(n_boot)]
+    null = []
+    for _ in range(permutations):
+        xp = x.copy()
+        for idx in strata.values():
+            xp[idx] = x[rng.permutation(idx)]
+        null.append(rho(xp, steps))
+    p = float((1 + np.sum(np.abs(null) >= abs(value) - 1e-12)) / (permutations + 1))
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return estimate(value, (float(min(low, value)), float(max(high, value))), len(cells)), p
+
+
+def group_map(sh: Shared) -> list[dict[str, Any]]:
+    """The geometry-to-learning-speed map: steps to 1% test error over within_cosine x cross_overlap, each cell
+    trained to 1% or a stated maximum (censored cells marked), its KM median over seeds beside the budget; and
+    whether steps grow with within_cosine (Spearman, permutation p). Replicated on independent seeds."""
+    cfg, group = sh.cfg, "map"
+    budget = cfg.map_max_steps
+    main = _map_cells(sh, cfg.seed, cfg.map_cross)
+    rep = _map_cells(sh, cfg.replication_seed, cfg.map_cross)
+    common = {"group": group, "command": sh.command(group),
+              "replicated_on": f"{cfg.seeds} seeds from seed {cfg.replication_seed} (an independent world and "
+                               "training run per cell)"}
+    out = []
+    for a, b in zip(main, rep, strict=True):
+        w, c = a["within_cosine"], a["cross_overlap"]
+        out.append(finding(
+            f"map.steps_to_1pct.within_{w:g}.cross_{c:g}", claim=f"Steps to 1% test error of the default protocol "
+            f"(random readout) at within_cosine {w:g}, cross_overlap {c:g}: the Kaplan-Meier median over seeds, "
+            f"beside the {budget}-step budget (a cell is censored when some seed never reaches 1%).",
+            main=_cell_estimate(a, budget), resampled="seeds (interval: range over seeds; a censored upper end is "
+            "the budget, a lower bound)", better="lower",
+            controls=[control(f"the step budget (censoring at {budget})", float(budget))],
+            second=_cell_estimate(b, budget), headline=False,
+            extra={"status": a["status"], "per_seed": a["per_seed"], "km": a["km"],
+                   "replication_status": b["status"], "replication_per_seed": b["per_seed"],
+                   "test_zero_one_at_stop": a["test_zero_one"]}, **common))
+    est, p = _trend(main, budget, cfg.permutations, cfg.bootstrap, cfg.seed)
+    est_rep, _ = _trend(rep, budget, cfg.permutations, cfg.bootstrap, cfg.replication_seed)
+    statuses = [x["status"] for x in main]
+    out.append(finding(
+        "map.within_cosine_slows_learning", claim="Across the map, a larger within-concept cosine (the two senses "
+        "of a concept more alike) takes more steps to reach 1% test error: Spearman correlation of within_cosine "
+        "with per-seed steps (censored seeds at the budget), pooled over cross_overlap.", main=est,
+        resampled="seeds within cells (bootstrap); p: within_cosine permuted among the cells of each cross_overlap",
+        better="higher", controls=[control("no trend", 0.0)], second=est_rep, p_value=p,
+        permutations=cfg.permutations, headline=True,
+        extra={"cells": len(main), "censored_cells": statuses.count("censored"),
+               "diverged_cells": statuses.count("diverged"), "budget": budget,
+               "grid": {"within_cosine": list(cfg.map_within), "cross_overlap": list(cfg.map_cross)}}, **common))
+    return out
+
+
+MATCHED_SCENARIOS = [s for s, _, _ in MATCHING if s != "in_distribution"]
+
+
+def _real_readouts(sh: Shared, which: str) -> dict[str, Any]:
+    """The real model's ICL accuracy per condition and shots as an ICL summary's ``accuracy`` tree, read from the
+    icl group's findings of this run (``which``: 'first', the main episode set, or 'second', the replication)."""
+    icl = sh.done.get("icl")
+    if not icl:
+        raise ValueError("findings group 'matched' compares with the real ICL readouts of group 'icl'; accepted: "
+                         "--groups with icl before matched (or icl saved in --out, with --resume)")
+    accuracy: dict[str, dict[str, dict[str, Any]]] = {}
+    for f in icl:
+        m = re.fullmatch(r"icl\.([a-z_]+)\.(\d+)shots", f["id"])
+        if not m:
+            continue
+        e = f["replication"][which]
+        accuracy.setdefault(m.group(1), {})[m.group(2)] = {"mean": e["value"], "ci_low": e["interval"][0],
+                                                            "ci_high": e["interval"][1], "n": e["n"]}
+    return {"accuracy": accuracy}
+
+
+def _world_agreements(sh: Shared, real_lv: LabelledVectors, seed: int, which: str) -> dict[str, Any]:
+    """The matched, default and mismatched worlds trained on ``seeds`` seeds from ``seed``; each one's agreement
+    (mean absolute error difference from the real readouts ``which``) and the matched world's paired differences."""
+    cfg = sh.cfg
+    base = SyntheticConfig(seeds=cfg.seeds, steps=cfg.steps, n_test=cfg.matched_n_test, n_test_ood=cfg.matched_n_test,
+                           scenarios=list(MATCHED_SCENARIOS), seed=seed)
+    est = estimate_parameters(real_lv.vectors, real_lv.labels, base, n_per_sign=cfg.matched_per_sign, seed=seed)
+    defaults = SyntheticConfig()
+    worlds = {"matched": matched_config(base, est),
+              "default": dataclasses.replace(base, **{p: getattr(defaults, p) for p in PARAMETERS}),
+              "mismatched": dataclasses.replace(base, **mismatched_parameters(est.parameters, base.d))}
+    icl = _real_readouts(sh, which)
+    results, rows = {}, {}
+    for name, wc in worlds.items():
+        summary = train(wc, figures=False).summary
+        rows[name] = matched_rows(summary, icl, wc.L)
+        real = {r["synthetic_condition"]: (r["real_error"], r["real_error_low"], r["real_error_high"])
+                for r in rows[name] if math.isfinite(r["real_error"])}
+        results[name] = agreement(world_errors(summary, list(real)), real, n_bootstrap=cfg.bootstrap, seed=seed)
+    table = {r["world"]: r for r in agreement_rows(results)}
+    return {"estimate": est, "results": results, "table": table, "rows": rows,
+            "parameters": {n: {p: getattr(wc, p) for p in PARAMETERS} for n, wc in worlds.items()}}
+
+
+def _mad(a: dict[str, Any]) -> dict[str, Any]:
+    return estimate(a["value"], (a["ci_low"], a["ci_high"]), a["seeds"])
+
+
+def group_matched(sh: Shared) -> list[dict[str, Any]]:
+    """Does a synthetic world whose generator parameters are fitted to the real model's last-layer geometry
+    reproduce the real model's ICL errors better than the unmatched default world and a deliberately mismatched
+    one? One agreement statistic (mean absolute error difference over the shared conditions) per world, the
+    matched world's paired differences, replicated on independent seeds against the replication episode set."""
+    cfg, group = sh.cfg, "matched"
+    spaces, _ = spaces_from_model(GeometryConfig(extraction=ExtractionConfig(model=cfg.model, layers="-1",
+                                                                             device="cpu")),
+                                  loaded=sh.loaded, quiet=True)
+    real_lv = spaces[-1].concepts
+    main = _world_agreements(sh, real_lv, cfg.seed, "first")
+    rep = _world_agreements(sh, real_lv, cfg.replication_seed, "second")
+    common = {"group": group, "command": sh.command(group),
+              "replicated_on": f"worlds re-estimated and trained on {cfg.seeds} seeds from seed "
+                               f"{cfg.replication_seed}, against the icl group's replication episode set"}
+    resampled = "world seeds (paired across conditions) x real errors drawn from their intervals"
+    m, r = main["table"], rep["table"]
+    out = [finding(
+        "matched.agreement", claim="The geometry-matched synthetic world's 0-1 errors are close to the real model's "
+        "ICL errors: mean absolute difference over the conditions both worlds have, beside the unmatched default "
+        "world and a deliberately mismatched one.", main=_mad(main["results"]["matched"]), resampled=resampled,
+        better="lower", controls=[control(f"{w} world", m[w]["mad"], (m[w]["ci_low"], m[w]["ci_high"]))
+                                  for w in ("default", "mismatched")],
+        second=_mad(rep["results"]["matched"]), headline=True,
+        selection={"rule": "generator parameters fitted to four moments of the last layer's raw cosines (within/"
+                           "cross mean and spread); the ICL errors play no part in the fit",
+                   "disjoint": "yes: the fit reads word geometry only, the agreement reads ICL errors"},
+        extra={"parameters": main["parameters"], "moment_loss": main["estimate"].loss,
+               "per_condition": {w: a["per_condition"] for w, a in main["results"].items()},
+               "conditions": main["results"]["matched"]["conditions"],
+               "rows": main["rows"]["matched"], "replication_parameters": rep["parameters"]}, **common)]
+    for w in ("default", "mismatched"):
+        out.append(finding(
+            f"matched.closer_than_{w}", claim=f"The matched world is closer to the real ICL errors than the {w} world "
+            "(matched minus that world's mean absolute difference; below 0 = closer).",
+            main=estimate(m[w]["matched_minus_this"], (m[w]["diff_ci_low"], m[w]["diff_ci_high"]), m[w]["seeds"]),
+            resampled=resampled, better="lower", controls=[control("no difference", 0.0)],
+            second=estimate(r[w]["matched_minus_this"], (r[w]["diff_ci_low"], r[w]["diff_ci_high"]), r[w]["seeds"]),
+            extra={"interval_is": "percentile interval of the difference of independent bootstrap draws"}, **common))
+    return out
+
+
 GROUP_FUNCTIONS: dict[str, Callable[[Shared], list[dict[str, Any]]]] = {
     "synthetic": group_synthetic, "synthetic_random_readout": group_synthetic_random_readout,
     "geometry": group_geometry, "icl": group_icl, "attention": group_attention, "contexts": group_contexts,
     "dictionary": group_dictionary,
     "semcor": group_semcor,
+    "map": group_map, "matched": group_matched,
 }
 
 
@@ -1107,10 +1346,11 @@ def run_findings(cfg: FindingsConfig, run: RunFolder, *, resume: bool = False) -
         path = groups_dir / f"{name}.json"
         if resume and path.is_file():
             saved = read_json(path)
-            if _same_settings(saved["settings"], settings):
+            if _same_settings(name, saved["settings"], settings):
                 log.info("findings: group %s read from %s", name, path)
                 findings += saved["findings"]
                 seconds[name] = saved["seconds"]
+                shared.done[name] = saved["findings"]
                 continue
             log.info("findings: group %s in %s has other settings; recomputing", name, path)
         start = time.perf_counter()
@@ -1120,12 +1360,16 @@ def run_findings(cfg: FindingsConfig, run: RunFolder, *, resume: bool = False) -
         write_json(path, {"group": name, "seconds": seconds[name], "settings": settings, "findings": got})
         log.info("findings: group %s done in %.0f s (%d findings)", name, seconds[name], len(got))
         findings += got
+        shared.done[name] = got
     return FindingsResult(cfg, findings, seconds)
 
 
-def _same_settings(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    # Which groups run does not change a group's numbers.
-    return {**a, "groups": None} == {**b, "groups": None}
+def _same_settings(group: str, saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether a saved group was measured at the settings it reads now (:data:`GROUP_SETTINGS`; every setting but
+    the list of groups for a group not in that table). A setting the saved file lacks counts as changed."""
+    names = GROUP_SETTINGS.get(group) or [k for k in now if k != "groups"]
+    missing = object()
+    return all(saved.get(k, missing) == now.get(k) for k in names)
 
 
 def execute(cfg: FindingsConfig, ctx: JobContext) -> int:
@@ -1192,8 +1436,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
         lines += [""] + [f"Selection: {t}." for t in sorted(sel)] + [""]
         sets = [f["extra"]["across_sets"] for f in fs if "across_sets" in f["extra"]]
         lines += [f"Replication: {fs[0]['replication']['description']}."
-                  + (f" Across sets: the statistic in each of {sets[0]['n']} independent episode sets (seeds "
-                     f"{', '.join(str(x) for x in sets[0]['seeds'])}), their mean and Student-t 95% interval."
+                  + (f" Across sets: the statistic in each of {sets[0]['n']} independent episode sets ("
+                     f"{'; '.join(str(x) for x in sets[0]['seeds'])}), their mean and Student-t 95% interval."
                      if sets else ""), "",
                   "| finding | first | second | intervals overlap |" + (" across sets |" if sets else ""),
                   "|---|---|---|---|" + ("---|" if sets else "")]

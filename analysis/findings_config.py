@@ -16,7 +16,26 @@ from mcicl.core.options import doc
 from mcicl.core.resampling import bootstrap_field, check_resampling, permutations_field
 
 GROUPS = ("synthetic", "synthetic_random_readout", "geometry", "icl", "attention", "contexts", "dictionary",
-          "semcor")
+          "semcor", "map", "matched")
+NEEDS = {"matched": "icl"}  # group -> the group whose findings it reads (run before it, or saved for --resume)
+
+# The settings each group reads: --resume reuses a saved group when these (and only these) are unchanged, so adding
+# a group or a setting another group reads does not recompute it. tests/test_findings.py checks every group's
+# ``cfg.<name>`` reads against this table. A group missing here is compared on every setting.
+_COMMON = ("model", "fast", "seed", "replication_seed", "permutations", "bootstrap")
+_ICL = ("icl_episodes", "shots", "icl_sets", "tune_episodes")
+GROUP_SETTINGS: dict[str, tuple[str, ...]] = {
+    "synthetic": (*_COMMON, "seeds", "steps", "n_test", "n_test_ood"),
+    "synthetic_random_readout": (*_COMMON, "seeds", "steps", "random_readout_steps", "n_test", "n_test_ood"),
+    "geometry": (*_COMMON, "shuffles"),
+    "icl": (*_COMMON, *_ICL),
+    "attention": (*_COMMON, "attention_episodes", "attention_shots", "icl_sets"),
+    "contexts": _COMMON,
+    "dictionary": _COMMON,
+    "semcor": _COMMON,
+    "map": (*_COMMON, "seeds", "n_test", "map_within", "map_cross", "map_max_steps"),
+    "matched": (*_COMMON, "seeds", "steps", "matched_n_test", "matched_per_sign", *_ICL),  # + the icl group's
+}
 
 
 @dataclass
@@ -36,11 +55,21 @@ class FindingsConfig:
     shots: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8, 16], metadata=doc(
         "ICL shot counts (every one is reported)"))
     icl_sets: int = field(default=5, metadata=doc(
-        "independent ICL episode sets (the main one, the replication and more): each finding's spread across them"))
+        "independent episode sets: ICL splits the main set's episodes into this many disjoint sets and measures "
+        "each statistic on each (beside the separately drawn replication set); the attention probe draws this "
+        "many sets for the heads' stability"))
     tune_episodes: int = 50  # held-out in-distribution ICL episodes for choosing beta
     attention_episodes: int = field(default=25, metadata=doc(
         "attention-probe episodes per cell (and as many held out for choosing the heads)"))
     attention_shots: list[int] = field(default_factory=lambda: [2, 4, 8])
+    map_within: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9], metadata=doc(
+        "the map's within_cosine values"))
+    map_cross: list[float] = field(default_factory=lambda: [0.0, 0.2], metadata=doc(
+        "the map's cross_overlap values"))
+    map_max_steps: int = field(default=1600, metadata=doc(
+        "the map's step budget: a cell trains to 1% test error or this many steps (then it is censored)"))
+    matched_n_test: int = 2000  # test prompts per seed (in distribution and per scenario) of each matched world
+    matched_per_sign: int = 80  # simulated words per concept sign when the matched world's moments are fitted
     permutations: int = permutations_field(1000, "permutations for every quoted p-value")
     bootstrap: int = bootstrap_field(1000, "of the unit each finding names")
     shuffles: int = 10  # shuffled-embedding null draws of the geometry
@@ -53,9 +82,19 @@ class FindingsConfig:
         for name in self.groups:
             require(name in GROUPS, "groups", name, "names from " + ", ".join(GROUPS))
         require(isinstance(self.icl_sets, int) and self.icl_sets >= 2, "icl_sets", self.icl_sets,
-                "an integer >= 2 (the main episode set and its replication)")
+                "an integer >= 2 (an interval across sets needs two)")
+        for name, needed in NEEDS.items():
+            if name in self.groups:
+                require(needed in self.groups[:self.groups.index(name)], "groups", ",".join(self.groups),
+                        f"{needed} listed before {name} ({name} reads {needed}'s findings)")
+        require(bool(self.map_within) and all(0.0 <= w < 1.0 for w in self.map_within), "map_within",
+                self.map_within, "a non-empty list of within_cosine values in [0, 1)")
+        require(bool(self.map_cross) and all(0.0 <= c < 1.0 for c in self.map_cross), "map_cross", self.map_cross,
+                "a non-empty list of cross_overlap values in [0, 1)")
+        require(self.icl_sets <= self.icl_episodes, "icl_sets", self.icl_sets,
+                f"at most icl_episodes ({self.icl_episodes}): each set needs an episode")
         for name in ("seeds", "steps", "random_readout_steps", "n_test", "n_test_ood", "icl_episodes",
-                     "tune_episodes", "shuffles"):
+                     "tune_episodes", "shuffles", "map_max_steps", "matched_n_test", "matched_per_sign"):
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
         check_resampling(self, bootstrap_low=1)
@@ -72,7 +111,9 @@ def fast_settings(cfg: FindingsConfig) -> FindingsConfig:
     """``cfg`` at the tiny settings of ``--fast`` (the groups, model and seeds as given)."""
     return dataclasses.replace(cfg, seeds=2, steps=250, random_readout_steps=100, n_test=500, n_test_ood=200,
                                icl_episodes=4, icl_sets=3, shots=[0, 2, 8], tune_episodes=4, attention_episodes=4,
-                               attention_shots=[8], permutations=100, bootstrap=100, shuffles=1)
+                               attention_shots=[8], permutations=100, bootstrap=100, shuffles=1,
+                               map_within=[0.1, 0.9], map_cross=[0.0], map_max_steps=60, matched_n_test=200,
+                               matched_per_sign=20)
 
 
 FINDINGS_JOB = Job(

@@ -4,14 +4,19 @@ and the verdict and p-value text follow their rules. The numbers are not checked
 
 from __future__ import annotations
 
+import ast
+import inspect
 import math
+import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 from mcicl.analysis import findings as fnd
-from mcicl.analysis.findings_config import GROUPS, FindingsConfig, fast_settings
+from mcicl.analysis.findings_config import GROUP_SETTINGS, GROUPS, NEEDS, FindingsConfig, fast_settings
 from mcicl.core.pvalues import p_floor, p_text
 from mcicl.core.runs import RunFolder
 from mcicl.probing.tiny import build_tiny_model
@@ -114,3 +119,95 @@ def test_fast_run_structure_and_resume(tiny_encoder, tmp_path):
     assert (again.path / "groups" / "synthetic.json").is_file()
     assert [f["id"] for f in resumed.findings] == [f["id"] for f in result.findings]
     print(f"fast findings on the tiny encoder: {log_time:.0f} s", result.seconds)
+
+
+def _cfg_reads(function_name: str) -> set[str]:
+    """The ``cfg.<name>`` settings a group function reads, followed through the module's helper calls: the
+    settings table of findings_config computed another way (from the source)."""
+    source = inspect.getsource(fnd)
+    tree = ast.parse(source)
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    seen: set[str] = set()
+
+    def walk(name: str) -> set[str]:
+        if name in seen or name not in functions:
+            return set()
+        seen.add(name)
+        text = ast.get_source_segment(source, functions[name])
+        out = set(re.findall(r"\bcfg\.([a-z_]+)", text))
+        for called in re.findall(r"\b(_[a-z_0-9]+)\(", text):
+            out |= walk(called)
+        return out
+    return walk(function_name)
+
+
+def test_group_settings_table_covers_what_each_group_reads():
+    for name, function in fnd.GROUP_FUNCTIONS.items():
+        assert name in GROUP_SETTINGS, f"group {name} has no GROUP_SETTINGS entry"
+        reads = _cfg_reads(function.__name__)
+        assert reads, name
+        missing = reads - set(GROUP_SETTINGS[name])
+        assert not missing, f"group {name} reads {sorted(missing)} but --resume would not compare them"
+    for name, needed in NEEDS.items():  # a group reading another's findings depends on that group's settings too
+        assert set(GROUP_SETTINGS[needed]) <= set(GROUP_SETTINGS[name])
+
+
+def test_resume_keeps_a_group_whose_settings_did_not_change():
+    now = fnd.to_dict(FindingsConfig())
+    saved = {**now, "map_max_steps": 99, "groups": ["geometry"]}
+    assert fnd._same_settings("geometry", saved, now)  # geometry reads no map setting
+    assert not fnd._same_settings("map", saved, now)
+    older = {k: v for k, v in now.items() if k != "shuffles"}  # a file written before a setting existed
+    assert not fnd._same_settings("geometry", older, now)
+    assert fnd._same_settings("contexts", older, now)
+    assert not fnd._same_settings("unlisted_group", {**now, "map_max_steps": 99}, now)
+
+
+def test_matched_needs_icl_first():
+    with pytest.raises(ValueError, match="icl listed before matched"):
+        FindingsConfig(groups=["matched", "icl"])
+    with pytest.raises(ValueError, match="icl_sets"):
+        FindingsConfig(icl_episodes=3, icl_sets=5)
+    FindingsConfig(groups=["icl", "matched"])
+
+
+class _Icl:
+    """A stand-in ICL result: rows of two conditions, episodes 0..9, one baseline column."""
+
+    def __init__(self):
+        rng = np.random.default_rng(3)
+        self.rows = [{"condition": "in_distribution", "shots": 4, "episode": e, "query": f"w{q}",
+                      "query_concept": f"c{q % 2}", "gold": "a", "predicted": "a", "majority_label": "a",
+                      "correct": int(rng.random() < 0.7), "correct_static_kernel": int(rng.random() < 0.5)}
+                     for e in range(10) for q in range(2)]
+        self.summary = {"baselines": {"static_kernel": {}}, "ways": 2}
+
+
+def test_episode_sets_are_disjoint_and_their_means_match_a_hand_count():
+    result = _Icl()
+    cfg = FindingsConfig(icl_episodes=10, icl_sets=3)
+    sets = fnd._episode_sets(result, cfg)
+    assert len(sets) == 3
+    for k, s in enumerate(sets):
+        mine = [r for r in result.rows if r["episode"] % 3 == k]
+        assert s["accuracy"]["in_distribution"]["4"]["mean"] == pytest.approx(np.mean([r["correct"] for r in mine]))
+        diff = np.mean([r["correct"] - r["correct_static_kernel"] for r in mine])
+        assert s["versus"]["static_kernel"]["in_distribution"]["4"]["mean"] == pytest.approx(diff)
+    # Together the sets hold every row once.
+    assert sum(s["accuracy"]["in_distribution"]["4"]["n"] for s in sets) == len(result.rows)
+
+
+def test_map_trend_is_spearman_and_its_null_permutes_cells():
+    cells = [{"within_cosine": w, "cross_overlap": c, "per_seed": [100 * w + s + 10 * c for s in range(3)]}
+             for c in (0.0, 0.2) for w in (0.1, 0.5, 0.9)]
+    est, p = fnd._trend(cells, 1000, permutations=200, n_boot=50, seed=0)
+    x = np.repeat([c["within_cosine"] for c in cells], 3)
+    y = np.concatenate([c["per_seed"] for c in cells])
+    assert est["value"] == pytest.approx(spearmanr(x, y).statistic)
+    assert est["interval"][0] <= est["value"] <= est["interval"][1]
+    assert p < 0.1  # a perfect within-stratum trend: only the identity ordering (1 of 6 per stratum) matches it
+    censored = [{**c, "per_seed": [None, None, None]} for c in cells]  # every seed censored: no trend to rank
+    assert fnd._trend(censored, 1000, permutations=20, n_boot=5, seed=0)[0]["value"] == 0.0
+    km = {"median": 120.0, "low": 100.0, "high": None, "seeds": 3}
+    assert fnd._cell_estimate({"km": km}, 400)["interval"] == [100.0, 400.0]  # a censored upper end: the budget
+    assert fnd._cell_estimate({"km": {**km, "median": None}}, 400)["value"] is None
