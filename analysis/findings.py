@@ -13,8 +13,9 @@ better side of the control's interval (or value, for a control without one); oth
 does not beat. The replication is the same statistic on an independent seed, episode set or word half, with
 whether the two intervals overlap.
 
-Findings come in groups (synthetic, synthetic_random_readout, geometry, icl, attention, contexts); each finished
-group is saved as ``groups/<name>.json`` as soon as it completes, so ``--resume`` recomputes only what is missing.
+Findings come in groups (``GROUPS`` of :mod:`mcicl.analysis.findings_config`); each finished group is saved as
+``groups/<name>.json`` as soon as it completes, so ``--resume`` recomputes only what is missing, or what was
+measured at other values of the settings that group reads (``GROUP_SETTINGS``).
 """
 
 from __future__ import annotations
