@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,10 +13,20 @@ import torch
 from scipy import stats
 
 from mcicl.core.runs import RunFolder
-from mcicl.synthetic.cells import StopRule, km_steps, sweep_cells, wilson
-from mcicl.synthetic.data import build_dictionary, sample_mixed_prompts, train_spec
+from mcicl.synthetic.cells import (
+    FINAL_TEST_PURPOSE,
+    TEST_BLOCK_PURPOSE,
+    StopRule,
+    block_generator,
+    km_steps,
+    sweep_cells,
+    wilson,
+)
+from mcicl.synthetic.data import build_dictionary, sample_mixed_prompts, sample_prompts, train_spec
 from mcicl.synthetic.metrics import same_concept_attention
+from mcicl.synthetic.model import zero_one_loss
 from mcicl.synthetic.sweep import run_sweep, sweep_figure
+from mcicl.synthetic.train import train
 from tests.test_sweep import tiny
 
 
@@ -53,6 +64,51 @@ def test_cells_stop_censor_and_diverge_each_as_when_trained_alone(tmp_path) -> N
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["cells"]["censored"] >= 1 and summary["cells"]["diverged"] == 2
     assert (run.path / "figures" / "sweep.png").is_file()
+
+
+def hand_errors(config, model, key, prompts_per_seed, block) -> list[float]:
+    """Errors per seed of ``model`` on the first prompts_per_seed[s] fresh test prompts of evaluation ``key``,
+    drawn here block by block as the sweep documents it."""
+    dic = build_dictionary(config)
+    out = []
+    for s, n in enumerate(prompts_per_seed):
+        wrong = 0.0
+        for j in range(-(-int(n) // block)):
+            p = sample_prompts(dic, train_spec(config), config.seeds, block, block_generator(config.seed, key, j))
+            take = min(block, int(n) - j * block)
+            f = model(p.x[:, :take], p.y[:, :take], p.xq[:, :take]).f
+            wrong += float(zero_one_loss(f, p.target[:, :take])[s].sum())
+        out.append(wrong / n)
+    return out
+
+
+def test_every_sweep_evaluation_counts_errors_on_its_own_fresh_prompts() -> None:
+    """The test error of each evaluation equals, by hand, the model of that step scored on fresh blocks keyed by
+    (seed, step, block): not a test set re-scored along training, so the counts of different evaluations are
+    independent; the final error is measured on blocks of its own key."""
+    config = tiny(dtype="float64", steps=10, eval_every=5, n_test=200, seeds=3)
+    rule = StopRule(max_steps=10, block=40)
+    (result,) = sweep_cells([config], rule)
+    assert [r["step"] for r in result.rows] == [0, 5, 10]
+    for row in result.rows:
+        model = train(replace(config, steps=row["step"]), figures=False).model  # the weights at that step
+        n = row["test"]["n"]
+        assert all(v % 40 == 0 or v == 200 for v in n) and all(v >= 40 for v in n)
+        assert row["test"]["zero_one"] == pytest.approx(
+            hand_errors(config, model, (TEST_BLOCK_PURPOSE, row["step"]), n, 40), abs=1e-12)
+    final = result.summary["per_seed"]["test_zero_one"]
+    model = train(config, figures=False).model
+    assert final == pytest.approx(hand_errors(config, model, (FINAL_TEST_PURPOSE,), result.summary["test_prompts"],
+                                              40), abs=1e-12)
+    # Blocks of two evaluations, of two block indices and of two cells' seeds never coincide; a key repeats.
+    dic, spec = build_dictionary(config), train_spec(config)
+    xs = [sample_prompts(dic, spec, 3, 40, block_generator(seed, key, j)).x
+          for seed, key, j in ((0, (TEST_BLOCK_PURPOSE, 0), 0), (0, (TEST_BLOCK_PURPOSE, 5), 0),
+                               (0, (TEST_BLOCK_PURPOSE, 0), 1), (1, (TEST_BLOCK_PURPOSE, 0), 0),
+                               (0, (FINAL_TEST_PURPOSE,), 0))]
+    assert all(not torch.equal(xs[i], xs[k]) for i in range(5) for k in range(i))
+    again = sample_prompts(dic, spec, 3, 40, block_generator(0, (TEST_BLOCK_PURPOSE, 5), 0)).x
+    assert torch.equal(again, xs[1])
 
 
 def test_steps_to_stop_kaplan_meier_median_and_range_by_hand() -> None:
