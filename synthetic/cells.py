@@ -301,7 +301,8 @@ class SweepBatch:
             groups = [(sc, build_dictionary(sc)) for sc in (seed_configs(c) if c.dictionary == "per_seed" else [c])]
             train_sets = [sample_prompts(dic, train_spec(sc), sc.seeds, sc.n_train, generator(sc, 2))
                           for sc, dic in groups]
-            world = World(groups[0][1], Prompts.cat(train_sets), None, {},  # type: ignore[arg-type]
+            world = World(groups[0][1], train_sets[0] if len(train_sets) == 1 else Prompts.cat(train_sets),
+                          None, {},  # type: ignore[arg-type]
                           [dic for _, dic in groups] if c.dictionary == "per_seed" else None)
             self.cells.append(_Cell(c, world, i))
             self.cells[-1].groups = groups
@@ -311,8 +312,8 @@ class SweepBatch:
         dt = torch_dtype(configs[0].dtype)
         self.lr = torch.cat([torch.full((c.seeds,), c.lr, dtype=dt) for c in configs]).to(self.device)
         # What a training step reads (the noise xi and the bookkeeping are never gathered: not kept).
-        t = Prompts.cat(trains)
-        self.train = (t.x.to(self.device), t.y.to(self.device), t.xq.to(self.device), t.target.to(self.device))
+        self.train = tuple(torch.cat([getattr(t, name) for t in trains]).to(self.device)
+                           for name in ("x", "y", "xq", "target"))
         self.active = list(range(len(self.cells)))  # cells still training, in batch order
         self.first_loss: torch.Tensor | None = None
         self.timings = {"build": time.process_time() - start, "train": 0.0, "evaluate": 0.0, "final": 0.0}
@@ -328,8 +329,9 @@ class SweepBatch:
     def _fresh_block(self, cell: _Cell, key: Sequence[int], j: int) -> Prompts:
         """Block j of fresh test prompts of ``cell`` (all its seeds) for the evaluation keyed by ``key``."""
         size = min(self.rule.block, cell.config.n_test)
-        return Prompts.cat([sample_prompts(dic, train_spec(sc), sc.seeds, size, block_generator(sc.seed, key, j))
-                            for sc, dic in cell.groups])
+        parts = [sample_prompts(dic, train_spec(sc), sc.seeds, size, block_generator(sc.seed, key, j))
+                 for sc, dic in cell.groups]
+        return parts[0] if len(parts) == 1 else Prompts.cat(parts)
 
     def step(self, step: int) -> torch.Tensor:
         """One SGD step of every active instance (its own minibatch and learning rate); per-instance losses."""
@@ -366,17 +368,18 @@ class SweepBatch:
             take = min(size, n_test - j * size)
             need = [i for i, sl in enumerate(local) if bool(open_[sl].any())]
             blocks = [self._fresh_block(self.cells[self.active[positions[i]]], key, j) for i in need]
-            block = Prompts.cat(blocks).to(self.device)
+            # Only what the count reads is stacked over the cells (not the noise or the bookkeeping).
+            names = ("x", "y", "xq", "target") + (("same",) if attention else ())
+            xs = [torch.cat([getattr(b, name)[:, :take] for b in blocks]).to(self.device) for name in names]
             sub = torch.cat([torch.arange(local[i].start, local[i].stop) for i in need])
             part = model if len(need) == len(local) else _subset(model, sub.to(self.device))
-            xs = [t[:, :take] for t in (block.x, block.y, block.xq, block.target)]
             out = part(xs[0], xs[1], xs[2])
             live = open_[sub]
             wrong = zero_one_loss(out.f, xs[3]).sum(1).double().cpu()
             errors[sub] += torch.where(live, wrong, 0.0)
             counts[sub] += torch.where(live, float(take), 0.0)
             if attention:
-                mass = (out.alpha * block.same[:, :take].to(out.alpha.dtype)).sum(-1).sum(1).double().cpu()
+                mass = (out.alpha * xs[4].to(out.alpha.dtype)).sum(-1).sum(1).double().cpu()
                 correct[sub] += torch.where(live, mass, 0.0)
             j += 1
             for s in torch.nonzero(open_).flatten().tolist():
