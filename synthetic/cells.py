@@ -210,7 +210,7 @@ class StopRule:
     max_steps: int
     error: float = 0.01
     precision: float = 0.005
-    block: int = 100
+    block: int = 50
     growth: float = DIVERGENCE_FACTOR  # divergence (synthetic.train.diverged): a minibatch loss above growth x
     #   the larger of the instance's first loss and log 2, or non-finite
 
@@ -326,9 +326,9 @@ class SweepBatch:
             start += n
         return out
 
-    def _fresh_block(self, cell: _Cell, key: Sequence[int], j: int) -> Prompts:
-        """Block j of fresh test prompts of ``cell`` (all its seeds) for the evaluation keyed by ``key``."""
-        size = min(self.rule.block, cell.config.n_test)
+    def _fresh_block(self, cell: _Cell, key: Sequence[int], j: int, size: int) -> Prompts:
+        """Block j (``size`` prompts) of fresh test prompts of ``cell`` (all its seeds) for the evaluation keyed by
+        ``key``."""
         parts = [sample_prompts(dic, train_spec(sc), sc.seeds, size, block_generator(sc.seed, key, j))
                  for sc, dic in cell.groups]
         return parts[0] if len(parts) == 1 else Prompts.cat(parts)
@@ -355,7 +355,7 @@ class SweepBatch:
         model = self.model.instances(slice(sls[0].start, sls[-1].stop)) \
             if int(rows[-1] - rows[0]) + 1 == len(rows) else _subset(self.model, rows.to(self.device))
         n_test = self.cells[self.active[positions[0]]].config.n_test
-        size = min(self.rule.block, n_test)
+        sizes = block_sizes(self.rule.block, n_test, growth=1 if threshold else 2)
         S = len(rows)
         errors, counts, correct = (torch.zeros(S, dtype=torch.float64) for _ in range(3))
         open_ = torch.ones(S, dtype=torch.bool)
@@ -363,14 +363,14 @@ class SweepBatch:
         for sl in sls:
             a = local[-1].stop if local else 0
             local.append(slice(a, a + sl.stop - sl.start))
-        j = 0
-        while j * size < n_test and bool(open_.any()):
-            take = min(size, n_test - j * size)
+        for j, take in enumerate(sizes):
+            if not bool(open_.any()):
+                break
             need = [i for i, sl in enumerate(local) if bool(open_[sl].any())]
-            blocks = [self._fresh_block(self.cells[self.active[positions[i]]], key, j) for i in need]
+            blocks = [self._fresh_block(self.cells[self.active[positions[i]]], key, j, take) for i in need]
             # Only what the count reads is stacked over the cells (not the noise or the bookkeeping).
             names = ("x", "y", "xq", "target") + (("same",) if attention else ())
-            xs = [torch.cat([getattr(b, name)[:, :take] for b in blocks]).to(self.device) for name in names]
+            xs = [torch.cat([getattr(b, name) for b in blocks]).to(self.device) for name in names]
             sub = torch.cat([torch.arange(local[i].start, local[i].stop) for i in need])
             part = model if len(need) == len(local) else _subset(model, sub.to(self.device))
             out = part(xs[0], xs[1], xs[2])
@@ -381,7 +381,6 @@ class SweepBatch:
             if attention:
                 mass = (out.alpha * xs[4].to(out.alpha.dtype)).sum(-1).sum(1).double().cpu()
                 correct[sub] += torch.where(live, mass, 0.0)
-            j += 1
             for s in torch.nonzero(open_).flatten().tolist():
                 lo, hi = wilson(float(errors[s]), float(counts[s]))
                 if (threshold and (lo > self.rule.error or hi <= self.rule.error)) or \
@@ -477,6 +476,18 @@ class SweepBatch:
 
 TEST_BLOCK_PURPOSE = 100  # key of a sweep cell's fresh test blocks at an evaluation: (TEST_BLOCK_PURPOSE, step)
 FINAL_TEST_PURPOSE = 101  # key of the fresh test blocks of a cell's final evaluation, at its stop
+
+
+def block_sizes(block: int, n_test: int, growth: int = 1) -> list[int]:
+    """Prompts per seed of each sequential test block: ``block``, then each block ``growth`` times the one before
+    (1: equal blocks, as evaluations draw them; 2: doubling, as the final evaluation draws them, where the
+    precision rule alone decides and few, larger blocks cost less), the last one cut so the total is ``n_test``."""
+    sizes, total, size = [], 0, max(1, block)
+    while total < n_test:
+        sizes.append(min(size, n_test - total))
+        total += sizes[-1]
+        size *= growth
+    return sizes
 
 
 def block_generator(seed: int, key: Sequence[int], j: int) -> torch.Generator:

@@ -18,6 +18,7 @@ from mcicl.synthetic.cells import (
     TEST_BLOCK_PURPOSE,
     StopRule,
     block_generator,
+    block_sizes,
     km_steps,
     sweep_cells,
     wilson,
@@ -66,18 +67,20 @@ def test_cells_stop_censor_and_diverge_each_as_when_trained_alone(tmp_path) -> N
     assert (run.path / "figures" / "sweep.png").is_file()
 
 
-def hand_errors(config, model, key, prompts_per_seed, block) -> list[float]:
+def hand_errors(config, model, key, prompts_per_seed, sizes) -> list[float]:
     """Errors per seed of ``model`` on the first prompts_per_seed[s] fresh test prompts of evaluation ``key``,
-    drawn here block by block as the sweep documents it."""
+    drawn here block by block (block j: sizes[j] prompts) as the sweep documents it."""
     dic = build_dictionary(config)
     out = []
     for s, n in enumerate(prompts_per_seed):
-        wrong = 0.0
-        for j in range(-(-int(n) // block)):
-            p = sample_prompts(dic, train_spec(config), config.seeds, block, block_generator(config.seed, key, j))
-            take = min(block, int(n) - j * block)
-            f = model(p.x[:, :take], p.y[:, :take], p.xq[:, :take]).f
-            wrong += float(zero_one_loss(f, p.target[:, :take])[s].sum())
+        wrong, used = 0.0, 0
+        for j, size in enumerate(sizes):
+            if used >= n:
+                break
+            p = sample_prompts(dic, train_spec(config), config.seeds, size, block_generator(config.seed, key, j))
+            wrong += float(zero_one_loss(model(p.x, p.y, p.xq).f, p.target)[s].sum())
+            used += size
+        assert used == n  # a seed's count is a whole number of blocks
         out.append(wrong / n)
     return out
 
@@ -92,14 +95,14 @@ def test_every_sweep_evaluation_counts_errors_on_its_own_fresh_prompts() -> None
     assert [r["step"] for r in result.rows] == [0, 5, 10]
     for row in result.rows:
         model = train(replace(config, steps=row["step"]), figures=False).model  # the weights at that step
-        n = row["test"]["n"]
-        assert all(v % 40 == 0 or v == 200 for v in n) and all(v >= 40 for v in n)
-        assert row["test"]["zero_one"] == pytest.approx(
-            hand_errors(config, model, (TEST_BLOCK_PURPOSE, row["step"]), n, 40), abs=1e-12)
+        assert row["test"]["zero_one"] == pytest.approx(hand_errors(
+            config, model, (TEST_BLOCK_PURPOSE, row["step"]), row["test"]["n"], [40] * 5), abs=1e-12)
+    # The final error: blocks of their own key, doubling (40, 80, then the 80 left of n_test).
+    assert block_sizes(40, 200, growth=2) == [40, 80, 80] and block_sizes(50, 120) == [50, 50, 20]
     final = result.summary["per_seed"]["test_zero_one"]
     model = train(config, figures=False).model
     assert final == pytest.approx(hand_errors(config, model, (FINAL_TEST_PURPOSE,), result.summary["test_prompts"],
-                                              40), abs=1e-12)
+                                              [40, 80, 80]), abs=1e-12)
     # Blocks of two evaluations, of two block indices and of two cells' seeds never coincide; a key repeats.
     dic, spec = build_dictionary(config), train_spec(config)
     xs = [sample_prompts(dic, spec, 3, 40, block_generator(seed, key, j)).x
