@@ -201,10 +201,11 @@ class StopRule:
 
     A cell trains until every seed's test error has been measured at or below ``error`` (the cell *reached*), or
     until ``max_steps`` (the cell is *censored*: some seed never got there), or until a seed diverges (the cell is
-    *diverged* and reports no result). The test error is measured every ``eval_every`` steps sequentially: blocks
-    of ``block`` prompts of the cell's test pool (``n_test`` prompts drawn once, read from an offset that moves on
-    by one block per evaluation) are added until the 95% Wilson interval of the error lies wholly above or below
-    ``error``, or its half-width is at most ``precision``, or the pool is used up.
+    *diverged* and reports no result). The test error is measured every ``eval_every`` steps sequentially, on
+    fresh prompts: blocks of ``block`` prompts per seed, new at every evaluation (:func:`block_generator`), are
+    added until the 95% Wilson interval of the error lies wholly above or below ``error``, or its half-width is at
+    most ``precision``, or ``n_test`` prompts are used. The error reported at the stop is measured on further
+    fresh blocks (doubling from ``block``) until the half-width is at most ``precision`` or ``n_test`` is used.
     """
 
     max_steps: int
