@@ -10,11 +10,14 @@ Measured in one run and printed as ratios:
    measured here, at 1, 8, 64 and 256 stacked instances;
 4. threads: wall time of a training step and of an evaluation of the 108-instance grid batch on 1 and 2 threads
    (the rule ``train_cells`` follows);
-5. the sweep's own path (``sweep_cells``: each cell to a stop rule, test error sequentially on test blocks drawn
-   when first needed, OOD and mixed-concept prompts only at the stop) against ``train_cells`` (the rows of
-   ``synthetic train``, what sweeps ran before): on the 6 x 6 x 3 grid at a fixed budget (stop error out of reach,
-   so both train every step) the whole time over the time spent in training steps (goal <= 1.5x), then a 16-cell
-   sweep over a 1-cell sweep (goal <= 4x), and the grid with the default stop rule (1% error).
+5. the sweep's own path (``sweep_cells``: each cell to a stop rule, test error sequentially on fresh test blocks
+   drawn at every evaluation, the final error on fresh blocks to the stated precision, OOD and mixed-concept
+   prompts only at the stop) against ``train_cells`` (the rows of ``synthetic train``, what sweeps ran before): on
+   the 6 x 6 x 3 grid at a fixed budget (stop error out of reach, so both train every step) the whole time over the
+   time spent in training steps (goal <= 1.5x), then a 16-cell sweep over a 1-cell sweep (goal <= 4x), and the
+   grid with the default stop rule (1% error);
+6. only where torch sees a CUDA GPU: cells per second of the 6 x 6 x 3 grid's sweep on CUDA beside the CPU
+   (wall time).
 
 Times are CPU seconds of this process (``time.process_time``): training runs on one thread, so on an idle
 machine they equal wall time, and on a shared machine they are not inflated by other people's work; per-step
@@ -171,6 +174,14 @@ def sweep_part(base: SyntheticConfig, cells: list[SyntheticConfig], steps: int) 
     rule_total, t = sweep(cells, StopRule(max_steps=steps))
     print(f"   with the default stop rule (1% error, at most {steps} steps): {rule_total:.1f} s "
           f"({rule_total / t['train']:.2f}x its training steps)")
+    if torch.cuda.is_available():
+        walls = {}
+        for device in ("cpu", "cuda"):
+            start = time.perf_counter()
+            SweepBatch(cells, fixed, device).run()
+            walls[device] = time.perf_counter() - start
+        print(f"6. {len(cells)} cells x 3 seeds, {steps} steps, wall time: CPU {len(cells) / walls['cpu']:.2f} "
+              f"cells/s, CUDA ({torch.cuda.get_device_name()}) {len(cells) / walls['cuda']:.2f} cells/s")
 
 
 if __name__ == "__main__":

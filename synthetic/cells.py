@@ -18,7 +18,7 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from mcicl.synthetic.data import (
     torch_dtype,
     train_spec,
 )
-from mcicl.synthetic.metrics import mixed_concept_metrics, prompt_metrics
+from mcicl.synthetic.metrics import map_metrics, mixed_concept_metrics, prompt_metrics
 from mcicl.synthetic.model import zero_one_loss
 from mcicl.synthetic.train import (
     DIVERGENCE_FACTOR,
@@ -201,16 +201,17 @@ class StopRule:
 
     A cell trains until every seed's test error has been measured at or below ``error`` (the cell *reached*), or
     until ``max_steps`` (the cell is *censored*: some seed never got there), or until a seed diverges (the cell is
-    *diverged* and reports no result). The test error is measured every ``eval_every`` steps sequentially: blocks
-    of ``block`` prompts of the cell's test pool (``n_test`` prompts drawn once, read from an offset that moves on
-    by one block per evaluation) are added until the 95% Wilson interval of the error lies wholly above or below
-    ``error``, or its half-width is at most ``precision``, or the pool is used up.
+    *diverged* and reports no result). The test error is measured every ``eval_every`` steps sequentially, on
+    fresh prompts: blocks of ``block`` prompts per seed, new at every evaluation (:func:`block_generator`), are
+    added until the 95% Wilson interval of the error lies wholly above or below ``error``, or its half-width is at
+    most ``precision``, or ``n_test`` prompts are used. The error reported at the stop is measured on further
+    fresh blocks (doubling from ``block``) until the half-width is at most ``precision`` or ``n_test`` is used.
     """
 
     max_steps: int
     error: float = 0.01
     precision: float = 0.005
-    block: int = 100
+    block: int = 50
     growth: float = DIVERGENCE_FACTOR  # divergence (synthetic.train.diverged): a minibatch loss above growth x
     #   the larger of the instance's first loss and log 2, or non-finite
 
@@ -260,7 +261,6 @@ class _Cell:
     rows: list = field(default_factory=list)  # per evaluation: step, test zero_one and n per seed
     status: str = "running"
     groups: list = field(default_factory=list)  # (config, dictionary) per dictionary group of its seeds
-    blocks: int = 0  # test blocks its evaluations needed so far
     reason: str | None = None
     stop_step: int | None = None
     final: dict | None = None
@@ -277,12 +277,14 @@ def _subset(model, rows: torch.Tensor):
 
 class SweepBatch:
     """The cells of one shape group trained to a :class:`StopRule`, building and evaluating only what the map
-    needs: per cell its dictionary, training prompts and model up front; test prompts in blocks of ``rule.block``,
-    drawn the first time an evaluation needs them (block j of a cell from its own seed, generator purpose
-    TEST_BLOCK_PURPOSE + j) and read from block 0 at every evaluation until the sequential rule is met; the OOD and
-    mixed-concept prompts only when the cell stops (the OOD sets are those ``synthetic train`` draws). A cell leaves
-    the batch as soon as it stops, and its final evaluation runs on its own instances. ``timings`` holds the
-    CPU seconds spent building, training, evaluating and in final evaluations."""
+    needs: per cell its dictionary, training prompts and model up front; at every evaluation *fresh* test prompts,
+    drawn in blocks of ``rule.block`` per cell (block j of the evaluation at step t from a generator keyed by the
+    cell's seed, t and j: :func:`block_generator`), only while some seed of the cell still needs them (the
+    sequential rule of :meth:`sequential`), and scored by a forward pass that counts errors (no other metric);
+    at the stop, the test error and correct attention on fresh blocks independent of those that triggered the
+    stop (drawn until the interval is ``rule.precision`` narrow), every OOD scenario (the sets ``synthetic
+    train`` draws) and the mixed-concept prompts, also forward pass only. A cell leaves the batch as soon as it
+    stops. ``timings`` holds the CPU seconds spent building, training, evaluating and in final evaluations."""
 
     def __init__(self, configs: Sequence[SyntheticConfig], rule: StopRule, device: str | torch.device = "cpu"):
         if not configs:
@@ -300,7 +302,8 @@ class SweepBatch:
             groups = [(sc, build_dictionary(sc)) for sc in (seed_configs(c) if c.dictionary == "per_seed" else [c])]
             train_sets = [sample_prompts(dic, train_spec(sc), sc.seeds, sc.n_train, generator(sc, 2))
                           for sc, dic in groups]
-            world = World(groups[0][1], Prompts.cat(train_sets), None, {},  # type: ignore[arg-type]
+            world = World(groups[0][1], train_sets[0] if len(train_sets) == 1 else Prompts.cat(train_sets),
+                          None, {},  # type: ignore[arg-type]
                           [dic for _, dic in groups] if c.dictionary == "per_seed" else None)
             self.cells.append(_Cell(c, world, i))
             self.cells[-1].groups = groups
@@ -309,8 +312,9 @@ class SweepBatch:
         self.model = stack_models(models).to(self.device)
         dt = torch_dtype(configs[0].dtype)
         self.lr = torch.cat([torch.full((c.seeds,), c.lr, dtype=dt) for c in configs]).to(self.device)
-        self.train = Prompts.cat(trains).to(self.device)
-        self.blocks: list[Prompts] = []  # test blocks drawn so far, stacked over the active instances
+        # What a training step reads (the noise xi and the bookkeeping are never gathered: not kept).
+        self.train = tuple(torch.cat([getattr(t, name) for t in trains]).to(self.device)
+                           for name in ("x", "y", "xq", "target"))
         self.active = list(range(len(self.cells)))  # cells still training, in batch order
         self.first_loss: torch.Tensor | None = None
         self.timings = {"build": time.process_time() - start, "train": 0.0, "evaluate": 0.0, "final": 0.0}
@@ -323,71 +327,89 @@ class SweepBatch:
             start += n
         return out
 
-    def _block(self, j: int) -> Prompts:
-        """Test block j of every active instance (drawn now if no evaluation needed it before)."""
-        while len(self.blocks) <= j:
-            k = len(self.blocks)
-            self.blocks.append(Prompts.cat([self._cell_block(self.cells[c], k) for c in self.active]).to(self.device))
-        return self.blocks[j]
-
-    def _cell_block(self, cell: _Cell, j: int) -> Prompts:
-        size = min(self.rule.block, cell.config.n_test)
-        return Prompts.cat([sample_prompts(dic, train_spec(sc), sc.seeds, size, generator(sc, TEST_BLOCK_PURPOSE + j))
-                            for sc, dic in cell.groups])
+    def _fresh_block(self, cell: _Cell, key: Sequence[int], j: int, size: int) -> Prompts:
+        """Block j (``size`` prompts) of fresh test prompts of ``cell`` (all its seeds) for the evaluation keyed by
+        ``key``."""
+        parts = [sample_prompts(dic, train_spec(sc), sc.seeds, size, block_generator(sc.seed, key, j))
+                 for sc, dic in cell.groups]
+        return parts[0] if len(parts) == 1 else Prompts.cat(parts)
 
     def step(self, step: int) -> torch.Tensor:
         """One SGD step of every active instance (its own minibatch and learning rate); per-instance losses."""
-        t = self.train
+        x, y, xq, target = self.train
         if self.cells[0].config.full_batch:
-            return sgd_update(self.model, t.x, t.y, t.xq, t.target, self.lr)
+            return sgd_update(self.model, x, y, xq, target, self.lr)
         idx = torch.cat([batch_indices(self.cells[c].config, step) for c in self.active]).to(self.device)
-        x, y, xq, target = (Prompts.gather(v, idx) for v in (t.x, t.y, t.xq, t.target))
-        return sgd_update(self.model, x, y, xq, target, self.lr)
+        return sgd_update(self.model, *(Prompts.gather(v, idx) for v in (x, y, xq, target)), self.lr)
 
     @torch.no_grad()
-    def test_errors(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """Sequential test errors of every active instance: (errors, prompts) counts (S_active,) and, per active
-        cell, how many blocks its seeds needed."""
-        S = self.train.target.shape[0]
-        n_test = self.cells[self.active[0]].config.n_test
-        size = min(self.rule.block, n_test)
-        n_blocks = -(-n_test // size)
-        errors = torch.zeros(S, dtype=torch.float64)
-        counts = torch.zeros(S, dtype=torch.float64)
+    def sequential(self, positions: Sequence[int], key: Sequence[int], threshold: bool = True,
+                   attention: bool = False) -> dict[str, torch.Tensor]:
+        """Test errors of the active cells at ``positions`` (indices into ``self.active``), on fresh blocks of
+        prompts keyed by ``key``: blocks are added, for the seeds still open, until the 95% Wilson interval of a
+        seed's error lies wholly above or below ``rule.error`` (only if ``threshold``), or its half-width is at
+        most ``rule.precision``, or ``n_test`` prompts are used. Per instance of those cells (in order):
+        ``errors`` and ``prompts`` counts, and with ``attention`` the summed correct attention."""
+        slices = self._instances()
+        sls = [slices[p] for p in positions]
+        rows = torch.cat([torch.arange(sl.start, sl.stop) for sl in sls])
+        model = self.model.instances(slice(sls[0].start, sls[-1].stop)) \
+            if int(rows[-1] - rows[0]) + 1 == len(rows) else _subset(self.model, rows.to(self.device))
+        n_test = self.cells[self.active[positions[0]]].config.n_test
+        sizes = block_sizes(self.rule.block, n_test, growth=1 if threshold else 2)
+        S = len(rows)
+        errors, counts, correct = (torch.zeros(S, dtype=torch.float64) for _ in range(3))
         open_ = torch.ones(S, dtype=torch.bool)
-        used = torch.zeros(S, dtype=torch.long)
-        j = 0
-        while j < n_blocks and bool(open_.any()):
-            block = self._block(j)
-            take = min(size, n_test - j * size)
-            xs = [t[:, :take] for t in (block.x, block.y, block.xq, block.target)]
-            out = self.model(xs[0], xs[1], xs[2])
+        local = []  # each cell's instances among ``rows``
+        for sl in sls:
+            a = local[-1].stop if local else 0
+            local.append(slice(a, a + sl.stop - sl.start))
+        for j, take in enumerate(sizes):
+            if not bool(open_.any()):
+                break
+            need = [i for i, sl in enumerate(local) if bool(open_[sl].any())]
+            blocks = [self._fresh_block(self.cells[self.active[positions[i]]], key, j, take) for i in need]
+            # Only what the count reads is stacked over the cells (not the noise or the bookkeeping).
+            names = ("x", "y", "xq", "target") + (("same",) if attention else ())
+            xs = [torch.cat([getattr(b, name) for b in blocks]).to(self.device) for name in names]
+            sub = torch.cat([torch.arange(local[i].start, local[i].stop) for i in need])
+            part = model if len(need) == len(local) else _subset(model, sub.to(self.device))
+            out = part(xs[0], xs[1], xs[2])
+            live = open_[sub]
             wrong = zero_one_loss(out.f, xs[3]).sum(1).double().cpu()
-            errors += torch.where(open_, wrong, 0.0)
-            counts += torch.where(open_, float(take), 0.0)
-            used += open_.long()
-            j += 1
+            errors[sub] += torch.where(live, wrong, 0.0)
+            counts[sub] += torch.where(live, float(take), 0.0)
+            if attention:
+                mass = (out.alpha * xs[4].to(out.alpha.dtype)).sum(-1).sum(1).double().cpu()
+                correct[sub] += torch.where(live, mass, 0.0)
             for s in torch.nonzero(open_).flatten().tolist():
                 lo, hi = wilson(float(errors[s]), float(counts[s]))
-                if lo > self.rule.error or hi <= self.rule.error or (hi - lo) / 2 <= self.rule.precision:
+                if (threshold and (lo > self.rule.error or hi <= self.rule.error)) or \
+                        (hi - lo) / 2 <= self.rule.precision:
                     open_[s] = False
-        return errors, counts, [int(used[sl].max()) for sl in self._instances()]
+        out_ = {"errors": errors, "prompts": counts}
+        if attention:
+            out_["correct"] = correct
+        return out_
 
     @torch.no_grad()
-    def _final(self, cell: _Cell, sl: slice) -> dict:
-        """The cell's evaluation at its stop: the test blocks it needed, every OOD scenario, mixed-concept prompts."""
-        K, c = cell.config.K, cell.config
+    def _final(self, cell: _Cell, position: int, sl: slice) -> dict:
+        """The cell's evaluation at its stop: test error and correct attention on fresh blocks (drawn until the
+        interval is ``rule.precision`` narrow), every OOD scenario and the mixed-concept prompts (error and
+        attention only)."""
+        c = cell.config
         part = self.model.instances(sl)
-        parts = [b.seeds(sl) for b in self.blocks[:max(1, cell.blocks)]]
-        test = Prompts(*(torch.cat([getattr(p, f.name) for p in parts], 1) for f in fields(Prompts)))
+        seq = self.sequential([position], (FINAL_TEST_PURPOSE,), threshold=False, attention=True)
+        test = {"zero_one": (seq["errors"] / seq["prompts"]).tolist(),
+                "correct_attention": (seq["correct"] / seq["prompts"]).tolist()}
         ood = {}
         for name in c.scenarios:
             prompts = Prompts.cat([sample_prompts(dic, scenario_spec(sc, name), sc.seeds, sc.n_test_ood,
                                                   generator(sc, 10 + SCENARIOS.index(name)))
                                    for sc, dic in cell.groups]).to(self.device)
-            ood[name] = prompt_metrics(part, prompts, K)
-        out = {"test": prompt_metrics(part, test, K), "ood": ood, "test_prompts": test.target.shape[1]}
-        if K >= 2 and c.L >= 4:
+            ood[name] = map_metrics(part, prompts)
+        out = {"test": test, "ood": ood, "test_prompts": [int(v) for v in seq["prompts"]]}
+        if c.K >= 2 and c.L >= 4:
             prompts, concepts = mixed_set(c, cell.world)
             out["mixed_concepts"] = mixed_concept_metrics(part, prompts.to(self.device), concepts.to(self.device))
         return out
@@ -402,11 +424,7 @@ class SweepBatch:
         self.model = _subset(self.model, dev_rows)
         self.lr = self.lr.index_select(0, dev_rows)
 
-        def pick(p: Prompts) -> Prompts:
-            return Prompts(*(getattr(p, f.name).index_select(0, dev_rows) for f in fields(Prompts)))
-
-        self.train = pick(self.train)
-        self.blocks = [pick(b) for b in self.blocks]
+        self.train = tuple(t.index_select(0, dev_rows) for t in self.train)
         self.first_loss = None if self.first_loss is None else self.first_loss.index_select(0, rows)
         self.active = keep
 
@@ -418,19 +436,18 @@ class SweepBatch:
         for step in range(rule.max_steps + 1):
             if step % eval_every == 0 or step == rule.max_steps:
                 t0 = clock()
-                errors, counts, needed = self.test_errors()
+                seq = self.sequential(range(len(self.active)), (TEST_BLOCK_PURPOSE, step))
                 self.timings["evaluate"] += clock() - t0
                 leaving = []
                 for j, (c, sl) in enumerate(zip(self.active, self._instances(), strict=True)):
                     cell = self.cells[c]
-                    cell.blocks = max(cell.blocks, needed[j])
-                    err = (errors[sl] / counts[sl]).tolist()
-                    cell.rows.append({"step": step, "test": {"zero_one": err, "n": counts[sl].tolist()}})
+                    err = (seq["errors"][sl] / seq["prompts"][sl]).tolist()
+                    cell.rows.append({"step": step, "test": {"zero_one": err, "n": seq["prompts"][sl].tolist()}})
                     if all(e <= rule.error for e in err) or step == rule.max_steps:
                         cell.status = "reached" if all(e <= rule.error for e in err) else "censored"
                         cell.stop_step = step
                         t1 = clock()
-                        cell.final = self._final(cell, sl)
+                        cell.final = self._final(cell, j, sl)
                         self.timings["final"] += clock() - t1
                         leaving.append(j)
                 if leaving:
@@ -458,7 +475,29 @@ class SweepBatch:
         return self.cells
 
 
-TEST_BLOCK_PURPOSE = 100  # generator purpose of a sweep cell's test block j: TEST_BLOCK_PURPOSE + j
+TEST_BLOCK_PURPOSE = 100  # key of a sweep cell's fresh test blocks at an evaluation: (TEST_BLOCK_PURPOSE, step)
+FINAL_TEST_PURPOSE = 101  # key of the fresh test blocks of a cell's final evaluation, at its stop
+
+
+def block_sizes(block: int, n_test: int, growth: int = 1) -> list[int]:
+    """Prompts per seed of each sequential test block: ``block``, then each block ``growth`` times the one before
+    (1: equal blocks, as evaluations draw them; 2: doubling, as the final evaluation draws them, where the
+    precision rule alone decides and few, larger blocks cost less), the last one cut so the total is ``n_test``."""
+    sizes, total, size = [], 0, max(1, block)
+    while total < n_test:
+        sizes.append(min(size, n_test - total))
+        total += sizes[-1]
+        size *= growth
+    return sizes
+
+
+def block_generator(seed: int, key: Sequence[int], j: int) -> torch.Generator:
+    """The generator of fresh test block ``j`` of the evaluation keyed by ``key`` (e.g. (TEST_BLOCK_PURPOSE,
+    step)) for a cell of seed ``seed``: numpy's SeedSequence of (seed, *key, j), so blocks of different
+    evaluations, of different j and of different cells never share a stream, and a cell draws the same blocks
+    in any batch."""
+    state = int(np.random.SeedSequence([seed, *key, j]).generate_state(1)[0])
+    return torch.Generator().manual_seed(state)
 
 
 def mixed_set(config: SyntheticConfig, world: World, concepts: int = 2) -> tuple[Prompts, torch.Tensor]:

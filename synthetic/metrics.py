@@ -128,6 +128,16 @@ def weight_metrics(model: OneLayerTransformer, dic: Dictionary, train: Prompts, 
     }
 
 
+@torch.no_grad()
+def map_metrics(model: OneLayerTransformer, prompts: Prompts) -> dict:
+    """What a sweep's map shows of a prompt set, per seed: the 0-1 error and the correct attention (one forward
+    pass; :func:`prompt_metrics` adds the losses, polarisation, score gaps and label readouts)."""
+    out = model(prompts.x, prompts.y, prompts.xq)
+    correct = (out.alpha * prompts.same.to(out.alpha.dtype)).sum(-1).mean(1)
+    return {"zero_one": _seedwise(zero_one_loss(out.f, prompts.target).mean(1)),
+            "correct_attention": _seedwise(correct)}
+
+
 def same_concept_attention(alpha: torch.Tensor, demo_concept: torch.Tensor,
                            query_concept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The real probe's statistic on synthetic prompts: the share of the query's attention mass on demonstrations

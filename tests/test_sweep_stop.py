@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,10 +13,21 @@ import torch
 from scipy import stats
 
 from mcicl.core.runs import RunFolder
-from mcicl.synthetic.cells import StopRule, km_steps, sweep_cells, wilson
-from mcicl.synthetic.data import build_dictionary, sample_mixed_prompts, train_spec
+from mcicl.synthetic.cells import (
+    FINAL_TEST_PURPOSE,
+    TEST_BLOCK_PURPOSE,
+    StopRule,
+    block_generator,
+    block_sizes,
+    km_steps,
+    sweep_cells,
+    wilson,
+)
+from mcicl.synthetic.data import build_dictionary, sample_mixed_prompts, sample_prompts, train_spec
 from mcicl.synthetic.metrics import same_concept_attention
+from mcicl.synthetic.model import zero_one_loss
 from mcicl.synthetic.sweep import run_sweep, sweep_figure
+from mcicl.synthetic.train import train
 from tests.test_sweep import tiny
 
 
@@ -53,6 +65,53 @@ def test_cells_stop_censor_and_diverge_each_as_when_trained_alone(tmp_path) -> N
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["cells"]["censored"] >= 1 and summary["cells"]["diverged"] == 2
     assert (run.path / "figures" / "sweep.png").is_file()
+
+
+def hand_errors(config, model, key, prompts_per_seed, sizes) -> list[float]:
+    """Errors per seed of ``model`` on the first prompts_per_seed[s] fresh test prompts of evaluation ``key``,
+    drawn here block by block (block j: sizes[j] prompts) as the sweep documents it."""
+    dic = build_dictionary(config)
+    out = []
+    for s, n in enumerate(prompts_per_seed):
+        wrong, used = 0.0, 0
+        for j, size in enumerate(sizes):
+            if used >= n:
+                break
+            p = sample_prompts(dic, train_spec(config), config.seeds, size, block_generator(config.seed, key, j))
+            wrong += float(zero_one_loss(model(p.x, p.y, p.xq).f, p.target)[s].sum())
+            used += size
+        assert used == n  # a seed's count is a whole number of blocks
+        out.append(wrong / n)
+    return out
+
+
+def test_every_sweep_evaluation_counts_errors_on_its_own_fresh_prompts() -> None:
+    """The test error of each evaluation equals, by hand, the model of that step scored on fresh blocks keyed by
+    (seed, step, block): not a test set re-scored along training, so the counts of different evaluations are
+    independent; the final error is measured on blocks of its own key."""
+    config = tiny(dtype="float64", steps=10, eval_every=5, n_test=200, seeds=3)
+    rule = StopRule(max_steps=10, block=40)
+    (result,) = sweep_cells([config], rule)
+    assert [r["step"] for r in result.rows] == [0, 5, 10]
+    for row in result.rows:
+        model = train(replace(config, steps=row["step"]), figures=False).model  # the weights at that step
+        assert row["test"]["zero_one"] == pytest.approx(hand_errors(
+            config, model, (TEST_BLOCK_PURPOSE, row["step"]), row["test"]["n"], [40] * 5), abs=1e-12)
+    # The final error: blocks of their own key, doubling (40, 80, then the 80 left of n_test).
+    assert block_sizes(40, 200, growth=2) == [40, 80, 80] and block_sizes(50, 120) == [50, 50, 20]
+    final = result.summary["per_seed"]["test_zero_one"]
+    model = train(config, figures=False).model
+    assert final == pytest.approx(hand_errors(config, model, (FINAL_TEST_PURPOSE,), result.summary["test_prompts"],
+                                              [40, 80, 80]), abs=1e-12)
+    # Blocks of two evaluations, of two block indices and of two cells' seeds never coincide; a key repeats.
+    dic, spec = build_dictionary(config), train_spec(config)
+    xs = [sample_prompts(dic, spec, 3, 40, block_generator(seed, key, j)).x
+          for seed, key, j in ((0, (TEST_BLOCK_PURPOSE, 0), 0), (0, (TEST_BLOCK_PURPOSE, 5), 0),
+                               (0, (TEST_BLOCK_PURPOSE, 0), 1), (1, (TEST_BLOCK_PURPOSE, 0), 0),
+                               (0, (FINAL_TEST_PURPOSE,), 0))]
+    assert all(not torch.equal(xs[i], xs[k]) for i in range(5) for k in range(i))
+    again = sample_prompts(dic, spec, 3, 40, block_generator(0, (TEST_BLOCK_PURPOSE, 5), 0)).x
+    assert torch.equal(again, xs[1])
 
 
 def test_steps_to_stop_kaplan_meier_median_and_range_by_hand() -> None:
