@@ -137,14 +137,31 @@ def test_full_disk_during_a_shard_write_loses_nothing(minilm, counted, monkeypat
     kept = {p.name: p.read_bytes() for p in folder.iterdir() if p.name.startswith("shard")}
     with pytest.raises(StoreError, match="unfinished"):
         ActivationStore.open(folder)
+    # the disk fills while the manifest is rewritten after shard 2: the manifest on disk stays the previous one
+    monkeypatch.setattr(shards, "open", lambda path, mode="r", *a, **k: _failing_manifest(real_open, path, mode, *a,
+                                                                                            **k), raising=False)
+    with pytest.raises(StoreError, match="writing shard 2 failed"):
+        write_store(folder, PAIRS, CONFIG, minilm, shard_items=4, show_progress=False)
+    assert sorted(json.loads((folder / "manifest.json").read_text())["shards"]) == ["0", "1"]
     monkeypatch.undo()  # space freed: the same write resumes
     calls = []
     real = store.pool_vectors
     monkeypatch.setattr(store, "pool_vectors", lambda m, items, *a, **k: calls.append(len(items)) or real(m, items, *a,
                                                                                                          **k))
     st = write_store(folder, PAIRS, CONFIG, minilm, shard_items=4, show_progress=False)
-    assert calls == [3] and st.n_rows == 11
+    assert calls == [] and st.n_rows == 11  # shard 2 was whole on disk, only its manifest entry missing: adopted
     assert all((folder / name).read_bytes() == data for name, data in kept.items())
+
+
+def _failing_manifest(real_open, path, mode="r", *args, **kwargs):
+    """open() whose writes to a manifest fail half-way with ENOSPC."""
+    fh = real_open(path, mode, *args, **kwargs)
+    if "w" in mode and "manifest.json" in str(path):
+        def write(data):
+            fh.raw.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fh.write = write
+    return fh
 
 
 def test_moments_merge_equals_numpy_in_any_chunking():
