@@ -222,6 +222,8 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
     auto = AutoBatch(model, min(AUTO_START, max(len(items), 1))) if batch_size == "auto" else None
     # Longest first (an out-of-memory error shows at once), similar lengths share a batch (little padding).
     order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
+    offsets = np.concatenate([[0], np.cumsum([len(it.positions) for it in items])]).astype(int).tolist()
+    n_rows = offsets[-1] if pooling == "tokens" else len(items)
     done = [0]
 
     def batches() -> Iterator[list[int]]:
@@ -244,7 +246,7 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
             width = max(len(items[i].ids) for i in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            b_idx, t_idx, last = [], [], []
+            b_idx, t_idx, last, dest = [], [], [], []
             for row, i in enumerate(batch):
                 ids = items[i].ids
                 shift = width - len(ids) if padding_side == "left" else 0
@@ -253,6 +255,7 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
                 b_idx += [row] * len(items[i].positions)
                 t_idx += [p + shift for p in items[i].positions]
                 last.append(items[i].positions[-1] + shift)
+                dest += range(offsets[i], offsets[i] + len(items[i].positions))
             kwargs = dict(extra)
             if pass_positions:
                 kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
@@ -276,6 +279,8 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
                 h = hidden[li]  # (B, T, d); pad positions may hold garbage (even NaN): only word tokens are read
                 if pooling == "last":
                     pooled = h[torch.arange(len(batch), device=h.device), torch.tensor(last, device=h.device)].float()
+                elif pooling == "tokens":  # every word token's own row, item by item (rows: offsets[i] + j)
+                    pooled = h[torch.tensor(b_idx, device=h.device), torch.tensor(t_idx, device=h.device)].float()
                 else:
                     bi = torch.tensor(b_idx, device=h.device)
                     tok = h[bi, torch.tensor(t_idx, device=h.device)].float()
@@ -285,8 +290,8 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
                     pooled = sums / counts[:, None]
                 name = str(li)
                 if name not in out:
-                    out[name] = np.empty((len(items), h.shape[-1]), dtype=np.float32)
-                out[name][batch] = pooled.cpu().numpy()
+                    out[name] = np.empty((n_rows, h.shape[-1]), dtype=np.float32)
+                out[name][dest if pooling == "tokens" else batch] = pooled.cpu().numpy()
             del hidden
             done[0] += len(batch)
             if auto is not None:
@@ -315,7 +320,9 @@ def pool_vectors(model: Any, items: list[PoolItem], space: str, layer_idx: list[
                  desc: str = "extract", truncate: bool = True) -> dict[str, np.ndarray]:
     """Layer name -> (len(items), d) pooled vectors of ``items``: the public forward-and-pool seam that word
     extraction, contextual extraction and the probes share (padding handled here, once). ``batch_size`` is an
-    integer or ``"auto"``; ``truncate`` stops the forward pass after the deepest layer in ``layer_idx``."""
+    integer or ``"auto"``; ``truncate`` stops the forward pass after the deepest layer in ``layer_idx``.
+    ``pooling="tokens"`` (hidden states only) keeps every word token's row instead: item i's rows are
+    ``offsets[i]:offsets[i + 1]``, offsets the running sum of ``len(item.positions)``."""
     if space == "hidden":
         return _pool_hidden(model, items, layer_idx, pooling, batch_size, padding_side, pad_id, show_progress, desc,
                             truncate)

@@ -189,9 +189,11 @@ def _save_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def write_store(path: str | Path, pairs: Sequence[tuple[str, str]], config: ExtractionConfig, loaded: LoadedModel,
-                *, shard_items: int = SHARD_ITEMS, show_progress: bool = True) -> ActivationStore:
+                *, shard_items: int = SHARD_ITEMS, tokens: bool = False, show_progress: bool = True
+                ) -> ActivationStore:
     """Extract ``pairs`` (word, label) as ``config`` says into the store at ``path`` (created, or resumed) and
-    return it opened. Pooling 'mean'/'last' stores one row per word; the words are put in the template."""
+    return it opened. One row per word pooled as ``config.pooling`` says, or with ``tokens`` one row per word
+    token (``position``: the token's index in the templated text); the words are put in the template."""
     path = Path(path)
     model, tokenizer = loaded.model, loaded.tokenizer
     if config.space != "hidden":
@@ -206,6 +208,8 @@ def write_store(path: str | Path, pairs: Sequence[tuple[str, str]], config: Extr
     layer_idx = resolve_layers(config.layers, n_hidden_layers(model))
     names = [str(i) for i in layer_idx]
     key = store_key(loaded, config, names)
+    pooling = "tokens" if tokens else config.pooling
+    key["pooling"] = pooling
     n_shards = -(-len(kept) // shard_items)
     plan = {"n_items": len(kept), "shard_items": shard_items, "n_shards": n_shards,
             "items_hash": _items_hash(kept, labels)}
@@ -246,18 +250,23 @@ def write_store(path: str | Path, pairs: Sequence[tuple[str, str]], config: Extr
             except ShardError as err:
                 log.warning("%s: rewriting it", err)
         lo, hi = i * shard_items, min((i + 1) * shard_items, len(kept))
-        vectors = pool_vectors(model, items[lo:hi], "hidden", layer_idx, config.pooling, config.batch_size, side,
+        vectors = pool_vectors(model, items[lo:hi], "hidden", layer_idx, pooling, config.batch_size, side,
                                pad, show_progress=False)
         arrays = {f"layer.{n}": vectors[n] for n in names}
-        arrays["item"] = np.arange(lo, hi, dtype=np.int64)
-        arrays["position"] = np.full(hi - lo, -1, dtype=np.int64)
+        if tokens:
+            arrays["item"] = np.repeat(np.arange(lo, hi, dtype=np.int64), [len(it.positions) for it in items[lo:hi]])
+            arrays["position"] = np.array([p for it in items[lo:hi] for p in it.positions], dtype=np.int64)
+        else:
+            arrays["item"] = np.arange(lo, hi, dtype=np.int64)
+            arrays["position"] = np.full(hi - lo, -1, dtype=np.int64)
+        n_rows = len(arrays["item"])
         arrays["first_item"] = np.array([lo], dtype=np.int64)
         dim = int(vectors[names[0]].shape[1])
-        meta = {"words": json.dumps(kept[lo:hi]), "labels": json.dumps(labels[lo:hi]), "rows": str(hi - lo),
+        meta = {"words": json.dumps(kept[lo:hi]), "labels": json.dumps(labels[lo:hi]), "rows": str(n_rows),
                 "dim": str(dim), "shard": str(i)}
         try:
             size = write_shard(file, arrays, meta)
-            manifest["shards"][str(i)] = {"rows": hi - lo, "bytes": size}
+            manifest["shards"][str(i)] = {"rows": n_rows, "bytes": size}
             manifest["dim"] = dim
             _save_manifest(path, manifest)
         except OSError as err:

@@ -247,3 +247,33 @@ def test_store_options_that_cannot_be_honoured_are_refused(tmp_path: Path, capsy
         assert main(["probe", "geometry", *argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2
         assert words in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_token_level_store_holds_each_word_tokens_own_row(minilm, tmp_path):
+    """Token rows equal a bare unpadded forward pass at the word's tokens; their mean is the pooled vector."""
+    import torch
+
+    from mcicl.probing.extract import prepare_words
+
+    pairs = [("antidisestablishment", "a"), ("dog", "a"), ("banana split", "b"), ("saw", "b"), ("x", "b")]
+    st = write_store(tmp_path / "t", pairs, ExtractionConfig(layers="2"), minilm, shard_items=2, tokens=True,
+                     show_progress=False)
+    assert st.key["pooling"] == "tokens"
+    pooled = write_store(tmp_path / "p", pairs, ExtractionConfig(layers="2"), minilm, shard_items=2,
+                         show_progress=False)
+    kept, items, _ = prepare_words(minilm.tokenizer, [w for w, _ in pairs])
+    rows, item_of, positions = [], [], []
+    for i in range(st.n_shards):
+        arrays = st.shard(i)
+        rows.append(np.asarray(arrays["layer.2"]))
+        item_of += arrays["item"].tolist()
+        positions += arrays["position"].tolist()
+    rows = np.concatenate(rows)
+    assert len(rows) == sum(len(it.positions) for it in items) > len(items)  # multi-token words: several rows
+    with torch.inference_mode():
+        for j, (i, p) in enumerate(zip(item_of, positions, strict=True)):
+            bare = minilm.model(input_ids=torch.tensor([items[i].ids]), output_hidden_states=True).hidden_states[2]
+            np.testing.assert_allclose(rows[j], bare[0, p].numpy(), rtol=1e-4, atol=1e-5)
+    means = np.stack([rows[np.array(item_of) == i].mean(axis=0) for i in range(len(items))])
+    np.testing.assert_allclose(means, _rows(pooled, "2")[0], rtol=1e-4, atol=1e-5)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import csr_matrix
 
 Chunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]  # a fresh iterator of (rows (b, d), codes (b,))
 
@@ -140,9 +141,9 @@ class StreamingGeometry:
 
 
 def _per_concept(X: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
-    out = np.zeros((k, X.shape[1]))
-    np.add.at(out, codes, X)
-    return out
+    """(k, d) sums of the rows of each concept (a sparse indicator product: O(n d), no (n, k) dense matrix)."""
+    M = csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(k, len(codes)))
+    return np.asarray(M @ X)
 
 
 def streaming_geometry(chunks: Chunks, k: int, d: int, *, center: bool = True) -> StreamingGeometry:
