@@ -226,13 +226,16 @@ def test_geometry_from_a_store_equals_geometry_in_memory(minilm, tmp_path, monke
     assert g.moments.n == 11
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_store_streaming_only_run_folder(minilm, tmp_path, monkeypatch, capsys):
     """The streaming-only result writes its table, figure and summary through the command line."""
     monkeypatch.setattr(geometry, "memory_budget", lambda device: (1000, "cpu (test budget)"))
     monkeypatch.setattr(geometry, "load_for", lambda cfg: minilm)
     out = tmp_path / "out"
-    code = main(["probe", "geometry", "--store", str(tmp_path / "s"), "--layers", "2", "--permutations", "5",
-                 "--bootstrap", "5", "--shuffles", "0", "--no-probes", "--baselines", "none", "--out", str(out),
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text(json.dumps({"animal": ["dog", "cat", "horse"], "tool": ["hammer", "saw", "drill"]}))
+    code = main(["probe", "geometry", "--store", str(tmp_path / "s"), "--layers", "2", "--concepts", str(concepts),
+                 "--permutations", "5", "--bootstrap", "5", "--shuffles", "0", "--no-probes", "--baselines", "none", "--out", str(out),
                  "--quiet"])
     assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
