@@ -235,8 +235,8 @@ def test_store_streaming_only_run_folder(minilm, tmp_path, monkeypatch, capsys):
     concepts = tmp_path / "concepts.json"
     concepts.write_text(json.dumps({"animal": ["dog", "cat", "horse"], "tool": ["hammer", "saw", "drill"]}))
     code = main(["probe", "geometry", "--store", str(tmp_path / "s"), "--layers", "2", "--concepts", str(concepts),
-                 "--permutations", "5", "--bootstrap", "5", "--shuffles", "0", "--no-probes", "--baselines", "none", "--out", str(out),
-                 "--quiet"])
+                 "--permutations", "5", "--bootstrap", "5", "--shuffles", "0", "--no-probes", "--baselines", "none",
+                 "--out", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["streaming_only"] and summary["within_concept_cosine"]["null"] is None
