@@ -280,3 +280,29 @@ def test_token_level_store_holds_each_word_tokens_own_row(minilm, tmp_path):
             np.testing.assert_allclose(rows[j], bare[0, p].numpy(), rtol=1e-4, atol=1e-5)
     means = np.stack([rows[np.array(item_of) == i].mean(axis=0) for i in range(len(items))])
     np.testing.assert_allclose(means, _rows(pooled, "2")[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_dictionary_from_a_store_equals_dictionary_in_memory(minilm, tmp_path, monkeypatch):
+    """probe dictionary --store fits the same dictionary as without a store; too large for memory: one error."""
+    from mcicl.probing.dictionary import measure_dictionary
+    from mcicl.probing.dictionary_config import DictionaryConfig
+    from mcicl.probing.memory import DoesNotFitError
+
+    concepts = tmp_path / "concepts.json"
+    groups: dict[str, list[str]] = {}
+    for w, lab in PAIRS:
+        groups.setdefault(lab, []).append(w)
+    concepts.write_text(json.dumps(groups))
+    base = dict(concepts=str(concepts), atoms="4,8", nonzeros="1", iterations=5, permutations=5, bootstrap=5)
+    plain = measure_dictionary(DictionaryConfig(extraction=ExtractionConfig(layers="2"), **base), loaded=minilm,
+                               quiet=True)
+    stored = measure_dictionary(DictionaryConfig(extraction=ExtractionConfig(layers="2"), store=str(tmp_path / "s"),
+                                                 **base), loaded=minilm, quiet=True)
+    a, b = plain.summary["per_layer"]["2"], stored.summary["per_layer"]["2"]
+    assert a["atoms"] == b["atoms"] and a["nonzeros"] == b["nonzeros"]
+    assert b["best_atom_cos"]["value"] == pytest.approx(a["best_atom_cos"]["value"], rel=1e-4, abs=1e-5)
+    monkeypatch.setattr(geometry, "memory_budget", lambda device: (1000, "cpu (test budget)"))
+    with pytest.raises(DoesNotFitError, match=r"needs the rows in memory, about .* for 11 rows"):
+        measure_dictionary(DictionaryConfig(extraction=ExtractionConfig(layers="2"), store=str(tmp_path / "s"),
+                                            **base), loaded=minilm, quiet=True)
