@@ -58,7 +58,7 @@ from mcicl.probing.contexts_config import NEUTRAL_FRAMES, ContextsConfig
 from mcicl.probing.datasets import load_concept_set, wordnet_reader
 from mcicl.probing.extract import extract_words, load_for, n_hidden_layers
 from mcicl.probing.extract_config import POOLINGS, ExtractionConfig, resolve_layers
-from mcicl.probing.forward import PoolItem, padding_for, padding_token_id, pool_vectors
+from mcicl.probing.forward import PoolItem, chunk_rows, padding_for, padding_token_id, pool_vectors
 from mcicl.probing.hf_contexts import load_dataset_contexts
 from mcicl.probing.models import LoadedModel
 from mcicl.probing.semcor import load_semcor_contexts
@@ -105,12 +105,13 @@ def prepare_contexts(tokenizer: Any, contexts: Sequence[SenseContext]) -> list[P
 
 
 def extract_contexts(model: Any, tokenizer: Any, contexts: Sequence[SenseContext], *,
-                     layers: str | Sequence[int] = "all", pooling: str = "mean", batch_size: int = 32,
+                     layers: str | Sequence[int] = "all", pooling: str = "mean", batch_size: int | str = 32,
                      padding_side: str = "auto", cache_dir: str | None = None,
                      show_progress: bool = True) -> ContextualExtraction:
     """A ContextualExtraction of ``contexts`` from a loaded model (hidden states; cached when ``cache_dir``)."""
     require(pooling in POOLINGS, "pooling", pooling, "one of " + ", ".join(POOLINGS))
-    require(isinstance(batch_size, int) and batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
+    require(batch_size == "auto" or (isinstance(batch_size, int) and batch_size >= 1), "batch_size", batch_size,
+            "an integer >= 1 or 'auto'")
     contexts = list(contexts)
     items = prepare_contexts(tokenizer, contexts)
     n_layers = n_hidden_layers(model)
@@ -131,7 +132,7 @@ def extract_contexts(model: Any, tokenizer: Any, contexts: Sequence[SenseContext
                                             "pooling": pooling, "padding_side": side, "dtype": str(model.dtype)})
         # A chunk is keyed by its contexts and occurrences; one chunk per 8 batches.
         keys = [f"{c.start}:{len(c.word)}:{c.context}" for c in contexts]
-        size = batch_size * 8
+        size = chunk_rows(batch_size)
         chunks = [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
         vectors = {}
         for chunk in progress(chunks, desc="contexts") if show_progress else chunks:

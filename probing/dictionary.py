@@ -43,8 +43,16 @@ from mcicl.core.runs import RunFolder
 from mcicl.core.seeding import seed_everything
 from mcicl.core.vectors import LabelledVectors, Space
 from mcicl.probing.dictionary_config import DictionaryConfig, parse_grid
-from mcicl.probing.geometry import load_concepts, spaces_from_file, spaces_from_model
+from mcicl.probing.extract import load_for
+from mcicl.probing.geometry import (
+    check_store_options,
+    load_concepts,
+    spaces_from_file,
+    spaces_from_model,
+    spaces_from_store,
+)
 from mcicl.probing.geometry_config import GeometryConfig
+from mcicl.probing.memory import DoesNotFitError, gib
 
 log = logging.getLogger("mcicl")
 
@@ -70,7 +78,7 @@ RECALL_CAPTION = Caption(
 
 def _geometry_view(cfg: DictionaryConfig) -> GeometryConfig:
     """The same inputs as a geometry config, so the two jobs read models and files the same way."""
-    return GeometryConfig(extraction=cfg.extraction, vectors=cfg.vectors, concepts=cfg.concepts,
+    return GeometryConfig(extraction=cfg.extraction, vectors=cfg.vectors, store=cfg.store, concepts=cfg.concepts,
                           polysemy=cfg.polysemy, seed=cfg.seed, probes=False)
 
 
@@ -252,6 +260,16 @@ def measure_dictionary(cfg: DictionaryConfig, *, loaded: Any = None, quiet: bool
     gcfg = _geometry_view(cfg)
     if cfg.vectors:
         spaces, info = spaces_from_file(gcfg)
+    elif cfg.store:
+        loaded = loaded if loaded is not None else load_for(cfg.extraction)
+        found, info, _ = spaces_from_store(gcfg, loaded=loaded, quiet=quiet, concept_set=concept_set)
+        if found is None:
+            s = info["store"]
+            raise DoesNotFitError(f"--store {cfg.store}: fitting a dictionary needs the rows in memory, about "
+                                  f"{gib(s['in_memory_bytes'])} for {s['rows']:,} rows, and {gib(s['budget_bytes'])} "
+                                  "are available; accepted: a store that fits (fewer words or layers), or more memory "
+                                  "(the streamed statistics of a larger store: probe geometry --store)")
+        spaces = found
     else:
         spaces, info = spaces_from_model(gcfg, loaded=loaded, quiet=quiet, concept_set=concept_set)
     truth = LabelledVectors.load(cfg.truth) if cfg.truth else None
@@ -293,9 +311,11 @@ def execute(cfg: DictionaryConfig, ctx: JobContext) -> int:
                              "ignored; accepted: --vectors alone, or a model with --concepts/--layers")
     else:
         concept_set = load_concepts(_geometry_view(cfg))
+    if cfg.store:
+        check_store_options(_geometry_view(cfg))
     folder = ctx.create_run(inputs={"--model": cfg.extraction.model, "--vectors": cfg.vectors, "--truth": cfg.truth,
                                     "--concepts": cfg.concepts, "--polysemy": cfg.polysemy,
-                                    "--cache-dir": cfg.extraction.cache_dir})
+                                    "--cache-dir": cfg.extraction.cache_dir, "--store": cfg.store})
     result = measure_dictionary(cfg, quiet=ctx.quiet, concept_set=concept_set)
     result.save(folder)
     s = result.summary

@@ -33,6 +33,9 @@ class DictionaryConfig:
     extraction: ExtractionConfig = field(default_factory=lambda: ExtractionConfig(layers="0,-1"))
     vectors: str | None = field(default=None, metadata=doc(
         "fit a saved LabelledVectors file instead of a model (e.g. synthetic features.npz)", metavar="FILE.npz"))
+    store: str | None = field(default=None, metadata=doc(
+        "an activation store folder: the concept words are extracted into it (resumed; another model's store is "
+        "refused) and fitted from it when its rows fit in memory", metavar="DIR"))
     truth: str | None = field(default=None, metadata=doc(
         "a known dictionary to recover (LabelledVectors .npz, e.g. a synthetic run's dictionary.npz): matched "
         "cosines and the Amari distance are reported", metavar="FILE.npz"))
@@ -70,7 +73,7 @@ DICTIONARY_JOB = Job(
     config=DictionaryConfig,
     fields={
         "model": ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code"),
-        "what to fit": ("vectors", "truth", "concepts", "polysemy", "extraction.space", "extraction.layers",
+        "what to fit": ("vectors", "store", "truth", "concepts", "polysemy", "extraction.space", "extraction.layers",
                         "extraction.pooling", "extraction.template", "extraction.batch_size",
                         "extraction.cache_dir"),
         "fit and nulls": ("atoms", "nonzeros", "iterations", "permutations", "bootstrap"),

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 
 from mcicl.core.configuration import require
@@ -37,18 +36,21 @@ from mcicl.probing.extract_config import (
     resolve_layers,
 )
 
-# model_body, padding_for, padding_token_id, input_scale, PoolItem and pool_vectors are re-exported: callers
-# (probing.icl, tests) import them from here, and this module's own calls go through these names so a test can
-# patch extract.pool_vectors.
+# model_body, n_hidden_layers, padding_for, padding_token_id, input_scale, PoolItem and pool_vectors are re-exported:
+# callers (probing.icl, tests) import them from here, and this module's own calls go through these names so a test
+# can patch extract.pool_vectors.
 from mcicl.probing.extract_figures import OVERVIEW_CAPTION, layer_stats, overview_figure, overview_title
 from mcicl.probing.forward import (
     PoolItem,
+    chunk_rows,
     input_scale,
-    model_body,
+    model_body,  # noqa: F401 (re-exported)
+    n_hidden_layers,
     padding_for,
     padding_token_id,
     pool_vectors,
 )
+from mcicl.probing.memory import check_fits
 from mcicl.probing.models import LoadedModel, load_model
 from mcicl.probing.placement import input_device, resolve_device
 from mcicl.probing.tiny import is_random_weights
@@ -251,26 +253,6 @@ def _drop_blank_ends(tokenizer: Any, ids: list[int], positions: list[int]) -> li
     return positions
 
 
-def n_hidden_layers(model: Any) -> int:
-    """The number of transformer layers (hidden states are 0..n, 0 = embedding output)."""
-    config = model.config
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if getattr(config, "is_encoder_decoder", False):
-        for name in ("encoder_layers", "num_layers"):
-            if isinstance(getattr(text, name, None), int):
-                return int(getattr(text, name))
-    for name in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
-        if isinstance(getattr(text, name, None), int):
-            return int(getattr(text, name))
-    # Unusual config: count the hidden states of a one-token forward pass.
-
-
-    with torch.inference_mode():
-        out = model_body(model)(input_ids=torch.zeros(1, 1, dtype=torch.long, device=input_device(model)),
-                           output_hidden_states=True)
-    return len(out.hidden_states) - 1
-
-
 def layer_names(model: Any, space: str, layers: str | Sequence[int] = "all") -> list[str]:
     """The layer names an extraction of ``space`` with ``layers`` produces for ``model``."""
     if space == "hidden":
@@ -296,11 +278,12 @@ def _meta(model: Any, tokenizer: Any, space: str, template: str, pooling: str, p
 
 def extract(model: Any, tokenizer: Any, words: Iterable[str], *, space: str = "hidden",
             layers: str | Sequence[int] = "all", template: str = WORD_SLOT, pooling: str = "mean",
-            batch_size: int = 64, padding_side: str = "auto", show_progress: bool = True) -> Extraction:
+            batch_size: int | str = 64, padding_side: str = "auto", show_progress: bool = True) -> Extraction:
     """An Extraction of ``words`` from an already loaded model (no file I/O, no cache)."""
     require(space in SPACES, "space", space, "one of " + ", ".join(SPACES))
     require(pooling in POOLINGS, "pooling", pooling, "one of " + ", ".join(POOLINGS))
-    require(isinstance(batch_size, int) and batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
+    require(batch_size == "auto" or (isinstance(batch_size, int) and batch_size >= 1), "batch_size", batch_size,
+            "an integer >= 1 or 'auto'")
     kept, items, report = prepare_words(tokenizer, words, template)
     n_layers = n_hidden_layers(model) if space == "hidden" else None
     layer_idx = resolve_layers(layers, n_layers) if space == "hidden" else []
@@ -316,6 +299,8 @@ def load_for(config: ExtractionConfig) -> LoadedModel:
     """The model loaded as ``config`` asks (dtype, device or balanced, remote-code policy)."""
 
     device, device_map = resolve_device(config.device)
+    check_fits(config.model, dtype=config.dtype, device=device, device_map=device_map, batch_size=config.batch_size,
+               trust_remote_code=config.trust_remote_code)  # refused before any weight is read
     return load_model(config.model, dtype=config.dtype, device=device, device_map=device_map,
                       trust_remote_code=config.trust_remote_code)
 
@@ -360,7 +345,7 @@ def _cached_pool(model: Any, tokenizer: Any, ref: Any, kept: list[str], items: l
     cache = ExtractionCache(config.cache_dir, settings)
     # Chunks follow the token-length order, so each chunk batches well; a chunk is keyed by its words.
     order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
-    chunk_size = config.batch_size * 8
+    chunk_size = chunk_rows(config.batch_size)
     chunks = [order[i:i + chunk_size] for i in range(0, len(order), chunk_size)]
     out: dict[str, np.ndarray] = {}
     hits = 0

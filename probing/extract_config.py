@@ -78,7 +78,8 @@ class ExtractionConfig:
         "'all', 'last' or a comma list such as 0,3,-1 (0 = embedding output)"))
     template: str = field(default=WORD_SLOT, metadata=doc("context template with {word}, e.g. 'A {word}.'"))
     pooling: Literal["mean", "last"] = field(default="mean", metadata=doc("multi-token words: mean or last token"))
-    batch_size: int = field(default=64, metadata=doc("words per forward pass"))
+    batch_size: int | str = field(default=64, metadata=doc(
+        "words per forward pass, or 'auto' (the largest that fits: halved on out-of-memory, then kept)"))
     dtype: Literal["float32", "float16", "bfloat16"] = field(default="float32", metadata=doc("weights dtype"))
     device: str = field(default="auto", metadata=doc(
         "'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps', or 'balanced' for device_map='auto' "
@@ -92,8 +93,9 @@ class ExtractionConfig:
                 "'default', a local model folder, or a Hub id")
         require(self.space in SPACES, "space", self.space, "one of " + ", ".join(SPACES))
         require(self.pooling in POOLINGS, "pooling", self.pooling, "one of " + ", ".join(POOLINGS))
-        require(isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size >= 1,
-                "batch_size", self.batch_size, "an integer >= 1")
+        require(self.batch_size == "auto" or (isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool)
+                                              and self.batch_size >= 1), "batch_size", self.batch_size,
+                "an integer >= 1 or 'auto'")
         require(self.dtype in DTYPES, "dtype", self.dtype, "one of " + ", ".join(DTYPES))
         require(isinstance(self.device, str) and bool(self.device.strip()), "device", self.device,
                 "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'balanced'")

@@ -10,7 +10,11 @@ batch gets the vectors it gets alone; hidden states are the model's own ``output
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +24,12 @@ import torch
 from mcicl.core.configuration import require
 from mcicl.core.logs import progress
 from mcicl.probing.extract_config import PADDING_SIDES
+from mcicl.probing.memory import DoesNotFitError
 from mcicl.probing.models import is_causal_model
 from mcicl.probing.placement import input_device
 
+log = logging.getLogger("mcicl")
+AUTO_START = 512  # the first batch size tried by batch_size="auto" (or the number of items, if fewer)
 
 @dataclass
 class PoolItem:
@@ -102,12 +109,106 @@ def input_scale(model: Any) -> float:
     return float(scale) if scale is not None else 1.0
 
 
-def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], pooling: str, batch_size: int,
-                 padding_side: str, pad_id: int, show_progress: bool = True, desc: str = "extract"
-                 ) -> dict[str, np.ndarray]:
+
+class StopForward(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised by the hook after the last block needed: the rest of the forward pass is skipped."""
+
+
+def n_hidden_layers(model: Any) -> int:
+    """The number of transformer layers (hidden states are 0..n, 0 = embedding output)."""
+    config = model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(config, "is_encoder_decoder", False):
+        for name in ("encoder_layers", "num_layers"):
+            if isinstance(getattr(text, name, None), int):
+                return int(getattr(text, name))
+    for name in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+        if isinstance(getattr(text, name, None), int):
+            return int(getattr(text, name))
+    # Unusual config: count the hidden states of a one-token forward pass.
+    with torch.inference_mode():
+        out = model_body(model)(input_ids=torch.zeros(1, 1, dtype=torch.long, device=input_device(model)),
+                                output_hidden_states=True)
+    return len(out.hidden_states) - 1
+
+
+def transformer_blocks(model: Any) -> Any:
+    """The body's list of transformer blocks (a ModuleList of n_hidden_layers modules), or None if not found."""
+    n = n_hidden_layers(model)
+    for module in model_body(model).modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n and n > 0:
+            return module
+    return None
+
+
+@contextlib.contextmanager
+def stop_after(blocks: Any, upto: int) -> Iterator[dict[int, Any]]:
+    """Hooks recording the input of blocks 0..``upto`` (hidden states 0..upto) and stopping at block ``upto``.
+
+    Yields the dict the hooks fill (index -> (B, T, d) tensor); a forward pass inside raises :class:`StopForward`.
+    """
+    captured: dict[int, Any] = {}
+
+    def hook_for(j: int) -> Any:
+        def hook(module: Any, args: tuple, kwargs: dict) -> None:
+            captured[j] = args[0] if args else kwargs["hidden_states"]
+            if j == upto:
+                raise StopForward
+        return hook
+
+    handles = [blocks[j].register_forward_pre_hook(hook_for(j), with_kwargs=True) for j in range(upto + 1)]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+_FOUND_SIZES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class AutoBatch:
+    """``batch_size="auto"``: start large, halve on out-of-memory, and keep the size that fitted for ``model``
+    (the rest of the run reuses it: every later forward pass of this model object starts there)."""
+
+    def __init__(self, model: Any, start: int = AUTO_START):
+        self.model = model
+        self.size = _FOUND_SIZES.get(model, start)
+
+    def shrink(self, err: BaseException) -> int:
+        """The next size after an out-of-memory error at ``self.size``; re-raises at size 1."""
+        if self.size <= 1:
+            raise DoesNotFitError(f"out of memory with a batch of 1 on {input_device(self.model)} ({err}); the model "
+                              "and one item do not fit: use a smaller --dtype, a device with more memory, "
+                              "or --device balanced") from err
+        self.size //= 2
+        _FOUND_SIZES[self.model] = self.size
+        log.warning("out of memory: batch size halved to %d (kept for the rest of the run)", self.size)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return self.size
+
+    def fitted(self) -> None:
+        """Record that ``self.size`` fitted (later calls start there)."""
+        _FOUND_SIZES[self.model] = self.size
+
+
+def chunk_rows(batch_size: int | str) -> int:
+    """Rows per cache chunk: 8 batches (``"auto"``: 8 of its first size), so a chunk's key never depends on
+    what fitted."""
+    return 8 * (AUTO_START if batch_size == "auto" else int(batch_size))
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an accelerator out-of-memory error (torch.OutOfMemoryError, CUDA or MPS messages)."""
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    return isinstance(err, oom) or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+
+
+def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], pooling: str, batch_size: int | str,
+                 padding_side: str, pad_id: int, show_progress: bool = True, desc: str = "extract",
+                 truncate: bool = True) -> dict[str, np.ndarray]:
     """Pooled hidden states of the selected layers for every item (in the items' order)."""
-
-
     body = model_body(model)
     params = inspect.signature(body.forward).parameters
     extra = {k: v for k, v in (("use_cache", False), ("return_dict", True)) if k in params}
@@ -115,17 +216,37 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
     # numbers positions itself: RoBERTa-like models start at padding_idx + 1, not 0.
     pass_positions = padding_side == "left" and "position_ids" in params
     device = input_device(model)
+    upto = max(layer_idx, default=0)
+    blocks = transformer_blocks(model) if truncate and layer_idx and upto < n_hidden_layers(model) else None
+    checked = blocks is None
+    auto = AutoBatch(model, min(AUTO_START, max(len(items), 1))) if batch_size == "auto" else None
     # Longest first (an out-of-memory error shows at once), similar lengths share a batch (little padding).
     order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    offsets = np.concatenate([[0], np.cumsum([len(it.positions) for it in items])]).astype(int).tolist()
+    n_rows = offsets[-1] if pooling == "tokens" else len(items)
+    done = [0]
+
+    def batches() -> Iterator[list[int]]:
+        while done[0] < len(order):  # the size is read again after each batch: "auto" may have halved it
+            yield order[done[0]:done[0] + (auto.size if auto is not None else int(batch_size))]
+
+    def forward(input_ids: Any, mask: Any, kwargs: dict[str, Any], stop: bool) -> Any:
+        if not stop:
+            return body(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, **kwargs).hidden_states
+        with stop_after(blocks, upto) as captured:
+            with contextlib.suppress(StopForward):
+                body(input_ids=input_ids, attention_mask=mask, output_hidden_states=False, **kwargs)
+        return [captured.get(j) for j in range(upto + 1)]
+
     out: dict[str, np.ndarray] = {}
-    bar = progress(batches, desc=desc) if show_progress else iter(batches)
+    total = -(-len(order) // (auto.size if auto is not None else int(batch_size)))
+    bar = progress(batches(), desc=desc, total=total) if show_progress else batches()
     with torch.inference_mode():
         for batch in bar:
             width = max(len(items[i].ids) for i in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            b_idx, t_idx, last = [], [], []
+            b_idx, t_idx, last, dest = [], [], [], []
             for row, i in enumerate(batch):
                 ids = items[i].ids
                 shift = width - len(ids) if padding_side == "left" else 0
@@ -134,15 +255,32 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
                 b_idx += [row] * len(items[i].positions)
                 t_idx += [p + shift for p in items[i].positions]
                 last.append(items[i].positions[-1] + shift)
+                dest += range(offsets[i], offsets[i] + len(items[i].positions))
             kwargs = dict(extra)
             if pass_positions:
                 kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
-            hidden = body(input_ids=input_ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
-                          **kwargs).hidden_states
+            input_ids, mask = input_ids.to(device), mask.to(device)
+            if not checked:  # two rows both ways: a model whose hidden states are not its blocks' inputs is caught
+                checked = True
+                few = {k: (v[:2] if k == "position_ids" else v) for k, v in kwargs.items()}
+                if not _same_states(forward(input_ids[:2], mask[:2], few, True),
+                                    forward(input_ids[:2], mask[:2], few, False), layer_idx, mask[:2]):
+                    log.warning("%s: hidden states are not the inputs of its blocks; running the full forward "
+                                "pass (no stop after layer %d)", type(model).__name__, upto)
+                    blocks = None
+            try:
+                hidden = forward(input_ids, mask, kwargs, blocks is not None)
+            except Exception as err:
+                if auto is None or not is_out_of_memory(err):
+                    raise
+                auto.shrink(err)
+                continue
             for li in layer_idx:
                 h = hidden[li]  # (B, T, d); pad positions may hold garbage (even NaN): only word tokens are read
                 if pooling == "last":
                     pooled = h[torch.arange(len(batch), device=h.device), torch.tensor(last, device=h.device)].float()
+                elif pooling == "tokens":  # every word token's own row, item by item (rows: offsets[i] + j)
+                    pooled = h[torch.tensor(b_idx, device=h.device), torch.tensor(t_idx, device=h.device)].float()
                 else:
                     bi = torch.tensor(b_idx, device=h.device)
                     tok = h[bi, torch.tensor(t_idx, device=h.device)].float()
@@ -152,22 +290,42 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
                     pooled = sums / counts[:, None]
                 name = str(li)
                 if name not in out:
-                    out[name] = np.empty((len(items), h.shape[-1]), dtype=np.float32)
-                out[name][batch] = pooled.cpu().numpy()
+                    out[name] = np.empty((n_rows, h.shape[-1]), dtype=np.float32)
+                out[name][dest if pooling == "tokens" else batch] = pooled.cpu().numpy()
             del hidden
+            done[0] += len(batch)
+            if auto is not None:
+                auto.fitted()
     if not items:
         d = model.config.get_text_config().hidden_size if hasattr(model.config, "get_text_config") else 0
         out = {str(li): np.empty((0, d), dtype=np.float32) for li in layer_idx}
     return out
 
 
-def pool_vectors(model: Any, items: list[PoolItem], space: str, layer_idx: list[int], pooling: str, batch_size: int,
-                 padding_side: str, pad_id: int, show_progress: bool = True, desc: str = "extract"
-                 ) -> dict[str, np.ndarray]:
+def _same_states(truncated: list[Any], full: Any, layer_idx: list[int], mask: Any) -> bool:
+    """Whether the hooked hidden states equal the model's own at the real (unpadded) tokens of every layer."""
+    keep = mask.bool()
+    for li in layer_idx:
+        a, b = truncated[li], full[li]
+        if a is None or a.shape != b.shape:
+            return False
+        a, b = a[keep].float(), b[keep].float()
+        if not torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(float(b.abs().max()), 1.0)):
+            return False
+    return True
+
+
+def pool_vectors(model: Any, items: list[PoolItem], space: str, layer_idx: list[int], pooling: str,
+                 batch_size: int | str, padding_side: str, pad_id: int, show_progress: bool = True,
+                 desc: str = "extract", truncate: bool = True) -> dict[str, np.ndarray]:
     """Layer name -> (len(items), d) pooled vectors of ``items``: the public forward-and-pool seam that word
-    extraction, contextual extraction and the probes share (padding handled here, once)."""
+    extraction, contextual extraction and the probes share (padding handled here, once). ``batch_size`` is an
+    integer or ``"auto"``; ``truncate`` stops the forward pass after the deepest layer in ``layer_idx``.
+    ``pooling="tokens"`` (hidden states only) keeps every word token's row instead: item i's rows are
+    ``offsets[i]:offsets[i + 1]``, offsets the running sum of ``len(item.positions)``."""
     if space == "hidden":
-        return _pool_hidden(model, items, layer_idx, pooling, batch_size, padding_side, pad_id, show_progress, desc)
+        return _pool_hidden(model, items, layer_idx, pooling, batch_size, padding_side, pad_id, show_progress, desc,
+                            truncate)
     if space == "input":  # what the first layer reads: the rows times the model's scale (Gemma: sqrt(d))
         weight, scale = model.get_input_embeddings().weight, input_scale(model)
         return {"input": _pool_rows(lambda ids: weight[ids] * scale, weight.device, items, pooling)}

@@ -47,10 +47,11 @@ from mcicl.analysis.engine.measures import (
 )
 from mcicl.analysis.engine.polysemy import polysemy_analysis
 from mcicl.analysis.engine.probes import linear_probe
+from mcicl.analysis.engine.streaming import StreamingGeometry
 from mcicl.core.io import strict_json, write_json
 from mcicl.core.jobs import DemoContext, JobContext
 from mcicl.core.logs import progress
-from mcicl.core.plotting import save_figure
+from mcicl.core.plotting import Caption, save_figure, subplots
 from mcicl.core.runs import RunFolder
 from mcicl.core.seeding import seed_everything
 from mcicl.core.vectors import LabelledVectors, Space
@@ -58,10 +59,16 @@ from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.extract import ExtractionConfig, extract_words, load_for
 from mcicl.probing.extract_config import refuse_ignored
 from mcicl.probing.geometry_config import GeometryConfig
+from mcicl.probing.memory import gib, memory_budget
 from mcicl.probing.models import LoadedModel, baseline_model
+from mcicl.probing.store import ActivationStore, store_geometry, write_store
+from mcicl.probing.tiny import is_random_weights
 
 log = logging.getLogger("mcicl")
 
+IN_MEMORY_COPIES = 6  # float64 copies of the rows the in-memory analysis holds at once (prepare, units, nulls)
+STREAMED = ("within_concept_cosine", "cross_concept_cosine", "within_minus_cross", "concept_direction_abs_cos",
+            "mean_direction_abs_cos")
 MAX_PROBE_CLASSES = 100  # a multinomial probe over hundreds of WordNet synsets takes minutes per layer
 MANY_CONCEPTS = 100  # above this, subspace/held-out/LDA nulls use 20 permutations (they scale with k)
 # Statistics reported as trained minus each baseline (units: concepts or concept pairs).
@@ -219,6 +226,93 @@ def spaces_from_model(cfg: GeometryConfig, *, loaded: LoadedModel | None = None,
             "parents": dict(cs.parents), "words_in_several_concepts": several,
             "concepts_without_own_words": emptied}
     return spaces, info
+
+
+def spaces_from_store(cfg: GeometryConfig, *, loaded: LoadedModel, quiet: bool = False, concept_set: Any = None
+                      ) -> tuple[list[Space] | None, dict[str, Any], dict[str, StreamingGeometry]]:
+    """Extract the concept words into the store ``cfg.store`` (resumed; another model's store is refused), stream
+    every layer's statistics shard by shard, and read the rows back as spaces when they fit in memory (else None).
+    """
+    cs = concept_set if concept_set is not None else load_concepts(cfg)
+    pairs, _ = concept_pairs(cs)
+    store = write_store(cfg.store, pairs, cfg.extraction, loaded, show_progress=not quiet)
+    streamed = {layer: store_geometry(store, layer, center=cfg.center)[0] for layer in store.layers}
+    need = store.n_rows * store.dim * 8 * IN_MEMORY_COPIES
+    budget, where = memory_budget("cpu")
+    info: dict[str, Any] = {
+        "source": loaded.ref.name, "store": {"path": str(store.path), "key": store.key, "shards": store.n_shards,
+                                             "rows": store.n_rows, "in_memory_bytes": need, "budget_bytes": budget,
+                                             "in_memory": need <= budget},
+        "extraction": {"model": loaded.ref.spec, "space": "hidden", "pooling": cfg.extraction.pooling,
+                       "template": cfg.extraction.template, "layers": store.layers},
+        "words_left_out": store.manifest.get("left_out", {}),
+        "concept_set": {"name": cs.name, "concepts": cs.concepts, "polysemy": {}, "controls": {},
+                        "parents": cs.parents},
+        "parents": dict(cs.parents)}
+    if need > budget:
+        log.warning("store %s: the in-memory analysis needs about %s, %s has %s: streamed statistics only (no "
+                    "nulls)", store.path, gib(need), where, gib(budget))
+        return None, info, streamed
+    spaces = [Space(layer, _store_rows(store, layer),
+                    meta={"space": "hidden", "model": loaded.ref.spec, "store": str(store.path),
+                          "random_weights": is_random_weights(getattr(loaded.ref, "location", None))})
+              for layer in store.layers]
+    return spaces, info, streamed
+
+
+def _store_rows(store: ActivationStore, layer: str) -> LabelledVectors:
+    """Every row of ``layer`` in the store, read shard by shard into one LabelledVectors."""
+    rows, words, labels = [], [], []
+    for chunk, item, shard_words, shard_labels in store.chunks(layer):
+        rows.append(np.asarray(chunk, dtype=np.float32))
+        words += [shard_words[j] for j in item]
+        labels += [shard_labels[j] for j in item]
+    return LabelledVectors(np.concatenate(rows), np.array(words, dtype=str), np.array(labels, dtype=str),
+                           meta={"layer": layer, "store": str(store.path)})
+
+
+@dataclass
+class StoreGeometryResult:
+    """A store too large for the in-memory analysis: the streamed statistics per layer (values, no nulls)."""
+
+    config: GeometryConfig
+    layer_rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    def figures(self) -> dict[str, Figure]:
+        """``geometry_layers``: streamed within- and cross-concept cosine per layer."""
+        fig, ax = subplots(figsize=(7, 4.5))
+        x = np.arange(len(self.layer_rows))
+        for key, label, marker in (("within_concept_cosine", "within-concept", "o"),
+                                   ("cross_concept_cosine", "cross-concept", "s")):
+            ax.plot(x, [r[key] for r in self.layer_rows], marker=marker, label=label)
+        ax.axhline(0, color="0.4", lw=0.8)
+        ax.set_xticks(x, [str(r["layer"]) for r in self.layer_rows])
+        ax.set_xlabel("layer (0 = embedding output)")
+        ax.set_ylabel("mean pairwise cosine (centred)")
+        ax.set_title(f"{self.summary['source']}: streamed from the store (no nulls: rows exceed memory)")
+        ax.legend()
+        return {"geometry_layers": fig}
+
+    def save(self, run: RunFolder) -> None:
+        """Write config.yaml, streaming.csv, the figure and summary.json into ``run``."""
+        run.save_config(self.config)
+        run.write_csv("streaming.csv", self.layer_rows)
+        for name, fig in self.figures().items():
+            save_figure(fig, run.figures, name, caption=STREAM_CAPTION)
+        run.write_summary(self.summary)
+
+
+STREAM_CAPTION = Caption(
+    "Geometry streamed from an activation store",
+    "Within- and cross-concept cosine per layer, computed shard by shard (two passes: the mean, then per-concept "
+    "sums of unit centred rows). No permutation nulls: the rows do not fit in memory.")
+
+
+def _streamed_row(layer: str, g: StreamingGeometry) -> dict[str, Any]:
+    out = {"layer": layer, "n_words": g.moments.n, "n_concepts": g.k, "dim": int(len(g.moments.mean))}
+    out.update({k: v for k, v in g.summary().items() if k in STREAMED or k == "covariance_trace"})
+    return out
 
 
 # -------------------------------------------------------------------------------------------- analysis
@@ -445,8 +539,22 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
     """Measure every space (layer) of a model or a saved vectors file; nothing is written to disk."""
 
     seed_everything(cfg.seed)
+    streamed: dict[str, StreamingGeometry] = {}
     if cfg.vectors:
         spaces, info = spaces_from_file(cfg)
+    elif cfg.store:
+        loaded = loaded if loaded is not None else load_for(cfg.extraction)
+        found, info, streamed = spaces_from_store(cfg, loaded=loaded, quiet=quiet, concept_set=concept_set)
+        if found is None:
+            rows = [_streamed_row(layer, g) for layer, g in streamed.items()]
+            last = rows[-1]
+            summary = {**{k: {"value": last[k], "null": None, "p_value": None} for k in STREAMED},
+                       "layer": last["layer"], "source": info["source"], "streaming_only": True,
+                       "store": info["store"], "n_words": last["n_words"], "n_concepts": last["n_concepts"],
+                       "dim": last["dim"], "center": cfg.center, "whiten": cfg.whiten,
+                       "per_layer": {r["layer"]: r for r in rows}, "words_left_out": info["words_left_out"]}
+            return StoreGeometryResult(cfg, rows, strict_json(summary))
+        spaces = found
     else:
         loaded = loaded if loaded is not None else load_for(cfg.extraction)
         spaces, info = spaces_from_model(cfg, loaded=loaded, quiet=quiet, concept_set=concept_set)
@@ -477,6 +585,9 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
             result = analyse_space(space, cfg, info["parents"])
         results[space.name] = result
         layer_rows.append(_layer_row(space.name, result))
+        if space.name in streamed:  # the shard-by-shard values beside the in-memory ones (equal to float tolerance)
+            layer_rows[-1].update({f"{k}_streamed": v for k, v in streamed[space.name].summary().items()
+                                   if k in STREAMED})
         if "probe" in result:
             held = result.get("heldout_probe")
             probe_rows.append({"layer": space.name, **result["probe"].to_dict(),
@@ -494,6 +605,8 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
     skipped = None
     if cfg.baselines and cfg.vectors:
         skipped = "saved vectors: no model to re-initialise"
+    elif cfg.baselines and cfg.store:
+        skipped = "store: the baselines are measured in memory only (run without --store for them)"
     elif cfg.baselines and cfg.whiten != "none":
         skipped = f"whiten={cfg.whiten}: the baselines would need their own whitening reference"
     elif cfg.baselines and loaded is not None:
@@ -535,6 +648,9 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
         "direction_pairs": headline["pair_test"].summary() if "pair_test" in headline else None,
         "heldout_concept_probe": headline["heldout_probe"].to_dict() if "heldout_probe" in headline else None,
     })
+    if cfg.store:
+        summary["store"] = info["store"]
+        summary["streaming_only"] = False
     return GeometryResult(cfg, spaces, results, layer_rows, probe_rows, poly_rows, concept_rows, concept_set,
                           strict_json(summary), baseline_rows)
 
@@ -545,6 +661,20 @@ def run_geometry(cfg: GeometryConfig, run: RunFolder, *, loaded: LoadedModel | N
     result = measure_geometry(cfg, loaded=loaded, quiet=quiet, concept_set=concept_set)
     result.save(run)
     return result.summary
+
+
+def check_store_options(cfg: GeometryConfig) -> None:
+    """Options a store run cannot honour are refused before anything runs (one error naming them)."""
+    if cfg.vectors:
+        raise ValueError(f"--store {cfg.store} and --vectors {cfg.vectors} are both given; accepted: one of them")
+    if cfg.whiten != "none":
+        raise ValueError(f"--store with --whiten {cfg.whiten}: streamed statistics are centred only; accepted: "
+                         "--whiten none with --store, or no --store")
+    if cfg.extraction.space != "hidden":
+        raise ValueError(f"--store with --space {cfg.extraction.space}: a store holds hidden states; accepted: "
+                         "--space hidden with --store")
+    if Path(cfg.store).exists() and not Path(cfg.store).is_dir():
+        raise ValueError(f"--store {cfg.store} is a file; accepted: a store folder (new or written by mcicl)")
 
 
 def execute(cfg: GeometryConfig, ctx: JobContext) -> int:
@@ -562,13 +692,20 @@ def execute(cfg: GeometryConfig, ctx: JobContext) -> int:
                                     "mcicl probe extract/geometry or mcicl synthetic (LabelledVectors)")
     else:
         concept_set = load_concepts(cfg)  # a typo in --concepts fails before the output folder exists
+    if cfg.store:
+        check_store_options(cfg)
     folder = ctx.create_run(inputs={"--model": cfg.extraction.model, "--vectors": cfg.vectors,
                                     "--concepts": cfg.concepts, "--polysemy": cfg.polysemy,
-                                    "--cache-dir": cfg.extraction.cache_dir})
+                                    "--cache-dir": cfg.extraction.cache_dir, "--store": cfg.store})
     summary = run_geometry(cfg, folder, quiet=ctx.quiet, concept_set=concept_set)
     w, c = summary["within_concept_cosine"], summary["cross_concept_cosine"]
-    log.info("layer %s: within-concept cosine %.3f (null %.3f, p=%.3g), cross-concept %.3f (null %.3f, p=%.3g)",
-             summary["layer"], w["value"], w["null"], w["p_value"], c["value"], c["null"], c["p_value"])
+    if summary.get("streaming_only"):
+        log.info("layer %s (streamed from the store, no nulls): within-concept cosine %.3f, cross-concept %.3f",
+                 summary["layer"], w["value"], c["value"])
+    else:
+        log.info("layer %s: within-concept cosine %.3f (null %.3f, p=%.3g), cross-concept %.3f (null %.3f, "
+                 "p=%.3g)", summary["layer"], w["value"], w["null"], w["p_value"], c["value"], c["null"],
+                 c["p_value"])
     print(f"output is in {folder.path}")
     return 0
 

@@ -26,6 +26,10 @@ class GeometryConfig:
     vectors: str | None = field(default=None, metadata=doc(
         "measure a saved LabelledVectors file instead of a model (e.g. synthetic features.npz; a sibling "
         "FILE.polysemy.npz is used for polysemy)", metavar="FILE.npz"))
+    store: str | None = field(default=None, metadata=doc(
+        "an activation store folder: the concept words are extracted into it (resumed when it exists; a store of "
+        "another model or config is refused) and measured from it shard by shard; with nulls when its rows fit in "
+        "memory, streamed statistics only when not", metavar="DIR"))
     concepts: str = field(default="builtin", metadata=doc("builtin | wordnet | FILE (.json or .csv)"))
     polysemy: str | None = field(default=None, metadata=doc(
         'JSON {"word": ["concept_a", "concept_b"]} merged over the set\'s own polysemy inventory', metavar="FILE"))
@@ -81,7 +85,7 @@ GEOMETRY_JOB = Job(
     config=GeometryConfig,
     fields={
         "model": MODEL_FIELDS,
-        "what to measure": ("vectors", "concepts", "polysemy", "extraction.space", "extraction.layers",
+        "what to measure": ("vectors", "store", "concepts", "polysemy", "extraction.space", "extraction.layers",
                             "extraction.pooling", "extraction.template", "extraction.batch_size",
                             "extraction.cache_dir"),
         "statistics": ("whiten", "whiten_sample", "center", "signs", "permutations", "bootstrap", "shuffles",

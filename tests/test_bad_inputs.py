@@ -243,9 +243,10 @@ def _inputs(tmp_path: Path) -> dict[str, str]:
                              "bat,animal,the [bat] slept\nbat,tool,the [bat] hit the ball\n",
         "contexts_concepts.json": json.dumps({"animal": ["dog", "cat"], "tool": ["saw", "drill"]}),
     }
+    (tmp_path / "store").mkdir()
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    return {name.split(".")[0].upper(): str(tmp_path / name) for name in files}
+    return {**{name.split(".")[0].upper(): str(tmp_path / name) for name in files}, "STORE": str(tmp_path / "store")}
 
 
 # (id, argv with MODEL_<arch> and FILE names replaced, words the error line must hold)
@@ -267,6 +268,10 @@ REFUSED = [
                      "--shots", "0,2", "--episodes", "2", "--queries-per-episode", "1", "--conditions",
                      "in_distribution"],
      ["prompt with query", "512 positions", "--shots"]),
+    ("store is a file", ["probe", "geometry", "--store", "WORDS", "--model", "MODEL_bert", "--layers", "0"],
+     ["--store", "WORDS", "is a file", "a store folder"]),
+    ("store no such model", ["probe", "geometry", "--store", "STORE", "--model", "./no-such-model", "--layers", "0"],
+     ["./no-such-model"]),
     *[(f"mismatched {cmd[1] if len(cmd) > 1 else cmd[0]}", [*cmd, "--model", "MODEL_mismatched"],
        ["MODEL_mismatched", "do not fit its config.json", "torch.Size"])
       for cmd in (["probe", "extract", "--words", "WORDS"], ["probe", "geometry", "--layers", "0"], ["demo", "--small"],

