@@ -16,7 +16,7 @@ from mcicl.probing.icl.episodes import PromptTemplate
 STEER_READOUTS = ("auto", "lm", "in_prompt")
 DIRECTION_KINDS = ("sense", "random", "unrelated")  # the steered direction and its two controls
 DIRECTION_METHODS = ("diff", "mean", "lda")  # analysis.engine.measures.concept_directions' methods
-DEFAULT_ALPHAS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+DEFAULT_ALPHAS = (0.0, 0.1, 0.25, 0.5, 1.0, 4.0)
 MAX_ALPHA = 1000.0
 
 
@@ -39,7 +39,8 @@ class SteerConfig:
         "lm: label log-probs of a causal LM; in_prompt: the query's last-layer state against the demonstrations' "
         "(softmax(beta*cos) mass per label); auto: lm for a causal LM, in_prompt otherwise"))
     alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS), metadata=doc(
-        "steering strengths, in units of the median norm of the query word's state at the steered layer"))
+        "steering strengths, in units of the median norm of the query word's state at the steered layer (0, the "
+        "bare run, is always added)"))
     direction_method: Literal["diff", "mean", "lda"] = field(default="diff", metadata=doc(
         "concept directions of the geometry engine: diff (one-vs-rest mean difference), mean or lda"))
     beta: float = field(default=10.0, metadata=doc("in_prompt readout's inverse temperature (fixed, not tuned)"))
@@ -55,10 +56,10 @@ class SteerConfig:
         require(self.readout in STEER_READOUTS, "readout", self.readout, "one of " + ", ".join(STEER_READOUTS))
         require(self.direction_method in DIRECTION_METHODS, "direction_method", self.direction_method,
                 "one of " + ", ".join(DIRECTION_METHODS))
-        require(bool(self.alphas) and all(isinstance(a, (int, float)) and 0 <= a <= MAX_ALPHA for a in self.alphas),
-                "alphas", self.alphas, f"a non-empty list of strengths from 0 to {MAX_ALPHA:g}, e.g. 0,0.5,1,2,4,8")
-        self.alphas = sorted({float(a) for a in self.alphas} | {0.0})
-        require(len(self.alphas) >= 2, "alphas", self.alphas, "at least one strength above 0")
+        ok = bool(self.alphas) and all(isinstance(a, (int, float)) and 0 <= a <= MAX_ALPHA for a in self.alphas)
+        require(ok, "alphas", self.alphas, f"a non-empty list of strengths from 0 to {MAX_ALPHA:g}, e.g. 0,0.25,1,4")
+        require(any(a > 0 for a in self.alphas), "alphas", self.alphas,
+                "at least one strength above 0 (alpha 0, the bare run, is always measured)")
         require(isinstance(self.beta, (int, float)) and self.beta >= 0, "beta", self.beta, "a number >= 0")
         require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size,
                 "an integer >= 1")

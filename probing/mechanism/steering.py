@@ -338,7 +338,8 @@ def steer(config: SteerConfig, *, loaded: LoadedModel | None = None, concept_set
         return predict(scores, np.random.default_rng([config.seed, 7, layer]))
 
     bare = answers(layers[0], prompts, np.zeros((len(prompts), d), dtype=np.float32))
-    alphas = [a for a in config.alphas if a > 0]
+    grid = sorted({0.0, *(float(a) for a in config.alphas)})
+    alphas = [a for a in grid if a > 0]
     readings: list[dict[str, Any]] = []
     for p, (c1, c2), ans in zip(prompts, unrelated, bare, strict=True):
         for target in (0, 1):
@@ -360,10 +361,10 @@ def steer(config: SteerConfig, *, loaded: LoadedModel | None = None, concept_set
         got = answers(li, [prompts[k] for k, *_ in rows], np.asarray(vecs, dtype=np.float32))
         for (k, target, kind, alpha), ans in zip(rows, got, strict=True):
             readings.append(_reading(prompts[k], target, kind, li, alpha, int(ans), "|".join(unrelated[k])))
-    table, per_layer = summarise(readings, layers, config.alphas, n_boot=config.bootstrap, seed=config.seed)
+    table, per_layer = summarise(readings, layers, grid, n_boot=config.bootstrap, seed=config.seed)
     summary = {
         "model": loaded.ref.name, "readout": readout, "random_weights": is_random_weights(loaded.ref.location),
-        "suite": cs.name, "layers": layers, "alphas": list(config.alphas), "shots": config.shots,
+        "suite": cs.name, "layers": layers, "alphas": grid, "shots": config.shots,
         "episodes": len({p.episode for p in prompts}), "prompts": len(prompts), "readings": len(readings),
         "query_words": query_words, "n_direction_words": len(kept), "direction_method": config.direction_method,
         "direction_words": "every monosemous concept word of the suite (out of context, the extraction template "
@@ -391,7 +392,7 @@ def summarise(readings: list[dict[str, Any]], layers: list[int], alphas: list[fl
               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(steering.csv rows, per-layer summary): the rate toward the target per (layer, kind, alpha) with its
     interval, the flip rate (among readings whose bare answer was not the target), and the paired differences
-    sense - random and sense - unrelated per (layer, alpha)."""
+    sense - random, sense - unrelated and unrelated - random per (layer, alpha)."""
     bare = [r for r in readings if r["kind"] == "bare"]
     key = {(r["episode"], r["query"], r["target"]): r["toward_target"] for r in bare}
     by: dict[tuple[str, int, float], list[dict[str, Any]]] = {}
@@ -414,16 +415,16 @@ def summarise(readings: list[dict[str, Any]], layers: list[int], alphas: list[fl
                               "n_flippable": len(flippable)})
                 cells[f"{alpha:g}"] = {**ci, "flip_rate": flip}
             layer_out[kind] = cells
-        for control in ("random", "unrelated"):
+        for first, control in (("sense", "random"), ("sense", "unrelated"), ("unrelated", "random")):
             diffs = {}
             for alpha in alphas:
                 if alpha == 0:
                     continue
-                a = sorted(by[("sense", li, alpha)], key=_order)
+                a = sorted(by[(first, li, alpha)], key=_order)
                 b = sorted(by[(control, li, alpha)], key=_order)
                 x = np.array([ra["toward_target"] - rb["toward_target"] for ra, rb in zip(a, b, strict=True)], float)
                 diffs[f"{alpha:g}"] = rate_ci(x, [r["episode"] for r in a], [r["query"] for r in a], n_boot, seed)
-            layer_out[f"sense_minus_{control}"] = diffs
+            layer_out[f"{first}_minus_{control}"] = diffs
         per_layer[str(li)] = layer_out
     return table, per_layer
 
@@ -441,7 +442,7 @@ def execute(config: SteerConfig, ctx: JobContext) -> int:
                                     "--polysemy": config.polysemy})
     result = steer(config, concept_set=concept_set)
     result.save(folder)
-    top = f"{max(config.alphas):g}"
+    top = f"{max(result.summary['alphas']):g}"
     for li, cell in result.summary["per_layer"].items():
         s, r, u = (cell[k][top] for k in DIRECTION_KINDS)
         print(f"layer {li}, alpha {top}: toward target {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]; "
