@@ -1083,7 +1083,7 @@ def group_steer(sh: Shared) -> list[dict[str, Any]]:
     direction's own excess over random; replicated on an independent episode set; the headline layer chosen on a
     third, disjoint episode set."""
     cfg, group = sh.cfg, "steer"
-    episodes = max(3, cfg.icl_episodes // 8)  # 25 at publication settings: every layer x 3 kinds x 2 alphas
+    episodes = max(3, cfg.icl_episodes // 5)  # 40 at publication settings: every layer x 3 kinds x 2 alphas
     main = _steer(sh, cfg.seed, episodes)
     rep = _steer(sh, cfg.replication_seed, episodes)
     select = _steer(sh, cfg.seed + 1, max(3, episodes // 2))
