@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,10 +78,13 @@ class PromptReading:
 
 
 def read_prompts(model: Any, tokenizer: Any, spans: Sequence[PromptSpans], layer: int, *, attention: bool = True,
-                 batch_size: int = 32, show_progress: bool = False) -> list[PromptReading]:
+                 batch_size: int = 32, show_progress: bool = False,
+                 intervene: Callable[[list[int], list[list[int]]], AbstractContextManager] | None = None
+                 ) -> list[PromptReading]:
     """One :class:`PromptReading` per prompt: hidden state ``layer`` (0 = embeddings) and, with ``attention``,
     every head's attention from the query tokens; batches padded as extraction pads them (a prompt in a batch reads
-    as it reads alone)."""
+    as it reads alone). ``intervene(prompt indices, query token positions per row)`` (padded coordinates), when
+    given, returns a context manager wrapped around that batch's forward (e.g. a residual-stream edit)."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{type(tokenizer).__name__} is a slow tokenizer; the in-prompt readouts need a fast "
                          "tokenizer (its offset_mapping locates words and labels): load one with use_fast=True")
@@ -121,7 +125,10 @@ def read_prompts(model: Any, tokenizer: Any, spans: Sequence[PromptSpans], layer
                 kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
             if "use_cache" in params:
                 kwargs["use_cache"] = False
-            res = body(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+            edit = (intervene(list(batch), [[t + s for t in items[i][3]] for i, s in zip(batch, shifts, strict=True)])
+                    if intervene is not None else contextlib.nullcontext())
+            with edit:
+                res = body(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
             hidden = res.hidden_states[layer].float()
             for row, i in enumerate(batch):
                 _, words, demo, query = items[i]
