@@ -317,7 +317,7 @@ def load_for(config: ExtractionConfig) -> LoadedModel:
 
     device, device_map = resolve_device(config.device)
     return load_model(config.model, dtype=config.dtype, device=device, device_map=device_map,
-                      trust_remote_code=config.trust_remote_code)
+                      trust_remote_code=config.trust_remote_code, revision=config.revision)
 
 
 def extract_words(words: Iterable[str], config: ExtractionConfig, *, loaded: LoadedModel | None = None,
@@ -353,7 +353,7 @@ def _cached_pool(model: Any, tokenizer: Any, ref: Any, kept: list[str], items: l
                     show_progress: bool) -> dict[str, np.ndarray]:
     """Compute chunk by chunk, reading chunks the cache holds and storing the others as they finish."""
 
-    settings = {"model": model_fingerprint(model, getattr(ref, "location", None)),
+    settings = {"model": model_fingerprint(model, getattr(ref, "location", None), getattr(ref, "revision", None)),
                 "tokenizer": [type(tokenizer).__name__, len(tokenizer), tokenizer.name_or_path],
                 "template": config.template, "space": config.space, "pooling": config.pooling,
                 "dtype": str(model.dtype)}

@@ -77,7 +77,8 @@ class IclConfig:
         check_resampling(self, permutations_low=100, bootstrap_low=100)
 
 
-MODEL_FIELDS = ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code")
+MODEL_FIELDS = ("extraction.model", "extraction.revision", "extraction.dtype", "extraction.device",
+                "extraction.trust_remote_code")
 TEMPLATE_FIELDS = ("prompts.template.header", "prompts.template.query", "prompts.template.context_query",
                    "prompts.template.label", "prompts.template.separator")
 

@@ -95,7 +95,7 @@ def plan(config: IclConfig, sampler: IclSampler) -> list[tuple[str, int]]:
 def choose_readout(config: IclConfig) -> str:
     """The readout to run: under 'auto', 'lm' for a causal LM and 'in_prompt' for an encoder; a clear error when an
     encoder is asked for --readout lm."""
-    ref = resolve_model(config.extraction.model)
+    ref = resolve_model(config.extraction.model, config.extraction.revision)
     try:
         kwargs = pretrained_kwargs(ref, config.extraction.trust_remote_code)
         model_config = AutoConfig.from_pretrained(ref.location, **kwargs)
@@ -427,7 +427,8 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
         ext = config.extraction
         device, device_map = resolve_device(ext.device)
         loaded = load_model(ext.model, kind="causal" if readout == "lm" else "auto", dtype=ext.dtype,
-                            device=device, device_map=device_map, trust_remote_code=ext.trust_remote_code)
+                            device=device, device_map=device_map, trust_remote_code=ext.trust_remote_code,
+                            revision=ext.revision)
     ref = loaded.ref
     extra: dict[str, Any] = {}
     vectors = None
