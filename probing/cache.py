@@ -28,19 +28,22 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def model_fingerprint(model: Any, location: str | None = None) -> dict[str, Any]:
-    """What identifies a model's weights: class, location, weight files (name, size, mtime), a weight hash.
+def model_fingerprint(model: Any, location: str | None = None, revision: str | None = None) -> dict[str, Any]:
+    """What identifies a model's weights: class, location, Hub revision, weight files (name, size, mtime), a weight
+    hash.
 
     The weight hash covers every state_dict tensor (name, shape, dtype and a strided sample of at most
     ``WEIGHT_SAMPLE`` values), so weights changed in memory (fine-tuned, re-initialised, scaled) change the
     key, in any layer; an edit of single entries between the sampled ones would not. The file list catches
-    re-saved checkpoints; a Hub model adds its commit hash.
+    re-saved checkpoints; a Hub model adds the revision asked for (``--revision``) and the commit it resolved to,
+    so two revisions of one repository never share cached vectors.
     """
     config = getattr(model, "config", None)
     out: dict[str, Any] = {
         "class": type(model).__name__,
         "location": str(location or getattr(config, "_name_or_path", "")),
         "commit": getattr(config, "_commit_hash", None),
+        **({"revision": revision} if revision is not None else {}),  # absent without one: older keys still hold
         "dtype": str(getattr(model, "dtype", "")),
     }
     if location and Path(location).is_dir():

@@ -65,7 +65,8 @@ CONTEXTS_JOB = Job(
     result="mcicl.probing.contextual:ContextsResult",
     config=ContextsConfig,
     fields={
-        "model": ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code"),
+        "model": ("extraction.model", "extraction.revision", "extraction.dtype", "extraction.device",
+                  "extraction.trust_remote_code"),
         "what to measure": ("contexts", "concepts", "extraction.layers", "extraction.pooling", "min_per_sense",
                             "center", "baseline", "extraction.batch_size", "extraction.cache_dir"),
         "statistics": ("permutations", "bootstrap"),

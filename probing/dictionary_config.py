@@ -72,7 +72,8 @@ DICTIONARY_JOB = Job(
     result="mcicl.probing.dictionary:DictionaryResult",
     config=DictionaryConfig,
     fields={
-        "model": ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code"),
+        "model": ("extraction.model", "extraction.revision", "extraction.dtype", "extraction.device",
+                  "extraction.trust_remote_code"),
         "what to fit": ("vectors", "store", "truth", "concepts", "polysemy", "extraction.space", "extraction.layers",
                         "extraction.pooling", "extraction.template", "extraction.batch_size",
                         "extraction.cache_dir"),

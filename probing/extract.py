@@ -302,7 +302,7 @@ def load_for(config: ExtractionConfig) -> LoadedModel:
     check_fits(config.model, dtype=config.dtype, device=device, device_map=device_map, batch_size=config.batch_size,
                trust_remote_code=config.trust_remote_code)  # refused before any weight is read
     return load_model(config.model, dtype=config.dtype, device=device, device_map=device_map,
-                      trust_remote_code=config.trust_remote_code)
+                      trust_remote_code=config.trust_remote_code, revision=config.revision)
 
 
 def extract_words(words: Iterable[str], config: ExtractionConfig, *, loaded: LoadedModel | None = None,
@@ -338,7 +338,7 @@ def _cached_pool(model: Any, tokenizer: Any, ref: Any, kept: list[str], items: l
                     show_progress: bool) -> dict[str, np.ndarray]:
     """Compute chunk by chunk, reading chunks the cache holds and storing the others as they finish."""
 
-    settings = {"model": model_fingerprint(model, getattr(ref, "location", None)),
+    settings = {"model": model_fingerprint(model, getattr(ref, "location", None), getattr(ref, "revision", None)),
                 "tokenizer": [type(tokenizer).__name__, len(tokenizer), tokenizer.name_or_path],
                 "template": config.template, "space": config.space, "pooling": config.pooling,
                 "dtype": str(model.dtype)}

@@ -72,6 +72,10 @@ class ExtractionConfig:
     model: str = field(default="default", metadata=doc(
         "'default' (the embedded all-MiniLM-L6-v2), a local model folder, or a Hugging Face Hub id such as "
         "EleutherAI/pythia-160m"))
+    revision: str | None = field(default=None, metadata=doc(
+        "Hub models: the branch, tag or commit to load (e.g. Pythia's training checkpoint step143000); config, "
+        "weights and tokenizer all come from it, and it is part of the cache key (none: the default branch; "
+        "refused with 'default' or a local folder)", metavar="REV"))
     space: Literal["hidden", "input", "unembed"] = field(default="hidden", metadata=doc(
         "hidden states of every layer, input-embedding rows, or unembedding rows"))
     layers: str | list[int] = field(default="all", metadata=doc(
@@ -91,6 +95,9 @@ class ExtractionConfig:
     def __post_init__(self) -> None:
         require(isinstance(self.model, str) and bool(self.model.strip()), "model", self.model,
                 "'default', a local model folder, or a Hub id")
+        require(self.revision is None or (isinstance(self.revision, str) and bool(self.revision.strip())
+                                          and not any(c.isspace() for c in self.revision)),
+                "revision", self.revision, "a Hub branch, tag or commit such as step143000, or none")
         require(self.space in SPACES, "space", self.space, "one of " + ", ".join(SPACES))
         require(self.pooling in POOLINGS, "pooling", self.pooling, "one of " + ", ".join(POOLINGS))
         require(self.batch_size == "auto" or (isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool)
@@ -146,7 +153,8 @@ EXTRACT_JOB = Job(
         "words": ("words", "concepts", "polysemy"),
         "extraction": ("extraction.space", "extraction.layers", "extraction.template", "extraction.pooling",
                        "extraction.batch_size", "extraction.cache_dir"),
-        "model": ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code"),
+        "model": ("extraction.model", "extraction.revision", "extraction.dtype", "extraction.device",
+                  "extraction.trust_remote_code"),
     },
     seed=False,  # extraction is deterministic: no --seed
     report=ReportSection(

@@ -72,7 +72,8 @@ class GeometryConfig:
         require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
 
 
-MODEL_FIELDS = ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code")
+MODEL_FIELDS = ("extraction.model", "extraction.revision", "extraction.dtype", "extraction.device",
+                "extraction.trust_remote_code")
 
 GEOMETRY_JOB = Job(
     command="probe geometry",

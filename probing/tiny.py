@@ -87,3 +87,70 @@ def build_tiny_model(arch: Arch, folder: str | Path, *, seed: int = 0, hidden: i
     (folder / RANDOM_WEIGHTS_MARKER).write_text(
         f"tiny {arch} with random weights (seed {seed}): for testing mechanics only, not a pretrained model\n")
     return folder
+
+
+TRAINED_MARKER = "MCICL_TINY_TRAINED"
+
+
+def is_tiny_trained(location: str | Path | None) -> bool:
+    """Whether ``location`` is a checkpoint folder made by :func:`train_tiny_checkpoints` after step 0 (a tiny
+    model trained for a few steps on synthetic text, not a pretrained model)."""
+    return bool(location) and (Path(location) / TRAINED_MARKER).is_file()
+
+
+def train_tiny_checkpoints(folder: str | Path, texts: Iterable[str], steps: Iterable[int], *, arch: Arch = "gpt2",
+                           seed: int = 0, hidden: int = 32, layers: int = 2, heads: int = 2, batch_size: int = 16,
+                           block: int = 48, lr: float = 3e-3) -> list[Path]:
+    """Train a tiny random-init causal LM on ``texts`` and save it after each of ``steps`` optimizer steps as
+    ``folder/step_<N>`` (``save_pretrained`` folders with the tokenizer); return the folders in step order.
+
+    ``step_0`` is the random initialisation (marked random weights); later folders are marked tiny-trained.
+    Training is next-token prediction on the texts joined by EOS and cut into ``block``-token windows, drawn with
+    a seeded generator (AdamW), so the same arguments give the same checkpoints. For testing the checkpoint sweep's
+    mechanics: a few seconds on a CPU, not a model of anything.
+    """
+    if arch not in ("gpt2", "llama"):
+        raise ValueError(f"train_tiny_checkpoints: arch {arch!r}; accepted: 'gpt2' or 'llama' (a causal LM)")
+    texts = list(texts)
+    wanted = sorted(set(int(s) for s in steps))
+    if not texts or not wanted or wanted[0] < 0:
+        raise ValueError("train_tiny_checkpoints needs texts and steps >= 0 to save at, e.g. steps=[0, 10, 20]")
+    folder = Path(folder)
+    start = build_tiny_model(arch, folder / "step_0", seed=seed, hidden=hidden, layers=layers, heads=heads,
+                             corpus=texts)
+    model = (GPT2LMHeadModel if arch == "gpt2" else LlamaForCausalLM).from_pretrained(start)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(start)
+    eos = tokenizer.eos_token_id
+    stream: list[int] = []
+    for text in texts:
+        stream += tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
+    data = torch.tensor(stream, dtype=torch.long)
+    if len(data) <= block:
+        raise ValueError(f"train_tiny_checkpoints: the texts are {len(data)} tokens, fewer than one block of "
+                         f"{block + 1}; accepted: more text or a smaller block")
+    gen = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    saved = [start] if wanted[0] == 0 else []
+    model.train()
+    for step in range(1, wanted[-1] + 1):
+        starts = torch.randint(0, len(data) - block - 1, (batch_size,), generator=gen)
+        batch = torch.stack([data[s:s + block + 1] for s in starts.tolist()])  # (B, block + 1)
+        loss = model(input_ids=batch, labels=batch).loss  # transformers shifts the labels by one
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if step in wanted:
+            out = folder / f"step_{step}"
+            model.eval()
+            model.save_pretrained(out, safe_serialization=True)
+            tokenizer.save_pretrained(out)
+            (out / TRAINED_MARKER).write_text(
+                f"tiny {arch} (seed {seed}) trained {step} AdamW steps on synthetic text, last batch loss "
+                f"{loss.item():.4f}: for testing mechanics only, not a pretrained model\n")
+            model.train()
+            saved.append(out)
+    if wanted[0] != 0:  # step_0 was only the starting point, not asked for
+        for path in (folder / "step_0").iterdir():
+            path.unlink()
+        (folder / "step_0").rmdir()
+    return saved

@@ -47,7 +47,8 @@ class BinomialFit:
 
     @property
     def quasi_cov(self) -> np.ndarray:
-        """The quasi-binomial covariance phi * cov (statsmodels' GLM(..., scale='X2'), R's quasibinomial)."""
+        """The quasi-binomial covariance phi * cov (R's quasibinomial; statsmodels' GLM(k / n, var_weights=n)
+        .fit(scale='X2'), checked in tests/test_convergence_glm.py)."""
         return self.cov * self.dispersion
 
 

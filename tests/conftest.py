@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,7 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from mcicl.probing.datasets.concepts import ConceptSet
+from mcicl.probing.icl.episodes import PromptTemplate
+from mcicl.probing.icl.tasks import IclSampler
 from mcicl.probing.models import default_model_path, load_model
+from mcicl.probing.tiny import train_tiny_checkpoints
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -58,3 +63,31 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+TINY_CHECKPOINT_CONCEPTS = {"animal": ["dog", "cat", "horse", "cow", "sheep", "goat"],
+                            "vehicle": ["car", "bus", "truck", "van", "taxi", "tram"],
+                            "fruit": ["pear", "plum", "lemon", "melon", "mango", "kiwi"]}
+TINY_CHECKPOINT_STEPS = (0, 10, 20, 30, 40, 60)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """Training checkpoints step_0 (random init) ... step_60 of a tiny GPT-2 trained here for a few seconds on
+    synthetic 'word label' lines of a 3-concept set (the probe's prompts with query template '{word}'), and that
+    concept set as a JSON file: (folder, steps, concept file). TINY-TRAINED: for the sweep's mechanics only."""
+    root = tmp_path_factory.mktemp("tiny-checkpoints")
+    concepts = root / "concepts.json"
+    concepts.write_text(json.dumps({"concepts": TINY_CHECKPOINT_CONCEPTS}))
+    sampler = IclSampler(ConceptSet("tiny3", TINY_CHECKPOINT_CONCEPTS, {}), ways=2, queries_per_episode=1,
+                         split_seed=0)
+    t = PromptTemplate(query="{word}")
+    texts = [t.prefix(p.demos) + t.query_text(p.query) + t.option(p.gold) + "\n"
+             for p in sampler.sample("in_distribution", 4, 150, 1000)]  # seed 1000: not the probe's episodes
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_tiny_checkpoints(root / "run", texts, TINY_CHECKPOINT_STEPS, batch_size=16, block=48, lr=3e-3)
+    finally:
+        torch.set_num_threads(before)
+    return root / "run", TINY_CHECKPOINT_STEPS, concepts

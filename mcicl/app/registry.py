@@ -7,6 +7,7 @@ when it runs.
 
 from __future__ import annotations
 
+from mcicl.analysis.checkpoint_sweep_config import CHECKPOINTS_JOB
 from mcicl.analysis.compare_config import COMPARE_JOB
 from mcicl.analysis.findings_config import FINDINGS_JOB
 from mcicl.analysis.report_config import REPORT_JOB
@@ -42,6 +43,7 @@ _JOBS: list[Job] = [
     ICL_JOB,
     ATTENTION_JOB,
     STEER_JOB,
+    CHECKPOINTS_JOB,
     COMPARE_JOB,
     REPORT_JOB,
     FINDINGS_JOB,

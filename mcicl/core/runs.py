@@ -8,7 +8,8 @@ of files the run wrote). Nothing is lost and nothing unfinished passes as finish
   only if it holds nothing but the files that run wrote (notes or folders a user added stop it);
 - the run being replaced is moved to a hidden sibling until the new one succeeds, then deleted; a failed
   command puts it back, so every folder that existed before a failed command is byte-identical after it;
-- a run is locked (``flock`` on a hidden sibling ``.NAME.mcicl-lock``) from create to commit: a second
+- a run is locked (a :mod:`filelock` lock on a hidden sibling ``.NAME.mcicl-lock``: ``flock`` on POSIX,
+  ``LockFileEx`` on Windows; the system drops it when the process dies) from create to commit: a second
   process writing the same folder gets :class:`RunBusyError`;
 - ``run.json``'s status is 'running' until :meth:`RunFolder.commit`; readers check it with :func:`require_run`.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
-import fcntl
 import json
 import logging
 import os
@@ -28,6 +28,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from filelock import BaseFileLock, FileLock, Timeout
 
 from mcicl.core.configuration import save_config
 from mcicl.core.io import json_default, read_json, versions, write_json
@@ -95,32 +97,53 @@ def _aside_prefix(path: Path) -> str:
     return f".{path.name}.mcicl-previous-"
 
 
-def _acquire_lock(path: Path) -> int:
-    """An exclusive ``flock`` on the folder's lock file (a hidden sibling); the kernel drops it if we die."""
-    lock = _lock_path(path)
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise RunBusyError(f"output folder {path} is being written by another mcicl process (pid {holder}); "
-                               "accepted: wait for it to finish, or choose another output folder") from None
-        try:  # a process releasing the lock unlinks the file: make sure we hold the file that is there now
-            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            return fd
-        os.close(fd)
+HOLDER_OFFSET = 8  # the pid sits past byte 0, the byte Windows' LockFileEx locks (unreadable to other processes)
 
 
-def _release_lock(path: Path, fd: int) -> None:
-    _lock_path(path).unlink(missing_ok=True)
-    os.close(fd)
+def _write_holder(fd: int) -> None:
+    """Record the holder's pid in the lock file (read back in the message a second writer gets)."""
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, b" " * (HOLDER_OFFSET - 1) + f"\n{os.getpid()}\n".encode())
+
+
+def _holder(lock: Path) -> str:
+    """The pid written in a lock file, or '?'."""
+    try:
+        with open(lock, "rb") as f:
+            f.seek(HOLDER_OFFSET)
+            return f.read(64).decode(errors="replace").strip() or "?"
+    except OSError:
+        return "?"
+
+
+def _acquire_lock(path: Path) -> BaseFileLock:
+    """An exclusive, non-blocking lock on the folder's lock file (a hidden sibling); the system drops it if we die.
+
+    :class:`filelock.FileLock` picks the platform's primitive (``flock`` on POSIX, ``LockFileEx`` on Windows)
+    and refuses an inode a releasing holder has already unlinked, so two processes never both hold the lock.
+    """
+    lock_file = _lock_path(path)
+    lock = FileLock(lock_file, blocking=False, thread_local=False, on_acquired=_write_holder)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunBusyError(f"output folder {path} is being written by another mcicl process (pid "
+                           f"{_holder(lock_file)}); accepted: wait for it to finish, or choose another output "
+                           "folder") from None
+    return lock
+
+
+def _release_lock(path: Path, lock: BaseFileLock) -> None:
+    """Remove the lock file, then unlock it. The unlink comes first on POSIX, so a process that opened the old
+    file cannot lock it after us (filelock refuses an unlinked inode); Windows cannot unlink a file held open, so
+    there the lock is released first and filelock's own release removes the file."""
+    if os.name != "nt":
+        _lock_path(path).unlink(missing_ok=True)
+    lock.release()
+    if os.name == "nt":
+        with contextlib.suppress(OSError):
+            _lock_path(path).unlink(missing_ok=True)
 
 
 def _tree(path: Path) -> list[str]:
@@ -177,7 +200,7 @@ class RunFolder:
     resume: bool = False
     resumable: bool = False
     sources: dict[str, str] = field(default_factory=dict)  # config field path -> where its value came from
-    _lock: int | None = field(default=None, repr=False)
+    _lock: BaseFileLock | None = field(default=None, repr=False)
     _aside: Path | None = field(default=None, repr=False)
     _created: list[Path] = field(default_factory=list, repr=False)  # folders that did not exist before
 
@@ -434,13 +457,13 @@ def recover_overwrite(path: str | Path) -> bool:
     if not any(path.parent.glob(_aside_prefix(path) + "*")):
         return False
     try:
-        fd = _acquire_lock(path)
+        lock = _acquire_lock(path)
     except RunBusyError:
         return False  # its writer is alive and will restore or commit it
     try:
         _recover(path)
     finally:
-        _release_lock(path, fd)
+        _release_lock(path, lock)
     return True
 
 
@@ -461,10 +484,10 @@ def run_state(path: str | Path) -> str:
     if any(run.path.resolve() == path.resolve() for run in _OPEN):
         return "open here"
     try:
-        fd = _acquire_lock(path)
+        lock = _acquire_lock(path)
     except RunBusyError:
         return "running"
-    _release_lock(path, fd)
+    _release_lock(path, lock)
     return "unfinished"
 
 

@@ -651,7 +651,7 @@ def attention_probe(config: AttentionConfig, *, loaded: LoadedModel | None = Non
         ext = config.extraction
         device, device_map = resolve_device(ext.device)
         loaded = load_model(ext.model, dtype=ext.dtype, device=device, device_map=device_map,
-                            trust_remote_code=ext.trust_remote_code)
+                            trust_remote_code=ext.trust_remote_code, revision=ext.revision)
     result = measure_attention(config, loaded, cs, show_progress=show_progress)
     if loaded.causal:
         conditions = config.prompts.conditions

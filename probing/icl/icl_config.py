@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from mcicl.core.configuration import require
-from mcicl.core.jobs import DemoStage, Job, ReportSection
+from mcicl.core.jobs import CsvTable, DemoStage, Job, ReportSection
 from mcicl.core.options import doc
 from mcicl.core.resampling import bootstrap_field, check_resampling, permutations_field
 from mcicl.probing.extract_config import ExtractionConfig
@@ -77,7 +77,8 @@ class IclConfig:
         check_resampling(self, permutations_low=100, bootstrap_low=100)
 
 
-MODEL_FIELDS = ("extraction.model", "extraction.dtype", "extraction.device", "extraction.trust_remote_code")
+MODEL_FIELDS = ("extraction.model", "extraction.revision", "extraction.dtype", "extraction.device",
+                "extraction.trust_remote_code")
 TEMPLATE_FIELDS = ("prompts.template.header", "prompts.template.query", "prompts.template.context_query",
                    "prompts.template.label", "prompts.template.separator")
 
@@ -108,7 +109,12 @@ ICL_JOB = Job(
     report=ReportSection(
         title="Real model: in-context learning probes",
         text="In-context learning probes on the real model: accuracy per condition and number of shots.",
-        skip=("accuracy", "majority_label", "follows_majority")),
+        csv_tables=(CsvTable("scoring_conventions.csv", "LM readout under three scoring conventions",
+                             "Per condition and shots: accuracy (95% cluster-bootstrap interval) when the label is "
+                             "the argmax of its summed log-prob (acc), of that sum per character of the label "
+                             "(acc_norm, as lm-evaluation-harness), and of that sum minus the label's log-prob "
+                             "after an empty context (acc_calibrated, lm-eval's acc_mutual_info)."),),
+        skip=("accuracy", "majority_label", "follows_majority", "scoring_conventions")),
     reports=("probe icl", "demo icl"),
     demo=DemoStage("ICL probes (in-prompt readout)", "mcicl.probing.icl.run:demo_stage", order=40),
 )

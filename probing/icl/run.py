@@ -13,6 +13,10 @@ Baselines run on the same prompts (``--baselines``): ``static_kernel`` and ``ran
 same architecture and tokenizer with re-initialised weights); each gets a paired interval per condition and shots.
 Knobs (beta, heads) are chosen on held-out in-distribution episodes (seed + 1) by a stated rule
 (:data:`BETA_RULE`, :data:`HEAD_RULE`); every beta of the grid is kept in beta_sweep.csv.
+
+The ``lm`` readout is also read under lm-evaluation-harness's three scoring conventions side by side
+(:data:`probing.icl.scoring.CONVENTIONS`: acc, acc_norm, acc_calibrated), each with its interval, in summary.json's
+``scoring_conventions`` and scoring_conventions.csv; the prediction of record (``correct``) stays ``acc``.
 """
 
 from __future__ import annotations
@@ -49,7 +53,15 @@ from mcicl.probing.icl.readout import (
     state_probabilities,
     vote_probabilities,
 )
-from mcicl.probing.icl.scoring import ScoringPrompt, ScoringResult, score_prompts
+from mcicl.probing.icl.scoring import (
+    CONVENTION_RULES,
+    CONVENTIONS,
+    ScoringPrompt,
+    ScoringResult,
+    convention_scores,
+    score_prompts,
+    unconditional_logprobs,
+)
 from mcicl.probing.icl.stats import AccuracyCI, choose_near_median, cluster_bootstrap, sign_flip_p
 from mcicl.probing.icl.tasks import (
     CONDITIONS,
@@ -95,7 +107,7 @@ def plan(config: IclConfig, sampler: IclSampler) -> list[tuple[str, int]]:
 def choose_readout(config: IclConfig) -> str:
     """The readout to run: under 'auto', 'lm' for a causal LM and 'in_prompt' for an encoder; a clear error when an
     encoder is asked for --readout lm."""
-    ref = resolve_model(config.extraction.model)
+    ref = resolve_model(config.extraction.model, config.extraction.revision)
     try:
         kwargs = pretrained_kwargs(ref, config.extraction.trust_remote_code)
         model_config = AutoConfig.from_pretrained(ref.location, **kwargs)
@@ -338,6 +350,15 @@ def _lm_scores(config: IclConfig, loaded: LoadedModel, prompts: list[IclPrompt])
     return score_prompts(model, tokenizer, scoring, method=config.scoring, batch_size=config.batch_size)
 
 
+def _conventions(config: IclConfig, loaded: LoadedModel, prompts: list[IclPrompt], logprobs: list[np.ndarray]
+                 ) -> tuple[dict[str, list[np.ndarray]], dict[str, float]]:
+    """(scores per scoring convention, each label continuation's unconditional log-prob) of the lm readout."""
+    t = config.prompts.template
+    options = [[t.option(lab) for lab in p.labels] for p in prompts]
+    unconditional = unconditional_logprobs(loaded.model, loaded.tokenizer, [o for opts in options for o in opts])
+    return convention_scores(logprobs, options, unconditional), unconditional
+
+
 def _predicted(prompts: list[IclPrompt], logprobs: list[np.ndarray], rng: np.random.Generator) -> list[str]:
     """The highest-scoring label per prompt, ties broken at random."""
     out = []
@@ -374,6 +395,8 @@ class IclResult:
             run.write_csv("beta_sweep.csv", self.beta_sweep)
         if self.heads:
             run.write_csv("heads.csv", self.heads)
+        if conv := convention_rows(self.summary):
+            run.write_csv("scoring_conventions.csv", conv)
         run.write_summary(self.summary)
         captions = {"accuracy_vs_shots": ACCURACY_CAPTION, "accuracy_vs_beta": BETA_CAPTION}
         for name, fig in self.figures().items():
@@ -427,7 +450,8 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
         ext = config.extraction
         device, device_map = resolve_device(ext.device)
         loaded = load_model(ext.model, kind="causal" if readout == "lm" else "auto", dtype=ext.dtype,
-                            device=device, device_map=device_map, trust_remote_code=ext.trust_remote_code)
+                            device=device, device_map=device_map, trust_remote_code=ext.trust_remote_code,
+                            revision=ext.revision)
     ref = loaded.ref
     extra: dict[str, Any] = {}
     vectors = None
@@ -445,6 +469,12 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
         vectors = (wv, record)
     primary = _score(readout, config, loaded, prompts, tune, vectors)
     extra.update(primary.record)
+    conventions: dict[str, list[str]] = {}
+    unconditional: dict[str, float] = {}
+    if readout == "lm":
+        by_convention, unconditional = _conventions(config, loaded, prompts, primary.logprobs)
+        rng_c = np.random.default_rng([config.seed, 13])  # its own stream: the other predictions stay as they were
+        conventions = {name: _predicted(prompts, sc, rng_c) for name, sc in by_convention.items() if name != "acc"}
     scored: dict[str, Scored] = {}
     described: dict[str, dict[str, Any]] = {}
     if "static_kernel" in config.baselines and readout != "static_kernel":
@@ -471,8 +501,12 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
             "query_concept": p.query_concept, "gold": p.gold, "predicted": predicted[i],
             "correct": int(predicted[i] == p.gold), "majority_label": majority[i],
             **{f"correct_{name}": int(pred[i] == p.gold) for name, pred in {**others, **variants}.items()},
+            **{f"correct_{name}": int(pred[i] == p.gold) for name, pred in conventions.items()},
             "labels": json.dumps(list(p.labels)),
             "label_logprobs": json.dumps({lab: round(float(v), 6) for lab, v in zip(p.labels, lp, strict=True)}),
+            **({"label_logprobs_unconditional": json.dumps(
+                {lab: round(unconditional[config.prompts.template.option(lab)], 6) for lab in p.labels})}
+               if unconditional else {}),
             "demonstrations": " | ".join(f"{w}:{lab}" for w, lab in p.demos),
             **({"query_context": p.query_context, "context_sense": p.context_sense} if p.query_context else {}),
         })
@@ -484,6 +518,8 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
     for name in primary.variants:
         summary["baselines"][name].update({"readout": f"{readout} ({name.replace('_', ' ')} pooled)",
                                            "model": ref.name, "selected": False})
+    if conventions:
+        summary["scoring_conventions"] = convention_summary(rows, n_boot=config.bootstrap, seed=config.seed)
     is_tiny = is_random_weights(ref.location)
     summary.update({"model": ref.name, "readout": readout, "suite": episodes.suite, "concept_set": cs.name,
                     "ways": episodes.ways, "template": _plain(episodes.template), "random_weights": is_tiny,
@@ -538,6 +574,38 @@ def summarise(rows: list[dict[str, Any]], *, ways: int, n_boot: int = 1000, seed
     return out
 
 
+def convention_summary(rows: list[dict[str, Any]], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The lm readout's accuracy under each scoring convention (acc = ``correct``, the others ``correct_<name>``),
+    {convention: {condition: {shots: {mean, ci_low, ci_high, n}}}}, with the same intervals as ``accuracy``."""
+    cells: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["condition"], int(r["shots"])), []).append(r)
+    out: dict[str, Any] = {"rules": dict(CONVENTION_RULES), "accuracy": {name: {} for name in CONVENTIONS},
+                           "prediction_of_record": "acc"}
+    for (cond, shots), rs in sorted(cells.items(), key=lambda kv: (list(CONDITIONS).index(kv[0][0]), kv[0][1])):
+        for name in CONVENTIONS:
+            col = "correct" if name == "acc" else f"correct_{name}"
+            out["accuracy"][name].setdefault(cond, {})[str(shots)] = _ci([r[col] for r in rs], rs, n_boot, seed)
+    return out
+
+
+def convention_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """scoring_conventions.csv: one row per (condition, shots), each convention's accuracy and interval side by
+    side (empty for readouts other than lm)."""
+    tree = summary.get("scoring_conventions", {}).get("accuracy", {})
+    if not tree:
+        return []
+    out = []
+    for cond, by_shots in tree["acc"].items():
+        for shots in by_shots:
+            row: dict[str, Any] = {"condition": cond, "shots": int(shots), "n": by_shots[shots]["n"]}
+            for name in CONVENTIONS:
+                cell = tree[name][cond][shots]
+                row.update({name: cell["mean"], f"{name}_ci_low": cell["ci_low"], f"{name}_ci_high": cell["ci_high"]})
+            out.append(row)
+    return out
+
+
 def context_effect(selecting: list[dict[str, Any]], adversarial: list[dict[str, Any]], *, n_boot: int = 1000,
                    seed: int = 0, column: str = "correct") -> AccuracyCI:
     """Accuracy with the sense-selecting sentence minus accuracy with the other-sense sentence, paired prompt by
@@ -582,6 +650,10 @@ def execute(config: IclConfig, ctx: JobContext) -> int:
             b, v = base["accuracy"]["in_distribution"][str(best)], summary["versus"][name]["in_distribution"][str(best)]
             print(f"  baseline {name}: {b['mean']:.3f}; difference {v['mean']:+.3f} [{v['ci_low']:+.3f}, "
                   f"{v['ci_high']:+.3f}], p {v['p_value']:.3g}")
+        conventions = summary.get("scoring_conventions", {}).get("accuracy", {})
+        if conventions:
+            print("  scoring conventions: " + ", ".join(
+                f"{name} {tree['in_distribution'][str(best)]['mean']:.3f}" for name, tree in conventions.items()))
     print(f"output is in {folder.path}")
     return 0
 

@@ -17,6 +17,18 @@ is the sum of the log-probabilities of its tokens; the prediction is the argmax.
 - :func:`choose_method`: what ``method='auto'`` runs: ``naive`` for ALiBi models (BLOOM, MPT, Falcon with
   ``alibi``), models whose forward takes no position ids, and sliding-window models whose longest sequence
   exceeds the window; else ``cached``, after checking it against ``naive`` on the longest prompt.
+
+Scoring conventions (:func:`convention_scores`), as lm-evaluation-harness names them, each an argmax over the
+candidate labels of a different score:
+
+- ``acc``: the summed log-prob of the label's tokens (the score above);
+- ``acc_norm``: that sum divided by the label's length in characters, the continuation without its leading
+  whitespace (lm-eval divides by ``len(choice)``, the choice string without its target delimiter ' '; for the
+  ASCII labels of the built-in suites characters and UTF-8 bytes are the same count);
+- ``acc_calibrated``: the sum minus the label's unconditional log-prob, the same continuation scored after the
+  tokenizer's prefix token alone (BOS, else EOS): lm-eval's ``acc_mutual_info``, log p(label | prompt) -
+  log p(label | empty context), a per-label bias correction in the spirit of Zhao et al.'s (2021) contextual
+  calibration (which instead rescales probabilities estimated on a content-free input such as 'N/A').
 """
 
 from __future__ import annotations
@@ -359,6 +371,61 @@ def cached_unsupported(model: Any, longest: int) -> str | None:
     if window is not None and longest > window:
         return f"sliding attention window of {window} tokens, shorter than the longest sequence ({longest})"
     return None
+
+
+CONVENTIONS = ("acc", "acc_norm", "acc_calibrated")
+CONVENTION_RULES = {
+    "acc": "argmax of the summed log-prob of the label's tokens",
+    "acc_norm": "argmax of the summed log-prob divided by the label continuation's length in characters, leading "
+                "whitespace excluded (lm-eval-harness acc_norm: len(choice))",
+    "acc_calibrated": "argmax of the summed log-prob minus the label's log-prob after the prefix token alone (BOS, "
+                      "else EOS): lm-eval-harness acc_mutual_info, log p(label | prompt) - log p(label | empty "
+                      "context)",
+}
+
+
+def prefix_token_id(tokenizer: Any) -> int:
+    """The token an empty context is made of (lm-eval's ``prefix_token_id``): BOS, else EOS."""
+    for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    raise LabelTokenizationError("the tokenizer has neither a BOS nor an EOS token, so a label cannot be scored "
+                                 "without context (acc_calibrated); accepted: a tokenizer with either")
+
+
+def unconditional_logprobs(model: Any, tokenizer: Any, options: Sequence[str]) -> dict[str, float]:
+    """Each distinct option's summed log-prob after the prefix token alone (lm-eval's ``("", continuation)``
+    request: the option encoded by itself, without special tokens; if it starts with the prefix token itself,
+    that token is the context)."""
+    device = input_device(model)
+    prefix = prefix_token_id(tokenizer)
+    out: dict[str, float] = {}
+    for option in dict.fromkeys(options):
+        ids = list(tokenizer(option, add_special_tokens=False)["input_ids"])
+        context, scored = ([prefix], ids) if not ids or ids[0] != prefix else (ids[:1], ids[1:])
+        if not scored:
+            raise LabelTokenizationError(f"label continuation {option!r} has no tokens of its own; accepted: "
+                                         "labels with at least one token")
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([context + scored], device=device)).logits[0].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        out[option] = float(sum(logprobs[len(context) - 1 + k, t] for k, t in enumerate(scored)))
+    return out
+
+
+def convention_scores(scores: Sequence[np.ndarray], options: Sequence[Sequence[str]],
+                      unconditional: dict[str, float]) -> dict[str, list[np.ndarray]]:
+    """Per convention of :data:`CONVENTIONS`, per prompt, one score per option (the prediction is the argmax):
+    ``scores`` the summed log-probs, ``options`` each prompt's label continuations, ``unconditional`` from
+    :func:`unconditional_logprobs`."""
+    out: dict[str, list[np.ndarray]] = {name: [] for name in CONVENTIONS}
+    for row, opts in zip(scores, options, strict=True):
+        row = np.asarray(row, dtype=float)
+        lengths = np.array([max(1, len(o.lstrip())) for o in opts], dtype=float)
+        out["acc"].append(row)
+        out["acc_norm"].append(row / lengths)
+        out["acc_calibrated"].append(row - np.array([unconditional[o] for o in opts]))
+    return out
 
 
 @dataclass
