@@ -16,7 +16,7 @@ from mcicl.core.options import doc
 from mcicl.core.resampling import bootstrap_field, check_resampling, permutations_field
 
 GROUPS = ("synthetic", "synthetic_random_readout", "geometry", "icl", "attention", "contexts", "dictionary",
-          "semcor")
+          "semcor", "circuits")
 
 
 @dataclass

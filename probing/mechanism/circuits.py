@@ -423,8 +423,10 @@ def _correlation(x: np.ndarray, y: np.ndarray, permutations: int, seed: int) -> 
 
 
 def measure_circuits(config: CircuitsConfig, loaded: LoadedModel, concept_set: ConceptSet, *,
+                     causal_heads: Sequence[tuple[int, int]] | None = None,
                      show_progress: bool = True) -> CircuitsResult:
-    """Products, roles, attention and causal effects of every head of ``loaded`` (no files written)."""
+    """Products, roles, attention and causal effects of every head of ``loaded`` (no files written);
+    ``causal_heads``: the heads whose causal effects are measured (None: every head; the others' are NaN)."""
     ep = config.prompts
     cond, shots = ep.conditions[0], ep.shots[0]
     sampler = IclSampler(concept_set, ways=ep.ways, queries_per_episode=ep.queries_per_episode,
@@ -445,14 +447,19 @@ def measure_circuits(config: CircuitsConfig, loaded: LoadedModel, concept_set: C
                             n_boot=config.bootstrap, seed=config.seed)
     excess = stats.value - stats.null_max
     roles = head_roles(loaded, sequences=config.role_sequences, period=config.role_period, seed=config.seed)
-    effects = causal_effects(loaded, behaviour, direction, template, beta=config.beta, batch_size=config.batch_size,
-                             show_progress=show_progress)
-    episodes = [p.episode for p in behaviour]
     n_layers, n_h = excess.shape
-    drops = {}
+    measured = [(a, b) for a in range(n_layers) for b in range(n_h)] if causal_heads is None else list(causal_heads)
+    effects = causal_effects(loaded, behaviour, direction, template, beta=config.beta, batch_size=config.batch_size,
+                             heads=measured, show_progress=show_progress)
+    episodes = [p.episode for p in behaviour]
+    at = [a * n_h + b for a, b in measured]
+    drops, correct = {}, {}
     for k, name in enumerate(EFFECTS):
-        drop = (effects["clean"][None] - effects[name]).T  # (P, heads)
+        drop = np.full((len(behaviour), n_layers * n_h), np.nan)
+        drop[:, at] = (effects["clean"][None] - effects[name]).T  # (P, heads)
         drops[name] = episode_bootstrap(drop, episodes, config.bootstrap, config.seed + 17 + k)
+        correct[name] = np.full(n_layers * n_h, np.nan)
+        correct[name][at] = effects[name + "_correct"].mean(1)
     score = np.stack([t.score for t in tests])
     corr = {"weight_vs_attention": _correlation(score, excess, config.permutations, config.seed),
             "patch_vs_attention": _correlation(drops["patch"][0], excess, config.permutations, config.seed + 1),
@@ -479,10 +486,10 @@ def measure_circuits(config: CircuitsConfig, loaded: LoadedModel, concept_set: C
             for name in EFFECTS:
                 mean, low, high = drops[name]
                 row.update({f"{name}_effect": mean[f], f"{name}_low": low[f], f"{name}_high": high[f],
-                            f"{name}_accuracy_drop": clean_acc - float(effects[name + "_correct"][f].mean())})
+                            f"{name}_accuracy_drop": clean_acc - float(correct[name][f])})
             rows.append({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()})
     patch_mean = drops["patch"][0]
-    top = np.argsort(-patch_mean, kind="stable")[:5]
+    top = [f for f in np.argsort(-np.nan_to_num(patch_mean, nan=-np.inf), kind="stable") if f in at][:5]
     summary = {
         "model": loaded.ref.name, "causal": loaded.causal, "random_weights": is_random_weights(loaded.ref.location),
         "layers": int(n_layers), "heads": int(n_h), "suite": ep.suite, "concept_set": concept_set.name,
@@ -503,7 +510,7 @@ def measure_circuits(config: CircuitsConfig, loaded: LoadedModel, concept_set: C
                         "ci": [float(drops["patch"][1][f]), float(drops["patch"][2][f])],
                         "attention_excess": float(excess.ravel()[f])} for f in top],
         "induction_top": [[int(f // n_h), int(f % n_h)] for f in np.argsort(-roles["induction"].ravel())[:3]],
-        "forward_passes": 3 + 3 * n_layers * n_h,
+        "causal_heads": len(measured), "forward_passes": 3 + 3 * len(measured),
     }
     return CircuitsResult(rows, summary, config)
 
