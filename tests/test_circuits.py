@@ -132,9 +132,14 @@ def test_role_scores_on_constructed_patterns():
     T, start = 5, 1
     n = start + 2 * T + 1
     patterns = np.zeros((4, n, n))
-    for role, h in (("previous_token", 0), ("duplicate_token", 1), ("induction", 2)):
-        for q, t in zip(*role_targets(T, start)[role], strict=True):
-            patterns[h, q, t] = 1.0
+    p = [start + i for i in range(2 * T)]  # the random tokens' positions
+    for i in range(1, 2 * T):
+        patterns[0, p[i], p[i - 1]] = 1.0  # previous token
+    for i in range(T, 2 * T):
+        patterns[1, p[i], p[i - T]] = 1.0  # the same token, earlier
+        patterns[2, p[i], p[i - T + 1]] = 1.0  # the token after the earlier occurrence
+    q, t = role_targets(T, start)["induction"]
+    assert list(t - q) == [1 - T] * T
     patterns[3] = 1.0 / n  # uniform
     s = role_scores(patterns, T, start)
     np.testing.assert_allclose([s["previous_token"][0], s["duplicate_token"][1], s["induction"][2]], 1.0)

@@ -428,7 +428,7 @@ def measure_circuits(config: CircuitsConfig, loaded: LoadedModel, concept_set: C
     """Products, roles, attention and causal effects of every head of ``loaded`` (no files written);
     ``causal_heads``: the heads whose causal effects are measured (None: every head; the others' are NaN)."""
     ep = config.prompts
-    cond, shots = ep.conditions[0], ep.shots[0]
+    cond, shots = ep.conditions[0], max(ep.shots)
     sampler = IclSampler(concept_set, ways=ep.ways, queries_per_episode=ep.queries_per_episode,
                          novel_fraction=ep.novel_fraction, arbitrary_label_sets=tuple(ep.arbitrary_labels),
                          split_seed=config.seed)

@@ -19,7 +19,8 @@ DIRECTION_SOURCES = ("mean", "diff", "lda")
 @dataclass
 class CircuitsConfig:
     """Everything that defines a circuits run (recorded as config.yaml): the model, the ICL episodes (one condition,
-    one shot count), how concept directions are estimated, the role probe, the readout and the nulls."""
+    set in a config file; the largest of ``prompts.shots`` is measured), how concept directions are estimated, the
+    role probe, the readout and the nulls."""
 
     RENAMED: ClassVar[dict[str, str]] = {}
 
@@ -45,7 +46,8 @@ class CircuitsConfig:
         require(len(p.conditions) == 1 and p.conditions[0] in CONDITIONS and not CONDITIONS[p.conditions[0]].zero_shot
                 and CONDITIONS[p.conditions[0]].query != "in_context", "prompts.conditions", p.conditions,
                 "one condition with demonstrations and a word query, e.g. in_distribution")
-        require(len(p.shots) == 1 and p.shots[0] >= 1, "prompts.shots", p.shots, "one number of demonstrations >= 1")
+        require(all(s >= 1 for s in p.shots), "prompts.shots", p.shots,
+                "numbers of demonstrations >= 1 (the largest is measured)")
         require(p.episodes >= 2, "prompts.episodes", p.episodes,
                 "an integer >= 2 (the position-matched null pairs prompts of different episodes)")
         require(self.directions in DIRECTION_SOURCES, "directions", self.directions,
@@ -79,7 +81,7 @@ CIRCUITS_JOB = Job(
     fields={
         "model": MODEL_FIELDS,
         "ICL prompts (as in `probe icl`)": (
-            "prompts.suite", "prompts.polysemy", "prompts.shots", "prompts.conditions", "prompts.ways",
+            "prompts.suite", "prompts.polysemy", "prompts.shots", "prompts.ways",
             "prompts.episodes", "prompts.queries_per_episode"),
         "measurement": ("directions", "beta", "role_sequences", "role_period", "permutations", "bootstrap",
                         "batch_size"),
