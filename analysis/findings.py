@@ -39,6 +39,7 @@ from scipy.stats import spearmanr
 from mcicl.analysis.engine.context_measures import drift_controlled
 from mcicl.analysis.engine.controls import heldout_concept_probe
 from mcicl.analysis.engine.measures import centring_report, encode_labels, geometry_summary, prepare
+from mcicl.analysis.engine.qk_products import rank_correlation
 from mcicl.analysis.engine.sparse_coding import bootstrap_mean
 from mcicl.analysis.findings_config import GROUP_SETTINGS, FindingsConfig, fast_settings
 from mcicl.analysis.matched import (
@@ -72,9 +73,12 @@ from mcicl.probing.icl.episodes import CONTEXT_CONDITIONS, DEFAULT_CONDITIONS, E
 from mcicl.probing.icl.icl_config import IclConfig
 from mcicl.probing.icl.run import icl_probe, summarise
 from mcicl.probing.icl.stats import bootstrap_accuracy
+from mcicl.probing.icl.tasks import load_suite
+from mcicl.probing.mechanism.circuits import measure_circuits
+from mcicl.probing.mechanism.circuits_config import CircuitsConfig
 from mcicl.probing.mechanism.steer_config import SteerConfig
 from mcicl.probing.mechanism.steering import steer
-from mcicl.probing.models import LoadedModel, load_model
+from mcicl.probing.models import LoadedModel, baseline_model, load_model
 from mcicl.probing.semcor import default_semcor
 from mcicl.probing.semcor_config import SemcorConfig
 from mcicl.probing.semcor_job import measure_semcor, pair_auc_halves
@@ -1369,6 +1373,99 @@ def group_steer(sh: Shared) -> list[dict[str, Any]]:
                            f"on {select.summary['episodes']} selection episodes; gains per layer {gains}",
                    "disjoint": f"yes: chosen on episodes drawn with seed {cfg.seed + 1}, measured on seed {cfg.seed} "
                                f"and replicated on seed {cfg.replication_seed}"}))
+def _circuits_config(sh: Shared, seed: int) -> CircuitsConfig:
+    cfg = sh.cfg
+    prompts = EpisodeConfig(suite="polysemy", shots=[4], episodes=cfg.attention_episodes,
+                            conditions=["in_distribution"])
+    return CircuitsConfig(extraction=ExtractionConfig(model=cfg.model, device="cpu"), prompts=prompts,
+                          role_sequences=4 if cfg.fast else 16, permutations=cfg.permutations,
+                          bootstrap=cfg.bootstrap, batch_size=32, seed=seed)
+
+
+def _head_rho(rows: Sequence[dict[str, Any]], x: str, y: str, n_boot: int, seed: int) -> dict[str, Any]:
+    """Spearman's rho of two head columns with a percentile bootstrap interval over heads."""
+    a = np.array([r[x] for r in rows], dtype=float)
+    b = np.array([r[y] for r in rows], dtype=float)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(a), len(a))
+        boots.append(rank_correlation(a[i], b[i], permutations=1)[0])
+    boots = np.array(boots)
+    boots = boots[np.isfinite(boots)]
+    rho = rank_correlation(a, b, permutations=1)[0]
+    low, high = np.quantile(boots, [0.025, 0.975]) if len(boots) else (None, None)
+    return estimate(rho, (low, high), len(a))
+
+
+def group_circuits(sh: Shared) -> list[dict[str, Any]]:
+    """The paper's QK products read from the real model's weights, per head: do heads whose W_Q, W_K match concept
+    directions to themselves attend to same-concept demonstrations (rank correlation, directions and attention on
+    disjoint episodes), how many heads pass the product test against the random-weight model, and which heads
+    carry the readout causally (patching), replicated on an independent episode set."""
+    cfg, group = sh.cfg, "circuits"
+    cs = load_suite("polysemy")
+    main = measure_circuits(_circuits_config(sh, cfg.seed), sh.loaded, cs, show_progress=False)
+    random_model = baseline_model(sh.loaded, "random_weights", seed=cfg.seed)
+    base = measure_circuits(_circuits_config(sh, cfg.seed), random_model, cs, causal_heads=[], show_progress=False)
+    s = main.summary
+    top = [(t["layer"], t["head"]) for t in s["top_causal"][:3]]
+    rep = measure_circuits(_circuits_config(sh, cfg.replication_seed), sh.loaded, cs, causal_heads=top,
+                           show_progress=False)
+    rep_text = f"an independent episode set (seed {cfg.replication_seed}; directions from seed " \
+               f"{cfg.replication_seed + 1}), the same model"
+    corr = s["correlations"]["weight_vs_attention"]
+    base_corr = base.summary["correlations"]["weight_vs_attention"]
+    est = _head_rho(main.rows, "weight_score", "attention_excess", cfg.bootstrap, cfg.seed)
+    out = [finding(
+        "circuits.weight_vs_attention", group, claim="Heads whose weights make a concept's direction attend to "
+        "itself more than to the other concepts' (concept minus complement product of W_Q, W_K) are the heads "
+        "that attend to same-concept demonstrations (Spearman rho over every head, in distribution, 4 shots).",
+        main=est, resampled="heads (interval: bootstrap over heads; p: permutation of the head pairing)",
+        better="higher", controls=[control("no association", 0.0),
+                                   control("random-weight model (its own directions and attention)",
+                                           base_corr["rho"])],
+        second=_head_rho(rep.rows, "weight_score", "attention_excess", cfg.bootstrap, cfg.seed), replicated_on=rep_text,
+        command=sh.command(group), p_value=corr["p_value"], permutations=cfg.permutations, headline=True,
+        selection={"rule": "none: every head", "disjoint": s["disjoint"]},
+        extra={"layer_norm": s["layer_norm"], "directions": s["directions"], "heads": s["layers"] * s["heads"],
+               "random_weights_p": base_corr["p_value"], "replication_rho_p": rep.summary["correlations"][
+                   "weight_vs_attention"]["p_value"], "induction_vs_attention": s["correlations"][
+                   "induction_vs_attention"]})]
+    count, base_count, rep_count = s["product_heads"], base.summary["product_heads"], rep.summary["product_heads"]
+    out.append(finding(
+        "circuits.product_heads", group, claim="More heads of the trained model than of the random-weight model "
+        "have a concept-minus-complement product above both nulls (random directions of the same norm, permuted "
+        "concept labels; max-T over every head).", main=estimate(count, (count, count), s["layers"] * s["heads"]),
+        resampled="none: a count of heads (each head's p from the two nulls' permutations)", better="higher",
+        controls=[control("random-weight model", base_count)],
+        second=estimate(rep_count, (rep_count, rep_count), s["layers"] * s["heads"]), replicated_on=rep_text,
+        command=sh.command(group),
+        extra={"alpha": s["alpha"], "permutations": cfg.permutations, "heads": s["layers"] * s["heads"],
+               "passing": [[r["layer"], r["head"]] for r in main.rows if r["product_p_corrected"] < s["alpha"]]}))
+    head = top[0]
+    row = next(r for r in main.rows if (r["layer"], r["head"]) == head)
+    rep_row = next(r for r in rep.rows if (r["layer"], r["head"]) == head)
+    effects = np.array([r["patch_effect"] for r in main.rows], dtype=float)
+    out.append(finding(
+        "circuits.top_causal_head", group, claim=f"Patching head L{head[0]}H{head[1]}'s query-position output from "
+        "label-rotated prompts lowers the in-prompt readout margin (the head's causal indirect effect).",
+        main=estimate(row["patch_effect"], (row["patch_low"], row["patch_high"]), s["episodes"]),
+        resampled="episodes", better="higher",
+        controls=[control("no effect", 0.0), control("median head's patching effect", float(np.median(effects)))],
+        second=estimate(rep_row["patch_effect"], (rep_row["patch_low"], rep_row["patch_high"]), s["episodes"]),
+        replicated_on=rep_text + ": the head chosen on the main set, measured on the independent one",
+        command=sh.command(group),
+        selection={"rule": "the head of largest patching effect on the main episode set",
+                   "disjoint": "no for the main estimate (chosen and measured on it); yes for the replication"},
+        extra={"top_causal": s["top_causal"], "patch_vs_attention": s["correlations"]["patch_vs_attention"],
+               "zero_vs_attention": s["correlations"]["zero_vs_attention"],
+               "mean_vs_attention": s["correlations"]["mean_vs_attention"],
+               "zero_effect": [row["zero_effect"], row["zero_low"], row["zero_high"]],
+               "mean_effect": [row["mean_effect"], row["mean_low"], row["mean_high"]],
+               "clean_accuracy": s["clean_accuracy"], "clean_margin": s["clean_margin"],
+               "readout": s["readout"], "patch_source": s["patch_source"],
+               "replication_top": rep.summary["top_causal"]}))
     return out
 
 
@@ -1377,7 +1474,7 @@ GROUP_FUNCTIONS: dict[str, Callable[[Shared], list[dict[str, Any]]]] = {
     "geometry": group_geometry, "icl": group_icl, "attention": group_attention, "contexts": group_contexts,
     "dictionary": group_dictionary,
     "semcor": group_semcor,
-    "steer": group_steer,
+    "circuits": group_circuits, "steer": group_steer,
     "map": group_map, "matched": group_matched,
 }
 

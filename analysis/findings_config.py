@@ -16,7 +16,7 @@ from mcicl.core.options import doc
 from mcicl.core.resampling import bootstrap_field, check_resampling, permutations_field
 
 GROUPS = ("synthetic", "synthetic_random_readout", "geometry", "icl", "attention", "contexts", "dictionary",
-          "semcor", "steer", "map", "matched")
+          "semcor", "circuits", "steer", "map", "matched")
 NEEDS = {"matched": "icl"}  # group -> the group whose findings it reads (run before it, or saved for --resume)
 
 # The settings each group reads: --resume reuses a saved group when these (and only these) are unchanged, so adding
@@ -33,6 +33,7 @@ GROUP_SETTINGS: dict[str, tuple[str, ...]] = {
     "contexts": _COMMON,
     "dictionary": _COMMON,
     "semcor": _COMMON,
+    "circuits": (*_COMMON, "attention_episodes"),
     "steer": (*_COMMON, "icl_episodes"),
     "map": (*_COMMON, "seeds", "n_test", "map_within", "map_cross", "map_max_steps"),
     "matched": (*_COMMON, "seeds", "steps", "matched_n_test", "matched_per_sign", *_ICL),  # + the icl group's

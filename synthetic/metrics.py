@@ -7,7 +7,8 @@
   demonstrations minus over the others, and the readout on the demonstrations' labels signed by the answer,
   s f_MLP(y_l), for the answer's label (same-sign demonstrations) and the other label;
 - products through W_K^T W_Q: concept-specific max_{k,s} <W_Q mu_k^s, W_K mu_k^s>, complement
-  max_{k,s} <W_Q mu_k^s, W_K mu_k^{-s}>, noise max |<W_Q x_q, W_K xi_l>| over training prompts, also with
+  max_{k,s} <W_Q mu_k^s, W_K mu_k^{-s}> (both by :func:`mcicl.analysis.engine.qk_products.concept_products`, the
+  definition real heads use), noise max |<W_Q x_q, W_K xi_l>| over training prompts, also with
   xi_l split into its part inside the dictionary span and outside it (P_perp xi_l);
 - MLP weights: max_r <w_{+,r}, q_k^+>, max_r <w_{-,r}, q_k^-> (correct) and the wrong-label projections;
 - idempotent decomposition of M = W_K^T W_Q: coefficients on P_{a_k}, P_{b_k} and on the noise subspace.
@@ -15,8 +16,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from mcicl.analysis.engine.qk_products import concept_products
 from mcicl.synthetic.data import Dictionary, Prompts
 from mcicl.synthetic.model import OneLayerTransformer, logistic_loss, zero_one_loss
 
@@ -94,9 +97,12 @@ def weight_metrics(model: OneLayerTransformer, dic: Dictionary, train: Prompts, 
     M = product_matrix(model, seeds).to(dic.a.device)  # (S, d, d): only these seeds (a cell of a stacked batch)
     K = dic.K
     mus = torch.stack([torch.stack([dic.mu(k, s) for k in range(K)]) for s in (1, -1)])  # (2, K, d)
-    # <W_Q u, W_K v> = v^T M u
-    same = torch.einsum("tkd,sde,tke->stk", mus, M, mus)  # v = u = mu_k^s
-    comp = torch.einsum("tkd,sde,tke->stk", mus.flip(0), M, mus)  # v = mu_k^{-s}, u = mu_k^s
+    # <W_Q mu_k^s, W_K mu_k^s> and <W_Q mu_k^s, W_K mu_k^{-s}>: the engine's definition, shared with real heads
+    W_Q, W_K = (w[seeds].detach().cpu().numpy() for w in (model.W_Q, model.W_K))
+    mus_np = mus.cpu().numpy()
+    pairs = [concept_products(W_Q, W_K, mus_np[t], mus_np[1 - t]) for t in (0, 1)]  # sign s = +1, -1
+    same = np.stack([p[0] for p in pairs], 1)  # (S, 2, K)
+    comp = np.stack([p[1] for p in pairs], 1)
     sub = slice(0, min(n_noise, train.xq.shape[1]))
     xi, xq = train.xi[:, sub].to(dic.a.device), train.xq[:, sub].to(dic.a.device)
     P = dic.noise_projector()
@@ -113,8 +119,8 @@ def weight_metrics(model: OneLayerTransformer, dic: Dictionary, train: Prompts, 
     a_hat = dic.a[:K] / dic.a[:K].norm(dim=1, keepdim=True)
     b_hat = dic.b[:K] / dic.b[:K].norm(dim=1, keepdim=True)
     return {
-        "concept_product": _seedwise(same.flatten(1).amax(1)),
-        "complement_product": _seedwise(comp.flatten(1).amax(1)),
+        "concept_product": [float(v) for v in same.reshape(len(same), -1).max(1)],
+        "complement_product": [float(v) for v in comp.reshape(len(comp), -1).max(1)],
         "noise_product": _seedwise(noise.flatten(1).amax(1)),
         "noise_product_in_span": _seedwise(noise_in.flatten(1).amax(1)),  # max |<W_Q x_q, W_K P_span xi_l>|
         "noise_product_off_span": _seedwise(noise_out.flatten(1).amax(1)),  # max |<W_Q x_q, W_K P_perp xi_l>|

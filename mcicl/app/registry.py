@@ -19,6 +19,7 @@ from mcicl.probing.extract_config import EXTRACT_JOB
 from mcicl.probing.geometry_config import GEOMETRY_JOB
 from mcicl.probing.icl.attention_config import ATTENTION_JOB
 from mcicl.probing.icl.icl_config import ICL_JOB
+from mcicl.probing.mechanism.circuits_config import CIRCUITS_JOB
 from mcicl.probing.mechanism.steer_config import STEER_JOB
 from mcicl.probing.semcor_config import SEMCOR_JOB
 from mcicl.synthetic.config import PLOT_JOB, SWEEP_JOB, TRAIN_JOB
@@ -42,6 +43,7 @@ _JOBS: list[Job] = [
     TRAIN_JOB, SWEEP_JOB, PLOT_JOB,
     ICL_JOB,
     ATTENTION_JOB,
+    CIRCUITS_JOB,
     STEER_JOB,
     CHECKPOINTS_JOB,
     COMPARE_JOB,

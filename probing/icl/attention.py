@@ -41,7 +41,6 @@ import contextlib
 import inspect
 import itertools
 import logging
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +58,7 @@ from mcicl.core.runs import RunFolder
 from mcicl.core.seeding import seed_everything
 from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.extract import ExtractionConfig, model_body, padding_for, padding_token_id
+from mcicl.probing.hooks import head_output_projections, knockout, n_heads  # noqa: F401  (imported from here)
 from mcicl.probing.icl.attention_config import (  # noqa: F401  (imported from here)
     ATTENTION_CONDITIONS,
     QUERY_POSITIONS,
@@ -411,62 +411,6 @@ def cell_statistics(rows: Sequence[np.ndarray], layouts: Sequence[PromptLayout],
                            np.array([[names[c] for c in p.demo_concepts] for p in prompts]),
                            np.array([names[p.query_concept] for p in prompts]), episodes, total,
                            n_permutations=n_permutations, n_boot=n_boot, seed=seed)
-
-
-# Attention output projections (their input is the heads' outputs concatenated, head h at h*d:(h+1)*d).
-_OUTPUT_PROJECTIONS = (r"attention\.output\.dense", r"self_attn\.o_proj", r"attn\.c_proj", r"attention\.dense",
-                       r"self_attn\.out_proj", r"attn\.out_proj")
-
-
-def head_output_projections(model: Any) -> list[torch.nn.Module]:
-    """Each layer's attention output projection (BERT, GPT-2, Llama-like, GPT-NeoX, OPT), in layer order."""
-    pattern = re.compile(r"(?:^|\.)(?:" + "|".join(_OUTPUT_PROJECTIONS) + r")$")
-    found = [(n, m) for n, m in model.named_modules() if pattern.search(n)]
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    n_layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
-    if not found or (n_layers is not None and len(found) != n_layers):
-        raise ValueError(f"head knockout does not know the attention output projection of {type(model).__name__} "
-                         f"(found {[n for n, _ in found][:4]}); accepted: BERT, GPT-2, Llama-like, GPT-NeoX or OPT "
-                         "models")
-    return [m for _, m in found]
-
-
-def n_heads(model: Any) -> int:
-    """Attention heads per layer."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    for name in ("num_attention_heads", "n_head"):
-        if isinstance(getattr(cfg, name, None), int):
-            return int(getattr(cfg, name))
-    raise ValueError(f"{type(model).__name__}'s config names no number of attention heads")
-
-
-@contextlib.contextmanager
-def knockout(model: Any, heads: Sequence[tuple[int, int]]) -> Iterator[None]:
-    """Zero the output of each (layer, head) in ``heads`` while the context is open (forward pre-hooks)."""
-    projections = head_output_projections(model)
-    h_count = n_heads(model)
-    by_layer: dict[int, list[int]] = {}
-    for layer, head in heads:
-        require(0 <= layer < len(projections) and 0 <= head < h_count, "heads", (layer, head),
-                f"(layer, head) pairs with 0 <= layer < {len(projections)} and 0 <= head < {h_count}")
-        by_layer.setdefault(layer, []).append(head)
-
-    def hook_for(zeroed: list[int]):
-        def hook(module, args):
-            x = args[0]
-            d = x.shape[-1] // h_count
-            x = x.clone()
-            for h in zeroed:
-                x[..., h * d:(h + 1) * d] = 0
-            return (x, *args[1:])
-        return hook
-
-    handles = [projections[layer].register_forward_pre_hook(hook_for(hs)) for layer, hs in by_layer.items()]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @dataclass

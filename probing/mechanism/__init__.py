@@ -1,1 +1,2 @@
-"""Mechanism in real weights: interventions on a model's forward pass (residual-stream steering, head hooks)."""
+"""Mechanism in real weights and by intervention: QK products per head, head roles and causal effects of heads
+(`probe circuits`), and sense steering along concept directions in the residual stream (`probe steer`)."""
