@@ -48,7 +48,7 @@ class DictionaryConfig:
     iterations: int = field(default=30, metadata=doc("dictionary-learning iterations at most (per sparsity with "
                                                       "mod; epochs / 10 with sae)"))
     solver: Literal["mod", "sae"] = field(default="mod", metadata=doc(
-        "mod: OMP codes and least-squares atoms, sparsity continuation, 5 starts (sizes of thousands of words); "
+        "mod: OMP codes and least-squares atoms, sparsity continuation, 3 starts (sizes of thousands of words); "
         "sae: a top-k sparse autoencoder in torch (sets too large for mod)"))
     center: bool = field(default=False, metadata=doc(
         "subtract the words' mean before fitting (off: the paper's model x = sum of features + noise has no mean "
