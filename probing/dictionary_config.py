@@ -13,7 +13,7 @@ from mcicl.core.resampling import bootstrap_field, check_resampling, permutation
 from mcicl.probing.extract_config import ExtractionConfig
 
 MAX_ATOMS = 4096
-BASELINES = ("random_weights",)  # dictionaries also learned on these models' vectors (as probe geometry's)
+BASELINES = ("random_weights", "random_blocks")  # models whose own dictionaries are nulls (as probe geometry)
 SOLVERS = ("mod", "sae")
 
 
@@ -55,7 +55,8 @@ class DictionaryConfig:
         "term, and centring makes planted sparse words dense)", flag="--center"))
     baselines: list[str] = field(default_factory=lambda: list(BASELINES), metadata=doc(
         "baseline models whose own dictionaries are a null for atoms against concepts: random_weights (same "
-        "architecture and tokenizer, re-initialised with --seed), or none", metavar="LIST"))
+        "architecture and tokenizer, re-initialised with --seed), random_blocks (trained embeddings through "
+        "re-initialised blocks); 'none' for no baselines", metavar="LIST"))
     permutations: int = permutations_field(200, "label permutations and random rotations of the dictionary, "
                                                 "per null")
     bootstrap: int = bootstrap_field(1000, "words")
