@@ -36,6 +36,7 @@ import torch
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
+from mcicl.analysis.dictionary_recovery import recovery_sweep
 from mcicl.analysis.engine.context_measures import drift_controlled
 from mcicl.analysis.engine.controls import heldout_concept_probe
 from mcicl.analysis.engine.measures import centring_report, encode_labels, geometry_summary, prepare
@@ -60,10 +61,11 @@ from mcicl.core.plotting import Caption, save_figure
 from mcicl.core.pvalues import p_text
 from mcicl.core.runs import RunFolder
 from mcicl.core.vectors import LabelledVectors, Space
-from mcicl.probing.contextual import ContextsConfig, measure_contexts
+from mcicl.probing.contextual import ContextsConfig, load_contexts, measure_contexts
 from mcicl.probing.datasets import load_concept_set
 from mcicl.probing.dictionary import fit_space, measure_dictionary
 from mcicl.probing.dictionary_config import DictionaryConfig
+from mcicl.probing.dictionary_contexts import context_code_shift
 from mcicl.probing.extract_config import ExtractionConfig
 from mcicl.probing.geometry import BASELINE_NAMES, measure_baselines, measure_geometry, spaces_from_model
 from mcicl.probing.geometry_config import GeometryConfig
@@ -913,31 +915,44 @@ def _atoms_estimate(res: dict[str, Any], cfg: FindingsConfig) -> dict[str, Any]:
 def _dictionary_finding(sh: Shared, id: str, claim: str, r: dict[str, Any], halves: Sequence[dict[str, Any]],
                         source: str, headline: bool = False) -> dict[str, Any]:
     """Atoms against concepts for one space: the mean best-atom |cos| (bootstrap over concepts) against the
-    label-permutation and rotation nulls; replicated as two dictionaries learned on disjoint halves of the words."""
+    label-permutation and rotation nulls and, for a model's layer, the random-weight model's own dictionary (same
+    words, tokenizer and size); replicated as two dictionaries learned on disjoint halves of the words."""
     cfg, vs = sh.cfg, r["atoms_vs_concepts"]
+    controls = [control("labels shuffled across words (same data and atoms)", vs["label_null"], vs["label_null_band"]),
+                control("the dictionary randomly rotated (same Gram matrix)", vs["mean_null"], vs["mean_null_band"])]
+    extra_baselines = {}
+    for kind, b in r.get("baselines", {}).items():
+        base = _atoms_estimate(b, cfg)
+        controls.append(control(f"{BASELINE_NAMES[kind]}: its own dictionary of the same size on the same words",
+                                base["value"], base["interval"]))
+        diff = b["difference"]
+        extra_baselines[f"trained_minus_{kind}"] = estimate(float(diff.mean()),
+                                                            bootstrap_mean(diff, cfg.bootstrap, cfg.seed), len(diff))
+        extra_baselines[f"{kind}_label_null"] = b["atoms_vs_concepts"]["label_null"]
     f = finding(
         id, "dictionary", claim, _atoms_estimate(r, cfg), resampled="concepts", better="higher",
-        controls=[control("labels shuffled across words (same data and atoms)", vs["label_null"],
-                          vs["label_null_band"]),
-                  control("the dictionary randomly rotated (same Gram matrix)", vs["mean_null"], vs["mean_null_band"])],
-        second=_atoms_estimate(halves[1], cfg), replicated_on="dictionaries learned on two disjoint random halves "
-        "of each concept's words", command=sh.command("dictionary"), p_value=vs["label_p"],
+        controls=controls,
+        second=_atoms_estimate(halves[1], cfg), replicated_on="dictionaries (of the chosen size) learned on two "
+        "disjoint random halves of each concept's words", command=sh.command("dictionary"), p_value=vs["label_p"],
         permutations=vs["rotations"], headline=headline,
         selection={"rule": r["choice"].rule + f" (chosen: {r['choice'].atoms} atoms, {r['choice'].nonzeros} per "
                            "word)", "disjoint": "yes: sizes are scored on held-out words; the statistic does not "
                                                 "enter the choice"},
         extra={"source": source, "atoms": r["choice"].atoms, "nonzeros": r["choice"].nonzeros,
                "size_at_grid_edge": r["choice"].atoms == max(row["atoms"] for row in r["choice"].rows),
-               "n_words": r["n_words"], "n_concepts": len(r["concept_names"])})
+               "n_words": r["n_words"], "n_concepts": len(r["concept_names"]), **extra_baselines})
     f["replication"] = replication(f["replication"]["description"], _atoms_estimate(halves[0], cfg),
                                    _atoms_estimate(halves[1], cfg))
     return f
 
 
-def _half_fits(space: Any, dc: Any, seed: int) -> list[dict[str, Any]]:
-    """Dictionaries fitted on two disjoint random halves of each concept's words."""
+def _half_fits(space: Any, dc: Any, seed: int, main: dict[str, Any]) -> list[dict[str, Any]]:
+    """Dictionaries fitted on two disjoint random halves of each concept's words, at the size the main fit chose
+    (the replication is of the statistic, not of the size choice; and the halves need no nulls)."""
     lv = space.concepts
-    return [fit_space(Space(space.name, LabelledVectors(lv.vectors[i], lv.words[i], lv.labels[i])), dc)
+    quick = dataclasses.replace(dc, permutations=1, atoms=str(main["choice"].atoms),
+                                nonzeros=str(main["choice"].nonzeros))
+    return [fit_space(Space(space.name, LabelledVectors(lv.vectors[i], lv.words[i], lv.labels[i])), quick)
             for i in _halves(lv.labels, seed)]
 
 
@@ -967,6 +982,34 @@ def _glove_space() -> Any:
     return Space("glove", lv)
 
 
+def _context_code_finding(sh: Shared, r: dict[str, Any], layer: str, dc: DictionaryConfig) -> dict[str, Any]:
+    """The built-in contexts coded on the last layer's dictionary: the shift of a polysemous word's code toward its
+    tagged sense's atoms (in context minus out of context) minus the monosemous controls' (drift)."""
+    cfg = sh.cfg
+    cs = load_concept_set("builtin")
+    contexts, _ = load_contexts("builtin", cs)
+    got = context_code_shift(r, layer, contexts, dc.extraction, sh.loaded, n_bootstrap=cfg.bootstrap, seed=cfg.seed)
+    p_units, c_units = got["polysemous_units"], got["control_units"]
+    order = np.random.default_rng([cfg.seed, 59]).permutation(len(p_units))
+    halves = [drift_controlled(p_units[part], c_units, cfg.bootstrap, np.random.default_rng([cfg.seed, 61, i]))
+              for i, part in enumerate((order[: len(order) // 2], order[len(order) // 2:]))]
+    ests = [estimate(h["value"], (h["ci_low"], h["ci_high"]), h["n_polysemous"]) for h in halves]
+    f = finding(
+        "dictionary.context_code_shift.last_layer", "dictionary", "In a sentence tagged with one of its senses, a "
+        "polysemous word's sparse code (last layer, the dictionary learned out of context) moves its loading toward "
+        "the atoms of the tagged sense more than a monosemous word's code moves toward its own concept's atoms.",
+        estimate(got["value"], (got["ci_low"], got["ci_high"]), got["n_polysemous"]),
+        resampled="words (two-sample bootstrap: polysemous words and controls each resampled)", better="higher",
+        controls=[control("monosemous controls' own shift (drift) subtracted: difference 0", 0.0)],
+        second=ests[1], replicated_on="two disjoint random halves of the polysemous words, each against all controls",
+        command=sh.command("dictionary"),
+        extra={"layer": layer, "polysemous_shift": got["polysemous"], "controls_shift": got["controls"],
+               "n_controls": got["n_controls"], "n_contexts": got["n_contexts"], "statistic": got["statistic"],
+               "contexts": contexts.name})
+    f["replication"] = replication(f["replication"]["description"], ests[0], ests[1])
+    return f
+
+
 def group_dictionary(sh: Shared) -> list[dict[str, Any]]:
     """The paper's sparse-coding premise without labels: a dictionary learned on the words' vectors, its atoms
     against the concept directions (label-permutation and rotation nulls), polysemous words' codes against random
@@ -974,7 +1017,7 @@ def group_dictionary(sh: Shared) -> list[dict[str, Any]]:
     cfg, group = sh.cfg, "dictionary"
     dc = DictionaryConfig(extraction=ExtractionConfig(model=cfg.model, layers="0,-1", device="cpu"),
                           permutations=cfg.permutations, bootstrap=cfg.bootstrap, seed=cfg.seed,
-                          iterations=5 if cfg.fast else 30)
+                          iterations=5 if cfg.fast else 30, baselines=["random_weights"])
     result = measure_dictionary(dc, loaded=sh.loaded, quiet=True)
     names = list(result.results)
     last = names[-1]
@@ -986,7 +1029,8 @@ def group_dictionary(sh: Shared) -> list[dict[str, Any]]:
             "Atoms of a sparse dictionary learned without labels on "
             f"{'the input embeddings' if first else 'the last layer'} line up with concept directions: each "
             "concept's best-matching atom, mean |cos|.",
-            result.results[space.name], _half_fits(space, dc, cfg.seed), result.summary["source"],
+            result.results[space.name], _half_fits(space, dc, cfg.seed, result.results[space.name]),
+            result.summary["source"],
             headline=not first))
     r = result.results[last]
     if "polysemy" in r:
@@ -1008,11 +1052,16 @@ def group_dictionary(sh: Shared) -> list[dict[str, Any]]:
                    "monosemous_recall": float(r["monosemous_recall"].mean())})
         f["replication"] = replication(f["replication"]["description"], halves_est[0], halves_est[1])
         out.append(f)
+    out.append(_context_code_finding(sh, r, last, dc))
     glove = _glove_space()
     if glove is not None:
+        glove_fit = fit_space(glove, dc)
         out.append(_dictionary_finding(sh, "dictionary.atoms_concepts.glove", "Atoms of a sparse dictionary learned "
-                                       "on static GloVe vectors line up with concept directions.", fit_space(glove, dc),
-                                       _half_fits(glove, dc, cfg.seed), "GloVe 6B 50d"))
+                                       "on static GloVe vectors line up with concept directions.", glove_fit,
+                                       _half_fits(glove, dc, cfg.seed, glove_fit), "GloVe 6B 50d"))
+    # Recovery against noise and sparsity (the figure's numbers): the default world is sigma 0.03, rate 0.1.
+    sweep = recovery_sweep(dc, (0.03,) if cfg.fast else (0.01, 0.03, 0.1, 0.3), (0.1,) if cfg.fast else
+                           (0.1, 0.3), seed=cfg.seed)
     # Recovery: the synthetic world's known dictionary, by the same procedure (sizes chosen on held-out words).
     recoveries = []
     for seed in (cfg.seed, cfg.replication_seed):
@@ -1036,6 +1085,10 @@ def group_dictionary(sh: Shared) -> list[dict[str, Any]]:
         command=sh.command(group),
         extra={"atoms": recoveries[0]["choice"].atoms, "nonzeros": recoveries[0]["choice"].nonzeros,
                "amari": first["amari"], "share_by_nonzeros_at_chosen_atoms": first["share_matched_0_9_by_nonzeros"],
+               "min_matched_cos": float(first["matched_cos"].min()),
+               "procedure": "vectors fitted as they are (no centring), sizes by the one-SE rule on held-out words, "
+                            "each fit by sparsity continuation (1, 2, ... atoms per word), best of 3 starts",
+               "recovery_by_noise_and_sparsity": sweep,
                "note": "the true dictionary here is the 2K task atoms mu_k^+-; the words also carry the K_irr "
                        "irrelevant concepts' features"}))
     return out

@@ -1,12 +1,13 @@
 """``mcicl probe dictionary``: the paper's sparse-coding premise asked of real (or saved) word vectors without labels.
 
-Per layer: a dictionary learned on the concept words' vectors (centred on their mean), its size chosen on held-out
-reconstruction error (:func:`analysis.engine.sparse_coding.choose_size`); each concept direction's best-matching
-atom against the same dictionary randomly rotated; the purity of each atom's top-loading words; whether polysemous
-words' codes load on atoms of their senses, against the same words with random senses (chance) and monosemous
-words; with ``--truth``, recovery of a known dictionary (matched cosines, Amari distance). Outputs:
-``summary.json``, ``layers.csv``, ``sizes.csv``, ``atoms.csv``, ``polysemy.csv``, ``dictionaries/<layer>.npz``
-and ``figures/``.
+Per layer: a dictionary learned on the concept words' vectors (as they are; ``--center`` subtracts their mean), its
+size chosen on held-out reconstruction error (:func:`analysis.engine.sparse_coding.choose_size`); each concept
+direction's best-matching atom against labels shuffled across words, the same dictionary randomly rotated, and the
+dictionary of the random-weight model (same tokenizer, same words, same size); the purity of each atom's top-loading
+words; whether polysemous words' codes load on atoms of their senses, against the same words with random senses
+(chance) and monosemous words; with ``--truth``, recovery of a known dictionary (matched cosines, Amari distance).
+Outputs: ``summary.json``, ``layers.csv``, ``sizes.csv``, ``atoms.csv``, ``polysemy.csv``,
+``dictionaries/<layer>.npz`` and ``figures/``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from matplotlib.figure import Figure
 
 from mcicl.analysis.engine.measures import concept_directions, prepare
 from mcicl.analysis.engine.sparse_coding import (
+    Learner,
     abs_cosines,
     amari_distance,
     atom_concepts,
@@ -28,7 +30,7 @@ from mcicl.analysis.engine.sparse_coding import (
     atoms_against_concepts,
     bootstrap_mean,
     choose_size,
-    learn_dictionary,
+    learn_dictionaries,
     matched_cosines,
     relative_error,
     sense_recall,
@@ -53,6 +55,8 @@ from mcicl.probing.geometry import (
 )
 from mcicl.probing.geometry_config import GeometryConfig
 from mcicl.probing.memory import DoesNotFitError, gib
+from mcicl.probing.models import baseline_model
+from mcicl.probing.sparse_autoencoder import learn_sae_dictionaries
 
 log = logging.getLogger("mcicl")
 
@@ -76,7 +80,7 @@ RECALL_CAPTION = Caption(
                   "95% bootstrap intervals over words.")
 
 
-def _geometry_view(cfg: DictionaryConfig) -> GeometryConfig:
+def geometry_view(cfg: DictionaryConfig) -> GeometryConfig:
     """The same inputs as a geometry config, so the two jobs read models and files the same way."""
     return GeometryConfig(extraction=cfg.extraction, vectors=cfg.vectors, store=cfg.store, concepts=cfg.concepts,
                           polysemy=cfg.polysemy, seed=cfg.seed, probes=False)
@@ -91,27 +95,48 @@ def _grid(cfg: DictionaryConfig, n_concepts: int, n_rows: int) -> list[int]:
     return kept
 
 
-def fit_space(space: Space, cfg: DictionaryConfig, truth: LabelledVectors | None = None) -> dict[str, Any]:
-    """Every measurement of one space (a pure function of its vectors and the config)."""
-    lv = space.concepts
-    mean = lv.vectors.astype(np.float64).mean(axis=0)
-    x = lv.vectors.astype(np.float64) - mean
-    names = list(dict.fromkeys(lv.labels.tolist()))
-    grid = _grid(cfg, len(names), len(x))
-    choice = choose_size(x, grid, parse_grid(cfg.nonzeros, "nonzeros", high=64), seed=cfg.seed,
-                         max_iter=cfg.iterations)
-    dic = learn_dictionary(x, choice.atoms, choice.nonzeros, seed=cfg.seed, max_iter=cfg.iterations)
-    codes = sparse_codes(x, dic, choice.nonzeros)
+def learner(cfg: DictionaryConfig) -> Learner:
+    """The dictionary learner of ``cfg.solver`` ({nonzeros: dictionary} for a grid of sparsities)."""
+    return learn_sae_dictionaries if cfg.solver == "sae" else learn_dictionaries
+
+
+def _shift(lv: LabelledVectors, cfg: DictionaryConfig) -> np.ndarray:
+    """What is subtracted from every vector before fitting: the words' mean with ``center``, else 0."""
+    return lv.vectors.astype(np.float64).mean(axis=0) if cfg.center else np.zeros(lv.vectors.shape[1])
+
+
+def _against_concepts(lv: LabelledVectors, dic: np.ndarray, cfg: DictionaryConfig) -> tuple[dict[str, Any],
+                                                                                              np.ndarray, list[str]]:
+    """Atoms against the concept directions of ``lv``, with the label-permutation and rotation nulls."""
     dirs, dir_names = concept_directions(prepare(lv.vectors, lv.labels, center_vectors=True), lv.labels, "diff")
     rng = np.random.default_rng(cfg.seed)
     shuffled = [concept_directions(prepare(lv.vectors, labels, center_vectors=True), labels, "diff")[0]
                 for labels in (rng.permutation(lv.labels) for _ in range(cfg.permutations))]
     vs = atoms_against_concepts(dirs, dic, rotations=cfg.permutations, seed=cfg.seed, permuted=shuffled)
+    return vs, dirs, list(dir_names)
+
+
+def fit_space(space: Space, cfg: DictionaryConfig, truth: LabelledVectors | None = None) -> dict[str, Any]:
+    """Every measurement of one space (a pure function of its vectors and the config)."""
+    lv = space.concepts
+    mean = _shift(lv, cfg)
+    x = lv.vectors.astype(np.float64) - mean
+    names = list(dict.fromkeys(lv.labels.tolist()))
+    grid = _grid(cfg, len(names), len(x))
+    ks = parse_grid(cfg.nonzeros, "nonzeros", high=64)
+    learn = learner(cfg)
+    choice = choose_size(x, grid, ks, seed=cfg.seed, max_iter=cfg.iterations, learner=learn)
+    # With a known truth every sparsity is fitted (recovery is reported at each); else only the chosen one.
+    fitted = learn(x, choice.atoms, ks if truth is not None else [choice.nonzeros], seed=cfg.seed,
+                   max_iter=cfg.iterations)
+    dic = fitted[choice.nonzeros]
+    codes = sparse_codes(x, dic, choice.nonzeros)
+    vs, dirs, dir_names = _against_concepts(lv, dic, cfg)
     owner = atom_concepts(dirs, dic)
     purity = atom_purity(codes, lv.labels)
     out: dict[str, Any] = {
         "choice": choice, "dictionary": dic, "codes": codes, "concept_names": list(dir_names),
-        "atoms_vs_concepts": vs, "purity": purity, "atom_concept": owner,
+        "atoms_vs_concepts": vs, "purity": purity, "atom_concept": owner, "shift": mean,
         "cos_matrix": abs_cosines(dirs, dic), "fit_error": relative_error(x, dic, choice.nonzeros),
         "n_words": len(x), "dim": int(x.shape[1]),
     }
@@ -141,15 +166,27 @@ def fit_space(space: Space, cfg: DictionaryConfig, truth: LabelledVectors | None
         # Recovery is judged on the dictionary the procedure chose (the test of the procedure); the same fit at
         # the truth's own size is reported beside it.
         matched = matched_cosines(t, dic)
-        by_nonzeros = {}
-        for k in parse_grid(cfg.nonzeros, "nonzeros", high=64):
-            other = dic if k == choice.nonzeros else learn_dictionary(x, choice.atoms, k, seed=cfg.seed,
-                                                                      max_iter=cfg.iterations)
-            by_nonzeros[str(k)] = float((matched_cosines(t, other) >= 0.9).mean())
+        by_nonzeros = {str(k): float((matched_cosines(t, fitted[k]) >= 0.9).mean()) for k in ks}
         out["recovery"] = {"n_true_atoms": len(t), "matched_cos": matched,
                            "share_matched_0_9": float((matched >= 0.9).mean()), "amari": amari_distance(t, dic),
                            "share_matched_0_9_by_nonzeros": by_nonzeros}
     return out
+
+
+def fit_baseline(space: Space, cfg: DictionaryConfig, reference: dict[str, Any]) -> dict[str, Any]:
+    """A baseline model's layer: a dictionary of the trained fit's size learned on its vectors of the same words,
+    its atoms against its own concept directions (the same statistic and label-permutation null), and the paired
+    difference trained minus baseline per concept."""
+    lv = space.concepts
+    x = lv.vectors.astype(np.float64) - _shift(lv, cfg)
+    choice = reference["choice"]
+    dic = learner(cfg)(x, choice.atoms, [choice.nonzeros], seed=cfg.seed, max_iter=cfg.iterations)[choice.nonzeros]
+    vs, _, names = _against_concepts(lv, dic, cfg)
+    mine = dict(zip(reference["concept_names"], reference["atoms_vs_concepts"]["per_concept"], strict=True))
+    theirs = dict(zip(names, vs["per_concept"], strict=True))
+    common = [c for c in reference["concept_names"] if c in theirs]
+    diff = np.array([mine[c] - theirs[c] for c in common])
+    return {"atoms_vs_concepts": vs, "concept_names": names, "difference": diff, "common_concepts": common}
 
 
 def _interval(values: np.ndarray, cfg: DictionaryConfig) -> dict[str, Any]:
@@ -181,6 +218,10 @@ def _layer_summary(name: str, r: dict[str, Any], cfg: DictionaryConfig) -> dict[
         out["polysemous_recall"] = _interval(p["recall"], cfg)
         out["polysemous_recall_chance"] = _interval(p["chance"], cfg)
         out["polysemous_minus_chance"] = _interval(p["recall"] - p["chance"], cfg)
+    for kind, b in r.get("baselines", {}).items():
+        bvs = b["atoms_vs_concepts"]
+        out[kind] = {"best_atom_cos": bvs["mean"], "label_null": bvs["label_null"], "label_p": bvs["label_p"]}
+        out[f"trained_minus_{kind}"] = {**_interval(b["difference"], cfg), "resampled": "concepts"}
     if "recovery" in r:
         rec = r["recovery"]
         out["recovery"] = {k: v for k, v in rec.items() if k != "matched_cos"}
@@ -257,7 +298,7 @@ def measure_dictionary(cfg: DictionaryConfig, *, loaded: Any = None, quiet: bool
                        concept_set: Any = None) -> DictionaryResult:
     """Fit every space (layer) of a model or a saved vectors file; nothing is written to disk."""
     seed_everything(cfg.seed)
-    gcfg = _geometry_view(cfg)
+    gcfg = geometry_view(cfg)
     if cfg.vectors:
         spaces, info = spaces_from_file(gcfg)
     elif cfg.store:
@@ -273,12 +314,23 @@ def measure_dictionary(cfg: DictionaryConfig, *, loaded: Any = None, quiet: bool
     else:
         spaces, info = spaces_from_model(gcfg, loaded=loaded, quiet=quiet, concept_set=concept_set)
     truth = LabelledVectors.load(cfg.truth) if cfg.truth else None
+    base_spaces: dict[str, dict[str, Space]] = {}
+    if cfg.baselines and cfg.vectors:
+        log.warning("baselines %s skipped: --vectors has no model to re-initialise", ",".join(cfg.baselines))
+    elif cfg.baselines:
+        loaded = loaded if loaded is not None else load_for(cfg.extraction)
+        for kind in cfg.baselines:
+            got, _ = spaces_from_model(gcfg, loaded=baseline_model(loaded, kind, seed=cfg.seed), quiet=quiet,
+                                       concept_set=concept_set)
+            base_spaces[kind] = {sp.name: sp for sp in got}
     results: dict[str, dict[str, Any]] = {}
     for space in progress(spaces, desc="dictionary per layer"):
         if len(set(space.concepts.labels.tolist())) < 2:
             raise ValueError(f"layer {space.name}: fewer than 2 concepts; accepted: a concept set with >= 2 "
                              "concepts the model represents")
         results[space.name] = fit_space(space, cfg, truth)
+        results[space.name]["baselines"] = {kind: fit_baseline(by_name[space.name], cfg, results[space.name])
+                                            for kind, by_name in base_spaces.items()}
         choice = results[space.name]["choice"]
         if choice.atoms == max(r["atoms"] for r in choice.rows):
             log.warning("layer %s: the held-out error still falls at the largest number of atoms tried (%d): the "
@@ -291,7 +343,9 @@ def measure_dictionary(cfg: DictionaryConfig, *, loaded: Any = None, quiet: bool
     last = list(per_layer)[-1]
     summary = {"source": info["source"], "layer": last, **per_layer[last],
                "selection": next(iter(results.values()))["choice"].rule,
-               "centring": "vectors centred on the mean of the concept words before fitting",
+               "centring": "vectors centred on the mean of the concept words before fitting" if cfg.center else
+               "vectors fitted as they are (no mean subtracted: the paper's model has no mean term)",
+               "solver": cfg.solver, "baselines": list(base_spaces),
                "random_weights": bool(spaces[0].meta.get("random_weights", False)),
                "per_layer": per_layer}
     return DictionaryResult(cfg, results, strict_json(summary), spaces)
@@ -310,9 +364,9 @@ def execute(cfg: DictionaryConfig, ctx: JobContext) -> int:
             raise ValueError(f"--vectors {cfg.vectors} is fitted as saved, so {', '.join(ignored)} would be "
                              "ignored; accepted: --vectors alone, or a model with --concepts/--layers")
     else:
-        concept_set = load_concepts(_geometry_view(cfg))
+        concept_set = load_concepts(geometry_view(cfg))
     if cfg.store:
-        check_store_options(_geometry_view(cfg))
+        check_store_options(geometry_view(cfg))
     folder = ctx.create_run(inputs={"--model": cfg.extraction.model, "--vectors": cfg.vectors, "--truth": cfg.truth,
                                     "--concepts": cfg.concepts, "--polysemy": cfg.polysemy,
                                     "--cache-dir": cfg.extraction.cache_dir, "--store": cfg.store})

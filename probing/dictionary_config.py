@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from mcicl.core.configuration import ConfigError, require
 from mcicl.core.jobs import CsvTable, Job, ReportSection
@@ -12,6 +13,8 @@ from mcicl.core.resampling import bootstrap_field, check_resampling, permutation
 from mcicl.probing.extract_config import ExtractionConfig
 
 MAX_ATOMS = 4096
+BASELINES = ("random_weights", "random_blocks")  # models whose own dictionaries are nulls (as probe geometry)
+SOLVERS = ("mod", "sae")
 
 
 def parse_grid(text: str, field_name: str, low: int = 1, high: int = MAX_ATOMS) -> list[int]:
@@ -45,13 +48,30 @@ class DictionaryConfig:
     atoms: str = field(default="auto", metadata=doc(
         "candidate numbers of atoms, e.g. '16,32,64' ('auto': 1, 2 and 4 times the number of concepts)"))
     nonzeros: str = field(default="1,2,3", metadata=doc("candidate atoms per word (OMP sparsity), e.g. '1,2,3'"))
-    iterations: int = field(default=30, metadata=doc("dictionary-learning iterations at most"))
+    iterations: int = field(default=30, metadata=doc("dictionary-learning iterations at most (per sparsity with "
+                                                      "mod; epochs / 10 with sae)"))
+    solver: Literal["mod", "sae"] = field(default="mod", metadata=doc(
+        "mod: OMP codes and least-squares atoms, sparsity continuation, 3 starts (sizes of thousands of words); "
+        "sae: a top-k sparse autoencoder in torch (sets too large for mod)"))
+    center: bool = field(default=False, metadata=doc(
+        "subtract the words' mean before fitting (off: the paper's model x = sum of features + noise has no mean "
+        "term, and centring makes planted sparse words dense)", flag="--center"))
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES), metadata=doc(
+        "baseline models whose own dictionaries are a null for atoms against concepts: random_weights (same "
+        "architecture and tokenizer, re-initialised with --seed), random_blocks (trained embeddings through "
+        "re-initialised blocks); 'none' for no baselines", metavar="LIST"))
     permutations: int = permutations_field(200, "label permutations and random rotations of the dictionary, "
                                                 "per null")
     bootstrap: int = bootstrap_field(1000, "words")
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.baselines, str):
+            self.baselines = [b for b in self.baselines.split(",") if b]
+        self.baselines = [] if list(self.baselines) == ["none"] else list(self.baselines)
+        for name in self.baselines:
+            require(name in BASELINES, "baselines", name, "a list of " + ", ".join(BASELINES) + ", or none")
+        require(self.solver in SOLVERS, "solver", self.solver, " or ".join(SOLVERS))
         if self.atoms != "auto":
             parse_grid(self.atoms, "atoms")
         parse_grid(self.nonzeros, "nonzeros", high=64)
@@ -77,7 +97,8 @@ DICTIONARY_JOB = Job(
         "what to fit": ("vectors", "store", "truth", "concepts", "polysemy", "extraction.space", "extraction.layers",
                         "extraction.pooling", "extraction.template", "extraction.batch_size",
                         "extraction.cache_dir"),
-        "fit and nulls": ("atoms", "nonzeros", "iterations", "permutations", "bootstrap"),
+        "fit and nulls": ("atoms", "nonzeros", "solver", "center", "iterations", "baselines", "permutations",
+                          "bootstrap"),
     },
     report=ReportSection(
         title="Sparse dictionary of the word vectors",

@@ -80,3 +80,25 @@ def recall_figure(per_layer: Mapping[str, Mapping[str, Any]]) -> Figure:
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=7)
     return fig
+
+
+@styled
+def recovery_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Recovery of a known dictionary against noise (x) and sparsity (one line per features-per-word): the share
+    of true atoms matched with |cos| >= 0.9 and the Amari distance, at the size the procedure chose."""
+    rates = sorted({r["polysemy_rate"] for r in rows})
+    fig, axes = subplots(1, 2, figsize=(8.4, 3.4))
+    for colour, rate in zip(palette(len(rates)), rates, strict=True):
+        pts = sorted((r for r in rows if r["polysemy_rate"] == rate), key=lambda r: r["sigma"])
+        label = f"{pts[0]['features_per_word']:.2f} features per word"
+        for ax, key in zip(axes, ("share_matched_0_9", "amari"), strict=True):
+            ax.plot([r["sigma"] for r in pts], [r[key] for r in pts], marker="o", color=colour, label=label)
+    axes[0].axhline(0.9, color="grey", linestyle=":", linewidth=1)
+    axes[0].set_ylabel("true atoms matched, |cos| >= 0.9")
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[1].set_ylabel("Amari distance (0: recovered)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("noise sigma per coordinate")
+    axes[0].legend(fontsize=7)
+    return fig
