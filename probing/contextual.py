@@ -55,11 +55,11 @@ from mcicl.probing.contexts import (
     wordnet_contexts,
 )
 from mcicl.probing.contexts_config import NEUTRAL_FRAMES, ContextsConfig
-from mcicl.probing.datasets import load_concept_set, wordnet_reader
+from mcicl.probing.datasets import DATASET_PREFIXES, load_concept_set, wordnet_reader
 from mcicl.probing.extract import extract_words, load_for, n_hidden_layers
 from mcicl.probing.extract_config import POOLINGS, ExtractionConfig, resolve_layers
 from mcicl.probing.forward import PoolItem, padding_for, padding_token_id, pool_vectors
-from mcicl.probing.hf_contexts import load_dataset_contexts
+from mcicl.probing.hf_contexts import load_dataset_contexts, vectors_dataset
 from mcicl.probing.models import LoadedModel
 from mcicl.probing.semcor import load_semcor_contexts
 
@@ -130,7 +130,7 @@ def extract_contexts(model: Any, tokenizer: Any, contexts: Sequence[SenseContext
                                                           tokenizer.name_or_path],
                                             "pooling": pooling, "padding_side": side, "dtype": str(model.dtype)})
         # A chunk is keyed by its contexts and occurrences; one chunk per 8 batches.
-        keys = [f"{c.start}:{len(c.word)}:{c.context}" for c in contexts]
+        keys = [f"{c.start}:{c.end - c.start}:{c.context}" for c in contexts]
         size = batch_size * 8
         chunks = [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
         vectors = {}
@@ -151,7 +151,8 @@ def extract_contexts(model: Any, tokenizer: Any, contexts: Sequence[SenseContext
                                 meta)
 
 
-def load_contexts(spec: str, cs: Any, *, min_per_sense: int = 3) -> tuple[ContextSet, list[str]]:
+def load_contexts(spec: str, cs: Any, *, min_per_sense: int = 3, columns: str | None = None
+                  ) -> tuple[ContextSet, list[str]]:
     """(validated ContextSet named by ``spec``, (word/sense) pairs dropped for too few WordNet examples).
 
     'builtin' and files must give every (word, sense) ``min_per_sense`` contexts (else ContextsError);
@@ -161,8 +162,8 @@ def load_contexts(spec: str, cs: Any, *, min_per_sense: int = 3) -> tuple[Contex
         ctx = builtin_contexts()
     elif spec.startswith("semcor:"):  # SemCor 3.0 sense-tagged text (probing/semcor.py)
         return load_semcor_contexts(spec, cs, min_per_sense=min_per_sense), []
-    elif spec.startswith("dataset:"):  # a Hugging Face datasets dataset (probing/hf_contexts.py)
-        ctx = load_dataset_contexts(spec)
+    elif spec.startswith(DATASET_PREFIXES):  # a Hugging Face datasets dataset (probing/hf_contexts.py)
+        ctx = load_dataset_contexts(spec, columns)
     elif spec == "wordnet":
         ctx, dropped = drop_short(wordnet_contexts(cs, wordnet_reader()), min_per_sense)
         if not ctx.contexts:
@@ -292,6 +293,9 @@ class ContextsResult:
             LabelledVectors(matrix, [c.word for c in ctx], [c.sense for c in ctx],
                             meta={**self.extraction.meta, "layer": layer, "contexts": [c.context for c in ctx]}
                             ).save(run.path / "vectors" / f"contexts_{layer}.npz")
+        if self.config is not None and self.config.vectors_dataset:
+            vectors_dataset(ctx, self.extraction.vectors, self.extraction.n_tokens).save_to_disk(
+                str(run.path / "vectors" / "dataset"))
         captions = {"context_layers": LAYERS_CAPTION, "context_pca": WORDS_CAPTION}
         for name, fig in self.figures().items():
             save_figure(fig, run.figures, name, caption=captions[name])
@@ -373,10 +377,10 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
 
     ``concept_set`` and ``contexts``, when given, replace ``cfg.concepts`` and ``cfg.contexts``.
     """
-    cs = concept_set if concept_set is not None else load_concept_set(cfg.concepts)
+    cs = concept_set if concept_set is not None else load_concept_set(cfg.concepts, columns=cfg.columns)
     dropped: list[str] = []
     if contexts is None:
-        contexts, dropped = load_contexts(cfg.contexts, cs, min_per_sense=cfg.min_per_sense)
+        contexts, dropped = load_contexts(cfg.contexts, cs, min_per_sense=cfg.min_per_sense, columns=cfg.columns)
     else:
         check_contexts(contexts, cs, min_per_sense=cfg.min_per_sense)
     poly_idx, control_idx = _rows(contexts)
@@ -479,8 +483,8 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
 def execute(cfg: ContextsConfig, ctx: JobContext) -> int:
     """``mcicl probe contexts``: check the concepts and contexts, open the run folder, measure, save, print."""
     # Validate concepts and contexts before making the output folder, so a typo leaves nothing behind.
-    cs = load_concept_set(cfg.concepts)
-    contexts, dropped = load_contexts(cfg.contexts, cs, min_per_sense=cfg.min_per_sense)
+    cs = load_concept_set(cfg.concepts, columns=cfg.columns)
+    contexts, dropped = load_contexts(cfg.contexts, cs, min_per_sense=cfg.min_per_sense, columns=cfg.columns)
     folder = ctx.create_run(inputs={"--model": cfg.extraction.model, "--contexts": cfg.contexts,
                                     "--concepts": cfg.concepts, "--cache-dir": cfg.extraction.cache_dir})
     seed_everything(cfg.seed)
