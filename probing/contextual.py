@@ -3,7 +3,8 @@
 Extraction follows :mod:`probing.extract`'s rule: the sentence is tokenized whole by the fast tokenizer,
 the word's tokens are those whose character offsets overlap the occurrence (special tokens excluded), and
 its vector is their ``mean`` (or the ``last`` one) in the model's own ``output_hidden_states``; batches are
-padded by :mod:`probing.forward` (so batched == single). Vectors can be cached per chunk of contexts.
+padded by :mod:`probing.forward` (so batched == single), batched by length, and the occurrences of one sentence share
+its forward pass. Vectors can be cached per chunk of contexts (chunks cut in length order).
 
 :func:`measure_contexts` extracts the contexts, the concept words and each context word alone (template
 ``{word}``), and hands cosine scores to :mod:`analysis.contextual`: sense centroids are the mean
@@ -129,10 +130,13 @@ def extract_contexts(model: Any, tokenizer: Any, contexts: Sequence[SenseContext
                                             "tokenizer": [type(tokenizer).__name__, len(tokenizer),
                                                           tokenizer.name_or_path],
                                             "pooling": pooling, "padding_side": side, "dtype": str(model.dtype)})
-        # A chunk is keyed by its contexts and occurrences; one chunk per 8 batches.
+        # A chunk is keyed by its contexts and occurrences; one chunk per 8 batches. Chunks are cut from the
+        # contexts ordered by length (then text), so a chunk's batches pad little and one sentence's occurrences
+        # share its forward pass.
         keys = [f"{c.start}:{c.end - c.start}:{c.context}" for c in contexts]
         size = batch_size * 8
-        chunks = [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
+        by_length = sorted(range(len(items)), key=lambda i: (-len(items[i].ids), contexts[i].context, i))
+        chunks = [by_length[i:i + size] for i in range(0, len(items), size)]
         vectors = {}
         for chunk in progress(chunks, desc="contexts") if show_progress else chunks:
             part_keys = [keys[i] for i in chunk]

@@ -115,25 +115,34 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
     # numbers positions itself: RoBERTa-like models start at padding_idx + 1, not 0.
     pass_positions = padding_side == "left" and "position_ids" in params
     device = input_device(model)
+    # Items with the same token ids (several words of one sentence) share one row of one forward pass.
+    rows: dict[tuple[int, ...], list[int]] = {}
+    for i, it in enumerate(items):
+        rows.setdefault(tuple(it.ids), []).append(i)
+    seqs = list(rows)
     # Longest first (an out-of-memory error shows at once), similar lengths share a batch (little padding).
-    order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
+    order = sorted(range(len(seqs)), key=lambda k: -len(seqs[k]))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     out: dict[str, np.ndarray] = {}
     bar = progress(batches, desc=desc) if show_progress else iter(batches)
     with torch.inference_mode():
         for batch in bar:
-            width = max(len(items[i].ids) for i in batch)
+            width = max(len(seqs[k]) for k in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            b_idx, t_idx, last = [], [], []
-            for row, i in enumerate(batch):
-                ids = items[i].ids
+            members = [i for k in batch for i in rows[seqs[k]]]  # the items read from this batch, in row order
+            b_idx, t_idx, item_row, last = [], [], [], []  # b_idx: item slot; item_row: its row in the batch
+            for row, k in enumerate(batch):
+                ids = seqs[k]
                 shift = width - len(ids) if padding_side == "left" else 0
                 input_ids[row, shift:shift + len(ids)] = torch.tensor(ids)
                 mask[row, shift:shift + len(ids)] = 1
-                b_idx += [row] * len(items[i].positions)
-                t_idx += [p + shift for p in items[i].positions]
-                last.append(items[i].positions[-1] + shift)
+                for i in rows[ids]:
+                    slot = len(item_row)
+                    item_row.append(row)
+                    b_idx += [slot] * len(items[i].positions)
+                    t_idx += [p + shift for p in items[i].positions]
+                    last.append(items[i].positions[-1] + shift)
             kwargs = dict(extra)
             if pass_positions:
                 kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
@@ -142,18 +151,18 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
             for li in layer_idx:
                 h = hidden[li]  # (B, T, d); pad positions may hold garbage (even NaN): only word tokens are read
                 if pooling == "last":
-                    pooled = h[torch.arange(len(batch), device=h.device), torch.tensor(last, device=h.device)].float()
+                    pooled = h[torch.tensor(item_row, device=h.device), torch.tensor(last, device=h.device)].float()
                 else:
-                    bi = torch.tensor(b_idx, device=h.device)
-                    tok = h[bi, torch.tensor(t_idx, device=h.device)].float()
-                    sums = torch.zeros(len(batch), h.shape[-1], dtype=torch.float32, device=h.device)
-                    sums.index_add_(0, bi, tok)
-                    counts = torch.bincount(bi, minlength=len(batch)).float()
+                    slots = torch.tensor(b_idx, device=h.device)
+                    tok = h[torch.tensor(item_row, device=h.device)[slots], torch.tensor(t_idx, device=h.device)]
+                    sums = torch.zeros(len(members), h.shape[-1], dtype=torch.float32, device=h.device)
+                    sums.index_add_(0, slots, tok.float())
+                    counts = torch.bincount(slots, minlength=len(members)).float()
                     pooled = sums / counts[:, None]
                 name = str(li)
                 if name not in out:
                     out[name] = np.empty((len(items), h.shape[-1]), dtype=np.float32)
-                out[name][batch] = pooled.cpu().numpy()
+                out[name][members] = pooled.cpu().numpy()
             del hidden
     if not items:
         d = model.config.get_text_config().hidden_size if hasattr(model.config, "get_text_config") else 0

@@ -73,7 +73,7 @@ def load_dataset_contexts(spec: str, columns: str | dict[str, str] | None = None
 
 def vectors_dataset(contexts: list[SenseContext], vectors: dict[str, np.ndarray],
                     n_tokens: list[int] | None = None) -> Any:
-    """A ``datasets.Dataset``: one row per context (word, sense, context, start, source, n_tokens) and a
+    """A ``datasets.Dataset``: one row per context (word, sense, context, start, source, surface, n_tokens) and a
     ``layer_<L>`` column of float32 vectors per layer (``vectors``: layer -> (len(contexts), d))."""
     import datasets  # deferred: heavy (pyarrow), only when vectors are written as a dataset
 
@@ -82,11 +82,12 @@ def vectors_dataset(contexts: list[SenseContext], vectors: dict[str, np.ndarray]
     if bad:
         raise ValueError(f"vectors {bad} do not have one row per context ({n})")
     columns: dict[str, Any] = {key: [c.__dict__[key] for c in contexts] for key in ("word", "sense", "context",
-                                                                                     "start", "source")}
+                                                                                     "start", "source", "surface")}
     columns["n_tokens"] = list(n_tokens) if n_tokens is not None else [0] * n
     features = {"word": datasets.Value("string"), "sense": datasets.Value("string"),
                 "context": datasets.Value("string"), "start": datasets.Value("int64"),
-                "source": datasets.Value("string"), "n_tokens": datasets.Value("int64")}
+                "source": datasets.Value("string"), "surface": datasets.Value("string"),
+                "n_tokens": datasets.Value("int64")}
     for layer, v in vectors.items():
         columns[f"layer_{layer}"] = np.asarray(v, dtype=np.float32)
         features[f"layer_{layer}"] = datasets.Sequence(datasets.Value("float32"), length=int(v.shape[1]))

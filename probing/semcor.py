@@ -24,7 +24,8 @@ for a WordNet synset set, the word's sense concept above the tagged synset). Eve
 kept or counted under one skip reason (:data:`SKIP_REASONS`) in :class:`SemcorReport`; nothing is dropped
 silently. An occurrence written in another form than its lemma (``banks`` for ``bank``, ``men`` for ``man``) is
 kept with that written form as its span (``SenseContext.surface``: the vector pools the written form's tokens) and
-counted (``inflected_found`` / ``inflected_kept``). At most ``max_per_sense`` occurrences per (word, sense) are kept, drawn with a seeded generator.
+counted (``inflected_found`` / ``inflected_kept``). At most ``max_per_sense`` occurrences per (word, sense) are
+kept, drawn with a seeded generator.
 """
 
 from __future__ import annotations

@@ -27,21 +27,6 @@ from mcicl.probing.semcor import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _semcor_root() -> Path | None:
-    for cand in (REPO.parent / "shared" / "data" / "semcor3.0", Path("/work/shared/data/semcor3.0")):
-        if (cand / "brown1" / "tagfiles").is_dir():
-            return cand
-    return None
-
-
-@pytest.fixture(scope="module")
-def semcor_root() -> Path:
-    root = _semcor_root()
-    if root is None:
-        pytest.skip("SemCor 3.0 not found at ../shared/data/semcor3.0")
-    return root
-
-
 # ------------------------------------------------------------------------------------------ rebuilding
 # (tokens as SemCor writes them, the sentence written by hand)
 REBUILT = [
