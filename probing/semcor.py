@@ -30,6 +30,7 @@ kept, drawn with a seeded generator.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections import Counter
@@ -400,19 +401,36 @@ def parse_spec(spec: str) -> Path:
 
 def load_semcor_contexts(spec: str, cs: ConceptSet, *, min_per_sense: int = 3,
                          max_per_sense: int = MAX_PER_SENSE, seed: int = SAMPLE_SEED,
-                         max_files: int = 0) -> SemcorContextSet:
+                         max_files: int = 0, part: tuple[int, int] = (0, 1)) -> SemcorContextSet:
     """The SemcorContextSet of ``semcor:PATH`` for concept set ``cs`` (WordNet read from the usual place); with
-    ``max_files``, only the first that many tag files (name order)."""
+    ``max_files``, only the first that many tag files (name order); with ``part=(k, n)``, of those the files
+    ``k, k + n, k + 2n, ...`` (``(0, 2)`` and ``(1, 2)``: two disjoint halves that alternate across the corpus)."""
     path = parse_spec(spec)
     files = tag_files(path)
     files = files[:max_files] if max_files else files
-    sentences = [s for f in files for s in read_tagfile(f)]
+    k, n = part
+    if not (isinstance(n, int) and n >= 1 and isinstance(k, int) and 0 <= k < n):
+        raise ValueError(f"part={part!r}: accepted: (k, n) with integers 0 <= k < n")
+    files = files[k::n]
+    sentences = [s for f in files for s in read_tagfile_cached(f)]
     ctx = semcor_contexts(sentences, cs, wordnet_reader(), min_per_sense=min_per_sense,
                           max_per_sense=max_per_sense, seed=seed, name=f"semcor:{path.name}", files=len(files))
     if not ctx.contexts:
         raise ContextsError(f"contexts={spec!r}: no tagged noun of {cs.name!r}'s words has {min_per_sense} "
                             f"occurrences in two senses; read {ctx.report.to_dict()}")
     return ctx
+
+
+@functools.lru_cache(maxsize=512)
+def _read_cached(path: str, mtime_ns: int, size: int) -> tuple[Sentence, ...]:
+    return tuple(read_tagfile(path))
+
+
+def read_tagfile_cached(path: str | Path) -> list[Sentence]:
+    """:func:`read_tagfile`, parsed once per process while the file is unchanged (sentences are not modified
+    downstream)."""
+    st = Path(path).stat()
+    return list(_read_cached(str(path), st.st_mtime_ns, st.st_size))
 
 
 def default_semcor() -> Path | None:

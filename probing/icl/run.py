@@ -392,9 +392,9 @@ def run_icl(config: IclConfig, run: RunFolder, *, loaded: LoadedModel | None = N
 
 
 def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
-              concept_set: ConceptSet | None = None) -> IclResult:
+              concept_set: ConceptSet | None = None, contexts: ContextSet | None = None) -> IclResult:
     """Sample the ICL prompts, score them with the chosen readout and its baselines, summarise; nothing is written
-    to disk."""
+    to disk. ``contexts``, when given, replaces ``config.contexts`` (the sentences of the in-context queries)."""
     cs = concept_set if concept_set is not None else load_suite(config.prompts.suite, config.prompts.polysemy,
                                                                 config.columns)
     conditions = list(config.prompts.conditions)
@@ -402,12 +402,12 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
         raise ValueError(f"condition polysemous_query needs polysemous words, but concept set {cs.name!r} lists "
                          "none; use suite='polysemy', add polysemy=FILE, or leave polysemous_query out of "
                          "conditions")
-    contexts = None
     if any(c in SENTENCE_CONDITIONS for c in conditions):
         if not cs.polysemy:
             raise ValueError(f"conditions {', '.join(SENTENCE_CONDITIONS)} need polysemous words, but concept set "
                              f"{cs.name!r} lists none; use --suite polysemy or add --polysemy FILE")
-        contexts, _ = load_contexts(config.contexts, cs, min_per_sense=1, columns=config.columns)
+        if contexts is None:
+            contexts, _ = load_contexts(config.contexts, cs, min_per_sense=1, columns=config.columns)
     episodes = config.prompts
     sampler = IclSampler(cs, ways=episodes.ways, queries_per_episode=episodes.queries_per_episode,
                          novel_fraction=episodes.novel_fraction, arbitrary_label_sets=tuple(episodes.arbitrary_labels),

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mcicl.probing.contexts import ContextSet, builtin_contexts
+from mcicl.probing.contexts import ContextSet, SenseContext, builtin_contexts
 from mcicl.probing.datasets import DATASET_PREFIXES, builtin_concepts, load_concept_set
 from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.datasets.sets import descendants
@@ -269,14 +269,21 @@ class IclSampler:
                 for w, c in queries]
 
     def _context_words(self) -> dict[str, list[str]]:
-        """Polysemous word -> its senses that have tagged contexts (words with >= 2 such senses)."""
+        """Polysemous word -> its senses that have tagged contexts (words with >= 2 such senses); computed once."""
         if self.contexts is None:
             self.contexts = builtin_contexts()
+        cached = getattr(self, "_context_index", None)
+        if cached is not None and cached[0] is self.contexts:
+            return cached[1]
+        pools: dict[tuple[str, str], list[SenseContext]] = {}
+        for c in self.contexts.contexts:
+            pools.setdefault((c.word, c.sense), []).append(c)
         out = {}
         for word, senses in sorted(self.concepts.polysemy.items()):
-            have = [s for s in senses if s in self.contexts.senses(word)]
+            have = [s for s in senses if (word, s) in pools]
             if len(have) >= 2:
                 out[word] = have
+        self._context_index = (self.contexts, out, pools)
         if not out:
             raise ValueError(f"contexts {self.contexts.name!r} hold no polysemous word of {self.concepts.name!r} in "
                              "two of its senses; accepted: contexts for at least one word's two senses")
@@ -306,7 +313,7 @@ class IclSampler:
         others = [s for s in self._context_words()[word] if s != sense]
         other = others[int(sub.integers(len(others)))]
         selected = sense if cond.context_sense == "task" else other
-        pool = [c for c in self.contexts.contexts if c.word == word and c.sense == selected]
+        pool = self._context_index[2][(word, selected)]
         chosen = [pool[i] for i in sub.permutation(len(pool))[:self.queries_per_episode]]
         task = "|".join(combo)
         return [IclPrompt(condition_name, shots, episode, task, labels, demo_pairs, word, sense, mapping[sense],
