@@ -210,18 +210,27 @@ def sense_counts_figure(rows: list[dict[str, Any]], n_words: int = COUNTS_WORDS)
     senses = sorted({r["sense"] for r in rows if r["word"] in words})
     colours = {s: f"C{k % 10}" for k, s in enumerate(senses)}
     hatches = {s: ("" if k < 10 else "//" if k < 20 else "..") for k, s in enumerate(senses)}
-    fig = Figure(figsize=(9, max(3.0, 0.28 * len(words) + 1.5)))
+    fig = Figure(figsize=(10, max(3.0, 0.3 * len(words) + 1.5)))
     ax = fig.add_subplot()
+    widest = max((totals[w] for w in words), default=1)
     for y, w in enumerate(words):
         left = 0
-        for r in (r for r in rows if r["word"] == w):
+        for r in sorted((r for r in rows if r["word"] == w), key=lambda r: (-r["found"], r["sense"])):
             ax.barh(y, r["found"], left=left, color=colours[r["sense"]], hatch=hatches[r["sense"]],
                     edgecolor="white", linewidth=0.5)
+            if r["found"] >= 0.09 * widest:  # segments wide enough carry their supersense's name
+                ax.text(left + r["found"] / 2, y, r["sense"].removeprefix("noun."), ha="center", va="center",
+                        fontsize=6.5, color="black", bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none",
+                                                           "alpha": 0.75})
             left += r["found"]
+        top = max(r["share"] for r in rows if r["word"] == w)
+        ax.text(left + widest * 0.01, y, f"{top:.0%}", va="center", fontsize=7, color="0.3")
     for s in senses:
         ax.barh(np.nan, 0, color=colours[s], hatch=hatches[s], label=s.removeprefix("noun."))
     ax.set_yticks(range(len(words)), words)
-    ax.set_xlabel("tagged occurrences in SemCor (before the cap)")
+    ax.set_xlim(0, widest * 1.08)
+    ax.set_xlabel("tagged occurrences in SemCor (before the cap); bars ordered by sense frequency, "
+                  "the majority sense's share at the end")
     ax.set_title(f"Senses in text: the {len(words)} most frequent polysemous nouns, by supersense")
     ax.legend(fontsize=7, ncol=2, loc="lower right", title="supersense", title_fontsize=8)
     fig.tight_layout()
@@ -249,7 +258,7 @@ def layers_figure(result: SemcorResult) -> Figure:
                 continue
             x = [int(r["layer"]) for r in rows]
             ax2.plot(x, [r["auc"] for r in rows], styles[model], color=colour, marker="o",
-                     label=f"same {label} ({model})")
+                     label=f"{'WiC file pairs' if label == 'wic' else 'same ' + label} ({model})")
             ax2.fill_between(x, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], color=colour, alpha=0.15)
     ax1.set(xlabel="layer (0 = embeddings)", ylabel="supersense accuracy (mean over words)",
             title="Which supersense? (candidates: the word's own)")

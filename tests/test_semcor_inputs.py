@@ -286,3 +286,4 @@ def test_icl_queries_in_semcor_sentences(tmp_path: Path, minilm) -> None:
     assert set(sf["baselines"]) == {"static_kernel", "random_weights"}
     assert result.summary["contexts_report"]["inflected_kept"] == 2
     assert "0" in result.summary["accuracy"]["polysemous_in_context_zero_shot"]
+    assert "accuracy_vs_shots" in result.figures()
