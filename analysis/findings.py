@@ -1132,7 +1132,7 @@ def _semcor_icl_findings(sh: Shared, group: str) -> list[dict[str, Any]]:
     base_controls = [control("no difference (0)", 0.0)]
     for name, label in (("static_kernel", "static kernel"), ("random_weights", "random weights (same readout)")):
         b = diff(freq[0], name)
-        if b:
+        if b and b["difference"]["mean"] is not None and math.isfinite(b["difference"]["mean"]):
             d = b["difference"]
             base_controls.append(control(f"{label}: its majority minus minority", d["mean"],
                                          (d["ci_low"], d["ci_high"])))

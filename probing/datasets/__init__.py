@@ -48,9 +48,9 @@ def load_concept_set(spec: str | Path | ConceptSet = "builtin", *, polysemy: str
     else:
         path = Path(spec)
         if not path.exists():
-            raise FileNotFoundError(f"concepts={str(spec)!r}: not a named set or dataset and no "
-                                    f"such file; accepted: builtin, wordnet, supersenses, dataset:PATH, hf:NAME, or a "
-                                    ".json/.csv file")
+            raise FileNotFoundError(f"concepts={str(spec)!r}: not a named set or dataset and no such file; "
+                                    "accepted: builtin, wordnet, supersenses, or a .json/.csv file (or a dataset: "
+                                    "dataset:PATH, hf:NAME[:CONFIG][@SPLIT])")
         cs = load_concept_file(path)
     if polysemy is not None:
         cs = load_polysemy(polysemy, cs)
