@@ -63,6 +63,7 @@ from mcicl.core.runs import RunFolder
 from mcicl.core.vectors import LabelledVectors, Space
 from mcicl.probing.contextual import ContextsConfig, load_contexts, measure_contexts
 from mcicl.probing.datasets import load_concept_set
+from mcicl.probing.datasets.supersenses import supersense_concepts
 from mcicl.probing.dictionary import fit_space, measure_dictionary
 from mcicl.probing.dictionary_config import DictionaryConfig
 from mcicl.probing.dictionary_contexts import context_code_shift
@@ -81,7 +82,7 @@ from mcicl.probing.mechanism.circuits_config import CircuitsConfig
 from mcicl.probing.mechanism.steer_config import SteerConfig
 from mcicl.probing.mechanism.steering import steer
 from mcicl.probing.models import LoadedModel, baseline_model, load_model
-from mcicl.probing.semcor import default_semcor
+from mcicl.probing.semcor import default_semcor, load_semcor_contexts
 from mcicl.probing.semcor_config import SemcorConfig
 from mcicl.probing.semcor_job import measure_semcor, pair_auc_halves
 from mcicl.synthetic.cells import StopRule, sweep_cells
@@ -858,10 +859,12 @@ def group_contexts(sh: Shared) -> list[dict[str, Any]]:
     return [f, *_drift_findings(sh, result, group)]
 
 
-def _drift_findings(sh: Shared, result: Any, group: str) -> list[dict[str, Any]]:
+def _drift_findings(sh: Shared, result: Any, group: str, prefix: str = "contexts",
+                    random: Any = None) -> list[dict[str, Any]]:
     """The polysemous words' in-context gain minus the monosemous controls' (drift), at the last layer (fixed in
     advance, no selection): accuracy gain and shift, against 2-way controls (the polysemous words' format); the
-    difference against the all-concept controls is kept in ``extra``."""
+    difference against the all-concept controls is kept in ``extra``; with ``random`` (the same measured on random
+    weights) its drift-controlled value is a control."""
     cfg = sh.cfg
     if not result.drift:
         return []
@@ -887,12 +890,17 @@ def _drift_findings(sh: Shared, result: Any, group: str) -> list[dict[str, Any]]
             half = drift_controlled(p_units[h], k_units, cfg.bootstrap, rng)
             reps.append(estimate(half["value"], (half["ci_low"], half["ci_high"]), len(h)))
         main = estimate(d["value"], (d["ci_low"], d["ci_high"]), d["n_polysemous"])
+        controls = [control("no difference from the controls' drift (0)", 0.0)]
+        if random is not None and random.drift:
+            rd = random.drift[last][f"{stat}_minus_controls_2way"]
+            controls.append(control("random weights (the same, drift-controlled)", rd["value"],
+                                    (rd["ci_low"], rd["ci_high"])))
         out.append(finding(
-            f"contexts.{stat}_minus_drift.last_layer", group,
+            f"{prefix}.{stat}_minus_drift.last_layer", group,
             f"Polysemous words' {what} exceeds the drift of monosemous controls toward their own concept (the same "
             "2-way format: own concept against one other), at the last layer.", main, resampled="words",
             better="higher",
-            controls=[control("no difference from the controls' drift (0)", 0.0)],
+            controls=controls,
             second=reps[1], replicated_on="two disjoint random halves of the polysemous words, each against the "
                                           "controls", command=sh.command(group),
             selection={"rule": f"the last layer ({last}), fixed in advance", "disjoint": "no selection"},
@@ -1153,6 +1161,91 @@ def group_semcor(sh: Shared) -> list[dict[str, Any]]:
         extra={"layer": last, "n_positive": auc["n_positive"], "n_negative": auc["n_negative"],
                "per_word_mean": auc["per_word_mean"]})
     f2["replication"] = replication(f2["replication"]["description"], ests[0], ests[1])
+    drift = _drift_findings(sh, result.details["trained"], group, prefix="semcor",
+                            random=result.details.get("random"))
+    return [f1, f2, *drift, *_semcor_icl_findings(sh, group)]
+
+
+SEMCOR_ICL_SHOTS = 4  # fixed in advance: one shot count for the real-sentence ICL findings
+
+
+def _semcor_icl(sh: Shared, part: int) -> Any:
+    """The in-prompt readout on ``--suite supersenses`` with queries in the SemCor sentences of one half of the tag
+    files (``part`` 0 or 1: alternate files), beside the static kernel and random weights."""
+    cfg = sh.cfg
+    cs = supersense_concepts()
+    ctx = load_semcor_contexts(f"semcor:{default_semcor()}", cs, min_per_sense=2 if cfg.fast else 3,
+                               seed=cfg.seed, max_files=12 if cfg.fast else 0, part=(part, 2))
+    prompts = EpisodeConfig(suite="supersenses", shots=[SEMCOR_ICL_SHOTS], episodes=cfg.icl_episodes,
+                            queries_per_episode=2,
+                            conditions=["polysemous_in_context", "polysemous_in_context_zero_shot"])
+    ic = IclConfig(extraction=ExtractionConfig(model=cfg.model, layers="last", device="cpu"), prompts=prompts,
+                   readout="in_prompt", baselines=["static_kernel", "random_weights"],
+                   tune_episodes=cfg.tune_episodes, bootstrap=cfg.bootstrap, permutations=cfg.permutations,
+                   seed=cfg.seed)
+    return icl_probe(ic, loaded=sh.loaded, concept_set=cs, contexts=ctx)
+
+
+def _semcor_icl_findings(sh: Shared, group: str) -> list[dict[str, Any]]:
+    """Real-sentence ICL: accuracy of polysemous queries in their SemCor sentences, and majority-sense minus
+    minority-sense accuracy (the real counterpart of the skewed-concept shift), each replicated on the other half
+    of the tag files."""
+    cfg = sh.cfg
+    halves = [_semcor_icl(sh, k).summary for k in (0, 1)]
+    cond, shots = "polysemous_in_context", str(SEMCOR_ICL_SHOTS)
+    rep_text = "the other half of the SemCor tag files (alternate files: disjoint sentences)"
+    selection = {"rule": f"{SEMCOR_ICL_SHOTS} shots, fixed in advance; beta: {halves[0]['beta']['rule']}",
+                 "disjoint": f"yes: beta tuned on in-distribution episodes (seed {cfg.seed + 1})"}
+    common = {"command": sh.command(group), "replicated_on": rep_text, "selection": selection}
+
+    def cell(summary: dict[str, Any], tree: str = "accuracy", name: str | None = None, c: str = cond,
+             k: str = shots) -> dict[str, Any] | None:
+        node = summary if name is None else summary["baselines"][name]
+        return node.get(tree, {}).get(c, {}).get(k)
+
+    def est(x: dict[str, Any] | None) -> dict[str, Any]:
+        return estimate(x["mean"], (x["ci_low"], x["ci_high"]), x.get("n_words", x["n"])) if x else \
+            estimate(None, (None, None), 0)
+
+    s = halves[0]
+    acc = [cell(h) for h in halves]
+    controls = [control(f"chance (1/{s['ways']} ways)", s["chance"]),
+                *_cell_control("zero-shot (the same queries, no demonstrations)",
+                               cell(s, c="polysemous_in_context_zero_shot", k="0")),
+                *_cell_control("static kernel", cell(s, name="static_kernel")),
+                *_cell_control("random weights (same readout)", cell(s, name="random_weights"))]
+    f1 = finding(
+        f"semcor.icl.in_context.{shots}shots", group,
+        claim=f"With {shots} demonstrations of monosemous nouns labelled by WordNet supersense, a polysemous noun read "
+              "in its real SemCor sentence is classified as its tagged supersense (in-prompt readout).",
+        main=est(acc[0]), resampled=ICL_RESAMPLED, better="higher", controls=controls, second=est(acc[1]),
+        extra={"contexts_report": s.get("contexts_report"), "beta": s["beta"]["best"]}, **common)
+    freq = [h.get("sense_frequency", {}) for h in halves]
+
+    def diff(f: dict[str, Any], name: str | None = None) -> dict[str, Any] | None:
+        node = f if name is None else f.get("baselines", {}).get(name, {})
+        return node.get(cond, {}).get(shots)
+
+    mm = [diff(f) for f in freq]
+    parts = {kind: [m[kind] if m else None for m in mm] for kind in ("majority", "minority")}
+    base_controls = [control("no difference (0)", 0.0)]
+    for name, label in (("static_kernel", "static kernel"), ("random_weights", "random weights (same readout)")):
+        b = diff(freq[0], name)
+        if b and b["difference"]["mean"] is not None and math.isfinite(b["difference"]["mean"]):
+            d = b["difference"]
+            base_controls.append(control(f"{label}: its majority minus minority", d["mean"],
+                                         (d["ci_low"], d["ci_high"])))
+    f2 = finding(
+        f"semcor.icl.majority_minus_minority.{shots}shots", group,
+        claim="In real text, a polysemous noun's query in its majority (most frequent) supersense is classified more "
+              "accurately than one in a minority supersense (the real counterpart of the skewed-concept shift).",
+        main=est(mm[0]["difference"] if mm[0] else None), resampled="query words (cluster bootstrap: a word's "
+        "prompts move together)", better="higher", controls=base_controls,
+        second=est(mm[1]["difference"] if mm[1] else None),
+        extra={"majority": [est(x) for x in parts["majority"]], "minority": [est(x) for x in parts["minority"]],
+               "tied_left_out": [f.get("tied_left_out") for f in freq],
+               "zero_shot": [(f.get("polysemous_in_context_zero_shot") or {}).get("0") for f in freq],
+               "baselines": {name: diff(freq[0], name) for name in ("static_kernel", "random_weights")}}, **common)
     return [f1, f2]
 
 

@@ -44,18 +44,21 @@ class ContextsError(ConceptSetError):
 
 @dataclass(frozen=True)
 class SenseContext:
-    """One sentence holding ``word`` at characters ``[start, start + len(word))``, used in sense ``sense``."""
+    """One sentence holding ``word`` at characters ``[start, start + len(word))``, used in sense ``sense``; where the
+    text writes another form of the word (``surface``: "banks" for the lemma "bank") the occurrence is
+    ``[start, start + len(surface))``."""
 
     word: str
     sense: str
     context: str
     start: int
     source: str = ""
+    surface: str = ""  # the written form where it differs from ``word`` (plural, other inflection); "" otherwise
 
     @property
     def end(self) -> int:
         """The character just past the occurrence."""
-        return self.start + len(self.word)
+        return self.start + len(self.surface or self.word)
 
 
 def check_brackets(word: str, context: str) -> None:

@@ -17,7 +17,7 @@ NEUTRAL_FRAMES = ("{word}", "This is {word}.", "Here is the word {word}.", "They
                   "{word} again.", "The next word is {word}.", "I wrote down {word}.")
 CONTEXT_SOURCES = ("'builtin', 'wordnet' (WordNet example sentences; needs a WordNet concept set), 'semcor:PATH' "
                    "(SemCor 3.0 sense-tagged text), 'dataset:PATH' (a datasets save_to_disk folder or "
-                   "parquet/csv/json file), or a .json/.csv file")
+                   "parquet/csv/json file), 'hf:NAME[:CONFIG][@SPLIT]' (the Hub), or a .json/.csv file")
 
 
 @dataclass
@@ -29,9 +29,15 @@ class ContextsConfig:
     extraction: ExtractionConfig = field(default_factory=lambda: ExtractionConfig(batch_size=32))
     contexts: str = field(default="builtin", metadata=doc(
         "builtin | wordnet (WordNet example sentences; with --concepts wordnet) | semcor:PATH (SemCor 3.0) | "
-        "dataset:PATH (datasets) | FILE (.csv with "
+        "dataset:PATH | hf:NAME[:CONFIG][@SPLIT] (datasets) | FILE (.csv with "
         "word,sense,context or .json {word: {sense: [sentences]}})"))
-    concepts: str = field(default="builtin", metadata=doc("builtin | wordnet | supersenses | FILE (.json or .csv)"))
+    concepts: str = field(default="builtin", metadata=doc(
+        "builtin | wordnet | supersenses | dataset:PATH | hf:NAME[:CONFIG][@SPLIT] | FILE (.json or .csv)"))
+    columns: str = field(default="", metadata=doc(
+        "dataset inputs: ROLE=COLUMN,... naming the columns for the roles word, sense, context, start, source "
+        "(default: columns named after the roles)"))
+    vectors_dataset: bool = field(default=False, metadata=doc(
+        "also write the contextual vectors as a datasets Arrow dataset (vectors/dataset, save_to_disk)"))
     center: bool = field(default=True, metadata=doc(
         "raw cosines (default: centroids and out-of-context vectors centred on the concept-word mean, contextual "
         "vectors on the contexts' mean)", flag="--no-center"))
@@ -67,7 +73,8 @@ CONTEXTS_JOB = Job(
     fields={
         "model": ("extraction.model", "extraction.revision", "extraction.dtype", "extraction.device",
                   "extraction.trust_remote_code"),
-        "what to measure": ("contexts", "concepts", "extraction.layers", "extraction.pooling", "min_per_sense",
+        "what to measure": ("contexts", "concepts", "columns", "vectors_dataset", "extraction.layers",
+                            "extraction.pooling", "min_per_sense",
                             "center", "baseline", "extraction.batch_size", "extraction.cache_dir"),
         "statistics": ("permutations", "bootstrap"),
     },

@@ -3,7 +3,8 @@
 Extraction follows :mod:`probing.extract`'s rule: the sentence is tokenized whole by the fast tokenizer,
 the word's tokens are those whose character offsets overlap the occurrence (special tokens excluded), and
 its vector is their ``mean`` (or the ``last`` one) in the model's own ``output_hidden_states``; batches are
-padded by :mod:`probing.forward` (so batched == single). Vectors can be cached per chunk of contexts.
+padded by :mod:`probing.forward` (so batched == single), batched by length, and the occurrences of one sentence share
+its forward pass. Vectors can be cached per chunk of contexts (chunks cut in length order).
 
 :func:`measure_contexts` extracts the contexts, the concept words and each context word alone (template
 ``{word}``), and hands cosine scores to :mod:`analysis.contextual`: sense centroids are the mean
@@ -55,11 +56,11 @@ from mcicl.probing.contexts import (
     wordnet_contexts,
 )
 from mcicl.probing.contexts_config import NEUTRAL_FRAMES, ContextsConfig
-from mcicl.probing.datasets import load_concept_set, wordnet_reader
+from mcicl.probing.datasets import DATASET_PREFIXES, load_concept_set, wordnet_reader
 from mcicl.probing.extract import extract_words, load_for, n_hidden_layers
 from mcicl.probing.extract_config import POOLINGS, ExtractionConfig, resolve_layers
 from mcicl.probing.forward import PoolItem, chunk_rows, padding_for, padding_token_id, pool_vectors
-from mcicl.probing.hf_contexts import load_dataset_contexts
+from mcicl.probing.hf_contexts import load_dataset_contexts, vectors_dataset
 from mcicl.probing.models import LoadedModel
 from mcicl.probing.semcor import load_semcor_contexts
 
@@ -130,10 +131,13 @@ def extract_contexts(model: Any, tokenizer: Any, contexts: Sequence[SenseContext
                                             "tokenizer": [type(tokenizer).__name__, len(tokenizer),
                                                           tokenizer.name_or_path],
                                             "pooling": pooling, "padding_side": side, "dtype": str(model.dtype)})
-        # A chunk is keyed by its contexts and occurrences; one chunk per 8 batches.
-        keys = [f"{c.start}:{len(c.word)}:{c.context}" for c in contexts]
+        # A chunk is keyed by its contexts and occurrences; one chunk per 8 batches. Chunks are cut from the
+        # contexts ordered by length (then text), so a chunk's batches pad little and one sentence's occurrences
+        # share its forward pass.
+        keys = [f"{c.start}:{c.end - c.start}:{c.context}" for c in contexts]
         size = chunk_rows(batch_size)
-        chunks = [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
+        by_length = sorted(range(len(items)), key=lambda i: (-len(items[i].ids), contexts[i].context, i))
+        chunks = [by_length[i:i + size] for i in range(0, len(items), size)]
         vectors = {}
         for chunk in progress(chunks, desc="contexts") if show_progress else chunks:
             part_keys = [keys[i] for i in chunk]
@@ -152,7 +156,8 @@ def extract_contexts(model: Any, tokenizer: Any, contexts: Sequence[SenseContext
                                 meta)
 
 
-def load_contexts(spec: str, cs: Any, *, min_per_sense: int = 3) -> tuple[ContextSet, list[str]]:
+def load_contexts(spec: str, cs: Any, *, min_per_sense: int = 3, columns: str | None = None
+                  ) -> tuple[ContextSet, list[str]]:
     """(validated ContextSet named by ``spec``, (word/sense) pairs dropped for too few WordNet examples).
 
     'builtin' and files must give every (word, sense) ``min_per_sense`` contexts (else ContextsError);
@@ -162,8 +167,8 @@ def load_contexts(spec: str, cs: Any, *, min_per_sense: int = 3) -> tuple[Contex
         ctx = builtin_contexts()
     elif spec.startswith("semcor:"):  # SemCor 3.0 sense-tagged text (probing/semcor.py)
         return load_semcor_contexts(spec, cs, min_per_sense=min_per_sense), []
-    elif spec.startswith("dataset:"):  # a Hugging Face datasets dataset (probing/hf_contexts.py)
-        ctx = load_dataset_contexts(spec)
+    elif spec.startswith(DATASET_PREFIXES):  # a Hugging Face datasets dataset (probing/hf_contexts.py)
+        ctx = load_dataset_contexts(spec, columns)
     elif spec == "wordnet":
         ctx, dropped = drop_short(wordnet_contexts(cs, wordnet_reader()), min_per_sense)
         if not ctx.contexts:
@@ -293,6 +298,9 @@ class ContextsResult:
             LabelledVectors(matrix, [c.word for c in ctx], [c.sense for c in ctx],
                             meta={**self.extraction.meta, "layer": layer, "contexts": [c.context for c in ctx]}
                             ).save(run.path / "vectors" / f"contexts_{layer}.npz")
+        if self.config is not None and self.config.vectors_dataset:
+            vectors_dataset(ctx, self.extraction.vectors, self.extraction.n_tokens).save_to_disk(
+                str(run.path / "vectors" / "dataset"))
         captions = {"context_layers": LAYERS_CAPTION, "context_pca": WORDS_CAPTION}
         for name, fig in self.figures().items():
             save_figure(fig, run.figures, name, caption=captions[name])
@@ -374,10 +382,10 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
 
     ``concept_set`` and ``contexts``, when given, replace ``cfg.concepts`` and ``cfg.contexts``.
     """
-    cs = concept_set if concept_set is not None else load_concept_set(cfg.concepts)
+    cs = concept_set if concept_set is not None else load_concept_set(cfg.concepts, columns=cfg.columns)
     dropped: list[str] = []
     if contexts is None:
-        contexts, dropped = load_contexts(cfg.contexts, cs, min_per_sense=cfg.min_per_sense)
+        contexts, dropped = load_contexts(cfg.contexts, cs, min_per_sense=cfg.min_per_sense, columns=cfg.columns)
     else:
         check_contexts(contexts, cs, min_per_sense=cfg.min_per_sense)
     poly_idx, control_idx = _rows(contexts)
@@ -480,8 +488,8 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
 def execute(cfg: ContextsConfig, ctx: JobContext) -> int:
     """``mcicl probe contexts``: check the concepts and contexts, open the run folder, measure, save, print."""
     # Validate concepts and contexts before making the output folder, so a typo leaves nothing behind.
-    cs = load_concept_set(cfg.concepts)
-    contexts, dropped = load_contexts(cfg.contexts, cs, min_per_sense=cfg.min_per_sense)
+    cs = load_concept_set(cfg.concepts, columns=cfg.columns)
+    contexts, dropped = load_contexts(cfg.contexts, cs, min_per_sense=cfg.min_per_sense, columns=cfg.columns)
     folder = ctx.create_run(inputs={"--model": cfg.extraction.model, "--contexts": cfg.contexts,
                                     "--concepts": cfg.concepts, "--cache-dir": cfg.extraction.cache_dir})
     seed_everything(cfg.seed)

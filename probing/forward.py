@@ -220,8 +220,13 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
     blocks = transformer_blocks(model) if truncate and layer_idx and upto < n_hidden_layers(model) else None
     checked = blocks is None
     auto = AutoBatch(model, min(AUTO_START, max(len(items), 1))) if batch_size == "auto" else None
+    # Items with the same token ids (several words of one sentence) share one row of one forward pass.
+    rows: dict[tuple[int, ...], list[int]] = {}
+    for i, it in enumerate(items):
+        rows.setdefault(tuple(it.ids), []).append(i)
+    seqs = list(rows)
     # Longest first (an out-of-memory error shows at once), similar lengths share a batch (little padding).
-    order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
+    order = sorted(range(len(seqs)), key=lambda k: -len(seqs[k]))
     offsets = np.concatenate([[0], np.cumsum([len(it.positions) for it in items])]).astype(int).tolist()
     n_rows = offsets[-1] if pooling == "tokens" else len(items)
     done = [0]
@@ -243,19 +248,24 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
     bar = progress(batches(), desc=desc, total=total) if show_progress else batches()
     with torch.inference_mode():
         for batch in bar:
-            width = max(len(items[i].ids) for i in batch)
+            width = max(len(seqs[k]) for k in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            b_idx, t_idx, last, dest = [], [], [], []
-            for row, i in enumerate(batch):
-                ids = items[i].ids
+            members = [i for k in batch for i in rows[seqs[k]]]  # the items read from this batch, in slot order
+            # b_idx: each word token's item slot; item_row: each slot's row in the batch; dest: token rows (tokens)
+            b_idx, t_idx, item_row, last, dest = [], [], [], [], []
+            for row, k in enumerate(batch):
+                ids = seqs[k]
                 shift = width - len(ids) if padding_side == "left" else 0
                 input_ids[row, shift:shift + len(ids)] = torch.tensor(ids)
                 mask[row, shift:shift + len(ids)] = 1
-                b_idx += [row] * len(items[i].positions)
-                t_idx += [p + shift for p in items[i].positions]
-                last.append(items[i].positions[-1] + shift)
-                dest += range(offsets[i], offsets[i] + len(items[i].positions))
+                for i in rows[ids]:
+                    slot = len(item_row)
+                    item_row.append(row)
+                    b_idx += [slot] * len(items[i].positions)
+                    t_idx += [p + shift for p in items[i].positions]
+                    last.append(items[i].positions[-1] + shift)
+                    dest += range(offsets[i], offsets[i] + len(items[i].positions))
             kwargs = dict(extra)
             if pass_positions:
                 kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
@@ -277,21 +287,23 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
                 continue
             for li in layer_idx:
                 h = hidden[li]  # (B, T, d); pad positions may hold garbage (even NaN): only word tokens are read
+                slot_rows = torch.tensor(item_row, device=h.device)
                 if pooling == "last":
-                    pooled = h[torch.arange(len(batch), device=h.device), torch.tensor(last, device=h.device)].float()
-                elif pooling == "tokens":  # every word token's own row, item by item (rows: offsets[i] + j)
-                    pooled = h[torch.tensor(b_idx, device=h.device), torch.tensor(t_idx, device=h.device)].float()
+                    pooled = h[slot_rows, torch.tensor(last, device=h.device)].float()
                 else:
-                    bi = torch.tensor(b_idx, device=h.device)
-                    tok = h[bi, torch.tensor(t_idx, device=h.device)].float()
-                    sums = torch.zeros(len(batch), h.shape[-1], dtype=torch.float32, device=h.device)
-                    sums.index_add_(0, bi, tok)
-                    counts = torch.bincount(bi, minlength=len(batch)).float()
-                    pooled = sums / counts[:, None]
+                    slots = torch.tensor(b_idx, device=h.device)
+                    tok = h[slot_rows[slots], torch.tensor(t_idx, device=h.device)].float()
+                    if pooling == "tokens":  # every word token's own row, item by item (rows: offsets[i] + j)
+                        pooled = tok
+                    else:
+                        sums = torch.zeros(len(members), h.shape[-1], dtype=torch.float32, device=h.device)
+                        sums.index_add_(0, slots, tok)
+                        counts = torch.bincount(slots, minlength=len(members)).float()
+                        pooled = sums / counts[:, None]
                 name = str(li)
                 if name not in out:
                     out[name] = np.empty((n_rows, h.shape[-1]), dtype=np.float32)
-                out[name][dest if pooling == "tokens" else batch] = pooled.cpu().numpy()
+                out[name][dest if pooling == "tokens" else members] = pooled.cpu().numpy()
             del hidden
             done[0] += len(batch)
             if auto is not None:

@@ -10,7 +10,9 @@ The distribution format (docs/semcor.md), one tag per line, attribute values unq
 
 ``lemma%lexsn`` is a WordNet 3.0 sense key; several senses are joined by ``;`` (``wnsn=2;1
 lexsn=1:28:02::;1:28:01::``); ``wnsn=0`` marks a sense WordNet 3.0 dropped; multiword expressions are joined
-by ``_``. :func:`read_semcor` reads a folder holding ``brown1``/``brown2``/``brownv`` (each with ``tagfiles/``),
+by ``_``. NLTK's XML rendering of SemCor (``nltk_data/corpora/semcor``: the same tags, attribute values in double
+quotes, ``&amp;`` entities, an optional ``<?xml ...?>`` line; files ``*.xml``) is read the same way.
+:func:`read_semcor` reads a folder holding ``brown1``/``brown2``/``brownv`` (each with ``tagfiles/``),
 a ``tagfiles/`` folder, a folder of tag files or one file; a line it cannot read is one
 :class:`SemcorFormatError` naming the file and line. Each sentence is rebuilt as text (:func:`rebuild`:
 multiword ``_`` -> space, no space before ``, . ; : ? ! ) ] '' ' %`` and clitics such as ``'s`` / ``n't``, none after
@@ -20,11 +22,16 @@ multiword ``_`` -> space, no space before ``, . ; : ? ! ) ] '' ' %`` and clitics
 set: each occurrence labelled by its sense's concept (a supersense ``noun.*`` for ``--concepts supersenses``;
 for a WordNet synset set, the word's sense concept above the tagged synset). Every tagged noun is either
 kept or counted under one skip reason (:data:`SKIP_REASONS`) in :class:`SemcorReport`; nothing is dropped
-silently. At most ``max_per_sense`` occurrences per (word, sense) are kept, drawn with a seeded generator.
+silently. An occurrence written in another form than its lemma (``banks`` for ``bank``, ``men`` for ``man``) is
+kept with that written form as its span (``SenseContext.surface``: the vector pools the written form's tokens) and
+counted (``inflected_found`` / ``inflected_kept``). At most ``max_per_sense`` occurrences per (word, sense) are
+kept, drawn with a seeded generator.
 """
 
 from __future__ import annotations
 
+import functools
+import html
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -49,20 +56,21 @@ _NO_SPACE_AFTER = {"(", "[", "``", "`", "$"}
 _QUOTES = {"``": '"', "''": '"'}
 _CLITIC = re.compile(r"^(?:'(?:s|S|ll|d|re|ve|m|LL|D|RE|VE|M)|n't|N'T)$")
 
-_WF = re.compile(r"^<wf((?:\s+[A-Za-z_]+=[^\s>]*)*)\s*>(.*)</wf>$")
+# Attribute values unquoted (the distribution) or double-quoted (NLTK's XML rendering).
+_VALUE = r'(?:"[^"]*"|[^\s>"]*)'
+_WF = re.compile(rf"^<wf((?:\s+[A-Za-z_]+={_VALUE})*)\s*>(.*)</wf>$")
 _PUNC = re.compile(r"^<punc>(.*)</punc>$")
-_ATTR = re.compile(r"([A-Za-z_]+)=([^\s>]*)")
-_S_OPEN = re.compile(r"^<s\s+snum=(\d+)\s*>$")
+_ATTR = re.compile(rf"([A-Za-z_]+)=({_VALUE})")
+_S_OPEN = re.compile(r'^<s\s+snum="?(\d+)"?\s*>$')
 _WNSN = re.compile(r"\d+(;\d+)*")
 _LEXSN = re.compile(r"\d:\d\d:\d\d:[^:;]*:(\d\d)?")
-_IGNORED = re.compile(r"^(?:<contextfile\b[^>]*>|</contextfile>|<context\b[^>]*>|</context>|<p\b[^>]*>|</p>)$")
+_IGNORED = re.compile(r"^(?:<\?xml\b[^>]*\?>|<contextfile\b[^>]*>|</contextfile>|<context\b[^>]*>|</context>|"
+                      r"<p\b[^>]*>|</p>)$")
 
 SKIP_REASONS = {
     "dropped_sense": "wnsn=0: the sense was dropped in WordNet 3.0",
     "unknown_key": "sense key not found in WordNet 3.0",
     "multiword": "multiword expression (lemma joined by _)",
-    "form_differs": "written form differs from the lemma (plural, other inflection): the occurrence span would "
-                    "not be the word",
     "not_in_concept_set": "lemma is not a polysemous or control word of the concept set",
     "ambiguous_tag": "several senses (;-joined) with different concepts",
     "unlabelled": "tagged synset under none of the word's concepts",
@@ -131,13 +139,15 @@ def rebuild(tokens: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
     return text, spans
 
 
-def _parse_wf(path: Path, n: int, line: str) -> Token:
+def _parse_wf(path: Path, n: int, line: str, xml: bool = False) -> Token:
     m = _WF.match(line)
     if m is None:
         raise SemcorFormatError(f"{path}: line {n}: cannot read {line[:100]!r}; accepted: <wf attr=value ...>"
                                 "text</wf> on one line")
-    attrs = dict(_ATTR.findall(m.group(1)))
+    attrs = {k: v[1:-1] if v.startswith('"') else v for k, v in _ATTR.findall(m.group(1))}
     text = m.group(2)
+    if xml:
+        attrs, text = {k: html.unescape(v) for k, v in attrs.items()}, html.unescape(text)
     if not text or "<" in text:
         raise SemcorFormatError(f"{path}: line {n}: <wf> holds {text!r}; accepted: the word's text, no tags")
     if ("lemma" in attrs) != ("lexsn" in attrs):
@@ -163,6 +173,8 @@ def read_tagfile(path: str | Path) -> list[Sentence]:
         raise SemcorFormatError(f"{path}: byte {err.start}: not ASCII text (SemCor tag files are ASCII)") from None
     out: list[Sentence] = []
     current: Sentence | None = None
+    # NLTK's XML rendering: quoted attributes, entities (&amp;) in text.
+    xml = path.suffix.lower() == ".xml" or any(ln.lstrip().startswith("<?xml") for ln in lines[:2])
     for n, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or _IGNORED.match(line):
@@ -191,13 +203,13 @@ def read_tagfile(path: str | Path) -> list[Sentence]:
                 raise SemcorFormatError(f"{path}: line {n}: {line[:60]!r} outside a sentence; accepted: inside "
                                         "<s snum=N> ... </s>")
             if line.startswith("<wf"):
-                current.tokens.append(_parse_wf(path, n, line))
+                current.tokens.append(_parse_wf(path, n, line, xml))
             else:
                 m = _PUNC.match(line)
                 if m is None or not m.group(1):
                     raise SemcorFormatError(f"{path}: line {n}: cannot read {line[:100]!r}; accepted: "
                                             "<punc>.</punc>")
-                current.tokens.append(Token(m.group(1), {}, n, punc=True))
+                current.tokens.append(Token(html.unescape(m.group(1)) if xml else m.group(1), {}, n, punc=True))
         else:
             raise SemcorFormatError(f"{path}: line {n}: unknown line {line[:100]!r}; accepted: <s>, </s>, <wf>, "
                                     "<punc>, <p>, <context> and <contextfile> tags")
@@ -241,6 +253,8 @@ class SemcorReport:
     tagged: int = 0
     tagged_nouns: int = 0
     kept: int = 0
+    inflected_found: int = 0  # labelled occurrences written in another form than the lemma (plural, ...): kept
+    inflected_kept: int = 0   # ... of them among the kept contexts
     skipped: Counter = field(default_factory=Counter)
     per_word: dict[str, dict[str, int]] = field(default_factory=dict)  # word -> sense -> occurrences found
 
@@ -248,7 +262,8 @@ class SemcorReport:
         """JSON-safe: the counts and the skip reasons with their meaning."""
         return {"files": self.files, "sentences": self.sentences, "words": self.words,
                 "punctuation": self.punctuation, "tagged": self.tagged, "tagged_nouns": self.tagged_nouns,
-                "kept": self.kept, "skipped": dict(sorted(self.skipped.items())),
+                "kept": self.kept, "inflected_found": self.inflected_found, "inflected_kept": self.inflected_kept,
+                "skipped": dict(sorted(self.skipped.items())),
                 "skip_reasons": {k: SKIP_REASONS[k] for k in sorted(self.skipped)}}
 
 
@@ -308,7 +323,7 @@ def semcor_contexts(sentences: Iterable[Sentence], cs: ConceptSet, wn: Any, *, m
     synset_of: dict[str, str] = {}
     for s in sentences:
         report.sentences += 1
-        for tok, (start, _end) in zip(s.tokens, s.spans, strict=True):
+        for tok, (start, end) in zip(s.tokens, s.spans, strict=True):
             if tok.punc:
                 report.punctuation += 1
                 continue
@@ -327,8 +342,6 @@ def semcor_contexts(sentences: Iterable[Sentence], cs: ConceptSet, wn: Any, *, m
                 reason = "multiword"
             elif word not in wanted:
                 reason = "not_in_concept_set"
-            elif tok.text.lower() != word.lower():
-                reason = "form_differs"
             elif len(s.text) > MAX_CHARS:
                 reason = "too_long"
             else:
@@ -344,8 +357,12 @@ def semcor_contexts(sentences: Iterable[Sentence], cs: ConceptSet, wn: Any, *, m
                     else:
                         sense = labels.pop()
                         synset_of[f"{s.file}:{tok.line}"] = "|".join(sorted({x.name() for x in synsets}))
+                        # A plural or other inflection ("banks"): the occurrence is the written form's span.
+                        written = s.text[start:end]
+                        surface = written if written.lower() != word.lower() else ""
+                        report.inflected_found += bool(surface)
                         found.setdefault((word, sense), []).append(
-                            SenseContext(word, sense, s.text, start, f"{s.file}:{tok.line}"))
+                            SenseContext(word, sense, s.text, start, f"{s.file}:{tok.line}", surface))
                         continue
             report.skipped[reason] += 1
     for (word, sense), items in found.items():
@@ -371,6 +388,7 @@ def semcor_contexts(sentences: Iterable[Sentence], cs: ConceptSet, wn: Any, *, m
             continue
         out += rows
     report.kept = len(out)
+    report.inflected_kept = sum(bool(c.surface) for c in out)
     return SemcorContextSet(name, out, report, {c.source: synset_of[c.source] for c in out})
 
 
@@ -383,19 +401,36 @@ def parse_spec(spec: str) -> Path:
 
 def load_semcor_contexts(spec: str, cs: ConceptSet, *, min_per_sense: int = 3,
                          max_per_sense: int = MAX_PER_SENSE, seed: int = SAMPLE_SEED,
-                         max_files: int = 0) -> SemcorContextSet:
+                         max_files: int = 0, part: tuple[int, int] = (0, 1)) -> SemcorContextSet:
     """The SemcorContextSet of ``semcor:PATH`` for concept set ``cs`` (WordNet read from the usual place); with
-    ``max_files``, only the first that many tag files (name order)."""
+    ``max_files``, only the first that many tag files (name order); with ``part=(k, n)``, of those the files
+    ``k, k + n, k + 2n, ...`` (``(0, 2)`` and ``(1, 2)``: two disjoint halves that alternate across the corpus)."""
     path = parse_spec(spec)
     files = tag_files(path)
     files = files[:max_files] if max_files else files
-    sentences = [s for f in files for s in read_tagfile(f)]
+    k, n = part
+    if not (isinstance(n, int) and n >= 1 and isinstance(k, int) and 0 <= k < n):
+        raise ValueError(f"part={part!r}: accepted: (k, n) with integers 0 <= k < n")
+    files = files[k::n]
+    sentences = [s for f in files for s in read_tagfile_cached(f)]
     ctx = semcor_contexts(sentences, cs, wordnet_reader(), min_per_sense=min_per_sense,
                           max_per_sense=max_per_sense, seed=seed, name=f"semcor:{path.name}", files=len(files))
     if not ctx.contexts:
         raise ContextsError(f"contexts={spec!r}: no tagged noun of {cs.name!r}'s words has {min_per_sense} "
                             f"occurrences in two senses; read {ctx.report.to_dict()}")
     return ctx
+
+
+@functools.lru_cache(maxsize=512)
+def _read_cached(path: str, mtime_ns: int, size: int) -> tuple[Sentence, ...]:
+    return tuple(read_tagfile(path))
+
+
+def read_tagfile_cached(path: str | Path) -> list[Sentence]:
+    """:func:`read_tagfile`, parsed once per process while the file is unchanged (sentences are not modified
+    downstream)."""
+    st = Path(path).stat()
+    return list(_read_cached(str(path), st.st_mtime_ns, st.st_size))
 
 
 def default_semcor() -> Path | None:

@@ -22,6 +22,9 @@ class SemcorConfig:
     min_per_sense: int = field(default=5, metadata=doc("occurrences each (word, supersense) needs"))
     max_per_sense: int = field(default=10, metadata=doc(
         "occurrences kept per (word, supersense), a seeded draw (the rest are counted as over_cap)"))
+    wic: str = field(default="", metadata=doc(
+        "also measure WiC pairs (label 'wic' in pair_auc.csv): a SuperGLUE WiC .jsonl, or a WiC *.data.txt with its "
+        "*.gold.txt beside it"))
     random_baseline: bool = field(default=True, metadata=doc(
         "also measure the same architecture with random weights (seeded init) as a baseline",
         flag="--no-random-baseline"))
@@ -32,6 +35,7 @@ class SemcorConfig:
     def __post_init__(self) -> None:
         require(isinstance(self.corpus, str) and bool(self.corpus.strip()), "corpus", self.corpus,
                 "'auto' or a SemCor 3.0 folder or tag file")
+        require(isinstance(self.wic, str), "wic", self.wic, "'' or a WiC .jsonl / *.data.txt file")
         check_resampling(self)
         for name, low in (("max_files", 0), ("min_per_sense", 1), ("max_per_sense", 1), ("seed", 0)):
             value = getattr(self, name)
@@ -52,7 +56,7 @@ SEMCOR_JOB = Job(
     config=SemcorConfig,
     fields={
         "model": ("extraction.model", "extraction.revision", "extraction.dtype", "extraction.device"),
-        "what to measure": ("corpus", "max_files", "min_per_sense", "max_per_sense", "random_baseline",
+        "what to measure": ("corpus", "max_files", "min_per_sense", "max_per_sense", "wic", "random_baseline",
                             "extraction.layers",
                             "extraction.batch_size", "extraction.cache_dir"),
         "statistics": ("permutations", "bootstrap"),

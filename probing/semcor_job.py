@@ -5,7 +5,8 @@
 (seeded draw), and measures with :func:`probing.contextual.measure_contexts` the supersense accuracy in and
 out of context per layer (polysemous words; monosemous controls), then the WiC-style pair AUC
 (:mod:`analysis.engine.wic`) of the raw contextual vectors of the polysemous words' occurrences, for
-same- vs different-supersense pairs and same- vs different-synset pairs. With ``random_baseline`` the same
+same- vs different-supersense pairs and same- vs different-synset pairs (and, with ``wic``, the labelled pairs of a
+WiC file, :mod:`probing.wic_input`). With ``random_baseline`` the same
 architecture with random weights (``torch.manual_seed(seed)``, the model's own initialisation) is measured
 the same way. :class:`SemcorResult` saves sense_counts.csv, sense_accuracy.csv, pair_auc.csv, summary.json and
 two figures (per-word sense counts; accuracy and pair AUC per layer with intervals).
@@ -28,12 +29,13 @@ from mcicl.core.plotting import Caption, save_figure
 from mcicl.core.runs import RunFolder
 from mcicl.core.seeding import seed_everything
 from mcicl.probing.contexts_config import ContextsConfig
-from mcicl.probing.contextual import ContextsResult, measure_contexts
+from mcicl.probing.contextual import ContextsResult, extract_contexts, measure_contexts
 from mcicl.probing.datasets.supersenses import supersense_concepts
 from mcicl.probing.extract import load_for
 from mcicl.probing.models import LoadedModel, ModelRef
 from mcicl.probing.semcor import SemcorContextSet, default_semcor, load_semcor_contexts
 from mcicl.probing.semcor_config import SemcorConfig
+from mcicl.probing.wic_input import read_wic, wic_contexts, wic_pair_auc
 
 log = logging.getLogger("mcicl")
 COUNTS_WORDS = 30
@@ -160,11 +162,18 @@ def measure_semcor(cfg: SemcorConfig, *, loaded: LoadedModel | None = None, quie
                         seed=cfg.seed)
     loaded = loaded if loaded is not None else load_for(cfg.extraction)
     models = [("trained", loaded)] + ([("random", random_weights(loaded, cfg.seed))] if cfg.random_baseline else [])
+    wic = wic_contexts(read_wic(cfg.wic)) if cfg.wic else None
     accuracy, pairs, details = [], [], {}
     for name, lm in models:
         result = details[name] = measure_contexts(cc, loaded=lm, concept_set=cs, contexts=ctx, quiet=quiet)
         accuracy += _accuracy_rows(result, name)
         pairs += _pair_rows(result, ctx, name, cfg.bootstrap, cfg.seed)
+        if wic is not None:
+            ext = cfg.extraction
+            vectors = extract_contexts(lm.model, lm.tokenizer, wic[0], layers=ext.layers, pooling=ext.pooling,
+                                       batch_size=ext.batch_size, show_progress=not quiet).vectors
+            pairs += [{"model": name, "label": "wic", **r}
+                      for r in wic_pair_auc(vectors, wic[1], n_bootstrap=cfg.bootstrap, seed=cfg.seed)]
     n_poly = len({c.word for c in ctx.contexts if c.word in cs.polysemy})
     info = {"source": loaded.ref.name, "corpus": str(path), "files_read": ctx.report.files,
             "n_contexts": len(ctx), "n_polysemous_words": n_poly,
@@ -201,18 +210,27 @@ def sense_counts_figure(rows: list[dict[str, Any]], n_words: int = COUNTS_WORDS)
     senses = sorted({r["sense"] for r in rows if r["word"] in words})
     colours = {s: f"C{k % 10}" for k, s in enumerate(senses)}
     hatches = {s: ("" if k < 10 else "//" if k < 20 else "..") for k, s in enumerate(senses)}
-    fig = Figure(figsize=(9, max(3.0, 0.28 * len(words) + 1.5)))
+    fig = Figure(figsize=(10, max(3.0, 0.3 * len(words) + 1.5)))
     ax = fig.add_subplot()
+    widest = max((totals[w] for w in words), default=1)
     for y, w in enumerate(words):
         left = 0
-        for r in (r for r in rows if r["word"] == w):
+        for r in sorted((r for r in rows if r["word"] == w), key=lambda r: (-r["found"], r["sense"])):
             ax.barh(y, r["found"], left=left, color=colours[r["sense"]], hatch=hatches[r["sense"]],
                     edgecolor="white", linewidth=0.5)
+            if r["found"] >= 0.09 * widest:  # segments wide enough carry their supersense's name
+                ax.text(left + r["found"] / 2, y, r["sense"].removeprefix("noun."), ha="center", va="center",
+                        fontsize=6.5, color="black", bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none",
+                                                           "alpha": 0.75})
             left += r["found"]
+        top = max(r["share"] for r in rows if r["word"] == w)
+        ax.text(left + widest * 0.01, y, f"{top:.0%}", va="center", fontsize=7, color="0.3")
     for s in senses:
         ax.barh(np.nan, 0, color=colours[s], hatch=hatches[s], label=s.removeprefix("noun."))
     ax.set_yticks(range(len(words)), words)
-    ax.set_xlabel("tagged occurrences in SemCor (before the cap)")
+    ax.set_xlim(0, widest * 1.08)
+    ax.set_xlabel("tagged occurrences in SemCor (before the cap); bars ordered by sense frequency, "
+                  "the majority sense's share at the end")
     ax.set_title(f"Senses in text: the {len(words)} most frequent polysemous nouns, by supersense")
     ax.legend(fontsize=7, ncol=2, loc="lower right", title="supersense", title_fontsize=8)
     fig.tight_layout()
@@ -234,13 +252,13 @@ def layers_figure(result: SemcorResult) -> Figure:
             ax1.plot(x, [r["value"] for r in rows], styles[model], color=colour, marker="o",
                      label=f"{stat.replace('_', ' ')} ({model})")
             ax1.fill_between(x, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], color=colour, alpha=0.15)
-        for label, colour in (("supersense", "C2"), ("synset", "C3")):
+        for label, colour in (("supersense", "C2"), ("synset", "C3"), ("wic", "C4")):
             rows = [r for r in result.pairs if r["model"] == model and r["label"] == label]
             if not rows:
                 continue
             x = [int(r["layer"]) for r in rows]
             ax2.plot(x, [r["auc"] for r in rows], styles[model], color=colour, marker="o",
-                     label=f"same {label} ({model})")
+                     label=f"{'WiC file pairs' if label == 'wic' else 'same ' + label} ({model})")
             ax2.fill_between(x, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], color=colour, alpha=0.15)
     ax1.set(xlabel="layer (0 = embeddings)", ylabel="supersense accuracy (mean over words)",
             title="Which supersense? (candidates: the word's own)")

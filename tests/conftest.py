@@ -56,6 +56,23 @@ def glove_dir() -> Path:
     return GLOVE_DIR
 
 
+def find_semcor() -> Path | None:
+    """SemCor 3.0 in the shared data folder (beside the repository or at /work/shared), or None."""
+    for cand in (REPO.parent / "shared" / "data" / "semcor3.0", Path("/work/shared/data/semcor3.0")):
+        if (cand / "brown1" / "tagfiles").is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def semcor_root() -> Path:
+    """The shared SemCor 3.0 folder; tests that need it skip where it is absent."""
+    root = find_semcor()
+    if root is None:
+        pytest.skip("SemCor 3.0 not found at ../shared/data/semcor3.0")
+    return root
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models run on one torch thread: several threads on a shared 2-core machine made each op ~100x slower."""

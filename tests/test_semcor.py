@@ -27,21 +27,6 @@ from mcicl.probing.semcor import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _semcor_root() -> Path | None:
-    for cand in (REPO.parent / "shared" / "data" / "semcor3.0", Path("/work/shared/data/semcor3.0")):
-        if (cand / "brown1" / "tagfiles").is_dir():
-            return cand
-    return None
-
-
-@pytest.fixture(scope="module")
-def semcor_root() -> Path:
-    root = _semcor_root()
-    if root is None:
-        pytest.skip("SemCor 3.0 not found at ../shared/data/semcor3.0")
-    return root
-
-
 # ------------------------------------------------------------------------------------------ rebuilding
 # (tokens as SemCor writes them, the sentence written by hand)
 REBUILT = [
@@ -194,26 +179,29 @@ def test_labelling_counts_every_tagged_noun(tmp_path: Path) -> None:
     ctx = semcor_contexts(read_semcor(path), cs, _FakeWordNet(), min_per_sense=1)
     rep = ctx.report
     assert (rep.sentences, rep.words, rep.punctuation, rep.tagged, rep.tagged_nouns) == (2, 13, 1, 12, 11)
-    # bank 2;1 spans group and object: ambiguous; wnsn=0: dropped; 1:14:99:: unknown; banks: form differs;
-    # river_bank: multiword. Kept: cat, Bank (group), bank (object, sentence 2), bank 1;2 (both object), bank 1.
-    assert dict(rep.skipped) == {"ambiguous_tag": 1, "dropped_sense": 1, "unknown_key": 1, "form_differs": 1,
-                                 "multiword": 1}
-    assert rep.kept == len(ctx) == 6 and rep.kept + sum(rep.skipped.values()) == rep.tagged_nouns
+    # bank 2;1 spans group and object: ambiguous; wnsn=0: dropped; 1:14:99:: unknown; river_bank: multiword.
+    # Kept: cat, Bank (group), banks (object: the plural, kept with its written form), bank (object, sentence 2),
+    # bank 1;2 (both object), bank 1.
+    assert dict(rep.skipped) == {"ambiguous_tag": 1, "dropped_sense": 1, "unknown_key": 1, "multiword": 1}
+    assert rep.kept == len(ctx) == 7 and rep.kept + sum(rep.skipped.values()) == rep.tagged_nouns
     assert set(rep.skipped) <= set(SKIP_REASONS)
-    assert ctx.counts() == {("bank", "noun.object"): 3, ("bank", "noun.group"): 2, ("cat", "noun.animal"): 1}
-    for c in ctx.contexts:  # the span is the word, in the rebuilt sentence
-        assert c.context[c.start:c.end].lower() == c.word
+    assert ctx.counts() == {("bank", "noun.object"): 4, ("bank", "noun.group"): 2, ("cat", "noun.animal"): 1}
+    assert rep.inflected_found == rep.inflected_kept == 1
+    plural = [c for c in ctx.contexts if c.surface]
+    assert [(c.word, c.surface, c.context[c.start:c.end]) for c in plural] == [("bank", "banks", "banks")]
+    for c in ctx.contexts:  # the span is the word (or its written form), in the rebuilt sentence
+        assert c.context[c.start:c.end].lower() == (c.surface or c.word).lower()
     first = next(c for c in ctx.contexts if c.source == "br-x01:6")
     assert first.context == "The bank rose." and first.start == 4 and first.source == "br-x01:6"
     # The cap keeps max_per_sense per (word, sense), seeded; too few for min_per_sense are skipped, counted.
     capped = semcor_contexts(read_semcor(path), cs, _FakeWordNet(), min_per_sense=2, max_per_sense=2, seed=3)
     assert capped.counts() == {("bank", "noun.object"): 2, ("bank", "noun.group"): 2}
-    assert capped.report.skipped["over_cap"] == 1 and capped.report.skipped["short_sense"] == 1
+    assert capped.report.skipped["over_cap"] == 2 and capped.report.skipped["short_sense"] == 1
     again = semcor_contexts(read_semcor(path), cs, _FakeWordNet(), min_per_sense=2, max_per_sense=2, seed=3)
     assert [c.source for c in again.contexts] == [c.source for c in capped.contexts]
     # A polysemous word left with one sense is skipped, counted.
     one = semcor_contexts(read_semcor(path), cs, _FakeWordNet(), min_per_sense=3)
-    assert one.report.skipped["one_sense_left"] == 3 and len(one) == 0
+    assert one.report.skipped["one_sense_left"] == 4 and len(one) == 0
 
 
 # ------------------------------------------------------------------------------------------ WiC-style pair AUC
@@ -280,7 +268,8 @@ def test_pair_auc_separates_constructed_senses() -> None:
 # ------------------------------------------------------------------------------------------ datasets round trip
 def test_contexts_round_trip_through_datasets(tmp_path: Path) -> None:
     from mcicl.probing.contexts import builtin_contexts
-    from mcicl.probing.hf_contexts import from_dataset, load_dataset_contexts, read_dataset, to_dataset
+    from mcicl.probing.datasets.hub import read_dataset
+    from mcicl.probing.hf_contexts import from_dataset, load_dataset_contexts, to_dataset
 
     ctx = builtin_contexts()
     ctx = type(ctx)(ctx.name, ctx.contexts[:40])
@@ -288,7 +277,7 @@ def test_contexts_round_trip_through_datasets(tmp_path: Path) -> None:
     back = load_dataset_contexts(f"dataset:{tmp_path / 'saved'}")
     assert back.contexts == ctx.contexts
     to_dataset(ctx).to_parquet(str(tmp_path / "c.parquet"))
-    assert from_dataset(read_dataset(tmp_path / "c.parquet"), "p").contexts == ctx.contexts
+    assert from_dataset(read_dataset(f"dataset:{tmp_path / 'c.parquet'}"), "p").contexts == ctx.contexts
     # Columns by name, start optional (the first whole-word occurrence), other columns ignored.
     (tmp_path / "c.csv").write_text("note,sense,word,context\nx,animal,bat,The [bat] flew.\n")
     got = load_dataset_contexts(f"dataset:{tmp_path / 'c.csv'}").contexts[0]

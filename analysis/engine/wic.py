@@ -103,13 +103,16 @@ class PairAUC:
 
 
 def pair_auc(scores: np.ndarray, pairs: Pairs, *, n_bootstrap: int = 1000, seed: int = 0,
-             chunk: int = 100) -> PairAUC:
+             chunk: int = 100, all_words: bool = False) -> PairAUC:
     """Pooled AUC of same-label pairs over different-label pairs, 95% percentile interval over resampled words.
 
-    Only words with both kinds of pair enter (others say nothing about sense); the bootstrap draws those
-    words with replacement, each pair weighted by its word's count in the draw.
+    Only words with both kinds of pair enter (others say nothing about sense within the word); the bootstrap draws
+    those words with replacement, each pair weighted by its word's count in the draw. With ``all_words`` (WiC
+    files, where most words have one pair) every word enters, so positives and negatives may come from different
+    words; ``per_word_mean`` still averages the words that have both.
     """
-    informative = np.flatnonzero(~np.isnan(per_word := per_word_auc(scores, pairs)))
+    per_word = per_word_auc(scores, pairs)
+    informative = (np.unique(pairs.word) if all_words else np.flatnonzero(~np.isnan(per_word)))
     keep = np.isin(pairs.word, informative)
     s, same, word = scores[keep], pairs.same[keep], pairs.word[keep]
     auc = float(weighted_auc(s, same, np.ones(s.size))) if s.size else float("nan")
@@ -125,5 +128,5 @@ def pair_auc(scores: np.ndarray, pairs: Pairs, *, n_bootstrap: int = 1000, seed:
             boots.append(weighted_auc(s, same, mult[:, word]))
         boots = np.concatenate(boots)
         low, high = float(np.nanquantile(boots, 0.025)), float(np.nanquantile(boots, 0.975))
-    return PairAUC(auc, low, high, float(np.nanmean(per_word)) if informative.size else float("nan"),
+    return PairAUC(auc, low, high, float(np.nanmean(per_word)) if np.isfinite(per_word).any() else float("nan"),
                    int(informative.size), int(same.sum()), int((~same).sum()))

@@ -41,10 +41,13 @@ CONDITIONS: dict[str, Condition] = {
     "shuffled_labels": Condition(shuffle_labels=True),
     "polysemous_in_context": Condition(combos="any", query="in_context"),
     "polysemous_in_context_adversarial": Condition(combos="any", query="in_context", context_sense="other"),
+    "polysemous_in_context_zero_shot": Condition(combos="any", query="in_context", zero_shot=True),
 }
-# Conditions that need sense-tagged contexts; opt-in (--conditions), so default runs are unchanged.
+# The twin conditions (same episodes, sentences selecting the task's sense vs another sense).
 CONTEXT_CONDITIONS = ("polysemous_in_context", "polysemous_in_context_adversarial")
-DEFAULT_CONDITIONS = tuple(c for c in CONDITIONS if c not in CONTEXT_CONDITIONS)
+# Conditions that need sense-tagged contexts; opt-in (--conditions), so default runs are unchanged.
+SENTENCE_CONDITIONS = (*CONTEXT_CONDITIONS, "polysemous_in_context_zero_shot")
+DEFAULT_CONDITIONS = tuple(c for c in CONDITIONS if c not in SENTENCE_CONDITIONS)
 # A twin draws its episodes from its twin's random stream, so the two differ only in the query sentences.
 STREAM_OF = {"polysemous_in_context_adversarial": "polysemous_in_context"}
 DEFAULT_ARBITRARY_LABELS = ("A B C D E F", "foo bar baz qux quux corge", "X Y Z W V U")

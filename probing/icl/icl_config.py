@@ -41,8 +41,12 @@ class IclConfig:
         "baselines scored on the same prompts, each with a paired interval: static_kernel (the out-of-context "
         "kernel) and random_weights (the same architecture and tokenizer, weights re-initialised with --seed)"))
     contexts: str = field(default="builtin", metadata=doc(
-        "sense-tagged sentences for polysemous_in_context(_adversarial): builtin or a .csv/.json contexts file "
-        "(see mcicl probe contexts)"))
+        "sense-tagged sentences for the polysemous_in_context conditions: builtin, semcor:PATH (SemCor 3.0: queries "
+        "in real sentences, labelled by their tagged supersense; with --suite supersenses), dataset:PATH, "
+        "hf:NAME[:CONFIG][@SPLIT] or a .csv/.json contexts file (see mcicl probe contexts)"))
+    columns: str = field(default="", metadata=doc(
+        "dataset inputs (--suite, --contexts): ROLE=COLUMN,... naming the columns for the roles word, sense, "
+        "context, start, source (default: columns named after the roles)"))
     # attention readout
     betas: list[float] = field(default_factory=lambda: list(DEFAULT_BETAS), metadata=doc(
         "inverse temperatures swept (in_prompt, static_kernel); chosen on held-out episodes: the median of the "
@@ -98,7 +102,7 @@ ICL_JOB = Job(
     fields={
         "model": MODEL_FIELDS,
         "ICL task": ("prompts.suite", "prompts.polysemy", "readout", "prompts.shots", "prompts.conditions",
-                     "contexts", "prompts.ways", "prompts.episodes", "prompts.queries_per_episode",
+                     "contexts", "columns", "prompts.ways", "prompts.episodes", "prompts.queries_per_episode",
                      *TEMPLATE_FIELDS),
         "readouts": ("baselines", "betas", "top_heads", "extraction.layers", "permutations"),
         "causal-LM scoring": ("scoring", "batch_size"),

@@ -114,7 +114,8 @@ def readout_contexts(prompts: Iterable[IclPrompt]) -> list[SenseContext]:
     out: dict[str, SenseContext] = {}
     for p in prompts:
         if p.query_context and p.query_key not in out:
-            out[p.query_key] = SenseContext(p.query, p.context_sense, p.query_context, p.query_start)
+            out[p.query_key] = SenseContext(p.query, p.context_sense, p.query_context, p.query_start,
+                                            surface=p.query_surface)
     return list(out.values())
 
 

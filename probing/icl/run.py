@@ -35,6 +35,7 @@ from mcicl.core.jobs import DemoContext, JobContext
 from mcicl.core.plotting import save_figure
 from mcicl.core.runs import RunFolder
 from mcicl.core.seeding import seed_everything
+from mcicl.probing.contexts import ContextSet
 from mcicl.probing.contextual import extract_contexts, load_contexts
 from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.extract import ExtractionConfig, extract_words, n_hidden_layers
@@ -66,6 +67,7 @@ from mcicl.probing.icl.stats import AccuracyCI, choose_near_median, cluster_boot
 from mcicl.probing.icl.tasks import (
     CONDITIONS,
     CONTEXT_CONDITIONS,
+    SENTENCE_CONDITIONS,
     IclPrompt,
     IclSampler,
     load_suite,
@@ -82,6 +84,7 @@ from mcicl.probing.models import (
     resolve_model,
 )
 from mcicl.probing.placement import resolve_device
+from mcicl.probing.semcor import SemcorReport
 from mcicl.probing.tiny import is_random_weights
 
 log = logging.getLogger("mcicl")
@@ -412,21 +415,22 @@ def run_icl(config: IclConfig, run: RunFolder, *, loaded: LoadedModel | None = N
 
 
 def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
-              concept_set: ConceptSet | None = None) -> IclResult:
+              concept_set: ConceptSet | None = None, contexts: ContextSet | None = None) -> IclResult:
     """Sample the ICL prompts, score them with the chosen readout and its baselines, summarise; nothing is written
-    to disk."""
-    cs = concept_set if concept_set is not None else load_suite(config.prompts.suite, config.prompts.polysemy)
+    to disk. ``contexts``, when given, replaces ``config.contexts`` (the sentences of the in-context queries)."""
+    cs = concept_set if concept_set is not None else load_suite(config.prompts.suite, config.prompts.polysemy,
+                                                                config.columns)
     conditions = list(config.prompts.conditions)
     if "polysemous_query" in conditions and not cs.polysemy:
         raise ValueError(f"condition polysemous_query needs polysemous words, but concept set {cs.name!r} lists "
                          "none; use suite='polysemy', add polysemy=FILE, or leave polysemous_query out of "
                          "conditions")
-    contexts = None
-    if any(c in CONTEXT_CONDITIONS for c in conditions):
+    if any(c in SENTENCE_CONDITIONS for c in conditions):
         if not cs.polysemy:
-            raise ValueError(f"conditions {', '.join(CONTEXT_CONDITIONS)} need polysemous words, but concept set "
+            raise ValueError(f"conditions {', '.join(SENTENCE_CONDITIONS)} need polysemous words, but concept set "
                              f"{cs.name!r} lists none; use --suite polysemy or add --polysemy FILE")
-        contexts, _ = load_contexts(config.contexts, cs, min_per_sense=1)
+        if contexts is None:
+            contexts, _ = load_contexts(config.contexts, cs, min_per_sense=1, columns=config.columns)
     episodes = config.prompts
     sampler = IclSampler(cs, ways=episodes.ways, queries_per_episode=episodes.queries_per_episode,
                          novel_fraction=episodes.novel_fraction, arbitrary_label_sets=tuple(episodes.arbitrary_labels),
@@ -493,6 +497,7 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
     others = {name: _predicted(prompts, s.logprobs, rng) for name, s in scored.items()}
     variants = {name: _predicted(prompts, lp, rng) for name, lp in primary.variants.items()}
     majority = _majority(prompts, config.seed)
+    freq = sense_frequencies(contexts) if contexts is not None else {}
     rows = []
     for i, p in enumerate(prompts):
         lp = primary.logprobs[i]
@@ -508,7 +513,8 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
                 {lab: round(unconditional[config.prompts.template.option(lab)], 6) for lab in p.labels})}
                if unconditional else {}),
             "demonstrations": " | ".join(f"{w}:{lab}" for w, lab in p.demos),
-            **({"query_context": p.query_context, "context_sense": p.context_sense} if p.query_context else {}),
+            **({"query_context": p.query_context, "context_sense": p.context_sense,
+                **sense_frequency(freq, p.query, p.context_sense)} if p.query_context else {}),
         })
     summary = summarise(rows, ways=config.prompts.ways, n_boot=config.bootstrap, seed=config.seed,
                         baselines=[*scored, *primary.variants], permutations=config.permutations)
@@ -520,6 +526,11 @@ def icl_probe(config: IclConfig, *, loaded: LoadedModel | None = None,
                                            "model": ref.name, "selected": False})
     if conventions:
         summary["scoring_conventions"] = convention_summary(rows, n_boot=config.bootstrap, seed=config.seed)
+    if any("sense_frequency" in r for r in rows):
+        summary["sense_frequency"] = sense_frequency_summary(rows, [*scored, *primary.variants],
+                                                             n_boot=config.bootstrap, seed=config.seed)
+    if isinstance(getattr(contexts, "report", None), SemcorReport):
+        extra["contexts_report"] = contexts.report.to_dict()
     is_tiny = is_random_weights(ref.location)
     summary.update({"model": ref.name, "readout": readout, "suite": episodes.suite, "concept_set": cs.name,
                     "ways": episodes.ways, "template": _plain(episodes.template), "random_weights": is_tiny,
@@ -604,6 +615,79 @@ def convention_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 row.update({name: cell["mean"], f"{name}_ci_low": cell["ci_low"], f"{name}_ci_high": cell["ci_high"]})
             out.append(row)
     return out
+def sense_frequencies(contexts: ContextSet) -> dict[str, dict[str, int]]:
+    """word -> sense -> occurrences in the corpus: SemCor's counts before the cap (the natural skew), else the
+    context set's own counts."""
+    report = getattr(contexts, "report", None)
+    if isinstance(report, SemcorReport) and report.per_word:
+        return {w: dict(c) for w, c in report.per_word.items()}
+    out: dict[str, dict[str, int]] = {}
+    for (word, sense), n in contexts.counts().items():
+        out.setdefault(word, {})[sense] = n
+    return out
+
+
+def sense_frequency(freq: dict[str, dict[str, int]], word: str, sense: str) -> dict[str, Any]:
+    """Whether ``sense`` is ``word``'s majority sense (the one strictly most frequent), a minority sense, or tied
+    for the top; and its share of the word's occurrences."""
+    counts = freq.get(word, {})
+    total, n = sum(counts.values()), counts.get(sense, 0)
+    top = max(counts.values(), default=0)
+    kind = "tied" if n == top and sum(v == top for v in counts.values()) > 1 else "majority" if n == top else "minority"
+    return {"sense_frequency": kind if total else "unknown", "sense_share": n / total if total else float("nan")}
+
+
+def sense_frequency_summary(rows: list[dict[str, Any]], baselines: list[str] | tuple[str, ...], *, n_boot: int,
+                            seed: int) -> dict[str, Any]:
+    """{condition: {shots: {majority, minority, difference}}} of the prompts whose query sits in a sentence: accuracy
+    of queries in the word's majority sense and in a minority sense (tied senses left out), each with a cluster
+    bootstrap over query words; the difference majority - minority resamples words once for both; the same per
+    baseline under ``baselines``."""
+    out: dict[str, Any] = {"unit": "query words (cluster bootstrap)", "tied_left_out": 0, "baselines": {}}
+    cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("sense_frequency") in ("majority", "minority"):
+            cells.setdefault((r["condition"], int(r["shots"])), []).append(r)
+        elif "sense_frequency" in r:
+            out["tied_left_out"] += 1
+    for column, target in [("correct", out), *[(f"correct_{b}", out["baselines"].setdefault(b, {}))
+                                               for b in baselines]]:
+        for (cond, shots), rs in sorted(cells.items()):
+            cell: dict[str, Any] = {}
+            for kind in ("majority", "minority"):
+                part = [r for r in rs if r["sense_frequency"] == kind]
+                cell[kind] = cluster_bootstrap([float(r[column]) for r in part], [[r["query"] for r in part]],
+                                               n_boot=n_boot, seed=seed).to_dict()
+                cell[kind]["n_words"] = len({r["query"] for r in part})
+            cell["difference"] = majority_minority_difference(rs, column, n_boot=n_boot, seed=seed)
+            target.setdefault(cond, {})[str(shots)] = cell
+    return out
+
+
+def majority_minority_difference(rows: list[dict[str, Any]], column: str = "correct", *, n_boot: int = 1000,
+                                 seed: int = 0) -> dict[str, float]:
+    """Accuracy of majority-sense minus minority-sense queries, with a 95% percentile interval from resampling the
+    query words (a drawn word brings all its prompts of both kinds)."""
+    words = sorted({r["query"] for r in rows})
+    index = {w: i for i, w in enumerate(words)}
+    code = np.array([index[r["query"]] for r in rows])
+    value = np.array([float(r[column]) for r in rows])
+    major = np.array([r["sense_frequency"] == "majority" for r in rows])
+
+    def diff(weights: np.ndarray) -> np.ndarray:  # weights (B, n_words)
+        w = weights[:, code]
+        a, b = (w * major).sum(1), (w * ~major).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (w * major * value).sum(1) / a - (w * ~major * value).sum(1) / b
+
+    point = float(diff(np.ones((1, len(words))))[0])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(words), size=(n_boot, len(words)))
+    counts = np.zeros((n_boot, len(words)))
+    np.add.at(counts, (np.repeat(np.arange(n_boot), len(words)), draws.ravel()), 1.0)
+    boots = diff(counts)
+    low, high = (np.nanquantile(boots, [0.025, 0.975]) if np.isfinite(boots).any() else (np.nan, np.nan))
+    return {"mean": point, "ci_low": float(low), "ci_high": float(high), "n": len(rows), "n_words": len(words)}
 
 
 def context_effect(selecting: list[dict[str, Any]], adversarial: list[dict[str, Any]], *, n_boot: int = 1000,
@@ -636,7 +720,7 @@ def execute(config: IclConfig, ctx: JobContext) -> int:
     """``mcicl probe icl``: check the inputs, open the run folder, probe, save, print the headline accuracy."""
     seed_everything(config.seed)
     # A typo in --suite / --polysemy fails before the output folder exists.
-    concept_set = load_suite(config.prompts.suite, config.prompts.polysemy)
+    concept_set = load_suite(config.prompts.suite, config.prompts.polysemy, config.columns)
     folder = ctx.create_run(inputs={"--model": config.extraction.model, "--suite": config.prompts.suite,
                                     "--polysemy": config.prompts.polysemy})
     summary = run_icl(config, folder, concept_set=concept_set)

@@ -16,7 +16,8 @@ drawn (Garg et al.'s "OOD evaluation is a different sampler"):
 - ``polysemous_in_context``: monosemous demonstrations, the query a polysemous word inside a sentence whose
   context selects the sense the task asks about (a sense-tagged context, :mod:`probing.contexts`); the gold
   label is that sense; ``polysemous_in_context_adversarial``: its twin, the same episodes (same word, task,
-  demonstrations and gold label) with sentences whose context selects another sense of the word.
+  demonstrations and gold label) with sentences whose context selects another sense of the word;
+  ``polysemous_in_context_zero_shot``: the same queries in their sentences with no demonstrations.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mcicl.probing.contexts import ContextSet, builtin_contexts
-from mcicl.probing.datasets import builtin_concepts, load_concept_set
+from mcicl.probing.contexts import ContextSet, SenseContext, builtin_contexts
+from mcicl.probing.datasets import DATASET_PREFIXES, builtin_concepts, load_concept_set
 from mcicl.probing.datasets.concepts import ConceptSet
 from mcicl.probing.datasets.sets import descendants
 from mcicl.probing.icl.episodes import (  # noqa: F401  (re-exported: the vocabulary lived here)
@@ -37,6 +38,7 @@ from mcicl.probing.icl.episodes import (  # noqa: F401  (re-exported: the vocabu
     CONTEXT_CONDITIONS,
     DEFAULT_ARBITRARY_LABELS,
     DEFAULT_CONDITIONS,
+    SENTENCE_CONDITIONS,
     STREAM_OF,
     Condition,
     PromptTemplate,
@@ -60,6 +62,7 @@ class IclPrompt:
     query_context: str = ""  # in_context queries: the sentence holding the query word ...
     query_start: int = -1    # ... and the character where the occurrence starts
     context_sense: str = ""  # ... and the sense that sentence is tagged with
+    query_surface: str = ""  # ... and the word as written there, where it differs (a plural): "" otherwise
 
     @property
     def query_key(self) -> str:
@@ -68,8 +71,9 @@ class IclPrompt:
 
 
 def concept_label(name: str) -> str:
-    """The semantic label text of a concept name ('sports_equipment' -> 'sports equipment')."""
-    return name.replace("_", " ").strip()
+    """The semantic label text of a concept name ('sports_equipment' -> 'sports equipment'; a WordNet supersense
+    'noun.artifact' -> 'artifact')."""
+    return name.removeprefix("noun.").replace("_", " ").strip()
 
 
 def _stable_fraction(seed: int, combo: tuple[str, ...]) -> float:
@@ -265,14 +269,21 @@ class IclSampler:
                 for w, c in queries]
 
     def _context_words(self) -> dict[str, list[str]]:
-        """Polysemous word -> its senses that have tagged contexts (words with >= 2 such senses)."""
+        """Polysemous word -> its senses that have tagged contexts (words with >= 2 such senses); computed once."""
         if self.contexts is None:
             self.contexts = builtin_contexts()
+        cached = getattr(self, "_context_index", None)
+        if cached is not None and cached[0] is self.contexts:
+            return cached[1]
+        pools: dict[tuple[str, str], list[SenseContext]] = {}
+        for c in self.contexts.contexts:
+            pools.setdefault((c.word, c.sense), []).append(c)
         out = {}
         for word, senses in sorted(self.concepts.polysemy.items()):
-            have = [s for s in senses if s in self.contexts.senses(word)]
+            have = [s for s in senses if (word, s) in pools]
             if len(have) >= 2:
                 out[word] = have
+        self._context_index = (self.contexts, out, pools)
         if not out:
             raise ValueError(f"contexts {self.contexts.name!r} hold no polysemous word of {self.concepts.name!r} in "
                              "two of its senses; accepted: contexts for at least one word's two senses")
@@ -302,11 +313,11 @@ class IclSampler:
         others = [s for s in self._context_words()[word] if s != sense]
         other = others[int(sub.integers(len(others)))]
         selected = sense if cond.context_sense == "task" else other
-        pool = [c for c in self.contexts.contexts if c.word == word and c.sense == selected]
+        pool = self._context_index[2][(word, selected)]
         chosen = [pool[i] for i in sub.permutation(len(pool))[:self.queries_per_episode]]
         task = "|".join(combo)
         return [IclPrompt(condition_name, shots, episode, task, labels, demo_pairs, word, sense, mapping[sense],
-                          demo_concepts, c.context, c.start, c.sense) for c in chosen]
+                          demo_concepts, c.context, c.start, c.sense, c.surface) for c in chosen]
 
     def sample(self, condition_name: str, shots: int, n_episodes: int, seed: int) -> list[IclPrompt]:
         """``n_episodes`` episodes of one (condition, shots); the same seed gives the same prompts."""
@@ -333,8 +344,11 @@ def majority_label(prompt: IclPrompt, rng: np.random.Generator) -> str:
     return tied[int(rng.integers(len(tied)))]
 
 
-def load_suite(suite: str, polysemy: str | None = None) -> ConceptSet:
-    """The concept set of ``--suite``: 'polysemy' (built-in, with polysemy), 'concepts' (built-in, none), a file."""
+def load_suite(suite: str, polysemy: str | None = None, columns: str | None = None) -> ConceptSet:
+    """The concept set of ``--suite``: 'polysemy' (built-in, with polysemy), 'concepts' (built-in, none), a named
+    set ('supersenses', 'wordnet'), a dataset (``dataset:PATH``, ``hf:NAME``) or a file."""
+    if suite in ("wordnet", "supersenses") or suite.startswith(DATASET_PREFIXES):
+        return load_concept_set(suite, polysemy=polysemy, columns=columns)
     if suite == "polysemy":
         cs = builtin_concepts()
         return load_concept_set(cs, polysemy=polysemy) if polysemy else cs
@@ -342,6 +356,7 @@ def load_suite(suite: str, polysemy: str | None = None) -> ConceptSet:
         cs = builtin_concepts()
         return ConceptSet(cs.name, cs.concepts, {}, {}, dict(cs.parents), cs.min_words)
     if not Path(suite).is_file():
-        raise FileNotFoundError(f"suite={suite!r}: accepted: 'polysemy', 'concepts', or a concept-set file "
+        raise FileNotFoundError(f"suite={suite!r}: accepted: 'polysemy', 'concepts', 'supersenses', 'wordnet', "
+                                "dataset:PATH, hf:NAME, or a concept-set file "
                                 "(the JSON/CSV that `mcicl probe geometry --concepts` takes)")
     return load_concept_set(suite, polysemy=polysemy)
