@@ -1445,6 +1445,9 @@ def group_matched(sh: Shared) -> list[dict[str, Any]]:
             resampled=resampled, better="lower", controls=[control("no difference", 0.0)],
             second=estimate(r[w]["matched_minus_this"], (r[w]["diff_ci_low"], r[w]["diff_ci_high"]), r[w]["seeds"]),
             extra={"interval_is": "percentile interval of the difference of independent bootstrap draws"}, **common))
+    return out
+
+
 STEER_ALPHA = 1.0  # the stated strength (the grid's largest): a vector as long as a typical query state
 STEER_ALPHAS = (0.0, 0.25, STEER_ALPHA)
 

@@ -32,7 +32,7 @@ GROUP_SETTINGS: dict[str, tuple[str, ...]] = {
     "attention": (*_COMMON, "attention_episodes", "attention_shots", "icl_sets"),
     "contexts": _COMMON,
     "dictionary": _COMMON,
-    "semcor": _COMMON,
+    "semcor": (*_COMMON, "icl_episodes", "tune_episodes"),
     "circuits": (*_COMMON, "attention_episodes"),
     "steer": (*_COMMON, "icl_episodes"),
     "map": (*_COMMON, "seeds", "n_test", "map_within", "map_cross", "map_max_steps"),
