@@ -1522,6 +1522,9 @@ def group_steer(sh: Shared) -> list[dict[str, Any]]:
                            f"on {select.summary['episodes']} selection episodes; gains per layer {gains}",
                    "disjoint": f"yes: chosen on episodes drawn with seed {cfg.seed + 1}, measured on seed {cfg.seed} "
                                f"and replicated on seed {cfg.replication_seed}"}))
+    return out
+
+
 def _circuits_config(sh: Shared, seed: int) -> CircuitsConfig:
     cfg = sh.cfg
     prompts = EpisodeConfig(suite="polysemy", shots=[4], episodes=cfg.attention_episodes,
