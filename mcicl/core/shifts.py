@@ -50,6 +50,8 @@ SHIFTS: tuple[Shift, ...] = (
     Shift(NONE, "arbitrary_labels", 1.0, "labels replaced by arbitrary tokens (A B C ...)"),
     Shift(NONE, "novel_pair", 1.0, "concept pairs never seen together in the demonstrations' pool"),
     Shift(NONE, "zero_shot", 1.0, "no demonstrations: the query alone"),
+    Shift(NONE, "polysemous_in_context_zero_shot", 1.0,
+          "a polysemous query read in its (real) sentence, with no demonstrations"),
     Shift(NONE, "shuffled_labels", 1.0, "demonstration labels shuffled (no word-label mapping left)"),
 )
 
