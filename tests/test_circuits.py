@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from mcicl.analysis.engine.head_roles import repeated_sequences, role_scores, role_targets
+from mcicl.analysis.engine.nulls import maxt_p
 from mcicl.analysis.engine.qk_products import (
     concept_products,
-    maxt_p,
     product_test,
     qk_gram,
     rank_correlation,
@@ -329,3 +329,21 @@ def test_qk_weights_shapes_and_folding(tiny_models):
     q, k, note = qk_weights(tiny_models["bert"].model, 0)
     wq = tiny_models["bert"].model.encoder.layer[0].attention.self.query.weight.detach().double().numpy()
     np.testing.assert_allclose(q[1], wq[8:16])
+
+
+def test_maxt_over_layers_and_heads_corrects_over_every_cell():
+    """The (L, H) shape the attention probe uses: the corrected p of a cell counts draws whose largest
+    standardised statistic over all L*H cells reaches the cell's own (computed here by hand)."""
+    rng = np.random.default_rng(5)
+    draws = rng.normal(size=(199, 3, 4))
+    obs = rng.normal(size=(3, 4))
+    obs[1, 2] = 4.0
+    raw, cor = maxt_p(obs, draws)
+    z = (draws - draws.mean(0)) / draws.std(0)
+    t = (obs - draws.mean(0)) / draws.std(0)
+    tmax = z.reshape(199, -1).max(1)
+    for a in range(3):
+        for h in range(4):
+            assert raw[a, h] == pytest.approx((1 + (draws[:, a, h] >= obs[a, h]).sum()) / 200)
+            assert cor[a, h] == pytest.approx(max((1 + (tmax >= t[a, h]).sum()) / 200, raw[a, h]))
+    assert cor[1, 2] < 0.05 and (cor >= raw).all()

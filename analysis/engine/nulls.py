@@ -180,3 +180,17 @@ def shuffle_coordinates(vectors: np.ndarray, rng: np.random.Generator) -> np.nda
 def permute_labels(codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Labels shuffled across rows (concept sizes kept): the permutation null's labelling."""
     return rng.permutation(codes)
+
+
+def maxt_p(observed: np.ndarray, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(raw, max-T corrected) one-sided permutation p-values of ``observed`` (any shape, e.g. heads (H,) or layers x
+    heads (L, H)) against ``draws`` (B, *observed.shape): Westfall & Young's max-T over every cell, on statistics
+    standardised by each cell's null mean and SD; the corrected p is never below the raw one."""
+    b = draws.shape[0]
+    raw = (1 + (draws >= observed[None] - 1e-12).sum(0)) / (b + 1)
+    mean, sd = draws.mean(0), draws.std(0)
+    sd = np.where(sd > 1e-12, sd, np.inf)  # a cell whose null never varies cannot exceed it
+    t_obs = (observed - mean) / sd
+    t_max = ((draws - mean[None]) / sd[None]).reshape(b, -1).max(1)
+    corrected = (1 + (t_max.reshape((b,) + (1,) * observed.ndim) >= t_obs[None] - 1e-12).sum(0)) / (b + 1)
+    return raw, np.maximum(corrected, raw)

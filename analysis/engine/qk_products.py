@@ -29,6 +29,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from mcicl.analysis.engine.measures import concept_directions
+from mcicl.analysis.engine.nulls import maxt_p
 
 
 def qk_gram(W_Q: np.ndarray, W_K: np.ndarray, queries: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -71,18 +72,6 @@ def weight_score(W_Q: np.ndarray, W_K: np.ndarray, directions: np.ndarray) -> np
     """Mean over concepts of concept minus complement product, per head: (...,)."""
     same, comp = concept_products(W_Q, W_K, directions)
     return (same - comp).mean(-1)
-
-
-def maxt_p(observed: np.ndarray, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(raw, max-T corrected) one-sided permutation p-values of ``observed`` (H,) against ``draws`` (B, H)."""
-    b = draws.shape[0]
-    raw = (1 + (draws >= observed[None] - 1e-12).sum(0)) / (b + 1)
-    mean, sd = draws.mean(0), draws.std(0)
-    sd = np.where(sd > 1e-12, sd, np.inf)  # a head whose null never varies cannot exceed it
-    t_obs = (observed - mean) / sd
-    t_max = ((draws - mean[None]) / sd[None]).max(1)
-    corrected = (1 + (t_max[:, None] >= t_obs[None] - 1e-12).sum(0)) / (b + 1)
-    return raw, np.maximum(corrected, raw)
 
 
 @dataclass

@@ -51,6 +51,7 @@ import torch
 from matplotlib.figure import Figure
 from scipy.stats import rankdata
 
+from mcicl.analysis.engine.nulls import maxt_p
 from mcicl.core.configuration import require, to_dict
 from mcicl.core.jobs import DemoContext, JobContext, Table
 from mcicl.core.logs import progress
@@ -256,18 +257,6 @@ class HeadStats:
         return np.fmax(np.fmax(self.null, self.position_null), self.query_null)
 
 
-def _maxt_p(observed: np.ndarray, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(raw, max-T corrected) one-sided permutation p-values of ``observed`` (L, H) against ``draws`` (B, L, H)."""
-    b = draws.shape[0]
-    raw = (1 + (draws >= observed[None] - 1e-12).sum(0)) / (b + 1)
-    mean, sd = draws.mean(0), draws.std(0)
-    sd = np.where(sd > 1e-12, sd, np.inf)  # a head whose null never varies cannot exceed it
-    t_obs = (observed - mean) / sd
-    t_max = ((draws - mean[None]) / sd[None]).reshape(b, -1).max(1)
-    corrected = (1 + (t_max[:, None, None] >= t_obs[None] - 1e-12).sum(0)) / (b + 1)
-    return raw, np.maximum(corrected, raw)
-
-
 def head_statistics(masses: np.ndarray, counts: np.ndarray, demo_concepts: np.ndarray, query_concepts: np.ndarray,
                     episodes: np.ndarray, total_mass: np.ndarray, *, n_permutations: int = 1000,
                     n_boot: int = 1000, seed: int = 0) -> HeadStats:
@@ -342,7 +331,7 @@ def head_statistics(masses: np.ndarray, counts: np.ndarray, demo_concepts: np.nd
         query_observed = per_prompt[rows].mean(0)
     else:
         query_observed = np.full(value.shape, np.nan)
-    tests = [_maxt_p(query_observed if name == "query_null" else value, d) for name, d in nulls.items()]
+    tests = [maxt_p(query_observed if name == "query_null" else value, d) for name, d in nulls.items()]
 
     sums = np.zeros((len(ids),) + value.shape)
     np.add.at(sums, inverse, per_prompt)

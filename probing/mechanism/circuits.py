@@ -47,7 +47,8 @@ import torch
 from matplotlib.figure import Figure
 
 from mcicl.analysis.engine.head_roles import ROLES, repeated_sequences, role_scores
-from mcicl.analysis.engine.qk_products import ProductTest, maxt_p, product_test, rank_correlation
+from mcicl.analysis.engine.nulls import maxt_p
+from mcicl.analysis.engine.qk_products import ProductTest, product_test, rank_correlation
 from mcicl.core.configuration import to_dict
 from mcicl.core.jobs import JobContext
 from mcicl.core.logs import progress
