@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mcicl.core.configuration import ConfigError, require
+from mcicl.core.configuration import ConfigError, names_or_none, require
 from mcicl.core.jobs import CsvTable, Job, ReportSection
 from mcicl.core.limits import require_count
 from mcicl.core.options import doc
@@ -66,11 +66,7 @@ class DictionaryConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.baselines, str):
-            self.baselines = [b for b in self.baselines.split(",") if b]
-        self.baselines = [] if list(self.baselines) == ["none"] else list(self.baselines)
-        for name in self.baselines:
-            require(name in BASELINES, "baselines", name, "a list of " + ", ".join(BASELINES) + ", or none")
+        self.baselines = names_or_none(self.baselines, "baselines", BASELINES)
         require(self.solver in SOLVERS, "solver", self.solver, " or ".join(SOLVERS))
         if self.atoms != "auto":
             parse_grid(self.atoms, "atoms")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mcicl.core.configuration import require
+from mcicl.core.configuration import names_or_none, require
 from mcicl.core.jobs import CsvTable, DemoStage, Job, ReportSection
 from mcicl.core.limits import MAX_DRAWS, require_count
 from mcicl.core.options import doc
@@ -58,11 +58,7 @@ class GeometryConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.baselines, str):
-            self.baselines = [b for b in self.baselines.split(",") if b]
-        self.baselines = [] if list(self.baselines) == ["none"] else list(self.baselines)
-        for name in self.baselines:
-            require(name in BASELINES, "baselines", name, "a list of " + ", ".join(BASELINES) + ", or none")
+        self.baselines = names_or_none(self.baselines, "baselines", BASELINES)
         require(self.whiten in WHITEN, "whiten", self.whiten, "one of " + ", ".join(WHITEN))
         require(self.signs in SIGNS, "signs", self.signs, "one of " + ", ".join(SIGNS))
         check_resampling(self)

@@ -14,7 +14,7 @@ import logging
 import types
 import typing
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +55,16 @@ def require(ok: bool, field: str, value: Any, accepted: str) -> None:
     """Raise ConfigError(field, value, accepted) unless ``ok``."""
     if not ok:
         raise ConfigError(field, value, accepted)
+
+
+def names_or_none(value: Any, field: str, accepted: Sequence[str]) -> list[str]:
+    """A list of names from a list or a comma-separated string, each one of ``accepted``; ``none`` (alone) is the
+    empty list (how --baselines is written)."""
+    names = [b for b in value.split(",") if b] if isinstance(value, str) else list(value)
+    names = [] if names == ["none"] else names
+    for name in names:
+        require(name in accepted, field, name, "a list of " + ", ".join(accepted) + ", or none")
+    return names
 
 
 def _type_name(tp: Any) -> str:
