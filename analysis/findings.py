@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import multiprocessing
+import os
 import re
 import time
 import warnings
@@ -42,7 +44,7 @@ from mcicl.analysis.engine.controls import heldout_concept_probe
 from mcicl.analysis.engine.measures import centring_report, encode_labels, geometry_summary, prepare
 from mcicl.analysis.engine.qk_products import rank_correlation
 from mcicl.analysis.engine.sparse_coding import bootstrap_mean
-from mcicl.analysis.findings_config import GROUP_SETTINGS, FindingsConfig, fast_settings
+from mcicl.analysis.findings_config import GROUP_COST, GROUP_SETTINGS, NEEDS, FindingsConfig, fast_settings
 from mcicl.analysis.matched import (
     MATCHING,
     PARAMETERS,
@@ -1640,10 +1642,13 @@ class FindingsResult:
     findings: list[dict[str, Any]]
     seconds: dict[str, float]
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+    wall_seconds: float | None = None  # this invocation, start to end
+    resumed: list[str] = dataclasses.field(default_factory=list)  # groups read from an earlier run, not measured
 
     def __post_init__(self) -> None:
         if not self.summary:
             self.summary = {"settings": to_dict(self.config), "group_seconds": self.seconds,
+                            "wall_seconds": self.wall_seconds, "resumed_groups": self.resumed,
                             "n_findings": len(self.findings), "findings": self.findings}
 
     def figures(self) -> dict[str, Figure]:
@@ -1663,38 +1668,109 @@ class FindingsResult:
 
 def run_findings(cfg: FindingsConfig, run: RunFolder, *, resume: bool = False) -> FindingsResult:
     """Run every group of ``cfg`` (``--fast``: at tiny settings), saving each as groups/<name>.json when done;
-    with ``resume`` a group whose file exists (with the same settings) is read, not recomputed."""
+    with ``resume`` a group whose file exists (with the same settings) is read, not recomputed. With
+    ``cfg.jobs`` > 1 the groups run that many at a time, each in a process of its own (:func:`_run_parallel`)."""
+    start = time.perf_counter()
     settings = to_dict(cfg)
     groups_dir = run.path / "groups"
     groups_dir.mkdir(exist_ok=True)
     shared = Shared(cfg)
-    findings, seconds = [], {}
+    saved: dict[str, tuple[list[dict[str, Any]], float]] = {}
     for name in cfg.groups:
         path = groups_dir / f"{name}.json"
         if resume and path.is_file():
-            saved = read_json(path)
-            if _same_settings(name, saved["settings"], settings):
+            data = read_json(path)
+            if _same_settings(name, data["settings"], settings):
                 log.info("findings: group %s read from %s", name, path)
-                findings += saved["findings"]
-                seconds[name] = saved["seconds"]
-                shared.done[name] = saved["findings"]
+                saved[name] = (data["findings"], data["seconds"])
                 continue
             log.info("findings: group %s in %s has other settings; recomputing", name, path)
-        start = time.perf_counter()
-        log.info("findings: group %s", name)
-        got = GROUP_FUNCTIONS[name](shared)
-        seconds[name] = round(time.perf_counter() - start, 1)
-        write_json(path, {"group": name, "seconds": seconds[name], "settings": settings, "findings": got})
-        log.info("findings: group %s done in %.0f s (%d findings)", name, seconds[name], len(got))
-        findings += got
-        shared.done[name] = got
-    return FindingsResult(cfg, findings, seconds)
+    resumed = list(saved)
+    todo = [name for name in cfg.groups if name not in saved]
+    if cfg.jobs > 1 and len(todo) > 1:
+        _run_parallel(cfg, todo, groups_dir)
+        saved.update({name: _read_group(groups_dir, name) for name in todo})
+    else:
+        for name in todo:
+            if name in NEEDS:
+                shared.done[NEEDS[name]] = saved[NEEDS[name]][0]
+            saved[name] = _run_group(shared, name, groups_dir)
+    findings = [f for name in cfg.groups for f in saved[name][0]]
+    return FindingsResult(cfg, findings, {name: saved[name][1] for name in cfg.groups},
+                          wall_seconds=round(time.perf_counter() - start, 1), resumed=resumed)
+
+
+def _run_group(shared: Shared, name: str, groups_dir: Path) -> tuple[list[dict[str, Any]], float]:
+    """Group ``name`` measured and saved as groups/<name>.json (its findings and seconds)."""
+    start = time.perf_counter()
+    log.info("findings: group %s", name)
+    got = GROUP_FUNCTIONS[name](shared)
+    seconds = round(time.perf_counter() - start, 1)
+    write_json(groups_dir / f"{name}.json", {"group": name, "seconds": seconds, "settings": to_dict(shared.cfg),
+                                            "findings": got})
+    log.info("findings: group %s done in %.0f s (%d findings)", name, seconds, len(got))
+    return got, seconds
+
+
+def _read_group(groups_dir: Path, name: str) -> tuple[list[dict[str, Any]], float]:
+    data = read_json(groups_dir / f"{name}.json")
+    return data["findings"], data["seconds"]
+
+
+def _group_process(cfg: FindingsConfig, name: str, groups_dir: str, threads: int) -> float:
+    """One group in a worker process: ``threads`` torch threads, the findings it reads (:data:`NEEDS`) from their
+    saved files, the result saved as groups/<name>.json. Returns its seconds."""
+    torch.set_num_threads(threads)
+    shared = Shared(cfg)
+    if name in NEEDS:
+        shared.done[NEEDS[name]] = _read_group(Path(groups_dir), NEEDS[name])[0]
+    return _run_group(shared, name, Path(groups_dir))[1]
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _run_parallel(cfg: FindingsConfig, todo: Sequence[str], groups_dir: Path) -> None:
+    """Run the groups ``todo`` ``cfg.jobs`` at a time, each in a fresh spawned process with an equal share of the
+    cores as torch threads; the costliest first (:data:`GROUP_COST`), a group that reads another's findings only
+    once that one is saved. The first failure stops every worker and is raised; groups finished by then stay saved
+    (``--resume`` keeps them). Numbers equal the in-process run's up to the order of float reductions that the
+    thread count changes."""
+    threads = max(1, _usable_cores() // cfg.jobs)
+    pending = sorted(todo, key=lambda g: -GROUP_COST.get(g, 1.0))
+    running: dict[str, Any] = {}
+    done: set[str] = {g for g in cfg.groups if g not in todo}
+    log.info("findings: %d groups, %d at a time, %d torch thread(s) each", len(todo), cfg.jobs, threads)
+    pool = multiprocessing.get_context("spawn").Pool(cfg.jobs, maxtasksperchild=1)
+    try:
+        while pending or running:
+            for name in [g for g in pending if NEEDS.get(g) in (None, *done)]:
+                if len(running) >= cfg.jobs:
+                    break
+                pending.remove(name)
+                log.info("findings: group %s started", name)
+                running[name] = pool.apply_async(_group_process, (cfg, name, str(groups_dir), threads))
+            finished = [g for g, r in running.items() if r.ready()]
+            for name in finished:
+                seconds = running.pop(name).get()  # re-raises the worker's exception
+                done.add(name)
+                log.info("findings: group %s done in %.0f s", name, seconds)
+            if not finished:
+                time.sleep(0.2)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
 
 
 def _same_settings(group: str, saved: dict[str, Any], now: dict[str, Any]) -> bool:
     """Whether a saved group was measured at the settings it reads now (:data:`GROUP_SETTINGS`; every setting but
     the list of groups for a group not in that table). A setting the saved file lacks counts as changed."""
-    names = GROUP_SETTINGS.get(group) or [k for k in now if k != "groups"]
+    names = GROUP_SETTINGS.get(group) or [k for k in now if k not in ("groups", "jobs")]
     missing = object()
     return all(saved.get(k, missing) == now.get(k) for k in names)
 
@@ -1740,6 +1816,17 @@ def _controls_text(f: dict[str, Any]) -> str:
                      for c in f["controls"])
 
 
+def _wall_text(summary: dict[str, Any]) -> str:
+    """The run's wall time, its --jobs, and which groups were read from an earlier run (their times are theirs)."""
+    wall, resumed = summary.get("wall_seconds"), summary.get("resumed_groups") or []
+    if wall is None:
+        return ""
+    text = f" Wall time {fmt(wall)} s with {summary['settings'].get('jobs', 1)} group(s) at a time"
+    if resumed:
+        text += f"; read from an earlier run (--resume), not timed here: {', '.join(resumed)}"
+    return text + "."
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     """findings.md: one table per group (value, interval, controls, verdict) and the replications side by side."""
     s = summary["settings"]
@@ -1748,7 +1835,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
              f"{summary['n_findings']} findings. Settings: {s['seeds']} synthetic seeds, {s['icl_episodes']} ICL "
              f"episodes per cell, {s['attention_episodes']} attention episodes per cell, {s['permutations']} "
              f"permutations, {s['bootstrap']} bootstrap resamples. Group times (s): "
-             + ", ".join(f"{k} {fmt(v)}" for k, v in summary["group_seconds"].items()) + ".", ""]
+             + ", ".join(f"{k} {fmt(v)}" for k, v in summary["group_seconds"].items()) + "." + _wall_text(summary),
+             ""]
     groups: dict[str, list[dict]] = {}
     for f in summary["findings"]:
         groups.setdefault(f["group"], []).append(f)

@@ -38,6 +38,11 @@ GROUP_SETTINGS: dict[str, tuple[str, ...]] = {
     "map": (*_COMMON, "seeds", "n_test", "map_within", "map_cross", "map_max_steps"),
     "matched": (*_COMMON, "seeds", "steps", "matched_n_test", "matched_per_sign", *_ICL),  # + the icl group's
 }
+# Rough relative cost of each group at publication settings (measured group seconds, rounded): with --jobs > 1 the
+# costliest start first, so the longest group does not start last. Only the order depends on it, never a number.
+GROUP_COST = {"icl": 10.0, "attention": 7.0, "dictionary": 3.5, "synthetic": 2.5, "semcor": 1.5, "geometry": 1.0,
+              "circuits": 1.0, "synthetic_random_readout": 1.0, "steer": 1.0, "map": 0.6, "matched": 0.3,
+              "contexts": 0.1}
 
 
 @dataclass
@@ -76,6 +81,9 @@ class FindingsConfig:
     bootstrap: int = bootstrap_field(1000, "of the unit each finding names")
     shuffles: int = 10  # shuffled-embedding null draws of the geometry
     replication_seed: int = 1000  # the replication's seed: far from seed, seed + 1 (ICL's beta tuning episodes)
+    jobs: int = field(default=1, metadata=doc(
+        "groups run at once, each in a process of its own with an equal share of the cores (1: one after another "
+        "in this process); the numbers do not depend on it"))
     fast: bool = field(default=False, metadata=doc(
         "tiny settings (structure check, minutes on 2 cores): the same code, numbers not for quoting"))
     seed: int = 0
@@ -83,6 +91,8 @@ class FindingsConfig:
     def __post_init__(self) -> None:
         for name in self.groups:
             require(name in GROUPS, "groups", name, "names from " + ", ".join(GROUPS))
+        require(isinstance(self.jobs, int) and not isinstance(self.jobs, bool) and 1 <= self.jobs <= len(GROUPS),
+                "jobs", self.jobs, f"an integer from 1 to {len(GROUPS)} (the number of groups)")
         require(isinstance(self.icl_sets, int) and self.icl_sets >= 2, "icl_sets", self.icl_sets,
                 "an integer >= 2 (an interval across sets needs two)")
         for name, needed in NEEDS.items():
@@ -128,8 +138,8 @@ FINDINGS_JOB = Job(
     execute="mcicl.analysis.findings:execute",
     result="mcicl.analysis.findings:FindingsResult",
     config=FindingsConfig,
-    fields={"settings": ("model", "groups", "seeds", "steps", "icl_episodes", "icl_sets", "shots", "attention_episodes",
-                         "permutations", "bootstrap", "fast")},
+    fields={"settings": ("model", "groups", "jobs", "seeds", "steps", "icl_episodes", "icl_sets", "shots",
+                         "attention_episodes", "permutations", "bootstrap", "fast")},
     options=(Option(("--resume",), "continue the run in --out: groups already saved there are kept",
                     {"action": "store_true"}),
              Option(("--readme",), "write the README's findings block from docs/findings.json (no run)",

@@ -5,6 +5,7 @@ and the verdict and p-value text follow their rules. The numbers are not checked
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import math
 import re
@@ -17,6 +18,7 @@ from scipy.stats import spearmanr
 
 from mcicl.analysis import findings as fnd
 from mcicl.analysis.findings_config import GROUP_SETTINGS, GROUPS, NEEDS, FindingsConfig, fast_settings
+from mcicl.core.configuration import ConfigError
 from mcicl.core.pvalues import p_floor, p_text
 from mcicl.core.runs import RunFolder
 from mcicl.probing.tiny import build_tiny_model
@@ -119,6 +121,47 @@ def test_fast_run_structure_and_resume(tiny_encoder, tmp_path):
     assert (again.path / "groups" / "synthetic.json").is_file()
     assert [f["id"] for f in resumed.findings] == [f["id"] for f in result.findings]
     print(f"fast findings on the tiny encoder: {log_time:.0f} s", result.seconds)
+
+
+def _numbers(findings):
+    """Every number of every finding, in order (for comparing two runs)."""
+    out = []
+
+    def walk(x):
+        if isinstance(x, bool) or x is None or isinstance(x, str):
+            return
+        if isinstance(x, (int, float)):
+            out.append(float(x))
+        elif isinstance(x, dict):
+            for k in sorted(x):
+                walk(x[k])
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+    walk(findings)
+    return np.array(out)
+
+
+def test_parallel_groups_equal_the_in_process_run(tiny_encoder, tmp_path):
+    # matched reads icl's saved findings, so with 2 workers it must wait for icl (it fails when icl's file is
+    # missing); the numbers equal the in-process run's up to float reduction order (1 vs 2 torch threads).
+    cfg = fast_settings(FindingsConfig(model=str(tiny_encoder), fast=True, groups=["icl", "matched"]))
+    one = fnd.run_findings(cfg, RunFolder.create(tmp_path / "one", "findings"))
+    par = dataclasses.replace(cfg, jobs=2)
+    many = fnd.run_findings(par, RunFolder.create(tmp_path / "many", "findings"))
+    assert [f["id"] for f in many.findings] == [f["id"] for f in one.findings]
+    assert list(many.seconds) == ["icl", "matched"]
+    a, b = _numbers(one.findings), _numbers(many.findings)
+    assert a.shape == b.shape and a.size > 100
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_jobs_is_checked_and_not_a_setting_of_any_group():
+    with pytest.raises(ConfigError, match="jobs"):
+        FindingsConfig(jobs=0)
+    with pytest.raises(ConfigError, match="jobs"):
+        FindingsConfig(jobs=len(GROUPS) + 1)
+    assert all("jobs" not in names for names in GROUP_SETTINGS.values())
 
 
 def _cfg_reads(function_name: str) -> set[str]:
