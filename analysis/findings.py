@@ -100,8 +100,9 @@ BEATS = "beats its controls"
 GEOMETRY_BASELINES = ("random_weights", "embeddings", "random_blocks")
 FOREST_CAPTION = Caption(
     "Findings beside their controls",
-    "Each finding's estimate (black) and 95% interval beside its controls (coloured markers with their intervals), "
-    "one panel per group; the open circle is the replication's estimate; a cross marks a finding that does not "
+    "Each finding's estimate (black) and 95% interval beside its controls (squares with their intervals, coloured by "
+    "kind: model baselines, context-blind or static readouts, nulls and chance, other conditions), one panel per "
+    "group; the open circle is the replication's estimate; a cross marks a finding that does not "
     "beat a control.")
 README_BEGIN, README_END = "<!-- findings:begin -->", "<!-- findings:end -->"
 REPO = Path(__file__).resolve().parents[1]
@@ -1943,7 +1944,28 @@ def render_docs(summary: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------- figure
-CONTROL_COLOURS = ("#d95f02", "#7570b3", "#1b9e77", "#e7298a")
+# Control kinds, each one colour in the forest plot: what could have produced the effect. A name is matched by its
+# words (first kind that matches), so a new control lands in a kind without a table edit; "other" is what is left.
+CONTROL_KINDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("model baseline: random weights, embeddings only, untrained", "#7570b3",
+     ("random weight", "random-weight", "re-initialised", "embeddings alone", "input embeddings", "untrained")),
+    ("context-blind or static readout", "#1b9e77",
+     ("zero-shot", "static kernel", "query-only", "context-blind", "out of context", "nearest-demonstration",
+      "no context", "plain cosine")),
+    ("null, chance or no effect", "#d95f02",
+     ("null", "chance", "shuffled", "permuted", "rotated", "random directions", "random senses", "random dictionary",
+      "no ", "drift", "unrelated", "expectation", "single exponential", "median head")),
+)
+OTHER_KIND = ("other condition (budget, world, start)", "#e7298a")
+
+
+def control_kind(name: str) -> tuple[str, str]:
+    """The (kind, colour) of a control by its name (:data:`CONTROL_KINDS`; :data:`OTHER_KIND` when none fits)."""
+    low = name.lower()
+    for kind, colour, words in CONTROL_KINDS:
+        if any(w in low for w in words):
+            return kind, colour
+    return OTHER_KIND
 
 
 def forest_figure(findings: Sequence[dict[str, Any]]) -> Figure:
@@ -1959,7 +1981,7 @@ def forest_figure(findings: Sequence[dict[str, Any]]) -> Figure:
         ys = np.arange(len(fs))[::-1]
         for y, f in zip(ys, fs, strict=True):
             for k, c in enumerate(f["controls"]):
-                colour = CONTROL_COLOURS[k % len(CONTROL_COLOURS)]
+                colour = control_kind(c["name"])[1]
                 if c["value"] is None:
                     continue
                 if c["interval"] and None not in c["interval"]:
@@ -1980,12 +2002,12 @@ def forest_figure(findings: Sequence[dict[str, Any]]) -> Figure:
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", alpha=0.3)
     handles = [axes[0].plot([], [], "o", color="black")[0], axes[0].plot([], [], "o", mfc="none", color="0.4")[0]]
-    handles += [axes[0].plot([], [], "s", color=c)[0] for c in CONTROL_COLOURS]
+    kinds = [*((k, c) for k, c, _ in CONTROL_KINDS), OTHER_KIND]
+    handles += [axes[0].plot([], [], "s", color=c)[0] for _, c in kinds]
     height = fig.get_figheight()  # inches: title and legend keep a fixed strip at the top however tall the figure
     fig.suptitle("Findings beside their controls (↑/↓: better direction; ✗: does not beat a control)", fontsize=10,
                  y=1 - 0.12 / height, va="top")
-    fig.legend(handles, ["finding, 95% interval", "replication", "1st control", "2nd control", "3rd control",
-                         "4th control"], loc="upper center", bbox_to_anchor=(0.5, 1 - 0.38 / height), ncol=6,
-               fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.65 / height))
+    fig.legend(handles, ["finding, 95% interval", "replication (open)", *(k for k, _ in kinds)], loc="upper center",
+               bbox_to_anchor=(0.5, 1 - 0.36 / height), ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / height))
     return fig

@@ -156,6 +156,22 @@ def test_parallel_groups_equal_the_in_process_run(tiny_encoder, tmp_path):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
 
 
+def test_control_kinds_name_what_could_have_produced_the_effect():
+    kind = {name: fnd.control_kind(name)[0] for name in (
+        "random weights (same readout)", "trained input embeddings through re-initialised blocks (layer 6)",
+        "zero-shot (in-prompt)", "static kernel", "query-only baseline", "null: concepts permuted",
+        "chance (1/2 ways)", "no difference", "the step budget (censoring at 1600)", "default world")}
+    model, blind, null = (k for k, _, _ in fnd.CONTROL_KINDS)
+    assert kind["random weights (same readout)"] == model
+    assert kind["trained input embeddings through re-initialised blocks (layer 6)"] == model
+    assert {kind[n] for n in ("zero-shot (in-prompt)", "static kernel", "query-only baseline")} == {blind}
+    assert {kind[n] for n in ("null: concepts permuted", "chance (1/2 ways)", "no difference")} == {null}
+    assert kind["the step budget (censoring at 1600)"] == kind["default world"] == fnd.OTHER_KIND[0]
+    # every kind has its own colour (the legend reads by colour)
+    colours = [c for _, c, _ in fnd.CONTROL_KINDS] + [fnd.OTHER_KIND[1]]
+    assert len(set(colours)) == len(colours)
+
+
 def test_jobs_is_checked_and_not_a_setting_of_any_group():
     with pytest.raises(ConfigError, match="jobs"):
         FindingsConfig(jobs=0)
