@@ -1788,8 +1788,8 @@ def execute(cfg: FindingsConfig, ctx: JobContext) -> int:
     result = run_findings(cfg, run, resume=ctx.resume)
     result.save(run)
     beaten = sum(f["verdict"] == BEATS for f in result.findings)
-    print(f"{len(result.findings)} findings ({beaten} beat their controls) in {sum(result.seconds.values()):.0f} s; "
-          f"output is in {run.path}")
+    print(f"{len(result.findings)} findings ({beaten} beat their controls) in {result.wall_seconds:.0f} s wall time "
+          f"({sum(result.seconds.values()):.0f} s of group time, {cfg.jobs} at a time); output is in {run.path}")
     return 0
 
 
