@@ -453,3 +453,11 @@ def test_memory_estimate_reads_the_config_at_the_revision(monkeypatch):
     assert calls[-1][1]["revision"] == "step3000"
     memory.check_fits("EleutherAI/pythia-70m", dtype="float32", device="cpu", device_map=None, batch_size=1)
     assert "revision" not in calls[-1][1]
+
+
+def test_contexts_store_that_is_a_file_is_refused_before_the_run_folder(tmp_path: Path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["probe", "contexts", "--store", str(tmp_path / "file"), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 2
+    assert "is a file; accepted: a store folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
