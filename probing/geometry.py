@@ -49,7 +49,7 @@ from mcicl.analysis.engine.measures import (
 from mcicl.analysis.engine.nulls import Stat, make_stat, unit_mean
 from mcicl.analysis.engine.polysemy import polysemy_analysis
 from mcicl.analysis.engine.probes import linear_probe
-from mcicl.analysis.engine.streaming import NULL_STATISTICS, StreamingGeometry
+from mcicl.analysis.engine.streaming import NULL_STATISTICS, StreamingGeometry, null_bytes
 from mcicl.core.io import strict_json, write_json
 from mcicl.core.jobs import DemoContext, JobContext
 from mcicl.core.logs import progress
@@ -241,13 +241,19 @@ def spaces_from_store(cfg: GeometryConfig, *, loaded: LoadedModel, quiet: bool =
     need = store.n_rows * store.dim * 8 * IN_MEMORY_COPIES
     budget, where = memory_budget("cpu")
     # Rows that do not fit get the label-permutation null of the cosine statistics streamed with their values.
+    k = len(set(store.labels()))
+    null_need = null_bytes(cfg.permutations, k, store.dim, store.n_rows) if need > budget else 0
+    if null_need > budget:
+        log.warning("store %s: the streamed permutation null (%d permutations x %d concepts x %d dimensions) needs "
+                    "about %s, %s has %s; fewer --permutations need less", store.path, cfg.permutations, k,
+                    store.dim, gib(null_need), where, gib(budget))
     streamed = {layer: store_geometry(store, layer, center=cfg.center, seed=cfg.seed,
                                       n_permutations=cfg.permutations if need > budget else 0)[0]
                 for layer in store.layers}
     info: dict[str, Any] = {
         "source": loaded.ref.name, "store": {"path": str(store.path), "key": store.key, "shards": store.n_shards,
                                              "rows": store.n_rows, "in_memory_bytes": need, "budget_bytes": budget,
-                                             "in_memory": need <= budget},
+                                             "in_memory": need <= budget, "null_bytes": null_need},
         "extraction": {"model": loaded.ref.spec, "space": "hidden", "pooling": cfg.extraction.pooling,
                        "template": cfg.extraction.template, "layers": store.layers},
         "words_left_out": store.manifest.get("left_out", {}),

@@ -12,7 +12,7 @@ import pytest
 
 from mcicl.analysis.engine.measures import STATISTICS, geometry_summary
 from mcicl.analysis.engine.nulls import permutation_p_value
-from mcicl.analysis.engine.streaming import Moments, permuted_codes, streaming_geometry
+from mcicl.analysis.engine.streaming import Moments, null_bytes, permuted_codes, streaming_geometry
 from mcicl.app.cli import main
 from mcicl.core import shards
 from mcicl.probing import extract as extract_module
@@ -357,6 +357,8 @@ def test_streamed_permutation_null_equals_the_null_in_memory():
     observed = _null_by_pairs(X, codes[None], k)
     assert g.within_mean == pytest.approx(observed["within_concept_cosine"][0], rel=1e-10)
     assert g.within_minus_cross == pytest.approx(observed["within_minus_cross"][0], rel=1e-10)
+    held = g.null.units.nbytes + perms.nbytes
+    assert held <= null_bytes(37, k, d, n) <= held + 8 * k * d * 32 + 1  # the estimate: sums, codes, one block
     with pytest.raises(ValueError, match="permutations label 159 rows, the chunks hold 160"):
         streaming_geometry(lambda: iter([(X, codes)]), k, d, permutations=perms[:, 1:])
 

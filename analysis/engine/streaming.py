@@ -185,6 +185,13 @@ def permuted_codes(codes: np.ndarray, n_permutations: int, seed: int | np.random
     return out
 
 
+def null_bytes(n_permutations: int, k: int, d: int, n: int) -> int:
+    """About how many bytes the streamed null holds: the (B, k, d) float64 sums, one block's product and the
+    B x n relabellings (one byte each below 128 concepts, else two or four)."""
+    per_code = 1 if k <= 2**7 else 2 if k <= 2**15 else 4
+    return 8 * k * d * (n_permutations + 2 * min(n_permutations, PERMUTATION_BLOCK)) + per_code * n_permutations * n
+
+
 @dataclass
 class PermutationNull:
     """Per-permutation sums of unit rows per concept, accumulated chunk by chunk: (B, k, d) sums, (B, k) counts."""
