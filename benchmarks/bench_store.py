@@ -4,7 +4,9 @@ Writes a store of generated vectors (no model: concept clusters in ``--dim`` dim
 in shards of ``--shard-rows`` rows, with the layout :mod:`probing.store` writes (manifest + safetensors shards),
 then, in a fresh child process, opens it and computes :func:`probing.store.store_geometry` (two passes, shard by
 shard, memory-mapped), printing the child's peak resident memory (``ru_maxrss``) and its RSS after the passes
-(psutil), the seconds, and the statistics. The store is deleted afterwards unless ``--keep``.
+(psutil), the seconds, and the statistics; with ``--permutations B`` (default 100) the streamed label-permutation
+null of the cosine statistics is accumulated in the same second pass. The store is deleted afterwards unless
+``--keep``.
 Usage: ``python benchmarks/bench_store.py --gb 2 --out /tmp/bench-store``.
 """
 
@@ -52,7 +54,7 @@ def generate(path: Path, gb: float, dim: int, shard_rows: int, concepts: int, se
     return {"rows": rows, "dim": dim, "shards": n_shards, "bytes": total}
 
 
-def measure(path: Path) -> dict:
+def measure(path: Path, permutations: int) -> dict:
     """Streamed statistics of the store (run in a fresh process): seconds, peak and final RSS, the values."""
     import psutil  # deferred: only the child measures
 
@@ -61,9 +63,13 @@ def measure(path: Path) -> dict:
     imported = psutil.Process().memory_info().rss / 2**20  # torch, transformers, ... (probing imports them)
     start = time.perf_counter()
     store = ActivationStore.open(path)
-    g, names = store_geometry(store, "0")
+    g, names = store_geometry(store, "0", n_permutations=permutations, seed=0)
     seconds = time.perf_counter() - start
+    null = {f"{k}_null": [round(float(v.mean()), 6), round(float(np.quantile(v, 0.025)), 6),
+                          round(float(np.quantile(v, 0.975)), 6)]
+            for k, v in (g.null.statistics().items() if g.null is not None else [])}
     return {"seconds": round(seconds, 1), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "permutations": permutations, **null,
             "rss_after_import_mb": imported, "rss_after_mb": psutil.Process().memory_info().rss / 2**20,
             "concepts": len(names),
             **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in g.summary().items()}}
@@ -76,22 +82,24 @@ def main() -> None:
     parser.add_argument("--shard-rows", type=int, default=8192)
     parser.add_argument("--concepts", type=int, default=100)
     parser.add_argument("--out", default="/tmp/mcicl-bench-store")
+    parser.add_argument("--permutations", type=int, default=100)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     path = Path(args.out)
     if args.measure_only:
-        print(json.dumps(measure(path)))
+        print(json.dumps(measure(path, args.permutations)))
         return
     start = time.perf_counter()
     info = generate(path, args.gb, args.dim, args.shard_rows, args.concepts)
     print(f"generated {info['bytes'] / 1e9:.2f} GB ({info['rows']:,} rows x {info['dim']}, {info['shards']} shards) "
           f"in {time.perf_counter() - start:.0f} s")
     try:
-        out = subprocess.run([sys.executable, __file__, "--out", str(path), "--measure-only"], check=True,
-                             capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, "--out", str(path), "--measure-only", "--permutations",
+                              str(args.permutations)], check=True, capture_output=True, text=True)
         result = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"streamed statistics in {result['seconds']} s; peak resident memory {result['peak_rss_mb']:.0f} MB; "
+        print(f"streamed statistics ({args.permutations} permutations) in {result['seconds']} s; peak resident "
+              f"memory {result['peak_rss_mb']:.0f} MB; "
               f"RSS after the imports {result['rss_after_import_mb']:.0f} MB, after the passes "
               f"{result['rss_after_mb']:.0f} MB (store {info['bytes'] / 2**20:,.0f} MB)")
         print(json.dumps(result, indent=1))

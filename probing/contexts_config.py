@@ -36,6 +36,10 @@ class ContextsConfig:
     columns: str = field(default="", metadata=doc(
         "dataset inputs: ROLE=COLUMN,... naming the columns for the roles word, sense, context, start, source "
         "(default: columns named after the roles)"))
+    store: str | None = field(default=None, metadata=doc(
+        "an activation store folder: the contextual vectors (one pooled row per context, per layer) are written to "
+        "it (resumed when it exists; a store of another model, config or contexts is refused) and read back shard "
+        "by shard", metavar="DIR"))
     vectors_dataset: bool = field(default=False, metadata=doc(
         "also write the contextual vectors as a datasets Arrow dataset (vectors/dataset, save_to_disk)"))
     center: bool = field(default=True, metadata=doc(
@@ -56,6 +60,8 @@ class ContextsConfig:
                 CONTEXT_SOURCES)
         require(isinstance(self.min_per_sense, int) and self.min_per_sense >= 1, "min_per_sense",
                 self.min_per_sense, "an integer >= 1")
+        require(self.store is None or (isinstance(self.store, str) and bool(self.store.strip())), "store",
+                self.store, "a folder path, or none")
         check_resampling(self)
         require(self.baseline in BASELINES, "baseline", self.baseline, "one of " + ", ".join(BASELINES))
 
@@ -73,7 +79,7 @@ CONTEXTS_JOB = Job(
     fields={
         "model": ("extraction.model", "extraction.revision", "extraction.dtype", "extraction.device",
                   "extraction.trust_remote_code"),
-        "what to measure": ("contexts", "concepts", "columns", "vectors_dataset", "extraction.layers",
+        "what to measure": ("contexts", "concepts", "columns", "store", "vectors_dataset", "extraction.layers",
                             "extraction.pooling", "min_per_sense",
                             "center", "baseline", "extraction.batch_size", "extraction.cache_dir"),
         "statistics": ("permutations", "bootstrap"),

@@ -14,15 +14,18 @@ own mean from contextual vectors (a sentence moves every word's vector the same 
 relative to that is about sense).
 
 :class:`ContextsResult` saves the run folder of ``mcicl probe contexts`` (:func:`execute`): context_layers.csv,
-contexts.csv, vectors/contexts_<layer>.npz, summary.json and two figures. The config is
-:class:`~probing.contexts_config.ContextsConfig` (torch-free, imported here as before).
+contexts.csv, vectors/contexts_<layer>.npz, summary.json and two figures. With ``--store DIR`` the contextual
+vectors are written to (or resumed from) an activation store (:func:`store_contexts`) and read back shard by
+shard. The config is :class:`~probing.contexts_config.ContextsConfig` (torch-free, imported here as before).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,6 +66,7 @@ from mcicl.probing.forward import PoolItem, chunk_rows, padding_for, padding_tok
 from mcicl.probing.hf_contexts import load_dataset_contexts, vectors_dataset
 from mcicl.probing.models import LoadedModel
 from mcicl.probing.semcor import load_semcor_contexts
+from mcicl.probing.store import ActivationStore, store_key, write_items
 
 log = logging.getLogger("mcicl")
 PCA_WORDS = 6
@@ -74,7 +78,7 @@ class ContextualExtraction:
 
     contexts: list[SenseContext]
     layers: list[str]
-    vectors: dict[str, np.ndarray]   # layer -> (len(contexts), d) float32
+    vectors: Mapping[str, np.ndarray]   # layer -> (len(contexts), d) float32 (from a store: read when asked)
     n_tokens: list[int]              # the word's tokens in each context
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -153,6 +157,56 @@ def extract_contexts(model: Any, tokenizer: Any, contexts: Sequence[SenseContext
     meta = {"model": getattr(model.config, "_name_or_path", ""), "pooling": pooling, "padding_side": side,
             "n_hidden_layers": n_layers, "n_contexts": len(contexts)}
     return ContextualExtraction(contexts, names, {n: vectors[n] for n in names}, [len(it.positions) for it in items],
+                                meta)
+
+
+class StoredVectors(Mapping[str, np.ndarray]):
+    """Layer -> (n, d) float32 rows of an activation store, read shard by shard when a layer is asked for (so only
+    the layer in use is in memory)."""
+
+    def __init__(self, store: ActivationStore) -> None:
+        self.store = store
+
+    def __getitem__(self, layer: str) -> np.ndarray:
+        if layer not in self.store.layers:
+            raise KeyError(layer)
+        return np.concatenate([np.asarray(rows, dtype=np.float32) for rows, *_ in self.store.chunks(layer)])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.store.layers)
+
+    def __len__(self) -> int:
+        return len(self.store.layers)
+
+
+def contexts_hash(contexts: Sequence[SenseContext]) -> str:
+    """A hash of the contexts in order (word, sense, sentence, occurrence): what a contexts store holds."""
+    h = hashlib.sha256()
+    for c in contexts:
+        h.update("\x00".join((c.word, c.sense, c.context, str(c.start), str(c.end))).encode("utf-8", "surrogatepass")
+                 + b"\x01")
+    return h.hexdigest()[:24]
+
+
+def store_contexts(path: str, loaded: LoadedModel, contexts: Sequence[SenseContext], ecfg: ExtractionConfig, *,
+                   show_progress: bool = True) -> ContextualExtraction:
+    """A ContextualExtraction of ``contexts`` written to (or resumed from) the activation store at ``path``: one
+    row per context pooled as ``ecfg.pooling`` says, per layer; keyed by the model, revision, layers, pooling and a
+    hash of the contexts (a store of another model, config or contexts is refused, naming the difference). The
+    vectors are read back from the store shard by shard, a layer when it is used."""
+    contexts = list(contexts)
+    items = prepare_contexts(loaded.tokenizer, contexts)
+    n_layers = n_hidden_layers(loaded.model)
+    layer_idx = resolve_layers(ecfg.layers, n_layers)
+    key = store_key(loaded, ecfg, [str(i) for i in layer_idx])
+    # Contexts are whole sentences: no word template; the store holds these contexts and no others.
+    key.update({"kind": "contexts", "template": None, "contexts": contexts_hash(contexts)})
+    store = write_items(path, key, items, [c.word for c in contexts], [c.sense for c in contexts], loaded, layer_idx,
+                        batch_size=ecfg.batch_size, show_progress=show_progress)
+    meta = {"model": getattr(loaded.model.config, "_name_or_path", ""), "pooling": ecfg.pooling,
+            "padding_side": padding_for(loaded.model), "n_hidden_layers": n_layers, "n_contexts": len(contexts),
+            "store": str(store.path)}
+    return ContextualExtraction(contexts, store.layers, StoredVectors(store), [len(it.positions) for it in items],
                                 meta)
 
 
@@ -394,9 +448,12 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
                             "nothing to measure")
     ecfg = cfg.extraction
     loaded = loaded if loaded is not None else load_for(ecfg)
-    ext = extract_contexts(loaded.model, loaded.tokenizer, contexts.contexts, layers=ecfg.layers,
-                           pooling=ecfg.pooling, batch_size=ecfg.batch_size, cache_dir=ecfg.cache_dir,
-                           show_progress=not quiet)
+    if cfg.store:
+        ext = store_contexts(cfg.store, loaded, contexts.contexts, ecfg, show_progress=not quiet)
+    else:
+        ext = extract_contexts(loaded.model, loaded.tokenizer, contexts.contexts, layers=ecfg.layers,
+                               pooling=ecfg.pooling, batch_size=ecfg.batch_size, cache_dir=ecfg.cache_dir,
+                               show_progress=not quiet)
     concept_words = list(dict.fromkeys(w for ws in cs.concepts.values() for w in ws))
     alone = extract_words(list(dict.fromkeys(concept_words + contexts.words)), ecfg, loaded=loaded,
                           show_progress=not quiet)
@@ -490,8 +547,11 @@ def execute(cfg: ContextsConfig, ctx: JobContext) -> int:
     # Validate concepts and contexts before making the output folder, so a typo leaves nothing behind.
     cs = load_concept_set(cfg.concepts, columns=cfg.columns)
     contexts, dropped = load_contexts(cfg.contexts, cs, min_per_sense=cfg.min_per_sense, columns=cfg.columns)
+    if cfg.store and Path(cfg.store).exists() and not Path(cfg.store).is_dir():
+        raise ValueError(f"--store {cfg.store} is a file; accepted: a store folder (new or written by mcicl)")
     folder = ctx.create_run(inputs={"--model": cfg.extraction.model, "--contexts": cfg.contexts,
-                                    "--concepts": cfg.concepts, "--cache-dir": cfg.extraction.cache_dir})
+                                    "--concepts": cfg.concepts, "--cache-dir": cfg.extraction.cache_dir,
+                                    "--store": cfg.store})
     seed_everything(cfg.seed)
     result = measure_contexts(cfg, concept_set=cs, contexts=contexts, quiet=ctx.quiet)
     result.info["dropped_senses"] = dropped

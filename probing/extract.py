@@ -300,7 +300,7 @@ def load_for(config: ExtractionConfig) -> LoadedModel:
 
     device, device_map = resolve_device(config.device)
     check_fits(config.model, dtype=config.dtype, device=device, device_map=device_map, batch_size=config.batch_size,
-               trust_remote_code=config.trust_remote_code)  # refused before any weight is read
+               trust_remote_code=config.trust_remote_code, revision=config.revision)  # before any weight is read
     return load_model(config.model, dtype=config.dtype, device=device, device_map=device_map,
                       trust_remote_code=config.trust_remote_code, revision=config.revision)
 

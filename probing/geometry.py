@@ -33,6 +33,7 @@ from mcicl.analysis.engine.geometry_figures import (
     layer_curves_figure,
 )
 from mcicl.analysis.engine.measures import (
+    STATISTICS,
     centring_report,
     concept_directions,
     direction_abs_cos,
@@ -45,9 +46,10 @@ from mcicl.analysis.engine.measures import (
     single_threaded_blas,
     statistic_units,
 )
+from mcicl.analysis.engine.nulls import Stat, make_stat, unit_mean
 from mcicl.analysis.engine.polysemy import polysemy_analysis
 from mcicl.analysis.engine.probes import linear_probe
-from mcicl.analysis.engine.streaming import StreamingGeometry
+from mcicl.analysis.engine.streaming import NULL_STATISTICS, StreamingGeometry, null_bytes
 from mcicl.core.io import strict_json, write_json
 from mcicl.core.jobs import DemoContext, JobContext
 from mcicl.core.logs import progress
@@ -236,13 +238,22 @@ def spaces_from_store(cfg: GeometryConfig, *, loaded: LoadedModel, quiet: bool =
     cs = concept_set if concept_set is not None else load_concepts(cfg)
     pairs, _ = concept_pairs(cs)
     store = write_store(cfg.store, pairs, cfg.extraction, loaded, show_progress=not quiet)
-    streamed = {layer: store_geometry(store, layer, center=cfg.center)[0] for layer in store.layers}
     need = store.n_rows * store.dim * 8 * IN_MEMORY_COPIES
     budget, where = memory_budget("cpu")
+    # Rows that do not fit get the label-permutation null of the cosine statistics streamed with their values.
+    k = len(set(store.labels()))
+    null_need = null_bytes(cfg.permutations, k, store.dim, store.n_rows) if need > budget else 0
+    if null_need > budget:
+        log.warning("store %s: the streamed permutation null (%d permutations x %d concepts x %d dimensions) needs "
+                    "about %s, %s has %s; fewer --permutations need less", store.path, cfg.permutations, k,
+                    store.dim, gib(null_need), where, gib(budget))
+    streamed = {layer: store_geometry(store, layer, center=cfg.center, seed=cfg.seed,
+                                      n_permutations=cfg.permutations if need > budget else 0)[0]
+                for layer in store.layers}
     info: dict[str, Any] = {
         "source": loaded.ref.name, "store": {"path": str(store.path), "key": store.key, "shards": store.n_shards,
                                              "rows": store.n_rows, "in_memory_bytes": need, "budget_bytes": budget,
-                                             "in_memory": need <= budget},
+                                             "in_memory": need <= budget, "null_bytes": null_need},
         "extraction": {"model": loaded.ref.spec, "space": "hidden", "pooling": cfg.extraction.pooling,
                        "template": cfg.extraction.template, "layers": store.layers},
         "words_left_out": store.manifest.get("left_out", {}),
@@ -250,8 +261,8 @@ def spaces_from_store(cfg: GeometryConfig, *, loaded: LoadedModel, quiet: bool =
                         "parents": cs.parents},
         "parents": dict(cs.parents)}
     if need > budget:
-        log.warning("store %s: the in-memory analysis needs about %s, %s has %s: streamed statistics only (no "
-                    "nulls)", store.path, gib(need), where, gib(budget))
+        log.warning("store %s: the in-memory analysis needs about %s, %s has %s: streamed statistics only (the "
+                    "permutation null of the cosine statistics only)", store.path, gib(need), where, gib(budget))
         return None, info, streamed
     spaces = [Space(layer, _store_rows(store, layer),
                     meta={"space": "hidden", "model": loaded.ref.spec, "store": str(store.path),
@@ -271,9 +282,21 @@ def _store_rows(store: ActivationStore, layer: str) -> LabelledVectors:
                            meta={"layer": layer, "store": str(store.path)})
 
 
+def streamed_stats(g: StreamingGeometry, cfg: GeometryConfig) -> dict[str, Stat]:
+    """The streamed cosine statistics of one layer as Stats: value, the streamed permutation null (band,
+    p-value) and a bootstrap interval over concepts (pairs for the cross cosine); {} without a streamed null."""
+    if g.null is None:
+        return {}
+    units, null = g.cosine_units(), g.null.statistics()
+    rng = np.random.default_rng([cfg.seed, 53])
+    return {name: make_stat(unit_mean(units[name]), units[name], null[name], alternative=STATISTICS[name][0],
+                            n_bootstrap=cfg.bootstrap, rng=rng) for name in NULL_STATISTICS}
+
+
 @dataclass
 class StoreGeometryResult:
-    """A store too large for the in-memory analysis: the streamed statistics per layer (values, no nulls)."""
+    """A store too large for the in-memory analysis: the streamed statistics per layer (values; the cosine
+    statistics with their streamed permutation nulls)."""
 
     config: GeometryConfig
     layer_rows: list[dict[str, Any]]
@@ -290,7 +313,12 @@ class StoreGeometryResult:
         ax.set_xticks(x, [str(r["layer"]) for r in self.layer_rows])
         ax.set_xlabel("layer (0 = embedding output)")
         ax.set_ylabel("mean pairwise cosine (centred)")
-        ax.set_title(f"{self.summary['source']}: streamed from the store (no nulls: rows exceed memory)")
+        for key, colour in (("within_concept_cosine", "C0"), ("cross_concept_cosine", "C1")):
+            low = [r.get(f"{key}_null_low") for r in self.layer_rows]
+            high = [r.get(f"{key}_null_high") for r in self.layer_rows]
+            if all(v is not None and np.isfinite(v) for v in low + high):
+                ax.fill_between(x, low, high, color=colour, alpha=0.15, lw=0)
+        ax.set_title(f"{self.summary['source']}: streamed from the store (rows exceed memory)")
         ax.legend()
         return {"geometry_layers": fig}
 
@@ -306,12 +334,17 @@ class StoreGeometryResult:
 STREAM_CAPTION = Caption(
     "Geometry streamed from an activation store",
     "Within- and cross-concept cosine per layer, computed shard by shard (two passes: the mean, then per-concept "
-    "sums of unit centred rows). No permutation nulls: the rows do not fit in memory.")
+    "sums of unit centred rows). Shaded: the 2.5-97.5% band of the label-permutation null, streamed in the second "
+    "pass (per-permutation sums of unit rows per concept).")
 
 
-def _streamed_row(layer: str, g: StreamingGeometry) -> dict[str, Any]:
+def _streamed_row(layer: str, g: StreamingGeometry, stats: dict[str, Stat]) -> dict[str, Any]:
     out = {"layer": layer, "n_words": g.moments.n, "n_concepts": g.k, "dim": int(len(g.moments.mean))}
     out.update({k: v for k, v in g.summary().items() if k in STREAMED or k == "covariance_trace"})
+    for name, s in stats.items():
+        out.update({f"{name}_null": s.null_mean, f"{name}_null_low": s.null_low, f"{name}_null_high": s.null_high,
+                    f"{name}_ci_low": s.ci_low, f"{name}_ci_high": s.ci_high, f"{name}_p": s.p_value,
+                    f"{name}_effect": s.effect_size})
     return out
 
 
@@ -546,9 +579,11 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
         loaded = loaded if loaded is not None else load_for(cfg.extraction)
         found, info, streamed = spaces_from_store(cfg, loaded=loaded, quiet=quiet, concept_set=concept_set)
         if found is None:
-            rows = [_streamed_row(layer, g) for layer, g in streamed.items()]
+            stats = {layer: streamed_stats(g, cfg) for layer, g in streamed.items()}
+            rows = [_streamed_row(layer, g, stats[layer]) for layer, g in streamed.items()]
             last = rows[-1]
             summary = {**{k: {"value": last[k], "null": None, "p_value": None} for k in STREAMED},
+                       **{k: s.to_dict() for k, s in stats[last["layer"]].items()},
                        "layer": last["layer"], "source": info["source"], "streaming_only": True,
                        "store": info["store"], "n_words": last["n_words"], "n_concepts": last["n_concepts"],
                        "dim": last["dim"], "center": cfg.center, "whiten": cfg.whiten,
@@ -699,13 +734,13 @@ def execute(cfg: GeometryConfig, ctx: JobContext) -> int:
                                     "--cache-dir": cfg.extraction.cache_dir, "--store": cfg.store})
     summary = run_geometry(cfg, folder, quiet=ctx.quiet, concept_set=concept_set)
     w, c = summary["within_concept_cosine"], summary["cross_concept_cosine"]
-    if summary.get("streaming_only"):
+    if w["null"] is None:
         log.info("layer %s (streamed from the store, no nulls): within-concept cosine %.3f, cross-concept %.3f",
                  summary["layer"], w["value"], c["value"])
     else:
-        log.info("layer %s: within-concept cosine %.3f (null %.3f, p=%.3g), cross-concept %.3f (null %.3f, "
-                 "p=%.3g)", summary["layer"], w["value"], w["null"], w["p_value"], c["value"], c["null"],
-                 c["p_value"])
+        log.info("layer %s%s: within-concept cosine %.3f (null %.3f, p=%.3g), cross-concept %.3f (null %.3f, "
+                 "p=%.3g)", summary["layer"], " (streamed from the store)" if summary.get("streaming_only") else "",
+                 w["value"], w["null"], w["p_value"], c["value"], c["null"], c["p_value"])
     print(f"output is in {folder.path}")
     return 0
 

@@ -124,11 +124,12 @@ def memory_budget(device: str, device_map: str | None = None) -> tuple[int, str]
 
 
 def check_fits(spec: str, *, dtype: str, device: str, device_map: str | None, batch_size: int | str,
-               trust_remote_code: bool = False) -> MemoryEstimate | None:
-    """The estimate for model ``spec``, or a DoesNotFitError naming the sizes when it cannot fit; None when the
-    config cannot be read here (the loader then gives its own error)."""
+               trust_remote_code: bool = False, revision: str | None = None) -> MemoryEstimate | None:
+    """The estimate for model ``spec`` (its config at ``revision``, the one the loader will read), or a
+    DoesNotFitError naming the sizes when it cannot fit; None when the config cannot be read here (the loader then
+    gives its own error)."""
     try:
-        ref = resolve_model(spec)
+        ref = resolve_model(spec, revision)
         config = AutoConfig.from_pretrained(ref.location, **pretrained_kwargs(ref, trust_remote_code))
         estimate = estimate_from_config(config, dtype=dtype, batch_size=batch_size)
     except Exception as err:  # noqa: BLE001 (an estimate never blocks a load the loader would explain better)

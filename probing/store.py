@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from mcicl.analysis.engine.streaming import StreamingGeometry, streaming_geometry
+from mcicl.analysis.engine.streaming import StreamingGeometry, permuted_codes, streaming_geometry
 from mcicl.core.logs import progress
 from mcicl.core.shards import ShardError, check_shard, read_shard, shard_metadata, write_atomic, write_shard
 from mcicl.probing.cache import model_fingerprint
 from mcicl.probing.extract import prepare_words
 from mcicl.probing.extract_config import ExtractionConfig, resolve_layers
-from mcicl.probing.forward import n_hidden_layers, padding_for, padding_token_id, pool_vectors
+from mcicl.probing.forward import PoolItem, n_hidden_layers, padding_for, padding_token_id, pool_vectors
 from mcicl.probing.models import LoadedModel
 
 log = logging.getLogger("mcicl")
@@ -194,30 +194,44 @@ def write_store(path: str | Path, pairs: Sequence[tuple[str, str]], config: Extr
     """Extract ``pairs`` (word, label) as ``config`` says into the store at ``path`` (created, or resumed) and
     return it opened. One row per word pooled as ``config.pooling`` says, or with ``tokens`` one row per word
     token (``position``: the token's index in the templated text); the words are put in the template."""
-    path = Path(path)
-    model, tokenizer = loaded.model, loaded.tokenizer
     if config.space != "hidden":
         raise StoreError(f"store: space={config.space!r}; accepted: 'hidden' (input and unembedding rows are the "
                          "model's own weights: read them from the model)")
     words_all = [w for w, _ in pairs]
-    kept, items, report = prepare_words(tokenizer, words_all, config.template)
+    kept, items, report = prepare_words(loaded.tokenizer, words_all, config.template)
     label_of: dict[str, str] = {}
     for w, lab in pairs:
         label_of.setdefault(w, lab)
     labels = [label_of[w] for w in kept]
-    layer_idx = resolve_layers(config.layers, n_hidden_layers(model))
+    layer_idx = resolve_layers(config.layers, n_hidden_layers(loaded.model))
+    key = store_key(loaded, config, [str(i) for i in layer_idx])
+    key["pooling"] = "tokens" if tokens else config.pooling
+    return write_items(path, key, items, kept, labels, loaded, layer_idx, batch_size=config.batch_size,
+                       shard_items=shard_items, left_out={k: v for k, v in report.items() if v},
+                       show_progress=show_progress)
+
+
+def write_items(path: str | Path, key: dict[str, Any], items: Sequence[PoolItem], words: Sequence[str],
+                labels: Sequence[str], loaded: LoadedModel, layer_idx: Sequence[int], *, batch_size: int | str,
+                shard_items: int = SHARD_ITEMS, left_out: dict[str, Any] | None = None,
+                show_progress: bool = True) -> ActivationStore:
+    """Pool prepared ``items`` (one per word or context, named ``words`` with ``labels``) at ``layer_idx`` into
+    the store at ``path`` under ``key`` (``key["pooling"]``: a pooling, or 'tokens' for one row per item token);
+    created, or resumed shard by shard; a store of another key or other items is refused. Returned opened."""
+    path = Path(path)
+    model, tokenizer = loaded.model, loaded.tokenizer
     names = [str(i) for i in layer_idx]
-    key = store_key(loaded, config, names)
-    pooling = "tokens" if tokens else config.pooling
-    key["pooling"] = pooling
-    n_shards = -(-len(kept) // shard_items)
-    plan = {"n_items": len(kept), "shard_items": shard_items, "n_shards": n_shards,
-            "items_hash": _items_hash(kept, labels)}
+    pooling = key["pooling"]
+    tokens = pooling == "tokens"
+    items, words, labels = list(items), list(words), list(labels)
+    n_shards = -(-len(items) // shard_items)
+    plan = {"n_items": len(items), "shard_items": shard_items, "n_shards": n_shards,
+            "items_hash": _items_hash(words, labels)}
     path.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(path)
     if manifest is None:
         manifest = {"format": STORE_FORMAT, "key": key, "plan": plan, "dim": None, "shards": {},
-                    "left_out": {k: v for k, v in report.items() if v}}
+                    "left_out": left_out or {}}
         _save_manifest(path, manifest)
     else:
         diff = _differences(manifest.get("key", {}), key)
@@ -249,8 +263,8 @@ def write_store(path: str | Path, pairs: Sequence[tuple[str, str]], config: Extr
                             entry["bytes"])
             except ShardError as err:
                 log.warning("%s: rewriting it", err)
-        lo, hi = i * shard_items, min((i + 1) * shard_items, len(kept))
-        vectors = pool_vectors(model, items[lo:hi], "hidden", layer_idx, pooling, config.batch_size, side,
+        lo, hi = i * shard_items, min((i + 1) * shard_items, len(items))
+        vectors = pool_vectors(model, items[lo:hi], "hidden", list(layer_idx), pooling, batch_size, side,
                                pad, show_progress=False)
         arrays = {f"layer.{n}": vectors[n] for n in names}
         if tokens:
@@ -262,7 +276,7 @@ def write_store(path: str | Path, pairs: Sequence[tuple[str, str]], config: Extr
         n_rows = len(arrays["item"])
         arrays["first_item"] = np.array([lo], dtype=np.int64)
         dim = int(vectors[names[0]].shape[1])
-        meta = {"words": json.dumps(kept[lo:hi]), "labels": json.dumps(labels[lo:hi]), "rows": str(n_rows),
+        meta = {"words": json.dumps(words[lo:hi]), "labels": json.dumps(labels[lo:hi]), "rows": str(n_rows),
                 "dim": str(dim), "shard": str(i)}
         try:
             size = write_shard(file, arrays, meta)
@@ -280,10 +294,12 @@ def write_store(path: str | Path, pairs: Sequence[tuple[str, str]], config: Extr
     return ActivationStore.open(path)
 
 
-def store_geometry(store: ActivationStore, layer: str, *, center: bool = True,
-                   min_words: int = 2) -> tuple[StreamingGeometry, list[str]]:
+def store_geometry(store: ActivationStore, layer: str, *, center: bool = True, min_words: int = 2,
+                   n_permutations: int = 0, seed: int = 0) -> tuple[StreamingGeometry, list[str]]:
     """(streamed statistics of ``layer``, concept names): two passes over the shards, one shard in memory at a
-    time; rows of concepts with fewer than ``min_words`` items or an empty label are left out (as in memory)."""
+    time; rows of concepts with fewer than ``min_words`` items or an empty label are left out (as in memory).
+    With ``n_permutations`` the label-permutation null of the cosine statistics is streamed in the second pass
+    (the relabellings: :func:`permuted_codes` of :func:`store_codes` with ``seed``)."""
     labels = store.labels()
     names_all, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
     small = {str(n) for n, c in zip(names_all, counts, strict=True) if c < min_words or n == ""}
@@ -299,4 +315,19 @@ def store_geometry(store: ActivationStore, layer: str, *, center: bool = True,
             keep = codes >= 0
             yield np.asarray(rows)[keep], codes[keep]
 
-    return streaming_geometry(chunks, len(names), store.dim, center=center), names
+    perms = permuted_codes(store_codes(store, names), n_permutations, seed) if n_permutations else None
+    return streaming_geometry(chunks, len(names), store.dim, center=center, permutations=perms), names
+
+
+def store_codes(store: ActivationStore, names: Sequence[str]) -> np.ndarray:
+    """The concept code (position in ``names``) of every kept row, in shard order; rows of other labels are left
+    out, as :func:`store_geometry` leaves them out. Reads the shards' item indices only, never their rows."""
+    index = {n: i for i, n in enumerate(names)}
+    out = []
+    for i in range(store.n_shards):
+        arrays = store.shard(i)
+        _, labels = store.items(i)
+        codes = np.array([index.get(labels[j], -1) for j in np.asarray(arrays["item"]) - int(arrays["first_item"][0])],
+                         dtype=np.int64)
+        out.append(codes[codes >= 0])
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

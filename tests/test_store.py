@@ -10,15 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcicl.analysis.engine.measures import geometry_summary
-from mcicl.analysis.engine.streaming import Moments, streaming_geometry
+from mcicl.analysis.engine.measures import STATISTICS, geometry_summary
+from mcicl.analysis.engine.nulls import permutation_p_value
+from mcicl.analysis.engine.streaming import Moments, null_bytes, permuted_codes, streaming_geometry
 from mcicl.app.cli import main
 from mcicl.core import shards
-from mcicl.probing import geometry, store
+from mcicl.probing import extract as extract_module
+from mcicl.probing import geometry, memory, store
+from mcicl.probing.contexts import ContextSet, builtin_contexts
+from mcicl.probing.contexts_config import ContextsConfig
+from mcicl.probing.contextual import StoredVectors, contexts_hash, measure_contexts, store_contexts
 from mcicl.probing.extract import ExtractionConfig, extract_words
 from mcicl.probing.geometry import measure_geometry
 from mcicl.probing.geometry_config import GeometryConfig
-from mcicl.probing.store import ActivationStore, StoreError, store_geometry, write_store
+from mcicl.probing.store import ActivationStore, StoreError, store_codes, store_geometry, write_store
 
 PAIRS = [("dog", "animal"), ("cat", "animal"), ("horse", "animal"), ("hammer", "tool"), ("saw", "tool"),
          ("drill", "tool"), ("red", "colour"), ("blue", "colour"), ("green", "colour"), ("car", "vehicle"),
@@ -239,7 +244,8 @@ def test_store_streaming_only_run_folder(minilm, tmp_path, monkeypatch, capsys):
                  "--out", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["streaming_only"] and summary["within_concept_cosine"]["null"] is None
+    assert summary["streaming_only"] and summary["concept_direction_abs_cos"]["null"] is None
+    assert 0 < summary["within_concept_cosine"]["p_value"] <= 1  # the streamed permutation null
     assert (out / "streaming.csv").is_file() and (out / "figures" / "geometry_layers.png").is_file()
 
 
@@ -306,3 +312,154 @@ def test_dictionary_from_a_store_equals_dictionary_in_memory(minilm, tmp_path, m
     with pytest.raises(DoesNotFitError, match=r"needs the rows in memory, about .* for 11 rows"):
         measure_dictionary(DictionaryConfig(extraction=ExtractionConfig(layers="2"), store=str(tmp_path / "s"),
                                             **base), loaded=minilm, quiet=True)
+
+
+def _null_by_pairs(X: np.ndarray, perms: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """A second implementation of the permutation null: every pairwise cosine of the centred rows, averaged by
+    hand per concept and per concept pair under each relabelling."""
+    Y = X - X.mean(axis=0)
+    U = Y / np.linalg.norm(Y, axis=1, keepdims=True)
+    C = U @ U.T
+    out: dict[str, list[float]] = {"within_concept_cosine": [], "cross_concept_cosine": [], "within_minus_cross": []}
+    for codes in perms:
+        within = np.empty(k)
+        cross = np.empty((k, k))
+        for a in range(k):
+            ia = np.flatnonzero(codes == a)
+            block = C[np.ix_(ia, ia)]
+            within[a] = (block.sum() - np.trace(block)) / (len(ia) * (len(ia) - 1))
+            for b in range(k):
+                cross[a, b] = C[np.ix_(ia, np.flatnonzero(codes == b))].mean()
+        off = ~np.eye(k, dtype=bool)
+        out["within_concept_cosine"].append(within.mean())
+        out["cross_concept_cosine"].append(cross[off].mean())
+        out["within_minus_cross"].append(np.mean([within[a] - cross[a][off[a]].mean() for a in range(k)]))
+    return {name: np.array(v) for name, v in out.items()}
+
+
+def test_streamed_permutation_null_equals_the_null_in_memory():
+    """The same relabellings, streamed over uneven chunks (B x k x d unit sums) and computed in memory from every
+    pairwise cosine: equal null values; each relabelling keeps the concept sizes; the observed labelling agrees."""
+    rng = np.random.default_rng(4)
+    k, d, n = 5, 12, 160
+    codes = rng.integers(0, k, size=n)
+    X = rng.normal(size=(k, d))[codes] * 1.5 + rng.normal(size=(n, d)) + 2.0
+    perms = permuted_codes(codes, 37, seed=9)  # 37: blocks of 16 plus a remainder
+    assert perms.shape == (37, n) and all(np.array_equal(np.sort(p), np.sort(codes)) for p in perms)
+    assert not np.array_equal(perms[0], perms[1])
+    edges = [0, 1, 50, 51, 123, 160]
+    g = streaming_geometry(lambda: ((X[a:b], codes[a:b]) for a, b in zip(edges, edges[1:], strict=False)), k, d,
+                           permutations=perms)
+    streamed = g.null.statistics()
+    expected = _null_by_pairs(X, perms, k)
+    for name, values in expected.items():
+        np.testing.assert_allclose(streamed[name], values, rtol=1e-10, atol=1e-12, err_msg=name)
+    observed = _null_by_pairs(X, codes[None], k)
+    assert g.within_mean == pytest.approx(observed["within_concept_cosine"][0], rel=1e-10)
+    assert g.within_minus_cross == pytest.approx(observed["within_minus_cross"][0], rel=1e-10)
+    held = g.null.units.nbytes + perms.nbytes
+    assert held <= null_bytes(37, k, d, n) <= held + 8 * k * d * 32 + 1  # the estimate: sums, codes, one block
+    with pytest.raises(ValueError, match="permutations label 159 rows, the chunks hold 160"):
+        streaming_geometry(lambda: iter([(X, codes)]), k, d, permutations=perms[:, 1:])
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_streaming_only_geometry_has_the_streamed_null_of_the_store_rows(minilm, tmp_path, monkeypatch):
+    """A store too large for memory (forced budget): the cosine statistics' null mean, band and p-value are those of
+    the relabellings store_geometry draws, recomputed here from the store's rows by hand."""
+    concepts = tmp_path / "concepts.json"
+    groups: dict[str, list[str]] = {}
+    for w, lab in PAIRS:
+        groups.setdefault(lab, []).append(w)
+    concepts.write_text(json.dumps(groups))
+    monkeypatch.setattr(geometry, "memory_budget", lambda device: (1000, "cpu (test budget)"))
+    cfg = GeometryConfig(extraction=ExtractionConfig(layers="2"), store=str(tmp_path / "s"), concepts=str(concepts),
+                         permutations=30, bootstrap=20, shuffles=0, probes=False, baselines=[], seed=3)
+    result = measure_geometry(cfg, loaded=minilm, quiet=True)
+    assert result.summary["streaming_only"]
+    st = ActivationStore.open(tmp_path / "s")
+    X, _ = _rows(st, "2")
+    names = list(dict.fromkeys(st.labels()))
+    perms = permuted_codes(store_codes(st, names), 30, 3)
+    expected = _null_by_pairs(X.astype(np.float64), perms, len(names))
+    row = result.layer_rows[0]
+    for name, null in expected.items():
+        alternative = STATISTICS[name][0]
+        assert row[name + "_null"] == pytest.approx(null.mean(), rel=1e-6, abs=1e-9), name
+        assert row[name + "_null_low"] == pytest.approx(np.quantile(null, 0.025), rel=1e-6, abs=1e-9), name
+        assert row[name + "_p"] == pytest.approx(permutation_p_value(row[name], null, alternative)), name
+        assert result.summary[name]["null"] == pytest.approx(null.mean(), rel=1e-6, abs=1e-9)
+    assert row["within_concept_cosine_p"] < 0.2  # real concepts: the observed value beats most relabellings
+
+
+def _context_subset() -> ContextSet:
+    ctx = builtin_contexts()
+    n_senses = {w: len(ctx.senses(w)) for w in ctx.words}
+    poly = [w for w in ctx.words if n_senses[w] >= 2][:3]
+    controls = [w for w in ctx.words if n_senses[w] == 1][:2]
+    return ctx.subset(poly + controls)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_contexts_from_a_store_equal_contexts_in_memory(minilm, tmp_path, counted):
+    """probe contexts --store: the same statistics per layer as without a store; a rerun reads the store back without
+    computing; a store of another config, other contexts or a word store is refused, naming the difference."""
+    ctx = _context_subset()
+    base = dict(permutations=20, bootstrap=20, baseline="alone")
+    plain = measure_contexts(ContextsConfig(extraction=ExtractionConfig(layers="0,2", batch_size=32), **base),
+                             loaded=minilm, contexts=ctx, quiet=True)
+    path = tmp_path / "ctx"
+    cfg = ContextsConfig(extraction=ExtractionConfig(layers="0,2", batch_size=32), store=str(path), **base)
+    stored = measure_contexts(cfg, loaded=minilm, contexts=ctx, quiet=True)
+    assert counted and isinstance(stored.extraction.vectors, StoredVectors)
+    for layer in ("0", "2"):
+        np.testing.assert_allclose(stored.extraction.vectors[layer], plain.extraction.vectors[layer], rtol=1e-4,
+                                   atol=1e-5)
+    a, b = plain.layer_rows(), stored.layer_rows()
+    assert len(a) == len(b) > 0
+    for ra, rb in zip(a, b, strict=True):
+        assert (ra["layer"], ra["group"], ra["stat"]) == (rb["layer"], rb["group"], rb["stat"])
+        for key in ("value", "null", "ci_low", "ci_high", "p_value"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-5, nan_ok=True), (ra["stat"], key)
+    counted.clear()
+    again = measure_contexts(cfg, loaded=minilm, contexts=ctx, quiet=True)
+    assert counted == [] and json.dumps(again.layer_rows()) == json.dumps(b)  # resumed: nothing recomputed
+    st = ActivationStore.open(path)
+    assert st.key["kind"] == "contexts" and st.key["contexts"] == contexts_hash(ctx.contexts)
+    assert st.n_rows == len(ctx)
+    with pytest.raises(StoreError, match=r"another model or config: .*pooling: \"mean\" vs \"last\""):
+        measure_contexts(ContextsConfig(extraction=ExtractionConfig(layers="0,2", pooling="last"), store=str(path),
+                                        **base), loaded=minilm, contexts=ctx, quiet=True)
+    fewer = ContextSet(ctx.name, ctx.contexts[:-1])
+    with pytest.raises(StoreError, match=r"another model or config: contexts:"):
+        store_contexts(str(path), minilm, fewer.contexts, cfg.extraction, show_progress=False)
+    write_store(tmp_path / "words", PAIRS, ExtractionConfig(layers="0,2"), minilm, show_progress=False)
+    with pytest.raises(StoreError, match=r"another model or config: contexts: null vs"):
+        store_contexts(str(tmp_path / "words"), minilm, ctx.contexts, cfg.extraction, show_progress=False)
+
+
+def test_memory_estimate_reads_the_config_at_the_revision(monkeypatch):
+    """check_fits (and load_for, which calls it before loading) asks AutoConfig for the extraction's revision."""
+    calls = []
+
+    def recording(location, **kwargs):
+        calls.append((location, kwargs))
+        raise OSError("offline in the test")  # no estimate: the loader would explain
+
+    monkeypatch.setattr(memory.AutoConfig, "from_pretrained", recording)
+    assert memory.check_fits("EleutherAI/pythia-70m", dtype="float32", device="cpu", device_map=None, batch_size=1,
+                             revision="step1000") is None
+    assert calls[-1][0] == "EleutherAI/pythia-70m" and calls[-1][1]["revision"] == "step1000"
+    monkeypatch.setattr(extract_module, "load_model", lambda *a, **k: "loaded")
+    assert extract_module.load_for(ExtractionConfig(model="EleutherAI/pythia-70m", revision="step3000")) == "loaded"
+    assert calls[-1][1]["revision"] == "step3000"
+    memory.check_fits("EleutherAI/pythia-70m", dtype="float32", device="cpu", device_map=None, batch_size=1)
+    assert "revision" not in calls[-1][1]
+
+
+def test_contexts_store_that_is_a_file_is_refused_before_the_run_folder(tmp_path: Path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["probe", "contexts", "--store", str(tmp_path / "file"), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 2
+    assert "is a file; accepted: a store folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
