@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
+from threadpoolctl import threadpool_limits
 
 from mcicl.analysis.dictionary_recovery import recovery_sweep
 from mcicl.analysis.engine.context_measures import drift_controlled
@@ -1725,7 +1726,9 @@ def _group_process(cfg: FindingsConfig, name: str, groups_dir: str, threads: int
     shared = Shared(cfg)
     if name in NEEDS:
         shared.done[NEEDS[name]] = _read_group(Path(groups_dir), NEEDS[name])[0]
-    return _run_group(shared, name, Path(groups_dir))[1]
+    # BLAS and OpenMP pools too: N workers each spinning a pool of every core's threads run many times slower
+    with threadpool_limits(limits=threads):
+        return _run_group(shared, name, Path(groups_dir))[1]
 
 
 def _usable_cores() -> int:

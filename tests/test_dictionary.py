@@ -14,9 +14,11 @@ from mcicl.analysis.engine.sparse_coding import (
     amari_distance,
     atom_purity,
     atoms_against_concepts,
+    best_atom_cosines,
     choose_size,
     learn_dictionary,
     matched_cosines,
+    random_rotation,
     sense_recall,
     sparse_codes,
     unit_rows,
@@ -118,12 +120,38 @@ def test_concepts_aligned_with_atoms_beat_both_nulls_and_shuffled_labels_do_not(
     res_c = atoms_against_concepts(control, learned, rotations=100, seed=0, permuted=permuted)
     assert res_c["mean_p"] < 0.05  # the weak null is beaten by chance groupings
     assert res_c["label_p"] > 0.05 and res_c["mean"] < res["mean"] - 0.1
-    # The rotation null by hand: the mean best |cos| of one rotated dictionary, drawn with the same generator.
-    from mcicl.analysis.engine.sparse_coding import best_atom_cosines, random_rotation
+    # The rotation null by hand: the mean best |cos| of one rotated dictionary, drawn with the same generator (the
+    # null rotates the atoms' span by a Haar frame: D R^T = (D U)(R U)^T).
     rng = np.random.default_rng(0)
-    first = best_atom_cosines(atoms, learned @ random_rotation(learned.shape[1], rng).T).mean()
+    _, sv, vt = np.linalg.svd(learned, full_matrices=False)
+    u = vt[sv > 1e-9].T
+    q, t = np.linalg.qr(rng.standard_normal((learned.shape[1], u.shape[1])))
+    first = best_atom_cosines(atoms, (learned @ u) @ (q * np.sign(np.diag(t))).T).mean()
     one = atoms_against_concepts(atoms, learned, rotations=1, seed=0)
     assert one["mean_null"] == pytest.approx(first)
+
+
+def test_rotation_null_by_frames_has_the_full_rotations_distribution():
+    # Rotating the atoms' span by a d x r Haar frame must give what full d x d Haar rotations give: the same Gram
+    # matrix each draw, and the same null distribution of the mean best |cos| (checked on 400 draws of each).
+    rng = np.random.default_rng(3)
+    d, k = 30, 6
+    atoms = rng.standard_normal((k, d)) + 2.0 * rng.standard_normal((1, d))  # correlated atoms
+    directions = rng.standard_normal((4, d))
+    _, sv, vt = np.linalg.svd(atoms, full_matrices=False)
+    u = vt[sv > 1e-9].T
+    q, t = np.linalg.qr(rng.standard_normal((d, u.shape[1])))
+    framed = (atoms @ u) @ (q * np.sign(np.diag(t))).T
+    np.testing.assert_allclose(framed @ framed.T, atoms @ atoms.T, atol=1e-10)
+    full_rng = np.random.default_rng(11)
+    full = np.array([best_atom_cosines(directions, atoms @ random_rotation(d, full_rng).T).mean()
+                     for _ in range(400)])
+    res = atoms_against_concepts(directions, atoms, rotations=400, seed=5)
+    by_frames = res["mean_null"]
+    se = full.std(ddof=1) / np.sqrt(400) * np.sqrt(2)
+    assert abs(by_frames - full.mean()) < 4 * se
+    lo, hi = res["mean_null_band"]
+    assert abs(lo - np.quantile(full, 0.025)) < 0.05 and abs(hi - np.quantile(full, 0.975)) < 0.05
 
 
 def test_purity_and_sense_recall_by_hand():

@@ -243,8 +243,20 @@ def amari_distance(true: np.ndarray, learned: np.ndarray) -> float:
 
 def random_rotation(d: int, rng: np.random.Generator) -> np.ndarray:
     """A Haar-random orthogonal d x d matrix (QR of a Gaussian matrix with the signs of R's diagonal fixed)."""
-    q, r = np.linalg.qr(rng.standard_normal((d, d)))
-    return q * np.sign(np.diag(r))
+    return random_frame(d, d, rng)
+
+
+def random_frame(d: int, r: int, rng: np.random.Generator) -> np.ndarray:
+    """A Haar-random d x r matrix with orthonormal columns (the first r columns of a Haar rotation)."""
+    q, t = np.linalg.qr(rng.standard_normal((d, r)))
+    return q * np.sign(np.diag(t))
+
+
+def _row_basis(a: np.ndarray) -> np.ndarray:
+    """An orthonormal basis (d x rank) of the rows' span."""
+    _, sv, vt = np.linalg.svd(a, full_matrices=False)
+    keep = sv > sv.max() * max(a.shape) * np.finfo(float).eps if sv.size else sv > 0
+    return vt[keep].T
 
 
 def best_atom_cosines(directions: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
@@ -266,8 +278,13 @@ def atoms_against_concepts(directions: np.ndarray, dictionary: np.ndarray, *, ro
     and p (the smallest p is 1/(draws+1))."""
     rng = np.random.default_rng(seed)
     value = best_atom_cosines(directions, dictionary)
-    null = np.stack([best_atom_cosines(directions, dictionary @ random_rotation(dictionary.shape[1], rng).T)
-                     for _ in range(rotations)])
+    # D R^T for a Haar rotation R without the d x d matrix: with U an orthonormal basis of the atoms' span,
+    # D R^T = (D U)(R U)^T and R U is a Haar-random d x r frame (QR of d x r, r = rank <= atoms, not of d x d).
+    basis = _row_basis(dictionary)
+    spanned = dictionary @ basis
+    with threadpool_limits(limits=1, user_api="blas"):  # many small QRs: BLAS threads only contend here
+        null = np.stack([best_atom_cosines(directions, spanned @ random_frame(dictionary.shape[1], basis.shape[1],
+                                                                               rng).T) for _ in range(rotations)])
     p = (1 + (null >= value[None, :]).sum(axis=0)) / (rotations + 1)
     mean_null = null.mean(axis=1)
     out = {"per_concept": value, "per_concept_null": null.mean(axis=0), "per_concept_p": p,
