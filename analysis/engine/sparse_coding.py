@@ -280,9 +280,9 @@ def atoms_against_concepts(directions: np.ndarray, dictionary: np.ndarray, *, ro
     value = best_atom_cosines(directions, dictionary)
     # D R^T for a Haar rotation R without the d x d matrix: with U an orthonormal basis of the atoms' span,
     # D R^T = (D U)(R U)^T and R U is a Haar-random d x r frame (QR of d x r, r = rank <= atoms, not of d x d).
-    basis = _row_basis(dictionary)
-    spanned = dictionary @ basis
-    with threadpool_limits(limits=1, user_api="blas"):  # many small QRs: BLAS threads only contend here
+    with threadpool_limits(limits=1, user_api="blas"):  # small SVD and QRs: BLAS threads only contend here
+        basis = _row_basis(dictionary)
+        spanned = dictionary @ basis
         null = np.stack([best_atom_cosines(directions, spanned @ random_frame(dictionary.shape[1], basis.shape[1],
                                                                                rng).T) for _ in range(rotations)])
     p = (1 + (null >= value[None, :]).sum(axis=0)) / (rotations + 1)
