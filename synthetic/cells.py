@@ -47,6 +47,7 @@ from mcicl.synthetic.train import (
     build_model,
     build_world,
     diverged,
+    fresh_test,
     sgd_update,
     stack_models,
     training_device,
@@ -142,7 +143,10 @@ class CellBatch:
         """One metrics row per cell, as ``synthetic.train.evaluate`` computes it for that cell alone."""
         K = self.configs[0].K
         train = _split(prompt_metrics(self.model, self.train, K), self.slices)
-        test = _split(prompt_metrics(self.model, self.test, K), self.slices)
+        # test_prompts: fresh draws each cell's own set for this step, as synthetic.train does for that cell.
+        tests = self.test if self.configs[0].test_prompts == "fixed" else Prompts.cat(
+            [fresh_test(c, w, step) for c, w in zip(self.configs, self.worlds, strict=True)]).to(self.device)
+        test = _split(prompt_metrics(self.model, tests, K), self.slices)
         scenarios = {name: _split(prompt_metrics(self.model, p, K), self.slices)
                      for name, p in self.ood.items()} if ood else {}
         rows = []
