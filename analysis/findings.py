@@ -221,6 +221,10 @@ class Shared:
 
 
 def _synthetic(cfg: FindingsConfig, seed: int, **kw: Any) -> Any:
+    # One fixed test set unless a run asks for fresh ones: these runs' final errors are single evaluations (no
+    # fit across evaluations), and a fixed set costs no prompt draw per evaluation; the convergence fits pass
+    # test_prompts="fresh" (independent counts).
+    kw.setdefault("test_prompts", "fixed")
     sc = SyntheticConfig(seeds=cfg.seeds, steps=kw.pop("steps", cfg.steps), n_test=cfg.n_test,
                          n_test_ood=cfg.n_test_ood, seed=seed, **kw)
     return train(sc, figures=False)
@@ -373,7 +377,7 @@ def group_synthetic_random_readout(sh: Shared) -> list[dict[str, Any]]:
     conv = main.summary["convergence"]
     err, err_rep = main.summary["final_per_seed"]["test_zero_one"], rep.summary["final_per_seed"]["test_zero_one"]
     table = align_sensitivity(SyntheticConfig(seeds=cfg.seeds, steps=cfg.steps, n_test=cfg.n_test, seed=cfg.seed,
-                                              scenarios=[]), ALIGNS)
+                                              scenarios=[], test_prompts="fixed"), ALIGNS)
 
     def censored(values: Sequence[float | None]) -> list[float]:
         """Steps to 1% with a seed that never reaches it counted as the budget (censored: a lower bound)."""
@@ -1387,7 +1391,7 @@ def _world_agreements(sh: Shared, real_lv: LabelledVectors, seed: int, which: st
     (mean absolute error difference from the real readouts ``which``) and the matched world's paired differences."""
     cfg = sh.cfg
     base = SyntheticConfig(seeds=cfg.seeds, steps=cfg.steps, n_test=cfg.matched_n_test, n_test_ood=cfg.matched_n_test,
-                           scenarios=list(MATCHED_SCENARIOS), seed=seed)
+                           scenarios=list(MATCHED_SCENARIOS), seed=seed, test_prompts="fixed")  # final errors only
     est = estimate_parameters(real_lv.vectors, real_lv.labels, base, n_per_sign=cfg.matched_per_sign, seed=seed)
     defaults = SyntheticConfig()
     worlds = {"matched": matched_config(base, est),

@@ -39,7 +39,7 @@ from mcicl.synthetic.data import (
     train_spec,
 )
 from mcicl.synthetic.metrics import map_metrics, mixed_concept_metrics, prompt_metrics
-from mcicl.synthetic.model import zero_one_loss
+from mcicl.synthetic.model import OneLayerTransformer, zero_one_loss
 from mcicl.synthetic.train import (
     DIVERGENCE_FACTOR,
     World,
@@ -47,6 +47,7 @@ from mcicl.synthetic.train import (
     build_model,
     build_world,
     diverged,
+    fresh_test,
     sgd_update,
     stack_models,
     training_device,
@@ -142,7 +143,10 @@ class CellBatch:
         """One metrics row per cell, as ``synthetic.train.evaluate`` computes it for that cell alone."""
         K = self.configs[0].K
         train = _split(prompt_metrics(self.model, self.train, K), self.slices)
-        test = _split(prompt_metrics(self.model, self.test, K), self.slices)
+        # test_prompts: fresh draws each cell's own set for this step, as synthetic.train does for that cell.
+        tests = self.test if self.configs[0].test_prompts == "fixed" else Prompts.cat(
+            [fresh_test(c, w, step) for c, w in zip(self.configs, self.worlds, strict=True)]).to(self.device)
+        test = _split(prompt_metrics(self.model, tests, K), self.slices)
         scenarios = {name: _split(prompt_metrics(self.model, p, K), self.slices)
                      for name, p in self.ood.items()} if ood else {}
         rows = []
@@ -237,6 +241,19 @@ def wilson(errors: float, n: float, z: float = 1.959964) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def wilson_bounds(errors: torch.Tensor, n: torch.Tensor, z: float = 1.959964) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`wilson` of every entry of float64 tensors, (0, 1) where n is 0. Computed in numpy, whose elementwise
+    float64 arithmetic rounds as Python's floats do, so the bounds (and the seeds the rule closes) are the
+    scalar function's to the last bit."""
+    e, m = errors.numpy(), n.numpy()
+    safe = np.maximum(m, 1.0)
+    p = e / safe
+    centre = (p + z * z / (2 * safe)) / (1 + z * z / safe)
+    half = z * np.sqrt(p * (1 - p) / safe + z * z / (4 * safe * safe)) / (1 + z * z / safe)
+    lo, hi = np.maximum(0.0, centre - half), np.minimum(1.0, centre + half)
+    return torch.from_numpy(np.where(m > 0, lo, 0.0)), torch.from_numpy(np.where(m > 0, hi, 1.0))
 
 
 def km_steps(per_seed: Sequence[float | None]) -> dict:
@@ -350,20 +367,12 @@ class SweepBatch:
         seed's error lies wholly above or below ``rule.error`` (only if ``threshold``), or its half-width is at
         most ``rule.precision``, or ``n_test`` prompts are used. Per instance of those cells (in order):
         ``errors`` and ``prompts`` counts, and with ``attention`` the summed correct attention."""
-        slices = self._instances()
-        sls = [slices[p] for p in positions]
-        rows = torch.cat([torch.arange(sl.start, sl.stop) for sl in sls])
-        model = self.model.instances(slice(sls[0].start, sls[-1].stop)) \
-            if int(rows[-1] - rows[0]) + 1 == len(rows) else _subset(self.model, rows.to(self.device))
+        model, local = self._model_of(positions)  # local: each cell's instances within ``model``
         n_test = self.cells[self.active[positions[0]]].config.n_test
         sizes = block_sizes(self.rule.block, n_test, growth=1 if threshold else 2)
-        S = len(rows)
+        S = local[-1].stop
         errors, counts, correct = (torch.zeros(S, dtype=torch.float64) for _ in range(3))
         open_ = torch.ones(S, dtype=torch.bool)
-        local = []  # each cell's instances among ``rows``
-        for sl in sls:
-            a = local[-1].stop if local else 0
-            local.append(slice(a, a + sl.stop - sl.start))
         for j, take in enumerate(sizes):
             if not bool(open_.any()):
                 break
@@ -382,36 +391,71 @@ class SweepBatch:
             if attention:
                 mass = (out.alpha * xs[4].to(out.alpha.dtype)).sum(-1).sum(1).double().cpu()
                 correct[sub] += torch.where(live, mass, 0.0)
-            for s in torch.nonzero(open_).flatten().tolist():
-                lo, hi = wilson(float(errors[s]), float(counts[s]))
-                if (threshold and (lo > self.rule.error or hi <= self.rule.error)) or \
-                        (hi - lo) / 2 <= self.rule.precision:
-                    open_[s] = False
+            lo, hi = wilson_bounds(errors, counts)
+            done = (hi - lo) / 2 <= self.rule.precision
+            if threshold:
+                done |= (lo > self.rule.error) | (hi <= self.rule.error)
+            open_ &= ~done
         out_ = {"errors": errors, "prompts": counts}
         if attention:
             out_["correct"] = correct
         return out_
 
+    def _model_of(self, positions: Sequence[int]) -> tuple[OneLayerTransformer, list[slice]]:
+        """The instances of the active cells at ``positions`` as one model (a view when they are contiguous), and
+        each cell's instances within it."""
+        slices = self._instances()
+        sls = [slices[p] for p in positions]
+        rows = torch.cat([torch.arange(sl.start, sl.stop) for sl in sls])
+        model = self.model.instances(slice(sls[0].start, sls[-1].stop)) \
+            if int(rows[-1] - rows[0]) + 1 == len(rows) else _subset(self.model, rows.to(self.device))
+        local, start = [], 0
+        for sl in sls:
+            local.append(slice(start, start + sl.stop - sl.start))
+            start = local[-1].stop
+        return model, local
+
     @torch.no_grad()
-    def _final(self, cell: _Cell, position: int, sl: slice) -> dict:
-        """The cell's evaluation at its stop: test error and correct attention on fresh blocks (drawn until the
-        interval is ``rule.precision`` narrow), every OOD scenario and the mixed-concept prompts (error and
-        attention only)."""
-        c = cell.config
-        part = self.model.instances(sl)
-        seq = self.sequential([position], (FINAL_TEST_PURPOSE,), threshold=False, attention=True)
-        test = {"zero_one": (seq["errors"] / seq["prompts"]).tolist(),
-                "correct_attention": (seq["correct"] / seq["prompts"]).tolist()}
-        ood = {}
-        for name in c.scenarios:
-            prompts = Prompts.cat([sample_prompts(dic, scenario_spec(sc, name), sc.seeds, sc.n_test_ood,
-                                                  generator(sc, 10 + SCENARIOS.index(name)))
-                                   for sc, dic in cell.groups]).to(self.device)
-            ood[name] = map_metrics(part, prompts)
-        out = {"test": test, "ood": ood, "test_prompts": [int(v) for v in seq["prompts"]]}
-        if c.K >= 2 and c.L >= 4:
-            prompts, concepts = mixed_set(c, cell.world)
-            out["mixed_concepts"] = mixed_concept_metrics(part, prompts.to(self.device), concepts.to(self.device))
+    def _finals(self, positions: Sequence[int]) -> list[dict]:
+        """The evaluation at their stop of the active cells at ``positions``, one forward pass per block or
+        prompt set for all of them (each cell's prompts from its own generators, as alone): test error and
+        correct attention on fresh blocks (drawn until the interval is ``rule.precision`` narrow), every OOD
+        scenario and the mixed-concept prompts (error and attention only). Cells are taken in chunks whose
+        largest prompt set (a test block or an OOD set) stays under FINAL_DEMOS demonstrations."""
+        out: list[dict] = []
+        chunk: list[int] = []
+        for p in positions:
+            c = self.cells[self.active[p]].config
+            longest = max([*block_sizes(self.rule.block, c.n_test, growth=2),
+                           *(c.n_test_ood * scenario_spec(c, n).L // c.L for n in c.scenarios)])
+            size = c.seeds * longest * c.L
+            if chunk and (len(chunk) + 1) * size > FINAL_DEMOS:
+                out += self._finals_chunk(chunk)
+                chunk = []
+            chunk.append(p)
+        return out + (self._finals_chunk(chunk) if chunk else [])
+
+    def _finals_chunk(self, positions: list[int]) -> list[dict]:
+        cells = [self.cells[self.active[p]] for p in positions]
+        model, local = self._model_of(positions)
+        seq = self.sequential(positions, (FINAL_TEST_PURPOSE,), threshold=False, attention=True)
+        out = [{"test": {"zero_one": (seq["errors"][sl] / seq["prompts"][sl]).tolist(),
+                         "correct_attention": (seq["correct"][sl] / seq["prompts"][sl]).tolist()},
+                "ood": {}, "test_prompts": [int(v) for v in seq["prompts"][sl]]} for sl in local]
+        c0 = cells[0].config
+        for name in c0.scenarios:
+            sets = [sample_prompts(dic, scenario_spec(sc, name), sc.seeds, sc.n_test_ood,
+                                   generator(sc, 10 + SCENARIOS.index(name)))
+                    for cell in cells for sc, dic in cell.groups]
+            metrics = map_metrics(model, _counted(sets, self.device))
+            for final, sl in zip(out, local, strict=True):
+                final["ood"][name] = {k: v[sl] for k, v in metrics.items()}
+        if c0.K >= 2 and c0.L >= 4:
+            sets = [mixed_set(cell.config, cell.world) for cell in cells]
+            prompts = _counted([p for p, _ in sets], self.device, concept=True)
+            metrics = mixed_concept_metrics(model, prompts, torch.cat([d for _, d in sets]).to(self.device))
+            for final, sl in zip(out, local, strict=True):
+                final["mixed_concepts"] = {k: v[sl] for k, v in metrics.items()}
         return out
 
     def _drop(self, leaving: list[int]) -> None:
@@ -446,11 +490,12 @@ class SweepBatch:
                     if all(e <= rule.error for e in err) or step == rule.max_steps:
                         cell.status = "reached" if all(e <= rule.error for e in err) else "censored"
                         cell.stop_step = step
-                        t1 = clock()
-                        cell.final = self._final(cell, j, sl)
-                        self.timings["final"] += clock() - t1
                         leaving.append(j)
                 if leaving:
+                    t1 = clock()
+                    for j, final in zip(leaving, self._finals(leaving), strict=True):
+                        self.cells[self.active[j]].final = final
+                    self.timings["final"] += clock() - t1
                     self._drop(leaving)
             if step == rule.max_steps or not self.active:
                 break
@@ -475,6 +520,17 @@ class SweepBatch:
         return self.cells
 
 
+def _counted(sets: Sequence[Prompts], device: torch.device, concept: bool = False) -> Prompts:
+    """Prompt sets of several cells joined along the seed axis, only the fields a count or an attention statistic
+    reads (words, labels, query, target, same; with ``concept`` the query's concept), on ``device``."""
+    names = ("x", "y", "xq", "target", "same") + (("concept",) if concept else ())
+    parts = {name: torch.cat([getattr(p, name) for p in sets]).to(device) for name in names}
+    empty = parts["x"].new_zeros(0)
+    return Prompts(parts["x"], parts["y"], parts["xq"], parts["target"], parts["same"],
+                   parts.get("concept", empty), empty)
+
+
+FINAL_DEMOS = 2**20  # demonstrations per forward pass of the final evaluations (x and y: 0.4 GB at d 48, float32)
 TEST_BLOCK_PURPOSE = 100  # key of a sweep cell's fresh test blocks at an evaluation: (TEST_BLOCK_PURPOSE, step)
 FINAL_TEST_PURPOSE = 101  # key of the fresh test blocks of a cell's final evaluation, at its stop
 

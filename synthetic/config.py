@@ -90,9 +90,10 @@ class SyntheticConfig:
     batch_size: int = 64  # 0 or >= n_train means full batch
     n_train: int = 1024  # fixed training prompts (per seed)
     n_test: int = 10000  # in-distribution test prompts (per evaluation with test_prompts: fresh)
-    test_prompts: str = "fixed"  # "fixed": one test set re-scored at every evaluation (counts along training are
-    #   then correlated); "fresh": a new, independent set of n_test prompts at every evaluation (seeded by
-    #   (seed, step), so resume gives the same numbers), for independent counts in the convergence fits
+    test_prompts: str = "fresh"  # "fresh": a new, independent set of n_test prompts at every evaluation (seeded
+    #   by (seed, step), so resume gives the same numbers), for independent counts in the convergence fits;
+    #   "fixed": one test set re-scored at every evaluation (no draw per evaluation, but the counts along training
+    #   are then correlated)
     n_test_ood: int = 2000  # test prompts per OOD scenario
     n_features: int = 100  # sampled words per (concept, sign) exported to features.npz
     scenarios: list[str] = field(default_factory=default_scenarios)

@@ -243,8 +243,10 @@ class Prompts:
         return Prompts(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Prompts)))
 
 
+@functools.lru_cache(maxsize=64)
 def _allowed(C: int, K: int, rule: str) -> torch.Tensor:
-    """(K+1, C) bool: which concepts j may co-occur in a word of concept k (row K: the unseen concept)."""
+    """(K+1, C) bool: which concepts j may co-occur in a word of concept k (row K: the unseen concept). Cached
+    (every prompt draw reads it): callers index it and never write to it."""
     k = torch.arange(K + 1)[:, None]
     j = torch.arange(C)[None, :]
     if rule == "patterned":
@@ -259,25 +261,40 @@ def _allowed(C: int, K: int, rule: str) -> torch.Tensor:
 
 
 def _cooccurring(dic: Dictionary, spec: PromptSpec, k: torch.Tensor, s: torch.Tensor,
-                 gen: torch.Generator, exclude: torch.Tensor | None = None) -> torch.Tensor:
-    """sum_j z_j (a_j + t_j b_j) for words of concept ``k`` and sign ``s`` (same shape), shape (*k.shape, d).
+                 gen: torch.Generator, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum_j z_j (a_j + t_j b_j) for words of concept ``k`` and sign ``s`` (same shape), where it is not zero:
+    (rows, sums), the flat indices of the words with at least one co-occurring feature and their sums (rows, d).
 
     ``exclude`` (same shape as ``k``, -1 for none) switches off one partner concept per word: the caller adds
     that concept itself (a polysemous word's second sense), which must not appear twice.
     """
-    C = dic.C
-    allowed = _allowed(C, dic.K, spec.cooccurrence)[k]  # (..., C)
+    C, d = dic.C, dic.a.shape[1]
+    allowed = _allowed(C, dic.K, spec.cooccurrence).index_select(0, k.reshape(-1)).view(*k.shape, C)  # (..., C)
     if exclude is not None:
         allowed = allowed & (torch.arange(C) != exclude[..., None])
     z = (torch.rand(*k.shape, C, generator=gen) < spec.polysemy_rate) & allowed
-    if spec.cooccurrence == "patterned":
-        t = s[..., None].expand(*k.shape, C)  # training rule: partners share the word's sign
-    elif spec.cooccurrence == "switched":
-        t = -s[..., None].expand(*k.shape, C)  # never seen: partners take the opposite sign
-    else:
-        t = torch.where(torch.rand(*k.shape, C, generator=gen) < 0.5, 1, -1)
-    zt = z.to(dic.a.dtype)
-    return zt @ dic.a + (zt * t.to(dic.a.dtype)) @ dic.b
+    t = torch.where(torch.rand(*k.shape, C, generator=gen) < 0.5, 1, -1) if spec.cooccurrence == "random" else None
+    # Most words have no partner (1 - 0.9^3 = 27% have one at the default rate): the products run on the others
+    # only, row by row the same sums as on every word.
+    z = z.reshape(-1, C)
+    rows = z.any(1).nonzero().squeeze(1)
+    zt = z.index_select(0, rows).to(dic.a.dtype)  # (rows, C)
+    if t is not None:
+        tt = t.reshape(-1, C).index_select(0, rows).to(dic.a.dtype)
+        return rows, zt @ dic.a + (zt * tt) @ dic.b
+    # Patterned (partners share the word's sign t_j = s: the training rule) or switched (never seen: t_j = -s).
+    # One product z [a | b] gives sum_j z_j a_j and sum_j z_j b_j; the second times +-s is exactly
+    # sum_j z_j t_j b_j (a sign flip commutes with rounding), so the sums equal the two products z a + (z t) b.
+    ab = zt @ _stacked(dic)  # (rows, 2d)
+    sign = s.reshape(-1).index_select(0, rows)[:, None].to(dic.a.dtype)
+    if spec.cooccurrence != "patterned":
+        sign = -sign
+    return rows, ab[:, :d] + sign * ab[:, d:]
+
+
+def _stacked(dic: Dictionary) -> torch.Tensor:
+    """[a | b] (C, 2d), cached on the dictionary (it never changes after it is built)."""
+    return _cached(dic, "_ab", lambda: torch.cat([dic.a, dic.b], 1))
 
 
 def _signs(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
@@ -290,20 +307,47 @@ def sample_words(dic: Dictionary, spec: PromptSpec, k: torch.Tensor, s: torch.Te
 
     ``exclude``: a partner concept per word that may not co-occur (see ``_cooccurring``)."""
     d = dic.a.shape[1]
-    sf = s[..., None].to(dic.a.dtype)
     if spec.unseen:
-        base = dic.a_unseen + sf * dic.b_unseen
+        base = dic.a_unseen + s[..., None].to(dic.a.dtype) * dic.b_unseen
     elif spec.switched_semantics:
-        base = dic.a[k] + sf * dic.b_switched[k]
+        base = dic.a[k] + s[..., None].to(dic.a.dtype) * dic.b_switched[k]
     else:
         # mu_k^s = a_k + s b_k looked up in a (2C, d) table: the same sums as a[k] + s * b[k], one gather.
-        table = torch.stack([dic.a - dic.b, dic.a + dic.b], 1).flatten(0, 1)  # row 2k + (s > 0)
-        base = F.embedding(2 * k + (s > 0).long(), table)
-    x = base + _cooccurring(dic, spec, k, s, gen, exclude)
-    xi = spec.sigma * torch.randn(*k.shape, d, generator=gen, dtype=dic.a.dtype)
+        base = F.embedding(2 * k + (s > 0).long(), _word_table(dic))
+    rows, cooc = _cooccurring(dic, spec, k, s, gen, exclude)
+    # normal_(0, sigma) draws the stream randn draws and scales it inside the fill: (r cos theta) sigma + 0, the
+    # same value as sigma * randn, one pass fewer.
+    xi = torch.empty(*k.shape, d, dtype=dic.a.dtype).normal_(0.0, spec.sigma, generator=gen)
     if spec.noise == "orthogonal":
         xi = xi @ dic.noise_projector()  # symmetric projector: xi P = P xi per word
-    return x + xi, xi
+    # words = (mu + co-occurring) + xi, the co-occurring part added only where it is not zero (elsewhere
+    # (mu + 0) + xi = mu + xi exactly): the same values, without a pass over the words that have no partner.
+    flat_xi = xi.reshape(-1, d)
+    if base.shape[:-1] == k.shape:  # a fresh (words, d) tensor: add the noise in place (no new buffer)
+        base = base.view(-1, d)
+        fix = (base.index_select(0, rows) + cooc) + flat_xi.index_select(0, rows)
+        x = base.add_(flat_xi)
+    else:  # one word for all (the unseen concept): broadcast
+        base = base.expand(*k.shape, d).reshape(-1, d)
+        fix = (base.index_select(0, rows) + cooc) + flat_xi.index_select(0, rows)
+        x = base + flat_xi
+    x.index_copy_(0, rows, fix)
+    return x.view(*k.shape, d), xi
+
+
+def _word_table(dic: Dictionary) -> torch.Tensor:
+    """The (2C, d) table of mu_k^s, row 2k + (s > 0), cached on the dictionary."""
+    return _cached(dic, "_mu", lambda: torch.stack([dic.a - dic.b, dic.a + dic.b], 1).flatten(0, 1))
+
+
+def _cached(dic: Dictionary, name: str, make) -> torch.Tensor:
+    """A table derived from ``dic.a`` and ``dic.b``, kept on the dictionary and rebuilt if either tensor was
+    replaced or written to since (keyed by their identity and version counters)."""
+    key = (id(dic.a), dic.a._version, id(dic.b), dic.b._version)
+    held = dic.__dict__.get(name)
+    if held is None or held[0] != key:
+        held = dic.__dict__[name] = (key, make())
+    return held[1]
 
 
 def labels(dic: Dictionary, k: torch.Tensor, s: torch.Tensor, unseen: bool = False) -> torch.Tensor:

@@ -22,6 +22,7 @@ from mcicl.synthetic.cells import (
     km_steps,
     sweep_cells,
     wilson,
+    wilson_bounds,
 )
 from mcicl.synthetic.data import build_dictionary, sample_mixed_prompts, sample_prompts, train_spec
 from mcicl.synthetic.metrics import same_concept_attention
@@ -182,3 +183,36 @@ def test_sweep_figure_marks_censored_and_diverged_cells() -> None:
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any("censored" in t for t in legend) and any("diverged" in t for t in legend)
     assert np.isfinite([0.0]).all()
+
+
+def test_vectorised_wilson_bounds_equal_the_scalar_interval() -> None:
+    """The sequential rule decides on all seeds at once: its bounds equal :func:`wilson` to the last bit (so the
+    seeds it closes are the ones the scalar rule closed), and (0, 1) where no prompt was counted yet."""
+    errors = torch.tensor([0.0, 1.0, 3.0, 40.0, 250.0, 7.0, 0.0], dtype=torch.float64)
+    n = torch.tensor([50.0, 50.0, 100.0, 500.0, 250.0, 3650.0, 0.0], dtype=torch.float64)
+    lo, hi = wilson_bounds(errors, n)
+    for i in range(len(n)):
+        assert (float(lo[i]), float(hi[i])) == wilson(float(errors[i]), float(n[i]))
+    assert (float(lo[-1]), float(hi[-1])) == (0.0, 1.0)
+    rng = np.random.default_rng(0)
+    n = torch.tensor(rng.integers(1, 5000, 500), dtype=torch.float64)
+    errors = torch.floor(n * torch.tensor(rng.random(500) ** 3))
+    lo, hi = wilson_bounds(errors, n)
+    assert [(float(a), float(b)) for a, b in zip(lo, hi, strict=True)] == \
+        [wilson(float(e), float(m)) for e, m in zip(errors, n, strict=True)]
+
+
+def test_cells_stopping_together_get_their_own_final_evaluation() -> None:
+    """Cells that stop at the same evaluation are evaluated at their stop in one batch (test blocks, OOD sets,
+    mixed-concept prompts): each cell's summary equals the cell swept alone, and the cells' numbers differ (so a
+    mix-up of their slices would show)."""
+    cells = [tiny(dtype="float64", K=3, L=6, d=24, within_cosine=w, steps=20, seed=s, m=8, lr=2.0,
+                  cooccurrence=rule, polysemy_rate=0.3)
+             for w, s, rule in ((0.2, 0, "patterned"), (0.6, 4, "random"), (0.4, 7, "patterned"))]
+    together = sweep_cells(cells, StopRule(max_steps=20, block=30))
+    assert [r.summary["stop_step"] for r in together] == [20, 20, 20]
+    for config, result in zip(cells, together, strict=True):
+        assert summaries(sweep_cells([config], StopRule(max_steps=20, block=30))) == summaries([result])
+    ood = [r.summary["ood"]["noise_x2"]["test_zero_one"] for r in together]
+    mixed = [r.summary["mixed_concepts"]["same_concept_attention"] for r in together]
+    assert len(set(ood)) == 3 and len(set(mixed)) == 3

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from mcicl.synthetic import data as data_module
 from mcicl.synthetic.config import SCENARIOS, SyntheticConfig
 from mcicl.synthetic.data import (
     Dictionary,
@@ -581,3 +582,72 @@ def test_prompts_index_seeds_and_cat() -> None:
     for f in fields(Prompts):
         assert getattr(moved, f.name).device.type == "meta" and getattr(moved, f.name).shape == getattr(p, f.name).shape
     assert all(getattr(p.to("cpu"), f.name) is getattr(p, f.name) for f in fields(Prompts))
+
+
+def reference_words(dic: Dictionary, spec: PromptSpec, k: torch.Tensor, s: torch.Tensor, gen: torch.Generator,
+                    exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The word sampler written directly from the equations, every word summed in full (the implementation before
+    sample_words skipped the words without co-occurring features and fused the noise scale into the draw): the
+    same random calls in the same order, so the same stream."""
+    C = dic.C
+    allowed = _allowed(C, dic.K, spec.cooccurrence)[k]
+    if exclude is not None:
+        allowed = allowed & (torch.arange(C) != exclude[..., None])
+    z = (torch.rand(*k.shape, C, generator=gen) < spec.polysemy_rate) & allowed
+    if spec.cooccurrence == "patterned":
+        t = s[..., None].expand(*k.shape, C)
+    elif spec.cooccurrence == "switched":
+        t = -s[..., None].expand(*k.shape, C)
+    else:
+        t = torch.where(torch.rand(*k.shape, C, generator=gen) < 0.5, 1, -1)
+    zt = z.to(dic.a.dtype)
+    cooc = zt @ dic.a + (zt * t.to(dic.a.dtype)) @ dic.b
+    sf = s[..., None].to(dic.a.dtype)
+    if spec.unseen:
+        base = dic.a_unseen + sf * dic.b_unseen
+    elif spec.switched_semantics:
+        base = dic.a[k] + sf * dic.b_switched[k]
+    else:
+        table = torch.stack([dic.a - dic.b, dic.a + dic.b], 1).flatten(0, 1)
+        base = torch.nn.functional.embedding(2 * k + (s > 0).long(), table)
+    xi = spec.sigma * torch.randn(*k.shape, dic.a.shape[1], generator=gen, dtype=dic.a.dtype)
+    if spec.noise == "orthogonal":
+        xi = xi @ dic.noise_projector()
+    return (base + cooc) + xi, xi
+
+
+@pytest.mark.parametrize("kw", [
+    {"polysemy_rate": 0.3},
+    {"cooccurrence": "random", "polysemy_rate": 0.6, "dtype": "float64"},
+    {"noise": "orthogonal", "polysemy_rate": 1.0, "cross_overlap": 0.3},
+    {"sigma": 0.0, "polysemy_rate": 0.5, "shared_labels": True},
+])
+def test_word_and_prompt_samplers_equal_the_direct_formulas_bit_for_bit(kw, monkeypatch) -> None:
+    """The fast sampler (products only on words with a co-occurring feature, the noise added in place) gives
+    exactly the words of the direct formulas, for the training rule and every scenario's spec (switched
+    co-occurrence, unseen concept, switched semantics, polysemous query), from the same generator state: the
+    random streams, and so every number drawn from a seed, are those of the direct implementation."""
+    config = SyntheticConfig(K=3, K_irr=2, d=40, L=4, scenarios=[s for s in SCENARIOS if s != "uniform_concepts"],
+                             **kw)
+    dic = build_dictionary(config)
+    k = torch.randint(3, (2, 60, 5), generator=torch.Generator().manual_seed(1))
+    s = torch.where(torch.rand(2, 60, 5, generator=torch.Generator().manual_seed(2)) < 0.5, 1, -1)
+    exclude = torch.where(k == 0, 1, -1)
+    specs = [train_spec(config)] + [scenario_spec(config, name) for name in config.scenarios]
+    specs += [replace(specs[0], cooccurrence="switched")]
+    for spec in specs:
+        for ex in (None, exclude):
+            got = sample_words(dic, spec, k, s, torch.Generator().manual_seed(3), ex)
+            want = reference_words(dic, spec, k, s, torch.Generator().manual_seed(3), ex)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), spec
+    # Whole prompts: every field equals the prompts assembled from the reference words (the same draws around).
+    fast = [sample_prompts(dic, spec, 2, 50, torch.Generator().manual_seed(4)) for spec in specs]
+    monkeypatch.setattr(data_module, "sample_words", reference_words)
+    for spec, got_prompts in zip(specs, fast, strict=True):
+        slow = sample_prompts(dic, spec, 2, 50, torch.Generator().manual_seed(4))
+        assert all(torch.equal(getattr(got_prompts, f.name), getattr(slow, f.name)) for f in fields(Prompts)), spec
+    # Control: the words do depend on the co-occurring features (a sampler that dropped them would fail above).
+    if config.polysemy_rate > 0:
+        bare = replace(specs[0], polysemy_rate=0.0)
+        assert not torch.equal(sample_words(dic, bare, k, s, torch.Generator().manual_seed(3))[0],
+                               reference_words(dic, specs[0], k, s, torch.Generator().manual_seed(3))[0])
