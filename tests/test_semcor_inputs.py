@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcicl.probing.contexts import SenseContext
+from mcicl.probing.contexts import ContextsError, SenseContext
 from mcicl.probing.contextual import extract_contexts, prepare_contexts
-from mcicl.probing.datasets import ConceptSet, ConceptSetError, load_concept_set
+from mcicl.probing.datasets import ConceptSet, ConceptSetError, hub, load_concept_set
 from mcicl.probing.datasets.hub import parse_columns, parse_hub_spec
 from mcicl.probing.extract_config import ExtractionConfig
 from mcicl.probing.hf_contexts import load_dataset_contexts, to_dataset, vectors_dataset
@@ -200,6 +200,47 @@ def test_hub_spec_parsed_and_refused_offline(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(Exception, match="cannot be reached"):
         load_dataset_contexts("hf:someone/contexts@test")
     assert time.perf_counter() - start < 5  # refused at once, not after datasets' retries
+
+
+def test_hub_spec_loads_through_datasets_with_name_config_split_and_columns(monkeypatch: pytest.MonkeyPatch
+                                                                             ) -> None:
+    """``hf:NAME[:CONFIG][@SPLIT]`` with the Hub stood in for: ``datasets.load_dataset`` returns a small in-memory
+    Dataset; NAME, CONFIG and SPLIT reach it as parsed, columns are mapped by name, bad column names are refused."""
+    import datasets
+
+    calls: list[tuple] = []
+    contexts_table = {"lemma": ["bank", "bank"], "label": ["noun.object", "noun.group"],
+                      "text": ["The bank eroded.", "Two banks merged."], "start": [4, 4], "surface": ["", "banks"],
+                      "extra": [1, 2]}
+    concepts_table = {"word": ["rock", "hill", "team", "army", "bank", "bank"],
+                      "concept": ["object", "object", "group", "group", "object", "group"]}
+
+    def fake_load_dataset(name, config=None, *, split=None, **kwargs):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_dict(concepts_table if name.endswith("concepts") else contexts_table)
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    got = load_dataset_contexts("hf:someone/ctx:wsd@validation", "word=lemma,sense=label,context=text")
+    assert calls == [("someone/ctx", "wsd", "validation")]
+    assert got.contexts == [SenseContext("bank", "noun.object", "The bank eroded.", 4),
+                            SenseContext("bank", "noun.group", "Two banks merged.", 4, "", "banks")]
+    assert got.name == "hf:someone/ctx:wsd@validation"
+    # No CONFIG, no SPLIT: None and "train"; a concept set's "concept" column serves as its sense.
+    cs = load_concept_set("hf:someone/concepts")
+    assert calls[-1] == ("someone/concepts", None, "train")
+    assert cs.concepts == {"object": ["rock", "hill"], "group": ["team", "army"]}
+    assert cs.polysemy == {"bank": ["object", "group"]}
+    load_dataset_contexts("hf:someone/ctx@test", {"word": "lemma", "sense": "label", "context": "text"})
+    assert calls[-1] == ("someone/ctx", None, "test")
+    # A mapping naming a column the dataset lacks: one error naming it and the columns there are.
+    with pytest.raises(ContextsError, match=r"name \['lemmas'\], not among its columns \['lemma', 'label', 'text'"):
+        load_dataset_contexts("hf:someone/ctx", "word=lemmas,sense=label,context=text")
+    # Roles left unmapped whose default names are absent: one error naming the missing roles.
+    with pytest.raises(ContextsError, match=r"lack \['sense', 'context'\].*--columns ROLE=COLUMN"):
+        load_dataset_contexts("hf:someone/ctx", "word=lemma")
+    with pytest.raises(ConceptSetError, match="cannot read 'sense'"):
+        load_dataset_contexts("hf:someone/ctx", "word=lemma,sense")
 
 
 def test_vectors_written_as_a_dataset_read_back(tmp_path: Path) -> None:
