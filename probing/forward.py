@@ -308,23 +308,28 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
 
 def _pool_batch(states: list[Any], pooling: str, flat: list[int], slot_of: list[int], last: list[int],
                 n_slots: int) -> np.ndarray:
-    """(len(states), rows, d) float32 pooled vectors of one batch: the selected layers' (B, T, d) states are
-    gathered at the word tokens (``flat``: rows of the flattened B*T batch) in one stacked tensor, and ``mean``
-    pooling is one matrix product with a (slots, word tokens) matrix of 1/len(positions) weights (``slot_of``:
-    each token's item slot), so a batch costs a few torch calls whatever the number of layers and items. Pad
-    positions may hold garbage (even NaN): only word tokens are read."""
-    device = states[0].device
+    """(len(states), rows, d) float32 pooled vectors of one batch. The selected layers' (B, T, d) states are
+    gathered at the word tokens (``flat``: rows of the flattened B*T batch; ``last``: each slot's last token) into
+    one (layers, tokens, d) array, and ``mean`` sums each slot's run of tokens (``slot_of``: each token's slot,
+    non-decreasing) with one ``np.add.reduceat``. On the CPU the states are read as numpy views, elsewhere gathered
+    on their device and copied once: a batch costs a few calls whatever the number of layers and items (many small
+    torch ops each start a parallel region, which on a busy CPU costs more than the work). Pad positions may hold
+    garbage (even NaN): only word tokens are read."""
     d = states[0].shape[-1]
-    index = torch.tensor(last if pooling == "last" else flat, dtype=torch.long, device=device)
-    # (L, tokens, d); with a model split over devices each layer's rows are gathered where they are
-    tok = torch.stack([h.reshape(-1, d).index_select(0, index.to(h.device)).to(device) for h in states]).float()
-    if pooling == "mean":
-        slots = np.asarray(slot_of, dtype=np.int64)
-        weights = np.zeros((n_slots, len(slot_of)), dtype=np.float32)
-        weights[slots, np.arange(len(slot_of))] = 1.0 / np.bincount(slots, minlength=n_slots)[slots]
-        tok = torch.matmul(torch.from_numpy(weights).to(device), tok)  # (L, slots, d)
-    return tok.cpu().numpy()
-
+    rows = np.asarray(last if pooling == "last" else flat, dtype=np.int64)
+    if all(h.device.type == "cpu" for h in states):
+        tok = np.stack([h.reshape(-1, d).float().numpy()[rows] for h in states])
+    else:  # with a model split over devices, each layer's rows are gathered where they are
+        device = states[0].device
+        index = torch.from_numpy(rows)
+        tok = torch.stack([h.reshape(-1, d).index_select(0, index.to(h.device)).to(device)
+                           for h in states]).float().cpu().numpy()
+    if pooling != "mean":
+        return tok
+    slots = np.asarray(slot_of, dtype=np.int64)
+    counts = np.bincount(slots, minlength=n_slots)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return np.add.reduceat(tok, starts, axis=1) / counts[None, :, None].astype(np.float32)
 
 def _same_states(truncated: list[Any], full: Any, layer_idx: list[int], mask: Any) -> bool:
     """Whether the hooked hidden states equal the model's own at the real (unpadded) tokens of every layer."""
