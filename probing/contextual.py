@@ -90,12 +90,16 @@ def prepare_contexts(tokenizer: Any, contexts: Sequence[SenseContext]) -> list[P
                          "tokenizer (its offset_mapping locates the word's tokens): load one with use_fast=True")
     if not contexts:
         return []
-    enc = tokenizer([c.context for c in contexts], add_special_tokens=True, return_offsets_mapping=True,
+    # One batched tokenizer call over the distinct sentences: a sentence with several occurrences is encoded once.
+    texts = list(dict.fromkeys(c.context for c in contexts))
+    enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True,
                     return_special_tokens_mask=True, return_attention_mask=False, verbose=False)
+    encoded = dict(zip(texts, zip(enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"], strict=True),
+                       strict=True))
     limit = getattr(tokenizer, "model_max_length", None)
     items = []
-    for c, ids, offsets, special in zip(contexts, enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"],
-                                        strict=True):
+    for c in contexts:
+        ids, offsets, special = encoded[c.context]
         positions = [t for t, ((s, e), sp) in enumerate(zip(offsets, special, strict=True))
                      if not sp and e > s and s < c.end and e > c.start]
         if not positions:
@@ -107,6 +111,24 @@ def prepare_contexts(tokenizer: Any, contexts: Sequence[SenseContext]) -> list[P
                              "tokens (shorten or remove it)")
         items.append(PoolItem(list(ids), positions))
     return items
+
+
+def sentence_chunks(texts: Sequence[str], order: Sequence[int], size: int) -> list[list[int]]:
+    """``order`` cut into chunks of ``size`` distinct sentences (``texts[k]``: the sentence of ``order[k]``; equal
+    sentences adjacent), a sentence's occurrences never split between chunks."""
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    n_sentences, previous = 0, None
+    for text, i in zip(texts, order, strict=True):
+        if text != previous:
+            if n_sentences == size:
+                chunks.append(current)
+                current, n_sentences = [], 0
+            n_sentences, previous = n_sentences + 1, text
+        current.append(i)
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def extract_contexts(model: Any, tokenizer: Any, contexts: Sequence[SenseContext], *,
@@ -135,13 +157,12 @@ def extract_contexts(model: Any, tokenizer: Any, contexts: Sequence[SenseContext
                                             "tokenizer": [type(tokenizer).__name__, len(tokenizer),
                                                           tokenizer.name_or_path],
                                             "pooling": pooling, "padding_side": side, "dtype": str(model.dtype)})
-        # A chunk is keyed by its contexts and occurrences; one chunk per 8 batches. Chunks are cut from the
-        # contexts ordered by length (then text), so a chunk's batches pad little and one sentence's occurrences
-        # share its forward pass.
+        # A chunk is keyed by its contexts and occurrences; one chunk per 8 batches of distinct sentences. Chunks
+        # are cut from the contexts ordered by length (then text), never inside a sentence's occurrences, so a
+        # chunk's batches are full and pad little and each sentence gets one forward pass, as in a bare pass.
         keys = [f"{c.start}:{c.end - c.start}:{c.context}" for c in contexts]
-        size = chunk_rows(batch_size)
         by_length = sorted(range(len(items)), key=lambda i: (-len(items[i].ids), contexts[i].context, i))
-        chunks = [by_length[i:i + size] for i in range(0, len(items), size)]
+        chunks = sentence_chunks([contexts[i].context for i in by_length], by_length, chunk_rows(batch_size))
         vectors = {}
         for chunk in progress(chunks, desc="contexts") if show_progress else chunks:
             part_keys = [keys[i] for i in chunk]

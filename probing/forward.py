@@ -249,23 +249,28 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
     with torch.inference_mode():
         for batch in bar:
             width = max(len(seqs[k]) for k in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            # Ids, mask and the pooling indices are built in numpy and handed to torch once: many small torch
+            # ops (fills, index_add_) each start a parallel region, which costs more than the work on a busy CPU.
+            ids_np = np.full((len(batch), width), pad_id, dtype=np.int64)
+            mask_np = np.zeros((len(batch), width), dtype=np.int64)
             members = [i for k in batch for i in rows[seqs[k]]]  # the items read from this batch, in slot order
-            # b_idx: each word token's item slot; item_row: each slot's row in the batch; dest: token rows (tokens)
-            b_idx, t_idx, item_row, last, dest = [], [], [], [], []
+            # flat: each word token's row in the (B*T) flattened batch; slot_of: its item slot; last: each slot's
+            # last word token (flat); dest: token rows of "tokens" pooling
+            flat, slot_of, last, dest = [], [], [], []
             for row, k in enumerate(batch):
                 ids = seqs[k]
                 shift = width - len(ids) if padding_side == "left" else 0
-                input_ids[row, shift:shift + len(ids)] = torch.tensor(ids)
-                mask[row, shift:shift + len(ids)] = 1
+                ids_np[row, shift:shift + len(ids)] = ids
+                mask_np[row, shift:shift + len(ids)] = 1
+                base = row * width + shift
                 for i in rows[ids]:
-                    slot = len(item_row)
-                    item_row.append(row)
-                    b_idx += [slot] * len(items[i].positions)
-                    t_idx += [p + shift for p in items[i].positions]
-                    last.append(items[i].positions[-1] + shift)
-                    dest += range(offsets[i], offsets[i] + len(items[i].positions))
+                    slot = len(last)
+                    positions = items[i].positions
+                    flat += [base + p for p in positions]
+                    slot_of += [slot] * len(positions)
+                    last.append(base + positions[-1])
+                    dest += range(offsets[i], offsets[i] + len(positions))
+            input_ids, mask = torch.from_numpy(ids_np), torch.from_numpy(mask_np)
             kwargs = dict(extra)
             if pass_positions:
                 kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
@@ -285,25 +290,12 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
                     raise
                 auto.shrink(err)
                 continue
-            for li in layer_idx:
-                h = hidden[li]  # (B, T, d); pad positions may hold garbage (even NaN): only word tokens are read
-                slot_rows = torch.tensor(item_row, device=h.device)
-                if pooling == "last":
-                    pooled = h[slot_rows, torch.tensor(last, device=h.device)].float()
-                else:
-                    slots = torch.tensor(b_idx, device=h.device)
-                    tok = h[slot_rows[slots], torch.tensor(t_idx, device=h.device)].float()
-                    if pooling == "tokens":  # every word token's own row, item by item (rows: offsets[i] + j)
-                        pooled = tok
-                    else:
-                        sums = torch.zeros(len(members), h.shape[-1], dtype=torch.float32, device=h.device)
-                        sums.index_add_(0, slots, tok)
-                        counts = torch.bincount(slots, minlength=len(members)).float()
-                        pooled = sums / counts[:, None]
+            pooled = _pool_batch([hidden[li] for li in layer_idx], pooling, flat, slot_of, last, len(members))
+            for j, li in enumerate(layer_idx):
                 name = str(li)
                 if name not in out:
-                    out[name] = np.empty((n_rows, h.shape[-1]), dtype=np.float32)
-                out[name][dest if pooling == "tokens" else members] = pooled.cpu().numpy()
+                    out[name] = np.empty((n_rows, pooled.shape[-1]), dtype=np.float32)
+                out[name][dest if pooling == "tokens" else members] = pooled[j]
             del hidden
             done[0] += len(batch)
             if auto is not None:
@@ -313,6 +305,31 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
         out = {str(li): np.empty((0, d), dtype=np.float32) for li in layer_idx}
     return out
 
+
+def _pool_batch(states: list[Any], pooling: str, flat: list[int], slot_of: list[int], last: list[int],
+                n_slots: int) -> np.ndarray:
+    """(len(states), rows, d) float32 pooled vectors of one batch. The selected layers' (B, T, d) states are
+    gathered at the word tokens (``flat``: rows of the flattened B*T batch; ``last``: each slot's last token) into
+    one (layers, tokens, d) array, and ``mean`` sums each slot's run of tokens (``slot_of``: each token's slot,
+    non-decreasing) with one ``np.add.reduceat``. On the CPU the states are read as numpy views, elsewhere gathered
+    on their device and copied once: a batch costs a few calls whatever the number of layers and items (many small
+    torch ops each start a parallel region, which on a busy CPU costs more than the work). Pad positions may hold
+    garbage (even NaN): only word tokens are read."""
+    d = states[0].shape[-1]
+    rows = np.asarray(last if pooling == "last" else flat, dtype=np.int64)
+    if all(h.device.type == "cpu" for h in states):
+        tok = np.stack([h.reshape(-1, d).float().numpy()[rows] for h in states])
+    else:  # with a model split over devices, each layer's rows are gathered where they are
+        device = states[0].device
+        index = torch.from_numpy(rows)
+        tok = torch.stack([h.reshape(-1, d).index_select(0, index.to(h.device)).to(device)
+                           for h in states]).float().cpu().numpy()
+    if pooling != "mean":
+        return tok
+    slots = np.asarray(slot_of, dtype=np.int64)
+    counts = np.bincount(slots, minlength=n_slots)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return np.add.reduceat(tok, starts, axis=1) / counts[None, :, None].astype(np.float32)
 
 def _same_states(truncated: list[Any], full: Any, layer_idx: list[int], mask: Any) -> bool:
     """Whether the hooked hidden states equal the model's own at the real (unpadded) tokens of every layer."""

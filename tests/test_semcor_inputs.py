@@ -14,12 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from mcicl.probing.contexts import SenseContext
-from mcicl.probing.contextual import extract_contexts, prepare_contexts
-from mcicl.probing.datasets import ConceptSet, ConceptSetError, load_concept_set
+from mcicl.probing import contextual
+from mcicl.probing.contexts import ContextsError, SenseContext
+from mcicl.probing.contextual import extract_contexts, prepare_contexts, sentence_chunks
+from mcicl.probing.datasets import ConceptSet, ConceptSetError, hub, load_concept_set
 from mcicl.probing.datasets.hub import parse_columns, parse_hub_spec
 from mcicl.probing.extract_config import ExtractionConfig
+from mcicl.probing.forward import padding_token_id, pool_vectors
 from mcicl.probing.hf_contexts import load_dataset_contexts, to_dataset, vectors_dataset
 from mcicl.probing.icl.episodes import EpisodeConfig
 from mcicl.probing.icl.icl_config import IclConfig
@@ -162,6 +165,76 @@ def test_occurrences_of_one_sentence_share_a_forward_pass_and_equal_single(minil
             np.testing.assert_allclose(together.vectors[layer][k], alone.vectors[layer][0], atol=2e-5)
 
 
+POOL_SENTENCES = ["The bank by the river bank lent money to the plant.", "A plant grew.",
+                  "Paper mills along the bank made paper for the bank's ledgers, and the plant hummed all night.",
+                  "She read the paper under two umbrellas."]
+
+
+def _occurrences(word_sentences: list[str]) -> list[SenseContext]:
+    """Every occurrence of bank, plant, paper (one token each), ledgers and umbrellas (several) in the sentences."""
+    return [SenseContext(m.group(0).lower(), "s", text, m.start()) for text in word_sentences
+            for m in re.finditer(r"(?i)\b(bank|plant|paper|ledgers|umbrellas)\b", text)]
+
+
+def _per_occurrence(lm, contexts: list[SenseContext]) -> dict[str, list[np.ndarray]]:
+    """A straightforward loop: each occurrence's sentence run alone (no padding), its word tokens found from the
+    offsets here, pooled by hand: layer -> [mean, last, every token] per occurrence."""
+    tok = lm.tokenizer
+    out: dict[str, list] = {}
+    for c in contexts:
+        enc = tok(c.context, return_offsets_mapping=True, return_tensors="pt")
+        spans = enc.pop("offset_mapping")[0].tolist()
+        positions = [t for t, (a, b) in enumerate(spans) if b > a and a < c.end and b > c.start]
+        with torch.inference_mode():
+            hidden = lm.model(**enc, output_hidden_states=True).hidden_states
+        for layer, h in enumerate(hidden):
+            rows = h[0, positions].numpy()
+            out.setdefault(str(layer), []).append((rows.mean(0), rows[-1], rows))
+    return out
+
+
+def test_batched_pooling_equals_a_per_occurrence_loop(minilm) -> None:
+    contexts = _occurrences(POOL_SENTENCES)
+    assert len(contexts) == 12  # several per sentence, sentences of different lengths
+    expected = _per_occurrence(minilm, contexts)
+    ext = extract_contexts(minilm.model, minilm.tokenizer, contexts, layers="all", batch_size=3, show_progress=False)
+    items = prepare_contexts(minilm.tokenizer, contexts)
+    layers = list(range(7))
+    pad = padding_token_id(minilm.tokenizer)
+    last = pool_vectors(minilm.model, items, "hidden", layers, "last", 3, "right", pad, False)
+    every = pool_vectors(minilm.model, items, "hidden", [0, 4, 6], "tokens", 2, "right", pad, False)
+    bounds = np.cumsum([0] + [len(it.positions) for it in items])
+    for layer, per in expected.items():
+        for k, (mean, final, rows) in enumerate(per):
+            np.testing.assert_allclose(ext.vectors[layer][k], mean, atol=2e-5, rtol=1e-5)
+            np.testing.assert_allclose(last[layer][k], final, atol=2e-5, rtol=1e-5)
+            if layer in every:
+                np.testing.assert_allclose(every[layer][bounds[k]:bounds[k + 1]], rows, atol=2e-5, rtol=1e-5)
+    assert ext.n_tokens == [len(p[2]) for p in expected["0"]] and max(ext.n_tokens) >= 2  # means of several tokens
+
+
+def test_cache_chunks_keep_each_sentence_whole(minilm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 8 distinct sentences (batch 1): a sentence's occurrences never straddle two chunks, so each
+    sentence has one forward pass; the cached vectors equal the uncached ones."""
+    assert sentence_chunks(["a", "a", "b", "c", "c", "c", "d"], [5, 1, 0, 2, 3, 4, 6], 2) == [[5, 1, 0], [2, 3, 4, 6]]
+    sentences = POOL_SENTENCES + [f"The {w} number {n} stood by the {w}." for n in range(5)
+                                  for w in ("plant", "bank")]
+    contexts = _occurrences(sentences)
+    calls: list[list[tuple[int, ...]]] = []
+    real = contextual.pool_vectors
+    monkeypatch.setattr(contextual, "pool_vectors",
+                        lambda model, part, *a, **k: calls.append([tuple(it.ids) for it in part]) or
+                        real(model, part, *a, **k))
+    cached = extract_contexts(minilm.model, minilm.tokenizer, contexts, layers="0,6", batch_size=1,
+                              cache_dir=str(tmp_path), show_progress=False)
+    assert [len(set(c)) for c in calls] == [8, 6]  # 14 distinct sentences
+    assert sum(len(set(c)) for c in calls) == len({s for c in calls for s in c}) == len(sentences)
+    plain = extract_contexts(minilm.model, minilm.tokenizer, contexts, layers="0,6", batch_size=4,
+                             show_progress=False)
+    for layer in ("0", "6"):
+        np.testing.assert_allclose(cached.vectors[layer], plain.vectors[layer], atol=2e-5)
+
+
 # ------------------------------------------------------------------------------------------ datasets specs
 def test_concepts_and_contexts_from_datasets_with_columns(tmp_path: Path) -> None:
     import datasets
@@ -200,6 +273,47 @@ def test_hub_spec_parsed_and_refused_offline(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(Exception, match="cannot be reached"):
         load_dataset_contexts("hf:someone/contexts@test")
     assert time.perf_counter() - start < 5  # refused at once, not after datasets' retries
+
+
+def test_hub_spec_loads_through_datasets_with_name_config_split_and_columns(monkeypatch: pytest.MonkeyPatch
+                                                                             ) -> None:
+    """``hf:NAME[:CONFIG][@SPLIT]`` with the Hub stood in for: ``datasets.load_dataset`` returns a small in-memory
+    Dataset; NAME, CONFIG and SPLIT reach it as parsed, columns are mapped by name, bad column names are refused."""
+    import datasets
+
+    calls: list[tuple] = []
+    contexts_table = {"lemma": ["bank", "bank"], "label": ["noun.object", "noun.group"],
+                      "text": ["The bank eroded.", "Two banks merged."], "start": [4, 4], "surface": ["", "banks"],
+                      "extra": [1, 2]}
+    concepts_table = {"word": ["rock", "hill", "team", "army", "bank", "bank"],
+                      "concept": ["object", "object", "group", "group", "object", "group"]}
+
+    def fake_load_dataset(name, config=None, *, split=None, **kwargs):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_dict(concepts_table if name.endswith("concepts") else contexts_table)
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    got = load_dataset_contexts("hf:someone/ctx:wsd@validation", "word=lemma,sense=label,context=text")
+    assert calls == [("someone/ctx", "wsd", "validation")]
+    assert got.contexts == [SenseContext("bank", "noun.object", "The bank eroded.", 4),
+                            SenseContext("bank", "noun.group", "Two banks merged.", 4, "", "banks")]
+    assert got.name == "hf:someone/ctx:wsd@validation"
+    # No CONFIG, no SPLIT: None and "train"; a concept set's "concept" column serves as its sense.
+    cs = load_concept_set("hf:someone/concepts")
+    assert calls[-1] == ("someone/concepts", None, "train")
+    assert cs.concepts == {"object": ["rock", "hill"], "group": ["team", "army"]}
+    assert cs.polysemy == {"bank": ["object", "group"]}
+    load_dataset_contexts("hf:someone/ctx@test", {"word": "lemma", "sense": "label", "context": "text"})
+    assert calls[-1] == ("someone/ctx", None, "test")
+    # A mapping naming a column the dataset lacks: one error naming it and the columns there are.
+    with pytest.raises(ContextsError, match=r"name \['lemmas'\], not among its columns \['lemma', 'label', 'text'"):
+        load_dataset_contexts("hf:someone/ctx", "word=lemmas,sense=label,context=text")
+    # Roles left unmapped whose default names are absent: one error naming the missing roles.
+    with pytest.raises(ContextsError, match=r"lack \['sense', 'context'\].*--columns ROLE=COLUMN"):
+        load_dataset_contexts("hf:someone/ctx", "word=lemma")
+    with pytest.raises(ConceptSetError, match="cannot read 'sense'"):
+        load_dataset_contexts("hf:someone/ctx", "word=lemma,sense")
 
 
 def test_vectors_written_as_a_dataset_read_back(tmp_path: Path) -> None:
