@@ -15,8 +15,10 @@ relative to that is about sense).
 
 :class:`ContextsResult` saves the run folder of ``mcicl probe contexts`` (:func:`execute`): context_layers.csv,
 contexts.csv, vectors/contexts_<layer>.npz, summary.json and two figures. With ``--store DIR`` the contextual
-vectors are written to (or resumed from) an activation store (:func:`store_contexts`) and read back shard by
-shard. The config is :class:`~probing.contexts_config.ContextsConfig` (torch-free, imported here as before).
+vectors are written to (or resumed from) an activation store (:func:`store_contexts`) and measured a shard at a
+time (:func:`_score_stored`: the centring mean in one pass, candidate scores per shard, each polysemous word's
+pair cosines from its rows alone), so no layer is ever held whole. The config is
+:class:`~probing.contexts_config.ContextsConfig` (torch-free, imported here as before).
 """
 
 from __future__ import annotations
@@ -307,7 +309,7 @@ class ContextsResult:
     poly_rows: np.ndarray            # indices into extraction.contexts of the polysemous contexts
     control_rows: np.ndarray         # ... and of the control contexts
     base_vectors: dict[str, np.ndarray]  # layer -> (len(contexts), d): each context's word out of context (empty
-    # with a store and the 'alone' baseline: a context's word alone is then its word's row of the words' extraction)
+    # with a store: the out-of-context vectors are then rows of the words' or frames' extraction, gathered to score)
     info: dict[str, Any]
     config: ContextsConfig | None = None  # what was measured (saved as config.yaml)
     drift: dict[str, dict[str, dict[str, float]]] | None = None  # layer -> statistic -> drift_controlled()
@@ -436,12 +438,15 @@ DRIFT_RULE = ("per layer, the polysemous words' mean per-word gain minus the mon
               "concepts (the controls of context_layers.csv)")
 
 
-def neutral_vectors(contexts: Sequence[SenseContext], ecfg: ExtractionConfig, loaded: LoadedModel, seed: int
-                    ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Each context's word in a neutral frame drawn at random (seeded) from :data:`NEUTRAL_FRAMES`, per layer:
-    (layer -> (len(contexts), d), the frame of each context)."""
+def neutral_table(contexts: Sequence[SenseContext], ecfg: ExtractionConfig, loaded: LoadedModel, seed: int
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    """Each context's word in a neutral frame drawn at random (seeded) from :data:`NEUTRAL_FRAMES`, without a row
+    per context: (layer -> (u, d) vectors of the distinct (frame, word) pairs, (len(contexts),) each context's
+    row of them, the frame of each context)."""
     pick = np.random.default_rng([seed, 41]).integers(0, len(NEUTRAL_FRAMES), size=len(contexts))
-    out: dict[str, np.ndarray] = {}
+    parts: dict[str, list[np.ndarray]] = {}
+    row_of = np.empty(len(contexts), dtype=np.int64)
+    offset = 0
     for f in np.unique(pick):
         rows = np.flatnonzero(pick == f)
         words = list(dict.fromkeys(contexts[int(r)].word for r in rows))
@@ -452,10 +457,19 @@ def neutral_vectors(contexts: Sequence[SenseContext], ecfg: ExtractionConfig, lo
         if missing:
             raise ContextsError(f"word(s) {missing[:10]} cannot be represented in the frame "
                                 f"{NEUTRAL_FRAMES[int(f)]!r}")
+        row_of[rows] = [offset + index[contexts[int(r)].word] for r in rows]
+        offset += len(ext.words)
         for layer in ext.layers:
-            out.setdefault(layer, np.empty((len(contexts), ext.vectors[layer].shape[1]), dtype=np.float32))
-            out[layer][rows] = ext.vectors[layer][[index[contexts[int(r)].word] for r in rows]]
-    return out, [NEUTRAL_FRAMES[int(f)] for f in pick]
+            parts.setdefault(layer, []).append(np.asarray(ext.vectors[layer], dtype=np.float32))
+    return {layer: np.concatenate(p) for layer, p in parts.items()}, row_of, [NEUTRAL_FRAMES[int(f)] for f in pick]
+
+
+def neutral_vectors(contexts: Sequence[SenseContext], ecfg: ExtractionConfig, loaded: LoadedModel, seed: int
+                    ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Each context's word in a neutral frame drawn at random (seeded) from :data:`NEUTRAL_FRAMES`, per layer:
+    (layer -> (len(contexts), d), the frame of each context): :func:`neutral_table`'s rows, one per context."""
+    table, row_of, frames = neutral_table(contexts, ecfg, loaded, seed)
+    return {layer: t[row_of] for layer, t in table.items()}, frames
 
 
 def _drift(poly: ContextStats, groups: dict[str, ContextStats], n_bootstrap: int, seed: int
@@ -608,9 +622,12 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
                 other[w] = int(rng.choice([k for k in all_concepts if k != own]))
         cand2 = np.array([[code[contexts.contexts[i].sense], other[contexts.contexts[i].word]] for i in control_idx])
         groups.append(_Group("controls_2way", control_idx, False, cand2, np.zeros(len(control_idx), dtype=int)))
-    neutral, frames = (neutral_vectors(contexts.contexts, ecfg, loaded, cfg.seed) if cfg.baseline == "neutral"
-                       else (None, None))
     stored = ext.vectors if isinstance(ext.vectors, StoredVectors) else None
+    neutral, frames, table, row_of = None, None, None, None
+    if cfg.baseline == "neutral" and stored is None:
+        neutral, frames = neutral_vectors(contexts.contexts, ecfg, loaded, cfg.seed)
+    elif cfg.baseline == "neutral":  # from a store: the (frame, word) pairs' vectors, no row per context
+        table, row_of, frames = neutral_table(contexts.contexts, ecfg, loaded, cfg.seed)
     base_vectors = {}
     for layer in ext.layers:
         words_mat = alone.vectors[layer].astype(np.float64)
@@ -621,8 +638,14 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
             base = framed - (framed.mean(axis=0) if cfg.center else 0.0)
         elif stored is None:
             base = words_mat[word_rows] - concept_mean
-        else:  # from a store: a context's word alone is its word's row, gathered a shard's rows at a time
+        else:  # from a store: each context's out-of-context vector is a row of a small table, gathered when scored
             base = None
+            if table is not None:  # the frames' mean over contexts: the table's rows weighted by their use
+                source, row_index = table[layer].astype(np.float64), row_of
+                offset = (np.bincount(row_of, minlength=len(source)) @ source / len(row_of) if cfg.center
+                          else 0.0)
+            else:
+                source, row_index, offset = words_mat, word_rows, concept_mean
         if base is not None:
             base_vectors[layer] = base.astype(np.float32)
         for g in groups:
@@ -631,8 +654,8 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
                 continue
             step, rows = max(stored.chunk_rows, 1), np.asarray(g.rows)
             g.base_scores[layer] = np.concatenate([
-                cosine_scores(words_mat[word_rows[rows[a:a + step]]] - concept_mean, centroids,
-                              g.candidates[a:a + step]) for a in range(0, rows.size, step)])
+                cosine_scores(source[row_index[rows[a:a + step]]] - offset, centroids, g.candidates[a:a + step])
+                for a in range(0, rows.size, step)])
         if stored is not None:  # chunk by chunk: the layer is never read whole
             _score_stored(stored, layer, cfg.center, centroids, groups, [c.word for c in contexts.contexts])
             continue

@@ -441,13 +441,14 @@ def test_contexts_from_a_store_equal_contexts_in_memory(minilm, tmp_path, counte
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_contexts_store_is_measured_a_shard_at_a_time(minilm, tmp_path, monkeypatch):
+@pytest.mark.parametrize("baseline", ["alone", "neutral"])
+def test_contexts_store_is_measured_a_shard_at_a_time(minilm, tmp_path, monkeypatch, baseline):
     """probe contexts --store with shards of 8 contexts: the statistics (per layer, per word, per row) equal the
     in-memory analysis of the same vectors, and the run without a store to the forward pass's float tolerance; no
     read of the store returns more rows than a shard (or one word's rows, which its pairs need together): the
     whole-layer read is never called, not even by the figures (they read their few words' rows) or the run folder."""
     ctx = _context_subset()
-    base = dict(permutations=20, bootstrap=20, baseline="alone")
+    base = dict(permutations=20, bootstrap=20, baseline=baseline)
     ecfg = ExtractionConfig(layers="0,2", batch_size=32)
     unstored = measure_contexts(ContextsConfig(extraction=ecfg, **base), loaded=minilm, contexts=ctx, quiet=True)
     shard = 8
@@ -505,7 +506,8 @@ def test_contexts_store_is_measured_a_shard_at_a_time(minilm, tmp_path, monkeypa
                 np.testing.assert_allclose(b.word_units[layer][stat], units, rtol=1e-7, atol=1e-9, err_msg=stat)
             for name, values in a.row_values[layer].items():
                 np.testing.assert_allclose(b.row_values[layer][name], values, rtol=1e-7, atol=1e-9, err_msg=name)
-    assert "pair_auc" in stored.polysemous.word_units["2"]
+    assert "pair_auc" in stored.polysemous.word_units["2"] and stored.base_vectors == {}
+    assert stored.info["baseline_frames"] == plain.info["baseline_frames"]
     for ra, rb in zip(plain.layer_rows(), stored.layer_rows(), strict=True):
         for key in ("value", "null", "ci_low", "ci_high", "p_value"):
             assert rb[key] == pytest.approx(ra[key], rel=1e-7, abs=1e-9, nan_ok=True), (ra["stat"], key)
