@@ -38,10 +38,12 @@ class ContextsConfig:
         "(default: columns named after the roles)"))
     store: str | None = field(default=None, metadata=doc(
         "an activation store folder: the contextual vectors (one pooled row per context, per layer) are written to "
-        "it (resumed when it exists; a store of another model, config or contexts is refused) and read back shard "
-        "by shard", metavar="DIR"))
+        "it (resumed when it exists; a store of another model, config or contexts is refused) and measured a shard "
+        "at a time, never a whole layer in memory (the run folder then names the store instead of copying the "
+        "vectors)", metavar="DIR"))
     vectors_dataset: bool = field(default=False, metadata=doc(
-        "also write the contextual vectors as a datasets Arrow dataset (vectors/dataset, save_to_disk)"))
+        "also write the contextual vectors as a datasets Arrow dataset (vectors/dataset, save_to_disk; with --store "
+        "this reads every layer whole)"))
     center: bool = field(default=True, metadata=doc(
         "raw cosines (default: centroids and out-of-context vectors centred on the concept-word mean, contextual "
         "vectors on the contexts' mean)", flag="--no-center"))

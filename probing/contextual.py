@@ -15,8 +15,10 @@ relative to that is about sense).
 
 :class:`ContextsResult` saves the run folder of ``mcicl probe contexts`` (:func:`execute`): context_layers.csv,
 contexts.csv, vectors/contexts_<layer>.npz, summary.json and two figures. With ``--store DIR`` the contextual
-vectors are written to (or resumed from) an activation store (:func:`store_contexts`) and read back shard by
-shard. The config is :class:`~probing.contexts_config.ContextsConfig` (torch-free, imported here as before).
+vectors are written to (or resumed from) an activation store (:func:`store_contexts`) and measured a shard at a
+time (:func:`_score_stored`: the centring mean in one pass, candidate scores per shard, each polysemous word's
+pair cosines from its rows alone), so no layer is ever held whole. The config is
+:class:`~probing.contexts_config.ContextsConfig` (torch-free, imported here as before).
 """
 
 from __future__ import annotations
@@ -37,7 +39,14 @@ from mcicl.analysis.engine.context_figures import (
     context_layers_figure,
     word_contexts_figure,
 )
-from mcicl.analysis.engine.context_measures import ContextStats, context_statistics, cosine_scores, drift_controlled
+from mcicl.analysis.engine.context_measures import (
+    ContextStats,
+    context_statistics,
+    cosine_scores,
+    drift_controlled,
+    word_codes_of,
+    word_pair_cosines,
+)
 from mcicl.core.configuration import require
 from mcicl.core.io import strict_json
 from mcicl.core.jobs import DemoContext, JobContext
@@ -66,7 +75,7 @@ from mcicl.probing.forward import PoolItem, chunk_rows, padding_for, padding_tok
 from mcicl.probing.hf_contexts import load_dataset_contexts, vectors_dataset
 from mcicl.probing.models import LoadedModel
 from mcicl.probing.semcor import load_semcor_contexts
-from mcicl.probing.store import ActivationStore, store_key, write_items
+from mcicl.probing.store import SHARD_ITEMS, ActivationStore, store_key, write_items
 
 log = logging.getLogger("mcicl")
 PCA_WORDS = 6
@@ -182,22 +191,76 @@ def extract_contexts(model: Any, tokenizer: Any, contexts: Sequence[SenseContext
 
 
 class StoredVectors(Mapping[str, np.ndarray]):
-    """Layer -> (n, d) float32 rows of an activation store, read shard by shard when a layer is asked for (so only
-    the layer in use is in memory)."""
+    """Layer -> (n, d) float32 rows of an activation store (one pooled row per item). ``vectors[layer]`` reads a
+    whole layer; :meth:`chunks`, :meth:`mean` and :meth:`take` read one shard, or chosen rows, at a time (what
+    :func:`measure_contexts` uses, so a layer never has to fit in memory)."""
 
     def __init__(self, store: ActivationStore) -> None:
         self.store = store
+        sizes = [int(store.manifest["shards"][str(i)]["rows"]) for i in range(store.n_shards)]
+        self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])  # shard i holds rows starts[i]..
 
     def __getitem__(self, layer: str) -> np.ndarray:
         if layer not in self.store.layers:
             raise KeyError(layer)
-        return np.concatenate([np.asarray(rows, dtype=np.float32) for rows, *_ in self.store.chunks(layer)])
+        return np.concatenate([np.asarray(rows, dtype=np.float32) for _, rows in self.chunks(layer)])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.store.layers)
 
     def __len__(self) -> int:
         return len(self.store.layers)
+
+    @property
+    def n_rows(self) -> int:
+        """Rows per layer."""
+        return int(self.starts[-1])
+
+    @property
+    def chunk_rows(self) -> int:
+        """The most rows one shard holds (what one chunk of a layer is)."""
+        return int(np.diff(self.starts).max()) if self.starts.size > 1 else 0
+
+    def chunks(self, layer: str) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, that shard's (rows, d) float32 rows, memory-mapped) of ``layer``, shard by shard."""
+        for i, (rows, *_) in enumerate(self.store.chunks(layer)):
+            yield int(self.starts[i]), rows
+
+    def mean(self, layer: str) -> np.ndarray:
+        """(d,) float64 mean of ``layer``'s rows, summed shard by shard."""
+        total = np.zeros(self.store.dim)
+        for _, rows in self.chunks(layer):
+            total += np.asarray(rows, dtype=np.float64).sum(axis=0)
+        return total / max(self.n_rows, 1)
+
+    def take(self, layer: str, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """(len(rows), d) float32: the rows numbered ``rows`` (in that order) of ``layer``; each shard that holds
+        some is opened once and only those rows are read from its memory map."""
+        if layer not in self.store.layers:
+            raise KeyError(layer)
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n_rows):
+            raise IndexError(f"rows {int(rows.min())}..{int(rows.max())} asked of a store of {self.n_rows} rows")
+        out = np.empty((rows.size, self.store.dim), dtype=np.float32)
+        shard_of = np.searchsorted(self.starts, rows, side="right") - 1
+        for i in np.unique(shard_of):
+            sel = np.flatnonzero(shard_of == i)
+            out[sel] = self.store.shard(int(i))[f"layer.{layer}"][rows[sel] - self.starts[i]]
+        return out
+
+
+def _word_batches(rows_of: Sequence[np.ndarray], limit: int) -> Iterator[list[int]]:
+    """Word positions in batches whose rows add up to at most ``limit`` (a word with more rows alone)."""
+    batch: list[int] = []
+    size = 0
+    for w, rows in enumerate(rows_of):
+        if batch and size + rows.size > limit:
+            yield batch
+            batch, size = [], 0
+        batch.append(w)
+        size += rows.size
+    if batch:
+        yield batch
 
 
 def contexts_hash(contexts: Sequence[SenseContext]) -> str:
@@ -210,11 +273,11 @@ def contexts_hash(contexts: Sequence[SenseContext]) -> str:
 
 
 def store_contexts(path: str, loaded: LoadedModel, contexts: Sequence[SenseContext], ecfg: ExtractionConfig, *,
-                   show_progress: bool = True) -> ContextualExtraction:
+                   shard_items: int = SHARD_ITEMS, show_progress: bool = True) -> ContextualExtraction:
     """A ContextualExtraction of ``contexts`` written to (or resumed from) the activation store at ``path``: one
     row per context pooled as ``ecfg.pooling`` says, per layer; keyed by the model, revision, layers, pooling and a
-    hash of the contexts (a store of another model, config or contexts is refused, naming the difference). The
-    vectors are read back from the store shard by shard, a layer when it is used."""
+    hash of the contexts (a store of another model, config or contexts is refused, naming the difference);
+    ``shard_items`` contexts per shard. The vectors are read back from the store shard by shard."""
     contexts = list(contexts)
     items = prepare_contexts(loaded.tokenizer, contexts)
     n_layers = n_hidden_layers(loaded.model)
@@ -223,7 +286,7 @@ def store_contexts(path: str, loaded: LoadedModel, contexts: Sequence[SenseConte
     # Contexts are whole sentences: no word template; the store holds these contexts and no others.
     key.update({"kind": "contexts", "template": None, "contexts": contexts_hash(contexts)})
     store = write_items(path, key, items, [c.word for c in contexts], [c.sense for c in contexts], loaded, layer_idx,
-                        batch_size=ecfg.batch_size, show_progress=show_progress)
+                        batch_size=ecfg.batch_size, shard_items=shard_items, show_progress=show_progress)
     meta = {"model": getattr(loaded.model.config, "_name_or_path", ""), "pooling": ecfg.pooling,
             "padding_side": padding_for(loaded.model), "n_hidden_layers": n_layers, "n_contexts": len(contexts),
             "store": str(store.path)}
@@ -266,7 +329,8 @@ class ContextsResult:
     extraction: ContextualExtraction
     poly_rows: np.ndarray            # indices into extraction.contexts of the polysemous contexts
     control_rows: np.ndarray         # ... and of the control contexts
-    base_vectors: dict[str, np.ndarray]  # layer -> (len(contexts), d): each context's word out of context
+    base_vectors: dict[str, np.ndarray]  # layer -> (len(contexts), d): each context's word out of context (empty
+    # with a store: the out-of-context vectors are then rows of the words' or frames' extraction, gathered to score)
     info: dict[str, Any]
     config: ContextsConfig | None = None  # what was measured (saved as config.yaml)
     drift: dict[str, dict[str, dict[str, float]]] | None = None  # layer -> statistic -> drift_controlled()
@@ -346,20 +410,23 @@ class ContextsResult:
         best = self.polysemous.best_layer
         chosen = self.pca_words()
         keep = np.isin([c.word for c in ctx], chosen)
+        vectors = self.extraction.vectors
+        shown_rows = (vectors.take(best, np.flatnonzero(keep)) if isinstance(vectors, StoredVectors)
+                      else vectors[best][keep])
         return {
             "context_layers": context_layers_figure(
                 self.layer_rows(), title=f"{info['source']}{random_tag}: polysemous words in context "
                                          f"({info['contexts']} contexts, {info['n_polysemous_words']} words)"),
             "context_pca": word_contexts_figure(
-                self.extraction.vectors[best][keep], [c.word for c, k in zip(ctx, keep, strict=True) if k],
+                shown_rows, [c.word for c, k in zip(ctx, keep, strict=True) if k],
                 [c.sense for c, k in zip(ctx, keep, strict=True) if k], chosen, layer=best,
                 title=f"{info['source']}{random_tag}: contextual vectors at layer {best} (best layer), PCA per "
                       f"word, coloured by tagged sense\n(the {len(chosen)} words of highest same-sense pair AUC)"),
         }
 
     def save(self, run: RunFolder) -> None:
-        """Write config.yaml, context_layers.csv, contexts.csv, vectors/contexts_<layer>.npz, the figures and
-        summary.json into ``run``."""
+        """Write config.yaml, context_layers.csv, contexts.csv, vectors/contexts_<layer>.npz (not with a store:
+        the vectors stay in it), the figures and summary.json into ``run``."""
         if self.config is not None:
             run.save_config(self.config)
         run.write_csv("context_layers.csv", self.layer_rows())
@@ -369,7 +436,10 @@ class ContextsResult:
                                                 for layer, named in self.drift.items() for stat, v in named.items()])
         (run.path / "vectors").mkdir(exist_ok=True)
         ctx = self.extraction.contexts
-        for layer, matrix in self.extraction.vectors.items():
+        # From a store the vectors stay there (summary.json's "store" names it): copying them would read every
+        # layer whole.
+        copied = {} if isinstance(self.extraction.vectors, StoredVectors) else self.extraction.vectors
+        for layer, matrix in copied.items():
             LabelledVectors(matrix, [c.word for c in ctx], [c.sense for c in ctx],
                             meta={**self.extraction.meta, "layer": layer, "contexts": [c.context for c in ctx]}
                             ).save(run.path / "vectors" / f"contexts_{layer}.npz")
@@ -389,12 +459,15 @@ DRIFT_RULE = ("per layer, the polysemous words' mean per-word gain minus the mon
               "concepts (the controls of context_layers.csv)")
 
 
-def neutral_vectors(contexts: Sequence[SenseContext], ecfg: ExtractionConfig, loaded: LoadedModel, seed: int
-                    ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Each context's word in a neutral frame drawn at random (seeded) from :data:`NEUTRAL_FRAMES`, per layer:
-    (layer -> (len(contexts), d), the frame of each context)."""
+def neutral_table(contexts: Sequence[SenseContext], ecfg: ExtractionConfig, loaded: LoadedModel, seed: int
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    """Each context's word in a neutral frame drawn at random (seeded) from :data:`NEUTRAL_FRAMES`, without a row
+    per context: (layer -> (u, d) vectors of the distinct (frame, word) pairs, (len(contexts),) each context's
+    row of them, the frame of each context)."""
     pick = np.random.default_rng([seed, 41]).integers(0, len(NEUTRAL_FRAMES), size=len(contexts))
-    out: dict[str, np.ndarray] = {}
+    parts: dict[str, list[np.ndarray]] = {}
+    row_of = np.empty(len(contexts), dtype=np.int64)
+    offset = 0
     for f in np.unique(pick):
         rows = np.flatnonzero(pick == f)
         words = list(dict.fromkeys(contexts[int(r)].word for r in rows))
@@ -405,10 +478,19 @@ def neutral_vectors(contexts: Sequence[SenseContext], ecfg: ExtractionConfig, lo
         if missing:
             raise ContextsError(f"word(s) {missing[:10]} cannot be represented in the frame "
                                 f"{NEUTRAL_FRAMES[int(f)]!r}")
+        row_of[rows] = [offset + index[contexts[int(r)].word] for r in rows]
+        offset += len(ext.words)
         for layer in ext.layers:
-            out.setdefault(layer, np.empty((len(contexts), ext.vectors[layer].shape[1]), dtype=np.float32))
-            out[layer][rows] = ext.vectors[layer][[index[contexts[int(r)].word] for r in rows]]
-    return out, [NEUTRAL_FRAMES[int(f)] for f in pick]
+            parts.setdefault(layer, []).append(np.asarray(ext.vectors[layer], dtype=np.float32))
+    return {layer: np.concatenate(p) for layer, p in parts.items()}, row_of, [NEUTRAL_FRAMES[int(f)] for f in pick]
+
+
+def neutral_vectors(contexts: Sequence[SenseContext], ecfg: ExtractionConfig, loaded: LoadedModel, seed: int
+                    ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Each context's word in a neutral frame drawn at random (seeded) from :data:`NEUTRAL_FRAMES`, per layer:
+    (layer -> (len(contexts), d), the frame of each context): :func:`neutral_table`'s rows, one per context."""
+    table, row_of, frames = neutral_table(contexts, ecfg, loaded, seed)
+    return {layer: t[row_of] for layer, t in table.items()}, frames
 
 
 def _drift(poly: ContextStats, groups: dict[str, ContextStats], n_bootstrap: int, seed: int
@@ -449,6 +531,49 @@ class _Group:
     context_scores: dict[str, np.ndarray] = field(default_factory=dict)
     base_scores: dict[str, np.ndarray] = field(default_factory=dict)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    pair_cosines: dict[str, list[np.ndarray]] = field(default_factory=dict)  # from a store: per word, in place of
+    # vectors
+
+
+def _score_stored(stored: StoredVectors, layer: str, center: bool, centroids: np.ndarray, groups: list[_Group],
+                  words: Sequence[str]) -> None:
+    """Fill each group's context scores (and the polysemous group's per-word pair cosines) of ``layer`` from a
+    store, as the in-memory path computes them from the whole centred layer: the mean from one pass over the
+    shards, then the scores shard by shard, then each polysemous word's rows read together (words batched up to a
+    shard's rows), so no more than one shard's rows (or one word's, when more) are in memory at a time."""
+    mean = stored.mean(layer) if center else 0.0
+    n = stored.n_rows
+    if n != len(words):
+        raise ContextsError(f"store {str(stored.store.path)!r} has {n} rows; expected {len(words)}, one per context")
+    scores, where = {}, {}
+    for g in groups:
+        scores[g.name] = np.full(g.candidates.shape, np.nan)
+        where[g.name] = np.full(n, -1)
+        where[g.name][g.rows] = np.arange(len(g.rows))  # context row -> its position in the group
+    for lo, rows in stored.chunks(layer):
+        block = np.asarray(rows, dtype=np.float64) - mean
+        for g in groups:
+            at = where[g.name][lo:lo + len(block)]
+            local = np.flatnonzero(at >= 0)
+            if local.size:
+                scores[g.name][at[local]] = cosine_scores(block[local], centroids, g.candidates[at[local]])
+    for g in groups:
+        g.context_scores[layer] = scores[g.name]
+        if not g.poly:
+            continue
+        # The same word numbering as context_statistics, each word's rows in group order (its pairs' order).
+        _, codes = word_codes_of([words[i] for i in g.rows])
+        group_rows = np.asarray(g.rows)
+        rows_of = [group_rows[codes == w] for w in range(int(codes.max()) + 1)]
+        cosines: list[np.ndarray] = [np.zeros(0)] * len(rows_of)
+        for batch in _word_batches(rows_of, stored.chunk_rows):
+            block = stored.take(layer, np.concatenate([rows_of[w] for w in batch])).astype(np.float64) - mean
+            start = 0
+            for w in batch:
+                part = block[start:start + rows_of[w].size]
+                cosines[w] = word_pair_cosines(part, np.zeros(len(part), dtype=int), 1)[0]
+                start += rows_of[w].size
+        g.pair_cosines[layer] = cosines
 
 
 def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, concept_set: Any = None,
@@ -518,24 +643,47 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
                 other[w] = int(rng.choice([k for k in all_concepts if k != own]))
         cand2 = np.array([[code[contexts.contexts[i].sense], other[contexts.contexts[i].word]] for i in control_idx])
         groups.append(_Group("controls_2way", control_idx, False, cand2, np.zeros(len(control_idx), dtype=int)))
-    neutral, frames = (neutral_vectors(contexts.contexts, ecfg, loaded, cfg.seed) if cfg.baseline == "neutral"
-                       else (None, None))
+    stored = ext.vectors if isinstance(ext.vectors, StoredVectors) else None
+    neutral, frames, table, row_of = None, None, None, None
+    if cfg.baseline == "neutral" and stored is None:
+        neutral, frames = neutral_vectors(contexts.contexts, ecfg, loaded, cfg.seed)
+    elif cfg.baseline == "neutral":  # from a store: the (frame, word) pairs' vectors, no row per context
+        table, row_of, frames = neutral_table(contexts.contexts, ecfg, loaded, cfg.seed)
     base_vectors = {}
     for layer in ext.layers:
         words_mat = alone.vectors[layer].astype(np.float64)
         concept_mean = words_mat[sorted({i for r in concept_rows for i in r})].mean(axis=0) if cfg.center else 0.0
         centroids = np.stack([words_mat[r].mean(axis=0) for r in concept_rows]) - concept_mean
-        ctx_mat = ext.vectors[layer].astype(np.float64)
-        ctx_mat = ctx_mat - (ctx_mat.mean(axis=0) if cfg.center else 0.0)
         if neutral is not None:  # the word in its neutral frame, centred on the frames' own mean like contexts
             framed = neutral[layer].astype(np.float64)
             base = framed - (framed.mean(axis=0) if cfg.center else 0.0)
-        else:
+        elif stored is None:
             base = words_mat[word_rows] - concept_mean
-        base_vectors[layer] = base.astype(np.float32)
+        else:  # from a store: each context's out-of-context vector is a row of a small table, gathered when scored
+            base = None
+            if table is not None:  # the frames' mean over contexts: the table's rows weighted by their use
+                source, row_index = table[layer].astype(np.float64), row_of
+                offset = (np.bincount(row_of, minlength=len(source)) @ source / len(row_of) if cfg.center
+                          else 0.0)
+            else:
+                source, row_index, offset = words_mat, word_rows, concept_mean
+        if base is not None:
+            base_vectors[layer] = base.astype(np.float32)
+        for g in groups:
+            if base is not None:
+                g.base_scores[layer] = cosine_scores(base[g.rows], centroids, g.candidates)
+                continue
+            step, rows = max(stored.chunk_rows, 1), np.asarray(g.rows)
+            g.base_scores[layer] = np.concatenate([
+                cosine_scores(source[row_index[rows[a:a + step]]] - offset, centroids, g.candidates[a:a + step])
+                for a in range(0, rows.size, step)])
+        if stored is not None:  # chunk by chunk: the layer is never read whole
+            _score_stored(stored, layer, cfg.center, centroids, groups, [c.word for c in contexts.contexts])
+            continue
+        ctx_mat = ext.vectors[layer].astype(np.float64)
+        ctx_mat = ctx_mat - (ctx_mat.mean(axis=0) if cfg.center else 0.0)
         for g in groups:
             g.context_scores[layer] = cosine_scores(ctx_mat[g.rows], centroids, g.candidates)
-            g.base_scores[layer] = cosine_scores(base[g.rows], centroids, g.candidates)
             g.vectors[layer] = ctx_mat[g.rows]
     stats = {}
     for g in groups:
@@ -547,7 +695,8 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
         # Polysemous words: senses shuffled within each word; controls: concepts shuffled across control words.
         stats[g.name] = context_statistics(g.context_scores, g.base_scores, g.labels, words,
                                            words if g.poly else ["controls"] * len(words),
-                                           pair_vectors=g.vectors if g.poly else None,
+                                           pair_vectors=g.vectors if g.poly and g.vectors else None,
+                                           pair_cosines=g.pair_cosines if g.poly and g.pair_cosines else None,
                                            n_permutations=cfg.permutations, n_bootstrap=cfg.bootstrap, seed=cfg.seed)
     info = {"source": loaded.ref.name, "contexts": contexts.name, "concept_set": cs.name,
             "n_contexts": len(contexts), "n_polysemous_words": len({contexts.contexts[i].word for i in poly_idx}),
@@ -556,7 +705,8 @@ def measure_contexts(cfg: ContextsConfig, *, loaded: LoadedModel | None = None, 
             "baseline_frames": sorted(set(frames)) if frames else ["{word}"],
             "words_left_out": {k: v for k, v in alone.report.items() if v},
             "random_weights": bool(alone.meta.get("random_weights", False)),
-            "semcor": contexts.report.to_dict() if hasattr(contexts, "report") else None}
+            "semcor": contexts.report.to_dict() if hasattr(contexts, "report") else None,
+            **({"store": str(stored.store.path)} if stored is not None else {})}
     drift = _drift(stats["polysemous"], {"controls_2way": stats["controls_2way"], "controls_all": stats["controls"]},
                    cfg.bootstrap, cfg.seed) if control_idx else None
     return ContextsResult(stats["polysemous"], stats.get("controls"), ext, np.array(poly_idx),

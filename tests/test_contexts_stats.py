@@ -11,8 +11,10 @@ from mcicl.analysis.engine.context_measures import (
     cosine_scores,
     group_permutations,
     margins,
+    pair_auc_from_cosines,
     pair_auc_units,
     predictions,
+    word_codes_of,
 )
 
 
@@ -52,6 +54,39 @@ def test_pair_auc_equals_roc_auc_of_pair_cosines():
     vn = v / np.linalg.norm(v, axis=1, keepdims=True)
     i, j = np.triu_indices(6, k=1)
     assert units[0] == pytest.approx(roc_auc_score(labels[i] == labels[j], (vn @ vn.T)[i, j]))
+
+
+def test_pair_auc_from_given_cosines_equals_roc_auc_and_the_vectors_path():
+    """Pair cosines computed outside (as a store computes them, a word's rows at a time) give each word's ROC AUC,
+    and context_statistics gives the same pair AUC and null from them as from the vectors."""
+    rng = np.random.default_rng(5)
+    words = ["b", "a", "b", "a", "b", "a", "a", "b", "c"]
+    labels = np.array([0, 1, 1, 0, 0, 1, 0, 1, 0])
+    v = rng.normal(size=(9, 7))
+    names, codes = word_codes_of(words)
+    assert list(names) == ["a", "b", "c"]
+    cosines = []
+    for w in range(3):
+        rows = np.flatnonzero(codes == w)
+        cosines.append(np.array([v[a] @ v[b] / np.linalg.norm(v[a]) / np.linalg.norm(v[b])
+                                 for x, a in enumerate(rows) for b in rows[x + 1:]]))
+    units, _ = pair_auc_from_cosines(cosines, labels, codes, 3)
+    for w in range(2):
+        rows = np.flatnonzero(codes == w)
+        i, j = np.triu_indices(rows.size, k=1)
+        assert units[w] == pytest.approx(roc_auc_score(labels[rows][i] == labels[rows][j], cosines[w]))
+    assert np.isnan(units[2])  # one row: no pairs
+    scores = rng.normal(size=(9, 2))
+    kwargs = dict(n_permutations=50, n_bootstrap=20, seed=3)
+    a = context_statistics({"1": scores}, {"1": scores}, labels, words, words, pair_vectors={"1": v}, **kwargs)
+    b = context_statistics({"1": scores}, {"1": scores}, labels, words, words, pair_cosines={"1": cosines}, **kwargs)
+    np.testing.assert_allclose(b.word_units["1"]["pair_auc"], a.word_units["1"]["pair_auc"])
+    assert b.per_layer["1"]["pair_auc"].null_mean == pytest.approx(a.per_layer["1"]["pair_auc"].null_mean)
+    with pytest.raises(ValueError, match="both given"):
+        context_statistics({"1": scores}, {"1": scores}, labels, words, words, pair_vectors={"1": v},
+                           pair_cosines={"1": cosines}, **kwargs)
+    with pytest.raises(ValueError, match=r"pair_cosines\[0\] has shape"):
+        pair_auc_from_cosines([cosines[0][:-1]] + cosines[1:], labels, codes, 3)
 
 
 def _planted(n_words: int, signal: float, seed: int) -> dict:

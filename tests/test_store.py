@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ from mcicl.analysis.engine.nulls import permutation_p_value
 from mcicl.analysis.engine.streaming import Moments, null_bytes, permuted_codes, streaming_geometry
 from mcicl.app.cli import main
 from mcicl.core import shards
+from mcicl.core.runs import RunFolder
+from mcicl.probing import contextual, geometry, memory, store
 from mcicl.probing import extract as extract_module
-from mcicl.probing import geometry, memory, store
 from mcicl.probing.contexts import ContextSet, builtin_contexts
 from mcicl.probing.contexts_config import ContextsConfig
 from mcicl.probing.contextual import StoredVectors, contexts_hash, measure_contexts, store_contexts
@@ -436,6 +438,93 @@ def test_contexts_from_a_store_equal_contexts_in_memory(minilm, tmp_path, counte
     write_store(tmp_path / "words", PAIRS, ExtractionConfig(layers="0,2"), minilm, show_progress=False)
     with pytest.raises(StoreError, match=r"another model or config: contexts: null vs"):
         store_contexts(str(tmp_path / "words"), minilm, ctx.contexts, cfg.extraction, show_progress=False)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("baseline", ["alone", "neutral"])
+def test_contexts_store_is_measured_a_shard_at_a_time(minilm, tmp_path, monkeypatch, baseline):
+    """probe contexts --store with shards of 8 contexts: the statistics (per layer, per word, per row) equal the
+    in-memory analysis of the same vectors, and the run without a store to the forward pass's float tolerance; no
+    read of the store returns more rows than a shard (or one word's rows, which its pairs need together): the
+    whole-layer read is never called, not even by the figures (they read their few words' rows) or the run folder."""
+    ctx = _context_subset()
+    base = dict(permutations=20, bootstrap=20, baseline=baseline)
+    ecfg = ExtractionConfig(layers="0,2", batch_size=32)
+    unstored = measure_contexts(ContextsConfig(extraction=ecfg, **base), loaded=minilm, contexts=ctx, quiet=True)
+    shard = 8
+    word_rows = max(sum(c.word == w for c in ctx.contexts) for w in ctx.words)
+    limit = max(shard, word_rows)
+    assert limit < len(ctx) // 2  # a whole layer (or half of one) would be caught
+    ext = store_contexts(str(tmp_path / "ctx"), minilm, ctx.contexts, ecfg, shard_items=shard, show_progress=False)
+    stored_vectors = ext.vectors
+    assert stored_vectors.store.n_shards == -(-len(ctx) // shard) and stored_vectors.chunk_rows == shard
+    # The streamed reads against the whole layer (read before the whole-layer read is forbidden below).
+    whole = stored_vectors["2"]
+    np.testing.assert_allclose(stored_vectors.mean("2"), whole.astype(np.float64).mean(axis=0), rtol=1e-12,
+                               atol=1e-12)
+    picked = np.array([len(ctx) - 1, 0, shard, shard - 1])
+    np.testing.assert_array_equal(stored_vectors.take("2", picked), whole[picked])
+    # The in-memory analysis of exactly the stored vectors (the store's forward passes batch differently).
+    same = replace(ext, vectors={layer: stored_vectors[layer] for layer in ext.layers})
+    with monkeypatch.context() as patch:
+        patch.setattr(contextual, "extract_contexts", lambda *a, **k: same)
+        plain = measure_contexts(ContextsConfig(extraction=ecfg, **base), loaded=minilm, contexts=ctx, quiet=True)
+    assert not isinstance(plain.extraction.vectors, StoredVectors)
+
+    real_store = contextual.store_contexts
+    monkeypatch.setattr(contextual, "store_contexts",
+                        lambda *a, **k: real_store(*a, **{**k, "shard_items": shard}))
+    reads: list[int] = []
+
+    def whole_layer(self, layer):
+        raise AssertionError(f"layer {layer} read whole from the store")
+
+    real_chunks, real_take = StoredVectors.chunks, StoredVectors.take
+
+    def chunks(self, layer):
+        for lo, rows in real_chunks(self, layer):
+            reads.append(len(rows))
+            yield lo, rows
+
+    def take(self, layer, rows):
+        out = real_take(self, layer, rows)
+        reads.append(len(out))
+        return out
+
+    monkeypatch.setattr(StoredVectors, "__getitem__", whole_layer)
+    monkeypatch.setattr(StoredVectors, "chunks", chunks)
+    monkeypatch.setattr(StoredVectors, "take", take)
+    stored = measure_contexts(ContextsConfig(extraction=ecfg, store=str(tmp_path / "ctx"), **base), loaded=minilm,
+                              contexts=ctx, quiet=True)
+    assert isinstance(stored.extraction.vectors, StoredVectors) and stored.info["store"] == str(tmp_path / "ctx")
+    assert reads and max(reads) <= limit and sum(r == shard for r in reads) >= 2, reads
+    for group in ("polysemous", "controls"):
+        a, b = getattr(plain, group), getattr(stored, group)
+        assert a.best_layer == b.best_layer
+        for layer in ("0", "2"):
+            for stat, units in a.word_units[layer].items():
+                np.testing.assert_allclose(b.word_units[layer][stat], units, rtol=1e-7, atol=1e-9, err_msg=stat)
+            for name, values in a.row_values[layer].items():
+                np.testing.assert_allclose(b.row_values[layer][name], values, rtol=1e-7, atol=1e-9, err_msg=name)
+    assert "pair_auc" in stored.polysemous.word_units["2"] and stored.base_vectors == {}
+    assert stored.info["baseline_frames"] == plain.info["baseline_frames"]
+    for ra, rb in zip(plain.layer_rows(), stored.layer_rows(), strict=True):
+        for key in ("value", "null", "ci_low", "ci_high", "p_value"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-7, abs=1e-9, nan_ok=True), (ra["stat"], key)
+    for layer, named in plain.drift.items():
+        for stat, values in named.items():
+            assert stored.drift[layer][stat] == pytest.approx(values, rel=1e-7, abs=1e-9, nan_ok=True), stat
+    for ra, rb in zip(unstored.layer_rows(), stored.layer_rows(), strict=True):
+        for key in ("value", "null", "ci_low", "ci_high", "p_value"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-5, nan_ok=True), (ra["stat"], key)
+    reads.clear()
+    with RunFolder.create(tmp_path / "run", "probe contexts") as run:
+        stored.save(run)
+    # Saving reads the figure's rows alone (the contexts of its few words) and copies no layer into the run.
+    chosen = stored.pca_words()
+    assert reads == [sum(c.word in chosen for c in ctx.contexts)] and len(chosen) <= contextual.PCA_WORDS
+    assert not list((tmp_path / "run" / "vectors").glob("*.npz"))
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["store"] == str(tmp_path / "ctx")
 
 
 def test_memory_estimate_reads_the_config_at_the_revision(monkeypatch):

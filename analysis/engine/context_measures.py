@@ -73,6 +73,12 @@ def group_permutations(groups: np.ndarray, n_permutations: int, rng: np.random.G
     return out
 
 
+def word_codes_of(words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct words, each row's word code): how :func:`context_statistics` numbers words (the order of
+    ``pair_cosines``)."""
+    return np.unique(np.asarray(words, dtype=str), return_inverse=True)
+
+
 def _word_means(values: np.ndarray, word_codes: np.ndarray, n_words: int) -> np.ndarray:
     """Per-word means of row values: (n,) -> (n_words,) or (B, n) -> (B, n_words)."""
     onehot = np.zeros((word_codes.size, n_words))
@@ -90,15 +96,27 @@ def _pair_auc(labels: np.ndarray, i: np.ndarray, j: np.ndarray, beats: np.ndarra
         return np.where((n_same > 0) & (n_diff > 0), wins / (n_same * n_diff), np.nan)
 
 
-def pair_auc_units(vectors: np.ndarray, labels: np.ndarray, word_codes: np.ndarray, n_words: int,
-                   perms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(per-word same-vs-different-sense pair AUC (n_words,), its null (B, n_words)) of the contextual vectors.
+def word_pair_cosines(vectors: np.ndarray, word_codes: np.ndarray, n_words: int) -> list[np.ndarray]:
+    """Per word (code 0..n_words-1), the cosines of its rows' pairs (i < j in row order, ``np.triu_indices``):
+    a list of (P_w,) arrays, the input of :func:`pair_auc_from_cosines`."""
+    v = np.asarray(vectors, dtype=np.float64)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    out = []
+    for w in range(n_words):
+        rows = np.flatnonzero(word_codes == w)
+        i, j = np.triu_indices(rows.size, k=1)
+        out.append((v[rows] @ v[rows].T)[i, j])
+    return out
+
+
+def pair_auc_from_cosines(pair_cosines: Sequence[np.ndarray], labels: np.ndarray, word_codes: np.ndarray,
+                          n_words: int, perms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(per-word same-vs-different-sense pair AUC (n_words,), its null (B, n_words)) from each word's pair cosines
+    (``pair_cosines[w]``: its rows' pairs in ``np.triu_indices`` order, rows in ``word_codes`` order).
 
     A word without both same-sense and different-sense pairs gets nan. ``perms`` (B, n) are the null's
     within-word permutations of the rows' labels.
     """
-    v = np.asarray(vectors, dtype=np.float64)
-    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     labels = np.asarray(labels)
     n_perm = 0 if perms is None else perms.shape[0]
     units, null = np.full(n_words, np.nan), np.full((n_perm, n_words), np.nan)
@@ -107,13 +125,23 @@ def pair_auc_units(vectors: np.ndarray, labels: np.ndarray, word_codes: np.ndarr
         i, j = np.triu_indices(rows.size, k=1)
         if i.size < 2:
             continue
-        sims = (v[rows] @ v[rows].T)[i, j]
+        sims = np.asarray(pair_cosines[w], dtype=np.float64)
+        if sims.shape != i.shape:
+            raise ValueError(f"pair_cosines[{w}] has shape {sims.shape}; expected {i.shape}, one per pair of the "
+                             f"word's {rows.size} rows")
         # beats[a, b] = 1 when pair a's cosine beats pair b's, 1/2 on a tie.
         beats = (sims[:, None] > sims[None, :]) + 0.5 * (sims[:, None] == sims[None, :])
         units[w] = _pair_auc(labels[rows], i, j, beats)
         if n_perm:
             null[:, w] = _pair_auc(labels[perms[:, rows]], i, j, beats)
     return units, null
+
+
+def pair_auc_units(vectors: np.ndarray, labels: np.ndarray, word_codes: np.ndarray, n_words: int,
+                   perms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(per-word same-vs-different-sense pair AUC (n_words,), its null (B, n_words)) of the contextual vectors:
+    :func:`pair_auc_from_cosines` of :func:`word_pair_cosines`."""
+    return pair_auc_from_cosines(word_pair_cosines(vectors, word_codes, n_words), labels, word_codes, n_words, perms)
 
 
 @dataclass
@@ -147,25 +175,30 @@ def _boot_max(units_by_layer: np.ndarray, n_bootstrap: int, rng: np.random.Gener
 
 def context_statistics(context_scores: dict[str, np.ndarray], base_scores: dict[str, np.ndarray],
                        labels: np.ndarray, words: Sequence[str], groups: Sequence[str], *,
-                       pair_vectors: dict[str, np.ndarray] | None = None, n_permutations: int = 1000,
+                       pair_vectors: dict[str, np.ndarray] | None = None,
+                       pair_cosines: dict[str, Sequence[np.ndarray]] | None = None, n_permutations: int = 1000,
                        n_bootstrap: int = 1000, seed: int = 0) -> ContextStats:
     """Sense accuracy (in context and out of context), shift and pair AUC per layer, with nulls and CIs.
 
     ``context_scores[layer]`` and ``base_scores[layer]`` are (n, m) candidate cosines of the contextual and
     out-of-context vectors (:func:`cosine_scores`); ``labels`` (n,) the tagged sense's candidate position;
     ``words`` the row's word (the bootstrap unit); ``groups`` the rows whose tags the null may permute
-    among; ``pair_vectors[layer]`` (n, d) the contextual vectors for the pair AUC (skipped when None).
+    among; ``pair_vectors[layer]`` (n, d) the contextual vectors for the pair AUC, or ``pair_cosines[layer]`` each
+    word's pair cosines already computed (:func:`word_pair_cosines`, words in sorted order; skipped when both are
+    None).
     The best layer's stats take the max over layers in the observation, every null draw and every resample.
     """
     layers = list(context_scores)
     if not layers:
         raise ValueError("context_scores is empty: at least one layer is needed")
     labels = np.asarray(labels)
-    word_names, word_codes = np.unique(np.asarray(words, dtype=str), return_inverse=True)
+    word_names, word_codes = word_codes_of(words)
     _, group_codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
     n_words = word_names.size
     if labels.shape != (word_codes.size,):
         raise ValueError(f"labels has shape {labels.shape}; expected ({word_codes.size},), one per context")
+    if pair_vectors is not None and pair_cosines is not None:
+        raise ValueError("pair_vectors and pair_cosines are both given; accepted: one of them (or neither)")
     rng = np.random.default_rng(seed)
     perms = group_permutations(group_codes, n_permutations, rng)
     perm_labels = labels[perms]                                            # (B, n)
@@ -186,8 +219,10 @@ def context_statistics(context_scores: dict[str, np.ndarray], base_scores: dict[
                                              n_words).mean(1)}
         rows[layer] = {"labels": labels, "predicted": pred, "baseline_predicted": base_pred,
                        "margin": margins(ctx, labels), "baseline_margin": margins(base, labels), "shift": shift_rows}
-        if pair_vectors is not None:
-            auc, auc_null = pair_auc_units(pair_vectors[layer], labels, word_codes, n_words, perms)
+        if pair_vectors is not None or pair_cosines is not None:
+            cosines = (pair_cosines[layer] if pair_cosines is not None
+                       else word_pair_cosines(pair_vectors[layer], word_codes, n_words))
+            auc, auc_null = pair_auc_from_cosines(cosines, labels, word_codes, n_words, perms)
             units[layer]["pair_auc"] = auc
             nulls[layer]["pair_auc"] = np.nanmean(auc_null, axis=1)
     per_layer: dict[str, dict[str, Stat]] = {}
