@@ -175,11 +175,14 @@ def compare_worlds(fit: LabelledVectors, heldout: LabelledVectors, *, atoms: int
 
 
 def split_halves(lv: LabelledVectors, seed: int) -> tuple[LabelledVectors, LabelledVectors]:
-    """Two disjoint random halves of each concept's words (a concept of one word goes to the first half)."""
+    """Two disjoint random halves of each concept's words; concepts of fewer than 4 words are left out (each half
+    needs a pair of words per concept for its within-concept cosine)."""
     rng = np.random.default_rng([seed, 17])
     a, b = [], []
     for lab in dict.fromkeys(lv.labels.tolist()):
         rows = rng.permutation(np.flatnonzero(lv.labels == lab))
+        if len(rows) < 4:
+            continue
         cut = (len(rows) + 1) // 2
         a += rows[:cut].tolist()
         b += rows[cut:].tolist()

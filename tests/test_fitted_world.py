@@ -29,6 +29,7 @@ from mcicl.analysis.fitted_world import (
 )
 from mcicl.analysis.matched import simulate_words
 from mcicl.app.cli import main
+from mcicl.core.vectors import LabelledVectors
 from mcicl.synthetic.config import SyntheticConfig
 from mcicl.synthetic.data import build_dictionary
 
@@ -168,3 +169,12 @@ def test_probe_dictionary_world_on_saved_vectors(tmp_path: Path):
     assert set(world["distances"]) == {"fitted", "moment_matched", "defaults", "mismatched"}
     assert world["real"]["fit_words"] + world["real"]["words"] == len(lv.vectors)
     assert (out / "worlds.csv").read_text().count("\n") == 5
+
+
+def test_split_halves_are_disjoint_and_drop_concepts_too_small_to_split():
+    labels = ["a"] * 5 + ["b"] * 4 + ["c"] * 3
+    lv = LabelledVectors(np.eye(12), [f"w{i}" for i in range(12)], labels)
+    one, two = split_halves(lv, 0)
+    assert sorted(one.labels.tolist()) == ["a", "a", "a", "b", "b"]
+    assert sorted(two.labels.tolist()) == ["a", "a", "b", "b"]
+    assert not set(one.words) & set(two.words)
