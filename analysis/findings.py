@@ -46,6 +46,7 @@ from mcicl.analysis.engine.measures import centring_report, encode_labels, geome
 from mcicl.analysis.engine.qk_products import rank_correlation
 from mcicl.analysis.engine.sparse_coding import bootstrap_mean
 from mcicl.analysis.findings_config import GROUP_COST, GROUP_SETTINGS, NEEDS, FindingsConfig, fast_settings
+from mcicl.analysis.fitted_world import compare_worlds, split_halves
 from mcicl.analysis.matched import (
     MATCHING,
     PARAMETERS,
@@ -1026,6 +1027,67 @@ def _context_code_finding(sh: Shared, r: dict[str, Any], layer: str, dc: Diction
     return f
 
 
+def _fitted_world_findings(sh: Shared, lv: LabelledVectors, r: dict[str, Any],
+                           dc: DictionaryConfig) -> list[dict[str, Any]]:
+    """The synthetic world built from the last layer's fitted code against today's moment-matched world, on
+    held-out words: fit on one random half of each concept's words, measure on the other; replicated with the halves'
+    roles swapped (:func:`analysis.fitted_world.compare_worlds`)."""
+    cfg = sh.cfg
+    halves = split_halves(lv, cfg.seed)
+    kw = {"atoms": r["choice"].atoms, "nonzeros": r["choice"].nonzeros, "n_boot": cfg.bootstrap, "seed": cfg.seed,
+          "iterations": dc.iterations, "replicates": 2 if cfg.fast else 4, "moment_per_sign": cfg.matched_per_sign}
+    main, rep = compare_worlds(halves[0], halves[1], **kw), compare_worlds(halves[1], halves[0], **kw)
+    common = {"command": sh.command("dictionary"),
+              "replicated_on": "the two disjoint halves of each concept's words with their roles swapped (fit on "
+                               "the held-out half, measured on the fitting half)",
+              "selection": {"rule": f"dictionary size chosen by probe dictionary on all words ({r['choice'].atoms} "
+                                    f"atoms, {r['choice'].nonzeros} per word: held-out reconstruction error, one-SE "
+                                    "rule); both worlds' parameters fitted on the fitting half only",
+                            "disjoint": "yes for the worlds: the statistics compared are measured on words neither "
+                                        "world was fitted on; the size choice read every word's reconstruction"}}
+    resampled = {"cosines": "concepts (within) and concept pairs (cross) of the held-out words (paired bootstrap; "
+                            "the worlds' simulated units resampled too)",
+                 "loadings": "held-out words (paired bootstrap; the worlds' simulated words resampled too)"}
+
+    def dist(c: dict[str, Any], world: str, stat: str) -> dict[str, Any]:
+        d = c["distances"][world]
+        return estimate(d[stat], d[f"{stat}_ci"], c["real"]["pairs"] + c["real"]["concepts"] if stat == "cosines"
+                        else c["real"]["words"])
+
+    def diff(c: dict[str, Any], stat: str) -> dict[str, Any]:
+        d = c["distances"]["moment_matched"]
+        return estimate(d[f"{stat}_fitted_minus_this"], d[f"{stat}_fitted_minus_this_ci"],
+                        c["real"]["pairs"] + c["real"]["concepts"] if stat == "cosines" else c["real"]["words"])
+
+    extra = {"code_parameters": main["code_parameters"], "worlds": main["worlds"], "distances": main["distances"],
+             "closer": main["closer"], "replication_closer": rep["closer"], "moment_loss": main["moment_loss"],
+             "replication_worlds": rep["worlds"], "real": main["real"], "units": main["units"],
+             "distance": "1-Wasserstein between the held-out real units' and the world's distributions; cosines: "
+                         "mean of the within-concept and the cross-pair distance"}
+    names = {"moment_matched": "moment-matched world (today's matched group)",
+             "defaults": "the fitted world's concepts with the generator's default parameters",
+             "mismatched": "the fitted world's concepts with deliberately mismatched parameters"}
+    out = [finding(
+        "dictionary.fitted_world_vs_moment_matched", "dictionary", "A synthetic world whose generative parameters "
+        "(concepts, irrelevant concepts, within/cross feature cosines, co-occurring energy, noise) are read off the "
+        "last layer's fitted sparse code reproduces the real held-out words' within/cross cosines per concept pair: "
+        "its distance, beside the moment-matched world and two controls.", dist(main, "fitted", "cosines"),
+        resampled=resampled["cosines"], better="lower",
+        controls=[control(names[w], main["distances"][w]["cosines"], main["distances"][w]["cosines_ci"])
+                  for w in ("moment_matched", "defaults", "mismatched")],
+        second=dist(rep, "fitted", "cosines"), extra=extra, **common)]
+    for stat, what in (("cosines", "within/cross cosines per concept pair"),
+                       ("loadings", "off-concept code loadings per word")):
+        out.append(finding(
+            f"dictionary.fitted_world_minus_moment_matched.{stat}", "dictionary", "The world read off the fitted code "
+            f"is closer to the real held-out {what} than the moment-matched world: fitted minus moment-matched "
+            "distance (paired; below 0 = the fitted world is closer).", diff(main, stat), resampled=resampled[stat],
+            better="lower", controls=[control("no difference", 0.0)], second=diff(rep, stat),
+            extra={"fitted": main["distances"]["fitted"][stat], "moment_matched":
+                   main["distances"]["moment_matched"][stat], "closer": main["closer"][stat]}, **common))
+    return out
+
+
 def group_dictionary(sh: Shared) -> list[dict[str, Any]]:
     """The paper's sparse-coding premise without labels: a dictionary learned on the words' vectors, its atoms
     against the concept directions (label-permutation and rotation nulls), polysemous words' codes against random
@@ -1069,6 +1131,7 @@ def group_dictionary(sh: Shared) -> list[dict[str, Any]]:
         f["replication"] = replication(f["replication"]["description"], halves_est[0], halves_est[1])
         out.append(f)
     out.append(_context_code_finding(sh, r, last, dc))
+    out += _fitted_world_findings(sh, result.spaces[-1].concepts, r, dc)
     glove = _glove_space()
     if glove is not None:
         glove_fit = fit_space(glove, dc)

@@ -31,7 +31,7 @@ GROUP_SETTINGS: dict[str, tuple[str, ...]] = {
     "icl": (*_COMMON, *_ICL),
     "attention": (*_COMMON, "attention_episodes", "attention_shots", "icl_sets"),
     "contexts": _COMMON,
-    "dictionary": _COMMON,
+    "dictionary": (*_COMMON, "matched_per_sign"),
     "semcor": (*_COMMON, "icl_episodes", "tune_episodes"),
     "circuits": (*_COMMON, "attention_episodes"),
     "steer": (*_COMMON, "icl_episodes"),

@@ -13,6 +13,7 @@ Outputs: ``summary.json``, ``layers.csv``, ``sizes.csv``, ``atoms.csv``, ``polys
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,7 @@ class DictionaryResult:
     results: dict[str, dict[str, Any]]  # layer -> fit_space's output
     summary: dict[str, Any]
     spaces: list[Space] = field(default_factory=list)  # the fitted spaces (for refits on subsets)
+    world_rows: list[dict[str, Any]] = field(default_factory=list)  # worlds.csv (with --world)
 
     def figures(self) -> dict[str, Figure]:
         """Held-out error per size, atoms x concepts of the last layer, and sense recall per layer."""
@@ -288,6 +290,8 @@ class DictionaryResult:
         run.write_csv("atoms.csv", atoms)
         run.write_csv("polysemy.csv", poly, fieldnames=None if poly else ["layer", "word", "senses", "recall",
                                                                          "chance"])
+        if self.world_rows:
+            run.write_csv("worlds.csv", self.world_rows)
         captions = {"sizes": SIZES_CAPTION, "atoms_concepts": ATOMS_CAPTION, "sense_recall": RECALL_CAPTION}
         for name, fig in self.figures().items():
             save_figure(fig, run.figures, name, caption=captions[name])
@@ -351,8 +355,11 @@ def measure_dictionary(cfg: DictionaryConfig, *, loaded: Any = None, quiet: bool
     return DictionaryResult(cfg, results, strict_json(summary), spaces)
 
 
-def execute(cfg: DictionaryConfig, ctx: JobContext) -> int:
-    """``mcicl probe dictionary``: check the inputs, open the run folder, fit, save, print the headline."""
+def execute(cfg: DictionaryConfig, ctx: JobContext,
+            extend: Callable[[DictionaryResult], str] | None = None) -> int:
+    """``mcicl probe dictionary``: check the inputs, open the run folder, fit, save, print the headline.
+    ``extend`` (the matched world of ``--world``, which lives in a higher layer: analysis/fitted_world.py) adds to
+    the result before it is saved and returns a line for the headline."""
     concept_set = None
     for flag, path in (("--vectors", cfg.vectors), ("--truth", cfg.truth)):
         if path and not Path(path).is_file():
@@ -371,10 +378,11 @@ def execute(cfg: DictionaryConfig, ctx: JobContext) -> int:
                                     "--concepts": cfg.concepts, "--polysemy": cfg.polysemy,
                                     "--cache-dir": cfg.extraction.cache_dir, "--store": cfg.store})
     result = measure_dictionary(cfg, quiet=ctx.quiet, concept_set=concept_set)
+    extra = extend(result) if extend is not None else ""
     result.save(folder)
     s = result.summary
     print(f"layer {s['layer']}: {s['atoms']} atoms, {s['nonzeros']} per word; best-atom |cos| "
           f"{s['best_atom_cos']['value']:.3f} (label-permutation null {s['best_atom_cos']['null']:.3f}, "
-          f"rotation null {s['best_atom_cos']['rotation_null']:.3f}); "
+          f"rotation null {s['best_atom_cos']['rotation_null']:.3f}); {extra}"
           f"output is in {folder.path}")
     return 0

@@ -60,6 +60,10 @@ class DictionaryConfig:
         "baseline models whose own dictionaries are a null for atoms against concepts: random_weights (same "
         "architecture and tokenizer, re-initialised with --seed), random_blocks (trained embeddings through "
         "re-initialised blocks); 'none' for no baselines", metavar="LIST"))
+    world: bool = field(default=False, metadata=doc(
+        "also build the synthetic world from the last layer's fitted code (its generative parameters read off the "
+        "atoms and codes of half the words) and compare it with the moment-matched world on the other half "
+        "(worlds.csv; summary 'fitted_world')", flag="--world"))
     permutations: int = permutations_field(200, "label permutations and random rotations of the dictionary, "
                                                 "per null")
     bootstrap: int = bootstrap_field(1000, "words")
@@ -84,7 +88,7 @@ DICTIONARY_JOB = Job(
                 "on a saved vectors .npz, its size chosen on held-out reconstruction error; compare the atoms with "
                 "the concept directions against randomly rotated dictionaries; ask whether polysemous words' codes "
                 "load on atoms of their senses; with --truth, measure recovery of a known dictionary.",
-    execute="mcicl.probing.dictionary:execute",
+    execute="mcicl.analysis.fitted_world:execute",  # probing's execute, plus --world (layer 3)
     result="mcicl.probing.dictionary:DictionaryResult",
     config=DictionaryConfig,
     fields={
@@ -94,7 +98,7 @@ DICTIONARY_JOB = Job(
                         "extraction.pooling", "extraction.template", "extraction.batch_size",
                         "extraction.cache_dir"),
         "fit and nulls": ("atoms", "nonzeros", "solver", "center", "iterations", "baselines", "permutations",
-                          "bootstrap"),
+                          "bootstrap", "world"),
     },
     report=ReportSection(
         title="Sparse dictionary of the word vectors",
