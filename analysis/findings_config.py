@@ -40,7 +40,7 @@ GROUP_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 # Rough relative cost of each group at publication settings (measured group seconds, rounded): with --jobs > 1 the
 # costliest start first, so the longest group does not start last. Only the order depends on it, never a number.
-GROUP_COST = {"icl": 10.0, "attention": 7.0, "dictionary": 3.5, "synthetic": 2.5, "semcor": 1.5, "geometry": 1.0,
+GROUP_COST = {"icl": 10.0, "attention": 7.0, "dictionary": 4.5, "synthetic": 2.5, "semcor": 1.5, "geometry": 1.0,
               "circuits": 1.0, "synthetic_random_readout": 1.0, "steer": 1.0, "map": 0.6, "matched": 0.3,
               "contexts": 0.1}
 
