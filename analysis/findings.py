@@ -1083,6 +1083,7 @@ def _fitted_world_findings(sh: Shared, lv: LabelledVectors, r: dict[str, Any],
             f"is closer to the real held-out {what} than the moment-matched world: fitted minus moment-matched "
             "distance (paired; below 0 = the fitted world is closer).", diff(main, stat), resampled=resampled[stat],
             better="lower", controls=[control("no difference", 0.0)], second=diff(rep, stat),
+            headline=stat == "cosines",
             extra={"fitted": main["distances"]["fitted"][stat], "moment_matched":
                    main["distances"]["moment_matched"][stat], "closer": main["closer"][stat]}, **common))
     return out
