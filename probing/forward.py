@@ -294,7 +294,7 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
             for j, li in enumerate(layer_idx):
                 name = str(li)
                 if name not in out:
-                    out[name] = np.empty((n_rows, pooled.shape[-1]), dtype=np.float32)
+                    out[name] = np.empty((n_rows, pooled[j].shape[-1]), dtype=np.float32)
                 out[name][dest if pooling == "tokens" else members] = pooled[j]
             del hidden
             done[0] += len(batch)
@@ -307,8 +307,9 @@ def _pool_hidden(model: Any, items: list[PoolItem], layer_idx: list[int], poolin
 
 
 def _pool_batch(states: list[Any], pooling: str, flat: list[int], slot_of: list[int], last: list[int],
-                n_slots: int) -> np.ndarray:
-    """(len(states), rows, d) float32 pooled vectors of one batch. The selected layers' (B, T, d) states are
+                n_slots: int) -> np.ndarray | list[np.ndarray]:
+    """(len(states), rows, d) float32 pooled vectors of one batch (a list of (rows, d_l), one per state, when the
+    layers' widths differ, as in OPT's projected last layer). The selected layers' (B, T, d) states are
     gathered at the word tokens (``flat``: rows of the flattened B*T batch; ``last``: each slot's last token) into
     one (layers, tokens, d) array, and ``mean`` sums each slot's run of tokens (``slot_of``: each token's slot,
     non-decreasing) with one ``np.add.reduceat``. On the CPU the states are read as numpy views, elsewhere gathered
@@ -316,6 +317,8 @@ def _pool_batch(states: list[Any], pooling: str, flat: list[int], slot_of: list[
     torch ops each start a parallel region, which on a busy CPU costs more than the work). Pad positions may hold
     garbage (even NaN): only word tokens are read."""
     d = states[0].shape[-1]
+    if any(h.shape[-1] != d for h in states):
+        return [_pool_batch([h], pooling, flat, slot_of, last, n_slots)[0] for h in states]
     rows = np.asarray(last if pooling == "last" else flat, dtype=np.int64)
     if all(h.device.type == "cpu" for h in states):
         tok = np.stack([h.reshape(-1, d).float().numpy()[rows] for h in states])
