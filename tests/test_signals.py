@@ -7,6 +7,7 @@ aside (the hidden ``.NAME.mcicl-previous-*`` sibling exists), that is, mid-overw
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mcicl.app.cli import main
+from mcicl.app.cli import Terminated, main, signals_as_interrupts
 from tests.test_runs import sets, snapshot
 
 pytestmark = pytest.mark.slow
@@ -67,3 +68,16 @@ def test_after_sigkill_the_next_reader_restores_the_old_run(good_run, tmp_path: 
     restored = snapshot(out)
     assert restored == before
     assert not list(out.parent.glob(f".{out.name}.mcicl-previous-*"))
+
+
+def test_sigterm_inside_a_finalizer_is_raised_after_it():
+    # A signal that lands while the garbage collector runs a __del__ would raise there, where Python prints and
+    # swallows it, and the process would go on; the handler sends it again and it is raised once __del__ is done.
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.02)  # the handler runs here, inside __del__
+
+    with pytest.raises(Terminated), signals_as_interrupts():
+        Finalized()  # dropped at once: its __del__ runs now
+        time.sleep(2.0)

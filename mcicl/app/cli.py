@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import re
 import signal
 import sys
@@ -175,6 +176,14 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum: int, frame: Any) -> None:
+    # An exception raised inside a finalizer (__del__, which the garbage collector may run at any line) is printed
+    # and swallowed, so the process would go on: there, send the signal again shortly and raise it then.
+    f = frame
+    while f is not None:
+        if f.f_code.co_name == "__del__":
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
+        f = f.f_back
     raise Terminated(signum)
 
 
