@@ -54,6 +54,7 @@ from mcicl.core.io import strict_json, write_json
 from mcicl.core.jobs import DemoContext, JobContext
 from mcicl.core.logs import progress
 from mcicl.core.plotting import Caption, save_figure, subplots
+from mcicl.core.pvalues import p_text
 from mcicl.core.runs import RunFolder
 from mcicl.core.seeding import seed_everything
 from mcicl.core.vectors import LabelledVectors, Space
@@ -631,9 +632,10 @@ def measure_geometry(cfg: GeometryConfig, *, loaded: LoadedModel | None = None, 
             if key in result:
                 poly_rows += [{"layer": space.name, "kind": kind, **r} for r in result[key].rows()]
         concept_rows += [{"layer": space.name, **r} for r in result["per_concept"]]
-        log.info("layer %s: within %.3f, cross %.3f (p=%.3g), direction |cos| %.3f", space.name,
+        log.info("layer %s: within %.3f, cross %.3f (%s), direction |cos| %.3f", space.name,
                  result["stats"]["within_concept_cosine"].value, result["stats"]["cross_concept_cosine"].value,
-                 result["stats"]["within_minus_cross"].p_value, result["stats"]["concept_direction_abs_cos"].value)
+                 p_text(result["stats"]["within_minus_cross"].p_value, cfg.permutations),
+                 result["stats"]["concept_direction_abs_cos"].value)
 
     baselines: dict[str, Any] = {}
     baseline_rows: list[dict[str, Any]] = []
